@@ -1,0 +1,123 @@
+"""Agent configuration schema (``roomwatch agent -c agent.yaml``), declared once."""
+
+from __future__ import annotations
+
+import socket
+from typing import Annotated, Any, Union
+
+from pydantic import Field, field_validator
+
+import drivers
+from drivers.host import HostConfig
+from roomwatch.configbase import ConfigError, Duration, HostPort, Model, Problem, Secret, dotted, load_model, load_yaml
+
+__all__ = ["AgentConfig", "load_agent_config"]
+
+drivers.load_builtin()
+
+
+def _device_union() -> Any:
+    models = tuple(cls.config_model for cls in drivers.registered().values())
+    if len(models) == 1:
+        return models[0]
+    return Annotated[Union[models], Field(discriminator="driver")]  # noqa: UP007 - built at run time
+
+
+DeviceEntry = _device_union()
+
+
+def _default_agent_id() -> str:
+    return socket.gethostname().split(".")[0] or "agent"
+
+
+class AgentSection(Model):
+    """Who this agent is and where it listens."""
+
+    id: str = Field(default_factory=_default_agent_id, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$")
+    site: str = ""
+    room: str = ""
+    labels: dict[str, str] = Field(default_factory=dict, description="extra labels on every series")
+    listen: HostPort | None = "127.0.0.1:9641"
+    interval: Duration = Field(default=10.0, gt=0, description="default poll interval of devices")
+    spool: str | None = None
+    log_level: str = Field(default="info", pattern=r"^(?i:debug|info|warning|error)$")
+
+
+class ClientTLS(Model):
+    """How the agent checks the collector's certificate, and its own client certificate."""
+
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    insecure_skip_verify: bool = False
+
+
+class CollectorTarget(Model):
+    """Where and how the agent pushes."""
+
+    urls: list[str] = Field(min_length=1)
+    token: Secret
+    push_interval: Duration = Field(default=10.0, gt=0)
+    timeout: Duration = Field(default=10.0, gt=0)
+    max_batch_samples: int = Field(default=5000, ge=1, le=100_000)
+    queue_max_samples: int = Field(default=500_000, ge=1000, description="memory bound of unsent samples")
+    compress: bool = True
+    tls: ClientTLS = Field(default_factory=ClientTLS)
+
+    @field_validator("urls")
+    @classmethod
+    def _urls(cls, urls: list[str]) -> list[str]:
+        for url in urls:
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"{url!r} must start with http:// or https://")
+        return [u.rstrip("/") for u in urls]
+
+
+class HostSection(HostConfig):
+    """The built-in ``host`` device; on unless ``enabled: false``."""
+
+    enabled: bool = True
+
+
+class AgentConfig(Model):
+    """The whole agent file."""
+
+    agent: AgentSection = Field(default_factory=AgentSection)
+    collector: CollectorTarget | None = None
+    host: HostSection = Field(default_factory=HostSection)
+    devices: list[DeviceEntry] = Field(default_factory=list)  # type: ignore[valid-type]
+    actions: list[dict[str, Any]] = Field(default_factory=list)
+
+    def extra_checks(self) -> list[tuple[tuple[Any, ...], str]]:
+        """Cross-field checks pydantic cannot locate: (path, message)."""
+        problems: list[tuple[tuple[Any, ...], str]] = []
+        seen: dict[str, int] = {}
+        if self.host.enabled:
+            seen[self.host.name] = -1
+        for i, dev in enumerate(self.devices):
+            if dev.name in seen:
+                other = "the host section" if seen[dev.name] < 0 else f"devices[{seen[dev.name]}]"
+                problems.append((("devices", i, "name"), f"device name {dev.name!r} is already used by {other}"))
+            else:
+                seen[dev.name] = i
+        if self.actions:
+            problems.append((("actions",), "no action types are available in this version"))
+        return problems
+
+    def all_devices(self) -> list[Any]:
+        """Device configs to run, the host section first when enabled."""
+        out: list[Any] = []
+        if self.host.enabled:
+            out.append(HostConfig.model_validate(self.host.model_dump(exclude={"enabled"})))
+        out.extend(self.devices)
+        return out
+
+
+def load_agent_config(path: str) -> AgentConfig:
+    """Load and validate an agent file; raise :class:`ConfigError` listing every problem."""
+    data, located = load_yaml(path)
+    cfg = load_model(path, AgentConfig, data, located)
+    problems = [Problem(located.file, located.line_of(p), dotted(p), m) for p, m in cfg.extra_checks()]
+    if problems:
+        raise ConfigError(problems)
+    return cfg

@@ -1,0 +1,59 @@
+"""``roomwatch agent -c FILE``: load the config, run until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+
+from roomwatch.configbase import ConfigError, iter_secret_values, parse_hostport
+from roomwatch.logsetup import setup_logging
+
+__all__ = ["main", "serve"]
+
+log = logging.getLogger("roomwatch.agent")
+
+
+async def serve(config_path: str) -> int:
+    """Run the agent of ``config_path`` until a stop signal; return the exit code."""
+    from agent.config import load_agent_config
+    from agent.http import AgentHTTP
+    from agent.runtime import Agent
+
+    cfg = load_agent_config(config_path)
+    setup_logging(cfg.agent.log_level, secrets=list(iter_secret_values(cfg)))
+    agent = Agent(cfg)
+    http = None
+    if cfg.agent.listen:
+        host, port = parse_hostport(cfg.agent.listen)
+        try:
+            http = AgentHTTP(agent, host, port)
+        except OSError as exc:
+            log.error("cannot listen on %s: %s", cfg.agent.listen, exc.strerror or exc)
+            return 1
+        http.start()
+        log.info("serving /metrics and /healthz on http://%s:%d", host, http.port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await agent.start()
+    try:
+        await stop.wait()
+    finally:
+        log.info("stopping")
+        await agent.stop()
+        if http is not None:
+            http.stop()
+    return 0
+
+
+def main(config_path: str) -> int:
+    """Entry point used by the CLI."""
+    setup_logging("info")
+    try:
+        return asyncio.run(serve(config_path))
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2

@@ -1,0 +1,293 @@
+"""Push loop: seal buffered samples into batches and deliver them to the collector.
+
+Every ``push_interval`` (or at once when an event arrives) the buffer becomes
+one or more batches with increasing ``seq`` in the :class:`~agent.outbox.Outbox`;
+batches leave the outbox only on the collector's 200. HTTP runs in a worker
+thread with :mod:`http.client` (keeps the agent small: no aiohttp import).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import json
+import logging
+import random
+import ssl
+import time
+import urllib.parse
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from agent.config import CollectorTarget
+from agent.outbox import MemoryOutbox, Outbox
+from roomwatch import __version__
+from roomwatch.wire import PUSH_PATH, Batch, EventRecord, SampleRecord, encode_batch
+
+__all__ = ["PushResult", "Pusher"]
+
+log = logging.getLogger("roomwatch.agent.push")
+
+_MIN_GAP = 0.2  # s between attempts, even when events keep kicking
+_BACKOFF_MAX = 60.0
+_PRIMARY_RETRY = 300.0  # s on a fallback URL before trying the first one again
+
+
+@dataclass(slots=True)
+class PushResult:
+    status: int  # HTTP status, 0 = no answer
+    reason: str
+    retry_after: float | None = None
+
+
+def _ssl_context(target: CollectorTarget) -> ssl.SSLContext:
+    tls = target.tls
+    ctx = ssl.create_default_context(cafile=tls.ca_file)
+    if tls.cert_file:
+        ctx.load_cert_chain(tls.cert_file, tls.key_file)
+    if tls.insecure_skip_verify:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+class _Sender:
+    """One keep-alive connection per collector URL; used from a single worker thread at a time."""
+
+    def __init__(self, target: CollectorTarget):
+        self.target = target
+        self._conns: dict[str, http.client.HTTPConnection] = {}
+        self._ssl = _ssl_context(target) if any(u.startswith("https:") for u in target.urls) else None
+
+    def _conn(self, url: str) -> http.client.HTTPConnection:
+        conn = self._conns.get(url)
+        if conn is None:
+            parts = urllib.parse.urlsplit(url)
+            if parts.scheme == "https":
+                conn = http.client.HTTPSConnection(parts.hostname or "", parts.port or 443,
+                                                   timeout=self.target.timeout, context=self._ssl)
+            else:
+                conn = http.client.HTTPConnection(parts.hostname or "", parts.port or 80, timeout=self.target.timeout)
+            self._conns[url] = conn
+        return conn
+
+    def post(self, url: str, body: bytes, compressed: bool) -> PushResult:
+        path = urllib.parse.urlsplit(url).path.rstrip("/") + PUSH_PATH
+        headers = {
+            "Authorization": f"Bearer {self.target.token.get_secret_value()}",
+            "Content-Type": "application/json",
+            "User-Agent": f"roomwatch-agent/{__version__}",
+        }
+        if compressed:
+            headers["Content-Encoding"] = "gzip"
+        for attempt in (1, 2):  # a kept-alive socket the server closed fails once; retry on a fresh one
+            conn = self._conn(url)
+            try:
+                conn.request("POST", path, body=body, headers=headers)
+                resp = conn.getresponse()
+                data = resp.read(65536)
+            except (OSError, http.client.HTTPException) as exc:
+                conn.close()
+                self._conns.pop(url, None)
+                if attempt == 2 or isinstance(exc, (TimeoutError, ssl.SSLError, ConnectionRefusedError)):
+                    return PushResult(0, f"{type(exc).__name__}: {exc}")
+                continue
+            reason = ""
+            try:
+                doc = json.loads(data) if data else {}
+                reason = str(doc.get("error") or doc.get("reason") or "") if isinstance(doc, dict) else ""
+            except ValueError:
+                reason = data[:200].decode("utf-8", "replace")
+            retry_after = None
+            if resp.status in (429, 503) and (ra := resp.getheader("Retry-After")):
+                try:
+                    retry_after = float(ra)
+                except ValueError:
+                    retry_after = None
+            if resp.getheader("Connection", "").lower() == "close":
+                conn.close()
+                self._conns.pop(url, None)
+            return PushResult(resp.status, reason or resp.reason, retry_after)
+        return PushResult(0, "unreachable")
+
+    def close(self) -> None:
+        for conn in self._conns.values():
+            conn.close()
+        self._conns.clear()
+
+
+class Pusher:
+    """Buffers samples/events, seals batches and drains the outbox to the collector."""
+
+    def __init__(self, agent_id: str, target: CollectorTarget, outbox: Outbox | None = None,
+                 extra_samples: Callable[[int], list[SampleRecord]] | None = None):
+        self.agent_id = agent_id
+        self.target = target
+        self.outbox: Outbox = outbox or MemoryOutbox(target.queue_max_samples)
+        self.extra_samples = extra_samples
+        self.stats: dict[str, int] = {"ok": 0, "error": 0, "rejected": 0, "duplicate": 0}
+        self.last_ok: float | None = None
+        self._samples: list[SampleRecord] = []
+        self._events: list[EventRecord] = []
+        self._seq = time.time_ns() // 1000  # µs at start: a restarted agent never reuses a seq
+        self._kick = asyncio.Event()
+        self._sender = _Sender(target)
+        self._url_index = 0
+        self._on_fallback_since: float | None = None
+        self._failures = 0
+        self._next_try = 0.0
+        self._state_ok: bool | None = None
+        self._stopping = False
+
+    # -- input ------------------------------------------------------------
+    def add(self, samples: list[SampleRecord]) -> None:
+        self._samples.extend(samples)
+
+    def add_events(self, events: list[EventRecord]) -> None:
+        """Queue events and push them now, not at the next interval."""
+        self._events.extend(events)
+        self._kick.set()
+
+    def kick(self) -> None:
+        self._kick.set()
+
+    # -- batching -----------------------------------------------------------
+    def next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    def seal(self) -> None:
+        """Move buffered samples and events into the outbox as batches."""
+        now_ms = int(time.time() * 1000)
+        if self.extra_samples is not None:
+            self._samples.extend(self.extra_samples(now_ms))
+        samples, events = self._samples, self._events
+        self._samples, self._events = [], []
+        if not samples and not events:
+            return
+        step = self.target.max_batch_samples
+        for start in range(0, max(len(samples), 1), step):
+            chunk = samples[start:start + step]
+            batch = Batch(self.agent_id, self.next_seq(), chunk, events if start == 0 else [])
+            self.outbox.put(batch)
+
+    # -- delivery -------------------------------------------------------------
+    def _url(self) -> str:
+        urls = self.target.urls
+        if self._url_index and self._on_fallback_since and time.monotonic() - self._on_fallback_since > _PRIMARY_RETRY:
+            self._url_index, self._on_fallback_since = 0, None  # give the preferred collector another chance
+        return urls[self._url_index % len(urls)]
+
+    def _fail_over(self) -> None:
+        if len(self.target.urls) > 1:
+            self._url_index = (self._url_index + 1) % len(self.target.urls)
+            self._on_fallback_since = time.monotonic() if self._url_index else None
+
+    async def _send(self, batch: Batch) -> PushResult:
+        batch.sent = int(time.time() * 1000)
+        body = encode_batch(batch, self.target.compress)
+        last = PushResult(0, "no collector URL")
+        for _ in range(len(self.target.urls)):
+            url = self._url()
+            last = await asyncio.to_thread(self._sender.post, url, body, self.target.compress)
+            if last.status == 0 or last.status >= 500:
+                log.debug("push to %s failed: %s", url, last.reason)
+                self._fail_over()
+                continue
+            return last
+        return last
+
+    def _split(self, batch: Batch) -> None:
+        """413: halve the batch under fresh seqs (the old seq was never accepted)."""
+        self.outbox.ack(batch.seq)
+        half = max(1, len(batch.samples) // 2)
+        for i, part in enumerate((batch.samples[:half], batch.samples[half:])):
+            if part or (i == 0 and batch.events):
+                self.outbox.put(Batch(batch.agent, self.next_seq(), part, batch.events if i == 0 else []))
+
+    def _set_state(self, ok: bool, reason: str = "") -> None:
+        if ok and self._state_ok is not True:
+            if self._state_ok is False:
+                log.info("collector reachable again; %d batches queued", self.outbox.depth())
+        elif not ok and self._state_ok is not False:
+            log.warning("cannot push to the collector: %s (will retry with backoff; data is kept)", reason)
+        self._state_ok = ok
+
+    async def drain(self) -> bool:
+        """Send queued batches until the queue is empty or an attempt fails; True if all went."""
+        while True:
+            batches = self.outbox.next_batches(1)
+            if not batches:
+                return True
+            batch = batches[0]
+            res = await self._send(batch)
+            if res.status == 200:
+                self.outbox.ack(batch.seq)
+                self.stats["ok"] += 1
+                self.last_ok = time.time()
+                self._failures = 0
+                self._set_state(True)
+                continue
+            if res.status == 413 and len(batch.samples) > 1:
+                log.warning("collector refused a batch of %d samples as too large; splitting it", len(batch.samples))
+                self._split(batch)
+                continue
+            if res.status == 400:
+                # Retrying a batch the collector calls malformed would block the queue forever.
+                self.outbox.ack(batch.seq)
+                self.stats["rejected"] += 1
+                log.error("collector rejected batch seq=%d (%d samples, %d events): %s",
+                          batch.seq, len(batch.samples), len(batch.events), res.reason)
+                continue
+            self.stats["error"] += 1
+            self._failures += 1
+            if res.status in (401, 403):
+                self._set_state(False, f"HTTP {res.status} {res.reason} (check collector.token and agent.id)")
+            else:
+                self._set_state(False, f"HTTP {res.status} {res.reason}" if res.status else res.reason)
+            delay = min(_BACKOFF_MAX, 2 ** min(self._failures, 6)) * random.uniform(0.5, 1.0)
+            if res.retry_after:
+                delay = max(delay, res.retry_after)
+            self._next_try = time.monotonic() + delay
+            return False
+
+    async def run(self) -> None:
+        """Seal every interval (or on kick) and drain, with backoff after failures."""
+        interval = self.target.push_interval
+        next_seal = time.monotonic() + interval
+        last_attempt = 0.0
+        while not self._stopping:
+            now = time.monotonic()
+            wake = min(next_seal, max(self._next_try, now)) if self.outbox.depth() else next_seal
+            try:
+                await asyncio.wait_for(self._kick.wait(), timeout=max(0.0, wake - now))
+            except TimeoutError:
+                pass
+            kicked = self._kick.is_set()
+            self._kick.clear()
+            now = time.monotonic()
+            if now >= next_seal:
+                self.seal()
+                next_seal = now + interval
+            elif kicked and self._events:
+                self.seal()  # events go out now, with whatever samples are buffered
+            if now - last_attempt < _MIN_GAP:
+                await asyncio.sleep(_MIN_GAP - (now - last_attempt))
+            if self.outbox.depth() and (kicked or time.monotonic() >= self._next_try):
+                last_attempt = time.monotonic()
+                await self.drain()
+
+    async def flush(self, timeout: float = 5.0) -> None:
+        """Seal and try to deliver what is buffered (used at shutdown)."""
+        self.seal()
+        try:
+            await asyncio.wait_for(self.drain(), timeout)
+        except TimeoutError:
+            log.warning("shutdown: %d batches not delivered", self.outbox.depth())
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._kick.set()
+
+    def close(self) -> None:
+        self._sender.close()

@@ -1,0 +1,290 @@
+"""The agent's main loop: schedule every device, collect readings, push them.
+
+Each polled device is an APScheduler interval job with jitter and
+``max_instances=1`` (a poll still running at the next tick skips that tick and
+counts it). Every poll runs under a timeout, so one hung device never delays
+the others. A device's state changes (up → down, down → up) are logged once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable, Hashable, Sequence
+from typing import Any, TypeVar
+
+from agent.config import AgentConfig
+from agent.latest import LatestValues
+from agent.push import Pusher
+from drivers import vocabulary as v
+from drivers.base import DeviceConfig, Driver, Event, Reading
+from drivers.registry import get as get_driver
+from roomwatch import __version__
+from roomwatch.wire import EventRecord, SampleRecord
+
+__all__ = ["Agent", "DeviceRunner"]
+
+log = logging.getLogger("roomwatch.agent")
+T = TypeVar("T")
+
+_HEALTH = frozenset({v.DEVICE_UP, v.DEVICE_POLL_DURATION, v.DEVICE_POLL_ERRORS, v.DEVICE_POLL_SKIPPED})
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class DeviceRunner:
+    """One configured device: its driver, labels and health state."""
+
+    def __init__(self, cfg: DeviceConfig, driver: Driver, base_labels: dict[str, str], interval: float):
+        self.cfg = cfg
+        self.driver = driver
+        self.name = cfg.name
+        self.interval = interval
+        self.timeout = cfg.timeout if cfg.timeout is not None else min(10.0, interval)
+        self.labels = {**base_labels, **cfg.labels, "device": cfg.name}
+        self.max_age: float | None = getattr(cfg, "max_age", None)
+        self.up: bool | None = None
+        self.reason = ""
+        self.changed_at = time.time()
+        self.last_seen = 0.0
+        self.errors = 0
+        self.skipped = 0
+        self.duration: float | None = None
+        self.started = False
+
+
+class _DriverContext:
+    """What a driver sees of the agent (see :class:`drivers.base.Context`)."""
+
+    def __init__(self, agent: Agent, runner_name: str):
+        self._agent = agent
+        self._name = runner_name
+        self.log = logging.getLogger(f"roomwatch.driver.{runner_name}")
+
+    def emit(self, readings: Sequence[Reading], events: Sequence[Event] = ()) -> None:
+        self._agent.on_emit(self._name, readings, events)
+
+    def shared(self, key: Hashable, factory: Callable[[], T]) -> T:
+        return self._agent.shared(key, factory)
+
+
+class Agent:
+    """Runs the devices of one agent config until :meth:`stop`."""
+
+    def __init__(self, config: AgentConfig):
+        self.config = config
+        a = config.agent
+        self.base_labels = {k: val for k, val in {"agent": a.id, "site": a.site, "room": a.room, **a.labels}.items() if val}
+        self.latest = LatestValues()
+        self.devices: dict[str, DeviceRunner] = {}
+        self._shared: dict[Hashable, Any] = {}
+        self._scheduler: Any = None
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._stopped = asyncio.Event()
+        self.started_at = time.time()
+        self.pusher: Pusher | None = None
+        if config.collector is not None:
+            self.pusher = Pusher(a.id, config.collector, extra_samples=self._self_samples)
+        for dev_cfg in config.all_devices():
+            cls = get_driver(dev_cfg.driver)
+            interval = dev_cfg.interval or (config.host.interval if dev_cfg.driver == "host" else a.interval)
+            runner = DeviceRunner(dev_cfg, None, self.base_labels, interval)  # type: ignore[arg-type]
+            runner.driver = cls(dev_cfg, _DriverContext(self, dev_cfg.name))
+            self.devices[dev_cfg.name] = runner
+
+    # -- shared resources ----------------------------------------------------
+    def shared(self, key: Hashable, factory: Callable[[], T]) -> T:
+        if key not in self._shared:
+            self._shared[key] = factory()
+        return self._shared[key]
+
+    # -- readings ---------------------------------------------------------------
+    def _records(self, dev: DeviceRunner, readings: Sequence[Reading], now: float) -> list[SampleRecord]:
+        base = dev.labels
+        out = []
+        for r in readings:
+            labels = {**base, **r.labels} if r.labels else dict(base)
+            out.append(SampleRecord(r.metric, labels, float(r.value), int((r.ts or now) * 1000)))
+        return out
+
+    def _health(self, dev: DeviceRunner, now: float) -> list[SampleRecord]:
+        ms = int(now * 1000)
+        labels = {**dev.labels, "driver": dev.driver.name}
+        out = [
+            SampleRecord(v.DEVICE_UP, labels, 1.0 if dev.up else 0.0, ms),
+            SampleRecord(v.DEVICE_POLL_ERRORS, dev.labels, float(dev.errors), ms),
+        ]
+        if dev.driver.mode == "poll":
+            out.append(SampleRecord(v.DEVICE_POLL_SKIPPED, dev.labels, float(dev.skipped), ms))
+            if dev.duration is not None:
+                out.append(SampleRecord(v.DEVICE_POLL_DURATION, dev.labels, dev.duration, ms))
+        return out
+
+    def _publish(self, dev: DeviceRunner, records: list[SampleRecord], replace: bool) -> None:
+        self.latest.update(dev.name, records, replace=replace)
+        if self.pusher is not None:
+            self.pusher.add(records)
+
+    def _set_up(self, dev: DeviceRunner, up: bool, reason: str = "") -> None:
+        if up and dev.up is not True:
+            if dev.up is False:
+                log.info("device %s is back up after %.0fs down", dev.name, time.time() - dev.changed_at)
+            dev.changed_at = time.time()
+        elif not up and dev.up is not False:
+            log.warning("device %s is down: %s", dev.name, reason)
+            dev.changed_at = time.time()
+        elif not up and reason != dev.reason:
+            log.debug("device %s still down: %s", dev.name, reason)
+        dev.up = up
+        dev.reason = reason
+
+    def on_emit(self, name: str, readings: Sequence[Reading], events: Sequence[Event] = ()) -> None:
+        """A listening driver spoke: store its readings, push events at once."""
+        dev = self.devices[name]
+        now = time.time()
+        dev.last_seen = time.monotonic()
+        self._set_up(dev, True)
+        self._publish(dev, self._records(dev, readings, now) + self._health(dev, now), replace=False)
+        if events and self.pusher is not None:
+            self.pusher.add_events([
+                EventRecord(e.type, {**dev.labels, **(e.labels or {})}, int((e.ts or now) * 1000), e.value, e.message)
+                for e in events
+            ])
+
+    async def poll_device(self, dev: DeviceRunner) -> None:
+        """One poll of one device under its timeout; never raises."""
+        started = time.monotonic()
+        now = time.time()
+        try:
+            if not dev.started:
+                await asyncio.wait_for(dev.driver.start(), dev.timeout)
+                dev.started = True
+            readings = await asyncio.wait_for(dev.driver.poll(), dev.timeout)
+        except asyncio.CancelledError:
+            raise
+        except TimeoutError:
+            dev.errors += 1
+            self._set_up(dev, False, f"no answer within {dev.timeout:g}s")
+            self.latest.drop_device(dev.name, keep=_HEALTH)
+            records: list[SampleRecord] = []
+        except Exception as exc:  # a driver bug or device error must not stop the agent
+            dev.errors += 1
+            self._set_up(dev, False, _reason(exc))
+            self.latest.drop_device(dev.name, keep=_HEALTH)
+            records = []
+        else:
+            self._set_up(dev, True)
+            records = self._records(dev, readings, now)
+        dev.duration = time.monotonic() - started
+        self._publish(dev, records + self._health(dev, now), replace=bool(records))
+
+    async def _check_silence(self) -> None:
+        """Listening devices with ``max_age`` go down when they fall silent."""
+        now_m = time.monotonic()
+        for dev in self.devices.values():
+            if dev.driver.mode != "listen" or not dev.max_age:
+                continue
+            since = dev.last_seen or self._started_m
+            if now_m - since > dev.max_age and dev.up is not False:
+                self._set_up(dev, False, f"no message for {now_m - since:.0f}s (max_age {dev.max_age:g}s)")
+                self.latest.drop_device(dev.name, keep=_HEALTH)
+                self._publish(dev, self._health(dev, time.time()), replace=False)
+
+    def _self_samples(self, now_ms: int) -> list[SampleRecord]:
+        """Agent health, added to every pushed batch and the agent's /metrics."""
+        labels = dict(self.base_labels)
+        out = [SampleRecord(v.AGENT_BUILD_INFO, {**labels, "version": __version__}, 1.0, now_ms)]
+        try:
+            import psutil
+
+            proc = psutil.Process()
+            out.append(SampleRecord(v.AGENT_RESIDENT_MEMORY, labels, float(proc.memory_info().rss), now_ms))
+            cpu = proc.cpu_times()
+            out.append(SampleRecord(v.AGENT_CPU_SECONDS, labels, cpu.user + cpu.system, now_ms))
+        except (ImportError, OSError):
+            pass
+        if self.pusher is not None:
+            for result, n in self.pusher.stats.items():
+                out.append(SampleRecord(v.AGENT_PUSH_BATCHES, {**labels, "result": result}, float(n), now_ms))
+            out.append(SampleRecord(v.AGENT_PUSH_QUEUE, labels, float(self.pusher.outbox.depth()), now_ms))
+            out.append(SampleRecord(v.AGENT_PUSH_DROPPED, labels, float(self.pusher.outbox.dropped_samples), now_ms))
+            if self.pusher.last_ok:
+                out.append(SampleRecord(v.AGENT_LAST_PUSH_OK, labels, self.pusher.last_ok, now_ms))
+        self.latest.update("__agent__", out, replace=True)
+        return out
+
+    # -- lifecycle -----------------------------------------------------------------
+    async def start(self) -> None:
+        """Start drivers, the scheduler and the push loop (call inside a running loop)."""
+        from apscheduler.events import EVENT_JOB_MAX_INSTANCES, JobExecutionEvent
+        from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+        # We log device state changes ourselves; APScheduler would warn on every skipped tick.
+        logging.getLogger("apscheduler").setLevel(logging.ERROR)
+        # poll_device never raises; the executor only "fails" when shutdown cancels a running poll.
+        logging.getLogger("apscheduler.executors").setLevel(logging.CRITICAL)
+        self._started_m = time.monotonic()
+        sched = AsyncIOScheduler(job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 30})
+
+        def on_skip(event: JobExecutionEvent) -> None:
+            dev = self.devices.get(event.job_id)
+            if dev is not None:
+                dev.skipped += 1
+
+        sched.add_listener(on_skip, EVENT_JOB_MAX_INSTANCES)
+        from datetime import datetime, timedelta
+
+        for dev in self.devices.values():
+            if dev.driver.mode == "listen":
+                try:
+                    await asyncio.wait_for(dev.driver.start(), dev.timeout)
+                    dev.started = True
+                except Exception as exc:  # the driver reconnects on its own; show it down meanwhile
+                    self._set_up(dev, False, _reason(exc))
+                    self._publish(dev, self._health(dev, time.time()), replace=False)
+                continue
+            # Spread first polls over a short window so devices do not all fire together.
+            first = datetime.now().astimezone() + timedelta(seconds=random.uniform(0, min(1.0, dev.interval / 10)))
+            sched.add_job(self.poll_device, "interval", args=[dev], id=dev.name, seconds=dev.interval,
+                          jitter=min(dev.interval * 0.1, 5.0), next_run_time=first)
+        if any(d.driver.mode == "listen" and d.max_age for d in self.devices.values()):
+            sched.add_job(self._check_silence, "interval", seconds=1.0, id="__silence__")
+        sched.start()
+        self._scheduler = sched
+        if self.pusher is not None:
+            self._tasks.append(asyncio.create_task(self.pusher.run(), name="push"))
+        log.info("agent %s started: %d devices, pushing to %s", self.config.agent.id, len(self.devices),
+                 ", ".join(self.config.collector.urls) if self.config.collector else "nobody (pull mode)")
+
+    async def stop(self) -> None:
+        """Stop polling, flush what can be pushed, close drivers."""
+        if self._scheduler is not None:
+            self._scheduler.shutdown(wait=False)
+            self._scheduler = None
+        if self.pusher is not None:
+            self.pusher.stop()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        if self.pusher is not None:
+            await self.pusher.flush(timeout=3.0)
+            self.pusher.close()
+        for dev in self.devices.values():
+            try:
+                await asyncio.wait_for(dev.driver.stop(), 5.0)
+            except Exception as exc:  # closing is best effort
+                log.debug("closing %s: %s", dev.name, _reason(exc))
+        for obj in self._shared.values():
+            closer = getattr(obj, "aclose", None)
+            if closer is not None:
+                try:
+                    await asyncio.wait_for(closer(), 5.0)
+                except Exception as exc:
+                    log.debug("closing shared resource: %s", _reason(exc))
+        self._stopped.set()

@@ -1,0 +1,1 @@
+"""Alerting: rule evaluation, alert lifecycle, routing and notification channels."""

@@ -1,0 +1,67 @@
+"""Known agents: token check, seq dedup, last push and up/down state."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+from dataclasses import dataclass, field
+
+from collector.config import CollectorConfig
+from collector.seqs import SeqTracker
+
+__all__ = ["AgentRegistry", "AgentState", "hash_token"]
+
+
+def hash_token(token: str) -> str:
+    """``sha256:<hex>``: tokens are long random strings, so a plain hash is enough to store."""
+    return "sha256:" + hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass(slots=True)
+class AgentState:
+    id: str
+    token_hash: str
+    timeout: float
+    seqs: SeqTracker = field(default_factory=SeqTracker)
+    last_push: float | None = None  # Unix seconds of the last accepted push
+    last_seq: int | None = None
+    address: str = ""
+    pushes: int = 0
+    samples: int = 0
+    events: int = 0
+    clock_skew_ms: int = 0
+
+    def up(self, now: float) -> bool:
+        return self.last_push is not None and now - self.last_push <= self.timeout
+
+
+class AgentRegistry:
+    """The agents listed in the collector config."""
+
+    def __init__(self, config: CollectorConfig):
+        self.agents: dict[str, AgentState] = {}
+        self._by_hash: dict[str, AgentState] = {}
+        self.reload(config)
+
+    def reload(self, config: CollectorConfig) -> None:
+        old = self.agents
+        self.agents, self._by_hash = {}, {}
+        for entry in config.agents:
+            digest = entry.token_hash or hash_token(entry.token.get_secret_value())  # type: ignore[union-attr]
+            state = old.get(entry.id) or AgentState(entry.id, digest, entry.timeout or config.agent_timeout)
+            state.token_hash, state.timeout = digest, entry.timeout or config.agent_timeout
+            self.agents[entry.id] = state
+            self._by_hash[digest] = state
+
+    def authenticate(self, token: str) -> AgentState | None:
+        """The agent owning ``token``, or None. Compared as hashes in constant time."""
+        digest = hash_token(token)
+        found = self._by_hash.get(digest)
+        if found is not None and hmac.compare_digest(found.token_hash, digest):
+            return found
+        return None
+
+    def down_agents(self, now: float | None = None) -> list[AgentState]:
+        now = time.time() if now is None else now
+        return [a for a in self.agents.values() if not a.up(now)]

@@ -1,0 +1,175 @@
+"""The collector's state and ingest path, independent of HTTP.
+
+:meth:`Collector.ingest` takes a decoded batch from an authenticated agent,
+drops replays by ``seq``, corrects a skewed agent clock, updates current
+values and hands what changed to the listeners (the alert engine, history).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from collector.agents import AgentRegistry, AgentState
+from collector.config import CollectorConfig
+from collector.series import Series, SeriesStore
+from drivers import vocabulary as v
+from roomwatch import __version__
+from roomwatch.exposition import Family, render_labels
+from roomwatch.wire import Batch, EventRecord
+
+__all__ = ["Collector", "IngestResult", "Listener"]
+
+log = logging.getLogger("roomwatch.collector")
+
+#: Called after each accepted batch with the agent, the series that changed and the events.
+Listener = Callable[[AgentState, list[Series], list[EventRecord], Batch], None]
+
+_SKEW_TOLERANCE_MS = 5_000  # network delay is milliseconds; beyond this the agent's clock is wrong
+
+
+@dataclass(slots=True)
+class IngestResult:
+    accepted: int
+    duplicate: bool
+
+
+class Collector:
+    """Holds agents and series; HTTP handlers and the alert engine talk to this."""
+
+    def __init__(self, config: CollectorConfig):
+        self.config = config
+        self.agents = AgentRegistry(config)
+        self.series = SeriesStore(config.series_expire)
+        self.listeners: list[Listener] = []
+        #: Extra metric families for /metrics (alerts, storage, ...): callables returning families.
+        self.family_sources: list[Callable[[], list[Family]]] = []
+        self.push_codes: Counter[int] = Counter()
+        self.samples_total = 0
+        self.events_total = 0
+        self.started_at = time.time()
+        self.ready = False
+        self._agent_up: dict[str, bool] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # -- ingest ------------------------------------------------------------
+    def ingest(self, agent: AgentState, batch: Batch, address: str = "", now: float | None = None) -> IngestResult:
+        """Apply one authenticated batch; a seq already seen changes nothing."""
+        now = time.time() if now is None else now
+        if batch.seq in agent.seqs:
+            agent.last_push = now  # a replay still proves the agent is alive
+            return IngestResult(0, True)
+        skew = 0
+        if batch.sent is not None:
+            measured = int(now * 1000) - batch.sent
+            if abs(measured) > _SKEW_TOLERANCE_MS:
+                skew = measured
+                if abs(measured - agent.clock_skew_ms) > _SKEW_TOLERANCE_MS:
+                    log.warning("agent %s clock is off by %.1fs; correcting its timestamps", agent.id, -measured / 1000)
+            agent.clock_skew_ms = skew
+        changed = self.series.apply(agent.id, batch.samples, skew)
+        events = batch.events
+        if skew:
+            for e in events:
+                e.ts += skew
+        agent.seqs.add(batch.seq)
+        agent.last_push = now
+        agent.last_seq = batch.seq
+        agent.address = address
+        agent.pushes += 1
+        agent.samples += len(batch.samples)
+        agent.events += len(events)
+        self.samples_total += len(batch.samples)
+        self.events_total += len(events)
+        self._note_agent(agent, True)
+        for listener in self.listeners:
+            try:
+                listener(agent, changed, events, batch)
+            except Exception:  # a listener bug must not lose the batch the agent already sent
+                log.exception("ingest listener %r failed", listener)
+        return IngestResult(len(batch.samples) + len(events), False)
+
+    def _note_agent(self, agent: AgentState, up: bool) -> None:
+        before = self._agent_up.get(agent.id)
+        if before is not up:
+            if up:
+                log.info("agent %s is pushing%s", agent.id, "" if before is None else " again")
+            else:
+                log.warning("agent %s is down: no push for %.0fs", agent.id, agent.timeout)
+            self._agent_up[agent.id] = up
+
+    # -- exposition ------------------------------------------------------------
+    def own_families(self, now: float | None = None) -> list[Family]:
+        """Collector-side series: agent up/last push, ingest counters, process health."""
+        now = time.time() if now is None else now
+        up, last = [], []
+        for a in sorted(self.agents.agents.values(), key=lambda a: a.id):
+            block = render_labels({"agent": a.id})
+            up.append((block, 1.0 if a.up(now) else 0.0))
+            if a.last_push is not None:
+                last.append((block, a.last_push))
+        fams = [
+            Family(v.AGENT_UP, v.METRICS[v.AGENT_UP].help, "gauge", up),
+            Family(v.AGENT_LAST_PUSH, v.METRICS[v.AGENT_LAST_PUSH].help, "gauge", last),
+            Family(v.COLLECTOR_BUILD_INFO, v.METRICS[v.COLLECTOR_BUILD_INFO].help, "gauge",
+                   [(render_labels({"version": __version__}), 1.0)]),
+            Family(v.COLLECTOR_PUSHES, v.METRICS[v.COLLECTOR_PUSHES].help, "counter",
+                   [(render_labels({"code": str(c)}), float(n)) for c, n in sorted(self.push_codes.items())]),
+            Family(v.COLLECTOR_SAMPLES, v.METRICS[v.COLLECTOR_SAMPLES].help, "counter", [("", float(self.samples_total))]),
+            Family(v.COLLECTOR_EVENTS, v.METRICS[v.COLLECTOR_EVENTS].help, "counter", [("", float(self.events_total))]),
+            Family(v.COLLECTOR_SERIES, v.METRICS[v.COLLECTOR_SERIES].help, "gauge", [("", float(len(self.series)))]),
+        ]
+        try:
+            import psutil
+
+            proc = psutil.Process()
+            cpu = proc.cpu_times()
+            fams.append(Family(v.COLLECTOR_RESIDENT_MEMORY, v.METRICS[v.COLLECTOR_RESIDENT_MEMORY].help, "gauge",
+                               [("", float(proc.memory_info().rss))]))
+            fams.append(Family(v.COLLECTOR_CPU_SECONDS, v.METRICS[v.COLLECTOR_CPU_SECONDS].help, "counter",
+                               [("", cpu.user + cpu.system)]))
+        except (ImportError, OSError):
+            pass
+        return fams
+
+    def families(self, now: float | None = None) -> list[Family]:
+        """Everything ``/metrics`` shows, one family per name, sorted."""
+        fams = {f.name: f for f in self.series.families(now)}
+        extra = self.own_families(now)
+        for source in self.family_sources:
+            extra.extend(source())
+        for f in extra:
+            fams[f.name] = f  # collector-owned names win over anything an agent sent
+        return [fams[k] for k in sorted(fams)]
+
+    # -- housekeeping --------------------------------------------------------------
+    def tick(self, now: float | None = None) -> None:
+        """Periodic work: agent up/down transitions, series expiry."""
+        now = time.time() if now is None else now
+        for a in self.agents.agents.values():
+            if a.last_push is not None:
+                self._note_agent(a, a.up(now))
+        self.series.expire(now)
+
+    async def _housekeeping(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            try:
+                self.tick()
+            except Exception:
+                log.exception("housekeeping failed")
+
+    async def start(self) -> None:
+        self._tasks.append(asyncio.create_task(self._housekeeping(), name="housekeeping"))
+        self.ready = True
+
+    async def stop(self) -> None:
+        self.ready = False
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()

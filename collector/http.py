@@ -1,0 +1,129 @@
+"""The collector's HTTP API (aiohttp): push ingest, /metrics, agents, health.
+
+Other parts (alerts API, history, status page) add their routes through
+:data:`ROUTE_HOOKS`, so this module stays the one place that builds the app.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
+
+from collector.core import Collector
+from roomwatch.exposition import negotiate, render
+from roomwatch.wire import PUSH_PATH, WireError, decode_batch
+
+__all__ = ["ROUTE_HOOKS", "create_app"]
+
+log = logging.getLogger("roomwatch.collector.http")
+
+#: Functions called with (app, collector) while the app is built, to add routes.
+ROUTE_HOOKS: list[Callable[[web.Application, Collector], None]] = []
+
+COLLECTOR_KEY = web.AppKey("collector", Collector)
+
+
+def _error(status: int, reason: str, collector: Collector | None = None, **headers: str) -> web.Response:
+    if collector is not None:
+        collector.push_codes[status] += 1
+    return web.json_response({"error": reason}, status=status, headers=headers or None)
+
+
+async def handle_push(request: web.Request) -> web.Response:
+    """``POST /api/v1/push``: 401 bad token, 413 too big, 400 malformed, 403 wrong agent, 200 ok."""
+    c = request.app[COLLECTOR_KEY]
+    cfg = c.config
+    peer = request.remote or ""
+    auth = request.headers.get("Authorization", "")
+    scheme, _, token = auth.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return _error(401, "missing bearer token", c, **{"WWW-Authenticate": 'Bearer realm="roomwatch"'})
+    agent = c.agents.authenticate(token.strip())
+    if agent is None:
+        log.warning("push from %s with an unknown token", peer)
+        return _error(401, "unknown or wrong token", c, **{"WWW-Authenticate": 'Bearer realm="roomwatch"'})
+    if request.content_length is not None and request.content_length > cfg.max_body:
+        return _error(413, f"body larger than {cfg.max_body} bytes", c)
+    try:
+        raw = await asyncio.wait_for(request.read(), cfg.body_timeout)
+    except web.HTTPRequestEntityTooLarge:
+        return _error(413, f"body larger than {cfg.max_body_decompressed} bytes once decompressed", c)
+    except RequestPayloadError as exc:  # e.g. Content-Encoding: gzip on a body that is not gzip
+        return _error(400, f"body could not be read: {str(exc).splitlines()[-1].strip()}", c)
+    except TimeoutError:
+        log.warning("push from %s (agent %s): body not received within %gs", peer, agent.id, cfg.body_timeout)
+        return _error(408, f"body not received within {cfg.body_timeout:g}s", c)
+    # aiohttp has already undone Content-Encoding gzip/deflate while reading, stopping at
+    # client_max_size (= max_body_decompressed), so a gzip bomb ends as a 413 above.
+    try:
+        batch = decode_batch(raw)
+    except WireError as exc:
+        log.info("push from %s (agent %s) rejected: %s", peer, agent.id, exc)
+        return _error(400, str(exc), c)
+    if batch.agent != agent.id:
+        log.warning("agent %s tried to push as %r from %s", agent.id, batch.agent, peer)
+        return _error(403, f"this token belongs to agent {agent.id!r}, not {batch.agent!r}", c)
+    result = c.ingest(agent, batch, peer)
+    c.push_codes[200] += 1
+    return web.json_response({"accepted": result.accepted, "duplicate": result.duplicate})
+
+
+async def handle_metrics(request: web.Request) -> web.Response:
+    c = request.app[COLLECTOR_KEY]
+    ctype = negotiate(request.headers.get("Accept"))
+    body = render(c.families(), ctype)
+    return web.Response(body=body, headers={"Content-Type": ctype})
+
+
+async def handle_agents(request: web.Request) -> web.Response:
+    c = request.app[COLLECTOR_KEY]
+    now = time.time()
+    out: list[dict[str, Any]] = []
+    for a in sorted(c.agents.agents.values(), key=lambda a: a.id):
+        out.append({
+            "id": a.id,
+            "up": a.up(now),
+            "last_push": a.last_push,
+            "last_push_age_seconds": None if a.last_push is None else round(now - a.last_push, 3),
+            "timeout_seconds": a.timeout,
+            "last_seq": a.last_seq,
+            "address": a.address,
+            "pushes": a.pushes,
+            "samples": a.samples,
+            "events": a.events,
+            "clock_skew_seconds": round(a.clock_skew_ms / 1000, 3),
+        })
+    return web.json_response({"agents": out})
+
+
+async def handle_healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def handle_readyz(request: web.Request) -> web.Response:
+    c = request.app[COLLECTOR_KEY]
+    if not c.ready:
+        return web.json_response({"status": "starting"}, status=503)
+    return web.json_response({"status": "ready", "agents": len(c.agents.agents), "series": len(c.series)})
+
+
+def create_app(collector: Collector) -> web.Application:
+    """The aiohttp application serving ``collector``."""
+    # client_max_size bounds request.read(); aiohttp answers 413 past it.
+    app = web.Application(client_max_size=collector.config.max_body_decompressed,
+                          handler_args={"max_field_size": 16384})
+    app[COLLECTOR_KEY] = collector
+    app.router.add_post(PUSH_PATH, handle_push)
+    app.router.add_get("/metrics", handle_metrics)
+    app.router.add_get("/api/v1/agents", handle_agents)
+    app.router.add_get("/healthz", handle_healthz)
+    app.router.add_get("/readyz", handle_readyz)
+    for hook in ROUTE_HOOKS:
+        hook(app, collector)
+    return app

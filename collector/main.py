@@ -1,0 +1,76 @@
+"""``roomwatch collector -c FILE``: serve the ingest API, /metrics and the API until stopped."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import ssl
+import sys
+
+from roomwatch.configbase import ConfigError, iter_secret_values, parse_hostport
+from roomwatch.logsetup import setup_logging
+
+__all__ = ["main", "serve"]
+
+log = logging.getLogger("roomwatch.collector")
+
+
+def _ssl_context(cfg: object) -> ssl.SSLContext | None:
+    tls = getattr(cfg, "tls", None)
+    if tls is None:
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(tls.cert_file, tls.key_file)
+    if tls.client_ca_file:
+        ctx.load_verify_locations(tls.client_ca_file)
+        ctx.verify_mode = ssl.CERT_REQUIRED
+    return ctx
+
+
+async def serve(config_path: str) -> int:
+    """Run the collector of ``config_path`` until a stop signal; return the exit code."""
+    from aiohttp import web
+
+    from collector.config import load_collector_config
+    from collector.core import Collector
+    from collector.http import create_app
+
+    cfg = load_collector_config(config_path)
+    setup_logging(cfg.log_level, secrets=list(iter_secret_values(cfg)))
+    collector = Collector(cfg)
+    app = create_app(collector)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    host, port = parse_hostport(cfg.listen)
+    try:
+        site = web.TCPSite(runner, host, port, ssl_context=_ssl_context(cfg), reuse_address=True)
+        await site.start()
+    except (OSError, ssl.SSLError) as exc:
+        log.error("cannot listen on %s: %s", cfg.listen, getattr(exc, "strerror", None) or exc)
+        await runner.cleanup()
+        return 1
+    await collector.start()
+    scheme = "https" if cfg.tls else "http"
+    log.info("collector listening on %s://%s:%d (%d agents configured)", scheme, host, port, len(cfg.agents))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        log.info("stopping")
+        await collector.stop()
+        await runner.cleanup()
+    return 0
+
+
+def main(config_path: str) -> int:
+    """Entry point used by the CLI."""
+    setup_logging("info")
+    try:
+        return asyncio.run(serve(config_path))
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2

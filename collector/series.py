@@ -1,0 +1,140 @@
+"""The collector's current value of every series, and what ``/metrics`` shows.
+
+A series is *current* while its newest sample is younger than
+``series_expire`` and its device is not down. When a device reports
+``roomwatch_device_up 0``, its other series are hidden at once (their last
+values are history, not the room's state); when nothing arrives for
+``series_expire`` a series is removed from ``/metrics`` and from memory.
+A late sample (backlog from an agent's spool) never replaces a newer one.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from drivers.vocabulary import DEVICE_POLL_DURATION, DEVICE_POLL_ERRORS, DEVICE_POLL_SKIPPED, DEVICE_UP, describe
+from roomwatch.exposition import Family, render_labels
+from roomwatch.wire import SampleRecord
+
+__all__ = ["Series", "SeriesStore"]
+
+_HEALTH = frozenset({DEVICE_UP, DEVICE_POLL_DURATION, DEVICE_POLL_ERRORS, DEVICE_POLL_SKIPPED})
+
+
+@dataclass(slots=True)
+class Series:
+    metric: str
+    labels: dict[str, str]
+    block: str  # rendered label block, built once
+    value: float
+    ts: int  # ms, the sample's own time (clock-skew corrected)
+    device_key: tuple[str, str] | None
+
+
+class SeriesStore:
+    """metric → label block → :class:`Series`, with a fast alias index for ingest."""
+
+    def __init__(self, expire_seconds: float = 300.0):
+        self.expire_ms = int(expire_seconds * 1000)
+        self.by_metric: dict[str, dict[str, Series]] = {}
+        # (metric, labels in arrival order) → Series: agents send labels in a stable order,
+        # so the common path skips sorting and rendering.
+        self._alias: dict[tuple[str, tuple[tuple[str, str], ...]], Series] = {}
+        self.device_down_since: dict[tuple[str, str], int] = {}
+
+    def __len__(self) -> int:
+        return sum(len(s) for s in self.by_metric.values())
+
+    def apply(self, agent_id: str, samples: Iterable[SampleRecord], skew_ms: int = 0) -> list[Series]:
+        """Store samples of one batch; return the series whose current value changed."""
+        changed: list[Series] = []
+        alias = self._alias
+        for s in samples:
+            labels = s.labels
+            if labels.get("agent") != agent_id:  # an agent may only write its own series
+                labels = {**labels, "agent": agent_id}
+            ts = s.ts + skew_ms
+            key = (s.metric, tuple(labels.items()))
+            series = alias.get(key)
+            if series is None:
+                series = self._create(s.metric, labels, s.value, ts)
+                alias[key] = series
+                changed.append(series)
+            elif ts >= series.ts:
+                series.value = s.value
+                series.ts = ts
+                changed.append(series)
+            else:
+                continue  # older than what we show: history only
+            if s.metric == DEVICE_UP and series.device_key is not None:
+                if s.value == 0:
+                    self.device_down_since.setdefault(series.device_key, ts)
+                else:
+                    self.device_down_since.pop(series.device_key, None)
+        return changed
+
+    def _create(self, metric: str, labels: dict[str, str], value: float, ts: int) -> Series:
+        block = render_labels(labels)
+        fam = self.by_metric.setdefault(metric, {})
+        series = fam.get(block)
+        if series is None:
+            device = labels.get("device")
+            dkey = (labels["agent"], device) if device else None
+            series = fam[block] = Series(metric, labels, block, value, ts, dkey)
+        elif ts >= series.ts:
+            series.value, series.ts = value, ts
+        return series
+
+    def is_current(self, series: Series, now_ms: int) -> bool:
+        if now_ms - series.ts > self.expire_ms:
+            return False
+        if series.device_key is not None and series.metric not in _HEALTH:
+            down = self.device_down_since.get(series.device_key)
+            if down is not None and series.ts <= down:
+                return False
+        return True
+
+    def families(self, now: float | None = None) -> list[Family]:
+        """Current series grouped by metric, sorted, for exposition."""
+        now_ms = int((time.time() if now is None else now) * 1000)
+        expire = self.expire_ms
+        down = self.device_down_since
+        out = []
+        for metric in sorted(self.by_metric):
+            fam = self.by_metric[metric]
+            check_down = bool(down) and metric not in _HEALTH
+            samples = [
+                (s.block, s.value)
+                for s in fam.values()
+                if now_ms - s.ts <= expire and not (check_down and s.device_key in down and s.ts <= down[s.device_key])
+            ]
+            if samples:
+                d = describe(metric)
+                out.append(Family(metric, d.help, d.type, samples))
+        return out
+
+    def current(self, metric: str, now: float | None = None) -> list[Series]:
+        """Current series of one metric (used by the API and the alert engine)."""
+        now_ms = int((time.time() if now is None else now) * 1000)
+        return [s for s in self.by_metric.get(metric, {}).values() if self.is_current(s, now_ms)]
+
+    def expire(self, now: float | None = None) -> int:
+        """Forget series older than ``series_expire``; return how many went."""
+        now_ms = int((time.time() if now is None else now) * 1000)
+        gone = 0
+        for metric in list(self.by_metric):
+            fam = self.by_metric[metric]
+            old = [b for b, s in fam.items() if now_ms - s.ts > self.expire_ms]
+            for b in old:
+                del fam[b]
+            gone += len(old)
+            if not fam:
+                del self.by_metric[metric]
+        if gone:
+            self._alias = {k: s for k, s in self._alias.items() if self.by_metric.get(s.metric, {}).get(s.block) is s}
+            alive = {s.device_key for s in self.by_metric.get(DEVICE_UP, {}).values()}
+            for key in [k for k in self.device_down_since if k not in alive]:
+                del self.device_down_since[key]
+        return gone

@@ -1,0 +1,3 @@
+"""Imports every built-in driver so it registers; adding a driver adds one line here."""
+
+from drivers import host  # noqa: F401

@@ -1,0 +1,115 @@
+"""The metric vocabulary: every metric name roomwatch exports, with help text and type.
+
+Drivers map vendor keys (OIDs, NUT variables, registers, JSON fields) onto
+these names and never invent names inline. The collector uses the same table
+for ``# HELP``/``# TYPE`` lines. Names follow Prometheus conventions: one
+prefix, base units, ``_ratio`` for 0..1, ``_total`` for counters.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["METRICS", "MetricDef", "describe"]
+
+
+@dataclass(frozen=True, slots=True)
+class MetricDef:
+    name: str
+    help: str
+    type: str = "gauge"  # gauge | counter | info
+
+
+METRICS: dict[str, MetricDef] = {}
+
+
+def _def(name: str, help_text: str, kind: str = "gauge") -> str:
+    if name in METRICS:
+        raise ValueError(f"metric {name} defined twice")
+    if kind == "counter" and not name.endswith("_total"):
+        raise ValueError(f"counter {name} must end in _total")
+    METRICS[name] = MetricDef(name, help_text, kind)
+    return name
+
+
+def describe(name: str) -> MetricDef:
+    """Definition of ``name``; unknown names (a newer agent) get a neutral gauge."""
+    found = METRICS.get(name)
+    if found is not None:
+        return found
+    if name.endswith("_total"):
+        return MetricDef(name, "Counter reported by a roomwatch agent.", "counter")
+    if name.endswith("_info"):
+        return MetricDef(name, "Information reported by a roomwatch agent.", "info")
+    return MetricDef(name, "Value reported by a roomwatch agent.", "gauge")
+
+
+# --- UPS ---------------------------------------------------------------------
+UPS_BATTERY_CHARGE = _def("roomwatch_ups_battery_charge_ratio", "UPS battery charge, 0..1.")
+UPS_BATTERY_RUNTIME = _def("roomwatch_ups_battery_runtime_seconds", "Estimated UPS runtime left on battery, in seconds.")
+UPS_ON_BATTERY = _def("roomwatch_ups_on_battery", "1 while mains has failed and the UPS runs on battery.")
+UPS_BATTERY_LOW = _def("roomwatch_ups_battery_low", "1 when the UPS itself reports low battery.")
+UPS_BATTERY_REPLACE = _def("roomwatch_ups_battery_replace_needed", "1 when the UPS asks for a battery replacement.")
+UPS_BATTERY_VOLTAGE = _def("roomwatch_ups_battery_voltage_volts", "UPS battery voltage.")
+UPS_BATTERY_TEMPERATURE = _def("roomwatch_ups_battery_temperature_celsius", "UPS battery temperature.")
+UPS_INPUT_VOLTAGE = _def("roomwatch_ups_input_voltage_volts", "UPS input (mains) voltage.")
+UPS_OUTPUT_VOLTAGE = _def("roomwatch_ups_output_voltage_volts", "UPS output voltage.")
+UPS_LOAD = _def("roomwatch_ups_load_ratio", "UPS output load, 0..1.")
+
+# --- environment ---------------------------------------------------------------
+TEMPERATURE = _def("roomwatch_temperature_celsius", "Ambient temperature.")
+HUMIDITY = _def("roomwatch_humidity_ratio", "Relative humidity, 0..1.")
+DOOR_OPEN = _def("roomwatch_door_open", "1 when the door is open, 0 when closed.")
+WATER_LEAK = _def("roomwatch_water_leak_detected", "1 when a leak sensor is wet.")
+SMOKE = _def("roomwatch_smoke_detected", "1 when a smoke sensor alarms.")
+
+# --- device health (the agent adds these for every device) -----------------------
+DEVICE_UP = _def("roomwatch_device_up", "1 when the last poll or message of the device succeeded in time.")
+DEVICE_POLL_DURATION = _def("roomwatch_device_poll_duration_seconds", "Duration of the device's last poll.")
+DEVICE_POLL_ERRORS = _def("roomwatch_device_poll_errors_total", "Polls of the device that failed or timed out.", "counter")
+DEVICE_POLL_SKIPPED = _def(
+    "roomwatch_device_poll_skipped_total", "Polls skipped because the previous poll of the device was still running.", "counter"
+)
+
+# --- host (psutil) -------------------------------------------------------------------
+HOST_CPU_USAGE = _def("roomwatch_host_cpu_usage_ratio", "Share of CPU time not idle since the previous poll, 0..1.")
+HOST_CPU_COUNT = _def("roomwatch_host_cpus", "Number of logical CPUs.")
+HOST_LOAD1 = _def("roomwatch_host_load1", "1-minute load average.")
+HOST_LOAD5 = _def("roomwatch_host_load5", "5-minute load average.")
+HOST_LOAD15 = _def("roomwatch_host_load15", "15-minute load average.")
+HOST_MEMORY_TOTAL = _def("roomwatch_host_memory_total_bytes", "Total physical memory.")
+HOST_MEMORY_AVAILABLE = _def("roomwatch_host_memory_available_bytes", "Memory available to new programs without swapping.")
+HOST_SWAP_USED = _def("roomwatch_host_swap_used_bytes", "Swap space in use.")
+HOST_FS_SIZE = _def("roomwatch_host_filesystem_size_bytes", "Size of the filesystem.")
+HOST_FS_AVAIL = _def("roomwatch_host_filesystem_avail_bytes", "Filesystem space available to unprivileged users.")
+HOST_NET_RX = _def("roomwatch_host_network_receive_bytes_total", "Bytes received by the interface.", "counter")
+HOST_NET_TX = _def("roomwatch_host_network_transmit_bytes_total", "Bytes sent by the interface.", "counter")
+HOST_NET_RX_ERR = _def("roomwatch_host_network_receive_errors_total", "Receive errors on the interface.", "counter")
+HOST_NET_TX_ERR = _def("roomwatch_host_network_transmit_errors_total", "Transmit errors on the interface.", "counter")
+HOST_HW_TEMPERATURE = _def("roomwatch_host_hardware_temperature_celsius", "Hardware sensor temperature (CPU, board, disk).")
+HOST_BOOT_TIME = _def("roomwatch_host_boot_time_seconds", "Unix time the host booted.")
+
+# --- agent self-monitoring ----------------------------------------------------------------
+AGENT_BUILD_INFO = _def("roomwatch_agent_build_info", "Agent version; always 1.", "gauge")
+AGENT_PUSH_BATCHES = _def("roomwatch_agent_push_batches_total", "Push attempts to the collector by result.", "counter")
+AGENT_PUSH_QUEUE = _def("roomwatch_agent_push_queue_batches", "Batches waiting to be pushed to the collector.")
+AGENT_PUSH_DROPPED = _def(
+    "roomwatch_agent_push_dropped_samples_total", "Samples dropped because the push queue was full.", "counter"
+)
+AGENT_LAST_PUSH_OK = _def(
+    "roomwatch_agent_last_successful_push_timestamp_seconds", "Unix time of the last push the collector accepted."
+)
+AGENT_RESIDENT_MEMORY = _def("roomwatch_agent_resident_memory_bytes", "Resident memory of the agent process.")
+AGENT_CPU_SECONDS = _def("roomwatch_agent_cpu_seconds_total", "CPU time used by the agent process.", "counter")
+
+# --- collector ---------------------------------------------------------------------
+AGENT_UP = _def("roomwatch_agent_up", "1 while the agent pushes in time.")
+AGENT_LAST_PUSH = _def("roomwatch_agent_last_push_timestamp_seconds", "Unix time of the agent's last accepted push.")
+ALERTS = _def("roomwatch_alerts", "Active alerts by alertname, severity and state.")
+COLLECTOR_BUILD_INFO = _def("roomwatch_collector_build_info", "Collector version; always 1.")
+COLLECTOR_SERIES = _def("roomwatch_collector_series", "Series currently held as current values.")
+COLLECTOR_PUSHES = _def("roomwatch_collector_pushes_total", "Push requests by HTTP status code.", "counter")
+COLLECTOR_SAMPLES = _def("roomwatch_collector_samples_received_total", "Samples accepted from agents.", "counter")
+COLLECTOR_EVENTS = _def("roomwatch_collector_events_received_total", "Events accepted from agents.", "counter")
+COLLECTOR_RESIDENT_MEMORY = _def("roomwatch_collector_resident_memory_bytes", "Resident memory of the collector process.")
+COLLECTOR_CPU_SECONDS = _def("roomwatch_collector_cpu_seconds_total", "CPU time used by the collector process.", "counter")

@@ -1,0 +1,176 @@
+"""The ``roomwatch`` command: agent, collector, demo, check-config, gen-token.
+
+Exit codes: 0 ok, 2 bad usage or bad config, 1 runtime failure.
+Heavy imports happen inside each command so ``--help`` and ``check-config``
+stay quick.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from roomwatch import __version__
+
+__all__ = ["main"]
+
+AGENT_KEYS = frozenset({"agent", "collector", "host", "devices", "actions"})
+COLLECTOR_KEYS = frozenset({"listen", "tls", "storage", "agents", "rules", "channels", "routes", "web",
+                            "agent_timeout", "series_expire", "max_body", "max_body_decompressed", "body_timeout"})
+
+#: Extra subcommands contributed by other modules: name → (help, add_arguments, run).
+EXTRA_COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {}
+
+
+def _kind_of(data: Any, forced: str | None) -> str | None:
+    if forced:
+        return forced
+    if not isinstance(data, dict):
+        return None
+    keys = set(data)
+    agent, coll = bool(keys & AGENT_KEYS), bool(keys & COLLECTOR_KEYS)
+    if agent and not coll:
+        return "agent"
+    if coll and not agent:
+        return "collector"
+    return None
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    """Validate each file; print every problem as file:line: key: message."""
+    from roomwatch.configbase import ConfigError, load_yaml
+
+    bad = 0
+    for path in args.files:
+        try:
+            data, _ = load_yaml(path)
+            kind = _kind_of(data, args.kind)
+            if kind == "agent":
+                from agent.config import load_agent_config
+
+                cfg: Any = load_agent_config(path)
+                n = len(cfg.all_devices())
+                summary = f"agent config for {cfg.agent.id!r}, {n} device{'s' if n != 1 else ''}"
+            elif kind == "collector":
+                from collector.config import load_collector_config
+
+                cfg = load_collector_config(path)
+                summary = f"collector config, {len(cfg.agents)} agents, {len(cfg.channels)} channels"
+            else:
+                print(f"{path}: cannot tell whether this is an agent or a collector file "
+                      f"(agent files have agent:/devices:, collector files have agents:/listen:); "
+                      f"use --kind agent|collector", file=sys.stderr)
+                bad += 1
+                continue
+        except ConfigError as exc:
+            for problem in exc.problems:
+                print(problem, file=sys.stderr)
+            bad += 1
+            continue
+        if not args.quiet:
+            print(f"{path}: OK ({summary})")
+    return 2 if bad else 0
+
+
+def cmd_agent(args: argparse.Namespace) -> int:
+    from agent.main import main as agent_main
+
+    return agent_main(args.config)
+
+
+def cmd_collector(args: argparse.Namespace) -> int:
+    from collector.main import main as collector_main
+
+    return collector_main(args.config)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from roomwatch.demo import run_demo
+
+    return run_demo(args)
+
+
+def cmd_gen_token(args: argparse.Namespace) -> int:
+    """Print a new random agent token and the hash to put in the collector config."""
+    import secrets
+
+    from collector.agents import hash_token
+
+    token = secrets.token_urlsafe(32)
+    print(f"token:      {token}")
+    print(f"token_hash: {hash_token(token)}")
+    print("Put the token in the agent's collector.token (or token_file), the hash in the collector's agents[].token_hash.",
+          file=sys.stderr)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="roomwatch",
+        description="Server-room monitor: UPS, temperature, humidity, doors, leaks; agent + collector.",
+    )
+    parser.add_argument("--version", action="version", version=f"roomwatch {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("agent", help="run the agent (polls devices, pushes to the collector)",
+                       description="Run the agent in the foreground; logs go to stderr (journald under systemd).")
+    p.add_argument("-c", "--config", required=True, metavar="FILE", help="agent YAML file")
+    p.set_defaults(func=cmd_agent)
+
+    p = sub.add_parser("collector", help="run the collector (ingest, /metrics, alerts, status page)",
+                       description="Run the collector in the foreground.")
+    p.add_argument("-c", "--config", required=True, metavar="FILE", help="collector YAML file")
+    p.set_defaults(func=cmd_collector)
+
+    p = sub.add_parser("demo", help="run collector + agent + simulated devices on 127.0.0.1",
+                       description="Start a collector, an agent and simulated devices on 127.0.0.1 over their real "
+                                   "protocols and print the URLs. Ctrl-C stops everything.")
+    p.add_argument("--collector-port", type=int, default=9640, help="collector port (0 = any free port; default 9640)")
+    p.add_argument("--agent-port", type=int, default=9641, help="agent port (0 = any free port; default 9641)")
+    p.add_argument("--dir", metavar="DIR", help="keep configs and state here instead of a temporary directory")
+    p.add_argument("--duration", type=float, default=0, metavar="SECONDS", help="stop after this long (0 = until Ctrl-C)")
+    p.add_argument("--no-devices", action="store_true", help="only the host driver, no simulated devices")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("check-config", help="validate agent/collector YAML files",
+                       description="Validate files; exit 0 if all are valid, 2 otherwise. Each problem is printed as "
+                                   "FILE:LINE: KEY: what is wrong.")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("--kind", choices=["agent", "collector"], help="treat every file as this kind")
+    p.add_argument("-q", "--quiet", action="store_true", help="print only problems")
+    p.set_defaults(func=cmd_check_config)
+
+    p = sub.add_parser("gen-token", help="generate an agent token and its hash",
+                       description="Print a random agent token and the sha256 hash for the collector's agents list.")
+    p.set_defaults(func=cmd_gen_token)
+
+    for name, (help_text, add_args, run) in EXTRA_COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        add_args(p)
+        p.set_defaults(func=run)
+    return parser
+
+
+def _load_extra_commands() -> None:
+    """Commands owned by other packages register here (kept lazy: importing them is cheap)."""
+    import importlib
+    import importlib.util
+
+    for module in ("alerts.cli",):  # adds test-alert once the alerting package ships it
+        if importlib.util.find_spec(module) is not None:
+            importlib.import_module(module)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    _load_extra_commands()
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,397 @@
+"""Shared configuration machinery: YAML with line numbers, durations, secrets, plain-word errors.
+
+Agent and collector each declare their schema once as pydantic models built on
+:class:`Model`; this module loads a YAML file into such a model and turns every
+problem into ``file:line: key: what is wrong`` lines, all reported together.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, TypeVar
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    PlainSerializer,
+    SecretStr,
+    ValidationError,
+    model_validator,
+)
+
+__all__ = [
+    "ConfigError",
+    "Duration",
+    "HostPort",
+    "Model",
+    "Problem",
+    "Secret",
+    "format_duration",
+    "load_model",
+    "load_yaml",
+    "parse_duration",
+    "parse_hostport",
+]
+
+# ---------------------------------------------------------------- durations
+
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
+
+
+def parse_duration(value: Any) -> float:
+    """Parse ``10s``, ``5m``, ``1h30m``, ``250ms`` into seconds (Prometheus-style units)."""
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise ValueError("expected a duration such as 10s, 5m or 1h")
+    if isinstance(value, (int, float)):
+        if value == 0:
+            return 0.0
+        # A bare number is ambiguous (seconds? milliseconds?): make the user say.
+        raise ValueError(f"{value!r} has no unit; write a duration such as {value}s or {value}m")
+    text = value.strip()
+    pos, total = 0, 0.0
+    for match in _DURATION_RE.finditer(text):
+        if match.start() != pos:
+            break
+        total += float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+        pos = match.end()
+    if pos != len(text) or not text:
+        raise ValueError(f"{value!r} is not a duration; use a number with a unit: ms, s, m, h, d, w (e.g. 10s, 5m, 1h30m)")
+    return total
+
+
+def format_duration(seconds: float) -> str:
+    """Inverse of :func:`parse_duration` for messages and generated files."""
+    if seconds and seconds < 1:
+        return f"{round(seconds * 1000)}ms"
+    for unit, size in (("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
+
+
+#: A duration in seconds, written in YAML as ``10s``/``5m``/``1h``.
+Duration = Annotated[float, BeforeValidator(parse_duration), PlainSerializer(format_duration, return_type=str)]
+
+
+def parse_hostport(value: Any, default_host: str = "127.0.0.1") -> tuple[str, int]:
+    """``127.0.0.1:9640``, ``:9640``, ``[::1]:9640`` → (host, port)."""
+    if not isinstance(value, str):
+        raise ValueError("expected host:port, e.g. 127.0.0.1:9640")
+    text = value.strip()
+    host, sep, port_s = text.rpartition(":")
+    if not sep or not port_s.isdigit():
+        raise ValueError(f"{value!r} is not host:port (e.g. 127.0.0.1:9640)")
+    port = int(port_s)
+    if not 0 <= port <= 65535:
+        raise ValueError(f"port {port} is out of range 0..65535")
+    host = host.strip("[]") or default_host
+    return host, port
+
+
+def _check_hostport(value: Any) -> str:
+    parse_hostport(value)
+    return value.strip()
+
+
+#: ``host:port`` string, checked at load time.
+HostPort = Annotated[str, BeforeValidator(_check_hostport)]
+
+#: A secret string. Accepts ``key: value``, ``key: ${ENV}`` or ``key_file: /path``; never printed.
+Secret = SecretStr
+
+
+# ------------------------------------------------------------------ models
+
+
+class Model(BaseModel):
+    """Base for every config section: unknown keys are errors; ``<secret>_file`` is understood."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=False, populate_by_name=True)
+    _secret_fields: ClassVar[frozenset[str]] = frozenset()
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        secret = set()
+        for name, field in cls.model_fields.items():
+            ann = field.annotation
+            if ann is SecretStr or (hasattr(ann, "__args__") and SecretStr in getattr(ann, "__args__", ())):
+                secret.add(name)
+        cls._secret_fields = frozenset(secret)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_secret_files(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or not cls._secret_fields:
+            return data
+        for name in cls._secret_fields:
+            key = f"{name}_file"
+            if key not in data:
+                continue
+            data = dict(data)
+            path = data.pop(key)
+            if data.get(name) is not None:
+                raise ValueError(f"give either {name} or {key}, not both")
+            if not isinstance(path, str):
+                raise ValueError(f"{key} must be a file path")
+            try:
+                data[name] = Path(path).read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise ValueError(f"{key}: cannot read {path}: {exc.strerror or exc}") from None
+        return data
+
+
+# ------------------------------------------------------------- YAML + lines
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One configuration problem, located in the file."""
+
+    file: str
+    line: int | None
+    key: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        return f"{where}: {self.key}: {self.message}" if self.key else f"{where}: {self.message}"
+
+
+class ConfigError(Exception):
+    """Raised with every problem of a file; ``str()`` is ready to print."""
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+_ENV_RE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class _Located:
+    """Parsed YAML plus where each key/item was in the file."""
+
+    def __init__(self, file: str, loader: yaml.SafeLoader | None = None):
+        self.file = file
+        self.loader = loader
+        self.lines: dict[tuple[Any, ...], int] = {}
+        self.problems: list[Problem] = []
+
+    def convert(self, node: yaml.Node, path: tuple[Any, ...]) -> Any:
+        self.lines.setdefault(path, node.start_mark.line + 1)  # a key's own line wins over its value's
+        if isinstance(node, yaml.MappingNode):
+            out: dict[Any, Any] = {}
+            for key_node, value_node in node.value:
+                key = self.convert(key_node, path + ("<key>",))
+                if isinstance(key, (list, dict)):
+                    self._problem(path, "a mapping key must be a plain word", key_node.start_mark.line + 1)
+                    continue
+                if key == "<<":  # YAML merge keys: let anchors/aliases reduce repetition
+                    merged = self.convert(value_node, path + (key,))
+                    for item in merged if isinstance(merged, list) else [merged]:
+                        if isinstance(item, dict):
+                            for k, v in item.items():
+                                out.setdefault(k, v)
+                    continue
+                if key in out:
+                    self._problem(path + (key,), "this key appears twice", key_node.start_mark.line + 1)
+                self.lines[path + (key,)] = key_node.start_mark.line + 1
+                out[key] = self.convert(value_node, path + (key,))
+            return out
+        if isinstance(node, yaml.SequenceNode):
+            return [self.convert(item, path + (i,)) for i, item in enumerate(node.value)]
+        assert self.loader is not None
+        value = self.loader.construct_object(node, deep=True)
+        if isinstance(value, str) and "$" in value:
+            value = self._expand(value, path, node.start_mark.line + 1)
+        return value
+
+    def _expand(self, text: str, path: tuple[Any, ...], line: int) -> str:
+        def repl(m: re.Match[str]) -> str:
+            if m.group(0) == "$$":
+                return "$"
+            name, default = m.group(1), m.group(2)
+            if name in os.environ:
+                return os.environ[name]
+            if default is not None:
+                return default
+            self._problem(path, f"environment variable {name} is not set (write ${{{name}:-default}} for a default)", line)
+            return ""
+
+        return _ENV_RE.sub(repl, text)
+
+    def _problem(self, path: tuple[Any, ...], message: str, line: int | None = None) -> None:
+        self.problems.append(Problem(self.file, line or self.line_of(path), dotted(path), message))
+
+    def line_of(self, path: tuple[Any, ...]) -> int | None:
+        while path:
+            if path in self.lines:
+                return self.lines[path]
+            path = path[:-1]
+        return self.lines.get((), None)
+
+
+def dotted(path: tuple[Any, ...] | list[Any]) -> str:
+    """('devices', 2, 'port') → ``devices[2].port``."""
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def load_yaml(path: str | os.PathLike[str]) -> tuple[Any, _Located]:
+    """Read YAML keeping line numbers; raises :class:`ConfigError` on syntax errors."""
+    file = str(path)
+    loc = _Located(file)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError([Problem(file, None, "", "file not found")]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([Problem(file, None, "", f"cannot read the file: {exc}")]) from None
+    loader = yaml.SafeLoader(text)
+    loc.loader = loader
+    try:
+        node = loader.get_single_node()
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else None
+        what = exc.problem or str(exc)
+        raise ConfigError([Problem(file, line, "", f"YAML syntax error: {what}")]) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError([Problem(file, None, "", f"YAML syntax error: {exc}")]) from None
+    if node is None:
+        loader.dispose()
+        return {}, loc
+    try:
+        data = loc.convert(node, ())
+    except yaml.constructor.ConstructorError as exc:
+        mark = exc.problem_mark
+        raise ConfigError([Problem(file, mark.line + 1 if mark else None, "", f"YAML error: {exc.problem}")]) from None
+    finally:
+        loader.dispose()
+        loc.loader = None
+    if loc.problems:
+        raise ConfigError(loc.problems)
+    return data, loc
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _walk_loc(data: Any, loc: tuple[Any, ...]) -> tuple[tuple[Any, ...], bool]:
+    """Map a pydantic error location onto the data path, skipping union tags pydantic inserts."""
+    path: list[Any] = []
+    cur = data
+    found = True
+    for part in loc:
+        if (isinstance(cur, dict) and part in cur) or (isinstance(cur, list) and isinstance(part, int) and 0 <= part < len(cur)):
+            path.append(part)
+            cur = cur[part]
+        elif isinstance(cur, dict) and isinstance(part, str) and part not in cur and part.endswith("]"):
+            continue  # e.g. 'function-after[...]' wrappers
+        elif isinstance(cur, dict) and isinstance(part, str):
+            # A union/discriminator tag ('snmp') or a missing key: keep it only if it is the last part.
+            if part is loc[-1]:
+                path.append(part)
+                found = False
+            continue
+        else:
+            found = False
+            break
+    return tuple(path), found
+
+
+def _plain_message(err: dict[str, Any]) -> str:
+    """Say what pydantic found wrong in words a sysadmin reads at 3 a.m."""
+    kind = err.get("type", "")
+    ctx = err.get("ctx") or {}
+    got = err.get("input")
+    shown = repr(got) if not isinstance(got, (dict, list)) else type(got).__name__
+    if kind == "extra_forbidden":
+        return "unknown key (check the spelling; see the example config for valid keys)"
+    if kind == "missing":
+        return "required key is missing"
+    tag_key = str(ctx.get("discriminator", "type")).strip("'")
+    if kind == "union_tag_invalid":
+        return f"unknown {tag_key} {ctx.get('tag')!r}; expected one of {ctx.get('expected_tags')}"
+    if kind == "union_tag_not_found":
+        return f"{tag_key} is required"
+    if kind in {"int_parsing", "int_type", "int_from_float"}:
+        return f"expected a whole number, got {shown}"
+    if kind in {"float_parsing", "float_type"}:
+        return f"expected a number, got {shown}"
+    if kind in {"bool_parsing", "bool_type"}:
+        return f"expected true or false, got {shown}"
+    if kind == "string_type":
+        return f"expected text, got {shown}"
+    if kind in {"list_type"}:
+        return f"expected a list, got {shown}"
+    if kind in {"dict_type", "model_type", "model_attributes_type"}:
+        return f"expected a mapping of keys, got {shown}"
+    if kind == "literal_error":
+        return f"got {shown}; expected one of {ctx.get('expected')}"
+    if kind == "enum":
+        return f"got {shown}; expected one of {ctx.get('expected')}"
+    msg = str(err.get("msg", "invalid value"))
+    for prefix in ("Value error, ", "Assertion failed, "):
+        if msg.startswith(prefix):
+            msg = msg[len(prefix):]
+    return msg
+
+
+def validation_problems(exc: ValidationError, data: Any, loc: _Located) -> list[Problem]:
+    """Turn a pydantic ValidationError into located problems (deduplicated)."""
+    problems: list[Problem] = []
+    seen: set[tuple[str, str]] = set()
+    for err in exc.errors(include_url=False):
+        path, _ = _walk_loc(data, tuple(err.get("loc", ())))
+        message = _plain_message(err)
+        key = dotted(path)
+        if (key, message) in seen:
+            continue
+        seen.add((key, message))
+        problems.append(Problem(loc.file, loc.line_of(path), key, message))
+    return problems
+
+
+def load_model(path: str | os.PathLike[str], model: type[M], data: Any = None, located: _Located | None = None) -> M:
+    """Load and validate a YAML file into ``model``; raise :class:`ConfigError` with every problem."""
+    if data is None or located is None:
+        data, located = load_yaml(path)
+    if not isinstance(data, dict):
+        raise ConfigError([Problem(str(path), 1, "", "the file must be a mapping of keys (key: value)")])
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(validation_problems(exc, data, located)) from None
+
+
+def iter_secret_values(model: BaseModel) -> Iterator[str]:
+    """Every secret in a loaded config, so log filters can redact them."""
+    for name in type(model).model_fields:
+        value = getattr(model, name, None)
+        if isinstance(value, SecretStr):
+            if value.get_secret_value():
+                yield value.get_secret_value()
+        elif isinstance(value, BaseModel):
+            yield from iter_secret_values(value)
+        elif isinstance(value, (list, tuple)):
+            for item in value:
+                if isinstance(item, BaseModel):
+                    yield from iter_secret_values(item)
+        elif isinstance(value, dict):
+            for item in value.values():
+                if isinstance(item, BaseModel):
+                    yield from iter_secret_values(item)

@@ -1,0 +1,109 @@
+"""Prometheus text (0.0.4) and OpenMetrics 1.0 rendering from pre-rendered series.
+
+prometheus_client's ``generate_latest`` rebuilds every label string on each
+scrape. Our series change value often but labels rarely, so each series keeps
+its label block rendered once (``{device="ups1",room="A"}``) and a scrape is a
+string join. ``bench/`` compares the two on the same series.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+__all__ = [
+    "CONTENT_TYPE_OPENMETRICS",
+    "CONTENT_TYPE_TEXT",
+    "Family",
+    "format_value",
+    "negotiate",
+    "render",
+    "render_labels",
+]
+
+CONTENT_TYPE_TEXT = "text/plain; version=0.0.4; charset=utf-8"
+CONTENT_TYPE_OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
+
+
+def _escape(value: str) -> str:
+    if "\\" in value or '"' in value or "\n" in value:
+        return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+    return value
+
+
+def _escape_help(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\n", "\\n")
+
+
+def render_labels(labels: Mapping[str, str]) -> str:
+    """``{a="1",b="2"}`` with keys sorted and values escaped; empty values dropped, ``""`` if none."""
+    parts = [f'{k}="{_escape(v)}"' for k, v in sorted(labels.items()) if v != ""]
+    return "{" + ",".join(parts) + "}" if parts else ""
+
+
+def format_value(value: float) -> str:
+    """Shortest exact text for a float, with Prometheus spellings for NaN/Inf."""
+    if value != value:
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    if value.is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return repr(value)
+
+
+@dataclass(slots=True)
+class Family:
+    """One metric family: name, help, type and ``(label_block, value)`` samples."""
+
+    name: str
+    help: str
+    type: str = "gauge"  # gauge | counter | info (info renders as gauge in 0.0.4)
+    samples: list[tuple[str, float]] = field(default_factory=list)
+
+
+def _render_text(families: Iterable[Family]) -> bytes:
+    out: list[str] = []
+    add = out.append
+    fmt = format_value
+    for fam in families:
+        if not fam.samples:
+            continue
+        name = fam.name
+        add(f"# HELP {name} {_escape_help(fam.help)}\n# TYPE {name} {'gauge' if fam.type == 'info' else fam.type}\n")
+        out.extend([f"{name}{lbl} {fmt(v)}\n" for lbl, v in fam.samples])
+    return "".join(out).encode()
+
+
+def _render_openmetrics(families: Iterable[Family]) -> bytes:
+    out: list[str] = []
+    add = out.append
+    fmt = format_value
+    for fam in families:
+        if not fam.samples:
+            continue
+        name = fam.name
+        base = name
+        if fam.type == "counter" and name.endswith("_total"):
+            base = name[: -len("_total")]
+        elif fam.type == "info" and name.endswith("_info"):
+            base = name[: -len("_info")]
+        add(f"# HELP {base} {_escape_help(fam.help)}\n# TYPE {base} {fam.type}\n")
+        out.extend([f"{name}{lbl} {fmt(v)}\n" for lbl, v in fam.samples])
+    add("# EOF\n")
+    return "".join(out).encode()
+
+
+def negotiate(accept: str | None) -> str:
+    """Pick the content type for an ``Accept`` header (OpenMetrics only when asked for)."""
+    if accept and "application/openmetrics-text" in accept:
+        return CONTENT_TYPE_OPENMETRICS
+    return CONTENT_TYPE_TEXT
+
+
+def render(families: Iterable[Family], content_type: str = CONTENT_TYPE_TEXT) -> bytes:
+    """Render families in the format named by ``content_type``."""
+    if content_type.startswith("application/openmetrics-text"):
+        return _render_openmetrics(families)
+    return _render_text(families)

@@ -1,0 +1,138 @@
+"""Shared test helpers: ports, waiting, running roomwatch as a real process."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    """An ephemeral 127.0.0.1 port (TCP by default, UDP with SOCK_DGRAM)."""
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def require_binary(path: str) -> str:
+    """Path of a peer program; skip (or fail under ROOMWATCH_REQUIRE_PEERS=1, as in CI) when missing."""
+    found = path if os.path.isabs(path) and os.access(path, os.X_OK) else shutil.which(path)
+    if not found:
+        msg = f"{path} is not installed (./dev test installs the peers with apt-get)"
+        if os.environ.get("ROOMWATCH_REQUIRE_PEERS") == "1":
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return found
+
+
+def wait_for(check: Callable[[], Any], timeout: float = 30.0, interval: float = 0.05,
+             proc: subprocess.Popen[Any] | None = None, what: str = "condition") -> Any:
+    """Poll ``check`` until it returns a truthy value; fail early if ``proc`` dies."""
+    deadline = time.monotonic() + timeout
+    last_exc: BaseException | None = None
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"process exited with {proc.returncode} while waiting for {what}")
+        try:
+            result = check()
+            if result:
+                return result
+        except Exception as exc:  # keep polling; report the last error on timeout
+            last_exc = exc
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}" + (f" (last error: {last_exc})" if last_exc else ""))
+
+
+def http_get(url: str, timeout: float = 5.0, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+    req = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def http_json(url: str, timeout: float = 5.0) -> Any:
+    status, body = http_get(url, timeout)
+    assert status == 200, (status, body[:500])
+    return json.loads(body)
+
+
+def http_post(url: str, body: bytes, headers: dict[str, str] | None = None, timeout: float = 10.0) -> tuple[int, bytes]:
+    req = urllib.request.Request(url, data=body, headers=headers or {}, method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def write_yaml(path: Path, data: Any) -> Path:
+    path.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+    return path
+
+
+def metric_value(text: str, name: str, **labels: str) -> float | None:
+    """Value of the first sample of ``name`` whose labels include ``labels`` in exposition text."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
+                return float(s.value)
+    return None
+
+
+class RoomwatchProcess:
+    """``python -m roomwatch ARGS`` as a real child process with its log captured to a file."""
+
+    def __init__(self, args: list[str], log_path: Path, env: dict[str, str] | None = None):
+        self.log_path = log_path
+        self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
+        full_env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1", **(env or {})}
+        self.proc = subprocess.Popen([sys.executable, "-m", "roomwatch", *args], cwd=ROOT, stdout=self._log,
+                                     stderr=subprocess.STDOUT, env=full_env, start_new_session=True)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.alive():
+            self.proc.send_signal(sig)
+        self.proc.wait(15)
+
+    def stop(self) -> int:
+        if self.alive():
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self._log.close()
+        return self.proc.returncode
+
+
+def run_cli(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m roomwatch ARGS`` to completion."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "roomwatch", *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=timeout, check=False)

@@ -1,0 +1,182 @@
+"""Config loading: examples pass; each class of mistake exits 2 naming file, line and key."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from roomwatch.configbase import ConfigError, load_yaml, parse_duration
+from tests.helpers import ROOT, run_cli
+
+EXAMPLES = sorted((ROOT / "config").glob("*.example.yaml"))
+
+
+def test_examples_exist() -> None:
+    names = {p.name for p in EXAMPLES}
+    assert {"agent.example.yaml", "collector.example.yaml"} <= names
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_examples_pass_check_config(path: Path) -> None:
+    res = run_cli("check-config", str(path))
+    assert res.returncode == 0, res.stderr
+    assert "OK" in res.stdout
+
+
+def _check(tmp_path: Path, text: str, name: str = "conf.yaml") -> tuple[int, str]:
+    f = tmp_path / name
+    f.write_text(text)
+    res = run_cli("check-config", str(f))
+    return res.returncode, res.stderr
+
+
+AGENT_OK = """\
+agent:
+  id: a1
+collector:
+  urls: [http://127.0.0.1:9640]
+  token: t0ken
+"""
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "key", "words"),
+    [
+        # unknown (typo'd) key
+        (AGENT_OK + "  push_intervl: 10s\n", 6, "collector.push_intervl", "unknown key"),
+        # wrong type
+        (AGENT_OK.replace("id: a1", "id: a1\n  listen: 127.0.0.1:9641\n  interval: [1, 2]"), 4, "agent.interval",
+         "duration"),
+        (AGENT_OK + "host:\n  enabled: maybe\n", 7, "host.enabled", "expected true or false"),
+        (AGENT_OK + "  max_batch_samples: many\n", 6, "collector.max_batch_samples", "expected a whole number"),
+        # bad duration
+        (AGENT_OK + "  push_interval: 10 seconds\n", 6, "collector.push_interval", "not a duration"),
+        (AGENT_OK + "  push_interval: 10\n", 6, "collector.push_interval", "has no unit"),
+        # missing required
+        ("agent:\n  id: a1\ncollector:\n  urls: [http://127.0.0.1:9640]\n", 3, "collector.token", "required"),
+        # unknown driver
+        (AGENT_OK + "devices:\n  - name: d1\n    driver: nosuchdriver\n", 8, "devices[0].driver", "nosuchdriver"),
+        # duplicate device name
+        (AGENT_OK + "devices:\n  - name: host\n    driver: host\n", 7, "devices[0].name", "already used"),
+    ],
+    ids=["unknown-key", "wrong-type-list", "wrong-type-bool", "wrong-type-int", "bad-duration", "duration-no-unit",
+         "missing-required", "unknown-driver", "duplicate-name"],
+)
+def test_agent_mistakes_name_file_line_key(tmp_path: Path, text: str, line: int, key: str, words: str) -> None:
+    rc, err = _check(tmp_path, text)
+    assert rc == 2, err
+    assert f"conf.yaml:{line}: {key}:" in err, err
+    assert words in err, err
+
+
+COLLECTOR_OK = """\
+listen: 127.0.0.1:9640
+agents:
+  - id: a1
+    token: t0ken
+"""
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "key", "words"),
+    [
+        (COLLECTOR_OK + "agent_timout: 1m\n", 5, "agent_timout", "unknown key"),
+        (COLLECTOR_OK + "max_body: lots\n", 5, "max_body", "not a size"),
+        (COLLECTOR_OK + "  - id: a2\n", 5, "agents[1]", "token"),
+        (COLLECTOR_OK + "channels:\n  - name: x\n    type: webhook\n    url: http://h/\nroutes:\n  - channels: [y]\n", 10,
+         "routes[0].channels[0]", "no channel named 'y'"),
+        (COLLECTOR_OK.replace("127.0.0.1:9640", "localhost"), 1, "listen", "host:port"),
+    ],
+    ids=["unknown-key", "bad-size", "missing-token", "unknown-channel", "bad-listen"],
+)
+def test_collector_mistakes_name_file_line_key(tmp_path: Path, text: str, line: int, key: str, words: str) -> None:
+    rc, err = _check(tmp_path, text)
+    assert rc == 2, err
+    assert f"conf.yaml:{line}: {key}:" in err, err
+    assert words in err, err
+
+
+def test_yaml_syntax_error_names_line(tmp_path: Path) -> None:
+    rc, err = _check(tmp_path, "agent:\n  id: a1\n  site: [unclosed\ncollector:\n  urls: []\n")
+    assert rc == 2
+    assert re.search(r"conf\.yaml:\d+: YAML syntax error", err), err
+
+
+def test_every_problem_reported_together(tmp_path: Path) -> None:
+    rc, err = _check(tmp_path, AGENT_OK + "  push_interval: soon\n  bogus: 1\n")
+    assert rc == 2
+    assert "collector.push_interval" in err and "collector.bogus" in err
+
+
+def test_missing_file_is_exit_2(tmp_path: Path) -> None:
+    res = run_cli("check-config", str(tmp_path / "nope.yaml"))
+    assert res.returncode == 2
+    assert "nope.yaml: file not found" in res.stderr
+
+
+def test_unknown_kind_is_exit_2(tmp_path: Path) -> None:
+    rc, err = _check(tmp_path, "something: else\n")
+    assert rc == 2 and "agent or a collector" in err
+
+
+def test_secret_from_file_and_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from agent.config import load_agent_config
+
+    (tmp_path / "tok").write_text("from-file\n")
+    f = tmp_path / "a.yaml"
+    f.write_text(f"agent: {{id: a1}}\ncollector:\n  urls: [http://x:1]\n  token_file: {tmp_path / 'tok'}\n")
+    assert load_agent_config(str(f)).collector.token.get_secret_value() == "from-file"
+
+    monkeypatch.setenv("RW_TEST_TOKEN", "from-env")
+    f.write_text("agent: {id: a1}\ncollector:\n  urls: [http://x:1]\n  token: ${RW_TEST_TOKEN}\n")
+    cfg = load_agent_config(str(f))
+    assert cfg.collector.token.get_secret_value() == "from-env"
+    assert "from-env" not in repr(cfg)  # secrets never appear in reprs (and so in logs)
+
+
+def test_unset_env_var_is_an_error_with_line(tmp_path: Path) -> None:
+    rc, err = _check(tmp_path, "agent: {id: a1}\ncollector:\n  urls: [http://x:1]\n  token: ${RW_NOT_SET_ANYWHERE}\n")
+    assert rc == 2
+    assert "conf.yaml:4: collector.token: environment variable RW_NOT_SET_ANYWHERE is not set" in err
+
+
+def test_unreadable_token_file(tmp_path: Path) -> None:
+    rc, err = _check(tmp_path, AGENT_OK.replace("token: t0ken", f"token_file: {tmp_path / 'missing'}"))
+    assert rc == 2 and "cannot read" in err
+
+
+def test_contract_smallest_collector_file_is_accepted(tmp_path: Path) -> None:
+    rc, err = _check(tmp_path, """\
+listen: 127.0.0.1:9640
+agents:
+  - id: room1-agent
+    token: s3cret-token
+channels:
+  - name: hook
+    type: webhook
+    url: http://127.0.0.1:9999/alerts
+routes:
+  - channels: [hook]
+""")
+    assert rc == 0, err
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("10s", 10), ("5m", 300), ("1h30m", 5400), ("250ms", 0.25), ("1d", 86400)])
+def test_durations(text: str, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "10", "s", "10x", "1h 30m", "-5s", True])
+def test_bad_durations(text: object) -> None:
+    with pytest.raises(ValueError):
+        parse_duration(text)
+
+
+def test_duplicate_yaml_key_is_an_error(tmp_path: Path) -> None:
+    f = tmp_path / "d.yaml"
+    f.write_text("agent:\n  id: a\n  id: b\n")
+    with pytest.raises(ConfigError) as err:
+        load_yaml(f)
+    assert "d.yaml:3: agent.id: this key appears twice" in str(err.value)

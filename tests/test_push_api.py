@@ -1,0 +1,142 @@
+"""The push protocol against a real collector process: each refusal as the contract says."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import time
+
+from roomwatch.wire import Batch, SampleRecord, encode_batch
+from tests.conftest import TOKENS, CollectorHandle
+from tests.helpers import http_json, http_post, metric_value
+
+
+def _batch(agent: str = "agent-a", seq: int = 1, n: int = 3, value: float = 21.5) -> Batch:
+    now = int(time.time() * 1000)
+    samples = [SampleRecord("roomwatch_temperature_celsius", {"agent": agent, "device": f"t{i}", "room": "r1"},
+                            value + i, now) for i in range(n)]
+    return Batch(agent, seq, samples, [], now)
+
+
+def _push(c: CollectorHandle, body: bytes, token: str | None = TOKENS["agent-a"], gz: bool = True,
+          extra: dict[str, str] | None = None) -> tuple[int, dict]:
+    headers = {"Content-Type": "application/json", **(extra or {})}
+    if gz:
+        headers["Content-Encoding"] = "gzip"
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    status, raw = http_post(c.url + "/api/v1/push", body, headers)
+    return status, json.loads(raw) if raw else {}
+
+
+def test_accepts_gzip_and_plain(collector: CollectorHandle) -> None:
+    status, doc = _push(collector, encode_batch(_batch(seq=1), compress=True))
+    assert (status, doc) == (200, {"accepted": 3, "duplicate": False})
+    status, doc = _push(collector, encode_batch(_batch(seq=2), compress=False), gz=False)
+    assert (status, doc) == (200, {"accepted": 3, "duplicate": False})
+    text = collector.metrics()
+    assert metric_value(text, "roomwatch_temperature_celsius", agent="agent-a", device="t1") == 22.5
+    assert metric_value(text, "roomwatch_agent_up", agent="agent-a") == 1
+
+
+def test_missing_and_wrong_token_are_401(collector: CollectorHandle) -> None:
+    body = encode_batch(_batch())
+    assert _push(collector, body, token=None)[0] == 401
+    status, doc = _push(collector, body, token="wrong-token-xxxxxxxx")
+    assert status == 401 and "token" in doc["error"]
+    # nothing was stored
+    assert metric_value(collector.metrics(), "roomwatch_temperature_celsius") is None
+    assert "wrong-token-xxxxxxxx" not in collector.proc.log()  # the presented secret is never logged
+
+
+def test_other_agents_id_is_403(collector: CollectorHandle) -> None:
+    status, doc = _push(collector, encode_batch(_batch(agent="agent-b")), token=TOKENS["agent-a"])
+    assert status == 403
+    assert "agent-a" in doc["error"] and "agent-b" in doc["error"]
+    assert metric_value(collector.metrics(), "roomwatch_temperature_celsius") is None
+
+
+def test_malformed_json_is_400_with_reason(collector: CollectorHandle) -> None:
+    status, doc = _push(collector, gzip.compress(b'{"agent": "agent-a", "seq": 1, "samples": [}'))
+    assert status == 400 and "not valid JSON" in doc["error"]
+    bad_sample = {"agent": "agent-a", "seq": 5, "samples": [{"metric": "roomwatch_temperature_celsius",
+                                                             "labels": {}, "value": "hot", "ts": 1_700_000_000_000}]}
+    status, doc = _push(collector, gzip.compress(json.dumps(bad_sample).encode()))
+    assert status == 400 and doc["error"] == "samples[0].value must be a finite number"
+    status, doc = _push(collector, gzip.compress(b'{"agent": "agent-a", "seq": -1}'))
+    assert status == 400 and "seq" in doc["error"]
+    status, doc = _push(collector, b"\x1f\x8bnot really gzip")
+    assert status == 400
+
+
+def test_oversize_is_413(tmp_path) -> None:
+    from tests.conftest import start_collector
+
+    c = start_collector(tmp_path, max_body="64KiB", max_body_decompressed="256KiB")
+    try:
+        big = encode_batch(_batch(n=5000), compress=False)
+        assert len(big) > 256 * 1024
+        status, _ = _push(c, big, gz=False)
+        assert status == 413
+        # a gzip bomb: small on the wire, huge once decompressed
+        bomb = gzip.compress(b'{"agent":"agent-a","seq":1,"samples":[],"pad":"' + b"x" * 5_000_000 + b'"}')
+        assert len(bomb) < 64 * 1024
+        status, _ = _push(c, bomb)
+        assert status == 413
+        assert c.proc.alive()
+    finally:
+        c.proc.stop()
+
+
+def test_replayed_seq_is_not_double_counted(collector: CollectorHandle) -> None:
+    body = encode_batch(_batch(seq=42))
+    assert _push(collector, body) == (200, {"accepted": 3, "duplicate": False})
+    assert _push(collector, body) == (200, {"accepted": 0, "duplicate": True})
+    # out of order is fine: 41 arrives after 42, then is replayed too
+    assert _push(collector, encode_batch(_batch(seq=41)))[1]["duplicate"] is False
+    assert _push(collector, encode_batch(_batch(seq=41)))[1]["duplicate"] is True
+    assert metric_value(collector.metrics(), "roomwatch_collector_samples_received_total") == 6
+    agents = {a["id"]: a for a in http_json(collector.url + "/api/v1/agents")["agents"]}
+    assert agents["agent-a"]["samples"] == 6 and agents["agent-a"]["pushes"] == 2
+
+
+def test_agent_label_cannot_be_forged(collector: CollectorHandle) -> None:
+    b = _batch(seq=7)
+    b.samples[0].labels["agent"] = "agent-b"
+    assert _push(collector, encode_batch(b))[0] == 200
+    text = collector.metrics()
+    assert metric_value(text, "roomwatch_temperature_celsius", agent="agent-b") is None
+    assert metric_value(text, "roomwatch_temperature_celsius", agent="agent-a", device="t0") == 21.5
+
+
+def test_late_sample_does_not_replace_newer_value(collector: CollectorHandle) -> None:
+    now = int(time.time() * 1000)
+    fresh = Batch("agent-a", 1, [SampleRecord("roomwatch_temperature_celsius", {"device": "t"}, 30.0, now)], [], now)
+    late = Batch("agent-a", 2, [SampleRecord("roomwatch_temperature_celsius", {"device": "t"}, 20.0, now - 60_000)],
+                 [], now)
+    assert _push(collector, encode_batch(fresh))[0] == 200
+    assert _push(collector, encode_batch(late))[0] == 200
+    assert metric_value(collector.metrics(), "roomwatch_temperature_celsius", device="t") == 30.0
+
+
+def test_skewed_agent_clock_is_corrected(collector: CollectorHandle) -> None:
+    # The agent's clock is a day behind: its "now" samples are still current after correction.
+    behind = int(time.time() * 1000) - 86_400_000
+    b = Batch("agent-a", 9, [SampleRecord("roomwatch_temperature_celsius", {"device": "t"}, 25.0, behind)], [], behind)
+    assert _push(collector, encode_batch(b))[0] == 200
+    assert metric_value(collector.metrics(), "roomwatch_temperature_celsius", device="t") == 25.0
+    agents = {a["id"]: a for a in http_json(collector.url + "/api/v1/agents")["agents"]}
+    assert agents["agent-a"]["clock_skew_seconds"] > 86_000
+
+
+def test_down_device_series_leave_metrics(collector: CollectorHandle) -> None:
+    now = int(time.time() * 1000)
+    up = [SampleRecord("roomwatch_temperature_celsius", {"device": "th"}, 22.0, now),
+          SampleRecord("roomwatch_device_up", {"device": "th", "driver": "mqtt"}, 1.0, now)]
+    assert _push(collector, encode_batch(Batch("agent-a", 1, up, [], now)))[0] == 200
+    assert metric_value(collector.metrics(), "roomwatch_temperature_celsius", device="th") == 22.0
+    down = [SampleRecord("roomwatch_device_up", {"device": "th", "driver": "mqtt"}, 0.0, now + 1000)]
+    assert _push(collector, encode_batch(Batch("agent-a", 2, down, [], now)))[0] == 200
+    text = collector.metrics()
+    assert metric_value(text, "roomwatch_temperature_celsius", device="th") is None
+    assert metric_value(text, "roomwatch_device_up", device="th") == 0
