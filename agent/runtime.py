@@ -83,6 +83,10 @@ class Agent:
         self.latest = LatestValues()
         self.devices: dict[str, DeviceRunner] = {}
         self._shared: dict[Hashable, Any] = {}
+        self._states: dict[tuple[str, tuple[tuple[str, str], ...]], bool] = {}
+        #: Called with (device, samples, events) after every poll or message, on the event loop:
+        #: the hook for actions (shutdown on low battery) and local fallback alerting.
+        self.observers: list[Callable[[DeviceRunner, list[SampleRecord], list[EventRecord]], None]] = []
         self._scheduler: Any = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._stopped = asyncio.Event()
@@ -125,10 +129,32 @@ class Agent:
                 out.append(SampleRecord(v.DEVICE_POLL_DURATION, dev.labels, dev.duration, ms))
         return out
 
-    def _publish(self, dev: DeviceRunner, records: list[SampleRecord], replace: bool) -> None:
+    def _publish(self, dev: DeviceRunner, records: list[SampleRecord], replace: bool,
+                 events: list[EventRecord] | None = None) -> None:
+        """Store and queue readings; a changed door/leak/smoke/on-battery state becomes an event."""
+        events = list(events or [])
+        for rec in records:
+            types = v.STATE_EVENTS.get(rec.metric)
+            if types is None:
+                continue
+            key = (rec.metric, tuple(sorted(rec.labels.items())))
+            before = self._states.get(key)
+            now_on = rec.value >= 0.5
+            self._states[key] = now_on
+            # The first reading is a state, not a transition; a driver that saw the transition
+            # itself (an MQTT door message) passes its own event instead.
+            if before is not None and before != now_on and not any(e.labels == rec.labels for e in events):
+                events.append(EventRecord(types[0] if now_on else types[1], rec.labels, rec.ts, rec.value))
         self.latest.update(dev.name, records, replace=replace)
+        for observer in self.observers:
+            try:
+                observer(dev, records, events)
+            except Exception:  # an observer (shutdown action, local alerting) must not stop polling
+                log.exception("observer %r failed", observer)
         if self.pusher is not None:
             self.pusher.add(records)
+            if events:
+                self.pusher.add_events(events)
 
     def _set_up(self, dev: DeviceRunner, up: bool, reason: str = "") -> None:
         if up and dev.up is not True:
@@ -149,12 +175,11 @@ class Agent:
         now = time.time()
         dev.last_seen = time.monotonic()
         self._set_up(dev, True)
-        self._publish(dev, self._records(dev, readings, now) + self._health(dev, now), replace=False)
-        if events and self.pusher is not None:
-            self.pusher.add_events([
-                EventRecord(e.type, {**dev.labels, **(e.labels or {})}, int((e.ts or now) * 1000), e.value, e.message)
-                for e in events
-            ])
+        records = self._records(dev, readings, now) + self._health(dev, now)
+        self._publish(dev, records, replace=False, events=[
+            EventRecord(e.type, {**dev.labels, **(e.labels or {})}, int((e.ts or now) * 1000), e.value, e.message)
+            for e in events
+        ])
 
     async def poll_device(self, dev: DeviceRunner) -> None:
         """One poll of one device under its timeout; never raises."""

@@ -113,3 +113,13 @@ COLLECTOR_SAMPLES = _def("roomwatch_collector_samples_received_total", "Samples 
 COLLECTOR_EVENTS = _def("roomwatch_collector_events_received_total", "Events accepted from agents.", "counter")
 COLLECTOR_RESIDENT_MEMORY = _def("roomwatch_collector_resident_memory_bytes", "Resident memory of the collector process.")
 COLLECTOR_CPU_SECONDS = _def("roomwatch_collector_cpu_seconds_total", "CPU time used by the collector process.", "counter")
+
+# --- state metrics whose change is an event, pushed at once ------------------------------
+#: metric → (event type when it becomes 1, event type when it returns to 0)
+STATE_EVENTS: dict[str, tuple[str, str]] = {
+    DOOR_OPEN: ("door_open", "door_close"),
+    WATER_LEAK: ("water_leak", "water_leak_clear"),
+    SMOKE: ("smoke", "smoke_clear"),
+    UPS_ON_BATTERY: ("ups_on_battery", "ups_on_mains"),
+    UPS_BATTERY_LOW: ("ups_battery_low", "ups_battery_ok"),
+}

@@ -79,11 +79,12 @@ SIMULATORS: list[Simulator] = []
 
 def _load_simulators() -> None:
     import importlib
-    import importlib.util
+    import pkgutil
 
-    for module in ("roomwatch.demo_devices",):
-        if importlib.util.find_spec(module) is not None:
-            importlib.import_module(module)
+    import roomwatch.sims
+
+    for info in sorted(pkgutil.iter_modules(roomwatch.sims.__path__), key=lambda m: m.name):
+        importlib.import_module(f"roomwatch.sims.{info.name}")
 
 
 def _wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:

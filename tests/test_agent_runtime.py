@@ -152,3 +152,20 @@ def test_default_poll_timeout_is_min_of_10s_and_interval() -> None:
     assert runner.timeout == 10.0  # default: min(10 s, interval)
     runner = DeviceRunner(FakeConfig(name="y", driver="fake-test", interval="2s"), FakeDriver.__new__(FakeDriver), {}, 2.0)
     assert runner.timeout == 2.0
+
+
+async def test_state_change_becomes_an_event_for_observers() -> None:
+    from drivers.base import Reading as R
+
+    FakeDriver.polls.clear()
+    dev = FakeConfig(name="door", driver="fake-test", interval="100ms")
+    agent = _agent(dev)
+    seen: list[tuple[str, float]] = []
+    agent.observers.append(lambda d, samples, events: seen.extend((e.type, e.ts) for e in events))
+    runner = agent.devices["door"]
+    # drive the state directly through the publish path, as a poll would
+    for value in (0.0, 0.0, 1.0, 1.0, 0.0):
+        recs = agent._records(runner, [R("roomwatch_door_open", value)], 1_700_000_000.0)
+        agent._publish(runner, recs, replace=False)
+    assert [t for t, _ in seen] == ["door_open", "door_close"]
+    assert seen[0][1] == 1_700_000_000_000  # the transition keeps the reading's time
