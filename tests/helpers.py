@@ -136,3 +136,20 @@ def run_cli(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[st
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.run([sys.executable, "-m", "roomwatch", *args], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=timeout, check=False)
+
+
+def fixtures_dir() -> Path | None:
+    """Recordings of real devices (never copied into the repo): $ROOMWATCH_FIXTURES, ../shared/fixtures, /work/shared/fixtures."""
+    candidates = [os.environ.get("ROOMWATCH_FIXTURES"), str(ROOT.parent / "shared" / "fixtures"), "/work/shared/fixtures"]
+    for c in candidates:
+        if c and (Path(c) / "devices").is_dir():
+            return Path(c)
+    return None
+
+
+def require_fixtures() -> Path:
+    """The fixtures folder, or skip saying where it was looked for (CI always has it)."""
+    found = fixtures_dir()
+    if found is None:
+        pytest.skip("device recordings not found: set ROOMWATCH_FIXTURES or put them in ../shared/fixtures")
+    return found
