@@ -55,6 +55,8 @@ UPS_BATTERY_TEMPERATURE = _def("roomwatch_ups_battery_temperature_celsius", "UPS
 UPS_INPUT_VOLTAGE = _def("roomwatch_ups_input_voltage_volts", "UPS input (mains) voltage.")
 UPS_OUTPUT_VOLTAGE = _def("roomwatch_ups_output_voltage_volts", "UPS output voltage.")
 UPS_LOAD = _def("roomwatch_ups_load_ratio", "UPS output load, 0..1.")
+UPS_BATTERY_AGE = _def("roomwatch_ups_battery_age_seconds", "Time since the UPS battery was installed or last replaced.")
+UPS_INFO = _def("roomwatch_ups_info", "UPS identity (manufacturer, model, serial, firmware as labels); always 1.", "info")
 
 # --- environment ---------------------------------------------------------------
 TEMPERATURE = _def("roomwatch_temperature_celsius", "Ambient temperature.")

@@ -1,0 +1,1 @@
+"""Notification channels: one module per service, sharing :mod:`alerts.channels.base`."""
