@@ -26,6 +26,7 @@ from bench.common import RESULTS, ROOT, machine
 BENCHMARKS: list[tuple[str, list[str], list[str]]] = [
     ("collector", ["--quick"], []),
     ("agent_footprint", ["--minutes", "1"], ["--minutes", "10"]),
+    ("fleet", ["--agents", "200", "--seconds", "20"], []),
 ]
 
 DOC = ROOT / "BENCHMARKS.md"
