@@ -93,6 +93,13 @@ def test_row_pipeline(options: dict[str, Any], words: list[int], expected: float
         assert got is not None and math.isclose(got, expected, rel_tol=1e-9, abs_tol=1e-9)
 
 
+def test_decimal_scales_give_the_nearest_float() -> None:
+    # 254 × 0.1 is 25.400000000000002 in binary floating point; the device meant 25.4
+    assert compile_row(Register(name="t", metric=v.TEMPERATURE, address=0, scale=0.1)).value([254]) == 25.4
+    assert compile_row(Register(name="h", metric=v.HUMIDITY, address=0, scale=0.1, unit="percent")).value([651]) == 0.651
+    assert compile_row(Register(name="x", metric=v.TEMPERATURE, address=0, scale=0.3)).value([3]) == 3 * 0.3
+
+
 def _row(name: str, address: int, function: str = "holding", type_name: str = "uint16", **kw: Any) -> Register:
     return Register(name=name, metric=v.TEMPERATURE, address=address, function=function, type=type_name,  # type: ignore[arg-type]
                     sensor=name, **kw)

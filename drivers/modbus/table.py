@@ -184,6 +184,7 @@ class CompiledRow:
     decode: Decoder
     factor: float  # scale × unit factor
     addend: float  # offset × unit factor + unit addend
+    divisor: int  # 1/factor when that is a whole number: 254 / 10 is 25.4, 254 * 0.1 is 25.400000000000002
     labels: Mapping[str, str] | None
 
     def value(self, words: Sequence[int]) -> float | None:
@@ -205,7 +206,7 @@ class CompiledRow:
             raw = mapped
         if r.active_low:
             raw = 0 if raw else 1
-        out = raw * self.factor + self.addend
+        out = (raw / self.divisor if self.divisor else raw * self.factor) + self.addend
         if r.valid is not None and not r.valid[0] <= out <= r.valid[1]:
             return None
         return float(out)
@@ -213,12 +214,16 @@ class CompiledRow:
 
 def compile_row(row: Register) -> CompiledRow:
     """Look up the row's decoder and unit once."""
-    factor, add = UNITS[row.unit]
+    unit_factor, add = UNITS[row.unit]
+    factor = row.scale * unit_factor
+    inverse = 1.0 / factor
+    divisor = round(inverse) if abs(factor) < 1 and abs(inverse - round(inverse)) < 1e-9 * abs(inverse) else 0
     return CompiledRow(
         row=row,
         decode=make_decoder("bool" if FUNCTIONS[row.function].bits else row.type, row.word_order, row.byte_order),
-        factor=row.scale * factor,
-        addend=row.offset * factor + add,
+        factor=factor,
+        addend=row.offset * unit_factor + add,
+        divisor=divisor,
         labels={"sensor": row.sensor} if row.sensor else None,
     )
 
