@@ -8,12 +8,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 import drivers
 from drivers import vocabulary as v
 from drivers.modbus.config import ModbusConfig, load_profile, profile_names
-from drivers.modbus.table import Register, compile_row, decode_block, make_decoder, plan_requests, resolve_metric
+from drivers.modbus.table import TYPES, Register, compile_row, decode_block, make_decoder, plan_requests, resolve_metric
 
 drivers.load_builtin()
 
@@ -187,6 +189,8 @@ BAD_CONFIGS: list[tuple[dict[str, Any], str]] = [
      "unit 0 cannot be polled on a serial bus"),
     ({"profile": "xy-md02", "serial_port": "/dev/ttyUSB0"}, "serial_port is for transport rtu"),
     ({"profile": "xy-md02", "host": None}, "transport tcp needs host"),
+    ({"profile": "xy-md02", "request_timeout": "2s", "retries": 2, "timeout": "5s"},
+     "request_timeout × (retries + 1) = 6s is longer than timeout 5s"),
 ]
 
 
@@ -264,3 +268,21 @@ def test_agent_config_reports_modbus_problems_with_file_line_and_key(tmp_path: P
     (problem,) = info.value.problems
     assert problem.line == 7 and problem.key == "devices[0].registers[0]"
     assert "count is 1" in problem.message
+
+
+_any_row = st.builds(
+    lambda type_name, word_order, byte_order, scale, bit: Register(
+        name="r", metric=v.TEMPERATURE, address=0, type=type_name, word_order=word_order, byte_order=byte_order,
+        scale=scale, bit=bit if bit is not None and not type_name.startswith("float") and type_name != "bool" else None),
+    st.sampled_from(sorted(TYPES)),
+    st.sampled_from(["big", "little"]), st.sampled_from(["big", "little"]),
+    st.floats(min_value=1e-6, max_value=1e6) | st.floats(min_value=-1e6, max_value=-1e-6),
+    st.none() | st.integers(min_value=0, max_value=15),
+)
+
+
+@given(row=_any_row, data=st.lists(st.integers(min_value=0, max_value=0xFFFF), min_size=4, max_size=4))
+def test_any_words_decode_to_a_finite_number_or_nothing(row: Register, data: list[int]) -> None:
+    (req,) = plan_requests([row])
+    for reading in decode_block(req, data[:req.count]):
+        assert math.isfinite(reading.value)

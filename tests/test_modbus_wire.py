@@ -235,16 +235,18 @@ async def test_reconnects_after_the_server_restarts(ctx: Ctx) -> None:
     await asyncio.sleep(0.05)
     with pytest.raises(DeviceError):
         await drv.poll()
-    second = ModbusPeer()
-    from pymodbus.server import ModbusTcpServer
-
-    second.server = ModbusTcpServer(context=second._context({1: {"input": {1: [250, 400]}}}, ()), address=("127.0.0.1", port))
-    await second.server.serve_forever(background=True)
+    second = await ModbusPeer().start_tcp({1: {"input": {1: [250, 400]}}}, port=port)
     try:
         await asyncio.sleep(1.1)  # past the connect hold-off
         assert values(await drv.poll())[(v.TEMPERATURE, None)] == 25.0
     finally:
         await second.stop()
+
+
+async def test_rtu_frames_over_tcp_for_transparent_serial_servers(modbus_peer: ModbusPeer, ctx: Ctx) -> None:  # noqa: F811
+    await modbus_peer.start_tcp({4: {"holding": {0: [655, 0xFFC4]}}}, rtu_framing=True)
+    drv = driver(ctx, transport="rtu-over-tcp", host="127.0.0.1", port=modbus_peer.port, unit=4, profile="sht3x-rs485")
+    assert values(await drv.poll()) == {(v.HUMIDITY, None): 0.655, (v.TEMPERATURE, None): -6.0}
 
 
 # --- RTU over a pseudo-terminal pair ---------------------------------------------------------------

@@ -272,6 +272,10 @@ class ModbusConfig(UpsDeviceConfig):
                 raise ValueError(f"transport {self.transport} needs host")
             if self.serial_port:
                 raise ValueError("serial_port is for transport rtu")
+        budget = self.request_timeout * (self.retries + 1)
+        if self.timeout is not None and budget > self.timeout:
+            raise ValueError(f"request_timeout × (retries + 1) = {budget:g}s is longer than timeout {self.timeout:g}s "
+                             "(the whole poll); shorten request_timeout or lengthen timeout")
         profile: ProfileFile | None = None
         rows: list[Register] = []
         if self.profile:

@@ -71,11 +71,14 @@ class ModbusPeer:
                                             "coil": {0: [0] * 4096}, "discrete": {0: [0] * 4096}}, silent=True))
         return devices
 
-    async def start_tcp(self, units: Mapping[int, UnitSpec], silent: Sequence[int] = ()) -> ModbusPeer:
-        """Serve ``units`` on 127.0.0.1, ephemeral port."""
+    async def start_tcp(self, units: Mapping[int, UnitSpec], silent: Sequence[int] = (), port: int = 0,
+                        rtu_framing: bool = False) -> ModbusPeer:
+        """Serve ``units`` on 127.0.0.1 (ephemeral port unless given); ``rtu_framing`` = a transparent serial server."""
+        from pymodbus.framer import FramerType
         from pymodbus.server import ModbusTcpServer
 
-        self.server = ModbusTcpServer(context=self._context(units, silent), address=("127.0.0.1", 0),
+        self.server = ModbusTcpServer(context=self._context(units, silent), address=("127.0.0.1", port),
+                                      framer=FramerType.RTU if rtu_framing else FramerType.SOCKET,
                                       trace_pdu=self._trace)
         await self.server.serve_forever(background=True)
         self.port = self.server.transport.sockets[0].getsockname()[1]
