@@ -357,6 +357,15 @@ def validation_problems(exc: ValidationError, data: Any, loc: _Located) -> list[
     seen: set[tuple[str, str]] = set()
     for err in exc.errors(include_url=False):
         path, _ = _walk_loc(data, tuple(err.get("loc", ())))
+        if err.get("type") == "union_tag_invalid":
+            # A discriminated union (devices once two drivers exist) reports a bad tag at the item;
+            # point at the tag key itself, where the user made the mistake.
+            tag = str((err.get("ctx") or {}).get("discriminator", "")).strip("'")
+            target: Any = data
+            for part in path:
+                target = target[part] if isinstance(target, (dict, list)) else None
+            if isinstance(target, dict) and tag in target:
+                path = (*path, tag)
         message = _plain_message(err)
         key = dotted(path)
         if (key, message) in seen:
