@@ -105,7 +105,7 @@ class AliyunSmsChannel(HttpChannel):
         """Every request parameter except the signature."""
         c = self.config
         values = render_params(c.template_params.values(), n, c.param_max_chars)
-        now = now or dt.datetime.now(dt.UTC)
+        now = now or dt.datetime.fromtimestamp(self.clock(), dt.UTC)
         return {
             "AccessKeyId": c.access_key_id.get_secret_value(), "Action": "SendSms", "Format": "JSON",
             "PhoneNumbers": ",".join(c.phone_numbers), "RegionId": c.region_id, "SignName": c.sign_name,

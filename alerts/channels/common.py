@@ -14,6 +14,7 @@ import datetime as dt
 import json
 import logging
 import re
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -196,6 +197,7 @@ class HttpChannel(Channel):
         self.redact = Redactor(iter_secret_values(config))
         self.http = HttpClient(config.timeout, self.redact)
         self.log = logging.getLogger(f"alerts.channels.{self.type}")
+        self.clock: Callable[[], float] = time.time  # wall clock for signature timestamps (tests shift it)
 
     async def close(self) -> None:
         await self.http.close()

@@ -8,7 +8,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import time
 from typing import Literal
 
 from pydantic import Field, field_validator
@@ -98,7 +97,7 @@ class DingtalkChannel(HttpChannel):
         """access_token, plus timestamp and sign (signed just before sending: valid for 1 h)."""
         q = {"access_token": self.config.access_token.get_secret_value()}
         if self.config.secret is not None:
-            ts = int(time.time() * 1000) if now_ms is None else now_ms
+            ts = int(self.clock() * 1000) if now_ms is None else now_ms
             q.update(timestamp=str(ts), sign=sign(self.config.secret.get_secret_value(), ts))  # aiohttp URL-encodes it
         return q
 

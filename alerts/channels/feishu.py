@@ -86,7 +86,7 @@ class FeishuChannel(HttpChannel):
         """The JSON body within 20 KB; signed with the current time in seconds."""
         head: dict = {}
         if self.config.secret is not None:
-            ts = int(time.time()) if now is None else now
+            ts = int(self.clock()) if now is None else now
             head = {"timestamp": str(ts), "sign": sign(self.config.secret.get_secret_value(), ts)}
         kw = self.config.keyword
         if self.config.message_type == "post":

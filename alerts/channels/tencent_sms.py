@@ -139,7 +139,7 @@ class TencentSmsChannel(HttpChannel):
         """Signed headers for ``body``; Host is the endpoint's, as signed."""
         c = self.config
         host = urlsplit(c.endpoint).netloc
-        ts = int(time.time()) if timestamp is None else timestamp
+        ts = int(self.clock()) if timestamp is None else timestamp
         return {
             "Authorization": authorization(c.secret_id.get_secret_value(), c.secret_key.get_secret_value(), host, body, ts),
             "Content-Type": CONTENT_TYPE, "Host": host, "X-TC-Action": "SendSms", "X-TC-Version": "2021-01-11",
