@@ -79,7 +79,7 @@ def fit_json(build: Callable[[str], Any], text: str, max_bytes: int) -> bytes:
 
 def message_text(n: Notification) -> str:
     """Plain text with the title first (``title`` is the SMS first line; ``text`` may already start with it)."""
-    if not n.title or n.text.startswith(n.title):
+    if not n.title or n.text == n.title or n.text.startswith(n.title + "\n"):
         return n.text
     return f"{n.title}\n{n.text}" if n.text else n.title
 

@@ -77,6 +77,9 @@ class GsmModemConfig(ChannelBase):
 class Modem:
     """The owner of one serial port: opens it on first use, knows whether the modem is set up."""
 
+    #: Seconds the SIM needs after AT+CPIN="…" before it registers.
+    PIN_SETTLE = 2.0
+
     def __init__(self, port: str, baudrate: int):
         self.port, self.baudrate = port, baudrate
         self.lock = threading.Lock()  # one AT exchange at a time, across threads and event loops
@@ -170,7 +173,7 @@ class Modem:
         self._buf = b""
         for attempt in range(3):  # the first AT after power-up or autobaud may be lost
             try:
-                self.command("AT", 2.0)
+                self.command("AT", min(1.0, cfg.timeout))
                 break
             except ModemError:
                 if attempt == 2:
@@ -180,7 +183,7 @@ class Modem:
         state = " ".join(self.command("AT+CPIN?", cfg.timeout))
         if "SIM PIN" in state and cfg.pin is not None:
             self.command(f'AT+CPIN="{cfg.pin.get_secret_value()}"', cfg.timeout, secret=True)
-            time.sleep(2.0)  # the SIM needs a moment after unlocking before it registers
+            time.sleep(self.PIN_SETTLE)
             state = " ".join(self.command("AT+CPIN?", cfg.timeout))
         if "READY" not in state:
             raise ModemError(f"SIM not ready: {state or 'no answer'} (set pin: if it asks for a PIN)", Outcome.GIVE_UP)
