@@ -66,7 +66,8 @@ def build_message(config: EmailConfig, n: Notification) -> EmailMessage:
     msg["To"] = ", ".join(config.to)
     msg["Date"] = email.utils.formatdate(localtime=True)
     msg["Message-ID"] = email.utils.make_msgid(domain=config.sender.rpartition("@")[2] or None)
-    msg.set_content(message_text(n), charset="utf-8")
+    # base64: 7-bit clean, so no relay needs 8BITMIME to pass Chinese text unchanged.
+    msg.set_content(message_text(n), charset="utf-8", cte="base64")
     return msg
 
 
