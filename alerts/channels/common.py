@@ -63,18 +63,27 @@ def truncate_chars(text: str, max_chars: int, ellipsis: str = ELLIPSIS) -> str:
 def fit_json(build: Callable[[str], Any], text: str, max_bytes: int) -> bytes:
     """Encode ``build(text)`` as compact UTF-8 JSON no larger than ``max_bytes``, cutting ``text`` as needed.
 
-    The JSON escaping of ``text`` (quotes, newlines) makes its share of the body
-    larger than its own size, so cut by the overflow and check again.
+    JSON escaping (quotes, newlines) makes the text's share of the body bigger than the
+    text itself, so the cut is scaled by the escaping ratio and checked again.
     """
+
+    def encode(t: str) -> bytes:
+        return json.dumps(build(t), ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+    body = encode(text)
+    if len(body) <= max_bytes:
+        return body
+    skeleton = len(encode(""))
+    budget = max_bytes - skeleton
+    if budget <= 0:
+        raise ValueError(f"message skeleton alone is {skeleton} bytes, over the {max_bytes} byte limit")
+    size = len(text.encode("utf-8"))
     while True:
-        body = json.dumps(build(text), ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-        over = len(body) - max_bytes
-        if over <= 0:
+        escaped = len(body) - skeleton
+        size = min(size * budget // max(escaped, 1), size - 1)
+        body = encode(truncate_utf8(text, max(size, 0)))
+        if len(body) <= max_bytes:
             return body
-        size = len(text.encode("utf-8"))
-        if size == 0:
-            raise ValueError(f"message skeleton alone is {len(body)} bytes, over the {max_bytes} byte limit")
-        text = truncate_utf8(text, max(size - over - 8, 0))
 
 
 def message_text(n: Notification) -> str:
