@@ -122,3 +122,21 @@ def test_fit_json_always_fits(text: str, limit: int) -> None:
     assert len(body) <= limit
     content = json.loads(body)["content"]
     assert content == text or (content.endswith("…") and text.startswith(content[:-1]))
+
+
+def test_commented_channel_examples_are_valid(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The commented examples in config/collector.example.yaml pass check-config once uncommented."""
+    from collector.config import load_collector_config
+
+    text = (ROOT / "config" / "collector.example.yaml").read_text(encoding="utf-8")
+    block = text.split("# --- channel examples", 1)[1].split("\n", 1)[1].split("# --- end of channel examples", 1)[0]
+    uncommented = "\n".join(line[2:] for line in block.splitlines())
+    for var in ("WECOM_ROBOT_KEY", "WECOM_APP_SECRET", "DINGTALK_TOKEN", "DINGTALK_SECRET", "FEISHU_HOOK", "FEISHU_SECRET",
+                "ALIYUN_AK_ID", "ALIYUN_AK_SECRET", "TENCENT_SECRET_ID", "TENCENT_SECRET_KEY", "SMTP_AUTH_CODE",
+                "SERVERCHAN_KEY"):
+        monkeypatch.setenv(var, f"value-of-{var}")
+    text = text.replace("# --- channel examples", uncommented + "\n# --- channel examples", 1)
+    conf = tmp_path / "collector.yaml"
+    conf.write_text(text, encoding="utf-8")
+    cfg = load_collector_config(str(conf))
+    assert {c.type for c in cfg.channels} == CHANNELS | {"webhook"}
