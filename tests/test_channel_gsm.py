@@ -161,3 +161,15 @@ async def test_missing_port_is_retried() -> None:
     res = await ch.send(notification("短信测试"))
     assert res.outcome is Outcome.RETRY and "cannot open /dev/nonexistent-modem" in res.detail
     await ch.close()
+
+
+async def test_standalone_use_as_in_the_docs(modem: FakeModem) -> None:
+    """The agent's fallback builds the channel from its config model alone and sends a bare notification."""
+    from alerts.channels.base import Notification
+
+    sms = GsmModemChannel(GsmModemConfig(name="local", type="gsm_modem", port=modem.path, phone_numbers=["+8613800138000"]))
+    result = await sms.send(Notification(group_key="g", status="firing", receiver="local", alerts=[], title="机房告警",
+                                         text="一号机房温度 31.5°C"))
+    await sms.close()
+    assert result.outcome is Outcome.DELIVERED
+    assert list(modem.messages().values()) == ["机房告警\n一号机房温度 31.5°C"]

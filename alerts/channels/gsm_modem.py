@@ -177,6 +177,7 @@ class Modem:
                 break
             except ModemError:
                 if attempt == 2:
+                    self.close()  # a re-plugged USB modem is a new device: open the port afresh next time
                     raise
         self.command("ATE0", cfg.timeout)
         self.command("AT+CMEE=1", cfg.timeout)
