@@ -113,7 +113,9 @@ Secret = SecretStr
 class Model(BaseModel):
     """Base for every config section: unknown keys are errors; ``<secret>_file`` is understood."""
 
-    model_config = ConfigDict(extra="forbid", validate_default=False, populate_by_name=True)
+    # defer_build: a model's validator is built on first use, so the agent pays (in memory)
+    # only for the driver models its config actually uses.
+    model_config = ConfigDict(extra="forbid", validate_default=False, populate_by_name=True, defer_build=True)
     _secret_fields: ClassVar[frozenset[str]] = frozenset()
 
     @classmethod
