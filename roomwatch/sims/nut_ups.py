@@ -53,7 +53,8 @@ def write_nut_config(workdir: Path, port: int, devices: Mapping[str, Path], user
     lines = []
     for user, settings in users.items():
         lines.append(f"[{user}]")
-        lines.extend(f"  {key} = {value}" for key, value in settings.items())
+        # "upsmon = x" also works but upsd first warns "Unknown upsmon type ="; the bare form is the documented one.
+        lines.extend(f"  {key} {value}" if key == "upsmon" else f"  {key} = {value}" for key, value in settings.items())
     users_file = workdir / "upsd.users"
     users_file.write_text("\n".join(lines) + "\n")
     users_file.chmod(0o600)  # upsd warns about (and some builds refuse) a readable users file

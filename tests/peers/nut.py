@@ -75,7 +75,8 @@ class NutServer:
         # A previous upsd left its pid file; upsd would try to signal that pid.
         (self.workdir / "state" / "upsd.pid").unlink(missing_ok=True)
         self._spawn([str(NUT_BIN / "upsd"), "-F", "-u", "root"], "upsd", env)
-        self.procs["upsd"].wait_ready(lambda: upsd_ready(self.port, list(self.devices)))
+        running = [n for n in self.devices if f"dummy-ups-{n}" in self.procs]
+        self.procs["upsd"].wait_ready(lambda: upsd_ready(self.port, running))
 
     def stop_driver(self, ups: str) -> None:
         self.procs.pop(f"dummy-ups-{ups}").stop()
