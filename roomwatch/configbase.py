@@ -302,8 +302,9 @@ def _walk_loc(data: Any, loc: tuple[Any, ...]) -> tuple[tuple[Any, ...], bool]:
         elif isinstance(cur, dict) and isinstance(part, str) and part not in cur and part.endswith("]"):
             continue  # e.g. 'function-after[...]' wrappers
         elif isinstance(cur, dict) and isinstance(part, str):
-            # A union/discriminator tag ('snmp') or a missing key: keep it only if it is the last part.
-            if part is loc[-1]:
+            # A union/discriminator tag ('snmp') or a missing key: keep it only if it is the last part
+            # and not the entry's own tag (a model-level check of a {driver: nut} entry ends in 'nut').
+            if part is loc[-1] and part not in cur.values():
                 path.append(part)
                 found = False
             continue
@@ -357,6 +358,9 @@ def validation_problems(exc: ValidationError, data: Any, loc: _Located) -> list[
     seen: set[tuple[str, str]] = set()
     for err in exc.errors(include_url=False):
         path, _ = _walk_loc(data, tuple(err.get("loc", ())))
+        if err.get("type") == "union_tag_invalid":
+            # pydantic locates a bad discriminator at the entry; point at its key (devices[0].driver).
+            path = (*path, str((err.get("ctx") or {}).get("discriminator", "type")).strip("'"))
         message = _plain_message(err)
         key = dotted(path)
         if (key, message) in seen:
