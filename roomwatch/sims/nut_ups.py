@@ -122,7 +122,7 @@ _STEPS: list[tuple[int, dict[str, str]]] = [
     (60, {"ups.status": "OL CHRG", "input.voltage": "229.1", "battery.charge": "30", "battery.runtime": "400",
           "battery.voltage": "26.0"}),
 ]
-_STATIC = {"device.mfr": "Simulated Power Co.", "device.model": "SimUPS 1500", "device.serial": "SIM0001",
+_STATIC = {"ups.mfr": "Simulated Power Co.", "ups.model": "SimUPS 1500", "ups.serial": "SIM0001",
            "ups.firmware": "1.0.0", "battery.date": "2023/04/01", "device.type": "ups"}
 
 
