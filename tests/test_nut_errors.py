@@ -195,3 +195,23 @@ def test_config_errors(tmp_path: Path) -> None:
 def test_split_line(line: str, words: list[str]) -> None:
     """NUT quoting: double quotes group words, backslash escapes quote and backslash."""
     assert split_line(line) == words
+
+
+async def test_starttls(nut_factory: Any, tmp_path: Path, make_agent: Any) -> None:  # noqa: F811
+    """STARTTLS with upsd's CA: encrypted (upsd logs SSL) and logged in; without the CA: refused with the
+    reason; STARTTLS to an upsd without TLS: upsd's ERR explained."""
+    tls = nut_factory({"alpha": write_dev(tmp_path / "tls-alpha.dev", ONLINE)}, tls=True)
+    plain = nut_factory({"alpha": write_dev(tmp_path / "plain-alpha.dev", ONLINE)})
+    base = {"driver": "nut", "ups": "alpha", "starttls": True, "interval": "300ms", "timeout": "3s"}
+    agent = make_agent(
+        {**base, "name": "tls-ok", "port": tls.port, "ca_file": str(tls.ca_file),
+         "username": "monitor", "password": "monpass"},
+        {**base, "name": "tls-unknown-ca", "port": tls.port},
+        {**base, "name": "no-tls-upsd", "port": plain.port},
+    )
+    await _run(agent, 1.5)
+    assert agent.devices["tls-ok"].up is True, agent.devices["tls-ok"].reason
+    assert _value(agent, v.UPS_BATTERY_CHARGE, device="tls-ok") == 1.0
+    assert "User monitor@127.0.0.1 logged into UPS [alpha] (SSL)" in tls.procs["upsd"].log()
+    assert "certificate verify failed" in agent.devices["tls-unknown-ca"].reason
+    assert "ERR FEATURE-NOT-CONFIGURED to STARTTLS: TLS is not configured on this upsd" in agent.devices["no-tls-upsd"].reason

@@ -9,6 +9,7 @@ mtime changes, within ``pollinterval``). Users: ``monitor``/``monpass``
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from collections.abc import Iterator, Mapping
@@ -31,15 +32,37 @@ USERS: dict[str, dict[str, str]] = {
 class NutServer:
     """dummy-ups + upsd in ``workdir``; ``devices`` maps UPS name → .dev file."""
 
-    def __init__(self, workdir: Path, devices: Mapping[str, Path]):
+    def __init__(self, workdir: Path, devices: Mapping[str, Path], tls: bool = False):
         require_binary(str(NUT_BIN / "dummy-ups"))
         require_binary(str(NUT_BIN / "upsd"))
         self.workdir = workdir
         self.port = free_port()
         self.devices = dict(devices)
         self.procs: dict[str, PeerProcess] = {}
+        self.ca_file: Path | None = None
         write_nut_config(workdir, self.port, self.devices, USERS)
+        if tls:
+            self._make_certificate()
         self._start(list(self.devices))
+
+    def _make_certificate(self) -> None:
+        """Debian's upsd uses NSS: a certificate database with a self-signed cert for 127.0.0.1."""
+        certutil = require_binary("certutil")  # Debian: libnss3-tools
+        db = self.workdir / "nss"
+        db.mkdir()
+        (db / "pw").write_text("dbpass\n")
+        (db / "noise").write_bytes(os.urandom(64))
+
+        def run(*args: str) -> bytes:
+            return subprocess.run([certutil, *args], check=True, capture_output=True, timeout=60).stdout
+
+        run("-N", "-d", f"sql:{db}", "-f", str(db / "pw"))
+        run("-S", "-d", f"sql:{db}", "-f", str(db / "pw"), "-z", str(db / "noise"), "-x", "-n", "upsd",
+            "-s", "CN=127.0.0.1", "-t", "CTu,,", "--extSAN", "ip:127.0.0.1", "-v", "12", "-k", "rsa", "-g", "2048")
+        self.ca_file = self.workdir / "upsd-ca.pem"
+        self.ca_file.write_bytes(run("-L", "-d", f"sql:{db}", "-n", "upsd", "-a"))
+        with (self.workdir / "upsd.conf").open("a") as f:
+            f.write(f'CERTPATH {db}\nCERTIDENT "upsd" "dbpass"\n')
 
     def _spawn(self, argv: list[str], name: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
         peer = PeerProcess(name, argv, self.workdir, env)
@@ -97,10 +120,10 @@ def nut_factory(tmp_path: Path) -> Iterator[Any]:
     """Call with {ups name: .dev path}; returns a running :class:`NutServer`, stopped after the test."""
     started: list[NutServer] = []
 
-    def make(devices: Mapping[str, Path]) -> NutServer:
+    def make(devices: Mapping[str, Path], tls: bool = False) -> NutServer:
         workdir = tmp_path / f"nut{len(started)}"
         workdir.mkdir()
-        server = NutServer(workdir, devices)
+        server = NutServer(workdir, devices, tls)
         started.append(server)
         return server
 
