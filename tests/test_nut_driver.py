@@ -161,3 +161,17 @@ async def test_info_and_battery_age(nut_all: NutServer) -> None:
     assert age_days(a) == pytest.approx((today - dt.date(2023, 5, 10)).days, abs=1.01)
     assert age_days(await _poll_once(agent, "b")) == pytest.approx((today - dt.date(2020, 1, 1)).days, abs=1.01)
     assert age_days(await _poll_once(agent, "c")) is None  # no date anywhere: absent, not 0
+
+
+def test_agent_metrics_pass_promtool(nut_all: NutServer, agent_factory: Any) -> None:
+    """A real agent process reading every recorded UPS: its /metrics passes `promtool check metrics`."""
+    from tests.helpers import http_get, wait_for
+    from tests.peers.prometheus import promtool_check_metrics
+
+    _, url = agent_factory(None, host={"enabled": False},
+                           devices=[{"name": "nutbox", "driver": "nut", "port": nut_all.port, "interval": "1s"}])
+    body = wait_for(lambda: (lambda r: r[1] if b"roomwatch_ups_status_flag" in r[1] else None)(http_get(url + "/metrics")),
+                    timeout=20, what="UPS series in agent /metrics")
+    res = promtool_check_metrics(body)
+    assert res.returncode == 0 and not res.stdout.strip() and not res.stderr.strip(), res
+    assert body.count(b"roomwatch_ups_info{") == len(nut_all.devices)
