@@ -273,9 +273,16 @@ class ShutdownAction:
             self._event("shutdown_failed", f"`{cmd}` exited {proc.returncode}: {text[:300]}")
 
     async def _let_event_out(self) -> None:
-        """Give the pusher a few seconds to deliver shutdown_started; go ahead regardless."""
+        """Give the pusher a few seconds to deliver shutdown_started; go ahead regardless.
+
+        No wait when the collector has not accepted a push lately: the battery matters more.
+        """
         pusher = getattr(self.agent, "pusher", None)
         if pusher is None:
+            return
+        recent = 3 * pusher.target.push_interval + 10.0
+        if not pusher.last_ok or time.time() - pusher.last_ok > recent:
+            log.warning("action %s: collector unreachable; not waiting for the event to be delivered", self.cfg.name)
             return
         pusher.seal()
         pusher.kick()

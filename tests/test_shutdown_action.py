@@ -83,6 +83,7 @@ def test_fires_once_after_grace_with_collector_unreachable(ups: NutServer, marke
     log = proc.log()
     assert "the UPS reports low battery" in log and "SHUTDOWN STARTED" in log
     assert "cannot push to the collector" in log  # it really was unreachable
+    assert "collector unreachable; not waiting for the event" in log
     assert log.count("SHUTDOWN STARTED") == 1 and proc.alive()
 
 
