@@ -359,8 +359,14 @@ def validation_problems(exc: ValidationError, data: Any, loc: _Located) -> list[
     for err in exc.errors(include_url=False):
         path, _ = _walk_loc(data, tuple(err.get("loc", ())))
         if err.get("type") == "union_tag_invalid":
-            # pydantic locates a bad discriminator at the entry; point at its key (devices[0].driver).
-            path = (*path, str((err.get("ctx") or {}).get("discriminator", "type")).strip("'"))
+            # A discriminated union (devices once two drivers exist) reports a bad tag at the item;
+            # point at the tag key itself, where the user made the mistake.
+            tag = str((err.get("ctx") or {}).get("discriminator", "")).strip("'")
+            target: Any = data
+            for part in path:
+                target = target[part] if isinstance(target, (dict, list)) else None
+            if isinstance(target, dict) and tag in target:
+                path = (*path, tag)
         message = _plain_message(err)
         key = dotted(path)
         if (key, message) in seen:
