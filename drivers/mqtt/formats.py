@@ -312,9 +312,9 @@ def _shelly_component(key: str, body: Any, opts: ParseOptions, out: Parsed) -> N
         raw = _dig(body, status_key)
         if raw is _MISSING:
             continue
-        if comp == "temperature" and raw is None and body.get("tF") is not None:
-            raw = fahrenheit_to_celsius(number(body["tF"], f"{key}.tF"))
         try:
+            if comp == "temperature" and raw is None and body.get("tF") is not None:
+                raw = fahrenheit_to_celsius(number(body["tF"], f"{key}.tF"))
             out.values.append(Value(quantity, conv(raw, f"{key}.{status_key}"), "" if comp in ("devicepower", "wifi") else key))
         except PayloadError as exc:
             out.problems.append(exc)
