@@ -39,7 +39,9 @@ log = logging.getLogger("roomwatch.driver.mqtt")
 SESSION_EXPIRY = 3600  # s the broker keeps an MQTT 5 session (and queues QoS 1 messages) after a drop
 RECONNECT_MIN, RECONNECT_MAX = 1, 30  # s; paho doubles the delay after each failed attempt
 DOWN_GRACE = 15.0  # s unreachable before devices are reported down (a broker restart takes ~1 s)
-MAX_PENDING = 20_000  # messages queued for the event loop; beyond, new ones are dropped as "overload"
+MAX_PENDING = 5_000  # messages queued for the event loop; beyond, paho's thread waits (TCP back-pressure)
+DRAIN_BATCH = 500  # messages parsed per event-loop callback (~15 ms), so a burst never stalls the loop
+OVERLOAD_WAIT = 10.0  # s the network thread waits for room before dropping a message as "overload"
 MAX_PAYLOAD_QUEUED = 64 * 1024  # bigger payloads are not queued (the device counts them too_large)
 
 #: Called on the event loop: (topic, payload or None when too large, payload size, retained, arrival time).
@@ -113,6 +115,7 @@ class BrokerConnection:
         self.settings = settings
         self.scheme, self.host, self.port = parse_broker_url(settings.url)
         self._lock = threading.Lock()
+        self._room = threading.Condition(self._lock)  # signalled when the loop has drained the queue
         self._subs: list[Subscription] = []
         self._exact: dict[str, list[Subscription]] = {}
         self._wild: list[Subscription] = []
@@ -340,9 +343,14 @@ class BrokerConnection:
                     self.unmatched += 1
                     return
                 if len(self._pending) >= MAX_PENDING:
-                    for s in subs:
-                        s.dropped += 1
-                    return
+                    # The loop is behind (a burst of retained messages, a busy host). Stop reading the socket
+                    # for a while: the broker buffers, as it does for any slow subscriber. Drop only when the
+                    # loop makes no progress at all (a stuck agent must not grow without bound).
+                    self._room.wait_for(lambda: len(self._pending) < MAX_PENDING, timeout=OVERLOAD_WAIT)
+                    if len(self._pending) >= MAX_PENDING:
+                        for s in subs:
+                            s.dropped += 1
+                        return
                 self._pending.append((subs, topic, payload, size, bool(msg.retain), arrival))
                 if self._drain_scheduled:
                     return
@@ -358,15 +366,19 @@ class BrokerConnection:
     # -- event loop -----------------------------------------------------------------
     def _drain(self) -> None:
         with self._lock:
-            self._drain_scheduled = False
-            batch = list(self._pending)
-            self._pending.clear()
+            pending = self._pending
+            batch = [pending.popleft() for _ in range(min(len(pending), DRAIN_BATCH))]
+            more = bool(pending)
+            self._drain_scheduled = more
+            self._room.notify_all()
         for subs, topic, payload, size, retained, arrival in batch:
             for sub in subs:
                 try:
                     sub.deliver(topic, payload, size, retained, arrival)
                 except Exception:  # a device bug must not starve the others
                     log.exception("MQTT delivery of %s", topic)
+        if more and self._loop is not None:
+            self._loop.call_soon(self._drain)  # let polls and pushes run between batches
         if self.unmatched and time.monotonic() - self._unmatched_logged > 60:
             self._unmatched_logged = time.monotonic()
             log.info("MQTT broker %s: %d messages matched no device so far (an old session's subscriptions?)",

@@ -79,7 +79,7 @@ def make_tls_files(workdir: Path) -> TlsFiles:
 class Mosquitto:
     """One mosquitto process; ``restart()`` brings it back on the same ports."""
 
-    def __init__(self, workdir: Path, tls: bool = False):
+    def __init__(self, workdir: Path, tls: bool = False, extra: tuple[str, ...] = ()):
         self.binary = require_binary("/usr/sbin/mosquitto")
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
@@ -97,7 +97,7 @@ class Mosquitto:
                            check=True, capture_output=True, timeout=30)
             lines += [f"listener {self.tls_port} 127.0.0.1", "allow_anonymous false", f"password_file {passwd}",
                       f"cafile {self.tls.ca_cert}", f"certfile {self.tls.server_cert}", f"keyfile {self.tls.server_key}"]
-        lines += ["persistence false", "log_dest stderr", "log_type error", "log_type warning", "user root"]
+        lines += ["persistence false", "log_dest stderr", "log_type error", "log_type warning", "user root", *extra]
         self.conf = workdir / "mosquitto.conf"
         self.conf.write_text("\n".join(lines) + "\n")
         self.proc: PeerProcess | None = None
