@@ -146,7 +146,11 @@ async def test_tls_and_password_on_second_listener(mosquitto_tls: Mosquitto,  # 
 
 
 async def test_bad_messages_are_counted_and_the_last_good_value_stays(mosquitto: Mosquitto,  # noqa: F811
-                                                                      publisher: Publisher) -> None:  # noqa: F811
+                                                                      publisher: Publisher,  # noqa: F811
+                                                                      caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    caplog.set_level(logging.INFO, logger="roomwatch")
     agent = make_agent([dev("z", mosquitto, "zigbee2mqtt/th", "zigbee2mqtt")])
     await agent.start()
     try:
@@ -169,6 +173,8 @@ async def test_bad_messages_are_counted_and_the_last_good_value_stays(mosquitto:
         await until(lambda: current(agent, "roomwatch_mqtt_messages_invalid_total", device="z", reason="out_of_range")
                     == 3, timeout=15, what="counters in the agent's metrics")
         assert agent.devices["z"].up is True
+        # Logged at a rate limit: one line for the burst, not one per message.
+        assert sum("dropped MQTT message" in r.getMessage() for r in caplog.records) == 1
     finally:
         await agent.stop()
 
