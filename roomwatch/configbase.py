@@ -357,6 +357,9 @@ def validation_problems(exc: ValidationError, data: Any, loc: _Located) -> list[
     seen: set[tuple[str, str]] = set()
     for err in exc.errors(include_url=False):
         path, _ = _walk_loc(data, tuple(err.get("loc", ())))
+        if err.get("type") == "union_tag_invalid":  # point at the bad tag itself (devices[0].driver), not its mapping
+            tag = str((err.get("ctx") or {}).get("discriminator", "")).strip("'")
+            path = path + (tag,) if tag else path
         message = _plain_message(err)
         key = dotted(path)
         if (key, message) in seen:
