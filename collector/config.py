@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from pydantic import BeforeValidator, Field, model_validator
 
-from alerts.config import ChannelEntry, RouteConfig, RulesConfig
+from alerts.config import AlertsConfig, ChannelEntry, RouteConfig, RulesConfig, alerting_checks
 from roomwatch.configbase import ConfigError, Duration, HostPort, Model, Problem, Secret, dotted, load_model, load_yaml
 
 __all__ = ["AgentEntry", "CollectorConfig", "load_collector_config", "parse_bytes"]
@@ -80,6 +80,7 @@ class CollectorConfig(Model):
     rules: RulesConfig = Field(default_factory=RulesConfig)
     channels: list[ChannelEntry] = Field(default_factory=list)  # type: ignore[valid-type]
     routes: list[RouteConfig] = Field(default_factory=list)
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     web: WebConfig = Field(default_factory=WebConfig)
     log_level: str = Field(default="info", pattern=r"^(?i:debug|info|warning|error)$")
 
@@ -99,6 +100,7 @@ class CollectorConfig(Model):
             for j, ch in enumerate(r.channels):
                 if ch not in names:
                     problems.append((("routes", i, "channels", j), f"no channel named {ch!r} in channels"))
+        problems.extend(alerting_checks(self))
         return problems
 
 
