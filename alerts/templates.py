@@ -51,7 +51,8 @@ _WORDS = {
         "escalation": "[Escalation] not acknowledged within {after}",
         "test": "[Test] roomwatch test message: this channel works.", "test_title": "[Test] roomwatch test message",
         "sep": ": ", "or": " or ", "and": " and ",
-        "no data": " (no data)", "rule removed": " (rule removed)", "page": "Status page", "ack_link": "acknowledge on the status page",
+        "no data": " (no data)", "rule removed": " (rule removed)", "page": "Status page",
+        "ack_link": "acknowledge on the status page",
     },
 }
 

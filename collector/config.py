@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, Field, model_validator
+from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from alerts.config import AlertsConfig, ChannelEntry, RouteConfig, RulesConfig, alerting_checks
 from roomwatch.configbase import ConfigError, Duration, HostPort, Model, Problem, Secret, dotted, load_model, load_yaml
@@ -54,8 +54,17 @@ class ServerTLS(Model):
 
 
 class WebUser(Model):
-    name: str
+    """A person who may log in to acknowledge and silence (``roomwatch hash-password`` makes the hash)."""
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[^:\s]+$")
     password_hash: str
+
+    @field_validator("password_hash")
+    @classmethod
+    def _hash(cls, value: str) -> str:
+        from collector.webauth import check_hash
+
+        return check_hash(value)
 
 
 class WebConfig(Model):
