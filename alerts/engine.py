@@ -24,6 +24,8 @@ Semantics worth knowing (docs/alerting.md explains them to users):
 * **Silence of a series.** An alert whose series receives nothing for
   ``series_expire`` is resolved ("no data") only while its agent is up; while
   the agent is down it keeps its state (``AgentDown`` covers the room).
+  State metrics (door, leak, smoke, UPS on battery / battery low) are reported
+  on change, so their alerts go stale only after a day of silence.
 """
 
 from __future__ import annotations
@@ -342,7 +344,8 @@ class RuleEngine:
                 self._pending.discard(st)
                 continue
             # Fire on the timer only on fresh data: a value last seen long ago proves nothing now.
-            if now - alert.active_since >= st.rule.for_ and now - st.seen_at <= stale:
+            limit = STATE_STALE_AFTER if alert.metric in STATE_EVENTS else stale
+            if now - alert.active_since >= st.rule.for_ and now - st.seen_at <= max(limit, stale):
                 self._evaluate(st, max(now, alert.active_since + st.rule.for_))
         for st in list(self._windowed):
             if st.alert is not None or any(st.flags):
@@ -359,7 +362,8 @@ class RuleEngine:
             agent = st.labels.get("agent")
             if alert.metric in _VIRTUAL or not agent:
                 continue  # fed by the collector itself every tick
-            if now - st.seen_at > stale and self.agent_up(agent):
+            limit = STATE_STALE_AFTER if alert.metric in STATE_EVENTS else stale
+            if now - st.seen_at > max(limit, stale) and self.agent_up(agent):
                 if alert.state == PENDING:
                     self._drop(st)
                 else:
@@ -414,3 +418,6 @@ class RuleEngine:
 
 
 _VIRTUAL = frozenset({"roomwatch_agent_up", "roomwatch_notification_channel_up"})
+#: Door, leak, smoke and UPS states are reported when they change (a listening device says nothing
+#: while the door stays open): their alerts go stale only after a day without any report.
+STATE_STALE_AFTER = 86400.0

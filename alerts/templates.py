@@ -38,7 +38,7 @@ _WORDS = {
         "firing": "告警", "resolved": "恢复", "critical": "严重", "warning": "警告", "info": "提示",
         "where": "位置", "value": "当前", "threshold": "阈值", "since": "开始", "resolved_at": "恢复",
         "lasted": "持续", "ago": "已持续", "ack": "确认", "acked": "已由 {by} 确认", "more": "……另有 {n} 条，详见 {url}",
-        "alerts": "{n} 条告警", "repeat": "【重复提醒】以下告警仍未确认", "escalation": "【升级通知】以下告警 {after} 内无人确认",
+        "alerts": "{n} 条告警", "repeat": "【重复提醒】以下告警仍未确认", "escalation": "【升级通知】以下告警 {after}内无人确认",
         "test": "【测试】这是一条 roomwatch 测试消息，收到说明通道配置正确。", "test_title": "【测试】roomwatch 测试消息",
         "sep": "：", "or": " 或 ", "and": " 且 ",
         "no data": "（无数据）", "rule removed": "（规则已删除）", "page": "状态页", "ack_link": "在状态页确认",
@@ -86,7 +86,7 @@ def format_value(metric: str, value: float | None, lang: str = "zh-CN") -> str:
         on, off = states.get(lang, states["en"])
         return on if value == 1.0 else off
     if metric.endswith("_celsius"):
-        return f"{value:.1f} °C"
+        return f"{_n(round(value, 1))} °C"
     if metric.endswith("_ratio"):
         return f"{value * 100:.0f}%"
     if metric.endswith("_seconds") and not metric.endswith("timestamp_seconds"):
@@ -98,7 +98,7 @@ def format_value(metric: str, value: float | None, lang: str = "zh-CN") -> str:
 
 def format_expr(metric: str, expr: Expr | str | None, lang: str = "zh-CN") -> str:
     """``> 27 °C``, ``< 20% 或 > 80%``."""
-    if expr is None:
+    if not expr:
         return ""
     e = parse_expr(expr) if isinstance(expr, str) else expr
     w = words(lang)
@@ -108,6 +108,14 @@ def format_expr(metric: str, expr: Expr | str | None, lang: str = "zh-CN") -> st
 
 def _n(n: float) -> str:
     return f"{n:g}"
+
+
+def format_threshold(metric: str, expr: Expr | str | None, lang: str = "zh-CN") -> str:
+    """The number people think of, with its unit: ``27 °C``, ``10 分钟`` (the first of the expression)."""
+    if not expr:
+        return ""
+    e = parse_expr(expr) if isinstance(expr, str) else expr
+    return format_value(metric, e.first(), lang) if metric not in _STATES else _n(e.first())
 
 
 @dataclass(slots=True)
@@ -135,10 +143,12 @@ _PLACEHOLDER = re.compile(r"\{\{\s*\$(\w+)(?:\.(\w+))?\s*\}\}")
 
 
 def render_annotations(a: AlertView, lang: str, tz: ZoneInfo) -> dict[str, str]:
-    """Fill ``{{ $value }}``, ``{{ $threshold }}``, ``{{ $labels.x }}``… in the rule's annotations."""
+    """Fill ``{{ $value }}``, ``{{ $threshold }}`` (27 °C), ``{{ $condition }}`` (> 27 °C), ``{{ $clear }}``,
+    ``{{ $for }}``, ``{{ $since }}``, ``{{ $labels.x }}`` in the rule's annotations."""
     ctx = {
         "value": format_value(a.metric, a.value, lang),
-        "threshold": format_expr(a.metric, a.when, lang),
+        "threshold": format_threshold(a.metric, a.when, lang),
+        "condition": format_expr(a.metric, a.when, lang),
         "clear": format_expr(a.metric, a.clear, lang),
         "for": format_seconds(a.for_, lang),
         "since": format_time(a.active_since, tz),
@@ -227,7 +237,7 @@ def cut_bytes(text: str, limit: int | None, ellipsis: str = "…") -> str:
 def _title(alerts: Sequence[AlertView], status: str, lang: str, group_labels: Mapping[str, str], tz: ZoneInfo) -> str:
     w = words(lang)
     tag = f"【{w[status]}】" if lang == "zh-CN" else f"[{w[status]}] "
-    place = " ".join(v for k, v in group_labels.items() if k in ("site", "room") and v) or where(alerts[0].labels)
+    place = " ".join(group_labels[k] for k in ("site", "room") if group_labels.get(k)) or where(alerts[0].labels)
     if len(alerts) == 1:
         summary = render_annotations(alerts[0], lang, tz).get("summary") or alerts[0].name
         return f"{tag}{summary}" + (f" - {place}" if place else "")
