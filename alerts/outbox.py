@@ -173,7 +173,8 @@ class Outbox:
         notification = notification_from_json(payload)
         result = await self._send(channel, notification)
         now = self.clock()
-        status.sent_times.append(now)
+        if getattr(channel, "rate_limit", None):
+            status.sent_times.append(now)
         attempts += 1
         if result.outcome is Outcome.DELIVERED:
             status.delivered += 1
