@@ -31,7 +31,7 @@ from alerts.outbox import Outbox
 from alerts.rules import compile_inhibit_rules, compile_rules
 from alerts.silences import Silence, SilenceStore
 from alerts.store import AlertStore
-from alerts.templates import AlertView, ack_url, render_annotations, render_notification
+from alerts.templates import AlertView, ack_url, format_expr, format_value, render_annotations, render_notification
 from alerts.timewindow import WorkingHours
 from drivers import vocabulary as v
 from roomwatch.configbase import parse_hostport
@@ -216,7 +216,12 @@ class AlertService:
         views = [self.view(a, s) for a, s in alerts]
         items = []
         for (a, status), view in zip(alerts, views, strict=True):
-            items.append(AlertItem(a.fp, status, dict(a.labels), render_annotations(view, self.lang, self.tz),
+            ann = render_annotations(view, self.lang, self.tz)
+            # value and threshold as people read them, for SMS templates ({value}, {threshold})
+            ann.setdefault("value", format_value(a.metric, a.value, self.lang))
+            if view.when:
+                ann.setdefault("threshold", format_expr(a.metric, view.when, self.lang))
+            items.append(AlertItem(a.fp, status, dict(a.labels), ann,
                                    _dt(a.fired_at or a.active_since), _dt(a.resolved_at) if status == "resolved" else None,
                                    a.value, ack_url(self.external_url, a.fp)))
         status = "firing" if o.firing else "resolved"

@@ -109,9 +109,16 @@ def register_channel(cls: type[Channel]) -> type[Channel]:
     return cls
 
 
+def _load_builtin() -> None:
+    import alerts.channels.all  # noqa: F401 - registers every built-in type (cheap: no service library is imported)
+
+
 def get_channel_type(name: str) -> type[Channel]:
+    _load_builtin()
     return _TYPES[name]
 
 
 def channel_types() -> dict[str, type[Channel]]:
+    """Every registered channel type (the built-in modules are imported first)."""
+    _load_builtin()
     return dict(_TYPES)
