@@ -72,6 +72,7 @@ class SeriesState:
 class _Entry:
     state: SeriesState
     cond: int
+    when: Callable[[float], bool]
 
 
 @dataclass
@@ -140,10 +141,18 @@ class RuleEngine:
             if entries is None:
                 entries = self._resolve(agent_id, metric, s.labels, key)
             ts = s.ts + skew_ms
+            value = s.value
             if metric in gates:
-                self._gate(metric, self._labels(agent_id, s.labels), s.value, ts)
+                self._gate(metric, self._labels(agent_id, s.labels), value, ts)
             for e in entries:
-                self._apply(e.state, e.cond, s.value, ts, now)
+                st, ci = e.state, e.cond
+                # Fast path, most samples: no alert, condition false before and now.
+                if st.alert is None and not st.flags[ci] and not e.when(value) and ts >= st.last_ts[ci]:
+                    st.last_ts[ci] = ts
+                    st.values[ci] = value
+                    st.seen_at = now
+                    continue
+                self._apply(st, ci, value, ts, now)
         self.stats.samples += n
         for ev in events:
             self._event(agent_id, ev, now)
@@ -169,7 +178,7 @@ class RuleEngine:
         entries = []
         for rule, ci in self.by_metric.get(metric, ()):
             if all(m.matches(labels) for m in rule.conds[ci].matchers):
-                entries.append(_Entry(self._state(rule, labels), ci))
+                entries.append(_Entry(self._state(rule, labels), ci, rule.conds[ci].when))
         self._alias[key] = entries
         return entries
 
