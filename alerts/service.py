@@ -140,6 +140,12 @@ class AlertService:
             if self._fed_channels.get(name) != up:
                 self.engine.observe(v.NOTIFICATION_CHANNEL_UP, {"channel": name}, up, int(now * 1000))
                 self._fed_channels[name] = up
+        for a in list(self.engine.active.values()):
+            # an agent or channel removed from the config (restored alert): nothing will feed it again
+            gone = (a.metric == v.AGENT_UP and a.series_labels.get("agent") not in self.collector.agents.agents) or (
+                a.metric == v.NOTIFICATION_CHANNEL_UP and a.series_labels.get("channel") not in self.outbox.status)
+            if gone:
+                self.engine.observe(a.metric, dict(a.series_labels), 1.0, int(now * 1000))
         self.engine.tick(now)
         self.process(now)
         if now - self._last_purge >= PURGE_EVERY:

@@ -245,3 +245,14 @@ def test_failing_channel_raises_its_own_alert_elsewhere(tmp_path: Path) -> None:
     sent = h.queued()
     assert [(n.receiver, n.alerts[0].labels["alertname"]) for n in sent] == [("chief", "NotificationChannelFailing")]
     assert "duty" in sent[0].text
+
+
+def test_alert_of_an_agent_removed_from_the_config_resolves(tmp_path: Path) -> None:
+    h = Harness(tmp_path, agents=[{"id": "a1", "token": "t" * 20}, {"id": "old", "token": "o" * 20}])
+    h.advance(61, keep_alive=("a1",))
+    assert h.alert("AgentDown")["labels"]["agent"] == "old"
+    h.config_data["agents"] = [{"id": "a1", "token": "t" * 20}]
+    h.restart()
+    assert h.states() == {"AgentDown": "firing"}
+    h.advance(1)
+    assert h.states() == {}
