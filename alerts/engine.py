@@ -378,6 +378,18 @@ class RuleEngine:
                 else:
                     self._resolve_alert(st, now, "no data")
 
+    def gc(self, now: float | None = None) -> int:
+        """Forget quiet states of series gone silent (label churn must not grow memory); return how many."""
+        now = self.clock() if now is None else now
+        dead = [k for k, st in self.states.items()
+                if st.alert is None and not any(st.flags) and now - st.seen_at > self.stale_after]
+        for k in dead:
+            self._windowed.discard(self.states.pop(k))
+        if dead:
+            alive = set(map(id, self.states.values()))
+            self._alias = {k: es for k, es in self._alias.items() if all(id(e.state) in alive for e in es)}
+        return len(dead)
+
     # ------------------------------------------------------------ restore / ack
     def restore(self, alerts: Iterable[Alert]) -> list[Alert]:
         """Adopt pending/firing alerts from the store after a restart; return those whose rule is gone."""

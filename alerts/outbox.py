@@ -206,7 +206,10 @@ class Outbox:
         return 0
 
     async def _send(self, channel: Channel, n: Notification) -> SendResult:
-        timeout = float(getattr(channel.config, "timeout", 10.0)) + self.margin
+        # A backstop against a hung channel only: each channel bounds its own requests (a modem
+        # sending a 4-part SMS may legitimately take minutes: send_timeout per part).
+        longest = max(float(getattr(channel.config, "timeout", 10.0)), float(getattr(channel.config, "send_timeout", 0.0)))
+        timeout = max(30.0, 10 * longest) + self.margin
         try:
             return await asyncio.wait_for(channel.send(n), timeout)
         except TimeoutError:

@@ -150,6 +150,7 @@ class AlertService:
         self.process(now)
         if now - self._last_purge >= PURGE_EVERY:
             self._last_purge = now
+            self.engine.gc(now)
             with self.store.transaction():
                 self.store.purge(now - self.config.alerts.keep_history)
                 self.silences.purge(now)

@@ -253,7 +253,7 @@ async def require_user(request: web.Request) -> str:
         raise _error(401, "log in first: POST /login, or send HTTP Basic credentials")
     if ident.method == "session":
         token = request.headers.get(CSRF_HEADER, "")
-        if not token or not hmac.compare_digest(token, ident.csrf):
+        if not token or not hmac.compare_digest(token.encode(), ident.csrf.encode()):
             raise _error(403, f"missing or wrong {CSRF_HEADER} header (the token /login returned)")
         if not _same_origin(request):
             raise _error(403, "cross-site request refused")

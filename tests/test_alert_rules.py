@@ -225,3 +225,19 @@ def test_rule_files_and_overrides(tmp_path: Path) -> None:
     h.push([("roomwatch_ups_on_battery", UPS, 1.0)])
     h.advance(30)
     assert h.alert("UPSInputVoltageLow")["inhibitedBy"] == [h.alert("UPSOnBattery")["id"]]
+
+
+def test_quiet_states_of_vanished_series_are_forgotten(h: Harness) -> None:
+    for i in range(50):
+        h.push([(TEMP, {**TH1, "device": f"th{i}"}, 22.0)])
+    h.push([("roomwatch_door_open", DOOR, 1.0)])  # held by DoorOpenTooLong/OutOfHours: kept
+    def temperature_states() -> int:
+        return sum(1 for st in h.svc.engine.states.values() if st.rule.conds and st.rule.conds[0].metric == TEMP)
+
+    assert temperature_states() == 100  # 50 sensors × 2 temperature rules
+    h.advance(301)
+    h.svc.engine.gc(h.now)
+    assert temperature_states() == 0
+    assert {st.rule.name for st in h.svc.engine.states.values() if st.flags[0]} == {"DoorOpenTooLong", "DoorOpenedOutOfHours"}
+    h.push([(TEMP, {**TH1, "device": "th1"}, 35.0)])  # a forgotten series comes back: evaluated as new
+    assert h.states()["RoomTemperatureCritical"] == "pending"
