@@ -130,6 +130,17 @@ COLLECTOR_EVENTS = _def("roomwatch_collector_events_received_total", "Events acc
 COLLECTOR_RESIDENT_MEMORY = _def("roomwatch_collector_resident_memory_bytes", "Resident memory of the collector process.")
 COLLECTOR_CPU_SECONDS = _def("roomwatch_collector_cpu_seconds_total", "CPU time used by the collector process.", "counter")
 
+# --- alerting (collector) ------------------------------------------------------------
+NOTIFICATION_CHANNEL_UP = _def(
+    "roomwatch_notification_channel_up", "0 while the notification channel keeps failing to deliver, else 1."
+)
+NOTIFICATIONS = _def(
+    "roomwatch_notifications_total", "Notification delivery attempts by channel and outcome (delivered, retry, "
+    "give_up, expired).", "counter"
+)
+NOTIFICATIONS_PENDING = _def("roomwatch_notifications_pending", "Notifications queued and not yet delivered, by channel.")
+SILENCES = _def("roomwatch_silences", "Silences by state (active, pending).")
+
 # --- state metrics whose change is an event, pushed at once ------------------------------
 #: metric → (event type when it becomes 1, event type when it returns to 0)
 STATE_EVENTS: dict[str, tuple[str, str]] = {
