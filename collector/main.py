@@ -10,6 +10,7 @@ import sys
 
 from roomwatch.configbase import ConfigError, iter_secret_values, parse_hostport
 from roomwatch.logsetup import setup_logging
+from roomwatch.sdnotify import Notifier
 
 __all__ = ["main", "serve"]
 
@@ -51,6 +52,9 @@ async def serve(config_path: str) -> int:
         await runner.cleanup()
         return 1
     await collector.start()
+    notifier = Notifier()
+    notifier.ready(f"collector on {host}:{port}, {len(cfg.agents)} agents")
+    notifier.start_watchdog()
     scheme = "https" if cfg.tls else "http"
     log.info("collector listening on %s://%s:%d (%d agents configured)", scheme, host, port, len(cfg.agents))
     stop = asyncio.Event()
@@ -61,6 +65,8 @@ async def serve(config_path: str) -> int:
         await stop.wait()
     finally:
         log.info("stopping")
+        notifier.stopping()
+        await notifier.stop_watchdog()
         await collector.stop()
         await runner.cleanup()
     return 0
