@@ -33,6 +33,7 @@ async def serve(config_path: str) -> int:
     """Run the collector of ``config_path`` until a stop signal; return the exit code."""
     from aiohttp import web
 
+    from collector import web as _status_page  # noqa: F401 - adds the status page, /api/v1/rooms (ROUTE_HOOKS)
     from collector.config import load_collector_config
     from collector.core import Collector
     from collector.http import create_app
