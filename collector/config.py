@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from pydantic import BeforeValidator, Field, model_validator
 
 from alerts.config import ChannelEntry, RouteConfig, RulesConfig
+from collector.report.config import ReportConfig
 from roomwatch.configbase import ConfigError, Duration, HostPort, Model, Problem, Secret, dotted, load_model, load_yaml
 
 __all__ = ["AgentEntry", "CollectorConfig", "load_collector_config", "parse_bytes"]
@@ -81,6 +82,7 @@ class CollectorConfig(Model):
     channels: list[ChannelEntry] = Field(default_factory=list)  # type: ignore[valid-type]
     routes: list[RouteConfig] = Field(default_factory=list)
     web: WebConfig = Field(default_factory=WebConfig)
+    report: ReportConfig = Field(default_factory=ReportConfig)
     log_level: str = Field(default="info", pattern=r"^(?i:debug|info|warning|error)$")
 
     def extra_checks(self) -> list[tuple[tuple[Any, ...], str]]:
@@ -99,6 +101,9 @@ class CollectorConfig(Model):
             for j, ch in enumerate(r.channels):
                 if ch not in names:
                     problems.append((("routes", i, "channels", j), f"no channel named {ch!r} in channels"))
+        for j, ch in enumerate(self.report.channels):
+            if ch not in names:
+                problems.append((("report", "channels", j), f"no channel named {ch!r} in channels"))
         return problems
 
 

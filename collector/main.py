@@ -37,6 +37,7 @@ async def serve(config_path: str) -> int:
     from collector.config import load_collector_config
     from collector.core import Collector
     from collector.http import create_app
+    from collector.report import service as _report  # noqa: F401 - /report, /api/v1/report, the daily schedule
 
     cfg = load_collector_config(config_path)
     setup_logging(cfg.log_level, secrets=list(iter_secret_values(cfg)))

@@ -17,7 +17,7 @@ from roomwatch import __version__
 __all__ = ["main"]
 
 AGENT_KEYS = frozenset({"agent", "collector", "host", "devices", "actions"})
-COLLECTOR_KEYS = frozenset({"listen", "tls", "storage", "agents", "rules", "channels", "routes", "web",
+COLLECTOR_KEYS = frozenset({"listen", "tls", "storage", "agents", "rules", "channels", "routes", "web", "report",
                             "agent_timeout", "series_expire", "max_body", "max_body_decompressed", "body_timeout"})
 
 #: Extra subcommands contributed by other modules: name → (help, add_arguments, run).
@@ -158,7 +158,7 @@ def _load_extra_commands() -> None:
     import importlib
     import importlib.util
 
-    for module in ("alerts.cli",):  # adds test-alert once the alerting package ships it
+    for module in ("alerts.cli", "collector.report.cli"):  # test-alert (alerting), report (daily report)
         if importlib.util.find_spec(module) is not None:
             importlib.import_module(module)
 
