@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import time
 from collections.abc import Iterator
@@ -50,9 +51,23 @@ ROOM = {
 }
 
 
+HAVE_ALERTS = importlib.util.find_spec("alerts.api") is not None and importlib.util.find_spec("collector.webauth") is not None
+USER, PASSWORD = "duty", "correct horse battery"
+
+
+def _alerting_config() -> dict[str, Any]:
+    """Web user + a door rule that fires at once (DoorOpenTooLong for 0s), when this build has alerting."""
+    if not HAVE_ALERTS:
+        return {"web": {"language": "zh-CN", "users": []}}
+    from collector.webauth import hash_password
+
+    return {"web": {"language": "zh-CN", "users": [{"name": USER, "password_hash": hash_password(PASSWORD, "pbkdf2-sha256")}]},
+            "rules": {"overrides": {"DoorOpenTooLong": {"for": "0s"}}}}
+
+
 @pytest.fixture
 def fed_collector(tmp_path: Path) -> Iterator[tuple[CollectorHandle, Feeder]]:
-    handle = start_collector(tmp_path, agent_timeout="1h", web={"language": "zh-CN", "users": []})
+    handle = start_collector(tmp_path, agent_timeout="1h", **_alerting_config())
     feeder = Feeder(handle)
     feeder.push(ROOM)
     yield handle, feeder
@@ -91,6 +106,18 @@ def test_static_files_and_headers(fed_collector: tuple[CollectorHandle, Feeder])
         assert "https://" not in text and "http://" not in text.replace("http://www.w3.org/2000/svg", ""), name
 
 
+async def _login(page: Page) -> None:
+    await page.evaluate("document.getElementById('login-open').click()")
+    await page.wait_for("document.getElementById('login-dialog').open", what="the login dialog")
+    # A wrong password first: the dialog stays and says so.
+    await page.evaluate(f"(() => {{ const f = document.getElementById('login-form'); f.username.value = {USER!r};"
+                        " f.password.value = 'wrong'; f.requestSubmit(); })()")
+    await page.wait_for("!document.getElementById('login-error').hidden", what="the login error")
+    await page.evaluate(f"(() => {{ const f = document.getElementById('login-form'); f.username.value = {USER!r};"
+                        f" f.password.value = {PASSWORD!r}; f.requestSubmit(); }})()")
+    await page.wait_for(f"document.getElementById('user').textContent === {USER!r}", what="logged in")
+
+
 async def _tile_text(page: Page, cls: str) -> str:
     return await page.evaluate(f"(document.querySelector('[data-room=\"county-a/room-1\"] .{cls}') || {{}}).textContent")
 
@@ -120,8 +147,25 @@ async def test_status_page_in_chromium(fed_collector: tuple[CollectorHandle, Fee
     await page.wait_for("(document.querySelector('[data-room=\"county-a/room-1\"] .door') || {}).textContent === '开'",
                         timeout=30, what="the door to show open")
     if alerts_api:
-        await page.wait_for("document.querySelector('#alerts-table tr[data-alertname]')", timeout=60,
-                            what="an alert row after the door opened")
+        row = "#alerts-table tr[data-alertname=\"DoorOpenTooLong\"]"
+        await page.wait_for(f"document.querySelector('{row}')", timeout=60, what="the door alert on the page")
+        assert await page.evaluate(f"document.querySelector('{row} button.ack') === null")  # not before login
+        await page.screenshot(ARTIFACTS / "status-page-alert.png")
+        await _login(page)
+        await page.wait_for(f"document.querySelector('{row} button.ack')", what="the acknowledge button after login")
+        await page.evaluate(f"document.querySelector('{row} button.ack').click()")
+        await page.wait_for(f"document.querySelector('{row} td.acked')", what="the alert shown acknowledged")
+        alerts = json.loads(http_get(c.url + "/api/v1/alerts")[1])["alerts"]
+        door = next(a for a in alerts if a["alertname"] == "DoorOpenTooLong")
+        assert door["acknowledged"] is True and door["ack"]["by"] == USER
+        # Silence it for an hour from the page.
+        await page.evaluate(f"document.querySelector('{row} button.silence').click()")
+        await page.wait_for("document.getElementById('silence-dialog').open", what="the silence dialog")
+        await page.evaluate("(() => { const f = document.getElementById('silence-form'); f.duration.value = '1h';"
+                            " f.comment.value = 'door work'; f.requestSubmit(); })()")
+        await page.wait_for("!document.getElementById('silence-dialog').open", what="the silence to be created")
+        silences = json.loads(http_get(c.url + "/api/v1/silences")[1])["silences"]
+        assert any(x["comment"] == "door work" and 'device="door1"' in " ".join(x["matchersText"]) for x in silences)
     else:
         # No alert engine in this collector: the page says so and colours by the default thresholds.
         assert await page.evaluate("document.getElementById('alerts-na').textContent") == "暂不可用"

@@ -109,7 +109,7 @@ function normAlert(a) {
     state: a.state || a.status || "firing",
     labels,
     summary: (a.annotations && (a.annotations.summary || a.annotations.description)) || a.summary || "",
-    since: a.starts_at || a.startsAt || a.active_since || a.since || null,
+    since: a.firedAt || a.activeSince || a.starts_at || a.startsAt || a.active_since || null,
     acked: Boolean(a.acked || a.acknowledged || (ack && (ack.by || ack.at || ack === true))),
     ackedBy: (ack && ack.by) || a.acked_by || "",
   };
@@ -316,7 +316,8 @@ function renderCharts() {
   }
 }
 
-// --- session, ack, silence (the collector's web login: session cookie + CSRF token) ---
+// --- session, ack, silence: POST /login gives an HttpOnly session cookie and a CSRF token that every
+// change sends back in X-CSRF-Token (collector/webauth.py); GET /api/v1/session restores it on reload.
 async function loadSession() {
   const r = await getJSON("/api/v1/session");
   state.session = r.ok && r.data && r.data.user ? { user: r.data.user, csrf: r.data.csrf_token || r.data.csrf || "" } : null;
@@ -334,7 +335,7 @@ async function login(ev) {
   ev.preventDefault();
   const f = ev.target;
   $("login-error").hidden = true;
-  const r = await sendJSON("POST", "/api/v1/login", { username: f.username.value, password: f.password.value });
+  const r = await sendJSON("POST", "/login", { username: f.username.value, password: f.password.value });
   if (!r.ok) { $("login-error").textContent = t("loginFailed"); $("login-error").hidden = false; return; }
   f.password.value = "";
   $("login-dialog").close();
@@ -344,7 +345,7 @@ async function login(ev) {
 }
 
 async function logout() {
-  await sendJSON("POST", "/api/v1/logout");
+  await sendJSON("POST", "/logout");
   state.session = null;
   renderSession();
 }
@@ -366,8 +367,9 @@ async function silence(ev) {
   ev.preventDefault();
   const a = state.silenceTarget;
   const f = ev.target;
-  const matchers = { alertname: a.name };
-  for (const k of ["site", "room", "agent", "device", "sensor"]) if (a.labels[k]) matchers[k] = a.labels[k];
+  // Alertmanager-style matcher texts: name="value" (JSON string quoting escapes quotes and backslashes).
+  const matchers = [`alertname=${JSON.stringify(a.name)}`];
+  for (const k of ["site", "room", "agent", "device", "sensor"]) if (a.labels[k]) matchers.push(`${k}=${JSON.stringify(a.labels[k])}`);
   const r = await sendJSON("POST", "/api/v1/silences", { matchers, duration: f.duration.value, comment: f.comment.value });
   if (!r.ok) { $("silence-error").textContent = `${t("actionFailed")}: ${r.status}`; $("silence-error").hidden = false; return; }
   $("silence-dialog").close();
