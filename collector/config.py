@@ -97,13 +97,13 @@ class CollectorConfig(Model):
             if c.name in names:
                 problems.append((("channels", i, "name"), f"channel {c.name!r} is defined twice"))
             names.add(c.name)
+        for j, ch in enumerate(self.report.channels):
+            if ch not in names:
+                problems.append((("report", "channels", j), f"no channel named {ch!r} in channels"))
         for i, r in enumerate(self.routes):
             for j, ch in enumerate(r.channels):
                 if ch not in names:
                     problems.append((("routes", i, "channels", j), f"no channel named {ch!r} in channels"))
-        for j, ch in enumerate(self.report.channels):
-            if ch not in names:
-                problems.append((("report", "channels", j), f"no channel named {ch!r} in channels"))
         return problems
 
 
