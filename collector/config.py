@@ -87,6 +87,10 @@ class CollectorConfig(Model):
 
     def extra_checks(self) -> list[tuple[tuple[Any, ...], str]]:
         problems: list[tuple[tuple[Any, ...], str]] = []
+        channel_names = {c.name for c in self.channels}
+        for j, ch in enumerate(self.report.channels):
+            if ch not in channel_names:
+                problems.append((("report", "channels", j), f"no channel named {ch!r} in channels"))
         seen: set[str] = set()
         for i, a in enumerate(self.agents):
             if a.id in seen:
@@ -97,9 +101,6 @@ class CollectorConfig(Model):
             if c.name in names:
                 problems.append((("channels", i, "name"), f"channel {c.name!r} is defined twice"))
             names.add(c.name)
-        for j, ch in enumerate(self.report.channels):
-            if ch not in names:
-                problems.append((("report", "channels", j), f"no channel named {ch!r} in channels"))
         for i, r in enumerate(self.routes):
             for j, ch in enumerate(r.channels):
                 if ch not in names:

@@ -22,8 +22,15 @@ from tests.conftest import start_collector
 from tests.helpers import http_get, run_cli, write_yaml
 
 TZ = ZoneInfo("Asia/Shanghai")
-DAY = dt.date(2026, 11, 28)  # the report sent on Saturday 28 Nov covers Fri 08:00 → Sat 08:00
-START = dt.datetime(2026, 11, 27, 8, 0, tzinfo=TZ).timestamp()
+
+def _last_saturday() -> dt.date:
+    """A recent Saturday (so stores that prune old rows keep ours): its report covers Fri 08:00 → Sat 08:00."""
+    day = dt.datetime.now(TZ).date() - dt.timedelta(days=1)
+    return day - dt.timedelta(days=(day.weekday() - 5) % 7)
+
+
+DAY = _last_saturday()
+START = dt.datetime(DAY.year, DAY.month, DAY.day, 8, 0, tzinfo=TZ).timestamp() - 86400
 END = START + 86400
 H, MIN = 3600, 60
 R1 = {"site": "county-a", "room": "room-1", "agent": "agent-a"}
@@ -185,7 +192,7 @@ def test_known_history_gives_known_figures(store_path: Path) -> None:
 def test_report_text_in_both_languages(store_path: Path) -> None:
     rep = _report(store_path)
     zh = render_text(rep, "zh-CN")
-    assert zh.splitlines()[0] == "【巡检日报】 2026-11-28 county-a"
+    assert zh.splitlines()[0] == f"【巡检日报】 {DAY.isoformat()} county-a"
     assert "最低 22.0°C 平均 22.2°C 最高 33.0°C，高于 27°C 共 40分钟，其中高于 32°C 共 10分钟" in zh
     assert "开启 3 次，最长 20分钟，非工作时间 2 次（22:00、07:50），目前仍开着" in zh
     assert "应更换电池" in zh and "设备 leak1（agent-a）离线 1 次共 15分钟" in zh
@@ -220,24 +227,43 @@ def _collector_file(tmp_path: Path, store: Path, **extra: Any) -> Path:
 
 def test_cli_prints_the_report(store_path: Path, tmp_path: Path) -> None:
     conf = _collector_file(tmp_path, store_path)
-    r = run_cli("report", "-c", str(conf), "--date", "2026-11-28", "--format", "json")
+    r = run_cli("report", "-c", str(conf), "--date", DAY.isoformat(), "--format", "json")
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
     assert doc["rooms"][0]["doors"][0]["openings"] == 3
-    r = run_cli("report", "-c", str(conf), "--date", "2026-11-28", "--lang", "en")
+    r = run_cli("report", "-c", str(conf), "--date", DAY.isoformat(), "--lang", "en")
     assert r.returncode == 0 and "Daily inspection report" in r.stdout
     r = run_cli("report", "-c", str(conf), "--date", "28/11/2026")
     assert r.returncode == 2 and "YYYY-MM-DD" in r.stderr
 
 
+def test_report_from_a_running_collectors_api(store_path: Path, tmp_path: Path) -> None:
+    """``roomwatch report --url``: the same figures through /api/v1/history and /api/v1/alerts/history."""
+    c = start_collector(tmp_path, storage=str(store_path))
+    try:
+        conf = _collector_file(tmp_path, store_path)
+        r = run_cli("report", "-c", str(conf), "--url", c.url, "--date", DAY.isoformat(), "--format", "json")
+        assert r.returncode == 0, r.stderr
+        doc = json.loads(r.stdout)
+        if http_get(c.url + "/api/v1/history?metric=roomwatch_door_open")[0] == 404:
+            assert doc["history_available"] is False and doc["rooms"] == []
+            return
+        room = doc["rooms"][0]
+        assert (room["room"], room["doors"][0]["openings"], room["temperature"][0]["seconds_outside"]) == ("room-1", 3, 2400)
+        if http_get(c.url + "/api/v1/alerts/history")[0] == 200:
+            assert (room["alerts"]["raised"], room["alerts"]["ack_max_seconds"]) == (4, 840)
+    finally:
+        c.proc.stop()
+
+
 def test_report_page_and_json_from_a_running_collector(store_path: Path, tmp_path: Path) -> None:
     c = start_collector(tmp_path, storage=str(store_path))
     try:
-        status, body = http_get(c.url + "/report?date=2026-11-28")
+        status, body = http_get(c.url + f"/report?date={DAY.isoformat()}")
         assert status == 200
         page = body.decode()
         assert "巡检日报" in page and 'data-room="county-a/room-1"' in page and "非工作时间 2 次" in page
-        status, body = http_get(c.url + "/api/v1/report?date=2026-11-28")
+        status, body = http_get(c.url + f"/api/v1/report?date={DAY.isoformat()}")
         assert status == 200 and json.loads(body)["rooms"][0]["ups"][0]["lowest_charge"] == 0.82
         assert http_get(c.url + "/report?date=yesterday")[0] == 400
     finally:
@@ -256,13 +282,13 @@ def test_schedule_sends_once_and_catches_up_after_a_restart(tmp_path: Path) -> N
     s = ReportScheduler(FakeCollector())
     s.started_at = END - 600  # running before 08:00
     assert s.due(END - 1) is None  # not yet
-    assert s.due(END + 5) == ("2026-11-28", END)
-    s.mark("2026-11-28", {"hook": "delivered"})
+    assert s.due(END + 5) == (DAY.isoformat(), END)
+    s.mark(DAY.isoformat(), {"hook": "delivered"})
     assert s.due(END + 60) is None  # sent once
     restarted = ReportScheduler(FakeCollector())
     restarted.started_at = END + 2 * H  # restarted after the time: the next day's report is caught up
     next_end = END + 86400
-    assert restarted.due(next_end + 2 * H) == ("2026-11-29", next_end)
+    assert restarted.due(next_end + 2 * H) == ((DAY + dt.timedelta(days=1)).isoformat(), next_end)
     assert restarted.due(next_end + CATCH_UP + 1) is None  # too late to be useful
     fresh = ReportScheduler(type("C", (), {"config": CollectorConfig.model_validate({"storage": str(tmp_path / "n.db")})})())
     fresh.started_at = END + 60
@@ -305,7 +331,7 @@ def test_report_is_sent_through_a_configured_webhook(store_path: Path, tmp_path:
     conf = _collector_file(tmp_path, store_path, channels=[{"name": "hook", "type": "webhook", "url": url}],
                            routes=[{"match": {"severity": "critical"}, "channels": ["hook"]}],
                            report={"channels": ["hook"]})
-    r = run_cli("report", "-c", str(conf), "--date", "2026-11-28", "--send")
+    r = run_cli("report", "-c", str(conf), "--date", DAY.isoformat(), "--send")
     assert r.returncode == 0, r.stdout + r.stderr
     assert "hook: delivered" in r.stderr
     assert len(bodies) == 1

@@ -171,7 +171,12 @@ async def test_status_page_in_chromium(fed_collector: tuple[CollectorHandle, Fee
         assert await page.evaluate("document.getElementById('alerts-na').textContent") == "暂不可用"
         assert await page.evaluate("document.querySelector('[data-room=\"county-a/room-1\"]').dataset.severity") == "warning"
         assert await page.evaluate("document.querySelector('[data-room=\"county-a/room-1\"] .door').classList.contains('warn')")
-    assert await page.evaluate("!document.getElementById('history-na') || true")
+    if http_get(c.url + "/api/v1/history?metric=roomwatch_temperature_celsius")[0] == 200:
+        chart = "figure.chart[data-metric=\"roomwatch_temperature_celsius\"][data-device=\"th1\"] svg"
+        await page.wait_for(f"document.querySelector('{chart}')", what="the 24-hour temperature chart")
+        assert await page.evaluate(f"document.querySelectorAll('{chart} circle.dot, {chart} path.line').length") >= 1
+    else:
+        await page.wait_for("document.getElementById('history-na')", what="history shown as not available")
     shot = await page.screenshot(ARTIFACTS / "status-page.png")
     assert shot.stat().st_size > 10_000
 

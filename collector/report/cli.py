@@ -20,7 +20,7 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lang", choices=["zh-CN", "en"], help="language (default: report.language, else web.language)")
     p.add_argument("--format", choices=["text", "markdown", "html", "json"], default="text")
     p.add_argument("--url", metavar="URL",
-                   help="read history from a running collector's /api/v1/history instead of the store file")
+                   help="read a running collector's /api/v1/history and /api/v1/alerts/history instead of the store file")
     p.add_argument("--send", action="store_true", help="also send it through the report's channels")
 
 
@@ -47,7 +47,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.url:
             start, end = report_window(cfg.report, day)
-            report = compute_report(HTTPHistory(args.url), None, cfg.report, start, end)
+            source = HTTPHistory(args.url)
+            report = compute_report(source, source, cfg.report, start, end)
         else:
             report = build_report(cfg, day)
     except OSError as exc:

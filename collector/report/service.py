@@ -68,9 +68,18 @@ def channels_for_report(cfg: Any) -> list[str]:
         return list(cfg.report.channels)
     labels = {"alertname": "DailyReport", "severity": "info"}
     names: list[str] = []
-    for route in cfg.routes:
-        if all(labels.get(k) == val for k, val in route.match.items()):
-            names.extend(c for c in route.channels if c not in names)
+    for route in cfg.routes:  # as alerts are routed: the first route that matches, more with continue: true
+        if not all(labels.get(k) == val for k, val in route.match.items()):
+            continue
+        matchers = getattr(route, "matchers", None) or []
+        if matchers:
+            from alerts.matchers import parse_matcher  # type: ignore[import-not-found]
+
+            if not all(parse_matcher(m).matches(labels) for m in matchers):
+                continue
+        names.extend(c for c in route.channels if c not in names)
+        if not getattr(route, "continue_", False):
+            break
     return names
 
 

@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 __all__ = ["AlertSource", "Episode", "HTTPHistory", "HistorySource", "SQLiteSource", "SeriesData"]
 
@@ -108,21 +109,24 @@ class SQLiteSource:
 
 
 class HTTPHistory:
-    """``GET /api/v1/history`` of a running collector (for ``roomwatch report --url``)."""
-
-    alerts_available = False
+    """``GET /api/v1/history`` and ``/api/v1/alerts/history`` of a running collector (``roomwatch report --url``)."""
 
     def __init__(self, base_url: str, lookback: float = 86400.0, timeout: float = 30.0):
         self.base = base_url.rstrip("/")
         self.lookback = lookback  # how far before the window to look for the state at its start
         self.timeout = timeout
         self.available = True
+        self.alerts_available = True
+
+    def _get(self, path: str, query: dict[str, str]) -> Any:
+        url = f"{self.base}{path}?{urllib.parse.urlencode(query)}"
+        with urllib.request.urlopen(url, timeout=self.timeout) as resp:
+            return json.loads(resp.read())
 
     def series(self, metric: str, start: float, end: float) -> list[SeriesData]:
-        query = urllib.parse.urlencode({"metric": metric, "start": f"{start - self.lookback:.3f}", "end": f"{end:.3f}"})
+        query = {"metric": metric, "start": f"{start - self.lookback:.3f}", "end": f"{end:.3f}"}
         try:
-            with urllib.request.urlopen(f"{self.base}/api/v1/history?{query}", timeout=self.timeout) as resp:
-                doc = json.loads(resp.read())
+            doc = self._get("/api/v1/history", query)
         except urllib.error.HTTPError as exc:
             if exc.code == 404:
                 self.available = False
@@ -137,4 +141,19 @@ class HTTPHistory:
         return [s for s in out if s.samples]
 
     def episodes(self, start: float, end: float) -> list[Episode]:
-        return []
+        try:
+            doc = self._get("/api/v1/alerts/history", {"since": f"{start:.3f}", "until": f"{end:.3f}"})
+        except urllib.error.HTTPError as exc:
+            if exc.code == 404:
+                self.alerts_available = False
+                return []
+            raise
+        out = []
+        for a in doc.get("alerts", []):
+            if a.get("firedAt") is None:
+                continue
+            ack = a.get("ack") or {}
+            out.append(Episode(a.get("alertname", ""), a.get("severity", ""), dict(a.get("labels", {})),
+                               a.get("activeSince") or a["firedAt"], a["firedAt"], a.get("resolvedAt"),
+                               ack.get("at"), ack.get("by")))
+        return out

@@ -259,12 +259,17 @@ function lineChart(samples, opts) {
     svg.append(s("line", { class: l.cls, x1: L, x2: W - R, y1: y(l.v), y2: y(l.v) }));
   }
   // Break the line where samples are missing for more than 10 minutes (an outage is not a slope).
-  let d = "", prev = null;
+  let d = "", prev = null, run = [];
+  const dots = (pts) => { if (pts.length === 1) svg.append(s("circle", { class: "dot", cx: x(pts[0][0]), cy: y(pts[0][1]), r: 2 })); };
   for (const [ts, v] of samples) {
     if (ts < start) continue;
-    d += (prev === null || ts - prev > 600 ? "M" : "L") + x(ts).toFixed(1) + " " + y(v).toFixed(1) + " ";
+    const gap = prev === null || ts - prev > 600;
+    if (gap) { dots(run); run = []; }
+    d += (gap ? "M" : "L") + x(ts).toFixed(1) + " " + y(v).toFixed(1) + " ";
+    run.push([ts, v]);
     prev = ts;
   }
+  dots(run); // a lone sample has no line to draw: show it as a dot
   if (d) svg.append(s("path", { class: "line", d }));
   return svg;
 }
