@@ -72,7 +72,7 @@ if [ "$want_agent" = 1 ]; then
   # Under systemd the token comes in as a credential (LoadCredential=agent-token:...).
   tmp="$(mktemp)"
   sed -e 's|^  token: .*|  token_file: ${CREDENTIALS_DIRECTORY:-/etc/roomwatch}/agent-token|' \
-      -e 's|^  # token_file: .*||' "$here/config/agent.example.yaml" > "$tmp"
+      -e '/^  # token_file: \/etc/d' "$here/config/agent.example.yaml" > "$tmp"
   put_once 0640 "$tmp" "$etc/agent.yaml"; rm -f "$tmp"
   if [ ! -e "$root$etc/agent-token" ]; then
     say "writing a placeholder $etc/agent-token: put the agent's token there (roomwatch gen-token)"
