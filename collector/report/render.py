@@ -30,7 +30,7 @@ _T = {
         "title": "Daily inspection report", "window": "Period", "room": "Room", "temp": "Temperature",
         "hum": "Humidity", "door": "Door", "ups": "UPS", "down": "Down", "alerts": "Alerts", "none": "none",
         "na": "not available", "minavgmax": "min {min} avg {avg} max {max}", "above": "above {t} for {d}",
-        "outside": "outside {lo}–{hi} for {d}", "critical": "above {t} for {d}",
+        "outside": "outside {lo}–{hi} for {d}", "critical": "of which above {t} for {d}",
         "door_line": "opened {n} times, longest {longest}, {ooh} out of hours", "open_now": ", still open",
         "ups_line": "on battery {n} times, {d} in all", "lowest_charge": "lowest charge {v}",
         "lowest_runtime": "shortest runtime {v}", "battery_low": "battery low {n} times", "age": "battery age {v}",
