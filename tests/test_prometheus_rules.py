@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import http.server
+import json
 import re
 import subprocess
+import threading
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, ClassVar
 
 import pytest
 import yaml
 
-from tests.helpers import ROOT, require_binary
+from tests.helpers import ROOT, free_port, http_get, http_post, require_binary, wait_for
+from tests.peers.process import PeerProcess
 
 PROM = ROOT / "config" / "prometheus"
 AM = ROOT / "config" / "alertmanager"
@@ -116,3 +122,99 @@ def test_alertmanager_routes(labels: list[str], receiver: str) -> None:
     r = _run(amtool, "config", "routes", "test", f"--config.file={AM / 'alertmanager.yml'}", *labels)
     assert r.returncode == 0, r.stdout + r.stderr
     assert r.stdout.strip() == receiver
+
+
+# ------------------------------------------------------------ a real Alertmanager with the example
+
+
+class _Stub(http.server.BaseHTTPRequestHandler):
+    """WeChat Work's gettoken + message/send and an SMS webhook, as Alertmanager calls them."""
+
+    seen: ClassVar[list[tuple[str, str, Any]]] = []
+
+    def _reply(self, body: dict[str, Any]) -> None:
+        raw = json.dumps(body).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(raw)))
+        self.end_headers()
+        self.wfile.write(raw)
+
+    def do_GET(self) -> None:
+        type(self).seen.append(("GET", self.path, None))
+        if self.path.startswith("/cgi-bin/gettoken"):
+            self._reply({"errcode": 0, "errmsg": "ok", "access_token": "test-token", "expires_in": 7200})
+        else:
+            self._reply({"errcode": 404})
+
+    def do_POST(self) -> None:
+        n = int(self.headers.get("Content-Length", 0))
+        type(self).seen.append(("POST", self.path, json.loads(self.rfile.read(n))))
+        self._reply({"errcode": 0, "errmsg": "ok"})
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def stub() -> Iterator[tuple[str, list[tuple[str, str, Any]]]]:
+    _Stub.seen = []
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Stub)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{srv.server_address[1]}", _Stub.seen
+    srv.shutdown()
+    srv.server_close()
+
+
+def test_example_delivers_to_wechat_and_sms_and_inhibits(tmp_path: Path, stub: tuple[str, list[Any]]) -> None:
+    """The shipped config on a real Alertmanager: the template renders, both receivers get a critical alert."""
+    binary = require_binary("/usr/bin/prometheus-alertmanager")
+    base, seen = stub
+    conf = yaml.safe_load((AM / "alertmanager.yml").read_text())
+    conf["global"]["wechat_api_url"] = f"{base}/cgi-bin/"
+    conf["templates"] = [str(AM / "templates" / "roomwatch.tmpl")]
+    conf["route"]["group_wait"] = "1s"
+    for r in conf["route"]["routes"]:
+        r["group_wait"] = "1s"
+    for rcv in conf["receivers"]:
+        for w in rcv.get("webhook_configs", []):
+            w["url"] = f"{base}/api/v1/sms"
+    (tmp_path / "am.yml").write_text(yaml.safe_dump(conf, allow_unicode=True))
+    port = free_port()
+    proc = PeerProcess("alertmanager", [binary, f"--config.file={tmp_path / 'am.yml'}", f"--storage.path={tmp_path / 'data'}",
+                                        f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address=",
+                                        "--log.level=warn"], tmp_path, env={"TZ": "Asia/Shanghai"})
+    url = f"http://127.0.0.1:{port}"
+    try:
+        proc.wait_ready(lambda: http_get(f"{url}/-/ready")[0] == 200)
+        alerts = [
+            {"labels": {"alertname": "WaterLeak", "severity": "critical", "site": "s1", "room": "r1", "agent": "a1",
+                        "device": "leak1"},
+             "annotations": {"summary": "s1 r1 漏水", "description": "leak1 检测到漏水，请立即到现场检查。"}},
+            {"labels": {"alertname": "AgentDown", "severity": "critical", "agent": "a2"}, "annotations": {"summary": "x"}},
+            {"labels": {"alertname": "DeviceDown", "severity": "warning", "agent": "a2", "device": "ups9"},
+             "annotations": {"summary": "y"}},
+        ]
+        status, body = http_post(f"{url}/api/v2/alerts", json.dumps(alerts).encode(), {"Content-Type": "application/json"})
+        assert status == 200, body
+
+        def delivered() -> bool:
+            posts = [(p, b) for m, p, b in seen if m == "POST"]
+            return any(p.startswith("/cgi-bin/message/send") and "WaterLeak" in json.dumps(b, ensure_ascii=False)
+                       for p, b in posts) and any(p == "/api/v1/sms" for p, _ in posts)
+
+        wait_for(delivered, timeout=60, what="WeChat and SMS deliveries")
+        wechat = next(b for m, p, b in seen if m == "POST" and p.startswith("/cgi-bin/message/send")
+                      and "WaterLeak" in json.dumps(b, ensure_ascii=False))
+        assert wechat["msgtype"] == "markdown" and wechat["agentid"] == "1000002" and wechat["toparty"] == "2"
+        content = wechat["markdown"]["content"]
+        assert "**【告警】** WaterLeak" in content and "> leak1 检测到漏水，请立即到现场检查。" in content
+        assert "开始：" in content
+        sms = next(b for m, p, b in seen if m == "POST" and p == "/api/v1/sms")
+        assert sms["version"] == "4" and sms["receiver"] == "wechat-and-sms"
+        # AgentDown of a2 inhibits DeviceDown of a2's device.
+        status, body = http_get(f"{url}/api/v2/alerts?filter=alertname%3D%22DeviceDown%22")
+        [dd] = json.loads(body)
+        assert dd["status"]["state"] == "suppressed" and dd["status"]["inhibitedBy"]
+    finally:
+        proc.stop()

@@ -21,7 +21,7 @@ from collector.web.rooms import rooms_snapshot
 __all__ = ["STATIC_FILES", "add_routes"]
 
 #: Files served under /static/ (a fixed list: no path from the request reaches the file system).
-STATIC_FILES = {"app.js": "text/javascript", "style.css": "text/css", "report.js": "text/javascript"}
+STATIC_FILES = {"app.js": "text/javascript", "style.css": "text/css"}
 
 # Same-origin only; inline styles only for SVG attributes set from JS (style-src allows them).
 _CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
