@@ -9,6 +9,7 @@ import sys
 
 from roomwatch.configbase import ConfigError, iter_secret_values, parse_hostport
 from roomwatch.logsetup import setup_logging
+from roomwatch.sdnotify import Notifier
 
 __all__ = ["main", "serve"]
 
@@ -39,10 +40,15 @@ async def serve(config_path: str) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await agent.start()
+    notifier = Notifier()
+    notifier.ready(f"agent {cfg.agent.id}: {len(cfg.all_devices())} devices")
+    notifier.start_watchdog()
     try:
         await stop.wait()
     finally:
         log.info("stopping")
+        notifier.stopping()
+        await notifier.stop_watchdog()
         await agent.stop()
         if http is not None:
             http.stop()

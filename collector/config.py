@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from alerts.config import AlertsConfig, ChannelEntry, RouteConfig, RulesConfig, alerting_checks
+from collector.report.config import ReportConfig
 from roomwatch.configbase import ConfigError, Duration, HostPort, Model, Problem, Secret, dotted, load_model, load_yaml
 
 __all__ = ["AgentEntry", "CollectorConfig", "load_collector_config", "parse_bytes"]
@@ -91,10 +92,15 @@ class CollectorConfig(Model):
     routes: list[RouteConfig] = Field(default_factory=list)
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     web: WebConfig = Field(default_factory=WebConfig)
+    report: ReportConfig = Field(default_factory=ReportConfig)
     log_level: str = Field(default="info", pattern=r"^(?i:debug|info|warning|error)$")
 
     def extra_checks(self) -> list[tuple[tuple[Any, ...], str]]:
         problems: list[tuple[tuple[Any, ...], str]] = []
+        channel_names = {c.name for c in self.channels}
+        for j, ch in enumerate(self.report.channels):
+            if ch not in channel_names:
+                problems.append((("report", "channels", j), f"no channel named {ch!r} in channels"))
         seen: set[str] = set()
         for i, a in enumerate(self.agents):
             if a.id in seen:

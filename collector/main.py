@@ -10,13 +10,14 @@ import sys
 
 from roomwatch.configbase import ConfigError, iter_secret_values, parse_hostport
 from roomwatch.logsetup import setup_logging
+from roomwatch.sdnotify import Notifier
 
 __all__ = ["main", "serve"]
 
 log = logging.getLogger("roomwatch.collector")
 
 #: Modules that add themselves to the collector app through collector.http.ROUTE_HOOKS.
-COMPONENTS = ("collector.webauth", "alerts.api")
+COMPONENTS = ("collector.webauth", "alerts.api", "collector.web", "collector.report.service")
 
 
 def _ssl_context(cfg: object) -> ssl.SSLContext | None:
@@ -62,6 +63,9 @@ async def serve(config_path: str) -> int:
         await runner.cleanup()
         return 1
     await collector.start()
+    notifier = Notifier()
+    notifier.ready(f"collector on {host}:{port}, {len(cfg.agents)} agents")
+    notifier.start_watchdog()
     scheme = "https" if cfg.tls else "http"
     log.info("collector listening on %s://%s:%d (%d agents configured)", scheme, host, port, len(cfg.agents))
     stop = asyncio.Event()
@@ -72,6 +76,8 @@ async def serve(config_path: str) -> int:
         await stop.wait()
     finally:
         log.info("stopping")
+        notifier.stopping()
+        await notifier.stop_watchdog()
         await collector.stop()
         await runner.cleanup()
     return 0

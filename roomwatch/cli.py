@@ -158,7 +158,7 @@ def _load_extra_commands() -> None:
     import importlib
     import importlib.util
 
-    for module in ("alerts.cli",):  # adds test-alert once the alerting package ships it
+    for module in ("alerts.cli", "collector.report.cli"):  # test-alert (alerting), report (daily report)
         if importlib.util.find_spec(module) is not None:
             importlib.import_module(module)
 

@@ -1,0 +1,338 @@
+"""The daily inspection report: known history and alert episodes in a store → known figures, page, CLI, schedule."""
+
+from __future__ import annotations
+
+import datetime as dt
+import http.server
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, ClassVar
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from collector.report.compute import compute_report, hold_segments, report_window, true_intervals
+from collector.report.config import ReportConfig
+from collector.report.render import duration_text, render_text
+from collector.report.sources import SQLiteSource
+from tests.conftest import start_collector
+from tests.helpers import http_get, run_cli, write_yaml
+
+TZ = ZoneInfo("Asia/Shanghai")
+
+def _last_saturday() -> dt.date:
+    """A recent Saturday (so stores that prune old rows keep ours): its report covers Fri 08:00 → Sat 08:00."""
+    day = dt.datetime.now(TZ).date() - dt.timedelta(days=1)
+    return day - dt.timedelta(days=(day.weekday() - 5) % 7)
+
+
+DAY = _last_saturday()
+START = dt.datetime(DAY.year, DAY.month, DAY.day, 8, 0, tzinfo=TZ).timestamp() - 86400
+END = START + 86400
+H, MIN = 3600, 60
+R1 = {"site": "county-a", "room": "room-1", "agent": "agent-a"}
+R2 = {"site": "county-a", "room": "room-2", "agent": "agent-b"}
+
+# The same tables the history store and the alert store create (their own migrations are used when present).
+_HISTORY_SQL = """
+CREATE TABLE history_series (id INTEGER PRIMARY KEY, metric TEXT NOT NULL, labels TEXT NOT NULL, UNIQUE (metric, labels));
+CREATE TABLE history_samples (series INTEGER NOT NULL, ts INTEGER NOT NULL, value REAL NOT NULL, PRIMARY KEY (series, ts))
+"""
+_ALERTS_SQL = """
+CREATE TABLE alert_episodes (id INTEGER PRIMARY KEY AUTOINCREMENT, fingerprint TEXT NOT NULL, rule TEXT NOT NULL,
+    alertname TEXT NOT NULL, severity TEXT NOT NULL, labels TEXT NOT NULL, series_labels TEXT NOT NULL, metric TEXT NOT NULL,
+    state TEXT NOT NULL, active_since REAL NOT NULL, fired_at REAL, resolved_at REAL, value REAL, ack_by TEXT, ack_at REAL,
+    ack_comment TEXT, resolve_reason TEXT)
+"""
+
+
+def _make_schema(conn: sqlite3.Connection) -> None:
+    try:
+        from collector.store import MIGRATIONS as history_migrations  # type: ignore[attr-defined]
+
+        from collector.db import ensure_schema
+
+        ensure_schema(conn, "ingest", history_migrations)
+    except ImportError:
+        conn.executescript(_HISTORY_SQL)
+    try:
+        from alerts.store import MIGRATIONS as alert_migrations  # type: ignore[attr-defined]
+        from collector.db import ensure_schema
+
+        ensure_schema(conn, "alerts", alert_migrations)
+    except ImportError:
+        conn.executescript(_ALERTS_SQL)
+
+
+class Store:
+    def __init__(self, path: Path):
+        from collector.db import open_db
+
+        self.conn = open_db(path)
+        _make_schema(self.conn)
+
+    def series(self, metric: str, labels: dict[str, str], samples: list[tuple[float, float]]) -> None:
+        key = json.dumps(labels, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        sid = self.conn.execute("INSERT INTO history_series (metric, labels) VALUES (?, ?)", (metric, key)).lastrowid
+        self.conn.executemany("INSERT INTO history_samples (series, ts, value) VALUES (?, ?, ?)",
+                              [(sid, int(ts * 1000), val) for ts, val in samples])
+
+    def episode(self, name: str, severity: str, labels: dict[str, str], active: float, fired: float | None,
+                resolved: float | None, ack: float | None = None) -> None:
+        self.conn.execute(
+            "INSERT INTO alert_episodes (fingerprint, rule, alertname, severity, labels, series_labels, metric, state, "
+            "active_since, fired_at, resolved_at, ack_by, ack_at) VALUES (?, ?, ?, ?, ?, '{}', '', ?, ?, ?, ?, ?, ?)",
+            (f"fp-{name}-{active}", name, name, severity, json.dumps({"alertname": name, "severity": severity, **labels}),
+             "resolved" if resolved else ("firing" if fired else "pending"), active, fired, resolved,
+             "duty" if ack else None, ack))
+
+
+def build_history(path: Path) -> None:
+    """A day with known events (see the expected figures in the tests below)."""
+    s = Store(path)
+    every5 = [START + i * 300 for i in range(288)]  # one sample every 5 minutes across the window
+
+    def temp(ts: float) -> float:
+        if START + 2 * H <= ts < START + 2 * H + 30 * MIN:
+            return 28.0  # 30 min above 27 °C
+        if START + 3 * H <= ts < START + 3 * H + 10 * MIN:
+            return 33.0  # 10 min above 32 °C
+        return 22.0
+
+    s.series("roomwatch_temperature_celsius", {**R1, "device": "th1", "sensor": "inlet"}, [(t, temp(t)) for t in every5])
+    s.series("roomwatch_humidity_ratio", {**R1, "device": "th1", "sensor": "inlet"},
+             [(t, 0.85 if START + 10 * H <= t < START + 11 * H else 0.45) for t in every5])
+    # Door contact reporting on change only: closed since yesterday; 09:00 (2 min), 22:00 (20 min), 07:50 (still open).
+    s.series("roomwatch_door_open", {**R1, "device": "door1"}, [
+        (START - H, 0), (START + 1 * H, 1), (START + 1 * H + 2 * MIN, 0), (START + 14 * H, 1), (START + 14 * H + 20 * MIN, 0),
+        (START + 23 * H + 50 * MIN, 1)])
+    ups1 = {**R1, "device": "ups1"}
+    s.series("roomwatch_ups_on_battery", ups1, [(START - MIN, 0), (START + 5 * H, 1), (START + 5 * H + 4 * MIN, 0)])
+    s.series("roomwatch_ups_battery_charge_ratio", ups1, [(START, 1.0), (START + 5 * H + 4 * MIN, 0.82), (START + 6 * H, 0.9)])
+    s.series("roomwatch_ups_battery_runtime_seconds", ups1,
+             [(START, 2400), (START + 5 * H, 1800), (START + 5 * H + 3 * MIN, 900)])
+    s.series("roomwatch_ups_battery_age_seconds", ups1, [(START, 100_000_000), (END - H, 100_086_400)])
+    ups2 = {**R1, "device": "ups2"}
+    s.series("roomwatch_ups_on_battery", ups2, [(START, 0)])
+    s.series("roomwatch_ups_battery_age_seconds", ups2, [(START, 31_536_000)])
+    s.series("roomwatch_device_up", {**R1, "device": "th1"}, [(START - MIN, 1)])
+    s.series("roomwatch_device_up", {**R1, "device": "leak1"},
+             [(START - MIN, 1), (START + 8 * H, 0), (START + 8 * H + 15 * MIN, 1)])
+    s.series("roomwatch_temperature_celsius", {**R2, "device": "th9"}, [(START + 12 * H, 20.0)])
+    # Alerts: four raised in room-1 (three acknowledged after 6, 14 and 4 minutes), one AgentDown in room-2.
+    s.episode("RoomTemperatureHigh", "warning", {**R1, "device": "th1", "sensor": "inlet"},
+              START + 2 * H, START + 2 * H + 5 * MIN, START + 2 * H + 30 * MIN, ack=START + 2 * H + 11 * MIN)
+    s.episode("DoorOpenedOutOfHours", "warning", {**R1, "device": "door1"},
+              START + 14 * H, START + 14 * H, START + 14 * H + 20 * MIN, ack=START + 14 * H + 14 * MIN)
+    s.episode("UPSOnBattery", "warning", ups1, START + 5 * H, START + 5 * H + 30, START + 5 * H + 4 * MIN)
+    s.episode("DeviceDown", "warning", {**R1, "device": "leak1"}, START + 8 * H, START + 8 * H + 2 * MIN,
+              START + 8 * H + 15 * MIN, ack=START + 8 * H + 6 * MIN)
+    s.episode("RoomTemperatureHigh", "warning", {**R1, "device": "th1", "sensor": "inlet"},  # pending only: not raised
+              START + 4 * H, None, START + 4 * H + MIN)
+    s.episode("DoorOpenTooLong", "warning", {**R1, "device": "door1"},  # the day before: not in this report
+              START - 5 * H, START - 5 * H + 10 * MIN, START - 4 * H)
+    s.episode("AgentDown", "critical", {"agent": "agent-b"}, START + 20 * H, START + 20 * H, START + 20 * H + 10 * MIN)
+    s.conn.close()
+
+
+@pytest.fixture
+def store_path(tmp_path: Path) -> Path:
+    path = tmp_path / "collector.db"
+    build_history(path)
+    return path
+
+
+def _report(path: Path) -> Any:
+    cfg = ReportConfig()
+    start, end = report_window(cfg, DAY)
+    assert (start, end) == (START, END)
+    src = SQLiteSource(path)
+    try:
+        return compute_report(src, src, cfg, start, end)
+    finally:
+        src.close()
+
+
+def test_known_history_gives_known_figures(store_path: Path) -> None:
+    rep = _report(store_path)
+    assert rep.history_available and rep.alerts_available
+    assert [(r.site, r.room) for r in rep.rooms] == [("county-a", "room-1"), ("county-a", "room-2")]
+    r1, r2 = rep.rooms
+    [t] = r1.temperature
+    assert (t.device, t.sensor, t.min, t.max) == ("th1", "inlet", 22.0, 33.0)
+    assert t.seconds_outside == 40 * MIN and t.seconds_critical == 10 * MIN
+    assert t.avg == pytest.approx(22 + (6 * 30 * MIN + 11 * 10 * MIN) / 86400, abs=1e-3)
+    [hum] = r1.humidity
+    assert (hum.min, hum.max, hum.seconds_outside) == (0.45, 0.85, 1 * H)
+    [door] = r1.doors
+    assert (door.openings, door.longest_seconds, door.out_of_hours, door.open_at_end) == (3, 20 * MIN, 2, True)
+    assert door.open_seconds == 2 * MIN + 20 * MIN + 10 * MIN
+    assert [dt.datetime.fromtimestamp(x, TZ).strftime("%a %H:%M") for x in door.out_of_hours_times] == ["Fri 22:00", "Sat 07:50"]
+    u1, u2 = r1.ups
+    assert (u1.device, u1.on_battery_count, u1.on_battery_seconds, u1.lowest_charge, u1.lowest_runtime_seconds) == (
+        "ups1", 1, 4 * MIN, 0.82, 900)
+    assert u1.battery_age_seconds == 100_086_400 and u1.replace_due is True
+    assert (u2.device, u2.on_battery_count, u2.replace_due) == ("ups2", 0, False)
+    [down] = r1.devices_down
+    assert (down.device, down.episodes, down.seconds, down.down_at_end) == ("leak1", 1, 15 * MIN, False)
+    a = r1.alerts
+    assert (a.raised, a.acknowledged, a.unacknowledged, a.critical) == (4, 3, 1, 0)
+    assert a.by_name == {"RoomTemperatureHigh": 1, "DoorOpenedOutOfHours": 1, "UPSOnBattery": 1, "DeviceDown": 1}
+    assert (a.ack_median_seconds, a.ack_max_seconds) == (6 * MIN, 14 * MIN)
+    assert r2.agents == ["agent-b"]
+    [agent_down] = r2.agents_down
+    assert (agent_down.agent, agent_down.episodes, agent_down.seconds) == ("agent-b", 1, 10 * MIN)
+    assert (r2.alerts.raised, r2.alerts.critical, r2.alerts.unacknowledged) == (1, 1, 1)
+
+
+def test_report_text_in_both_languages(store_path: Path) -> None:
+    rep = _report(store_path)
+    zh = render_text(rep, "zh-CN")
+    assert zh.splitlines()[0] == f"【巡检日报】 {DAY.isoformat()} county-a"
+    assert "最低 22.0°C 平均 22.2°C 最高 33.0°C，高于 27°C 共 40分钟，其中高于 32°C 共 10分钟" in zh
+    assert "开启 3 次，最长 20分钟，非工作时间 2 次（22:00、07:50），目前仍开着" in zh
+    assert "应更换电池" in zh and "设备 leak1（agent-a）离线 1 次共 15分钟" in zh
+    assert "已确认 3 条，确认用时中位数 6分钟、最长 14分钟，未确认 1 条" in zh
+    en = render_text(rep, "en")
+    assert "opened 3 times, longest 20 min, 2 out of hours (22:00, 07:50), still open" in en
+    assert "agent agent-b down for 10 min" in en
+
+
+def test_helpers_on_edges() -> None:
+    assert duration_text(3725, "zh-CN") == "1小时2分钟" and duration_text(3725, "en") == "1 h 2 min"
+    assert duration_text(42, "en") == "42 s"
+    # A value holds until the next sample, at most max_hold; nothing outside the window counts.
+    assert hold_segments([(0, 1), (100, 2)], 50, 400, max_hold=60) == [(50, 60, 1), (100, 160, 2)]
+    # Open before the window and closed inside: an interval, not an opening; opened inside and never closed: to the end.
+    assert true_intervals([(0, 1), (100, 0), (200, 1)], 50, 400) == [(50, 100, False), (200, 400, True)]
+
+
+def test_missing_tables_say_not_available(tmp_path: Path) -> None:
+    from collector.db import open_db
+
+    open_db(tmp_path / "empty.db").close()
+    src = SQLiteSource(tmp_path / "empty.db")
+    rep = compute_report(src, src, ReportConfig(), START, END)
+    assert (rep.history_available, rep.alerts_available, rep.rooms) == (False, False, [])
+    assert "历史数据不可用" in render_text(rep) and "告警记录不可用" in render_text(rep)
+
+
+def _collector_file(tmp_path: Path, store: Path, **extra: Any) -> Path:
+    return write_yaml(tmp_path / "c.yaml", {"listen": "127.0.0.1:9640", "storage": str(store), **extra})
+
+
+def test_cli_prints_the_report(store_path: Path, tmp_path: Path) -> None:
+    conf = _collector_file(tmp_path, store_path)
+    r = run_cli("report", "-c", str(conf), "--date", DAY.isoformat(), "--format", "json")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["rooms"][0]["doors"][0]["openings"] == 3
+    r = run_cli("report", "-c", str(conf), "--date", DAY.isoformat(), "--lang", "en")
+    assert r.returncode == 0 and "Daily inspection report" in r.stdout
+    r = run_cli("report", "-c", str(conf), "--date", "28/11/2026")
+    assert r.returncode == 2 and "YYYY-MM-DD" in r.stderr
+
+
+def test_report_from_a_running_collectors_api(store_path: Path, tmp_path: Path) -> None:
+    """``roomwatch report --url``: the same figures through /api/v1/history and /api/v1/alerts/history."""
+    c = start_collector(tmp_path, storage=str(store_path))
+    try:
+        conf = _collector_file(tmp_path, store_path)
+        r = run_cli("report", "-c", str(conf), "--url", c.url, "--date", DAY.isoformat(), "--format", "json")
+        assert r.returncode == 0, r.stderr
+        doc = json.loads(r.stdout)
+        if http_get(c.url + "/api/v1/history?metric=roomwatch_door_open")[0] == 404:
+            assert doc["history_available"] is False
+            assert all(not r["temperature"] for r in doc["rooms"])
+            return
+        room = doc["rooms"][0]
+        assert (room["room"], room["doors"][0]["openings"], room["temperature"][0]["seconds_outside"]) == ("room-1", 3, 2400)
+        if http_get(c.url + "/api/v1/alerts/history")[0] == 200:
+            assert (room["alerts"]["raised"], room["alerts"]["ack_max_seconds"]) == (4, 840)
+    finally:
+        c.proc.stop()
+
+
+def test_report_page_and_json_from_a_running_collector(store_path: Path, tmp_path: Path) -> None:
+    c = start_collector(tmp_path, storage=str(store_path))
+    try:
+        status, body = http_get(c.url + f"/report?date={DAY.isoformat()}")
+        assert status == 200
+        page = body.decode()
+        assert "巡检日报" in page and 'data-room="county-a/room-1"' in page and "非工作时间 2 次" in page
+        status, body = http_get(c.url + f"/api/v1/report?date={DAY.isoformat()}")
+        assert status == 200 and json.loads(body)["rooms"][0]["ups"][0]["lowest_charge"] == 0.82
+        assert http_get(c.url + "/report?date=yesterday")[0] == 400
+    finally:
+        c.proc.stop()
+
+
+def test_schedule_sends_once_and_catches_up_after_a_restart(tmp_path: Path) -> None:
+    from collector.config import CollectorConfig
+    from collector.report.service import CATCH_UP, ReportScheduler
+
+    cfg = CollectorConfig.model_validate({"storage": str(tmp_path / "c.db")})
+
+    class FakeCollector:
+        config = cfg
+
+    s = ReportScheduler(FakeCollector())
+    s.started_at = END - 600  # running before 08:00
+    assert s.due(END - 1) is None  # not yet
+    assert s.due(END + 5) == (DAY.isoformat(), END)
+    s.mark(DAY.isoformat(), {"hook": "delivered"})
+    assert s.due(END + 60) is None  # sent once
+    restarted = ReportScheduler(FakeCollector())
+    restarted.started_at = END + 2 * H  # restarted after the time: the next day's report is caught up
+    next_end = END + 86400
+    assert restarted.due(next_end + 2 * H) == ((DAY + dt.timedelta(days=1)).isoformat(), next_end)
+    assert restarted.due(next_end + CATCH_UP + 1) is None  # too late to be useful
+    fresh = ReportScheduler(type("C", (), {"config": CollectorConfig.model_validate({"storage": str(tmp_path / "n.db")})})())
+    fresh.started_at = END + 60
+    assert fresh.due(END + 120) is None  # a new installation sends nothing for a day it did not watch
+    s.close()
+    restarted.close()
+    fresh.close()
+
+
+class _Receiver(http.server.BaseHTTPRequestHandler):
+    bodies: ClassVar[list[dict[str, Any]]] = []
+
+    def do_POST(self) -> None:
+        n = int(self.headers.get("Content-Length", 0))
+        type(self).bodies.append(json.loads(self.rfile.read(n)))
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def webhook_receiver() -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    _Receiver.bodies = []
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{srv.server_address[1]}/hook", _Receiver.bodies
+    srv.shutdown()
+    srv.server_close()
+
+
+def test_report_is_sent_through_a_configured_webhook(store_path: Path, tmp_path: Path,
+                                                     webhook_receiver: tuple[str, list[dict[str, Any]]]) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("alerts.channels.webhook") is None:
+        pytest.skip("the webhook channel is not in this build yet (alerting branch)")
+    url, bodies = webhook_receiver
+    conf = _collector_file(tmp_path, store_path, channels=[{"name": "hook", "type": "webhook", "url": url}],
+                           routes=[{"match": {"severity": "critical"}, "channels": ["hook"]}],
+                           report={"channels": ["hook"]})
+    r = run_cli("report", "-c", str(conf), "--date", DAY.isoformat(), "--send")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "hook: delivered" in r.stderr
+    assert len(bodies) == 1
+    assert "DailyReport" in json.dumps(bodies[0], ensure_ascii=False)
