@@ -99,6 +99,7 @@ class Agent:
             interval = dev_cfg.interval or (config.host.interval if dev_cfg.driver == "host" else a.interval)
             runner = DeviceRunner(dev_cfg, None, self.base_labels, interval)  # type: ignore[arg-type]
             runner.driver = cls(dev_cfg, _DriverContext(self, dev_cfg.name))
+            runner.timeout = runner.driver.poll_timeout(runner.timeout)
             self.devices[dev_cfg.name] = runner
 
     # -- shared resources ----------------------------------------------------
