@@ -37,11 +37,9 @@ class Evaluation:
 
 
 def text(raw: Any) -> str:
-    """An SNMP value as clean text: strings stripped of padding and NULs, numbers as digits, other types empty."""
+    """An SNMP string value stripped of padding and NULs; any other type (a wrong one) is empty."""
     if isinstance(raw, str):
         return raw.replace("\x00", "").strip()
-    if isinstance(raw, int) and not isinstance(raw, bool):
-        return str(raw)
     return ""
 
 
