@@ -95,18 +95,24 @@ class _Ctx:
         return self.objects[key]
 
 
-async def read_recording(port: int, community: str, **options: Any) -> list[Reading]:
-    """One poll of ``community`` on the simulator, as the agent would run it (profile auto, v2c)."""
+async def poll_once(port: int, **options: Any) -> tuple[list[Reading], int]:
+    """One poll of a device with ``options`` (profile auto by default); returns (readings, PDUs sent)."""
     ctx = _Ctx()
-    driver = SnmpDriver(SnmpConfig(name="dut", driver="snmp", host="127.0.0.1", port=port, community=community,
-                                   **options), ctx)
+    driver = SnmpDriver(SnmpConfig.model_validate({"name": "dut", "driver": "snmp", "host": "127.0.0.1", "port": port,
+                                                   **options}), ctx)
     try:
         await driver.start()
-        return list(await driver.poll())
+        readings = list(await driver.poll())
+        return readings, driver._target.requests
     finally:
         await driver.stop()
         for obj in ctx.objects.values():
             await obj.aclose()
+
+
+async def read_recording(port: int, community: str, **options: Any) -> list[Reading]:
+    """One v2c poll of ``community`` on the simulator, as the agent would run it (profile auto)."""
+    return (await poll_once(port, community=community, **options))[0]
 
 
 def load_truth(path: Path) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -121,88 +121,117 @@ def _end_of_mib(value: Any) -> bool:
     return isinstance(value, rfc1905.EndOfMibView)
 
 
-class Engine:
-    """The agent's one pysnmp ``SnmpEngine`` for every SNMP device, with a bound on requests in flight."""
+class _Slot:
+    """One pysnmp ``SnmpEngine`` and what is registered in it."""
 
-    def __init__(self, max_in_flight: int = 32):
-        from pysnmp.entity import config, engine
+    def __init__(self, config: Any, ids: Iterator[int]):
+        from pysnmp.entity import engine
 
         self._config = config
+        self._ids = ids
         self.engine = engine.SnmpEngine()
-        self.in_flight = asyncio.Semaphore(max_in_flight)
-        self._ids = itertools.count(1)
-        self._communities: dict[str, str] = {}
-        self._users: dict[str, tuple[Any, ...]] = {}
-        self._params: dict[tuple[str, str, int], str] = {}
-        self._domains: set[tuple[int, ...]] = set()
-        self._closed = False
+        self.communities: dict[str, str] = {}
+        self.users: dict[str, tuple[Any, ...]] = {}
+        self.params: dict[tuple[str, str, int], str] = {}
+        self.domains: set[tuple[int, ...]] = set()
 
-    def target(self, creds: Credentials, address: tuple[str, int], ipv6: bool, timeout: float, retries: int) -> Target:
-        """Register one device (credentials, address, timeout) with the engine and return its handle."""
+    def accepts(self, creds: Credentials) -> bool:
+        """False when the v3 user name is already here with other keys."""
+        known = self.users.get(creds.user)
+        return creds.version != "3" or known is None or known == _user_spec(creds)
+
+    def register(self, creds: Credentials, address: tuple[str, int], ipv6: bool, timeout: float, retries: int) -> str:
         cfg = self._config
         if creds.version == "3":
-            security_name = self._add_user(creds)
+            security_name = creds.user
+            if creds.user not in self.users:
+                auth = getattr(cfg, AUTH_PROTOCOLS[creds.auth_protocol or "SHA"]) if creds.auth_key else cfg.USM_AUTH_NONE
+                priv = getattr(cfg, PRIV_PROTOCOLS[creds.priv_protocol or "AES"]) if creds.priv_key else cfg.USM_PRIV_NONE
+                cfg.add_v3_user(self.engine, creds.user, auth, creds.auth_key, priv, creds.priv_key)
+                self.users[creds.user] = _user_spec(creds)
         else:
-            security_name = self._communities.get(creds.community)
-            if security_name is None:
+            security_name = self.communities.get(creds.community, "")
+            if not security_name:
                 security_name = f"c{next(self._ids)}"
                 cfg.add_v1_system(self.engine, security_name, creds.community)
-                self._communities[creds.community] = security_name
+                self.communities[creds.community] = security_name
         mp_model = {"1": 0, "2c": 1, "3": 3}[creds.version]
         pkey = (security_name, creds.security_level, mp_model)
-        params = self._params.get(pkey)
+        params = self.params.get(pkey)
         if params is None:
             params = f"p{next(self._ids)}"
             cfg.add_target_parameters(self.engine, params, security_name, creds.security_level, mp_model)
-            self._params[pkey] = params
-        domain = self._transport(ipv6)
+            self.params[pkey] = params
         addr_name = f"a{next(self._ids)}"
-        cfg.add_target_address(self.engine, addr_name, domain, address, params, max(1, round(timeout * 100)), retries)
-        return Target(self, addr_name, creds, f"{address[0]}:{address[1]}", timeout, retries)
-
-    def forget(self, target: Target) -> None:
-        """Drop a device's address entry (when it is re-registered after an address change)."""
-        if not self._closed:
-            self._config.delete_target_address(self.engine, target.addr_name)
-
-    def _add_user(self, creds: Credentials) -> str:
-        cfg = self._config
-        spec = (creds.auth_protocol, creds.auth_key, creds.priv_protocol, creds.priv_key)
-        known = self._users.get(creds.user)
-        if known is not None:
-            if known != spec:
-                # pysnmp's USM table is keyed by user name until the agent's engine ID is discovered.
-                raise SnmpError(f"SNMPv3 user {creds.user!r} is configured with different keys on another device; "
-                                "use one set of keys per user name")
-            return creds.user
-        auth = getattr(cfg, AUTH_PROTOCOLS[creds.auth_protocol or "SHA"]) if creds.auth_key else cfg.USM_AUTH_NONE
-        priv = getattr(cfg, PRIV_PROTOCOLS[creds.priv_protocol or "AES"]) if creds.priv_key else cfg.USM_PRIV_NONE
-        cfg.add_v3_user(self.engine, creds.user, auth, creds.auth_key, priv, creds.priv_key)
-        self._users[creds.user] = spec
-        return creds.user
+        cfg.add_target_address(self.engine, addr_name, self._transport(ipv6), address, params,
+                               max(1, round(timeout * 100)), retries)
+        return addr_name
 
     def _transport(self, ipv6: bool) -> tuple[int, ...]:
         from pysnmp.carrier.asyncio.dgram import udp, udp6
 
         mod = udp6 if ipv6 else udp
-        if mod.DOMAIN_NAME not in self._domains:
+        if mod.DOMAIN_NAME not in self.domains:
             transport = (udp6.Udp6AsyncioTransport if ipv6 else udp.UdpAsyncioTransport)().open_client_mode()
             self._config.add_transport(self.engine, mod.DOMAIN_NAME, transport)
-            self._domains.add(mod.DOMAIN_NAME)
+            self.domains.add(mod.DOMAIN_NAME)
         return mod.DOMAIN_NAME
+
+
+def _user_spec(creds: Credentials) -> tuple[Any, ...]:
+    return (creds.auth_protocol, creds.auth_key, creds.priv_protocol, creds.priv_key)
+
+
+class Engine:
+    """The agent's pysnmp engine(s) for every SNMP device, with one bound on requests in flight.
+
+    Normally one ``SnmpEngine`` (one UDP socket) serves every device. pysnmp keys SNMPv3 users
+    by name, so a second device whose user has the same name but other keys (two UPS cards set
+    up by different people, or a mistyped key) gets an engine of its own.
+    """
+
+    def __init__(self, max_in_flight: int = 32):
+        from pysnmp.entity import config
+
+        self._config = config
+        self.in_flight = asyncio.Semaphore(max_in_flight)
+        self._ids = itertools.count(1)
+        self._slots: list[_Slot] = []
+        self._closed = False
+
+    @property
+    def engines(self) -> int:
+        return len(self._slots)
+
+    def target(self, creds: Credentials, address: tuple[str, int], ipv6: bool, timeout: float, retries: int) -> Target:
+        """Register one device (credentials, address, timeout) and return its handle."""
+        slot = next((s for s in self._slots if s.accepts(creds)), None)
+        if slot is None:
+            slot = _Slot(self._config, self._ids)
+            self._slots.append(slot)
+        addr_name = slot.register(creds, address, ipv6, timeout, retries)
+        return Target(self, slot.engine, addr_name, creds, f"{address[0]}:{address[1]}", timeout, retries)
+
+    def forget(self, target: Target) -> None:
+        """Drop a device's address entry (when it is re-registered after an address change, or stopped)."""
+        if not self._closed:
+            self._config.delete_target_address(target.snmp_engine, target.addr_name)
 
     async def aclose(self) -> None:
         """Close the UDP sockets (the agent calls this once at shutdown)."""
         if not self._closed:
             self._closed = True
-            self.engine.close_dispatcher()
+            for slot in self._slots:
+                slot.engine.close_dispatcher()
 
 
 class Target:
     """One device as the engine knows it: GET and walk with its credentials, timeout and retries."""
 
-    def __init__(self, engine: Engine, addr_name: str, creds: Credentials, where: str, timeout: float, retries: int):
+    def __init__(self, engine: Engine, snmp_engine: Any, addr_name: str, creds: Credentials, where: str,
+                 timeout: float, retries: int):
         self._engine = engine
+        self.snmp_engine = snmp_engine
         self.addr_name = addr_name
         self.creds = creds
         self.where = where
@@ -235,16 +264,16 @@ class Target:
                 future.set_result((indication, int(status or 0), int(index or 0), var_binds))
 
         var_binds = [(self._name(o), Null("")) for o in oids]
-        eng = self._engine
-        async with eng.in_flight:
+        eng = self.snmp_engine
+        async with self._engine.in_flight:
             self.requests += 1
             if kind == "get":
-                cmdgen.GetCommandGenerator().send_varbinds(eng.engine, self.addr_name, None, self._context, var_binds, done)
+                cmdgen.GetCommandGenerator().send_varbinds(eng, self.addr_name, None, self._context, var_binds, done)
             elif kind == "next":
-                cmdgen.NextCommandGeneratorSingleRun().send_varbinds(eng.engine, self.addr_name, None, self._context,
+                cmdgen.NextCommandGeneratorSingleRun().send_varbinds(eng, self.addr_name, None, self._context,
                                                                      var_binds, done)
             else:
-                cmdgen.BulkCommandGeneratorSingleRun().send_varbinds(eng.engine, self.addr_name, None, self._context,
+                cmdgen.BulkCommandGeneratorSingleRun().send_varbinds(eng, self.addr_name, None, self._context,
                                                                      0, max_repetitions, var_binds, done)
             indication, status, index, answer = await future
         if indication:
