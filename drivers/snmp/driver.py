@@ -83,7 +83,10 @@ class SnmpConfig(UpsDeviceConfig):
     @classmethod
     def _known_profile(cls, name: str) -> str:
         if name != "auto":
-            get_profile(name)  # KeyError → pydantic reports it with the known names
+            try:
+                get_profile(name)
+            except KeyError as exc:
+                raise ValueError(exc.args[0]) from None
         return name
 
     @model_validator(mode="after")

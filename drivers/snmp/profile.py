@@ -302,8 +302,7 @@ def _resolve(name: str, raw: dict[str, dict[str, Any]], seen: tuple[str, ...]) -
         sub = _resolve(inc, raw, (*seen, name))
         points += sub["points"]
         tables += sub["tables"]
-        labels = {f.label for f in info}
-        info += [f for f in sub["info"] if f.label not in labels]
+        info += sub["info"]  # per label, the first field with a value wins (see readings.evaluate)
         dates += [d for d in sub["battery_date"] if d not in dates]
     return {**doc, "points": points, "tables": tables, "info": info, "battery_date": dates}
 
