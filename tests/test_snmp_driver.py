@@ -241,3 +241,23 @@ def test_poll_budget_covers_retries() -> None:
     assert agent.devices["u"].timeout == 46.0
     agent = _agent({"name": "d", "community": "public"})
     assert agent.devices["d"].timeout == 13.0  # defaults: 2 s per try, 1 retry
+
+
+def test_demo_ups_is_served_over_real_snmp(tmp_path: Any) -> None:
+    """`roomwatch demo`'s simulated UPS: snmpsim with the shipped recording, read by the driver."""
+    from roomwatch.demo import DemoContext, _stop
+    from roomwatch.sims import snmp_ups
+
+    ctx = DemoContext(tmp_path)
+    try:
+        (entry,) = snmp_ups.start(ctx)
+        options = {k: val for k, val in entry.items() if k not in ("name", "driver", "host")}
+        readings, _ = asyncio.run(poll_once(**options))
+    finally:
+        _stop(ctx.processes)
+        for cleanup in ctx.cleanups:
+            cleanup()
+    assert value(readings, v.UPS_ON_BATTERY) in (0.0, 1.0)
+    assert 0.05 <= value(readings, v.UPS_BATTERY_CHARGE) <= 1.0  # type: ignore[operator]
+    assert value(readings, v.UPS_INFO, model="DP-3000 RT") == 1.0
+    assert value(readings, v.UPS_BATTERY_AGE) is not None  # battery_installed in the demo's device entry

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from roomwatch.sims.snmp_ups import snmp_ping
 from tests.helpers import free_port, require_binary
 from tests.peers.process import PeerProcess
 
@@ -37,44 +38,6 @@ V3_USERS = (
     V3User("sha256", "SHA256", "authpass123", "AES256", "privpass123"),
     V3User("authonly", "SHA", "authpass123", "NONE"),  # authNoPriv
 )
-
-
-def _ber_len(n: int) -> bytes:
-    if n < 0x80:
-        return bytes([n])
-    body = n.to_bytes((n.bit_length() + 7) // 8, "big")
-    return bytes([0x80 | len(body)]) + body
-
-
-def _tlv(tag: int, body: bytes) -> bytes:
-    return bytes([tag]) + _ber_len(len(body)) + body
-
-
-def _oid(text: str) -> bytes:
-    parts = [int(p) for p in text.split(".")]
-    out = bytearray([40 * parts[0] + parts[1]])
-    for p in parts[2:]:
-        chunk = [p & 0x7F]
-        p >>= 7
-        while p:
-            chunk.append(0x80 | (p & 0x7F))
-            p >>= 7
-        out += bytes(reversed(chunk))
-    return _tlv(0x06, bytes(out))
-
-
-def snmp_ping(port: int, community: str, oid: str = "1.3.6.1.2.1.1.2.0", timeout: float = 0.3) -> bool:
-    """True when an SNMPv2c GET to 127.0.0.1:port gets any answer (readiness check without net-snmp)."""
-    varbind = _tlv(0x30, _oid(oid) + b"\x05\x00")
-    pdu = _tlv(0xA0, _tlv(0x02, b"\x01") + _tlv(0x02, b"\x00") + _tlv(0x02, b"\x00") + _tlv(0x30, varbind))
-    msg = _tlv(0x30, _tlv(0x02, b"\x01") + _tlv(0x04, community.encode()) + pdu)
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.settimeout(timeout)
-        s.sendto(msg, ("127.0.0.1", port))
-        try:
-            return bool(s.recv(65535))
-        except OSError:
-            return False
 
 
 class Snmpsim:
