@@ -51,6 +51,8 @@ def value(readings: list[Reading], metric: str, **labels: str) -> float | None:
 
 @pytest.mark.parametrize("options", [
     pytest.param({"version": 1, "community": "ups-mib-online"}, id="v1"),
+    pytest.param({"version": 1, "community": "ups-mib-online", "client": "pysnmp"}, id="v1-pysnmp"),
+    pytest.param({"community": "ups-mib-online", "client": "pysnmp"}, id="v2c-pysnmp"),
     pytest.param({**V3, "context": "ups-mib-online"}, id="v3-authPriv-SHA-AES"),
     pytest.param({"version": "3", "user": "md5des", "auth_protocol": "MD5", "auth_key": "authpass123",
                   "priv_protocol": "DES", "priv_key": "privpass123", "context": "ups-mib-online"}, id="v3-MD5-DES"),
@@ -71,7 +73,9 @@ async def test_getbulk_walks_tables_in_fewer_requests_than_getnext(sim: Snmpsim)
     bulk, bulk_requests = await poll_once(sim.port, community="apc-smartups", max_repetitions=10)
     nxt, next_requests = await poll_once(sim.port, community="apc-smartups", max_repetitions=0)
     v1, _ = await poll_once(sim.port, community="apc-smartups", version=1)
-    assert values(bulk) == values(nxt) == values(v1)
+    via_pysnmp, pysnmp_requests = await poll_once(sim.port, community="apc-smartups", client="pysnmp")
+    assert values(bulk) == values(nxt) == values(v1) == values(via_pysnmp)
+    assert pysnmp_requests == bulk_requests
     assert value(bulk, v.TEMPERATURE, sensor="Rack rear") == 31.0
     # sysObjectID + one GET + walk: GETBULK takes every column of every table in one or two PDUs.
     assert bulk_requests <= 4 < next_requests

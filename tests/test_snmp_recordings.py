@@ -217,11 +217,13 @@ def check_against_truth(readings: list[Reading], truth: dict[str, Any]) -> list[
 
 
 @pytest.mark.peer("snmpsim")
+@pytest.mark.parametrize("client", ["auto", "pysnmp"])
 @pytest.mark.parametrize(("recording", "truth_file"), CASES)
-async def test_recording_matches_truth(sim: Snmpsim, recording: Path, truth_file: Path) -> None:
+async def test_recording_matches_truth(sim: Snmpsim, recording: Path, truth_file: Path, client: str) -> None:
+    """``auto`` reads v2c with the built-in client; ``pysnmp`` with pysnmp: both must match the truth."""
     truth = load_truth(truth_file)
     community = truth.get("access", {}).get("community", recording.stem)
-    readings = await read_recording(sim.port, community)
+    readings = await read_recording(sim.port, community, client=client)
     problems = check_against_truth(readings, truth)
     shown = "\n".join(f"  {r.metric}{dict(r.labels or {})} = {r.value}" for r in readings)
     assert not problems, "\n".join(problems) + f"\nreadings:\n{shown}"

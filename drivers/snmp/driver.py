@@ -76,6 +76,8 @@ class SnmpConfig(UpsDeviceConfig):
     timeout: Duration | None = Field(default=None, gt=0, description="wait per SNMP attempt (default 2s)")
     retries: int = Field(default=1, ge=0, le=10, description="attempts after the first one that timed out")
     max_repetitions: int = Field(default=10, ge=0, le=100, description="GETBULK rows per request; 0 = GETNEXT")
+    client: Literal["auto", "pysnmp"] = Field(
+        default="auto", description="auto: built-in v1/v2c client, pysnmp for v3; pysnmp: pysnmp for every version")
     contacts: dict[str, ContactConfig] = Field(
         default_factory=dict, description="sensor name of a dry contact → what it is wired to")
 
@@ -181,15 +183,17 @@ class SnmpDriver(Driver):
 
         self._engine = self.context.shared(("snmp", "engine"), lambda: Engine(MAX_IN_FLIGHT))
         address, ipv6 = await self._resolve()
-        self._target = self._engine.target(self._credentials(), address, ipv6, self._attempt, self.config.retries)
+        self._target = await self._engine.target(self._credentials(), address, ipv6, self._attempt, self.config.retries,
+                                                 self.config.client)
         self._address = address
 
     async def _refresh_address(self) -> None:
         # A card that took a new DHCP lease keeps its name: look it up again after a failure.
         address, ipv6 = await self._resolve()
         if address != self._address:
-            self._engine.forget(self._target)
-            self._target = self._engine.target(self._credentials(), address, ipv6, self._attempt, self.config.retries)
+            self._target.close()
+            self._target = await self._engine.target(self._credentials(), address, ipv6, self._attempt,
+                                                     self.config.retries, self.config.client)
             self._address = address
 
     async def _pick_profile(self) -> Profile:
@@ -245,6 +249,6 @@ class SnmpDriver(Driver):
 
     async def stop(self) -> None:
         """Forget the device (the shared engine is closed by the agent)."""
-        if self._engine is not None and self._target is not None:
-            self._engine.forget(self._target)
+        if self._target is not None:
+            self._target.close()
             self._target = None

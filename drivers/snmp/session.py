@@ -1,49 +1,34 @@
-"""The SNMP wire layer: one shared pysnmp engine, GET of scalars and GETBULK/GETNEXT walks of table columns.
+"""The SNMP wire layer shared by the driver's two clients: GET of scalars, GETBULK/GETNEXT walks of columns.
 
-Uses pysnmp 7.1's asyncio command generators with raw numeric OIDs. The
-high-level ``pysnmp.hlapi`` wrappers resolve every OID through a MIB view and,
-when pysmi is installed (snmpsim pulls it in), import pysmi, requests and
-jinja2: measured here, 2x the CPU per request and about 20 MiB more agent
-memory, for nothing, since profiles carry numeric OIDs. So this module
-configures the engine the way ``hlapi``'s ``CommandGeneratorLcdConfigurator``
-does (``pysnmp.entity.config``) and sends PDUs with ``pysnmp.entity.rfc3413.cmdgen``.
+Two clients speak SNMP, behind one :class:`Target` interface:
 
-Values come back as plain Python: ``int`` for every integer type, ``str`` for
-text, a tuple for OIDs, ``None`` for noSuchObject/noSuchInstance/Null/Opaque.
+* :mod:`drivers.snmp.native` — roomwatch's own v1/v2c client: a BER codec for the
+  four PDU types we send and one UDP socket for every device. The default for
+  v1/v2c (``client: auto``), because pysnmp spends about 1.2 ms of CPU per GET
+  in pyasn1 — twice snmp_exporter's cost per target — and its import (with
+  cryptography) adds 15 MiB to an agent that only has community-based devices.
+* :mod:`drivers.snmp.pysnmp_client` — pysnmp 7.1's asyncio command generators,
+  for SNMPv3 (USM authentication and privacy) and for v1/v2c with ``client: pysnmp``.
+
+Both hand back plain Python values: ``int`` for every integer type, ``str`` for
+text, a tuple for OIDs, ``None`` for noSuchObject/noSuchInstance/Null/Opaque
+and :data:`END_OF_MIB` at the end of a walk. The GET/walk logic here (SNMPv1
+noSuchName, tooBig splitting, parallel column walks) is the same for both.
 """
 
 from __future__ import annotations
 
+import abc
 import asyncio
-import itertools
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from drivers.base import DeviceError
 from drivers.snmp.profile import OID
 
-__all__ = ["AUTH_PROTOCOLS", "PRIV_PROTOCOLS", "Credentials", "Engine", "SnmpError", "Target"]
-
-#: config names → pysnmp.entity.config attribute names (pysnmp 7.1).
-AUTH_PROTOCOLS = {
-    "MD5": "USM_AUTH_HMAC96_MD5",
-    "SHA": "USM_AUTH_HMAC96_SHA",
-    "SHA224": "USM_AUTH_HMAC128_SHA224",
-    "SHA256": "USM_AUTH_HMAC192_SHA256",
-    "SHA384": "USM_AUTH_HMAC256_SHA384",
-    "SHA512": "USM_AUTH_HMAC384_SHA512",
-}
-PRIV_PROTOCOLS = {
-    "DES": "USM_PRIV_CBC56_DES",
-    "3DES": "USM_PRIV_CBC168_3DES",
-    "AES": "USM_PRIV_CFB128_AES",
-    "AES192": "USM_PRIV_CFB192_AES",  # Cisco-style key extension, what most vendors mean by "AES-192"
-    "AES256": "USM_PRIV_CFB256_AES",
-    "AES192C": "USM_PRIV_CFB192_AES_BLUMENTHAL",  # draft-blumenthal key extension
-    "AES256C": "USM_PRIV_CFB256_AES_BLUMENTHAL",
-}
+__all__ = ["END_OF_MIB", "Credentials", "Engine", "SnmpError", "Target", "decode_text"]
 
 MAX_GET_OIDS = 32  # OIDs per GET PDU: keeps responses well under 1472 bytes on old cards
 V1_ABSENT_RECHECK = 600.0  # seconds before SNMPv1 asks again for OIDs the agent said it lacks
@@ -51,18 +36,16 @@ MAX_WALK_ROWS = 2000  # a table longer than this is a broken agent looping, not 
 # SNMP error-status codes (RFC 3416 §3): noSuchName(2) in v1 means "not there"; tooBig(1) and
 # genErr(5) on a multi-OID GET make us split the request, since some cards fail a whole PDU
 # for one object they do not know.
-_TOO_BIG, _NO_SUCH_NAME, _GEN_ERR, _AUTHORIZATION_ERROR = 1, 2, 5, 16
+TOO_BIG, NO_SUCH_NAME, GEN_ERR, AUTHORIZATION_ERROR = 1, 2, 5, 16
 
-_ERROR_HINTS = {
-    "requestTimedOut": "no answer",
-    "wrongDigest": "SNMPv3 authentication failed: wrong auth_key or auth_protocol",
-    "unknownUserName": "SNMPv3 user is unknown to the agent",
-    "unsupportedSecLevel": "the agent does not support this security_level for the user",
-    "decryptionError": "SNMPv3 decryption failed: wrong priv_key or priv_protocol",
-    "unknownEngineID": "SNMPv3 engine discovery failed",
-    "notInTimeWindow": "SNMPv3 message out of the agent's time window",
-    "authenticationError": "SNMPv3 authentication failed",
-}
+
+class _EndOfMib:
+    def __repr__(self) -> str:
+        return "END_OF_MIB"
+
+
+#: The value an agent returns past the last object (SNMPv2 endOfMibView).
+END_OF_MIB: Any = _EndOfMib()
 
 
 class SnmpError(DeviceError):
@@ -91,207 +74,49 @@ class Credentials:
         return "authNoPriv" if self.auth_key else "noAuthNoPriv"
 
 
-def _py(value: Any) -> Any:
-    """A pysnmp value as plain Python (see module docstring)."""
-    from pyasn1.type import univ
-    from pysnmp.proto import rfc1902
-
-    if isinstance(value, univ.Integer):
-        return int(value)
-    if isinstance(value, rfc1902.IpAddress):
-        return ".".join(str(b) for b in value.asOctets())
-    if isinstance(value, rfc1902.Opaque):
-        return None
-    if isinstance(value, univ.OctetString):
-        raw = value.asOctets()
-        for codec in ("utf-8", "gb18030"):  # Chinese-made cards often name sensors in GBK
-            try:
-                return raw.decode(codec)
-            except UnicodeDecodeError:
-                continue
-        return raw.decode("latin-1")
-    if isinstance(value, univ.ObjectIdentifier):
-        return tuple(value)
-    return None  # Null, noSuchObject, noSuchInstance, endOfMibView
+def decode_text(raw: bytes) -> str:
+    """OCTET STRING → text: UTF-8, else GB18030 (Chinese-made cards often name sensors in GBK), else Latin-1."""
+    for codec in ("utf-8", "gb18030"):
+        try:
+            return raw.decode(codec)
+        except UnicodeDecodeError:
+            continue
+    return raw.decode("latin-1")
 
 
-def _end_of_mib(value: Any) -> bool:
-    from pysnmp.proto import rfc1905
+class Target(abc.ABC):
+    """One device: GET and walk with its credentials, timeout and retries (a client implements :meth:`_exchange`)."""
 
-    return isinstance(value, rfc1905.EndOfMibView)
-
-
-class _Slot:
-    """One pysnmp ``SnmpEngine`` and what is registered in it."""
-
-    def __init__(self, config: Any, ids: Iterator[int]):
-        from pysnmp.entity import engine
-
-        self._config = config
-        self._ids = ids
-        self.engine = engine.SnmpEngine()
-        self.communities: dict[str, str] = {}
-        self.users: dict[str, tuple[Any, ...]] = {}
-        self.params: dict[tuple[str, str, int], str] = {}
-        self.domains: set[tuple[int, ...]] = set()
-
-    def accepts(self, creds: Credentials) -> bool:
-        """False when the v3 user name is already here with other keys."""
-        known = self.users.get(creds.user)
-        return creds.version != "3" or known is None or known == _user_spec(creds)
-
-    def register(self, creds: Credentials, address: tuple[str, int], ipv6: bool, timeout: float, retries: int) -> str:
-        cfg = self._config
-        if creds.version == "3":
-            security_name = creds.user
-            if creds.user not in self.users:
-                auth = getattr(cfg, AUTH_PROTOCOLS[creds.auth_protocol or "SHA"]) if creds.auth_key else cfg.USM_AUTH_NONE
-                priv = getattr(cfg, PRIV_PROTOCOLS[creds.priv_protocol or "AES"]) if creds.priv_key else cfg.USM_PRIV_NONE
-                cfg.add_v3_user(self.engine, creds.user, auth, creds.auth_key, priv, creds.priv_key)
-                self.users[creds.user] = _user_spec(creds)
-        else:
-            security_name = self.communities.get(creds.community, "")
-            if not security_name:
-                security_name = f"c{next(self._ids)}"
-                cfg.add_v1_system(self.engine, security_name, creds.community)
-                self.communities[creds.community] = security_name
-        mp_model = {"1": 0, "2c": 1, "3": 3}[creds.version]
-        pkey = (security_name, creds.security_level, mp_model)
-        params = self.params.get(pkey)
-        if params is None:
-            params = f"p{next(self._ids)}"
-            cfg.add_target_parameters(self.engine, params, security_name, creds.security_level, mp_model)
-            self.params[pkey] = params
-        addr_name = f"a{next(self._ids)}"
-        cfg.add_target_address(self.engine, addr_name, self._transport(ipv6), address, params,
-                               max(1, round(timeout * 100)), retries)
-        return addr_name
-
-    def _transport(self, ipv6: bool) -> tuple[int, ...]:
-        from pysnmp.carrier.asyncio.dgram import udp, udp6
-
-        mod = udp6 if ipv6 else udp
-        if mod.DOMAIN_NAME not in self.domains:
-            transport = (udp6.Udp6AsyncioTransport if ipv6 else udp.UdpAsyncioTransport)().open_client_mode()
-            self._config.add_transport(self.engine, mod.DOMAIN_NAME, transport)
-            self.domains.add(mod.DOMAIN_NAME)
-        return mod.DOMAIN_NAME
-
-
-def _user_spec(creds: Credentials) -> tuple[Any, ...]:
-    return (creds.auth_protocol, creds.auth_key, creds.priv_protocol, creds.priv_key)
-
-
-class Engine:
-    """The agent's pysnmp engine(s) for every SNMP device, with one bound on requests in flight.
-
-    Normally one ``SnmpEngine`` (one UDP socket) serves every device. pysnmp keys SNMPv3 users
-    by name, so a second device whose user has the same name but other keys (two UPS cards set
-    up by different people, or a mistyped key) gets an engine of its own.
-    """
-
-    def __init__(self, max_in_flight: int = 32):
-        from pysnmp.entity import config
-
-        self._config = config
-        self.in_flight = asyncio.Semaphore(max_in_flight)
-        self._ids = itertools.count(1)
-        self._slots: list[_Slot] = []
-        self._closed = False
-
-    @property
-    def engines(self) -> int:
-        return len(self._slots)
-
-    def target(self, creds: Credentials, address: tuple[str, int], ipv6: bool, timeout: float, retries: int) -> Target:
-        """Register one device (credentials, address, timeout) and return its handle."""
-        slot = next((s for s in self._slots if s.accepts(creds)), None)
-        if slot is None:
-            slot = _Slot(self._config, self._ids)
-            self._slots.append(slot)
-        addr_name = slot.register(creds, address, ipv6, timeout, retries)
-        return Target(self, slot.engine, addr_name, creds, f"{address[0]}:{address[1]}", timeout, retries)
-
-    def forget(self, target: Target) -> None:
-        """Drop a device's address entry (when it is re-registered after an address change, or stopped)."""
-        if not self._closed:
-            self._config.delete_target_address(target.snmp_engine, target.addr_name)
-
-    async def aclose(self) -> None:
-        """Close the UDP sockets (the agent calls this once at shutdown)."""
-        if not self._closed:
-            self._closed = True
-            for slot in self._slots:
-                slot.engine.close_dispatcher()
-
-
-class Target:
-    """One device as the engine knows it: GET and walk with its credentials, timeout and retries."""
-
-    def __init__(self, engine: Engine, snmp_engine: Any, addr_name: str, creds: Credentials, where: str,
-                 timeout: float, retries: int):
+    def __init__(self, engine: Engine, creds: Credentials, where: str, timeout: float, retries: int):
         self._engine = engine
-        self.snmp_engine = snmp_engine
-        self.addr_name = addr_name
         self.creds = creds
         self.where = where
         self.timeout = timeout
         self.retries = retries
-        self._context = creds.context.encode()
-        self._names: dict[OID, Any] = {}
-        self.requests = 0  # PDUs sent, for tests and benchmarks
+        self.requests = 0  # PDUs sent (not counting retries), for tests and benchmarks
         self._v1_absent: set[OID] = set()
         self._v1_absent_since = time.monotonic()
 
-    def _name(self, oid: OID) -> Any:
-        name = self._names.get(oid)
-        if name is None:
-            from pysnmp.proto.rfc1902 import ObjectName
+    @abc.abstractmethod
+    async def _exchange(self, kind: str, oids: Sequence[OID], max_repetitions: int) -> tuple[int, int, list[Any]]:
+        """Send one PDU (``get``, ``next`` or ``bulk``); return (error-status, error-index, [(oid, value)])."""
 
-            name = self._names[oid] = ObjectName(oid)
-        return name
+    def close(self) -> None:  # noqa: B027 - clients with per-device state override it
+        """Forget the device (stopped, or registered again at a new address)."""
+
+    def timed_out(self) -> SnmpError:
+        tries = self.retries + 1
+        who = "community" if self.creds.version != "3" else "SNMPv3 user, keys or context"
+        return SnmpError(f"no SNMP answer from {self.where} (timeout {self.timeout:g}s, {tries} "
+                         f"{'try' if tries == 1 else 'tries'}): host down, port closed or wrong {who}")
 
     async def _request(self, kind: str, oids: Sequence[OID], max_repetitions: int = 0) -> tuple[int, int, list[Any]]:
-        """Send one PDU; return (error status, error index, var-binds) or raise :class:`SnmpError`."""
-        from pysnmp.entity.rfc3413 import cmdgen
-        from pysnmp.proto.rfc1902 import Null
-
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[tuple[Any, int, int, Any]] = loop.create_future()
-
-        def done(_engine: Any, _handle: Any, indication: Any, status: Any, index: Any, var_binds: Any, _ctx: Any) -> None:
-            if not future.done():  # a poll cancelled by its timeout leaves pysnmp's callback behind
-                future.set_result((indication, int(status or 0), int(index or 0), var_binds))
-
-        var_binds = [(self._name(o), Null("")) for o in oids]
-        eng = self.snmp_engine
         async with self._engine.in_flight:
             self.requests += 1
-            if kind == "get":
-                cmdgen.GetCommandGenerator().send_varbinds(eng, self.addr_name, None, self._context, var_binds, done)
-            elif kind == "next":
-                cmdgen.NextCommandGeneratorSingleRun().send_varbinds(eng, self.addr_name, None, self._context,
-                                                                     var_binds, done)
-            else:
-                cmdgen.BulkCommandGeneratorSingleRun().send_varbinds(eng, self.addr_name, None, self._context,
-                                                                     0, max_repetitions, var_binds, done)
-            indication, status, index, answer = await future
-        if indication:
-            raise SnmpError(self._describe(indication))
-        if status == _AUTHORIZATION_ERROR:
+            status, index, answer = await self._exchange(kind, oids, max_repetitions)
+        if status == AUTHORIZATION_ERROR:
             raise SnmpError(f"{self.where} refused access (authorizationError): check the SNMPv3 context and view")
-        return status, index, list(answer)
-
-    def _describe(self, indication: Any) -> str:
-        key = type(indication).__name__
-        key = key[:1].lower() + key[1:]
-        hint = _ERROR_HINTS.get(key)
-        if key == "requestTimedOut":
-            tries = self.retries + 1
-            who = "community" if self.creds.version != "3" else "SNMPv3 user, keys or context"
-            return (f"no SNMP answer from {self.where} (timeout {self.timeout:g}s, {tries} "
-                    f"{'try' if tries == 1 else 'tries'}): host down, port closed or wrong {who}")
-        return f"{self.where}: {hint or indication}"
+        return status, index, answer
 
     async def get(self, oids: Sequence[OID]) -> dict[OID, Any]:
         """Values of scalar ``oids`` (absent ones map to None), in PDUs of at most MAX_GET_OIDS."""
@@ -313,18 +138,18 @@ class Target:
                 if len(answer) != len(chunk):
                     raise SnmpError(f"{self.where} answered {len(answer)} values for {len(chunk)} OIDs")
                 for oid, (_name, value) in zip(chunk, answer, strict=True):
-                    out[oid] = _py(value)
-            elif status == _NO_SUCH_NAME and 1 <= index <= len(chunk):
+                    out[oid] = None if value is END_OF_MIB else value
+            elif status == NO_SUCH_NAME and 1 <= index <= len(chunk):
                 # SNMPv1: one unknown OID fails the whole PDU; drop it and ask again for the rest.
                 missing = chunk.pop(index - 1)
                 out[missing] = None
                 self._v1_absent.add(missing)
                 if chunk:
                     pending.append(chunk)
-            elif status in (_TOO_BIG, _GEN_ERR, _NO_SUCH_NAME) and len(chunk) > 1:
+            elif status in (TOO_BIG, GEN_ERR, NO_SUCH_NAME) and len(chunk) > 1:
                 half = len(chunk) // 2
                 pending += [chunk[:half], chunk[half:]]
-            elif status in (_TOO_BIG, _GEN_ERR, _NO_SUCH_NAME):
+            elif status in (TOO_BIG, GEN_ERR, NO_SUCH_NAME):
                 out[chunk[0]] = None
             else:
                 raise SnmpError(f"{self.where} answered error-status {status} to a GET")
@@ -343,7 +168,7 @@ class Target:
         while active:
             reps = max(1, min(max_repetitions, 60 // len(active))) if bulk else 1
             status, index, answer = await self._request("bulk" if bulk else "next", [cursor[c] for c in active], reps)
-            if status == _NO_SUCH_NAME and 1 <= index <= len(active):
+            if status == NO_SUCH_NAME and 1 <= index <= len(active):
                 active.pop(index - 1)  # SNMPv1 end of MIB for this column
                 continue
             if status:
@@ -352,20 +177,68 @@ class Target:
                 break
             finished: set[OID] = set()
             moved = False
-            for pos, (name, value) in enumerate(answer):
+            for pos, (oid, value) in enumerate(answer):
                 col = active[pos % len(active)]
                 if col in finished:
                     continue
-                oid = tuple(name)
                 # Left the column, end of MIB, or an agent that does not move forward: this column is done.
-                if _end_of_mib(value) or oid[:len(col)] != col or oid <= cursor[col] \
+                if value is END_OF_MIB or oid[:len(col)] != col or oid <= cursor[col] \
                         or len(result[col]) >= MAX_WALK_ROWS:
                     finished.add(col)
                     continue
-                result[col][oid[len(col):]] = _py(value)
+                result[col][oid[len(col):]] = value
                 cursor[col] = oid
                 moved = True
             active = [c for c in active if c not in finished]
             if not moved and not finished:
                 break  # an agent that answers without moving any column forward would loop us forever
         return result
+
+
+class Engine:
+    """Every SNMP device of the agent: the clients' sockets, and one bound on requests in flight.
+
+    The agent keeps one (``Context.shared``); it closes it at shutdown with :meth:`aclose`.
+    """
+
+    def __init__(self, max_in_flight: int = 32):
+        self.in_flight = asyncio.Semaphore(max_in_flight)
+        self._native: dict[bool, Any] = {}  # ipv6? → native transport
+        self._opening = asyncio.Lock()
+        self._pysnmp: Any = None
+        self._closed = False
+
+    @property
+    def pysnmp_engines(self) -> int:
+        """How many pysnmp engines exist (0 until a device needs pysnmp)."""
+        return self._pysnmp.count if self._pysnmp is not None else 0
+
+    async def target(self, creds: Credentials, address: tuple[str, int], ipv6: bool, timeout: float, retries: int,
+                     client: str = "auto") -> Target:
+        """Register one device and return its handle; ``client`` is ``auto`` (built-in for v1/v2c) or ``pysnmp``."""
+        if self._closed:
+            raise SnmpError("the SNMP engine is closed")
+        where = f"[{address[0]}]:{address[1]}" if ipv6 else f"{address[0]}:{address[1]}"
+        if creds.version != "3" and client == "auto":
+            from drivers.snmp.native import NativeTarget, NativeTransport
+
+            async with self._opening:  # devices start concurrently: open each socket once
+                transport = self._native.get(ipv6)
+                if transport is None:
+                    transport = self._native[ipv6] = await NativeTransport.open(ipv6)
+            return NativeTarget(self, transport, creds, address, where, timeout, retries)
+        if self._pysnmp is None:
+            from drivers.snmp.pysnmp_client import PysnmpEngines
+
+            self._pysnmp = PysnmpEngines()
+        return self._pysnmp.target(self, creds, address, ipv6, where, timeout, retries)
+
+    async def aclose(self) -> None:
+        """Close every socket (the agent calls this once at shutdown)."""
+        if self._closed:
+            return
+        self._closed = True
+        for transport in self._native.values():
+            transport.close()
+        if self._pysnmp is not None:
+            self._pysnmp.close()
