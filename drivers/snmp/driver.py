@@ -84,6 +84,7 @@ class SnmpConfig(UpsDeviceConfig):
     @field_validator("profile")
     @classmethod
     def _known_profile(cls, name: str) -> str:
+        all_profiles()  # a broken profile file shows up in check-config, not at the first poll
         if name != "auto":
             try:
                 get_profile(name)
