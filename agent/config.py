@@ -9,6 +9,7 @@ from pydantic import Field, PlainValidator, ValidationError, field_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 import drivers
+from agent.actions import ActionEntry, check_actions
 from drivers.base import DeviceConfig
 from drivers.host import HostConfig
 from roomwatch.configbase import ConfigError, Duration, HostPort, Model, Problem, Secret, dotted, load_model, load_yaml
@@ -101,7 +102,7 @@ class AgentConfig(Model):
     collector: CollectorTarget | None = None
     host: HostSection = Field(default_factory=HostSection)
     devices: list[DeviceEntry] = Field(default_factory=list)
-    actions: list[dict[str, Any]] = Field(default_factory=list)
+    actions: list[ActionEntry] = Field(default_factory=list)  # type: ignore[valid-type]
 
     def extra_checks(self) -> list[tuple[tuple[Any, ...], str]]:
         """Cross-field checks pydantic cannot locate: (path, message)."""
@@ -115,8 +116,7 @@ class AgentConfig(Model):
                 problems.append((("devices", i, "name"), f"device name {dev.name!r} is already used by {other}"))
             else:
                 seen[dev.name] = i
-        if self.actions:
-            problems.append((("actions",), "no action types are available in this version"))
+        problems.extend(check_actions(self.actions, self.all_devices()))
         return problems
 
     def all_devices(self) -> list[Any]:

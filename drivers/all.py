@@ -3,5 +3,6 @@
 from drivers import (  # noqa: F401 - imported for their @register side effect
     host,
     modbus,
+    nut,
     snmp,
 )
