@@ -10,21 +10,20 @@
 * B = snmp_exporter 0.21 (Debian ``prometheus-snmp-exporter``) with an equivalent module (GET of
   the same 12 UPS-MIB objects), scraped ``/snmp?target=…`` for the same 100 targets; CPU is the
   exporter process's CPU time from /proc (the HTTP client's is not counted).
-* Both sides use at most 32 requests in flight. Blocks alternate A/B/A/B; each block is
+* C = for reference, roomwatch with ``client: pysnmp`` (pysnmp 7.1 for v2c too).
+* Every side uses at most 32 requests in flight. Blocks alternate A/B/C/A/B/C; each block is
   ``--rounds`` rounds of "every target once". Reported: wall and CPU per target (median of
   blocks) and the A/B ratio.
 * Then the real agent process (``python -m roomwatch agent``) with the 100 devices (5 s
   interval, pull mode), resident memory after 30 s, next to the same agent with no devices.
 
-Writes bench/results/snmp.json.
+Writes bench/results/snmp.json; ``python -m bench --only snmp`` also updates BENCHMARKS.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime as dt
-import json
 import os
 import shutil
 import signal
@@ -41,11 +40,11 @@ from typing import Any
 
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
+from bench.common import ROOT, command, header, machine, proc_cpu_seconds, proc_rss_bytes, table, versions, write_result
+
 RECORDING = ROOT / "tests" / "data" / "snmp" / "ups-mib-online.snmprec"
 COMMUNITY = "ups"
 IN_FLIGHT = 32
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 # The 12 objects roomwatch's ups-mib profile reads, as an snmp_exporter 0.21 module (old format).
 UPS_OBJECTS = [
@@ -76,19 +75,6 @@ def free_tcp_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def proc_cpu(pid: int) -> float:
-    """user+system CPU seconds of a process, from /proc/<pid>/stat."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def proc_rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 class Procs:
@@ -176,14 +162,14 @@ def start_exporter(procs: Procs, work: Path) -> tuple[subprocess.Popen[bytes], s
     return proc, url
 
 
-def build_agent(ports: list[int]) -> Any:
+def build_agent(ports: list[int], client: str = "auto") -> Any:
     from agent.config import AgentConfig
     from agent.runtime import Agent
 
     cfg = AgentConfig.model_validate({
         "agent": {"id": "bench", "listen": None}, "host": {"enabled": False},
-        "devices": [{"name": f"ups{i:03d}", "driver": "snmp", "host": "127.0.0.1", "port": p, "community": COMMUNITY}
-                    for i, p in enumerate(ports)]})
+        "devices": [{"name": f"ups{i:03d}", "driver": "snmp", "host": "127.0.0.1", "port": p, "community": COMMUNITY,
+                     "client": client} for i, p in enumerate(ports)]})
     return Agent(cfg)
 
 
@@ -205,10 +191,10 @@ def exporter_rounds(url: str, pid: int, ports: list[int], rounds: int, pool: Thr
         return resp.status == 200 and b"upsEstimatedChargeRemaining " in body
 
     failed = 0
-    c0, t0 = proc_cpu(pid), time.perf_counter()
+    c0, t0 = proc_cpu_seconds(pid), time.perf_counter()
     for _ in range(rounds):
         failed += sum(not ok for ok in pool.map(scrape, ports))
-    return time.perf_counter() - t0, proc_cpu(pid) - c0, failed
+    return time.perf_counter() - t0, proc_cpu_seconds(pid) - c0, failed
 
 
 def agent_memory(procs: Procs, work: Path, ports: list[int], seconds: float) -> dict[str, float]:
@@ -225,8 +211,8 @@ def agent_memory(procs: Procs, work: Path, ports: list[int], seconds: float) -> 
         time.sleep(seconds)
         if proc.poll() is not None:
             sys.exit(f"agent exited early; see {work / f'agent-{label}.log'}")
-        out[label] = round(proc_rss_mib(proc.pid), 1)
-        out[f"{label}_cpu_s"] = round(proc_cpu(proc.pid), 2)
+        out[label] = round(proc_rss_bytes(proc.pid) / 2**20, 1)
+        out[f"{label}_cpu_s"] = round(proc_cpu_seconds(proc.pid), 2)
         procs.stop(proc)
     return out
 
@@ -246,16 +232,20 @@ def main() -> int:
         start_snmpsim(procs, work, ports)
         exporter, url = start_exporter(procs, work)
         agent = build_agent(ports)
+        agent_pysnmp = build_agent(ports, client="pysnmp")
         loop = asyncio.new_event_loop()
         pool = ThreadPoolExecutor(max_workers=IN_FLIGHT)
         # Warm-up: sysObjectID lookups, engine set-up, first HTTP connections, snmpsim caches.
         loop.run_until_complete(roomwatch_rounds(agent, 1))
+        loop.run_until_complete(roomwatch_rounds(agent_pysnmp, 1))
         exporter_rounds(url, exporter.pid, ports, 1, pool)
-        a_blocks, b_blocks = [], []
+        a_blocks, b_blocks, c_blocks = [], [], []
         for _ in range(args.blocks):
             a_blocks.append(loop.run_until_complete(roomwatch_rounds(agent, args.rounds)))
             b_blocks.append(exporter_rounds(url, exporter.pid, ports, args.rounds, pool))
+            c_blocks.append(loop.run_until_complete(roomwatch_rounds(agent_pysnmp, args.rounds)))
         loop.run_until_complete(agent.stop())
+        loop.run_until_complete(agent_pysnmp.stop())
         loop.close()
         pool.shutdown()
         procs.stop(exporter)
@@ -272,29 +262,50 @@ def main() -> int:
                 "failed_polls": sum(b[2] for b in blocks),
                 "blocks_cpu_ms_per_target": [round(b[1] / per * 1000, 3) for b in blocks]}
 
-    a, b = summary(a_blocks), summary(b_blocks)
+    a, b, c = summary(a_blocks), summary(b_blocks), summary(c_blocks)
+    exporter_version = subprocess.run([shutil.which("prometheus-snmp-exporter") or "/usr/bin/prometheus-snmp-exporter",
+                                       "--version"], capture_output=True, text=True, check=False)
     result = {
-        "date": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "command": "python -m bench.snmp " + " ".join(sys.argv[1:]),
         "targets": args.targets, "rounds_per_block": args.rounds, "blocks": args.blocks, "in_flight": IN_FLIGHT,
-        "roomwatch": a, "snmp_exporter": b,
+        "roomwatch": a, "snmp_exporter": b, "roomwatch_pysnmp": c,
         "ratio_cpu": round(a["cpu_ms_per_target"] / b["cpu_ms_per_target"], 2) if b["cpu_ms_per_target"] else None,
         "ratio_wall": round(a["wall_ms_per_target"] / b["wall_ms_per_target"], 2),
-        "agent_rss_mib": memory,
-        "cpus": os.cpu_count(), "loadavg_before": os.getloadavg(),
+        "memory_seconds": args.memory_seconds, "agent_rss_mib": memory, "loadavg_after": os.getloadavg(),
+        "versions": {**versions("pysnmp", "snmpsim"),
+                     "snmp_exporter": (exporter_version.stdout + exporter_version.stderr).split("(")[0].split()[-1]},
     }
-    print(f"\n{args.targets} SNMP UPS targets (snmpsim), {args.blocks}×{args.rounds} rounds per side, A/B alternated")
-    print(f"{'':22}{'wall ms/target':>16}{'CPU ms/target':>16}{'failed':>8}")
-    for name, s in (("roomwatch agent", a), ("snmp_exporter 0.21", b)):
-        print(f"{name:22}{s['wall_ms_per_target']:>16.3f}{s['cpu_ms_per_target']:>16.3f}{s['failed_polls']:>8}")
-    print(f"{'ratio (roomwatch/exp)':22}{result['ratio_wall']:>16.2f}{result['ratio_cpu']:>16.2f}")
-    print(f"\nagent RSS: {memory['snmp_devices']} MiB with {args.targets} SNMP UPS devices, "
-          f"{memory['no_devices']} MiB with none (after {args.memory_seconds:g} s)")
-    out = ROOT / "bench" / "results"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "snmp.json").write_text(json.dumps(result, indent=1) + "\n")
-    print(f"written {out / 'snmp.json'}")
+    path = write_result("snmp", result)
+    result.update(machine=machine(), command=command())
+    print()
+    print(markdown(result))
+    print(f"\nwritten {path}")
     return 0
+
+
+def markdown(res: dict[str, Any]) -> str:
+    """BENCHMARKS.md section."""
+    a, b, mem = res["roomwatch"], res["snmp_exporter"], res["agent_rss_mib"]
+    rows = [["roomwatch agent (snmp driver, as the agent runs it)", f"{a['wall_ms_per_target']:.2f}",
+             f"{a['cpu_ms_per_target']:.3f}", a["failed_polls"]],
+            ["snmp_exporter (equivalent module, same targets, same run)", f"{b['wall_ms_per_target']:.2f}",
+             f"{b['cpu_ms_per_target']:.3f}", b["failed_polls"]],
+            ["ratio roomwatch / snmp_exporter", f"{res['ratio_wall']:.2f}", f"{res['ratio_cpu']:.2f}", ""]]
+    if "roomwatch_pysnmp" in res:
+        c = res["roomwatch_pysnmp"]
+        rows.append(["for reference: roomwatch with `client: pysnmp` (pysnmp 7.1 for v2c)",
+                     f"{c['wall_ms_per_target']:.2f}", f"{c['cpu_ms_per_target']:.3f}", c["failed_polls"]])
+    return "\n".join([
+        header(res, f"SNMP: one agent polling {res['targets']} UPS agents (issue 3)"),
+        table(["poller", "wall ms per target", "CPU ms per target", "failed polls"], rows), "",
+        f"{res['targets']} snmpsim UPS-MIB agents on loopback; each side polls every target once per round, "
+        f"{res['blocks']} blocks of {res['rounds_per_block']} rounds per poller, alternated, at most "
+        f"{res['in_flight']} requests in flight; medians of the blocks. roomwatch: this process's CPU (built-in "
+        "v1/v2c client, GET of the ups-mib profile's 12 objects); snmp_exporter: its process's CPU (GET of the same "
+        "12 objects), HTTP client not counted. Target: no more CPU per target than snmp_exporter.", "",
+        table(["real agent process (pull mode, 5 s interval)", f"RSS after {res['memory_seconds']:g} s (MiB)"],
+              [[f"{res['targets']} SNMP UPS devices + host", f"{mem['snmp_devices']:.1f}"],
+               ["host only", f"{mem['no_devices']:.1f}"]]),
+    ])
 
 
 if __name__ == "__main__":
