@@ -30,9 +30,17 @@ OWN = {p.stem: p for p in sorted((ROOT / "tests" / "data" / "snmp").glob("*.snmp
 V3 = {"version": 3, "user": "monitor", "auth_key": "authpass123", "priv_key": "privpass123"}
 
 
+# An agent that answers, but every UPS-MIB object is of the wrong type or missing.
+NOTHING_USABLE = """1.3.6.1.2.1.1.2.0|6|1.3.6.1.4.1.32473.9
+1.3.6.1.2.1.33.1.2.1.0|4|normal
+1.3.6.1.2.1.33.1.2.4.0|5|
+1.3.6.1.2.1.33.1.4.1.0|64|10.0.0.3
+"""
+
+
 @pytest.fixture(scope="module")
 def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Snmpsim]:
-    daemon = start_snmpsim(tmp_path_factory.mktemp("snmpsim"), OWN)
+    daemon = start_snmpsim(tmp_path_factory.mktemp("snmpsim"), {**OWN, "nothing-usable": NOTHING_USABLE})
     yield daemon
     daemon.stop()
 
@@ -185,6 +193,7 @@ async def test_unreachable_silent_and_broken_agents_do_not_disturb_others(
         {"name": "closed", "port": closed_port, "community": "public", **fast},
         {"name": "silent", "port": silent_port, "community": "public", **fast},
         {"name": "garbage", "port": sim.port, "community": "garbage-types"},
+        {"name": "nothing-usable", "port": sim.port, "community": "nothing-usable"},
         {"name": "wrong-profile", "port": sim.port, "community": "poseidon-fahrenheit", "profile": "ups-mib"},
     )
     await _run(agent, 2.5)
@@ -195,14 +204,16 @@ async def test_unreachable_silent_and_broken_agents_do_not_disturb_others(
         assert _up(agent, name) == 0.0
         assert "no SNMP answer" in agent.devices[name].reason
         assert "tries" in agent.devices[name].reason  # 2 tries: retries are honoured
-    # An agent answering nonsense types is up (it answers) but reports only what makes sense.
+    # An agent answering some nonsense types is up (it answers) but reports only what makes sense.
     assert _up(agent, "garbage") == 1.0
     assert _series(agent, "garbage") & {v.UPS_ON_BATTERY, v.UPS_BATTERY_CHARGE, v.UPS_BATTERY_LOW, v.UPS_INFO} == set()
     assert v.UPS_LOAD in _series(agent, "garbage")
-    # A device with none of its profile's objects is up, reports nothing, and says so once.
-    assert _up(agent, "wrong-profile") == 1.0
-    hints = [r.getMessage() for r in caplog.records if "none of the objects" in r.getMessage()]
-    assert len(hints) == 1 and "wrong-profile" in hints[0]
+    # One that gives nothing usable at all, or has none of its profile's objects, is as good as down.
+    for name in ("nothing-usable", "wrong-profile"):
+        assert _up(agent, name) == 0.0, name
+        assert "no usable value for profile ups-mib" in agent.devices[name].reason
+        lines = [r.getMessage() for r in caplog.records if f"device {name} is down" in r.getMessage()]
+        assert len(lines) == 1, lines
 
 
 async def test_battery_age_from_the_card_or_the_config(sim: Snmpsim) -> None:

@@ -148,7 +148,6 @@ class SnmpDriver(Driver):
         self._engine: Any = None
         self._address: tuple[str, int] | None = None
         self._stale = False
-        self._warned_empty = False
         self._contacts = {name: (c.kind, c.active) for name, c in config.contacts.items()}
 
     def poll_timeout(self, default: float) -> float:
@@ -237,10 +236,11 @@ class SnmpDriver(Driver):
                 tables[table.entry] = rows
         result = evaluate(profile, scalars, tables)
         readings = result.readings + contact_readings(result.readings, self._contacts)
-        if not result.readings and not self._warned_empty:
-            self._warned_empty = True
-            self.log.warning("%s: the device answers but has none of the objects of profile %s; "
-                             "set `profile:` to one of: %s", self.config.name, profile.name, ", ".join(sorted(all_profiles())))
+        if not result.readings:
+            # Nothing usable (every object absent or of a wrong type): as good as down, and the
+            # DeviceDown alert gets someone to look at the card or the profile.
+            raise DeviceError(f"the device answers but gives no usable value for profile {profile.name} "
+                              f"(objects missing or of the wrong type); try profile: one of {', '.join(sorted(all_profiles()))}")
         if result.info:
             readings.append(Reading(v.UPS_INFO, 1.0, result.info))
         age = battery_age_reading(self.config.battery_installed or result.battery_date)
