@@ -276,3 +276,30 @@ def test_demo_ups_is_served_over_real_snmp(tmp_path: Any) -> None:
     assert 0.05 <= value(readings, v.UPS_BATTERY_CHARGE) <= 1.0  # type: ignore[operator]
     assert value(readings, v.UPS_INFO, model="DP-3000 RT") == 1.0
     assert value(readings, v.UPS_BATTERY_AGE) is not None  # battery_installed in the demo's device entry
+
+
+def test_agent_process_exposes_snmp_metrics_that_pass_promtool(sim: Snmpsim, agent_factory: Any) -> None:
+    """The real agent process with SNMP devices: /metrics has the UPS, probe and contact series, lint-clean."""
+    from tests.helpers import http_get, metric_value, wait_for
+    from tests.peers.prometheus import promtool_check_metrics
+
+    devices = [
+        {"name": "ups1", "driver": "snmp", "host": "127.0.0.1", "port": sim.port, "community": "apc-smartups",
+         "interval": "1s", "contacts": {"Door": {"kind": "door", "active": "alarm"}}},
+        {"name": "env1", "driver": "snmp", "host": "127.0.0.1", "port": sim.port, "community": "poseidon-fahrenheit",
+         "interval": "1s"},
+    ]
+    _, url = agent_factory(None, devices=devices)
+
+    def scrape() -> str | None:
+        text = http_get(url + "/metrics")[1].decode()
+        ready = metric_value(text, v.TEMPERATURE, device="env1") is not None and v.DOOR_OPEN in text
+        return text if ready else None
+
+    text = wait_for(scrape, timeout=20, what="SNMP series on /metrics")
+    assert metric_value(text, v.UPS_ON_BATTERY, device="ups1") == 1.0
+    assert metric_value(text, v.DOOR_OPEN, device="ups1", sensor="Door") == 1.0
+    assert metric_value(text, v.TEMPERATURE, device="env1", sensor="Inlet") == 25.0
+    assert metric_value(text, v.UPS_INFO, device="ups1", model="Smart-UPS 1500") == 1.0
+    done = promtool_check_metrics(text.encode())
+    assert done.returncode == 0 and not done.stdout.strip() and not done.stderr.strip(), done.stdout + done.stderr
