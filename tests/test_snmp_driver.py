@@ -303,3 +303,30 @@ def test_agent_process_exposes_snmp_metrics_that_pass_promtool(sim: Snmpsim, age
     assert metric_value(text, v.UPS_INFO, device="ups1", model="Smart-UPS 1500") == 1.0
     done = promtool_check_metrics(text.encode())
     assert done.returncode == 0 and not done.stdout.strip() and not done.stderr.strip(), done.stdout + done.stderr
+
+
+def test_contract_smallest_agent_file_runs_with_its_snmp_device(sim: Snmpsim, tmp_path: Any) -> None:
+    """CONTRACT.md's smallest agent file (no host section, so the host driver takes the default interval)."""
+    from tests.helpers import RoomwatchProcess, http_get, metric_value, wait_for
+
+    port = free_port()
+    conf = tmp_path / "agent.yaml"
+    conf.write_text(f"""agent:
+  id: room1-agent
+  listen: 127.0.0.1:{port}
+devices:
+  - name: ups1
+    driver: snmp
+    host: 127.0.0.1
+    port: {sim.port}
+    version: 2c
+    community: ups-mib-online
+""")
+    proc = RoomwatchProcess(["agent", "-c", str(conf)], tmp_path / "agent.log")
+    try:
+        text = wait_for(lambda: (lambda t: t if metric_value(t, v.DEVICE_UP, device="ups1") == 1.0 else None)(
+            http_get(f"http://127.0.0.1:{port}/metrics", timeout=1)[1].decode()), proc=proc.proc, timeout=30,
+            what="ups1 up on the agent's /metrics")
+        assert metric_value(text, v.UPS_BATTERY_CHARGE, device="ups1") == 1.0
+    finally:
+        proc.stop()
