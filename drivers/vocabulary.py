@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["METRICS", "MetricDef", "describe"]
+__all__ = ["HEALTH_METRICS", "METRICS", "MetricDef", "describe"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,14 +21,19 @@ class MetricDef:
 
 
 METRICS: dict[str, MetricDef] = {}
+#: Metrics about a device's link rather than the room (up, poll errors, bad messages): the agent
+#: and the collector keep showing them while the device is down, since they tell why it is down.
+HEALTH_METRICS: set[str] = set()
 
 
-def _def(name: str, help_text: str, kind: str = "gauge") -> str:
+def _def(name: str, help_text: str, kind: str = "gauge", health: bool = False) -> str:
     if name in METRICS:
         raise ValueError(f"metric {name} defined twice")
     if kind == "counter" and not name.endswith("_total"):
         raise ValueError(f"counter {name} must end in _total")
     METRICS[name] = MetricDef(name, help_text, kind)
+    if health:
+        HEALTH_METRICS.add(name)
     return name
 
 
@@ -82,11 +87,13 @@ CONTACT_ALARM = _def(
 )
 
 # --- device health (the agent adds these for every device) -----------------------
-DEVICE_UP = _def("roomwatch_device_up", "1 when the last poll or message of the device succeeded in time.")
-DEVICE_POLL_DURATION = _def("roomwatch_device_poll_duration_seconds", "Duration of the device's last poll.")
-DEVICE_POLL_ERRORS = _def("roomwatch_device_poll_errors_total", "Polls of the device that failed or timed out.", "counter")
+DEVICE_UP = _def("roomwatch_device_up", "1 when the last poll or message of the device succeeded in time.", health=True)
+DEVICE_POLL_DURATION = _def("roomwatch_device_poll_duration_seconds", "Duration of the device's last poll.", health=True)
+DEVICE_POLL_ERRORS = _def("roomwatch_device_poll_errors_total", "Polls of the device that failed or timed out.", "counter",
+                          health=True)
 DEVICE_POLL_SKIPPED = _def(
-    "roomwatch_device_poll_skipped_total", "Polls skipped because the previous poll of the device was still running.", "counter"
+    "roomwatch_device_poll_skipped_total", "Polls skipped because the previous poll of the device was still running.", "counter",
+    health=True,
 )
 
 # --- host (psutil) -------------------------------------------------------------------
@@ -141,3 +148,13 @@ STATE_EVENTS: dict[str, tuple[str, str]] = {
     UPS_ON_BATTERY: ("ups_on_battery", "ups_on_mains"),
     UPS_BATTERY_LOW: ("ups_battery_low", "ups_battery_ok"),
 }
+
+# --- room sensors: the sensor's own state, and MQTT ingest health (issue 4) ---------------
+SENSOR_BATTERY = _def("roomwatch_sensor_battery_ratio", "Battery level the sensor reports, 0..1.")
+SENSOR_LINK_QUALITY = _def(
+    "roomwatch_sensor_link_quality", "Radio link quality the sensor reports (Zigbee LQI, 0..255; higher is better).")
+SENSOR_SIGNAL = _def("roomwatch_sensor_signal_strength_dbm", "Wi-Fi signal strength the sensor reports (RSSI), in dBm.")
+MQTT_MESSAGES = _def("roomwatch_mqtt_messages_total",
+                     "MQTT messages received for the device, by result (ok, ignored, invalid).", "counter", health=True)
+MQTT_INVALID = _def("roomwatch_mqtt_messages_invalid_total",
+                    "MQTT messages (or fields of them) dropped as invalid, by reason.", "counter", health=True)
