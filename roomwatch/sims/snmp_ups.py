@@ -72,8 +72,8 @@ def start(ctx: DemoContext) -> list[dict[str, Any]]:
         if proc.poll() is not None or time.monotonic() > deadline:
             raise RuntimeError(f"snmpsim did not start; see {ctx.workdir / 'snmpsim.log'}")
         time.sleep(0.1)
-    ctx.notes.append(f"ups-snmp: UPS-MIB over SNMP v2c at 127.0.0.1:{port} (community {COMMUNITY}); "
-                     "mains fails for ~70 s every 5 minutes")
+    ctx.notes.append(f"SNMP agent 127.0.0.1:{port} (snmpsim, UPS-MIB, community {COMMUNITY}; mains fails for ~70 s "
+                     f"every 5 min): snmpwalk -v2c -c {COMMUNITY} 127.0.0.1:{port} 1.3.6.1.2.1.33")
     return [{"name": "ups-snmp", "driver": "snmp", "host": "127.0.0.1", "port": port, "version": "2c",
              "community": COMMUNITY, "timeout": "1s", "battery_installed": "2023-03-01",
              "labels": {"rack": "A1"}}]
