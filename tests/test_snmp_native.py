@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from hypothesis import given, settings
@@ -117,17 +117,35 @@ class _Agent(asyncio.DatagramProtocol):
         self.mode = mode
         self.other = other
         self.transport: asyncio.DatagramTransport | None = None
+        self.tags: list[int] = []
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
 
+    #: The "no-bulk" agent's table: one column with two rows.
+    TABLE: ClassVar[dict[tuple[int, ...], int]] = {(1, 3, 6, 1, 4, 1, 32473, 5, 1, 2, 1): 21,
+                                                   (1, 3, 6, 1, 4, 1, 32473, 5, 1, 2, 2): 23}
+
     def datagram_received(self, data: bytes, addr: Any) -> None:
-        _, community, _, request_id, _, _, varbinds = decode_message(data)
+        _, community, tag, request_id, _, _, varbinds = decode_message(data)
+        self.tags.append(tag)
         v2c = api.PROTOCOL_MODULES[1]
         pdu = v2c.ResponsePDU()
         v2c.apiPDU.set_defaults(pdu)
         v2c.apiPDU.set_request_id(pdu, request_id)
-        v2c.apiPDU.set_varbinds(pdu, [(oid, rfc1902.Integer32(42)) for oid, _ in varbinds])
+        if self.mode == "no-bulk" and tag == 0xA5:  # an old agent that fails every GETBULK with genErr
+            v2c.apiPDU.set_error_status(pdu, 5)
+            v2c.apiPDU.set_error_index(pdu, 1)
+            v2c.apiPDU.set_varbinds(pdu, [(oid, rfc1902.Null("")) for oid, _ in varbinds])
+        elif tag == 0xA1:  # GETNEXT over TABLE
+            answer = []
+            for oid, _ in varbinds:
+                after = [o for o in sorted(self.TABLE) if o > oid]
+                answer.append((after[0], rfc1902.Integer32(self.TABLE[after[0]])) if after
+                              else (oid, rfc1905.EndOfMibView("")))
+            v2c.apiPDU.set_varbinds(pdu, answer)
+        else:
+            v2c.apiPDU.set_varbinds(pdu, [(oid, rfc1902.Integer32(42)) for oid, _ in varbinds])
         if self.mode == "wrong-community":
             community = b"other"
         reply = _pysnmp_message(1, community, pdu)
@@ -170,3 +188,21 @@ async def test_unused_udp_port_times_out_with_a_clear_reason() -> None:
             await target.get([(1, 3, 6, 1, 2, 1, 1, 2, 0)])
     finally:
         await engine.aclose()
+
+
+async def test_an_agent_refusing_getbulk_is_walked_with_getnext() -> None:
+    loop = asyncio.get_running_loop()
+    agent = _Agent("no-bulk")
+    transport, _ = await loop.create_datagram_endpoint(lambda: agent, local_addr=("127.0.0.1", 0))
+    engine = Engine()
+    try:
+        target = await engine.target(Credentials(version="2c", community="public"),
+                                     ("127.0.0.1", transport.get_extra_info("sockname")[1]), False, timeout=0.5, retries=0)
+        column = (1, 3, 6, 1, 4, 1, 32473, 5, 1, 2)
+        for _ in range(2):
+            assert await target.walk([column], max_repetitions=10) == {column: {(1,): 21, (2,): 23}}
+        # One refused GETBULK, then GETNEXT only (three per walk: two rows and the end).
+        assert agent.tags == [0xA5] + [0xA1] * 6
+    finally:
+        await engine.aclose()
+        transport.close()

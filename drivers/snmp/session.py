@@ -96,6 +96,7 @@ class Target(abc.ABC):
         self.requests = 0  # PDUs sent (not counting retries), for tests and benchmarks
         self._v1_absent: set[OID] = set()
         self._v1_absent_since = time.monotonic()
+        self._bulk_refused = False
 
     @abc.abstractmethod
     async def _exchange(self, kind: str, oids: Sequence[OID], max_repetitions: int) -> tuple[int, int, list[Any]]:
@@ -164,10 +165,14 @@ class Target(abc.ABC):
         result: dict[OID, dict[OID, Any]] = {c: {} for c in columns}
         cursor = {c: c for c in columns}
         active = list(columns)
-        bulk = self.creds.version != "1" and max_repetitions > 0
+        bulk = self.creds.version != "1" and max_repetitions > 0 and not self._bulk_refused
         while active:
             reps = max(1, min(max_repetitions, 60 // len(active))) if bulk else 1
             status, index, answer = await self._request("bulk" if bulk else "next", [cursor[c] for c in active], reps)
+            if status and bulk:
+                # Some old v2c agents answer GETBULK with an error: walk this one with GETNEXT from now on.
+                self._bulk_refused, bulk = True, False
+                continue
             if status == NO_SUCH_NAME and 1 <= index <= len(active):
                 active.pop(index - 1)  # SNMPv1 end of MIB for this column
                 continue
