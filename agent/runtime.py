@@ -101,9 +101,11 @@ class Agent:
             self.pusher = Pusher(a.id, config.collector, extra_samples=self._self_samples)
         for dev_cfg in config.all_devices():
             cls = get_driver(dev_cfg.driver)
-            interval = dev_cfg.interval or (config.host.interval if dev_cfg.driver == "host" else a.interval)
+            # host: {} without an interval falls back on the agent's default, like any device.
+            interval = dev_cfg.interval or (config.host.interval if dev_cfg.driver == "host" else None) or a.interval
             runner = DeviceRunner(dev_cfg, None, self.base_labels, interval)  # type: ignore[arg-type]
             runner.driver = cls(dev_cfg, _DriverContext(self, dev_cfg.name))
+            runner.timeout = runner.driver.poll_timeout(runner.timeout)
             self.devices[dev_cfg.name] = runner
         self.actions = build_actions(self)  # each registers itself in self.observers
 

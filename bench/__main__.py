@@ -29,6 +29,7 @@ BENCHMARKS: list[tuple[str, list[str], list[str]]] = [
     ("fleet", ["--agents", "200", "--seconds", "20"], []),
     ("rules", ["--rounds", "5"], []),
     ("alert_latency", ["--events", "20"], []),
+    ("snmp", ["--rounds", "2", "--blocks", "2", "--memory-seconds", "10"], []),
 ]
 
 DOC = ROOT / "BENCHMARKS.md"

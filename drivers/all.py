@@ -6,4 +6,5 @@ from drivers import (  # noqa: F401 - imported for their @register side effect
     modbus,
     mqtt,
     nut,
+    snmp,
 )

@@ -92,6 +92,13 @@ class Driver(abc.ABC):
         self.context = context
         self.log = context.log
 
+    def poll_timeout(self, default: float) -> float:
+        """How long the agent lets one poll run; ``default`` comes from the device's ``timeout`` option.
+
+        Drivers whose ``timeout`` option means something narrower (SNMP: one request attempt) override this.
+        """
+        return default
+
     async def start(self) -> None:  # noqa: B027 - optional hook
         """Open connections or subscriptions; called once before the first poll."""
 

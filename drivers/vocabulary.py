@@ -77,6 +77,15 @@ DOOR_OPEN = _def("roomwatch_door_open", "1 when the door is open, 0 when closed.
 WATER_LEAK = _def("roomwatch_water_leak_detected", "1 when a leak sensor is wet.")
 SMOKE = _def("roomwatch_smoke_detected", "1 when a smoke sensor alarms.")
 
+# --- dry contacts (SNMP environment monitors: APC, AVTECH Room Alert, HW-group Poseidon) ---
+# A contact input is often wired to something the monitor cannot name (a door reed switch, a
+# leak rope, an air-conditioner alarm relay): report what the device knows, and let the device's
+# `contacts:` option say which contact is a door, a leak or smoke (see docs/snmp.md).
+CONTACT_CLOSED = _def("roomwatch_contact_closed", "1 when a dry-contact input is closed, 0 when open.")
+CONTACT_ALARM = _def(
+    "roomwatch_contact_alarm", "1 when a dry-contact input is in the state its device calls alarm, 0 when normal."
+)
+
 # --- device health (the agent adds these for every device) -----------------------
 DEVICE_UP = _def("roomwatch_device_up", "1 when the last poll or message of the device succeeded in time.", health=True)
 DEVICE_POLL_DURATION = _def("roomwatch_device_poll_duration_seconds", "Duration of the device's last poll.", health=True)
