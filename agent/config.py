@@ -2,14 +2,27 @@
 
 from __future__ import annotations
 
+import os
 import socket
+from pathlib import Path
 from typing import Annotated, Any, Union
 
 from pydantic import Field, field_validator
 
 import drivers
 from drivers.host import HostConfig
-from roomwatch.configbase import ConfigError, Duration, HostPort, Model, Problem, Secret, dotted, load_model, load_yaml
+from roomwatch.configbase import (
+    ByteSize,
+    ConfigError,
+    Duration,
+    HostPort,
+    Model,
+    Problem,
+    Secret,
+    dotted,
+    load_model,
+    load_yaml,
+)
 
 __all__ = ["AgentConfig", "load_agent_config"]
 
@@ -26,6 +39,12 @@ def _device_union() -> Any:
 DeviceEntry = _device_union()
 
 
+def default_spool_path() -> str:
+    """``$STATE_DIRECTORY/agent-spool.db`` under systemd (its first entry), else ``/var/lib/roomwatch/agent-spool.db``."""
+    state = os.environ.get("STATE_DIRECTORY", "").split(":")[0] or "/var/lib/roomwatch"
+    return str(Path(state) / "agent-spool.db")
+
+
 def _default_agent_id() -> str:
     return socket.gethostname().split(".")[0] or "agent"
 
@@ -39,7 +58,10 @@ class AgentSection(Model):
     labels: dict[str, str] = Field(default_factory=dict, description="extra labels on every series")
     listen: HostPort | None = "127.0.0.1:9641"
     interval: Duration = Field(default=10.0, gt=0, description="default poll interval of devices")
-    spool: str | None = None
+    spool: str | None = Field(default_factory=default_spool_path,
+                              description="SQLite file of batches not yet accepted by the collector; null = memory only")
+    spool_max_bytes: ByteSize = Field(default=100 * 2**20, ge=64 * 1024,
+                                      description="cap of the spool; beyond it the oldest samples are dropped (counted)")
     log_level: str = Field(default="info", pattern=r"^(?i:debug|info|warning|error)$")
 
 
@@ -61,6 +83,8 @@ class CollectorTarget(Model):
     timeout: Duration = Field(default=10.0, gt=0)
     max_batch_samples: int = Field(default=5000, ge=1, le=100_000)
     queue_max_samples: int = Field(default=500_000, ge=1000, description="memory bound of unsent samples")
+    backlog_rate: float = Field(default=2000.0, ge=0, description="samples/s of backlog sent after an outage; 0 = no limit")
+    backoff_max: Duration = Field(default=60.0, gt=0, description="longest wait between push retries")
     compress: bool = True
     tls: ClientTLS = Field(default_factory=ClientTLS)
 

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 from agent.config import AgentConfig
 from agent.latest import LatestValues
 from agent.push import Pusher
+from agent.spool import open_outbox, spool_samples
 from drivers import vocabulary as v
 from drivers.base import DeviceConfig, Driver, Event, Reading
 from drivers.registry import get as get_driver
@@ -93,7 +94,7 @@ class Agent:
         self.started_at = time.time()
         self.pusher: Pusher | None = None
         if config.collector is not None:
-            self.pusher = Pusher(a.id, config.collector, extra_samples=self._self_samples)
+            self.pusher = Pusher(a.id, config.collector, outbox=open_outbox(config), extra_samples=self._self_samples)
         for dev_cfg in config.all_devices():
             cls = get_driver(dev_cfg.driver)
             interval = dev_cfg.interval or (config.host.interval if dev_cfg.driver == "host" else a.interval)
@@ -240,6 +241,8 @@ class Agent:
             out.append(SampleRecord(v.AGENT_PUSH_DROPPED, labels, float(self.pusher.outbox.dropped_samples), now_ms))
             if self.pusher.last_ok:
                 out.append(SampleRecord(v.AGENT_LAST_PUSH_OK, labels, self.pusher.last_ok, now_ms))
+            if (stats := getattr(self.pusher.outbox, "stats", None)) is not None:
+                out.extend(spool_samples(stats(), labels, now_ms))
         self.latest.update("__agent__", out, replace=True)
         return out
 
@@ -300,6 +303,8 @@ class Agent:
         if self.pusher is not None:
             await self.pusher.flush(timeout=3.0)
             self.pusher.close()
+            if (close := getattr(self.pusher.outbox, "close", None)) is not None:
+                close()
         for dev in self.devices.values():
             try:
                 await asyncio.wait_for(dev.driver.stop(), 5.0)

@@ -2,31 +2,26 @@
 
 from __future__ import annotations
 
-import re
-from typing import Annotated, Any
+from typing import Any
 
-from pydantic import BeforeValidator, Field, model_validator
+from pydantic import Field, model_validator
 
 from alerts.config import ChannelEntry, RouteConfig, RulesConfig
-from roomwatch.configbase import ConfigError, Duration, HostPort, Model, Problem, Secret, dotted, load_model, load_yaml
+from roomwatch.configbase import (
+    ByteSize,
+    ConfigError,
+    Duration,
+    HostPort,
+    Model,
+    Problem,
+    Secret,
+    dotted,
+    load_model,
+    load_yaml,
+    parse_bytes,
+)
 
 __all__ = ["AgentEntry", "CollectorConfig", "load_collector_config", "parse_bytes"]
-
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMG]i?B?|B)?\s*$", re.IGNORECASE)
-_SIZE_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "ki": 1024, "m": 10**6, "mb": 10**6,
-               "mib": 2**20, "mi": 2**20, "g": 10**9, "gb": 10**9, "gib": 2**30, "gi": 2**30}
-
-
-def parse_bytes(value: Any) -> int:
-    """``8MiB``, ``512KB``, ``1048576`` → bytes."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if not isinstance(value, str) or not (m := _SIZE_RE.match(value)):
-        raise ValueError(f"{value!r} is not a size; write e.g. 8MiB, 512KiB or a number of bytes")
-    return int(float(m.group(1)) * _SIZE_UNITS[(m.group(2) or "").lower()])
-
-
-ByteSize = Annotated[int, BeforeValidator(parse_bytes)]
 
 
 class AgentEntry(Model):

@@ -104,6 +104,18 @@ AGENT_LAST_PUSH_OK = _def(
 AGENT_RESIDENT_MEMORY = _def("roomwatch_agent_resident_memory_bytes", "Resident memory of the agent process.")
 AGENT_CPU_SECONDS = _def("roomwatch_agent_cpu_seconds_total", "CPU time used by the agent process.", "counter")
 
+# --- agent spool (store-and-forward; reliability) -------------------------------------------
+AGENT_SPOOL_BATCHES = _def("roomwatch_agent_spool_batches", "Batches in the agent's spool, not yet accepted by a collector.")
+AGENT_SPOOL_SAMPLES = _def("roomwatch_agent_spool_samples", "Samples in the agent's spool, not yet accepted by a collector.")
+AGENT_SPOOL_BYTES = _def("roomwatch_agent_spool_bytes", "Stored (compressed) size of the batches in the agent's spool.")
+AGENT_SPOOL_OLDEST_AGE = _def(
+    "roomwatch_agent_spool_oldest_age_seconds", "Age of the oldest sample or event waiting in the agent's spool."
+)
+AGENT_SPOOL_DROPPED = _def(
+    "roomwatch_agent_spool_dropped_total", "Samples and events (kind) dropped because the spool reached its size cap.",
+    "counter",
+)
+
 # --- collector ---------------------------------------------------------------------
 AGENT_UP = _def("roomwatch_agent_up", "1 while the agent pushes in time.")
 AGENT_LAST_PUSH = _def("roomwatch_agent_last_push_timestamp_seconds", "Unix time of the agent's last accepted push.")
