@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import sqlite3
 import ssl
 import sys
 
@@ -34,11 +35,17 @@ async def serve(config_path: str) -> int:
 
     from collector.config import load_collector_config
     from collector.core import Collector
+    from collector.durable import Durable
     from collector.http import create_app
 
     cfg = load_collector_config(config_path)
     setup_logging(cfg.log_level, secrets=list(iter_secret_values(cfg)))
     collector = Collector(cfg)
+    try:
+        durable = Durable(collector)  # push dedup + history: a 200 means committed, so no store, no ingest
+    except (OSError, sqlite3.Error) as exc:
+        log.error("cannot open the storage %s: %s", cfg.storage, exc)
+        return 1
     app = create_app(collector)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
@@ -49,8 +56,10 @@ async def serve(config_path: str) -> int:
     except (OSError, ssl.SSLError) as exc:
         log.error("cannot listen on %s: %s", cfg.listen, getattr(exc, "strerror", None) or exc)
         await runner.cleanup()
+        await durable.stop()
         return 1
     await collector.start()
+    await durable.start()
     scheme = "https" if cfg.tls else "http"
     log.info("collector listening on %s://%s:%d (%d agents configured)", scheme, host, port, len(cfg.agents))
     stop = asyncio.Event()
@@ -63,6 +72,7 @@ async def serve(config_path: str) -> int:
         log.info("stopping")
         await collector.stop()
         await runner.cleanup()
+        await durable.stop()
     return 0
 
 

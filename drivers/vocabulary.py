@@ -128,6 +128,22 @@ COLLECTOR_EVENTS = _def("roomwatch_collector_events_received_total", "Events acc
 COLLECTOR_RESIDENT_MEMORY = _def("roomwatch_collector_resident_memory_bytes", "Resident memory of the collector process.")
 COLLECTOR_CPU_SECONDS = _def("roomwatch_collector_cpu_seconds_total", "CPU time used by the collector process.", "counter")
 
+# --- collector store, history, remote write (reliability) ----------------------------------
+COLLECTOR_STORE_COMMITS = _def("roomwatch_collector_store_commits_total",
+                               "Transactions committed by the ingest store (each holds one or more pushes).", "counter")
+COLLECTOR_STORE_FAILURES = _def("roomwatch_collector_store_failures_total",
+                                "Ingest store commits that failed (those pushes got 503 and are retried).", "counter")
+COLLECTOR_STORE_COMMIT_SECONDS = _def("roomwatch_collector_store_commit_seconds_total",
+                                      "Time spent committing pushes to the store.", "counter")
+COLLECTOR_HISTORY_PRUNED = _def("roomwatch_collector_history_pruned_samples_total",
+                                "History samples deleted because they were older than history.retention.", "counter")
+COLLECTOR_RW_SAMPLES = _def("roomwatch_collector_remote_write_samples_total",
+                            "Samples handled by a remote-write endpoint, by result (sent, rejected, dropped).", "counter")
+COLLECTOR_RW_PENDING = _def("roomwatch_collector_remote_write_pending_samples",
+                            "Samples queued for a remote-write endpoint.")
+COLLECTOR_RW_LAST_SUCCESS = _def("roomwatch_collector_remote_write_last_success_timestamp_seconds",
+                                 "Unix time of the last request a remote-write endpoint accepted.")
+
 # --- state metrics whose change is an event, pushed at once ------------------------------
 #: metric → (event type when it becomes 1, event type when it returns to 0)
 STATE_EVENTS: dict[str, tuple[str, str]] = {
