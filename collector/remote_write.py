@@ -63,7 +63,9 @@ def _write_request_class() -> Any:
     def message(name: str, *fields: tuple[str, int, int, int, str]) -> None:
         m = fdp.message_type.add(name=name)
         for fname, number, ftype, label, type_name in fields:
-            m.field.add(name=fname, number=number, type=ftype, label=label, type_name=type_name)
+            fd = m.field.add(name=fname, number=number, type=ftype, label=label)
+            if type_name:
+                fd.type_name = type_name
 
     opt, rep = f.LABEL_OPTIONAL, f.LABEL_REPEATED
     message("Sample", ("value", 1, f.TYPE_DOUBLE, opt, ""), ("timestamp", 2, f.TYPE_INT64, opt, ""))
@@ -136,7 +138,7 @@ class RemoteWriter:
         try:
             cursor = conn.execute("SELECT last_id FROM rw_cursor WHERE name = ?", (self.name,)).fetchone()
             last = cursor[0] if cursor else 0
-            top = conn.execute("SELECT COALESCE(MAX(id), 0) FROM rw_log").fetchone()[0]
+            top = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM sqlite_sequence WHERE name = 'rw_log'").fetchone()[0]
             rows = conn.execute("SELECT id, series, ts, value FROM rw_log WHERE id > ? ORDER BY id LIMIT ?",
                                 (last, limit)).fetchall()
             missing = {r[1] for r in rows} - self._labels.keys()
@@ -187,7 +189,18 @@ class RemoteWriter:
             return 0, f"{type(exc).__name__}: {exc}", None
 
     async def run(self) -> None:
-        """Forever: read from the cursor, send, advance; back off on failure."""
+        """Forever; a bug in one round is logged and the sender goes on (the queue is on disk)."""
+        while True:
+            try:
+                await self._loop()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("remote_write %s: sender failed; restarting it in 5s", self.name)
+                await asyncio.sleep(5.0)
+
+    async def _loop(self) -> None:
+        """Read from the cursor, send, advance; back off on failure."""
         backoff = self.target.min_backoff
         while True:
             last, top, rows = await asyncio.to_thread(self._read, self.target.batch_samples)
@@ -208,6 +221,8 @@ class RemoteWriter:
             body = encode_write_request([(self._labels.get(sid, {"__name__": "roomwatch_unknown"}), s)
                                          for sid, s in series.items()])
             status, text, retry_after = await self._post(body)
+            log.debug("remote_write %s: %d samples in %d series → HTTP %d %s", self.name, len(rows), len(series),
+                      status, text[:100])
             if 200 <= status < 300:
                 if self._failing:
                     log.info("remote_write %s: delivering again (%d samples pending)", self.name, self.pending)

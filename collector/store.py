@@ -17,7 +17,8 @@ Tables (component ``ingest`` in :func:`collector.db.ensure_schema`):
   (``WITHOUT ROWID``, primary key (series, ts): a sample stored once even if a
   batch came twice after its dedup range was forgotten);
 * ``rw_log(id, series, ts, value)`` + ``rw_cursor(name, last_id)`` — samples
-  waiting for remote-write endpoints, in arrival order (only when configured).
+  waiting for remote-write endpoints, in arrival order (only when configured;
+  ``AUTOINCREMENT`` so an id is never reused after the log was emptied).
 """
 
 from __future__ import annotations
@@ -50,7 +51,8 @@ CREATE TABLE ingest_agents (agent TEXT PRIMARY KEY, batches INTEGER NOT NULL DEF
 CREATE TABLE history_series (id INTEGER PRIMARY KEY, metric TEXT NOT NULL, labels TEXT NOT NULL, UNIQUE (metric, labels));
 CREATE TABLE history_samples (series INTEGER NOT NULL, ts INTEGER NOT NULL, value REAL NOT NULL,
                               PRIMARY KEY (series, ts)) WITHOUT ROWID;
-CREATE TABLE rw_log (id INTEGER PRIMARY KEY, series INTEGER NOT NULL, ts INTEGER NOT NULL, value REAL NOT NULL);
+CREATE TABLE rw_log (id INTEGER PRIMARY KEY AUTOINCREMENT, series INTEGER NOT NULL, ts INTEGER NOT NULL,
+                     value REAL NOT NULL);
 CREATE TABLE rw_cursor (name TEXT PRIMARY KEY, last_id INTEGER NOT NULL)
 """,
 ]
@@ -125,8 +127,8 @@ class IngestStore:
         conn = self._conn
         conn.execute("BEGIN IMMEDIATE")
         for name in self.remote_write:
-            conn.execute("INSERT OR IGNORE INTO rw_cursor (name, last_id) VALUES (?, (SELECT COALESCE(MAX(id), 0) "
-                         "FROM rw_log))", (name,))
+            conn.execute("INSERT OR IGNORE INTO rw_cursor (name, last_id) VALUES (?, (SELECT COALESCE(MAX(seq), 0) "
+                         "FROM sqlite_sequence WHERE name = 'rw_log'))", (name,))
         marks = ",".join("?" * len(self.remote_write))
         conn.execute(f"DELETE FROM rw_cursor WHERE name NOT IN ({marks})", self.remote_write)
         conn.execute("DELETE FROM rw_log WHERE id <= COALESCE((SELECT MIN(last_id) FROM rw_cursor), "
