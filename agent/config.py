@@ -85,6 +85,7 @@ class CollectorTarget(Model):
     queue_max_samples: int = Field(default=500_000, ge=1000, description="memory bound of unsent samples")
     backlog_rate: float = Field(default=2000.0, ge=0, description="samples/s of backlog sent after an outage; 0 = no limit")
     backoff_max: Duration = Field(default=60.0, gt=0, description="longest wait between push retries")
+    failback_after: Duration = Field(default=300.0, gt=0, description="on a fallback URL, try the first one again after")
     compress: bool = True
     tls: ClientTLS = Field(default_factory=ClientTLS)
 

@@ -29,7 +29,6 @@ __all__ = ["PushResult", "Pusher"]
 log = logging.getLogger("roomwatch.agent.push")
 
 _MIN_GAP = 0.2  # s between attempts, even when events keep kicking
-_PRIMARY_RETRY = 300.0  # s on a fallback URL before trying the first one again
 
 
 @dataclass(slots=True)
@@ -176,7 +175,8 @@ class Pusher:
     # -- delivery -------------------------------------------------------------
     def _url(self) -> str:
         urls = self.target.urls
-        if self._url_index and self._on_fallback_since and time.monotonic() - self._on_fallback_since > _PRIMARY_RETRY:
+        since = self._on_fallback_since
+        if self._url_index and since and time.monotonic() - since > self.target.failback_after:
             self._url_index, self._on_fallback_since = 0, None  # give the preferred collector another chance
         return urls[self._url_index % len(urls)]
 

@@ -14,6 +14,7 @@ import random
 import sqlite3
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -184,3 +185,45 @@ def test_full_spool_drops_oldest_plain_samples_keeps_events(tmp_path: Path) -> N
     doors = [d for _, _, d in prod]
     transitions = sum(1 for a, b in itertools.pairwise(doors) if a != b)
     assert _ledger(db)[2] == transitions > 3
+
+
+@pytest.mark.timeout(180)
+def test_failover_to_the_second_collector_and_back(tmp_path: Path) -> None:
+    """Two collector URLs: the agent moves to the second when the first dies and returns after failback_after.
+    Nothing is lost: every value is in one collector's history or the other's."""
+    db_a, db_b = tmp_path / "a.db", tmp_path / "b.db"
+    a = start_collector(tmp_path, name="a0", storage=str(db_a))
+    b = start_collector(tmp_path, name="b", storage=str(db_b))
+    port_a = a.port
+    agent = CounterAgent(tmp_path, [a.url, b.url], TOKEN, interval="200ms", push_interval="300ms",
+                         collector={"failback_after": "4s"})
+    agent.start()
+
+    def newest(c: Any) -> float:
+        return metric_value(c.metrics(), "roomwatch_test_counter") or 0
+
+    try:
+        wait_for(lambda: newest(a) > 0, timeout=20, what="pushes to the first collector")
+        a.proc.kill()
+        a.proc.stop()
+        wait_for(lambda: newest(b) > 0, timeout=20, what="failover to the second collector")
+        a = start_collector(tmp_path, name="a1", storage=str(db_a), listen=f"127.0.0.1:{port_a}")
+        back = time.monotonic()
+        wait_for(lambda: newest(a) > 0, timeout=20, what="failback to the first collector")
+        assert time.monotonic() - back < 12
+        # once back, the second collector gets nothing new
+        time.sleep(1.0)
+        on_b = newest(b)
+        time.sleep(1.5)
+        assert newest(b) == on_b and newest(a) > on_b
+        agent.wait_drained()
+    finally:
+        agent.proc.stop()
+    a.proc.stop()
+    b.proc.stop()
+    got_a, got_b = delivered(db_a), delivered(db_b)
+    assert got_a and got_b
+    # each collector holds each value at most once; together they hold every value
+    check_runs_are_prefixes(produced(agent.produced_log), sorted(set(got_a) | set(got_b), key=lambda x: x[1]),
+                            complete_runs={1})
+    assert len({v for v, _ in got_a}) == len(got_a) and len({v for v, _ in got_b}) == len(got_b)
