@@ -128,10 +128,32 @@ async def handle_readyz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ready", "agents": len(c.agents.agents), "series": len(c.series)})
 
 
+class _ProtocolErrorFilter(logging.Filter):
+    """aiohttp logs every malformed request (bad header, unknown Content-Encoding) as an ERROR with a
+    traceback; garbage from the network is not our error. One INFO line instead, so a scanner cannot
+    flood the journal with tracebacks."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from aiohttp.http_exceptions import HttpProcessingError
+
+        exc = record.exc_info[1] if record.exc_info else None
+        # RequestPayloadError: a body we refused without reading (401) turned out undecodable while
+        # aiohttp drained it after our answer.
+        if isinstance(exc, (HttpProcessingError, RequestPayloadError)):
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            record.msg, record.args, record.exc_info, record.exc_text = (
+                "malformed HTTP request refused: %s", (str(getattr(exc, "message", exc)).splitlines()[0][:200],),
+                None, None)
+        return True
+
+
 def create_app(collector: Collector) -> web.Application:
     """The aiohttp application serving ``collector``."""
     # client_max_size bounds request.read(); aiohttp answers 413 past it.
     cfg = collector.config
+    server_log = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, _ProtocolErrorFilter) for f in server_log.filters):
+        server_log.addFilter(_ProtocolErrorFilter())
     # keepalive_timeout also bounds a connection that never completes its request headers (slowloris):
     # aiohttp arms it at connect and closes a connection still waiting for a request when it fires.
     app = web.Application(client_max_size=cfg.max_body_decompressed,

@@ -281,7 +281,10 @@ def load_yaml(path: str | os.PathLike[str]) -> tuple[Any, _Located]:
         raise ConfigError([Problem(file, None, "", "file not found")]) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([Problem(file, None, "", f"cannot read the file: {exc}")]) from None
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)
+    except yaml.YAMLError as exc:  # e.g. a control character: the reader refuses before parsing
+        raise ConfigError([Problem(file, None, "", f"YAML syntax error: {exc}")]) from None
     loc.loader = loader
     try:
         node = loader.get_single_node()
