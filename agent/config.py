@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 import socket
 from pathlib import Path
-from typing import Annotated, Any, Union
+from typing import Annotated, Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, PlainValidator, ValidationError, field_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 import drivers
+from drivers.base import DeviceConfig
 from drivers.host import HostConfig
 from roomwatch.configbase import (
     ByteSize,
@@ -29,14 +31,27 @@ __all__ = ["AgentConfig", "load_agent_config"]
 drivers.load_builtin()
 
 
-def _device_union() -> Any:
-    models = tuple(cls.config_model for cls in drivers.registered().values())
-    if len(models) == 1:
-        return models[0]
-    return Annotated[Union[models], Field(discriminator="driver")]  # noqa: UP007 - built at run time
+def _validate_device(value: Any) -> Any:
+    """Validate one ``devices:`` entry with its own driver's model, chosen by ``driver:``.
+
+    Dispatching by hand (instead of a discriminated union of every driver's model)
+    means pydantic builds only the models of drivers this agent uses: every model
+    built costs the agent memory, and the agent's budget is tight.
+    """
+    if isinstance(value, DeviceConfig):
+        return value
+    if not isinstance(value, dict):
+        raise ValueError("a device must be a mapping with at least name: and driver:")
+    name = value.get("driver")
+    known = drivers.registered()
+    if name not in known:
+        message = "driver is required" if name is None else f"unknown driver {name!r}; expected one of {sorted(known)}"
+        raise ValidationError.from_exception_data("device", [InitErrorDetails(
+            type=PydanticCustomError("unknown_driver", message), loc=("driver",), input=name)])
+    return known[name].config_model.model_validate(value)
 
 
-DeviceEntry = _device_union()
+DeviceEntry = Annotated[DeviceConfig, PlainValidator(_validate_device)]
 
 
 def default_spool_path() -> str:
@@ -110,7 +125,7 @@ class AgentConfig(Model):
     agent: AgentSection = Field(default_factory=AgentSection)
     collector: CollectorTarget | None = None
     host: HostSection = Field(default_factory=HostSection)
-    devices: list[DeviceEntry] = Field(default_factory=list)  # type: ignore[valid-type]
+    devices: list[DeviceEntry] = Field(default_factory=list)
     actions: list[dict[str, Any]] = Field(default_factory=list)
 
     def extra_checks(self) -> list[tuple[tuple[Any, ...], str]]:

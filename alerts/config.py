@@ -32,7 +32,17 @@ class WebhookChannel(ChannelBase):
     max_alerts: int = Field(default=0, ge=0, description="0 = all alerts of a group in one message")
 
 
-CHANNEL_MODELS: tuple[type[ChannelBase], ...] = (WebhookChannel,)
+def _channel_models() -> tuple[type[ChannelBase], ...]:
+    """Webhook plus the model of every registered channel type (channel modules register when imported)."""
+    from alerts.channels import all as _builtin  # noqa: F401 - registers the built-in channel types
+    from alerts.channels.base import channel_types
+
+    models: list[type[ChannelBase]] = [WebhookChannel]
+    models += [cls.config_model for cls in channel_types().values() if cls.config_model not in models]
+    return tuple(models)
+
+
+CHANNEL_MODELS: tuple[type[ChannelBase], ...] = _channel_models()
 
 
 def _channel_union() -> Any:

@@ -1,3 +1,6 @@
 """Imports every built-in driver so it registers; adding a driver adds one line here."""
 
-from drivers import host  # noqa: F401
+from drivers import (  # noqa: F401 - imported for their @register side effect
+    host,
+    modbus,
+)

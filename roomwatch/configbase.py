@@ -134,7 +134,9 @@ Secret = SecretStr
 class Model(BaseModel):
     """Base for every config section: unknown keys are errors; ``<secret>_file`` is understood."""
 
-    model_config = ConfigDict(extra="forbid", validate_default=False, populate_by_name=True)
+    # defer_build: a model's validator is built on first use, so the agent pays (in memory)
+    # only for the driver models its config actually uses.
+    model_config = ConfigDict(extra="forbid", validate_default=False, populate_by_name=True, defer_build=True)
     _secret_fields: ClassVar[frozenset[str]] = frozenset()
 
     @classmethod
@@ -381,6 +383,15 @@ def validation_problems(exc: ValidationError, data: Any, loc: _Located) -> list[
     seen: set[tuple[str, str]] = set()
     for err in exc.errors(include_url=False):
         path, _ = _walk_loc(data, tuple(err.get("loc", ())))
+        if err.get("type") == "union_tag_invalid":
+            # A discriminated union (devices once two drivers exist) reports a bad tag at the item;
+            # point at the tag key itself, where the user made the mistake.
+            tag = str((err.get("ctx") or {}).get("discriminator", "")).strip("'")
+            target: Any = data
+            for part in path:
+                target = target[part] if isinstance(target, (dict, list)) else None
+            if isinstance(target, dict) and tag in target:
+                path = (*path, tag)
         message = _plain_message(err)
         key = dotted(path)
         if (key, message) in seen:

@@ -1,0 +1,13 @@
+"""Imports every built-in channel module so it registers; adding a channel adds one line here."""
+
+from alerts.channels import (  # noqa: F401
+    aliyun_sms,
+    dingtalk,
+    feishu,
+    gsm_modem,
+    mail,
+    serverchan,
+    tencent_sms,
+    wecom_app,
+    wecom_robot,
+)

@@ -1,0 +1,173 @@
+"""Aliyun and Tencent Cloud SMS against test servers that recompute the request signature, check the
+time window, nonce, template and its variables, and answer with the services' codes."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from alerts.channels.aliyun_sms import AliyunSmsChannel, AliyunSmsConfig
+from alerts.channels.base import Outcome
+from alerts.channels.tencent_sms import TencentSmsChannel, TencentSmsConfig
+from tests.channel_helpers import alert, assert_no_leak, notification
+from tests.peers.sms_stubs import AliyunSmsStub, TencentSmsStub
+
+AK_ID, AK_SECRET = "LTAI5tAbCdEfGhIjKlMnOpQr", "kT9sVx2Yz8qW3eR5tY7uI0oP1aS4dF"
+TC_ID, TC_KEY = "AKIDz8krbsJ5yKBZQpn74WFkmLPx3EXAMPLE", "Gu5t9xGARNpq86cd98joQYCN3EXAMPLEkey"
+TEMPLATE = "SMS_465830123"  # 机房告警：${alert}，位置：${room}，当前值：${value}
+
+
+@pytest.fixture(autouse=True)
+def _debug_logs(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+
+
+@pytest.fixture
+async def aliyun() -> AsyncIterator[AliyunSmsStub]:
+    stub = await AliyunSmsStub(AK_ID, AK_SECRET, "县信息中心", {TEMPLATE: ["alert", "room", "value"]}).start()
+    yield stub
+    await stub.stop()
+
+
+@pytest.fixture
+async def tencent() -> AsyncIterator[TencentSmsStub]:
+    stub = await TencentSmsStub(TC_ID, TC_KEY, "1400006666", "县信息中心", {"1110": 3}).start()
+    yield stub
+    await stub.stop()
+
+
+def aliyun_channel(stub: AliyunSmsStub, **over: Any) -> AliyunSmsChannel:
+    conf = {"name": "sms", "type": "aliyun_sms", "access_key_id": AK_ID, "access_key_secret": AK_SECRET,
+            "phone_numbers": ["13800138000", "13900139000"], "sign_name": "县信息中心", "template_code": TEMPLATE,
+            "endpoint": stub.url + "/", "timeout": "2s", **over}
+    return AliyunSmsChannel(AliyunSmsConfig.model_validate(conf))
+
+
+def tencent_channel(stub: TencentSmsStub, **over: Any) -> TencentSmsChannel:
+    conf = {"name": "sms", "type": "tencent_sms", "secret_id": TC_ID, "secret_key": TC_KEY, "sdk_app_id": "1400006666",
+            "sign_name": "县信息中心", "template_id": "1110", "phone_numbers": ["13800138000", "+8613900139000"],
+            "endpoint": stub.url + "/", "timeout": "2s", **over}
+    return TencentSmsChannel(TencentSmsConfig.model_validate(conf))
+
+
+# ------------------------------------------------------------------------ Aliyun
+
+
+async def test_aliyun_sends_template_variables(aliyun: AliyunSmsStub, caplog: pytest.LogCaptureFixture) -> None:
+    ch = aliyun_channel(aliyun)
+    results = [await ch.send(notification()), await ch.send(notification(status="resolved"))]
+    assert [r.outcome for r in results] == [Outcome.DELIVERED] * 2, results
+    first, second = aliyun.received
+    assert first["numbers"] == ["13800138000", "13900139000"] and first["format"] == "JSON"
+    assert first["params"] == {"alert": "机房温度过高", "room": "县政府一号机房", "value": "31.5"}
+    assert second["params"]["alert"] == "机房温度过高（已恢复）"
+    # A group of three, with a summary longer than a variable may be: cut to 35 characters.
+    many = notification(alerts=[alert(), alert("RoomHumidityHigh"), alert("UPSOnBattery")])
+    many.alerts[0].annotations = {"summary": "一号机房精密空调回风温度持续超过告警阈值且湿度同时偏高需要立即处理请值班人员到场"}
+    results.append(await ch.send(many))
+    assert results[-1].outcome is Outcome.DELIVERED
+    cut = aliyun.received[-1]["params"]["alert"]
+    assert len(cut) == 35 and cut.endswith("…")
+    await ch.close()
+    assert_no_leak([AK_ID, AK_SECRET], results, caplog)
+
+
+async def test_aliyun_rejections(aliyun: AliyunSmsStub, caplog: pytest.LogCaptureFixture) -> None:
+    results = []
+    for over, code in [({"access_key_secret": "wrong-secret-0123456789"}, "SignatureDoesNotMatch"),
+                       ({"access_key_id": "LTAI5tNoSuchKey000000"}, "InvalidAccessKeyId.NotFound"),
+                       ({"template_params": {"alert": "{alert}", "room": "{room}"}}, "isv.TEMPLATE_MISSING_PARAMETERS"),
+                       ({"sign_name": "未审核签名"}, "isv.SMS_SIGNATURE_ILLEGAL")]:
+        ch = aliyun_channel(aliyun, **over)
+        results.append(await ch.send(notification()))
+        await ch.close()
+        assert results[-1].outcome is Outcome.GIVE_UP and code in results[-1].detail, results[-1]
+    # This host's clock 20 minutes off: the service refuses the timestamp (±15 min).
+    ch = aliyun_channel(aliyun)
+    ch.clock = lambda: time.time() - 1200
+    results.append(await ch.send(notification()))
+    assert results[-1].outcome is Outcome.GIVE_UP and "InvalidTimeStamp.Expired" in results[-1].detail
+    assert "clock" in results[-1].detail
+    await ch.close()
+    assert not aliyun.received
+    assert_no_leak([AK_ID, AK_SECRET, "wrong-secret-0123456789", "LTAI5tNoSuchKey000000"], results, caplog)
+
+
+async def test_aliyun_flow_control_and_outage(aliyun: AliyunSmsStub, caplog: pytest.LogCaptureFixture) -> None:
+    ch = aliyun_channel(aliyun)
+    aliyun.fail_next = [("isv.BUSINESS_LIMIT_CONTROL", "触发小时级流控Permits:5"), ("isp.SYSTEM_ERROR", "isp.SYSTEM_ERROR")]
+    results = [await ch.send(notification()), await ch.send(notification())]
+    assert [r.outcome for r in results] == [Outcome.RETRY, Outcome.RETRY]
+    assert results[0].retry_after == 600.0
+    results.append(await ch.send(notification()))  # every request has a fresh nonce: a retry is not refused as a replay
+    assert results[-1].outcome is Outcome.DELIVERED
+    aliyun.hang_for = 4.0
+    results.append(await ch.send(notification()))
+    assert results[-1].outcome is Outcome.RETRY and "no answer within 2s" in results[-1].detail
+    await ch.close()
+    assert_no_leak([AK_ID, AK_SECRET], results, caplog)
+
+
+def test_aliyun_config_checks_fields() -> None:
+    base = {"name": "sms", "type": "aliyun_sms", "access_key_id": AK_ID, "access_key_secret": AK_SECRET,
+            "phone_numbers": ["13800138000"], "sign_name": "县信息中心", "template_code": TEMPLATE}
+    with pytest.raises(ValidationError, match=r"unknown field \{temperature\}"):
+        AliyunSmsConfig.model_validate({**base, "template_params": {"t": "{temperature}"}})
+    with pytest.raises(ValidationError, match="not a phone number"):
+        AliyunSmsConfig.model_validate({**base, "phone_numbers": ["138-0013"]})
+    ok = AliyunSmsConfig.model_validate({**base, "template_params": {"t": "{labels.rack}/{annotations.value}"}})
+    assert AK_SECRET not in repr(ok) and AK_SECRET not in str(ok.model_dump())
+
+
+# ----------------------------------------------------------------------- Tencent
+
+
+async def test_tencent_sends_positional_variables(tencent: TencentSmsStub, caplog: pytest.LogCaptureFixture) -> None:
+    ch = tencent_channel(tencent)
+    results = [await ch.send(notification())]
+    assert results[0].outcome is Outcome.DELIVERED, results[0]
+    assert [r["number"] for r in tencent.received] == ["+8613800138000", "+8613900139000"]
+    assert tencent.received[0]["params"] == ["机房温度过高", "县政府一号机房", "31.5"]
+    # One number hit its 30-second limit, the other got it: delivered, and the detail says who did not.
+    tencent.number_codes["+8613900139000"] = "LimitExceeded.PhoneNumberThirtySecondLimit"
+    results.append(await ch.send(notification()))
+    assert results[-1].outcome is Outcome.DELIVERED and "ThirtySecondLimit" in results[-1].detail
+    # Every number limited: retry after the limit's window.
+    tencent.number_codes["+8613800138000"] = "LimitExceeded.PhoneNumberThirtySecondLimit"
+    results.append(await ch.send(notification()))
+    assert results[-1].outcome is Outcome.RETRY and results[-1].retry_after == 30.0
+    # Every number blacklisted (the user sent TD): no retry helps.
+    tencent.number_codes = dict.fromkeys(tencent.number_codes, "FailedOperation.PhoneNumberInBlacklist")
+    results.append(await ch.send(notification()))
+    assert results[-1].outcome is Outcome.GIVE_UP
+    await ch.close()
+    assert_no_leak([TC_ID, TC_KEY], results, caplog)
+
+
+async def test_tencent_rejections(tencent: TencentSmsStub, caplog: pytest.LogCaptureFixture) -> None:
+    results = []
+    for over, code in [({"secret_key": "wrong-key-0123456789abcdef"}, "AuthFailure.SignatureFailure"),
+                       ({"secret_id": "AKIDnosuchid0000000000"}, "AuthFailure.SecretIdNotFound"),
+                       ({"template_params": ["{alert}", "{room}"]}, "TemplateParameterFormatError"),
+                       ({"template_id": "9999"}, "TemplateIncorrectOrUnapproved")]:
+        ch = tencent_channel(tencent, **over)
+        results.append(await ch.send(notification()))
+        await ch.close()
+        assert results[-1].outcome is Outcome.GIVE_UP and code in results[-1].detail, results[-1]
+    ch = tencent_channel(tencent)
+    ch.clock = lambda: time.time() + 600  # ten minutes ahead: outside the ±5 min window
+    results.append(await ch.send(notification()))
+    assert results[-1].outcome is Outcome.GIVE_UP and "SignatureExpire" in results[-1].detail
+    ch.clock = time.time
+    tencent.fail_next = [("RequestLimitExceeded", "too many requests"), ("InternalError.Timeout", "timeout")]
+    results += [await ch.send(notification()), await ch.send(notification())]
+    assert [r.outcome for r in results[-2:]] == [Outcome.RETRY, Outcome.RETRY]
+    results.append(await ch.send(notification()))
+    assert results[-1].outcome is Outcome.DELIVERED
+    await ch.close()
+    assert_no_leak([TC_ID, TC_KEY, "wrong-key-0123456789abcdef", "AKIDnosuchid0000000000"], results, caplog)

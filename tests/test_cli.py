@@ -1,0 +1,79 @@
+"""The roomwatch command: --version, --help everywhere, exit codes, and the demo."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from roomwatch import __version__
+from tests.helpers import ROOT, http_json, run_cli, wait_for
+
+
+def test_version() -> None:
+    res = run_cli("--version")
+    assert res.returncode == 0 and res.stdout.strip() == f"roomwatch {__version__}"
+
+
+@pytest.mark.parametrize("command", ["agent", "collector", "demo", "check-config", "gen-token"])
+def test_every_command_has_help(command: str) -> None:
+    res = run_cli(command, "--help")
+    assert res.returncode == 0, res.stderr
+    assert f"usage: roomwatch {command}" in res.stdout
+
+
+def test_no_command_is_usage_error() -> None:
+    assert run_cli().returncode == 2
+    assert run_cli("nonsense").returncode == 2
+
+
+def test_bad_config_is_exit_2_for_agent_and_collector(tmp_path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("agent:\n  idd: x\n")
+    res = run_cli("agent", "-c", str(bad))
+    assert res.returncode == 2 and "bad.yaml:2: agent.idd: unknown key" in res.stderr
+    bad.write_text("listen: nowhere\n")
+    res = run_cli("collector", "-c", str(bad))
+    assert res.returncode == 2 and "bad.yaml:1: listen:" in res.stderr
+
+
+def test_gen_token_hash_matches() -> None:
+    from collector.agents import hash_token
+
+    res = run_cli("gen-token")
+    token = re.search(r"token:\s+(\S+)", res.stdout).group(1)
+    digest = re.search(r"token_hash:\s+(\S+)", res.stdout).group(1)
+    assert len(token) >= 40 and digest == hash_token(token)
+
+
+def test_demo_runs_and_stops_on_ctrl_c(tmp_path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "roomwatch", "demo", "--collector-port", "0", "--agent-port", "0",
+                             "--dir", str(tmp_path / "demo")], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    lines: list[str] = []
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if "Press Ctrl-C" in line:
+                break
+        out = "".join(lines)
+        m = re.search(r"agents \(JSON\)\s+(http://127\.0\.0\.1:\d+)/api/v1/agents", out)
+        assert m, out
+        url = m.group(1)
+        wait_for(lambda: http_json(url + "/api/v1/agents")["agents"][0]["up"], timeout=30, what="demo agent up")
+        assert re.search(r"agent metrics\s+http://127\.0\.0\.1:\d+/metrics", out)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, "".join(lines) + rest
+    assert "demo stopped." in rest
