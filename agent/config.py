@@ -11,6 +11,7 @@ from pydantic import Field, PlainValidator, ValidationError, field_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 import drivers
+from agent.fallback import FallbackConfig
 from drivers.base import DeviceConfig
 from drivers.host import HostConfig
 from roomwatch.configbase import (
@@ -127,6 +128,7 @@ class AgentConfig(Model):
     host: HostSection = Field(default_factory=HostSection)
     devices: list[DeviceEntry] = Field(default_factory=list)
     actions: list[dict[str, Any]] = Field(default_factory=list)
+    fallback: FallbackConfig | None = None
 
     def extra_checks(self) -> list[tuple[tuple[Any, ...], str]]:
         """Cross-field checks pydantic cannot locate: (path, message)."""
@@ -140,6 +142,11 @@ class AgentConfig(Model):
                 problems.append((("devices", i, "name"), f"device name {dev.name!r} is already used by {other}"))
             else:
                 seen[dev.name] = i
+        if self.fallback is not None:
+            if self.collector is None:
+                problems.append((("fallback",), "local fallback alerting needs a collector section (it alerts when "
+                                 "the collector cannot be reached)"))
+            problems.extend(self.fallback.extra_checks())
         if self.actions:
             problems.append((("actions",), "no action types are available in this version"))
         return problems

@@ -22,7 +22,8 @@ async def serve(config_path: str) -> int:
     from agent.runtime import Agent
 
     cfg = load_agent_config(config_path)
-    setup_logging(cfg.agent.log_level, secrets=list(iter_secret_values(cfg)))
+    secrets = list(iter_secret_values(cfg)) + (cfg.fallback.secret_values() if cfg.fallback is not None else [])
+    setup_logging(cfg.agent.log_level, secrets=secrets)
     from agent.spool import SpoolError
 
     try:

@@ -139,6 +139,8 @@ class Pusher:
         self._next_seal = time.monotonic() + target.push_interval
         self._state_ok: bool | None = None
         self._stopping = False
+        #: Called with each batch the collector accepted (200), e.g. so local alerting knows what it has seen.
+        self.on_accepted: list[Callable[[Batch], None]] = []
 
     # -- input ------------------------------------------------------------
     def add(self, samples: list[SampleRecord]) -> None:
@@ -228,6 +230,8 @@ class Pusher:
             res = await self._send(batch)
             if res.status == 200:
                 self.outbox.ack(batch.seq)
+                for hook in self.on_accepted:
+                    hook(batch)
                 self.stats["ok"] += 1
                 self.last_ok = time.time()
                 self._failures = 0

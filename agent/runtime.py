@@ -95,6 +95,14 @@ class Agent:
         self.pusher: Pusher | None = None
         if config.collector is not None:
             self.pusher = Pusher(a.id, config.collector, outbox=open_outbox(config), extra_samples=self._self_samples)
+        self.fallback: Any = None
+        if config.fallback is not None:
+            from agent.fallback import FallbackAlerter
+
+            self.fallback = FallbackAlerter(config.fallback, self)
+            self.observers.append(self.fallback.observe)
+            if self.pusher is not None:
+                self.pusher.on_accepted.append(self.fallback.accepted)
         for dev_cfg in config.all_devices():
             cls = get_driver(dev_cfg.driver)
             interval = dev_cfg.interval or (config.host.interval if dev_cfg.driver == "host" else a.interval)
@@ -286,6 +294,8 @@ class Agent:
         self._scheduler = sched
         if self.pusher is not None:
             self._tasks.append(asyncio.create_task(self.pusher.run(), name="push"))
+        if self.fallback is not None:
+            self._tasks.append(asyncio.create_task(self.fallback.run(), name="fallback"))
         log.info("agent %s started: %d devices, pushing to %s", self.config.agent.id, len(self.devices),
                  ", ".join(self.config.collector.urls) if self.config.collector else "nobody (pull mode)")
 
@@ -300,6 +310,8 @@ class Agent:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
+        if self.fallback is not None:
+            await self.fallback.close()
         if self.pusher is not None:
             await self.pusher.flush(timeout=3.0)
             self.pusher.close()

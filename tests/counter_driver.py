@@ -4,7 +4,8 @@ Each poll returns ``roomwatch_test_counter = run * 1_000_000 + n`` (``run`` from
 ``$ROOMWATCH_TEST_RUN``, ``n`` counting polls from 1) with the poll's timestamp,
 plus ``fanout`` filler series (heavier batches), and every ``door_every`` polls
 toggles ``roomwatch_door_open`` (the agent turns that into door_open/door_close
-events). Before returning, the poll appends ``value ts_ms door`` to ``log`` (the
+events); ``state_file`` adds the readings listed in it (``metric value`` lines).
+Before returning, the poll appends ``value ts_ms door`` to ``log`` (the
 produced set), flushed: a kill -9 of the agent keeps what was written.
 
 The agent subprocess imports this module before ``roomwatch.cli`` (see
@@ -30,6 +31,15 @@ class CounterConfig(DeviceConfig):
     log: str
     fanout: int = 0
     door_every: int = 0
+    state_file: str | None = None  # lines "metric value": extra readings the test switches (a leak, smoke)
+
+
+def _states(path: str | None) -> list[tuple[str, float]]:
+    """``metric value`` lines of the state file (a tiny local read; fine on the loop in a test driver)."""
+    if not path or not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [(m, float(x)) for m, x in (line.split() for line in f.read().splitlines() if line.strip())]
 
 
 @register
@@ -53,6 +63,8 @@ class CounterDriver(Driver):
         if self.config.door_every:
             door = (self.n // self.config.door_every) % 2
             out.append(Reading("roomwatch_door_open", float(door), ts=ts))
+        for metric, val in _states(self.config.state_file):
+            out.append(Reading(metric, val, ts=ts))
         self._log.write(f"{int(value)} {int(ts * 1000)} {door}\n")
         return out
 
