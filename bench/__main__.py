@@ -27,6 +27,7 @@ BENCHMARKS: list[tuple[str, list[str], list[str]]] = [
     ("collector", ["--quick"], []),
     ("agent_footprint", ["--minutes", "1"], ["--minutes", "10"]),
     ("fleet", ["--agents", "200", "--seconds", "20"], []),
+    ("spool", ["--quick"], []),
 ]
 
 DOC = ROOT / "BENCHMARKS.md"

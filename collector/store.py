@@ -24,9 +24,11 @@ Tables (component ``ingest`` in :func:`collector.db.ensure_schema`):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fnmatch
 import json
 import logging
+import os
 import queue
 import sqlite3
 import threading
@@ -108,6 +110,9 @@ class IngestStore:
         self.remote_write = list(remote_write or [])
         self.stats = _Stats()
         self._conn = open_db(path, check_same_thread=False)
+        if path != ":memory:":
+            with contextlib.suppress(OSError):  # history of a government room is nobody else's business
+                os.chmod(path, 0o600)
         ensure_schema(self._conn, "ingest", MIGRATIONS)
         self._setup_remote_write()
         stored: dict[str, list[tuple[int, int]]] = {}

@@ -179,3 +179,22 @@ def test_config_loader_never_crashes(tmp_path: Path, doc: Any, raw: str | None) 
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         assert cli_main(["check-config", str(path)]) in (0, 2)
+
+
+def test_openapi_description_covers_the_ingest_and_read_routes() -> None:
+    """docs/openapi.yaml describes the push API and the read endpoints this branch serves."""
+    from collector.config import CollectorConfig
+    from collector.core import Collector
+    from collector.http import create_app
+    from roomwatch.wire import MAX_EVENTS, MAX_SAMPLES
+
+    doc = yaml.safe_load((Path(__file__).resolve().parent.parent / "docs" / "openapi.yaml").read_text())
+    import collector.history  # noqa: F401 - adds /api/v1/history
+
+    app = create_app(Collector(CollectorConfig()))
+    served = {r.resource.canonical for r in app.router.routes() if r.resource is not None}
+    for path in ("/api/v1/push", "/api/v1/history", "/metrics", "/api/v1/agents", "/healthz", "/readyz"):
+        assert path in served and path in doc["paths"], path
+    batch = doc["components"]["schemas"]["Batch"]["properties"]
+    assert batch["samples"]["maxItems"] == MAX_SAMPLES and batch["events"]["maxItems"] == MAX_EVENTS
+    assert set(doc["paths"]["/api/v1/push"]["post"]["responses"]) >= {"200", "400", "401", "403", "408", "413", "429"}
