@@ -11,6 +11,7 @@ from pydantic import Field, PlainValidator, ValidationError, field_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 import drivers
+from agent.actions import ActionEntry, check_actions
 from agent.fallback import FallbackConfig
 from drivers.base import DeviceConfig
 from drivers.host import HostConfig
@@ -127,7 +128,7 @@ class AgentConfig(Model):
     collector: CollectorTarget | None = None
     host: HostSection = Field(default_factory=HostSection)
     devices: list[DeviceEntry] = Field(default_factory=list)
-    actions: list[dict[str, Any]] = Field(default_factory=list)
+    actions: list[ActionEntry] = Field(default_factory=list)  # type: ignore[valid-type]
     fallback: FallbackConfig | None = None
 
     def extra_checks(self) -> list[tuple[tuple[Any, ...], str]]:
@@ -147,8 +148,7 @@ class AgentConfig(Model):
                 problems.append((("fallback",), "local fallback alerting needs a collector section (it alerts when "
                                  "the collector cannot be reached)"))
             problems.extend(self.fallback.extra_checks())
-        if self.actions:
-            problems.append((("actions",), "no action types are available in this version"))
+        problems.extend(check_actions(self.actions, self.all_devices()))
         return problems
 
     def all_devices(self) -> list[Any]:

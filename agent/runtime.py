@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any, TypeVar
 
+from agent.actions import build_actions
 from agent.config import AgentConfig
 from agent.latest import LatestValues
 from agent.push import Pusher
@@ -109,6 +110,7 @@ class Agent:
             runner = DeviceRunner(dev_cfg, None, self.base_labels, interval)  # type: ignore[arg-type]
             runner.driver = cls(dev_cfg, _DriverContext(self, dev_cfg.name))
             self.devices[dev_cfg.name] = runner
+        self.actions = build_actions(self)  # each registers itself in self.observers
 
     # -- shared resources ----------------------------------------------------
     def shared(self, key: Hashable, factory: Callable[[], T]) -> T:
@@ -304,6 +306,8 @@ class Agent:
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=False)
             self._scheduler = None
+        for action in self.actions:
+            await action.aclose()  # drops pending timers; lets a started command finish
         if self.pusher is not None:
             self.pusher.stop()
         for task in self._tasks:

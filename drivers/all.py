@@ -3,4 +3,5 @@
 from drivers import (  # noqa: F401 - imported for their @register side effect
     host,
     modbus,
+    nut,
 )

@@ -58,6 +58,13 @@ UPS_LOAD = _def("roomwatch_ups_load_ratio", "UPS output load, 0..1.")
 UPS_BATTERY_AGE = _def("roomwatch_ups_battery_age_seconds", "Time since the UPS battery was installed or last replaced.")
 UPS_INFO = _def("roomwatch_ups_info", "UPS identity (manufacturer, model, serial, firmware as labels); always 1.", "info")
 
+# --- UPS: NUT driver additions ----------------------------------------------------
+UPS_TEMPERATURE = _def("roomwatch_ups_temperature_celsius", "UPS internal (cabinet or inverter) temperature.")
+UPS_STATUS_FLAG = _def(
+    "roomwatch_ups_status_flag", "1 for each status flag the UPS reports now (NUT ups.status tokens: OL, OB, LB, RB, "
+    "BYPASS, CHRG, ...), in label flag; a flag not reported has no series."
+)
+
 # --- environment ---------------------------------------------------------------
 TEMPERATURE = _def("roomwatch_temperature_celsius", "Ambient temperature.")
 HUMIDITY = _def("roomwatch_humidity_ratio", "Relative humidity, 0..1.")

@@ -328,8 +328,9 @@ def _walk_loc(data: Any, loc: tuple[Any, ...]) -> tuple[tuple[Any, ...], bool]:
         elif isinstance(cur, dict) and isinstance(part, str) and part not in cur and part.endswith("]"):
             continue  # e.g. 'function-after[...]' wrappers
         elif isinstance(cur, dict) and isinstance(part, str):
-            # A union/discriminator tag ('snmp') or a missing key: keep it only if it is the last part.
-            if part is loc[-1]:
+            # A union/discriminator tag ('snmp') or a missing key: keep it only if it is the last part
+            # and not the entry's own tag (a model-level check of a {driver: nut} entry ends in 'nut').
+            if part is loc[-1] and part not in cur.values():
                 path.append(part)
                 found = False
             continue

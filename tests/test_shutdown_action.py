@@ -1,0 +1,170 @@
+"""Shutdown on low battery, end to end: a real agent process, a real upsd whose dummy-ups UPS goes OB → LB.
+
+The configured command is a marker script that appends a line to a file, so the
+tests see whether, when and how often it ran.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent.config import AgentConfig
+from agent.runtime import Agent
+from roomwatch.wire import EventRecord
+from tests.conftest import TOKENS
+from tests.helpers import free_port, http_get, metric_value, wait_for
+from tests.peers.nut import NutServer, nut_factory, write_dev  # noqa: F401
+
+pytestmark = pytest.mark.peer("upsd")
+
+ONLINE = {"ups.status": "OL", "battery.charge": "100", "battery.runtime": "1800", "ups.mfr": "T", "ups.model": "M"}
+
+
+@pytest.fixture
+def ups(nut_factory: Any, tmp_path: Path) -> NutServer:  # noqa: F811
+    return nut_factory({"rack": write_dev(tmp_path / "rack.dev", ONLINE)})
+
+
+@pytest.fixture
+def marker(tmp_path: Path) -> tuple[Path, Path]:
+    """(script, file it appends to)."""
+    out = tmp_path / "marker.txt"
+    script = tmp_path / "marker.sh"
+    script.write_text(f'#!/bin/sh\necho "ran $*" >> {out}\n')
+    script.chmod(0o755)
+    return script, out
+
+
+def _action(script: Path, **overrides: Any) -> dict[str, Any]:
+    return {"type": "shutdown", "name": "poweroff-host", "ups": "ups-rack", "command": [str(script), "now"],
+            "grace": "2s", "confirm_readings": 2, **overrides}
+
+
+def _device(server: NutServer) -> dict[str, Any]:
+    return {"name": "ups-rack", "driver": "nut", "port": server.port, "ups": "rack", "interval": "300ms",
+            "timeout": "2s"}
+
+
+def _on_battery(url: str) -> float | None:
+    status, body = http_get(url + "/metrics")
+    return metric_value(body.decode(), "roomwatch_ups_on_battery", device="ups-rack") if status == 200 else None
+
+
+def _lines(path: Path) -> list[str]:
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def test_fires_once_after_grace_with_collector_unreachable(ups: NutServer, marker: tuple[Path, Path],
+                                                           agent_factory: Any) -> None:
+    """OB alone (no critical condition) does nothing; OB + LB → pending, command runs once after the grace
+    delay — with the collector down the whole time."""
+    script, out = marker
+    dead_collector = f"http://127.0.0.1:{free_port()}"
+    proc, url = agent_factory(dead_collector, host={"enabled": False}, devices=[_device(ups)],
+                              actions=[_action(script)])
+    wait_for(lambda: _on_battery(url) == 0.0, timeout=15, what="UPS on mains in agent metrics")
+    ups.set_var("rack", "ups.status", "OB DISCHRG")
+    wait_for(lambda: _on_battery(url) == 1.0, timeout=15, what="UPS on battery in agent metrics")
+    time.sleep(1.5)  # several readings on battery, but no critical condition
+    assert "SHUTDOWN PENDING" not in proc.log()
+    ups.set_var("rack", "ups.status", "OB DISCHRG LB")
+    wait_for(lambda: "SHUTDOWN PENDING" in proc.log(), timeout=15, what="pending shutdown")
+    pending_at = time.monotonic()
+    assert _lines(out) == [], "ran before the grace delay"
+    wait_for(lambda: _lines(out), timeout=15, what="the command to run")
+    assert time.monotonic() - pending_at > 1.5  # grace is 2s; the log poll adds a little slack
+    time.sleep(2.5)  # LB goes on being reported: the command must not run again
+    assert _lines(out) == ["ran now"]
+    log = proc.log()
+    assert "the UPS reports low battery" in log and "SHUTDOWN STARTED" in log
+    assert "cannot push to the collector" in log  # it really was unreachable
+    assert "collector unreachable; not waiting for the event" in log
+    assert log.count("SHUTDOWN STARTED") == 1 and proc.alive()
+
+
+def test_mains_return_cancels(ups: NutServer, marker: tuple[Path, Path], agent_factory: Any) -> None:
+    """Mains back before the grace delay ends: cancelled, logged, the command never runs."""
+    script, out = marker
+    proc, url = agent_factory(None, host={"enabled": False}, devices=[_device(ups)],
+                              actions=[_action(script, grace="5s")])
+    wait_for(lambda: _on_battery(url) == 0.0, timeout=15, what="UPS on mains in agent metrics")
+    ups.set_var("rack", "ups.status", "OB DISCHRG LB")
+    wait_for(lambda: "SHUTDOWN PENDING" in proc.log(), timeout=15, what="pending shutdown")
+    ups.set_var("rack", "ups.status", "OL CHRG")
+    wait_for(lambda: "SHUTDOWN CANCELLED" in proc.log(), timeout=15, what="cancelled shutdown")
+    time.sleep(6.0)  # past the 5s grace
+    assert _lines(out) == []
+    assert "SHUTDOWN STARTED" not in proc.log()
+
+
+def _agent(cfg: dict[str, Any]) -> Agent:
+    return Agent(AgentConfig.model_validate(cfg))
+
+
+async def test_dry_run_logs_only_and_pushes_events(ups: NutServer, marker: tuple[Path, Path], collector: Any,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    """dry_run: pending and started are logged and pushed to the (real) collector; the command never runs."""
+    script, out = marker
+    agent = _agent({"agent": {"id": "agent-a"}, "host": {"enabled": False},
+                    "collector": {"urls": [collector.url], "token": TOKENS["agent-a"], "push_interval": "1s"},
+                    "devices": [_device(ups)], "actions": [_action(script, grace="1s", dry_run=True)]})
+    pushed: list[EventRecord] = []
+    assert agent.pusher is not None
+    real_add = agent.pusher.add_events
+    agent.pusher.add_events = lambda events: (pushed.extend(events), real_add(events))[1]  # type: ignore[method-assign]
+    await agent.start()
+    try:
+        await asyncio.sleep(1.0)
+        await asyncio.to_thread(ups.set_var, "rack", "ups.status", "OB DISCHRG LB")
+        action = agent.actions[0]
+        for _ in range(100):
+            if action.logic.state == "fired":
+                break
+            await asyncio.sleep(0.1)
+        assert action.logic.state == "fired"
+        await asyncio.sleep(1.5)  # let the events reach the collector
+    finally:
+        await agent.stop()
+    assert _lines(out) == []
+    kinds = [e.type for e in pushed]
+    assert kinds.count("shutdown_pending") == 1 and kinds.count("shutdown_started") == 1, kinds
+    assert kinds.index("shutdown_pending") < kinds.index("shutdown_started")
+    started = next(e for e in pushed if e.type == "shutdown_started")
+    assert started.labels["dry_run"] == "true" and started.labels["action"] == "poweroff-host"
+    assert started.labels["device"] == "ups-rack" and "DRY RUN" in started.message
+    msgs = [r.getMessage() for r in caplog.records]
+    assert any("DRY RUN: would run" in m for m in msgs)
+    total = metric_value(collector.metrics(), "roomwatch_collector_events_received_total")
+    assert total is not None and total >= len(pushed)  # every event pushed was accepted
+
+
+async def test_single_glitchy_reading_does_not_trigger(ups: NutServer, marker: tuple[Path, Path]) -> None:
+    """One poll sees OB + LB, the next ones OL: nothing happens (polls driven one by one)."""
+    script, out = marker
+    agent = _agent({"agent": {"id": "t"}, "host": {"enabled": False}, "devices": [_device(ups)],
+                    "actions": [_action(script, grace="0s")]})
+    dev = agent.devices["ups-rack"]
+    try:
+        await agent.poll_device(dev)
+        await asyncio.to_thread(ups.set_var, "rack", "ups.status", "OB LB")
+        await agent.poll_device(dev)
+        assert agent.actions[0].logic.ob_streak == 1
+        await asyncio.to_thread(ups.set_var, "rack", "ups.status", "OL")
+        for _ in range(3):
+            await agent.poll_device(dev)
+        await asyncio.to_thread(ups.set_var, "rack", "ups.status", "OB LB")
+        await agent.poll_device(dev)
+        await agent.poll_device(dev)  # now confirmed: pending, grace 0s
+        assert agent.actions[0].logic.state == "pending"
+        for _ in range(50):
+            if _lines(out):
+                break
+            await asyncio.sleep(0.1)
+        assert _lines(out) == ["ran now"]
+    finally:
+        await agent.stop()
