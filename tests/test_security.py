@@ -10,6 +10,7 @@ import gzip
 import http.client
 import json
 import socket
+import socketserver
 import ssl
 import threading
 import time
@@ -232,6 +233,16 @@ class _EchoAuth(BaseHTTPRequestHandler):
         pass
 
 
+class _UpsdDenies(socketserver.StreamRequestHandler):
+    """A upsd that refuses the password (NUT network protocol: OK / ERR ACCESS-DENIED)."""
+
+    def handle(self) -> None:
+        for line in self.rfile:
+            word = line.split(b" ", 1)[0].strip()
+            answer = b"OK\n" if word == b"USERNAME" else b"ERR ACCESS-DENIED\n"
+            self.wfile.write(answer)
+
+
 def test_no_secret_in_any_log_line_or_metric(tmp_path: Path, agent_factory: Any) -> None:
     from agent.config import load_agent_config
     from collector.config import load_collector_config
@@ -239,6 +250,10 @@ def test_no_secret_in_any_log_line_or_metric(tmp_path: Path, agent_factory: Any)
 
     echo = HTTPServer(("127.0.0.1", 0), _EchoAuth)
     threading.Thread(target=echo.serve_forever, daemon=True).start()
+    upsd = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _UpsdDenies)
+    upsd.daemon_threads = True
+    threading.Thread(target=upsd.serve_forever, daemon=True).start()
+    nut_password = "nut-password-secret-555"
     rw_token = "rw-bearer-secret-123456"
     rw_password = "basic-password-secret-987"
     c = start_collector(tmp_path, log_level="debug", remote_write=[
@@ -246,12 +261,15 @@ def test_no_secret_in_any_log_line_or_metric(tmp_path: Path, agent_factory: Any)
         {"name": "echo2", "url": f"http://127.0.0.1:{echo.server_port}/w",
          "basic_auth": {"username": "u", "password": rw_password}}])
     try:
-        good, agent_url = agent_factory(c.url, "agent-a", agent={"log_level": "debug"})
+        good, agent_url = agent_factory(c.url, "agent-a", agent={"log_level": "debug"}, devices=[
+            {"name": "ups1", "driver": "nut", "port": upsd.server_address[1], "ups": "ups", "username": "monitor",
+             "password": nut_password, "interval": "1s"}])
         bad, _ = agent_factory(c.url, "agent-b", agent={"log_level": "debug"},
                                collector={"token": "agent-b-wrong-token-secret"})
         wait_for(lambda: metric_value(c.metrics(), "roomwatch_collector_remote_write_samples_total", endpoint="echo2",
                                       result="rejected"), timeout=20, what="remote write refusals")
         wait_for(lambda: "HTTP 401" in bad.log(), timeout=20, what="agent-b refused")
+        wait_for(lambda: "ups1 is down" in good.log(), timeout=20, what="the NUT login refused")
         metrics = c.metrics() + urllib.request.urlopen(agent_url + "/metrics", timeout=5).read().decode()
         agents_json = json.dumps(http_json(c.url + "/api/v1/agents"))
     finally:
@@ -260,10 +278,12 @@ def test_no_secret_in_any_log_line_or_metric(tmp_path: Path, agent_factory: Any)
         c.proc.stop()
         echo.shutdown()
         echo.server_close()
+        upsd.shutdown()
+        upsd.server_close()
     secrets = set(iter_secret_values(load_collector_config(str(c.config))))
     for path in tmp_path.glob("agent*.yaml"):
         secrets |= set(iter_secret_values(load_agent_config(str(path))))
-    assert {rw_token, rw_password, "agent-b-wrong-token-secret", *TOKENS.values()} <= secrets
+    assert {rw_token, rw_password, nut_password, "agent-b-wrong-token-secret", *TOKENS.values()} <= secrets
     logs = c.proc.log() + good.log() + bad.log()
     assert "refused" in logs and "***" in logs  # the echoed credentials were redacted, not printed
     for secret in secrets:

@@ -11,11 +11,13 @@ import pytest
 from agent.spool import Spool, SpoolError
 from roomwatch.wire import Batch, EventRecord, SampleRecord
 
-NOW = int(time.time() * 1000)
+
+def _now() -> int:
+    return int(time.time() * 1000)
 
 
 def _batch(seq: int, age_s: float = 0.0, n: int = 10, events: int = 0, tag: str = "t") -> Batch:
-    ts = NOW - int(age_s * 1000)
+    ts = _now() - int(age_s * 1000)
     samples = [SampleRecord("roomwatch_temperature_celsius", {"device": f"{tag}{i}"}, float(seq), ts) for i in range(n)]
     evs = [EventRecord("door_open", {"device": "door1"}, ts, 1.0) for _ in range(events)]
     return Batch("agent-a", seq, samples, evs)
@@ -43,6 +45,7 @@ def test_events_first_then_fresh_newest_first_then_backlog_oldest_first(tmp_path
 def test_batches_and_seq_survive_reopen(tmp_path: Path) -> None:
     path = str(tmp_path / "s.db")
     s = Spool(path, "agent-a")
+    t0 = _now()
     for seq in (10, 11, 12):
         s.put(_batch(seq, 100, n=3))
     s.ack(11)
@@ -52,7 +55,9 @@ def test_batches_and_seq_survive_reopen(tmp_path: Path) -> None:
     got = s.next_batches(10)
     assert [b.seq for b in got] == [10, 12]
     # samples come back exactly as stored: names, labels, values, original timestamps
-    assert got[0].samples[0] == SampleRecord("roomwatch_temperature_celsius", {"device": "t0"}, 10.0, NOW - 100_000)
+    first = got[0].samples[0]
+    assert (first.metric, first.labels, first.value) == ("roomwatch_temperature_celsius", {"device": "t0"}, 10.0)
+    assert abs(first.ts - (t0 - 100_000)) < 1000 and all(s.ts == first.ts for s in got[0].samples)
     assert s.integrity_check() == "ok"
     s.close()
 
@@ -161,7 +166,7 @@ def test_damaged_spool_is_moved_aside_and_the_agent_goes_on(tmp_path: Path, capl
 def test_renamed_agent_sends_its_backlog_under_the_new_id(tmp_path: Path) -> None:
     path = str(tmp_path / "s.db")
     s = Spool(path, "old-name")
-    s.put(Batch("old-name", 5, [SampleRecord("roomwatch_door_open", {}, 1.0, NOW)], []))
+    s.put(Batch("old-name", 5, [SampleRecord("roomwatch_door_open", {}, 1.0, _now())], []))
     s.close()
     s = Spool(path, "new-name")
     assert s.next_batches(1)[0].agent == "new-name"
