@@ -31,7 +31,7 @@ __all__ = ["Agent", "DeviceRunner"]
 log = logging.getLogger("roomwatch.agent")
 T = TypeVar("T")
 
-_HEALTH = frozenset({v.DEVICE_UP, v.DEVICE_POLL_DURATION, v.DEVICE_POLL_ERRORS, v.DEVICE_POLL_SKIPPED})
+_HEALTH = v.HEALTH_METRICS  # device_up, poll errors, a driver's own link counters: kept while down
 
 
 def _reason(exc: BaseException) -> str:
@@ -58,6 +58,10 @@ class DeviceRunner:
         self.skipped = 0
         self.duration: float | None = None
         self.started = False
+        #: Listening devices: the current value of each series, re-sent every interval while the
+        #: device is up, so a door closed for an hour stays current at the collector.
+        self.current: dict[tuple[str, tuple[tuple[str, str], ...]], SampleRecord] = {}
+        self.refreshed = 0.0  # monotonic time current values were last re-sent
 
 
 class _DriverContext:
@@ -138,6 +142,13 @@ class Agent:
             out.append(SampleRecord(v.DEVICE_POLL_SKIPPED, dev.labels, float(dev.skipped), ms))
             if dev.duration is not None:
                 out.append(SampleRecord(v.DEVICE_POLL_DURATION, dev.labels, dev.duration, ms))
+        try:
+            own = dev.driver.health()
+        except Exception:  # a driver's statistics must not stop its readings
+            log.exception("health of %s", dev.name)
+            own = ()
+        for r in own:
+            out.append(SampleRecord(r.metric, {**dev.labels, **r.labels} if r.labels else dev.labels, float(r.value), ms))
         return out
 
     def _publish(self, dev: DeviceRunner, records: list[SampleRecord], replace: bool,
@@ -186,7 +197,10 @@ class Agent:
         now = time.time()
         dev.last_seen = time.monotonic()
         self._set_up(dev, True)
-        records = self._records(dev, readings, now) + self._health(dev, now)
+        records = self._records(dev, readings, now)
+        for rec in records:
+            dev.current[(rec.metric, tuple(rec.labels.items()))] = rec
+        records += self._health(dev, now)
         self._publish(dev, records, replace=False, events=[
             EventRecord(e.type, {**dev.labels, **(e.labels or {})}, int((e.ts or now) * 1000), e.value, e.message)
             for e in events
@@ -220,16 +234,39 @@ class Agent:
         self._publish(dev, records + self._health(dev, now), replace=bool(records))
 
     async def _check_silence(self) -> None:
-        """Listening devices with ``max_age`` go down when they fall silent."""
+        """Watch listening devices (every second).
+
+        A device goes down when it is silent past ``max_age`` or when its driver says it cannot
+        hear it (the broker is unreachable); its values then leave the agent's /metrics and the
+        collector hides them (device_up 0). While up, its current values are re-sent every
+        ``interval`` with a fresh time, so a state that rarely changes (a closed door) never
+        expires at the collector; while down, device_up 0 is re-sent the same way.
+        """
         now_m = time.monotonic()
+        now = time.time()
         for dev in self.devices.values():
-            if dev.driver.mode != "listen" or not dev.max_age:
+            if dev.driver.mode != "listen":
                 continue
             since = dev.last_seen or self._started_m
-            if now_m - since > dev.max_age and dev.up is not False:
-                self._set_up(dev, False, f"no message for {now_m - since:.0f}s (max_age {dev.max_age:g}s)")
+            if dev.max_age and now_m - since > dev.max_age:
+                reason: str | None = f"no message for {now_m - since:.0f}s (max_age {dev.max_age:g}s)"
+            else:
+                try:
+                    reason = dev.driver.problem()
+                except Exception:  # a driver bug must not stop the watch of the others
+                    log.exception("problem() of %s", dev.name)
+                    reason = None
+            if reason and dev.up is not False:
+                self._set_up(dev, False, reason)
                 self.latest.drop_device(dev.name, keep=_HEALTH)
-                self._publish(dev, self._health(dev, time.time()), replace=False)
+                dev.current.clear()
+                dev.refreshed = now_m
+                self._publish(dev, self._health(dev, now), replace=False)
+            elif dev.up is not None and now_m - dev.refreshed >= dev.interval:
+                dev.refreshed = now_m
+                ms = int(now * 1000)
+                records = [SampleRecord(r.metric, r.labels, r.value, ms) for r in dev.current.values()] if dev.up else []
+                self._publish(dev, records + self._health(dev, now), replace=False)
 
     def _self_samples(self, now_ms: int) -> list[SampleRecord]:
         """Agent health, added to every pushed batch and the agent's /metrics."""
@@ -290,7 +327,7 @@ class Agent:
             first = datetime.now().astimezone() + timedelta(seconds=random.uniform(0, min(1.0, dev.interval / 10)))
             sched.add_job(self.poll_device, "interval", args=[dev], id=dev.name, seconds=dev.interval,
                           jitter=min(dev.interval * 0.1, 5.0), next_run_time=first)
-        if any(d.driver.mode == "listen" and d.max_age for d in self.devices.values()):
+        if any(d.driver.mode == "listen" for d in self.devices.values()):
             sched.add_job(self._check_silence, "interval", seconds=1.0, id="__silence__")
         sched.start()
         self._scheduler = sched

@@ -28,6 +28,8 @@ BENCHMARKS: list[tuple[str, list[str], list[str]]] = [
     ("agent_footprint", ["--minutes", "1"], ["--minutes", "10"]),
     ("fleet", ["--agents", "200", "--seconds", "20"], []),
     ("spool", ["--quick"], []),
+    ("rules", ["--rounds", "5"], []),
+    ("alert_latency", ["--events", "20"], []),
 ]
 
 DOC = ROOT / "BENCHMARKS.md"

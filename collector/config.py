@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from alerts.config import ChannelEntry, RouteConfig, RulesConfig
+from alerts.config import AlertsConfig, ChannelEntry, RouteConfig, RulesConfig, alerting_checks
 from roomwatch.configbase import (
     ByteSize,
     ConfigError,
@@ -49,8 +49,17 @@ class ServerTLS(Model):
 
 
 class WebUser(Model):
-    name: str
+    """A person who may log in to acknowledge and silence (``roomwatch hash-password`` makes the hash)."""
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[^:\s]+$")
     password_hash: str
+
+    @field_validator("password_hash")
+    @classmethod
+    def _hash(cls, value: str) -> str:
+        from collector.webauth import check_hash
+
+        return check_hash(value)
 
 
 class WebConfig(Model):
@@ -127,6 +136,7 @@ class CollectorConfig(Model):
     rules: RulesConfig = Field(default_factory=RulesConfig)
     channels: list[ChannelEntry] = Field(default_factory=list)  # type: ignore[valid-type]
     routes: list[RouteConfig] = Field(default_factory=list)
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     web: WebConfig = Field(default_factory=WebConfig)
     log_level: str = Field(default="info", pattern=r"^(?i:debug|info|warning|error)$")
 
@@ -154,6 +164,7 @@ class CollectorConfig(Model):
             for j, ch in enumerate(r.channels):
                 if ch not in names:
                     problems.append((("routes", i, "channels", j), f"no channel named {ch!r} in channels"))
+        problems.extend(alerting_checks(self))
         return problems
 
 

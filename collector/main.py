@@ -16,6 +16,9 @@ __all__ = ["main", "serve"]
 
 log = logging.getLogger("roomwatch.collector")
 
+#: Modules that add themselves to the collector app through collector.http.ROUTE_HOOKS.
+COMPONENTS = ("collector.webauth", "alerts.api")
+
 
 def _ssl_context(cfg: object) -> ssl.SSLContext | None:
     tls = getattr(cfg, "tls", None)
@@ -41,12 +44,21 @@ async def serve(config_path: str) -> int:
     cfg = load_collector_config(config_path)
     setup_logging(cfg.log_level, secrets=list(iter_secret_values(cfg)))
     collector = Collector(cfg)
+    import importlib
+
+    for module in COMPONENTS:
+        importlib.import_module(module)
     try:
         durable = Durable(collector)  # push dedup + history: a 200 means committed, so no store, no ingest
     except (OSError, sqlite3.Error) as exc:
         log.error("cannot open the storage %s: %s", cfg.storage, exc)
         return 1
-    app = create_app(collector)
+    try:
+        app = create_app(collector)
+    except OSError as exc:  # e.g. the storage directory does not exist
+        log.error("cannot start: %s", exc)
+        await durable.stop()
+        return 1
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     host, port = parse_hostport(cfg.listen)

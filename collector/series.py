@@ -14,13 +14,13 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from drivers.vocabulary import DEVICE_POLL_DURATION, DEVICE_POLL_ERRORS, DEVICE_POLL_SKIPPED, DEVICE_UP, describe
+from drivers.vocabulary import DEVICE_UP, HEALTH_METRICS, describe
 from roomwatch.exposition import Family, render_labels
 from roomwatch.wire import SampleRecord
 
 __all__ = ["Series", "SeriesStore"]
 
-_HEALTH = frozenset({DEVICE_UP, DEVICE_POLL_DURATION, DEVICE_POLL_ERRORS, DEVICE_POLL_SKIPPED})
+_HEALTH = HEALTH_METRICS  # device_up and link counters stay visible while a device is down
 
 
 @dataclass(slots=True)

@@ -101,3 +101,18 @@ class Driver(abc.ABC):
 
     async def stop(self) -> None:  # noqa: B027 - optional hook
         """Close connections; called once at shutdown."""
+
+    def health(self) -> Sequence[Reading]:
+        """The driver's own link statistics (bad messages by reason …), sent with ``device_up``.
+
+        Their metrics must be marked ``health=True`` in the vocabulary, so they stay visible
+        while the device is down.
+        """
+        return ()
+
+    def problem(self) -> str | None:
+        """Listening drivers: why the device cannot be heard right now (broker unreachable), else None.
+
+        The agent asks every second; a reason marks the device down until it speaks again.
+        """
+        return None

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["METRICS", "MetricDef", "describe"]
+__all__ = ["HEALTH_METRICS", "METRICS", "MetricDef", "describe"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,14 +21,19 @@ class MetricDef:
 
 
 METRICS: dict[str, MetricDef] = {}
+#: Metrics about a device's link rather than the room (up, poll errors, bad messages): the agent
+#: and the collector keep showing them while the device is down, since they tell why it is down.
+HEALTH_METRICS: set[str] = set()
 
 
-def _def(name: str, help_text: str, kind: str = "gauge") -> str:
+def _def(name: str, help_text: str, kind: str = "gauge", health: bool = False) -> str:
     if name in METRICS:
         raise ValueError(f"metric {name} defined twice")
     if kind == "counter" and not name.endswith("_total"):
         raise ValueError(f"counter {name} must end in _total")
     METRICS[name] = MetricDef(name, help_text, kind)
+    if health:
+        HEALTH_METRICS.add(name)
     return name
 
 
@@ -73,11 +78,13 @@ WATER_LEAK = _def("roomwatch_water_leak_detected", "1 when a leak sensor is wet.
 SMOKE = _def("roomwatch_smoke_detected", "1 when a smoke sensor alarms.")
 
 # --- device health (the agent adds these for every device) -----------------------
-DEVICE_UP = _def("roomwatch_device_up", "1 when the last poll or message of the device succeeded in time.")
-DEVICE_POLL_DURATION = _def("roomwatch_device_poll_duration_seconds", "Duration of the device's last poll.")
-DEVICE_POLL_ERRORS = _def("roomwatch_device_poll_errors_total", "Polls of the device that failed or timed out.", "counter")
+DEVICE_UP = _def("roomwatch_device_up", "1 when the last poll or message of the device succeeded in time.", health=True)
+DEVICE_POLL_DURATION = _def("roomwatch_device_poll_duration_seconds", "Duration of the device's last poll.", health=True)
+DEVICE_POLL_ERRORS = _def("roomwatch_device_poll_errors_total", "Polls of the device that failed or timed out.", "counter",
+                          health=True)
 DEVICE_POLL_SKIPPED = _def(
-    "roomwatch_device_poll_skipped_total", "Polls skipped because the previous poll of the device was still running.", "counter"
+    "roomwatch_device_poll_skipped_total", "Polls skipped because the previous poll of the device was still running.", "counter",
+    health=True,
 )
 
 # --- host (psutil) -------------------------------------------------------------------
@@ -151,6 +158,17 @@ COLLECTOR_RW_PENDING = _def("roomwatch_collector_remote_write_pending_samples",
 COLLECTOR_RW_LAST_SUCCESS = _def("roomwatch_collector_remote_write_last_success_timestamp_seconds",
                                  "Unix time of the last request a remote-write endpoint accepted.")
 
+# --- alerting (collector) ------------------------------------------------------------
+NOTIFICATION_CHANNEL_UP = _def(
+    "roomwatch_notification_channel_up", "0 while the notification channel keeps failing to deliver, else 1."
+)
+NOTIFICATIONS = _def(
+    "roomwatch_notifications_total", "Notification delivery attempts by channel and outcome (delivered, retry, "
+    "give_up, expired).", "counter"
+)
+NOTIFICATIONS_PENDING = _def("roomwatch_notifications_pending", "Notifications queued and not yet delivered, by channel.")
+SILENCES = _def("roomwatch_silences", "Silences by state (active, pending).")
+
 # --- state metrics whose change is an event, pushed at once ------------------------------
 #: metric → (event type when it becomes 1, event type when it returns to 0)
 STATE_EVENTS: dict[str, tuple[str, str]] = {
@@ -160,3 +178,13 @@ STATE_EVENTS: dict[str, tuple[str, str]] = {
     UPS_ON_BATTERY: ("ups_on_battery", "ups_on_mains"),
     UPS_BATTERY_LOW: ("ups_battery_low", "ups_battery_ok"),
 }
+
+# --- room sensors: the sensor's own state, and MQTT ingest health (issue 4) ---------------
+SENSOR_BATTERY = _def("roomwatch_sensor_battery_ratio", "Battery level the sensor reports, 0..1.")
+SENSOR_LINK_QUALITY = _def(
+    "roomwatch_sensor_link_quality", "Radio link quality the sensor reports (Zigbee LQI, 0..255; higher is better).")
+SENSOR_SIGNAL = _def("roomwatch_sensor_signal_strength_dbm", "Wi-Fi signal strength the sensor reports (RSSI), in dBm.")
+MQTT_MESSAGES = _def("roomwatch_mqtt_messages_total",
+                     "MQTT messages received for the device, by result (ok, ignored, invalid).", "counter", health=True)
+MQTT_INVALID = _def("roomwatch_mqtt_messages_invalid_total",
+                    "MQTT messages (or fields of them) dropped as invalid, by reason.", "counter", health=True)

@@ -17,7 +17,7 @@ from roomwatch import __version__
 __all__ = ["main"]
 
 AGENT_KEYS = frozenset({"agent", "collector", "host", "devices", "actions"})
-COLLECTOR_KEYS = frozenset({"listen", "tls", "storage", "agents", "rules", "channels", "routes", "web",
+COLLECTOR_KEYS = frozenset({"listen", "tls", "storage", "agents", "rules", "channels", "routes", "web", "alerts",
                             "agent_timeout", "series_expire", "max_body", "max_body_decompressed", "body_timeout"})
 
 #: Extra subcommands contributed by other modules: name → (help, add_arguments, run).

@@ -1,6 +1,7 @@
 """Imports every built-in channel module so it registers; adding a channel adds one line here."""
 
 from alerts.channels import (  # noqa: F401
+    alertmanager,
     aliyun_sms,
     dingtalk,
     feishu,
@@ -8,6 +9,7 @@ from alerts.channels import (  # noqa: F401
     mail,
     serverchan,
     tencent_sms,
+    webhook,
     wecom_app,
     wecom_robot,
 )

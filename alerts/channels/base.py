@@ -79,6 +79,9 @@ class Channel(abc.ABC):
     rate_limit: ClassVar[tuple[int, float] | None] = None
     #: Largest message body the service accepts, in bytes of UTF-8 (texts are cut to fit).
     max_bytes: ClassVar[int | None] = None
+    #: Re-send the firing alerts of a group this often even when nothing changed and they are
+    #: acknowledged (a receiver that expires alerts, such as Alertmanager's API); None = never.
+    resend_interval: float | None = None
 
     def __init__(self, config: Any):
         self.config = config
@@ -99,13 +102,23 @@ def register_channel(cls: type[Channel]) -> type[Channel]:
     """Class decorator: make a channel type available by its ``type`` name; duplicates are a bug."""
     if cls.type in _TYPES and _TYPES[cls.type] is not cls:
         raise ValueError(f"channel type {cls.type!r} registered twice")
+    field = cls.config_model.model_fields.get("type")
+    if field is None or getattr(field.annotation, "__args__", None) != (cls.type,):
+        raise ValueError(f"{cls.__name__}.config_model must declare type: Literal[{cls.type!r}]")
     _TYPES[cls.type] = cls
     return cls
 
 
+def _load_builtin() -> None:
+    import alerts.channels.all  # noqa: F401 - registers every built-in type (cheap: no service library is imported)
+
+
 def get_channel_type(name: str) -> type[Channel]:
+    _load_builtin()
     return _TYPES[name]
 
 
 def channel_types() -> dict[str, type[Channel]]:
+    """Every registered channel type (the built-in modules are imported first)."""
+    _load_builtin()
     return dict(_TYPES)

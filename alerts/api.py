@@ -1,0 +1,140 @@
+"""Collector HTTP API of alerting (CONTRACT.md): alerts, acknowledgements, silences.
+
+| method, path | |
+| --- | --- |
+| ``GET /api/v1/alerts`` | active alerts (pending, firing) with ack, silence and inhibition state |
+| ``POST /api/v1/alerts/{id}/ack`` | acknowledge (login) — body optional ``{"comment": "..."}`` |
+| ``GET /api/v1/silences`` | silences (active, pending, recently expired) |
+| ``POST /api/v1/silences`` | create (or update, with ``id``) a silence (login) |
+| ``DELETE /api/v1/silences/{id}`` (or ``?id=``) | expire a silence (login) |
+| ``GET /api/v1/alerts/history?since=&until=`` | past episodes (for reports) |
+
+Importing this module adds the alert service to every collector app built by
+:func:`collector.http.create_app` (through ``ROUTE_HOOKS``).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+
+from alerts.service import AlertService
+from alerts.silences import SilenceError
+from collector.http import ROUTE_HOOKS
+from collector.webauth import require_user
+
+__all__ = ["ALERTS_KEY", "install"]
+
+ALERTS_KEY = web.AppKey("alerts", AlertService)
+MAX_BODY = 64 * 1024
+
+
+def _json_error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+async def _body(request: web.Request, optional: bool = False) -> Any:
+    if request.content_length and request.content_length > MAX_BODY:
+        raise web.HTTPRequestEntityTooLarge(max_size=MAX_BODY, actual_size=request.content_length)
+    raw = await request.read()
+    if not raw.strip():
+        if optional:
+            return {}
+        raise web.HTTPBadRequest(text=json.dumps({"error": "a JSON body is required"}), content_type="application/json")
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise web.HTTPBadRequest(text=json.dumps({"error": "body is not valid JSON"}),
+                                 content_type="application/json") from None
+
+
+async def get_alerts(request: web.Request) -> web.Response:
+    svc = request.app[ALERTS_KEY]
+    return web.json_response({"alerts": svc.list_alerts()})
+
+
+async def ack_alert(request: web.Request) -> web.Response:
+    svc = request.app[ALERTS_KEY]
+    user = await require_user(request)
+    body = await _body(request, optional=True)
+    comment = body.get("comment", "") if isinstance(body, dict) else ""
+    if not isinstance(comment, str):
+        return _json_error(400, "comment must be text")
+    alert = svc.ack(request.match_info["id"], user, comment)
+    if alert is None:
+        return _json_error(404, "no active alert with this id (it may have resolved)")
+    inhibited = svc.inhibitor.compute(svc.engine.active.values(), svc.engine.version)
+    return web.json_response(svc.alert_json(alert, svc.clock(), inhibited))
+
+
+async def alert_history(request: web.Request) -> web.Response:
+    svc = request.app[ALERTS_KEY]
+    now = svc.clock()
+    try:
+        since = float(request.query.get("since", now - 86400))
+        until = float(request.query.get("until", now))
+    except ValueError:
+        return _json_error(400, "since and until are Unix seconds")
+    out = []
+    for a in svc.store.history(since, until):
+        out.append({"id": a.fp, "alertname": a.name, "severity": a.severity, "labels": a.labels, "state": a.state,
+                    "activeSince": a.active_since, "firedAt": a.fired_at, "resolvedAt": a.resolved_at,
+                    "ack": None if a.ack_at is None else {"by": a.ack_by, "at": a.ack_at, "comment": a.ack_comment}})
+    return web.json_response({"alerts": out})
+
+
+async def get_silences(request: web.Request) -> web.Response:
+    svc = request.app[ALERTS_KEY]
+    now = svc.clock()
+    return web.json_response({"silences": [s.to_json(now) for s in svc.silences.listing(now)]})
+
+
+async def post_silence(request: web.Request) -> web.Response:
+    svc = request.app[ALERTS_KEY]
+    user = await require_user(request)
+    body = await _body(request)
+    try:
+        s = svc.add_silence(body, user)
+    except SilenceError as exc:
+        return _json_error(400, str(exc))
+    return web.json_response({"silenceID": s.id, "silence": s.to_json(svc.clock())})
+
+
+async def delete_silence(request: web.Request) -> web.Response:
+    svc = request.app[ALERTS_KEY]
+    await require_user(request)
+    sid = request.match_info.get("id") or request.query.get("id", "")
+    if not sid:
+        return _json_error(400, "say which silence: DELETE /api/v1/silences/{id}")
+    s = svc.expire_silence(sid)
+    if s is None:
+        return _json_error(404, "no silence with this id")
+    return web.json_response({"silence": s.to_json(svc.clock())})
+
+
+def install(app: web.Application, collector: Any) -> None:
+    """ROUTE_HOOKS entry: start the alert service with the app, add its routes."""
+    svc = AlertService(collector)
+    app[ALERTS_KEY] = svc
+
+    async def start(_app: web.Application) -> None:
+        await svc.start()
+
+    async def stop(_app: web.Application) -> None:
+        await svc.stop()
+
+    app.on_startup.append(start)
+    app.on_cleanup.append(stop)
+    app.router.add_get("/api/v1/alerts", get_alerts)
+    app.router.add_get("/api/v1/alerts/history", alert_history)
+    app.router.add_post("/api/v1/alerts/{id}/ack", ack_alert)
+    app.router.add_get("/api/v1/silences", get_silences)
+    app.router.add_post("/api/v1/silences", post_silence)
+    app.router.add_delete("/api/v1/silences", delete_silence)
+    app.router.add_delete("/api/v1/silences/{id}", delete_silence)
+
+
+if install not in ROUTE_HOOKS:
+    ROUTE_HOOKS.append(install)

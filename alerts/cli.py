@@ -1,0 +1,91 @@
+"""``roomwatch test-alert`` and ``roomwatch hash-password``.
+
+The CLI imports this module on every run (agent included), so everything
+heavy is imported inside the command functions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from roomwatch.cli import EXTRA_COMMANDS
+
+__all__ = ["cmd_hash_password", "cmd_test_alert"]
+
+
+def _test_alert_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-c", "--config", required=True, metavar="FILE", help="collector YAML file")
+    p.add_argument("--channel", required=True, metavar="NAME", help="name of a channel in the file's channels list")
+    p.add_argument("--language", choices=["zh-CN", "en"], help="message language (default: the config's)")
+
+
+def cmd_test_alert(args: argparse.Namespace) -> int:
+    """Send one test notification; exit 0 delivered, 1 failed, 2 bad config or unknown channel."""
+    import asyncio
+    import datetime as dt
+    import time
+
+    from alerts.channels.base import AlertItem, Notification, Outcome
+    from alerts.service import build_channels, default_external_url
+    from alerts.templates import render_notification
+    from collector.config import load_collector_config
+    from roomwatch.configbase import ConfigError, iter_secret_values
+    from roomwatch.logsetup import setup_logging
+
+    try:
+        cfg = load_collector_config(args.config)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    setup_logging("warning", secrets=list(iter_secret_values(cfg)))
+    known = [c.name for c in cfg.channels]
+    if args.channel not in known:
+        print(f"{args.config}: no channel named {args.channel!r}; configured: {', '.join(known) or 'none'}",
+              file=sys.stderr)
+        return 2
+    conf = next(c for c in cfg.channels if c.name == args.channel)
+    channel = build_channels([conf])[conf.name]
+    lang = args.language or cfg.alerts.language or cfg.web.language
+    from zoneinfo import ZoneInfo
+
+    url = (cfg.alerts.external_url or default_external_url(cfg)).rstrip("/")
+    title, text, markdown = render_notification([], status="firing", reason="test", lang=lang,
+                                                tz=ZoneInfo(cfg.rules.timezone), external_url=url, now=time.time())
+    now = dt.datetime.now(dt.UTC)
+    item = AlertItem("0000000000000000", "firing", {"alertname": "RoomwatchTest", "severity": "info"},
+                     {"summary": title, "description": text}, now, None, None, url)
+    n = Notification("{}:{alertname=\"RoomwatchTest\"}", "firing", conf.name, [item], title, text, markdown,
+                     {"alertname": "RoomwatchTest"}, dict(item.labels), dict(item.annotations), url, "test")
+
+    async def send() -> object:
+        try:
+            return await asyncio.wait_for(channel.send(n), conf.timeout + 5)
+        finally:
+            await channel.close()
+
+    try:
+        result = asyncio.run(send())
+    except TimeoutError:
+        print(f"{conf.name}: no result within {conf.timeout + 5:g}s", file=sys.stderr)
+        return 1
+    outcome = result.outcome  # type: ignore[attr-defined]
+    print(f"{conf.name} ({conf.type}): {outcome.value}: {result.detail}")  # type: ignore[attr-defined]
+    return 0 if outcome is Outcome.DELIVERED else 1
+
+
+def _hash_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--stdin", action="store_true", help="read the password from the first line of stdin")
+    p.add_argument("--scheme", choices=["scrypt", "pbkdf2-sha256"], default="scrypt", help="default scrypt")
+
+
+def cmd_hash_password(args: argparse.Namespace) -> int:
+    from collector.webauth import cmd_hash_password as run
+
+    return run(args)
+
+
+EXTRA_COMMANDS["test-alert"] = ("send a test notification through a configured channel and print its reply",
+                                _test_alert_args, cmd_test_alert)
+EXTRA_COMMANDS["hash-password"] = ("print a password hash for web.users (login for acknowledge and silences)",
+                                   _hash_args, cmd_hash_password)

@@ -1,0 +1,265 @@
+"""Routing, grouping, repeats and escalation: which channel is told what, and when.
+
+Like Alertmanager's dispatcher, with escalation levels added:
+
+* An alert goes to the first route whose matchers match (and on to the next
+  while a route says ``continue``). Within a route, alerts with equal
+  ``group_by`` labels form a *group*, and a group becomes one message.
+* A new group is flushed after ``group_wait`` (0 by default: alerts that fire
+  in the same processing step, e.g. one UPS poll, share one message); later
+  changes of the group are batched every ``group_interval``.
+* A channel is told about an alert once when it fires and once when it
+  resolves (if ``send_resolved``), and again every ``repeat_interval`` while
+  firing and not acknowledged. Silenced and inhibited alerts are not told.
+* Escalation: level *k* channels join when an unacknowledged firing alert was
+  first notified ``levels[k].after`` ago; an acknowledgement stops repeats and
+  escalation. A channel that was told an alert fires is told when it resolves.
+
+What each channel was told is persisted with the queued messages in one
+transaction, so a restart neither repeats nor forgets a notification.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from alerts.channels.base import Channel
+from alerts.config import RouteConfig
+from alerts.matchers import Matcher, parse_matchers
+from alerts.model import FIRING, RESOLVED, Alert
+
+__all__ = ["Dispatcher", "Group", "Route"]
+
+log = logging.getLogger("roomwatch.alerts.dispatch")
+
+CHANNEL_FAILING = "NotificationChannelFailing"
+
+
+@dataclass(slots=True)
+class Route:
+    index: int
+    matchers: tuple[Matcher, ...]
+    levels: list[list[str]]  # channels per level, level 0 first
+    after: list[float]  # escalation delay per level (0 for level 0)
+    group_by: tuple[str, ...]
+    group_wait: float
+    group_interval: float
+    repeat_interval: float
+    cont: bool
+
+    @classmethod
+    def from_config(cls, index: int, r: RouteConfig) -> Route:
+        return cls(index, parse_matchers(r.matchers, r.match), [list(r.channels)] + [list(lv.channels) for lv in r.levels],
+                   [0.0] + [lv.after for lv in r.levels], tuple(r.group_by), r.group_wait, r.group_interval,
+                   r.repeat_interval, r.continue_)
+
+
+@dataclass(slots=True)
+class ChannelState:
+    sent: set[str] = field(default_factory=set)  # fps this channel was told are firing
+    last_sent: float | None = None
+
+
+@dataclass(slots=True)
+class Group:
+    key: str
+    route: Route
+    labels: dict[str, str]
+    alerts: set[str] = field(default_factory=set)
+    first_notified: dict[str, float] = field(default_factory=dict)
+    channels: dict[str, ChannelState] = field(default_factory=dict)
+    next_flush: float = 0.0
+    last_flush: float | None = None
+    level: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"route": self.route.index, "labels": self.labels, "first_notified": self.first_notified,
+                "last_flush": self.last_flush,
+                "channels": {k: {"sent": sorted(v.sent), "last_sent": v.last_sent} for k, v in self.channels.items()}}
+
+
+@dataclass(slots=True)
+class Outgoing:
+    """A message decided by a flush: the service renders and queues it."""
+
+    channel: str
+    group: Group
+    firing: list[Alert]
+    resolved: list[Alert]
+    reason: str  # firing | resolved | repeat | escalation | resend
+    level: int
+
+
+class Dispatcher:
+    """Groups alerts per route and decides the messages; stateless about delivery (that is the outbox)."""
+
+    def __init__(self, routes: list[RouteConfig], channels: dict[str, Channel], clock: Callable[[], float],
+                 lookup: Callable[[str], Alert | None], notifiable: Callable[[list[Alert], float], list[Alert]]):
+        self.routes = [Route.from_config(i, r) for i, r in enumerate(routes)]
+        self.channels = channels
+        self.clock = clock
+        self.lookup = lookup  # fp → current alert (active or resolved-but-not-yet-told)
+        self.notifiable = notifiable  # filters out silenced and inhibited alerts
+        self.groups: dict[str, Group] = {}
+        self.resolved: dict[str, Alert] = {}  # resolved alerts some group still has to tell
+        self.dirty: set[str] = set()
+        self.deleted: set[str] = set()
+
+    # -- membership -------------------------------------------------------------------
+    def routes_for(self, alert: Alert) -> list[Route]:
+        out = []
+        for r in self.routes:
+            if all(m.matches(alert.labels) for m in r.matchers):
+                out.append(r)
+                if not r.cont:
+                    break
+        return out
+
+    def _group_key(self, route: Route, alert: Alert) -> tuple[str, dict[str, str]]:
+        if "..." in route.group_by:
+            labels = dict(sorted(alert.labels.items()))
+        else:
+            labels = {k: alert.labels.get(k, "") for k in route.group_by}
+        return f"{route.index}:{json.dumps(labels, sort_keys=True, ensure_ascii=False, separators=(',', ':'))}", labels
+
+    def on_alert(self, alert: Alert, now: float) -> None:
+        """An alert fired or resolved (or was restored firing): put it in its groups."""
+        if alert.state == RESOLVED:
+            self.resolved[alert.fp] = alert
+        elif alert.state != FIRING:
+            return
+        for route in self.routes_for(alert):
+            key, labels = self._group_key(route, alert)
+            g = self.groups.get(key)
+            if g is None:
+                if alert.state == RESOLVED:
+                    continue  # no group ever held it: nobody was told
+                g = self.groups[key] = Group(key, route, labels, next_flush=now + route.group_wait)
+                self.deleted.discard(key)
+            g.alerts.add(alert.fp)
+
+    def restore(self, saved: dict[str, dict[str, Any]], load_resolved: Callable[[str], Alert | None], now: float) -> None:
+        """Groups as persisted: what each channel was told. Alerts told firing but resolved meanwhile get resolved."""
+        for key, data in saved.items():
+            idx = data.get("route")
+            if not isinstance(idx, int) or idx >= len(self.routes):
+                self.deleted.add(key)
+                continue
+            route = self.routes[idx]
+            g = Group(key, route, data.get("labels", {}), next_flush=now, last_flush=data.get("last_flush"))
+            g.first_notified = {k: float(v) for k, v in data.get("first_notified", {}).items()}
+            for ch, st in data.get("channels", {}).items():
+                g.channels[ch] = ChannelState(set(st.get("sent", [])), st.get("last_sent"))
+            for st in g.channels.values():
+                for fp in st.sent:
+                    current = self.lookup(fp)
+                    if current is None or current.state != FIRING:
+                        old = load_resolved(fp)
+                        if old is not None and old.state == RESOLVED:
+                            self.resolved[fp] = old
+                    g.alerts.add(fp)
+            self.groups[key] = g
+
+    # -- flushing ---------------------------------------------------------------------------
+    def _alert(self, fp: str) -> Alert | None:
+        a = self.lookup(fp)
+        if a is None or a.state != FIRING:
+            # resolved (and maybe pending again): the resolution still has to be told
+            return self.resolved.get(fp, a)
+        return a
+
+    def _level(self, g: Group, firing: list[Alert], now: float) -> int:
+        level = 0
+        after = g.route.after
+        for a in firing:
+            t0 = g.first_notified.get(a.fp)
+            if a.ack_at is not None or t0 is None:
+                continue
+            for k in range(len(after) - 1, 0, -1):
+                if now - t0 >= after[k]:
+                    level = max(level, k)
+                    break
+        return level
+
+    def due(self, now: float) -> list[Group]:
+        """Groups to flush now: their timer is up, or an escalation level was reached."""
+        out = []
+        for g in self.groups.values():
+            if now >= g.next_flush:
+                out.append(g)
+            elif len(g.route.levels) > 1 and g.first_notified:
+                firing = [a for fp in g.alerts if (a := self._alert(fp)) is not None and a.state == FIRING]
+                if self._level(g, self.notifiable(firing, now), now) > g.level:
+                    out.append(g)
+        return out
+
+    def flush(self, g: Group, now: float) -> list[Outgoing]:
+        """Decide the messages of one group; update what each channel was told."""
+        before = g.to_json()
+        alerts = [a for fp in sorted(g.alerts) if (a := self._alert(fp)) is not None]
+        firing = self.notifiable([a for a in alerts if a.state == FIRING], now)
+        firing_fps = {a.fp for a in firing}
+        level = self._level(g, firing, now)
+        g.level = level
+        route = g.route
+        active: list[str] = []
+        level_of: dict[str, int] = {}
+        for k in range(level + 1):
+            for ch in route.levels[k]:
+                if ch not in level_of:
+                    level_of[ch] = k
+                    active.append(ch)
+        names = active + [ch for ch, st in g.channels.items() if st.sent and ch not in level_of]
+        out: list[Outgoing] = []
+        for ch in names:
+            channel = self.channels.get(ch)
+            st = g.channels.setdefault(ch, ChannelState())
+            in_active = ch in level_of
+            mine = [a for a in firing if not (a.name == CHANNEL_FAILING and a.labels.get("channel") == ch)]
+            if not in_active:
+                mine = [a for a in mine if a.fp in st.sent]
+            mine_fps = {a.fp for a in mine}
+            resolved = [a for a in alerts if a.fp in st.sent and a.state == RESOLVED]
+            send_resolved = bool(channel is None or getattr(channel.config, "send_resolved", True))
+            new = mine_fps - st.sent
+            reason = ""
+            if new:
+                reason = "escalation" if level_of.get(ch, 0) > 0 and not st.sent else "firing"
+            elif resolved and send_resolved:
+                reason = "resolved"
+            elif in_active and mine and st.last_sent is not None:
+                resend = getattr(channel, "resend_interval", None) if channel is not None else None
+                if any(a.ack_at is None for a in mine) and now - st.last_sent >= route.repeat_interval:
+                    reason = "repeat"
+                elif resend and now - st.last_sent >= resend:
+                    reason = "resend"
+            if reason and channel is not None:
+                out.append(Outgoing(ch, g, mine, resolved if send_resolved else [], reason, level_of.get(ch, 0)))
+                st.last_sent = now
+                if level_of.get(ch) == 0:
+                    for fp in new:
+                        g.first_notified.setdefault(fp, now)
+            st.sent = mine_fps
+        for fp in [fp for fp in g.alerts if (a := self._alert(fp)) is None or a.state == RESOLVED]:
+            g.alerts.discard(fp)
+            g.first_notified.pop(fp, None)
+            if not self._held_elsewhere(fp, g):
+                self.resolved.pop(fp, None)
+        for fp in list(g.first_notified):
+            if fp not in firing_fps:
+                g.first_notified.pop(fp, None)  # silenced/inhibited: its escalation clock restarts when told again
+        g.last_flush = now
+        g.next_flush = now + route.group_interval
+        if not g.alerts:
+            del self.groups[g.key]
+            self.deleted.add(g.key)
+        elif g.to_json() != before:
+            self.dirty.add(g.key)
+        return out
+
+    def _held_elsewhere(self, fp: str, g: Group) -> bool:
+        return any(fp in other.alerts for other in self.groups.values() if other is not g)

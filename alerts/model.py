@@ -1,0 +1,81 @@
+"""The alert object and its identity.
+
+One alert identity (``fp``, the fingerprint) per rule and label set: the
+same condition on the same series is the same alert across restarts. An
+alert goes pending → firing → resolved; each pass is an *episode* (a row in
+the store), so history keeps every occurrence while the API and acks use the
+fingerprint of the current one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["FIRING", "PENDING", "RESOLVED", "Alert", "fingerprint"]
+
+PENDING, FIRING, RESOLVED = "pending", "firing", "resolved"
+
+
+def fingerprint(labels: dict[str, str], salt: str = "") -> str:
+    """16 hex digits, stable for a label set (Alertmanager's fingerprints are 64-bit too)."""
+    h = hashlib.blake2b(digest_size=8)
+    for k in sorted(labels):
+        h.update(k.encode())
+        h.update(b"\x00")
+        h.update(labels[k].encode())
+        h.update(b"\x01")
+    if salt:
+        h.update(b"\x02" + salt.encode())
+    return h.hexdigest()
+
+
+@dataclass(slots=True, eq=False)
+class Alert:
+    fp: str
+    name: str
+    rule_uid: str
+    severity: str
+    labels: dict[str, str]  # series labels + rule labels + alertname + severity
+    series_labels: dict[str, str]
+    metric: str  # the metric (or event type) whose condition holds
+    state: str
+    active_since: float  # Unix seconds the condition started to hold (sample time)
+    fired_at: float | None = None
+    resolved_at: float | None = None
+    value: float | None = None
+    ack_by: str | None = None
+    ack_at: float | None = None
+    ack_comment: str = ""
+    episode: int | None = None  # store row id
+    resolve_reason: str = ""  # "", "no data", "rule removed"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def acked(self) -> bool:
+        return self.ack_at is not None
+
+    def to_row(self) -> dict[str, Any]:
+        import json
+
+        return {
+            "fingerprint": self.fp, "rule": self.rule_uid, "alertname": self.name, "severity": self.severity,
+            "labels": json.dumps(self.labels, sort_keys=True, ensure_ascii=False),
+            "series_labels": json.dumps(self.series_labels, sort_keys=True, ensure_ascii=False),
+            "metric": self.metric, "state": self.state, "active_since": self.active_since, "fired_at": self.fired_at,
+            "resolved_at": self.resolved_at, "value": self.value, "ack_by": self.ack_by, "ack_at": self.ack_at,
+            "ack_comment": self.ack_comment, "resolve_reason": self.resolve_reason,
+        }
+
+    @classmethod
+    def from_row(cls, row: Any) -> Alert:
+        import json
+
+        return cls(
+            fp=row["fingerprint"], name=row["alertname"], rule_uid=row["rule"], severity=row["severity"],
+            labels=json.loads(row["labels"]), series_labels=json.loads(row["series_labels"]), metric=row["metric"],
+            state=row["state"], active_since=row["active_since"], fired_at=row["fired_at"],
+            resolved_at=row["resolved_at"], value=row["value"], ack_by=row["ack_by"], ack_at=row["ack_at"],
+            ack_comment=row["ack_comment"] or "", episode=row["id"], resolve_reason=row["resolve_reason"] or "",
+        )

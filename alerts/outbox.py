@@ -1,0 +1,241 @@
+"""Persistent outbox: every notification is a row before it is sent and stays until the channel answers.
+
+One sender task per channel delivers its rows oldest first. ``retry`` outcomes
+back off exponentially (``alerts.retry_initial`` doubling up to
+``alerts.retry_max``, ±20 % jitter, at least the service's Retry-After);
+``give_up`` ends the row as failed. Each channel type's ``rate_limit`` spaces
+sends (shared code, not per channel). After a restart, pending rows are sent
+at once; delivered rows are never sent again. A channel whose deliveries fail
+for ``alerts.channel_failing_after`` (or that gave up a message) reports
+``roomwatch_notification_channel_up 0``, which raises
+``NotificationChannelFailing`` through the other channels.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import datetime as dt
+import json
+import logging
+import random
+import sqlite3
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from alerts.channels.base import AlertItem, Channel, Notification, Outcome, SendResult
+
+__all__ = ["ChannelStatus", "Outbox", "notification_from_json", "notification_to_json"]
+
+log = logging.getLogger("roomwatch.alerts.outbox")
+
+
+def notification_to_json(n: Notification) -> str:
+    data = asdict(n)
+    for a in data["alerts"]:
+        for k in ("starts_at", "ends_at"):
+            if a[k] is not None:
+                a[k] = a[k].timestamp()
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+
+
+def notification_from_json(text: str) -> Notification:
+    data = json.loads(text)
+    alerts = []
+    for a in data.pop("alerts"):
+        for k in ("starts_at", "ends_at"):
+            if a[k] is not None:
+                a[k] = dt.datetime.fromtimestamp(a[k], dt.UTC)
+        alerts.append(AlertItem(**a))
+    return Notification(alerts=alerts, **data)
+
+
+@dataclass
+class ChannelStatus:
+    """Delivery health of one channel, for metrics and NotificationChannelFailing."""
+
+    delivered: int = 0
+    retried: int = 0
+    given_up: int = 0
+    expired: int = 0
+    failing_since: float | None = None  # first failure of the current streak
+    gave_up_last: bool = False
+    last_error: str = ""
+    last_delivered_at: float | None = None
+    sent_times: collections.deque[float] = field(default_factory=collections.deque)
+
+    def up(self, now: float, failing_after: float) -> bool:
+        if self.gave_up_last:
+            return False
+        return self.failing_since is None or now - self.failing_since < failing_after
+
+
+class Outbox:
+    """Queue rows in the caller's transaction (:meth:`enqueue`); deliver them in background tasks."""
+
+    def __init__(self, conn: sqlite3.Connection, channels: dict[str, Channel], clock: Callable[[], float],
+                 retry_initial: float = 1.0, retry_max: float = 300.0, max_age: float = 86400.0,
+                 failing_after: float = 60.0, send_timeout_margin: float = 5.0):
+        self.conn = conn
+        self.channels = channels
+        self.clock = clock
+        self.retry_initial = retry_initial
+        self.retry_max = retry_max
+        self.max_age = max_age
+        self.failing_after = failing_after
+        self.margin = send_timeout_margin
+        self.status: dict[str, ChannelStatus] = {name: ChannelStatus() for name in channels}
+        self._wake: dict[str, asyncio.Event] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self.on_result: Callable[[str, SendResult], None] | None = None
+
+    # -- queueing ---------------------------------------------------------------------
+    def enqueue(self, channel: str, n: Notification, now: float) -> int:
+        """Insert a row (inside the caller's transaction); :meth:`wake` after the commit."""
+        cur = self.conn.execute("INSERT INTO outbox (channel, group_key, reason, created_at, payload, next_attempt_at) "
+                                "VALUES (?, ?, ?, ?, ?, ?)", (channel, n.group_key, n.reason, now,
+                                                              notification_to_json(n), now))
+        return int(cur.lastrowid or 0)
+
+    def wake(self, channel: str | None = None) -> None:
+        for name, ev in self._wake.items():
+            if channel is None or name == channel:
+                ev.set()
+
+    def pending(self) -> dict[str, int]:
+        out = dict.fromkeys(self.channels, 0)
+        for name, n in self.conn.execute("SELECT channel, COUNT(*) FROM outbox WHERE state = 'pending' GROUP BY channel"):
+            out[name] = n
+        return out
+
+    # -- delivery -------------------------------------------------------------------
+    async def start(self) -> None:
+        # A restart is a good moment to retry: whatever waited for a backoff goes now.
+        self.conn.execute("UPDATE outbox SET next_attempt_at = ? WHERE state = 'pending'", (self.clock(),))
+        orphans = self.conn.execute("SELECT DISTINCT channel FROM outbox WHERE state = 'pending'").fetchall()
+        for (name,) in orphans:
+            if name not in self.channels:
+                log.warning("notifications queued for channel %r wait: no such channel in the config now", name)
+        for name in self.channels:
+            self._wake[name] = asyncio.Event()
+            self._tasks.append(asyncio.create_task(self._run(name), name=f"outbox-{name}"))
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        for ch in self.channels.values():
+            try:
+                await ch.close()
+            except Exception:
+                log.exception("closing channel %s failed", ch.name)
+
+    async def _run(self, name: str) -> None:
+        wake = self._wake[name]
+        while True:
+            try:
+                delay = await self._deliver_next(name)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a bug here must not stop deliveries for good
+                log.exception("outbox for channel %s failed; retrying in 5s", name)
+                delay = 5.0
+            if delay == 0:
+                continue
+            wake.clear()
+            try:
+                await asyncio.wait_for(wake.wait(), timeout=delay)
+            except TimeoutError:
+                pass
+
+    async def _deliver_next(self, name: str) -> float:
+        """Send the oldest pending row of ``name``; return how long to wait before the next (0 = go on)."""
+        row = self.conn.execute("SELECT id, payload, attempts, next_attempt_at, created_at FROM outbox "
+                                "WHERE channel = ? AND state = 'pending' ORDER BY id LIMIT 1", (name,)).fetchone()
+        if row is None:
+            return 3600.0
+        row_id, payload, attempts, next_at, created = row[0], row[1], row[2], row[3], row[4]
+        now = self.clock()
+        if next_at > now:
+            return next_at - now
+        status = self.status[name]
+        if now - created > self.max_age:
+            log.error("channel %s: giving up a notification queued %.0fs ago (alerts.max_age)", name, now - created)
+            status.expired += 1
+            self._finish(row_id, "expired", f"not delivered within max_age after {attempts} attempts", now)
+            return 0
+        wait = self._rate_wait(name, now)
+        if wait > 0:
+            return wait
+        channel = self.channels[name]
+        notification = notification_from_json(payload)
+        result = await self._send(channel, notification)
+        now = self.clock()
+        if getattr(channel, "rate_limit", None):
+            status.sent_times.append(now)
+        attempts += 1
+        if result.outcome is Outcome.DELIVERED:
+            status.delivered += 1
+            status.failing_since, status.gave_up_last, status.last_delivered_at = None, False, now
+            if attempts > 1:
+                log.info("channel %s: delivered after %d attempts", name, attempts)
+            self._finish(row_id, "delivered", result.detail, now, attempts)
+        elif result.outcome is Outcome.RETRY:
+            status.retried += 1
+            if status.failing_since is None:
+                status.failing_since = now
+                log.warning("channel %s: delivery failed, will retry: %s", name, result.detail)
+            status.last_error = result.detail
+            backoff = min(self.retry_max, self.retry_initial * 2 ** min(attempts - 1, 30)) * random.uniform(0.8, 1.2)
+            if result.retry_after:
+                backoff = max(backoff, min(result.retry_after, self.retry_max))
+            self.conn.execute("UPDATE outbox SET attempts = ?, next_attempt_at = ?, last_error = ? WHERE id = ?",
+                              (attempts, now + backoff, result.detail[:1000], row_id))
+        else:
+            status.given_up += 1
+            status.gave_up_last = True
+            status.last_error = result.detail
+            if status.failing_since is None:
+                status.failing_since = now
+            log.error("channel %s: the service refused a notification, giving it up: %s", name, result.detail)
+            self._finish(row_id, "failed", result.detail, now, attempts)
+        if self.on_result is not None:
+            self.on_result(name, result)
+        return 0
+
+    async def _send(self, channel: Channel, n: Notification) -> SendResult:
+        # A backstop against a hung channel only: each channel bounds its own requests (a modem
+        # sending a 4-part SMS may legitimately take minutes: send_timeout per part).
+        longest = max(float(getattr(channel.config, "timeout", 10.0)), float(getattr(channel.config, "send_timeout", 0.0)))
+        timeout = max(30.0, 10 * longest) + self.margin
+        try:
+            return await asyncio.wait_for(channel.send(n), timeout)
+        except TimeoutError:
+            return SendResult(Outcome.RETRY, f"no result within {timeout:g}s")
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a channel bug: keep the row, say what happened
+            log.exception("channel %s raised while sending", channel.name)
+            return SendResult(Outcome.RETRY, f"channel error: {type(exc).__name__}: {exc}")
+
+    def _rate_wait(self, name: str, now: float) -> float:
+        limit: Any = getattr(self.channels[name], "rate_limit", None)
+        if not limit:
+            return 0.0
+        count, per = limit
+        times = self.status[name].sent_times
+        while times and now - times[0] >= per:
+            times.popleft()
+        if len(times) < count:
+            return 0.0
+        return per - (now - times[0]) + 0.001
+
+    def _finish(self, row_id: int, state: str, detail: str, now: float, attempts: int | None = None) -> None:
+        if attempts is None:
+            self.conn.execute("UPDATE outbox SET state = ?, last_error = ?, done_at = ? WHERE id = ?",
+                              (state, detail[:1000], now, row_id))
+        else:
+            self.conn.execute("UPDATE outbox SET state = ?, last_error = ?, done_at = ?, attempts = ? WHERE id = ?",
+                              (state, detail[:1000], now, attempts, row_id))

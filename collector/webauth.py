@@ -1,0 +1,370 @@
+"""Who may change things: ``web.users`` with hashed passwords, HTTP Basic for scripts, session login for the page.
+
+Password hashes (``roomwatch hash-password`` prints one) use the PHC string format:
+
+* ``$scrypt$ln=15,r=8,p=1$<salt>$<hash>`` — scrypt (RFC 7914), N = 2^ln, 32 MiB, the default;
+* ``$pbkdf2-sha256$i=600000$<salt>$<hash>`` — PBKDF2-HMAC-SHA256 (OWASP 2023: 600 000 iterations);
+
+salt and hash in unpadded standard base64.
+
+Mutating API calls (acknowledge, silences) need a user:
+
+* scripts send ``Authorization: Basic`` (``curl -u name:password``); the 401 does not
+  challenge browsers (no ``WWW-Authenticate: Basic``), so a browser never caches Basic
+  credentials that another site could ride on;
+* the status page logs in with ``POST /login`` and gets an HttpOnly, SameSite=Strict
+  session cookie plus a CSRF token (in the reply and in the readable ``roomwatch_csrf``
+  cookie); every mutating request with the session cookie must send the token in
+  ``X-CSRF-Token`` (403 otherwise), and a cross-site ``Origin`` is refused.
+
+Sessions are stored hashed in the collector's SQLite store (they survive a restart)
+and expire after 12 hours without use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+import logging
+import os
+import secrets
+import sqlite3
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from aiohttp import web
+
+__all__ = ["WebAuth", "check_hash", "hash_password", "require_user", "verify_password"]
+
+log = logging.getLogger("roomwatch.collector.auth")
+
+SESSION_COOKIE = "roomwatch_session"
+CSRF_COOKIE = "roomwatch_csrf"
+CSRF_HEADER = "X-CSRF-Token"
+SESSION_TTL = 12 * 3600.0
+FAIL_WINDOW, FAIL_LIMIT = 300.0, 10  # failed logins per address before 429
+SCRYPT_LN, SCRYPT_R, SCRYPT_P = 15, 8, 1
+PBKDF2_ITERATIONS = 600_000
+_MAXMEM = 256 * 2**20
+
+MIGRATIONS = ["""
+CREATE TABLE web_sessions (
+    id_hash TEXT PRIMARY KEY,
+    user TEXT NOT NULL,
+    csrf TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    last_used REAL NOT NULL
+)
+"""]
+
+
+def _b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode().rstrip("=")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+
+
+def hash_password(password: str, scheme: str = "scrypt") -> str:
+    """A PHC string for ``password`` with a random salt."""
+    salt = os.urandom(16)
+    if scheme == "scrypt":
+        digest = hashlib.scrypt(password.encode(), salt=salt, n=2**SCRYPT_LN, r=SCRYPT_R, p=SCRYPT_P, maxmem=_MAXMEM,
+                                dklen=32)
+        return f"$scrypt$ln={SCRYPT_LN},r={SCRYPT_R},p={SCRYPT_P}${_b64(salt)}${_b64(digest)}"
+    if scheme == "pbkdf2-sha256":
+        digest = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, PBKDF2_ITERATIONS)
+        return f"$pbkdf2-sha256$i={PBKDF2_ITERATIONS}${_b64(salt)}${_b64(digest)}"
+    raise ValueError(f"unknown scheme {scheme!r}")
+
+
+def _parse(stored: str) -> tuple[str, dict[str, int], bytes, bytes]:
+    parts = stored.split("$")
+    if len(parts) != 5 or parts[0] != "":
+        raise ValueError("not a password hash; run `roomwatch hash-password` and paste what it prints")
+    scheme, params_text, salt_text, hash_text = parts[1:]
+    try:
+        params = {k: int(val) for k, val in (p.split("=", 1) for p in params_text.split(","))}
+        salt, digest = _unb64(salt_text), _unb64(hash_text)
+    except ValueError:
+        raise ValueError("malformed password hash; run `roomwatch hash-password` again") from None
+    if scheme == "scrypt":
+        if set(params) != {"ln", "r", "p"} or not (10 <= params["ln"] <= 22) or params["r"] < 1 or params["p"] < 1:
+            raise ValueError("scrypt hash needs ln (10..22), r and p")
+    elif scheme == "pbkdf2-sha256":
+        if set(params) != {"i"} or params["i"] < 100_000:
+            raise ValueError("pbkdf2-sha256 hash needs i of at least 100000 iterations")
+    else:
+        raise ValueError(f"unknown hash scheme {scheme!r}; use scrypt or pbkdf2-sha256")
+    if len(salt) < 8 or len(digest) < 16:
+        raise ValueError("password hash has a too short salt or digest")
+    return scheme, params, salt, digest
+
+
+def check_hash(stored: str) -> str:
+    """Validate a stored hash at config load time; return it unchanged."""
+    _parse(stored)
+    return stored
+
+
+def verify_password(password: str, stored: str) -> bool:
+    """True when ``password`` matches the PHC string ``stored`` (constant-time compare)."""
+    try:
+        scheme, params, salt, digest = _parse(stored)
+    except ValueError:
+        return False
+    if scheme == "scrypt":
+        got = hashlib.scrypt(password.encode(), salt=salt, n=2 ** params["ln"], r=params["r"], p=params["p"],
+                             maxmem=_MAXMEM, dklen=len(digest))
+    else:
+        got = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, params["i"], dklen=len(digest))
+    return hmac.compare_digest(got, digest)
+
+
+@dataclass(slots=True)
+class Identity:
+    user: str
+    method: str  # basic | session
+    csrf: str = ""
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+class WebAuth:
+    """Users, sessions and the login throttle of one collector."""
+
+    def __init__(self, users: dict[str, str], conn: sqlite3.Connection | None, secure_cookies: bool = False,
+                 clock: Callable[[], float] = time.time):
+        self.users = users  # name → PHC hash
+        self.conn = conn
+        self.secure = secure_cookies
+        self.clock = clock
+        self._basic_ok: dict[str, float] = {}  # sha256(user:password:hash) → expiry: scrypt once per 5 min
+        self._fails: dict[str, list[float]] = {}
+        if conn is not None:
+            from collector.db import ensure_schema
+
+            ensure_schema(conn, "webauth", MIGRATIONS)
+
+    # -- passwords ------------------------------------------------------------------
+    def throttled(self, address: str) -> bool:
+        now = self.clock()
+        recent = [t for t in self._fails.get(address, []) if now - t < FAIL_WINDOW]
+        self._fails[address] = recent
+        return len(recent) >= FAIL_LIMIT
+
+    def _failed(self, address: str, user: str) -> None:
+        self._fails.setdefault(address, []).append(self.clock())
+        log.warning("failed login for user %r from %s", user[:64], address or "?")
+
+    async def check_password(self, user: str, password: str, address: str) -> bool:
+        stored = self.users.get(user)
+        key = _sha(f"{user}\x00{password}\x00{stored}")
+        now = self.clock()
+        if stored is not None and self._basic_ok.get(key, 0) > now:
+            return True
+        # Hash even for an unknown user, so timing does not tell which names exist.
+        target = stored or "$scrypt$ln=15,r=8,p=1$AAAAAAAAAAAAAAAAAAAAAA$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+        ok = await asyncio.get_running_loop().run_in_executor(None, verify_password, password, target)
+        if ok and stored is not None:
+            self._basic_ok[key] = now + 300
+            return True
+        self._failed(address, user)
+        return False
+
+    # -- sessions ---------------------------------------------------------------------
+    def create_session(self, user: str) -> tuple[str, str]:
+        sid, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+        now = self.clock()
+        if self.conn is not None:
+            self.conn.execute("INSERT INTO web_sessions (id_hash, user, csrf, created_at, last_used) VALUES (?, ?, ?, ?, ?)",
+                              (_sha(sid), user, csrf, now, now))
+            self.conn.execute("DELETE FROM web_sessions WHERE last_used < ?", (now - SESSION_TTL,))
+        return sid, csrf
+
+    def session(self, sid: str) -> Identity | None:
+        if self.conn is None or not sid:
+            return None
+        row = self.conn.execute("SELECT user, csrf, last_used FROM web_sessions WHERE id_hash = ?", (_sha(sid),)).fetchone()
+        now = self.clock()
+        if row is None or now - row[2] > SESSION_TTL or row[0] not in self.users:
+            return None
+        if now - row[2] > 60:  # refresh the idle timer without a write per request
+            self.conn.execute("UPDATE web_sessions SET last_used = ? WHERE id_hash = ?", (now, _sha(sid)))
+        return Identity(row[0], "session", row[1])
+
+    def end_session(self, sid: str) -> None:
+        if self.conn is not None and sid:
+            self.conn.execute("DELETE FROM web_sessions WHERE id_hash = ?", (_sha(sid),))
+
+    # -- requests ------------------------------------------------------------------------
+    async def identify(self, request: web.Request) -> Identity | None:
+        """The user of a request, or None; raises 401/429 on a wrong Basic password."""
+        auth = request.headers.get("Authorization", "")
+        if auth:
+            scheme, _, value = auth.partition(" ")
+            if scheme.lower() != "basic":
+                raise _error(401, "use HTTP Basic (curl -u user:password) or log in at /login")
+            address = request.remote or ""
+            if self.throttled(address):
+                raise _error(429, "too many failed logins; wait a few minutes")
+            try:
+                user, _, password = base64.b64decode(value.strip(), validate=True).decode().partition(":")
+            except (ValueError, UnicodeDecodeError):
+                raise _error(401, "malformed Basic credentials") from None
+            if not await self.check_password(user, password, address):
+                raise _error(401, "wrong user name or password")
+            return Identity(user, "basic")
+        return self.session(request.cookies.get(SESSION_COOKIE, ""))
+
+
+AUTH_KEY = web.AppKey("webauth", WebAuth)
+
+
+def _error(status: int, message: str) -> web.HTTPException:
+    cls = {401: web.HTTPUnauthorized, 403: web.HTTPForbidden, 429: web.HTTPTooManyRequests}[status]
+    # No WWW-Authenticate: Basic challenge — browsers must not start caching Basic credentials.
+    headers = {"WWW-Authenticate": 'Session realm="roomwatch", login="/login"'} if status == 401 else None
+    return cls(text=json.dumps({"error": message}), content_type="application/json", headers=headers)
+
+
+def _same_origin(request: web.Request) -> bool:
+    origin = request.headers.get("Origin")
+    if not origin or origin == "null":
+        return origin is None
+    return urlsplit(origin).netloc == request.host
+
+
+async def require_user(request: web.Request) -> str:
+    """The authenticated user of a mutating request; raises 401 (no user), 403 (CSRF), 429 (throttled)."""
+    auth = request.app[AUTH_KEY]
+    ident = await auth.identify(request)
+    if ident is None:
+        raise _error(401, "log in first: POST /login, or send HTTP Basic credentials")
+    if ident.method == "session":
+        token = request.headers.get(CSRF_HEADER, "")
+        if not token or not hmac.compare_digest(token.encode(), ident.csrf.encode()):
+            raise _error(403, f"missing or wrong {CSRF_HEADER} header (the token /login returned)")
+        if not _same_origin(request):
+            raise _error(403, "cross-site request refused")
+    return ident.user
+
+
+# ---------------------------------------------------------------------- routes
+
+
+async def _credentials(request: web.Request) -> tuple[str, str]:
+    if request.content_type == "application/json":
+        try:
+            body = await request.json()
+        except ValueError:
+            raise web.HTTPBadRequest(text='{"error": "body is not JSON"}', content_type="application/json") from None
+        if not isinstance(body, dict):
+            body = {}
+    else:
+        body = dict(await request.post())
+    user, password = body.get("username", body.get("user", "")), body.get("password", "")
+    if not isinstance(user, str) or not isinstance(password, str) or not user or not password:
+        raise web.HTTPBadRequest(text='{"error": "username and password are required"}', content_type="application/json")
+    return user, password
+
+
+async def handle_login(request: web.Request) -> web.Response:
+    """``POST /login`` (JSON or form: username, password) → session cookie + CSRF token."""
+    auth = request.app[AUTH_KEY]
+    address = request.remote or ""
+    if not _same_origin(request):
+        raise _error(403, "cross-site request refused")
+    if auth.throttled(address):
+        raise _error(429, "too many failed logins; wait a few minutes")
+    user, password = await _credentials(request)
+    if not await auth.check_password(user, password, address):
+        raise _error(401, "wrong user name or password")
+    sid, csrf = auth.create_session(user)
+    log.info("user %s logged in from %s", user, address)
+    resp = web.json_response({"user": user, "csrf_token": csrf})
+    resp.set_cookie(SESSION_COOKIE, sid, httponly=True, samesite="Strict", secure=auth.secure, path="/",
+                    max_age=int(SESSION_TTL))
+    resp.set_cookie(CSRF_COOKIE, csrf, httponly=False, samesite="Strict", secure=auth.secure, path="/",
+                    max_age=int(SESSION_TTL))
+    return resp
+
+
+async def handle_logout(request: web.Request) -> web.Response:
+    """``POST /logout``: ends the session (needs the CSRF token like any change)."""
+    auth = request.app[AUTH_KEY]
+    sid = request.cookies.get(SESSION_COOKIE, "")
+    if auth.session(sid) is not None:
+        await require_user(request)
+        auth.end_session(sid)
+    resp = web.json_response({"user": None})
+    resp.del_cookie(SESSION_COOKIE, path="/")
+    resp.del_cookie(CSRF_COOKIE, path="/")
+    return resp
+
+
+async def handle_session(request: web.Request) -> web.Response:
+    """``GET /api/v1/session``: the logged-in user and CSRF token, for the status page."""
+    ident = request.app[AUTH_KEY].session(request.cookies.get(SESSION_COOKIE, ""))
+    if ident is None:
+        return web.json_response({"user": None})
+    return web.json_response({"user": ident.user, "csrf_token": ident.csrf})
+
+
+def install(app: web.Application, collector: Any) -> None:
+    """ROUTE_HOOKS entry: the auth object and /login, /logout, /api/v1/session."""
+    from collector.db import open_db
+
+    cfg = collector.config
+    users = {u.name: u.password_hash for u in cfg.web.users}
+    conn = open_db(cfg.storage)
+    app[AUTH_KEY] = WebAuth(users, conn, secure_cookies=cfg.tls is not None)
+
+    async def close(_app: web.Application) -> None:
+        conn.close()
+
+    app.on_cleanup.append(close)
+    app.router.add_post("/login", handle_login)
+    app.router.add_post("/logout", handle_logout)
+    app.router.add_get("/api/v1/session", handle_session)
+
+
+def _register() -> None:
+    from collector.http import ROUTE_HOOKS
+
+    if install not in ROUTE_HOOKS:
+        ROUTE_HOOKS.append(install)
+
+
+_register()
+
+
+# ---------------------------------------------------------------------- CLI
+
+
+def cmd_hash_password(args: Any) -> int:
+    """Print a password hash for web.users[].password_hash."""
+    import getpass
+
+    if args.stdin or not sys.stdin.isatty():
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Again: ") != password:
+            print("the two passwords differ", file=sys.stderr)
+            return 2
+    if len(password) < 8:
+        print("use at least 8 characters", file=sys.stderr)
+        return 2
+    print(hash_password(password, args.scheme))
+    return 0

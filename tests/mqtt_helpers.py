@@ -1,0 +1,41 @@
+"""Helpers for MQTT driver tests: an in-process agent and reading its current values."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+from agent.config import AgentConfig
+from agent.runtime import Agent
+from roomwatch.exposition import render
+from tests.helpers import metric_value
+
+
+def make_agent(devices: list[dict[str, Any]]) -> Agent:
+    """An agent without collector or host device, running the given device entries."""
+    cfg = AgentConfig.model_validate({"agent": {"id": "t", "site": "s", "room": "r"}, "host": {"enabled": False},
+                                      "devices": devices})
+    return Agent(cfg)
+
+
+def current(agent: Agent, metric: str, **labels: str) -> float | None:
+    """The agent's current value of ``metric`` (as its /metrics shows it)."""
+    return metric_value(render(agent.latest.families()).decode(), metric, **labels)
+
+
+async def until(check: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:
+    """Wait on the event loop until ``check()`` is truthy."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+async def publish(pub: Any, topic: str, payload: bytes | str, retain: bool = False, qos: int = 1) -> None:
+    """Publish from a test coroutine without blocking the agent's loop."""
+    await asyncio.to_thread(pub.publish, topic, payload, retain, qos)
