@@ -181,7 +181,7 @@ def test_config_loader_never_crashes(tmp_path: Path, doc: Any, raw: str | None) 
         assert cli_main(["check-config", str(path)]) in (0, 2)
 
 
-def test_openapi_description_covers_the_ingest_and_read_routes() -> None:
+def test_openapi_description_covers_the_ingest_and_read_routes(tmp_path: Path) -> None:
     """docs/openapi.yaml describes the push API and the read endpoints this branch serves."""
     from collector.config import CollectorConfig
     from collector.core import Collector
@@ -191,7 +191,7 @@ def test_openapi_description_covers_the_ingest_and_read_routes() -> None:
     doc = yaml.safe_load((Path(__file__).resolve().parent.parent / "docs" / "openapi.yaml").read_text())
     import collector.history  # noqa: F401 - adds /api/v1/history
 
-    app = create_app(Collector(CollectorConfig()))
+    app = create_app(Collector(CollectorConfig(storage=str(tmp_path / "c.db"))))
     served = {r.resource.canonical for r in app.router.routes() if r.resource is not None}
     for path in ("/api/v1/push", "/api/v1/history", "/metrics", "/api/v1/agents", "/healthz", "/readyz"):
         assert path in served and path in doc["paths"], path
