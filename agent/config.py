@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import socket
+from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import Field, PlainValidator, ValidationError, field_validator
@@ -10,9 +12,21 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 
 import drivers
 from agent.actions import ActionEntry, check_actions
+from agent.fallback import FallbackConfig
 from drivers.base import DeviceConfig
 from drivers.host import HostConfig
-from roomwatch.configbase import ConfigError, Duration, HostPort, Model, Problem, Secret, dotted, load_model, load_yaml
+from roomwatch.configbase import (
+    ByteSize,
+    ConfigError,
+    Duration,
+    HostPort,
+    Model,
+    Problem,
+    Secret,
+    dotted,
+    load_model,
+    load_yaml,
+)
 
 __all__ = ["AgentConfig", "load_agent_config"]
 
@@ -42,6 +56,12 @@ def _validate_device(value: Any) -> Any:
 DeviceEntry = Annotated[DeviceConfig, PlainValidator(_validate_device)]
 
 
+def default_spool_path() -> str:
+    """``$STATE_DIRECTORY/agent-spool.db`` under systemd (its first entry), else ``/var/lib/roomwatch/agent-spool.db``."""
+    state = os.environ.get("STATE_DIRECTORY", "").split(":")[0] or "/var/lib/roomwatch"
+    return str(Path(state) / "agent-spool.db")
+
+
 def _default_agent_id() -> str:
     return socket.gethostname().split(".")[0] or "agent"
 
@@ -55,7 +75,10 @@ class AgentSection(Model):
     labels: dict[str, str] = Field(default_factory=dict, description="extra labels on every series")
     listen: HostPort | None = "127.0.0.1:9641"
     interval: Duration = Field(default=10.0, gt=0, description="default poll interval of devices")
-    spool: str | None = None
+    spool: str | None = Field(default_factory=default_spool_path,
+                              description="SQLite file of batches not yet accepted by the collector; null = memory only")
+    spool_max_bytes: ByteSize = Field(default=100 * 2**20, ge=64 * 1024,
+                                      description="cap of the spool; beyond it the oldest samples are dropped (counted)")
     log_level: str = Field(default="info", pattern=r"^(?i:debug|info|warning|error)$")
 
 
@@ -77,6 +100,9 @@ class CollectorTarget(Model):
     timeout: Duration = Field(default=10.0, gt=0)
     max_batch_samples: int = Field(default=5000, ge=1, le=100_000)
     queue_max_samples: int = Field(default=500_000, ge=1000, description="memory bound of unsent samples")
+    backlog_rate: float = Field(default=2000.0, ge=0, description="samples/s of backlog sent after an outage; 0 = no limit")
+    backoff_max: Duration = Field(default=60.0, gt=0, description="longest wait between push retries")
+    failback_after: Duration = Field(default=300.0, gt=0, description="on a fallback URL, try the first one again after")
     compress: bool = True
     tls: ClientTLS = Field(default_factory=ClientTLS)
 
@@ -103,6 +129,7 @@ class AgentConfig(Model):
     host: HostSection = Field(default_factory=HostSection)
     devices: list[DeviceEntry] = Field(default_factory=list)
     actions: list[ActionEntry] = Field(default_factory=list)  # type: ignore[valid-type]
+    fallback: FallbackConfig | None = None
 
     def extra_checks(self) -> list[tuple[tuple[Any, ...], str]]:
         """Cross-field checks pydantic cannot locate: (path, message)."""
@@ -116,6 +143,11 @@ class AgentConfig(Model):
                 problems.append((("devices", i, "name"), f"device name {dev.name!r} is already used by {other}"))
             else:
                 seen[dev.name] = i
+        if self.fallback is not None:
+            if self.collector is None:
+                problems.append((("fallback",), "local fallback alerting needs a collector section (it alerts when "
+                                 "the collector cannot be reached)"))
+            problems.extend(self.fallback.extra_checks())
         problems.extend(check_actions(self.actions, self.all_devices()))
         return problems
 

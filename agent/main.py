@@ -23,8 +23,15 @@ async def serve(config_path: str) -> int:
     from agent.runtime import Agent
 
     cfg = load_agent_config(config_path)
-    setup_logging(cfg.agent.log_level, secrets=list(iter_secret_values(cfg)))
-    agent = Agent(cfg)
+    secrets = list(iter_secret_values(cfg)) + (cfg.fallback.secret_values() if cfg.fallback is not None else [])
+    setup_logging(cfg.agent.log_level, secrets=secrets)
+    from agent.spool import SpoolError
+
+    try:
+        agent = Agent(cfg)
+    except SpoolError as exc:
+        log.error("%s", exc)
+        return 1
     http = None
     if cfg.agent.listen:
         host, port = parse_hostport(cfg.agent.listen)

@@ -29,8 +29,6 @@ __all__ = ["PushResult", "Pusher"]
 log = logging.getLogger("roomwatch.agent.push")
 
 _MIN_GAP = 0.2  # s between attempts, even when events keep kicking
-_BACKOFF_MAX = 60.0
-_PRIMARY_RETRY = 300.0  # s on a fallback URL before trying the first one again
 
 
 @dataclass(slots=True)
@@ -129,15 +127,20 @@ class Pusher:
         self.last_ok: float | None = None
         self._samples: list[SampleRecord] = []
         self._events: list[EventRecord] = []
-        self._seq = time.time_ns() // 1000  # µs at start: a restarted agent never reuses a seq
+        # µs at start, and above the highest seq a persistent spool ever stored: a restarted agent never
+        # reuses a seq, even after the clock was set back.
+        self._seq = max(time.time_ns() // 1000, int(getattr(self.outbox, "last_seq", 0)))
         self._kick = asyncio.Event()
         self._sender = _Sender(target)
         self._url_index = 0
         self._on_fallback_since: float | None = None
         self._failures = 0
         self._next_try = 0.0
+        self._next_seal = time.monotonic() + target.push_interval
         self._state_ok: bool | None = None
         self._stopping = False
+        #: Called with each batch the collector accepted (200), e.g. so local alerting knows what it has seen.
+        self.on_accepted: list[Callable[[Batch], None]] = []
 
     # -- input ------------------------------------------------------------
     def add(self, samples: list[SampleRecord]) -> None:
@@ -174,7 +177,8 @@ class Pusher:
     # -- delivery -------------------------------------------------------------
     def _url(self) -> str:
         urls = self.target.urls
-        if self._url_index and self._on_fallback_since and time.monotonic() - self._on_fallback_since > _PRIMARY_RETRY:
+        since = self._on_fallback_since
+        if self._url_index and since and time.monotonic() - since > self.target.failback_after:
             self._url_index, self._on_fallback_since = 0, None  # give the preferred collector another chance
         return urls[self._url_index % len(urls)]
 
@@ -216,6 +220,9 @@ class Pusher:
     async def drain(self) -> bool:
         """Send queued batches until the queue is empty or an attempt fails; True if all went."""
         while True:
+            if time.monotonic() >= self._next_seal:  # a long backlog drain must not hold back fresh data
+                self.seal()
+                self._next_seal = time.monotonic() + self.target.push_interval
             batches = self.outbox.next_batches(1)
             if not batches:
                 return True
@@ -223,6 +230,8 @@ class Pusher:
             res = await self._send(batch)
             if res.status == 200:
                 self.outbox.ack(batch.seq)
+                for hook in self.on_accepted:
+                    hook(batch)
                 self.stats["ok"] += 1
                 self.last_ok = time.time()
                 self._failures = 0
@@ -241,11 +250,13 @@ class Pusher:
                 continue
             self.stats["error"] += 1
             self._failures += 1
-            if res.status in (401, 403):
+            if res.status == 429:
+                self._set_state(False, f"collector asks to slow down (HTTP 429, retry after {res.retry_after or '?'}s)")
+            elif res.status in (401, 403):
                 self._set_state(False, f"HTTP {res.status} {res.reason} (check collector.token and agent.id)")
             else:
                 self._set_state(False, f"HTTP {res.status} {res.reason}" if res.status else res.reason)
-            delay = min(_BACKOFF_MAX, 2 ** min(self._failures, 6)) * random.uniform(0.5, 1.0)
+            delay = min(self.target.backoff_max, 2 ** min(self._failures, 6)) * random.uniform(0.5, 1.0)
             if res.retry_after:
                 delay = max(delay, res.retry_after)
             self._next_try = time.monotonic() + delay
@@ -254,11 +265,13 @@ class Pusher:
     async def run(self) -> None:
         """Seal every interval (or on kick) and drain, with backoff after failures."""
         interval = self.target.push_interval
-        next_seal = time.monotonic() + interval
+        self._next_seal = time.monotonic() + interval
         last_attempt = 0.0
         while not self._stopping:
             now = time.monotonic()
-            wake = min(next_seal, max(self._next_try, now)) if self.outbox.depth() else next_seal
+            wake = self._next_seal
+            if self.outbox.depth():
+                wake = min(wake, max(self._next_try, now + self._ready_in()))
             try:
                 await asyncio.wait_for(self._kick.wait(), timeout=max(0.0, wake - now))
             except TimeoutError:
@@ -266,9 +279,9 @@ class Pusher:
             kicked = self._kick.is_set()
             self._kick.clear()
             now = time.monotonic()
-            if now >= next_seal:
+            if now >= self._next_seal:
                 self.seal()
-                next_seal = now + interval
+                self._next_seal = now + interval
             elif kicked and self._events:
                 self.seal()  # events go out now, with whatever samples are buffered
             if now - last_attempt < _MIN_GAP:
@@ -276,6 +289,13 @@ class Pusher:
             if self.outbox.depth() and (kicked or time.monotonic() >= self._next_try):
                 last_attempt = time.monotonic()
                 await self.drain()
+
+    def _ready_in(self) -> float:
+        """Seconds until the outbox has a batch to send now (a spool paces its backlog)."""
+        hint = getattr(self.outbox, "ready_in", None)
+        if hint is not None:
+            return float(hint())
+        return 0.0 if self.outbox.depth() else float("inf")
 
     async def flush(self, timeout: float = 5.0) -> None:
         """Seal and try to deliver what is buffered (used at shutdown)."""

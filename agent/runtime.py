@@ -19,6 +19,7 @@ from agent.actions import build_actions
 from agent.config import AgentConfig
 from agent.latest import LatestValues
 from agent.push import Pusher
+from agent.spool import open_outbox, spool_samples
 from drivers import vocabulary as v
 from drivers.base import DeviceConfig, Driver, Event, Reading
 from drivers.registry import get as get_driver
@@ -98,7 +99,15 @@ class Agent:
         self.started_at = time.time()
         self.pusher: Pusher | None = None
         if config.collector is not None:
-            self.pusher = Pusher(a.id, config.collector, extra_samples=self._self_samples)
+            self.pusher = Pusher(a.id, config.collector, outbox=open_outbox(config), extra_samples=self._self_samples)
+        self.fallback: Any = None
+        if config.fallback is not None:
+            from agent.fallback import FallbackAlerter
+
+            self.fallback = FallbackAlerter(config.fallback, self)
+            self.observers.append(self.fallback.observe)
+            if self.pusher is not None:
+                self.pusher.on_accepted.append(self.fallback.accepted)
         for dev_cfg in config.all_devices():
             cls = get_driver(dev_cfg.driver)
             # host: {} without an interval falls back on the agent's default, like any device.
@@ -281,6 +290,8 @@ class Agent:
             out.append(SampleRecord(v.AGENT_PUSH_DROPPED, labels, float(self.pusher.outbox.dropped_samples), now_ms))
             if self.pusher.last_ok:
                 out.append(SampleRecord(v.AGENT_LAST_PUSH_OK, labels, self.pusher.last_ok, now_ms))
+            if (stats := getattr(self.pusher.outbox, "stats", None)) is not None:
+                out.extend(spool_samples(stats(), labels, now_ms))
         self.latest.update("__agent__", out, replace=True)
         return out
 
@@ -324,6 +335,8 @@ class Agent:
         self._scheduler = sched
         if self.pusher is not None:
             self._tasks.append(asyncio.create_task(self.pusher.run(), name="push"))
+        if self.fallback is not None:
+            self._tasks.append(asyncio.create_task(self.fallback.run(), name="fallback"))
         log.info("agent %s started: %d devices, pushing to %s", self.config.agent.id, len(self.devices),
                  ", ".join(self.config.collector.urls) if self.config.collector else "nobody (pull mode)")
 
@@ -340,9 +353,13 @@ class Agent:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
+        if self.fallback is not None:
+            await self.fallback.close()
         if self.pusher is not None:
             await self.pusher.flush(timeout=3.0)
             self.pusher.close()
+            if (close := getattr(self.pusher.outbox, "close", None)) is not None:
+                close()
         for dev in self.devices.values():
             try:
                 await asyncio.wait_for(dev.driver.stop(), 5.0)

@@ -27,6 +27,7 @@ BENCHMARKS: list[tuple[str, list[str], list[str]]] = [
     ("collector", ["--quick"], []),
     ("agent_footprint", ["--minutes", "1"], ["--minutes", "10"]),
     ("fleet", ["--agents", "200", "--seconds", "20"], []),
+    ("spool", ["--quick"], []),
     ("rules", ["--rounds", "5"], []),
     ("alert_latency", ["--events", "20"], []),
     ("snmp", ["--rounds", "2", "--blocks", "2", "--memory-seconds", "10"], []),

@@ -15,7 +15,8 @@ __all__ = ["AgentRegistry", "AgentState", "hash_token"]
 
 def hash_token(token: str) -> str:
     """``sha256:<hex>``: tokens are long random strings, so a plain hash is enough to store."""
-    return "sha256:" + hashlib.sha256(token.encode()).hexdigest()
+    # surrogateescape: a header token with non-UTF-8 bytes hashes to "unknown", never raises
+    return "sha256:" + hashlib.sha256(token.encode("utf-8", "surrogateescape")).hexdigest()
 
 
 @dataclass(slots=True)

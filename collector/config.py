@@ -2,32 +2,27 @@
 
 from __future__ import annotations
 
-import re
-from typing import Annotated, Any
+from typing import Any
 
-from pydantic import BeforeValidator, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from alerts.config import AlertsConfig, ChannelEntry, RouteConfig, RulesConfig, alerting_checks
 from collector.report.config import ReportConfig
-from roomwatch.configbase import ConfigError, Duration, HostPort, Model, Problem, Secret, dotted, load_model, load_yaml
+from roomwatch.configbase import (
+    ByteSize,
+    ConfigError,
+    Duration,
+    HostPort,
+    Model,
+    Problem,
+    Secret,
+    dotted,
+    load_model,
+    load_yaml,
+    parse_bytes,
+)
 
 __all__ = ["AgentEntry", "CollectorConfig", "load_collector_config", "parse_bytes"]
-
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMG]i?B?|B)?\s*$", re.IGNORECASE)
-_SIZE_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "ki": 1024, "m": 10**6, "mb": 10**6,
-               "mib": 2**20, "mi": 2**20, "g": 10**9, "gb": 10**9, "gib": 2**30, "gi": 2**30}
-
-
-def parse_bytes(value: Any) -> int:
-    """``8MiB``, ``512KB``, ``1048576`` → bytes."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if not isinstance(value, str) or not (m := _SIZE_RE.match(value)):
-        raise ValueError(f"{value!r} is not a size; write e.g. 8MiB, 512KiB or a number of bytes")
-    return int(float(m.group(1)) * _SIZE_UNITS[(m.group(2) or "").lower()])
-
-
-ByteSize = Annotated[int, BeforeValidator(parse_bytes)]
 
 
 class AgentEntry(Model):
@@ -75,6 +70,54 @@ class WebConfig(Model):
     users: list[WebUser] = Field(default_factory=list)
 
 
+class HistoryConfig(Model):
+    """Samples kept in the embedded store (so an outage's backfilled data is not lost)."""
+
+    enabled: bool = True
+    retention: Duration = Field(default=30 * 86400.0, gt=0, description="how long samples are kept")
+    exclude: list[str] = Field(default_factory=list, description="metric name patterns (globs) not stored")
+    max_samples: int = Field(default=200_000, ge=100, le=10_000_000, description="largest /api/v1/history answer")
+
+
+class ClientTLSOptions(Model):
+    """How the collector checks a remote-write endpoint's certificate (verification is on by default)."""
+
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    insecure_skip_verify: bool = False
+
+
+class BasicAuth(Model):
+    username: str
+    password: Secret
+
+
+class RemoteWriteTarget(Model):
+    """A Prometheus remote-write 1.0 endpoint (Prometheus, VictoriaMetrics, Mimir, Thanos receive …)."""
+
+    name: str = Field(default="", pattern=r"^[A-Za-z0-9_.-]{0,64}$", description="default: the URL's host:port")
+    url: str = Field(pattern=r"^https?://")
+    timeout: Duration = Field(default=30.0, gt=0)
+    bearer_token: Secret | None = None
+    basic_auth: BasicAuth | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    tls: ClientTLSOptions = Field(default_factory=ClientTLSOptions)
+    batch_samples: int = Field(default=2000, ge=1, le=100_000, description="samples per request")
+    queue_max_samples: int = Field(default=5_000_000, ge=1000, description="oldest queued samples are dropped beyond it")
+    min_backoff: Duration = Field(default=1.0, gt=0)
+    max_backoff: Duration = Field(default=300.0, gt=0)
+
+
+class RateLimit(Model):
+    """Push requests allowed per second (token bucket) per agent and per source address; 0 = no limit."""
+
+    per_agent: float = Field(default=20.0, ge=0)
+    per_agent_burst: int = Field(default=60, ge=1)
+    per_address: float = Field(default=50.0, ge=0)
+    per_address_burst: int = Field(default=150, ge=1)
+
+
 class CollectorConfig(Model):
     """The whole collector file."""
 
@@ -87,6 +130,10 @@ class CollectorConfig(Model):
     max_body: ByteSize = Field(default=8 * 2**20, ge=1024)
     max_body_decompressed: ByteSize = Field(default=64 * 2**20, ge=1024)
     body_timeout: Duration = Field(default=30.0, gt=0, description="a push body must arrive within this time")
+    idle_timeout: Duration = Field(default=60.0, gt=0, description="close connections idle or sending headers this long")
+    rate_limit: RateLimit = Field(default_factory=RateLimit)
+    history: HistoryConfig = Field(default_factory=HistoryConfig)
+    remote_write: list[RemoteWriteTarget] = Field(default_factory=list)
     rules: RulesConfig = Field(default_factory=RulesConfig)
     channels: list[ChannelEntry] = Field(default_factory=list)  # type: ignore[valid-type]
     routes: list[RouteConfig] = Field(default_factory=list)
@@ -111,6 +158,14 @@ class CollectorConfig(Model):
             if c.name in names:
                 problems.append((("channels", i, "name"), f"channel {c.name!r} is defined twice"))
             names.add(c.name)
+        rw_names: set[str] = set()
+        for i, rw in enumerate(self.remote_write):
+            name = rw.name or rw.url.split("/")[2]
+            if name in rw_names:
+                problems.append((("remote_write", i, "name"), f"remote_write {name!r} is listed twice (give each a name)"))
+            rw_names.add(name)
+            if rw.bearer_token is not None and rw.basic_auth is not None:
+                problems.append((("remote_write", i), "give bearer_token or basic_auth, not both"))
         for i, r in enumerate(self.routes):
             for j, ch in enumerate(r.channels):
                 if ch not in names:

@@ -13,6 +13,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from collector.agents import AgentRegistry, AgentState
 from collector.config import CollectorConfig
@@ -28,6 +29,15 @@ log = logging.getLogger("roomwatch.collector")
 
 #: Called after each accepted batch with the agent, the series that changed and the events.
 Listener = Callable[[AgentState, list[Series], list[EventRecord], Batch], None]
+
+
+
+class DurableStore(Protocol):
+    """What :meth:`Collector.accept` needs from the store (see :class:`collector.store.IngestStore`)."""
+
+    async def commit(self, agent_id: str, batch: Batch, skew_ms: int) -> bool:
+        """Commit the batch's dedup record (and history); False if ``seq`` was already committed."""
+
 
 _SKEW_TOLERANCE_MS = 5_000  # network delay is milliseconds; beyond this the agent's clock is wrong
 
@@ -46,6 +56,8 @@ class Collector:
         self.agents = AgentRegistry(config)
         self.series = SeriesStore(config.series_expire)
         self.listeners: list[Listener] = []
+        #: The durable part of ingest (dedup ranges, history); set by collector.main when storage is open.
+        self.store: DurableStore | None = None
         #: Extra metric families for /metrics (alerts, storage, ...): callables returning families.
         self.family_sources: list[Callable[[], list[Family]]] = []
         self.push_codes: Counter[int] = Counter()
@@ -57,12 +69,21 @@ class Collector:
         self._tasks: list[asyncio.Task[None]] = []
 
     # -- ingest ------------------------------------------------------------
-    def ingest(self, agent: AgentState, batch: Batch, address: str = "", now: float | None = None) -> IngestResult:
-        """Apply one authenticated batch; a seq already seen changes nothing."""
+    async def accept(self, agent: AgentState, batch: Batch, address: str = "", now: float | None = None) -> IngestResult:
+        """Durable ingest: with a store, the batch's dedup record and history are committed before it is applied
+        (and before the caller answers 200); a store failure raises, so the agent keeps the batch and retries."""
         now = time.time() if now is None else now
-        if batch.seq in agent.seqs:
-            agent.last_push = now  # a replay still proves the agent is alive
+        if self.store is None or batch.seq in agent.seqs:
+            return self.ingest(agent, batch, address, now)
+        skew = self.measure_skew(agent, batch, now)
+        if not await self.store.commit(agent.id, batch, skew):
+            agent.seqs.add(batch.seq)  # committed by an earlier request (or before a restart)
+            agent.last_push = now
             return IngestResult(0, True)
+        return self.ingest(agent, batch, address, now, skew)
+
+    def measure_skew(self, agent: AgentState, batch: Batch, now: float) -> int:
+        """ms to add to the agent's timestamps (0 unless its clock is off by more than the tolerance)."""
         skew = 0
         if batch.sent is not None:
             measured = int(now * 1000) - batch.sent
@@ -71,6 +92,17 @@ class Collector:
                 if abs(measured - agent.clock_skew_ms) > _SKEW_TOLERANCE_MS:
                     log.warning("agent %s clock is off by %.1fs; correcting its timestamps", agent.id, -measured / 1000)
             agent.clock_skew_ms = skew
+        return skew
+
+    def ingest(self, agent: AgentState, batch: Batch, address: str = "", now: float | None = None,
+               skew: int | None = None) -> IngestResult:
+        """Apply one authenticated batch; a seq already seen changes nothing."""
+        now = time.time() if now is None else now
+        if batch.seq in agent.seqs:
+            agent.last_push = now  # a replay still proves the agent is alive
+            return IngestResult(0, True)
+        if skew is None:
+            skew = self.measure_skew(agent, batch, now)
         changed = self.series.apply(agent.id, batch.samples, skew)
         events = batch.events
         if skew:

@@ -16,6 +16,8 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
 
 from collector.core import Collector
+from collector.ratelimit import RateLimiter, retry_after
+from collector.store import StoreError
 from roomwatch.exposition import negotiate, render
 from roomwatch.wire import PUSH_PATH, WireError, decode_batch
 
@@ -27,6 +29,7 @@ log = logging.getLogger("roomwatch.collector.http")
 ROUTE_HOOKS: list[Callable[[web.Application, Collector], None]] = []
 
 COLLECTOR_KEY = web.AppKey("collector", Collector)
+LIMITS_KEY = web.AppKey("push_limits", dict)
 
 
 def _error(status: int, reason: str, collector: Collector | None = None, **headers: str) -> web.Response:
@@ -40,6 +43,11 @@ async def handle_push(request: web.Request) -> web.Response:
     c = request.app[COLLECTOR_KEY]
     cfg = c.config
     peer = request.remote or ""
+    limits = request.app[LIMITS_KEY]
+    if wait := limits["address"].check(peer):
+        if limits["address"].should_log(peer):
+            log.warning("push rate limit hit by address %s (further refusals logged once a minute)", peer)
+        return _error(429, "too many push requests from this address", c, **{"Retry-After": retry_after(wait)})
     auth = request.headers.get("Authorization", "")
     scheme, _, token = auth.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
@@ -48,6 +56,10 @@ async def handle_push(request: web.Request) -> web.Response:
     if agent is None:
         log.warning("push from %s with an unknown token", peer)
         return _error(401, "unknown or wrong token", c, **{"WWW-Authenticate": 'Bearer realm="roomwatch"'})
+    if wait := limits["agent"].check(agent.id):
+        if limits["agent"].should_log(agent.id):
+            log.warning("push rate limit hit by agent %s from %s (further refusals logged once a minute)", agent.id, peer)
+        return _error(429, "too many push requests from this agent", c, **{"Retry-After": retry_after(wait)})
     if request.content_length is not None and request.content_length > cfg.max_body:
         return _error(413, f"body larger than {cfg.max_body} bytes", c)
     try:
@@ -69,7 +81,10 @@ async def handle_push(request: web.Request) -> web.Response:
     if batch.agent != agent.id:
         log.warning("agent %s tried to push as %r from %s", agent.id, batch.agent, peer)
         return _error(403, f"this token belongs to agent {agent.id!r}, not {batch.agent!r}", c)
-    result = c.ingest(agent, batch, peer)
+    try:
+        result = await c.accept(agent, batch, peer)
+    except StoreError as exc:  # not committed: the agent keeps the batch and retries
+        return _error(503, str(exc), c, **{"Retry-After": "5"})
     c.push_codes[200] += 1
     return web.json_response({"accepted": result.accepted, "duplicate": result.duplicate})
 
@@ -113,12 +128,39 @@ async def handle_readyz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ready", "agents": len(c.agents.agents), "series": len(c.series)})
 
 
+class _ProtocolErrorFilter(logging.Filter):
+    """aiohttp logs every malformed request (bad header, unknown Content-Encoding) as an ERROR with a
+    traceback; garbage from the network is not our error. One INFO line instead, so a scanner cannot
+    flood the journal with tracebacks."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from aiohttp.http_exceptions import HttpProcessingError
+
+        exc = record.exc_info[1] if record.exc_info else None
+        # RequestPayloadError: a body we refused without reading (401) turned out undecodable while
+        # aiohttp drained it after our answer.
+        if isinstance(exc, (HttpProcessingError, RequestPayloadError)):
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            record.msg, record.args, record.exc_info, record.exc_text = (
+                "malformed HTTP request refused: %s", (str(getattr(exc, "message", exc)).splitlines()[0][:200],),
+                None, None)
+        return True
+
+
 def create_app(collector: Collector) -> web.Application:
     """The aiohttp application serving ``collector``."""
     # client_max_size bounds request.read(); aiohttp answers 413 past it.
-    app = web.Application(client_max_size=collector.config.max_body_decompressed,
-                          handler_args={"max_field_size": 16384})
+    cfg = collector.config
+    server_log = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, _ProtocolErrorFilter) for f in server_log.filters):
+        server_log.addFilter(_ProtocolErrorFilter())
+    # keepalive_timeout also bounds a connection that never completes its request headers (slowloris):
+    # aiohttp arms it at connect and closes a connection still waiting for a request when it fires.
+    app = web.Application(client_max_size=cfg.max_body_decompressed,
+                          handler_args={"max_field_size": 16384, "keepalive_timeout": cfg.idle_timeout})
     app[COLLECTOR_KEY] = collector
+    app[LIMITS_KEY] = {"agent": RateLimiter(cfg.rate_limit.per_agent, cfg.rate_limit.per_agent_burst),
+                       "address": RateLimiter(cfg.rate_limit.per_address, cfg.rate_limit.per_address_burst)}
     app.router.add_post(PUSH_PATH, handle_push)
     app.router.add_get("/metrics", handle_metrics)
     app.router.add_get("/api/v1/agents", handle_agents)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import sqlite3
 import ssl
 import sys
 
@@ -38,6 +39,7 @@ async def serve(config_path: str) -> int:
 
     from collector.config import load_collector_config
     from collector.core import Collector
+    from collector.durable import Durable
     from collector.http import create_app
 
     cfg = load_collector_config(config_path)
@@ -48,9 +50,15 @@ async def serve(config_path: str) -> int:
     for module in COMPONENTS:
         importlib.import_module(module)
     try:
+        durable = Durable(collector)  # push dedup + history: a 200 means committed, so no store, no ingest
+    except (OSError, sqlite3.Error) as exc:
+        log.error("cannot open the storage %s: %s", cfg.storage, exc)
+        return 1
+    try:
         app = create_app(collector)
     except OSError as exc:  # e.g. the storage directory does not exist
         log.error("cannot start: %s", exc)
+        await durable.stop()
         return 1
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
@@ -61,8 +69,10 @@ async def serve(config_path: str) -> int:
     except (OSError, ssl.SSLError) as exc:
         log.error("cannot listen on %s: %s", cfg.listen, getattr(exc, "strerror", None) or exc)
         await runner.cleanup()
+        await durable.stop()
         return 1
     await collector.start()
+    await durable.start()
     notifier = Notifier()
     notifier.ready(f"collector on {host}:{port}, {len(cfg.agents)} agents")
     notifier.start_watchdog()
@@ -80,6 +90,7 @@ async def serve(config_path: str) -> int:
         await notifier.stop_watchdog()
         await collector.stop()
         await runner.cleanup()
+        await durable.stop()
     return 0
 
 

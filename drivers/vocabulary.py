@@ -127,6 +127,18 @@ AGENT_LAST_PUSH_OK = _def(
 AGENT_RESIDENT_MEMORY = _def("roomwatch_agent_resident_memory_bytes", "Resident memory of the agent process.")
 AGENT_CPU_SECONDS = _def("roomwatch_agent_cpu_seconds_total", "CPU time used by the agent process.", "counter")
 
+# --- agent spool (store-and-forward; reliability) -------------------------------------------
+AGENT_SPOOL_BATCHES = _def("roomwatch_agent_spool_batches", "Batches in the agent's spool, not yet accepted by a collector.")
+AGENT_SPOOL_SAMPLES = _def("roomwatch_agent_spool_samples", "Samples in the agent's spool, not yet accepted by a collector.")
+AGENT_SPOOL_BYTES = _def("roomwatch_agent_spool_bytes", "Stored (compressed) size of the batches in the agent's spool.")
+AGENT_SPOOL_OLDEST_AGE = _def(
+    "roomwatch_agent_spool_oldest_age_seconds", "Age of the oldest sample or event waiting in the agent's spool."
+)
+AGENT_SPOOL_DROPPED = _def(
+    "roomwatch_agent_spool_dropped_total", "Samples and events (kind) dropped because the spool reached its size cap.",
+    "counter",
+)
+
 # --- collector ---------------------------------------------------------------------
 AGENT_UP = _def("roomwatch_agent_up", "1 while the agent pushes in time.")
 AGENT_LAST_PUSH = _def("roomwatch_agent_last_push_timestamp_seconds", "Unix time of the agent's last accepted push.")
@@ -138,6 +150,22 @@ COLLECTOR_SAMPLES = _def("roomwatch_collector_samples_received_total", "Samples 
 COLLECTOR_EVENTS = _def("roomwatch_collector_events_received_total", "Events accepted from agents.", "counter")
 COLLECTOR_RESIDENT_MEMORY = _def("roomwatch_collector_resident_memory_bytes", "Resident memory of the collector process.")
 COLLECTOR_CPU_SECONDS = _def("roomwatch_collector_cpu_seconds_total", "CPU time used by the collector process.", "counter")
+
+# --- collector store, history, remote write (reliability) ----------------------------------
+COLLECTOR_STORE_COMMITS = _def("roomwatch_collector_store_commits_total",
+                               "Transactions committed by the ingest store (each holds one or more pushes).", "counter")
+COLLECTOR_STORE_FAILURES = _def("roomwatch_collector_store_failures_total",
+                                "Ingest store commits that failed (those pushes got 503 and are retried).", "counter")
+COLLECTOR_STORE_COMMIT_SECONDS = _def("roomwatch_collector_store_commit_seconds_total",
+                                      "Time spent committing pushes to the store.", "counter")
+COLLECTOR_HISTORY_PRUNED = _def("roomwatch_collector_history_pruned_samples_total",
+                                "History samples deleted because they were older than history.retention.", "counter")
+COLLECTOR_RW_SAMPLES = _def("roomwatch_collector_remote_write_samples_total",
+                            "Samples handled by a remote-write endpoint, by result (sent, rejected, dropped).", "counter")
+COLLECTOR_RW_PENDING = _def("roomwatch_collector_remote_write_pending_samples",
+                            "Samples queued for a remote-write endpoint.")
+COLLECTOR_RW_LAST_SUCCESS = _def("roomwatch_collector_remote_write_last_success_timestamp_seconds",
+                                 "Unix time of the last request a remote-write endpoint accepted.")
 
 # --- alerting (collector) ------------------------------------------------------------
 NOTIFICATION_CHANNEL_UP = _def(

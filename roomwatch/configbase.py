@@ -26,6 +26,7 @@ from pydantic import (
 )
 
 __all__ = [
+    "ByteSize",
     "ConfigError",
     "Duration",
     "HostPort",
@@ -35,6 +36,7 @@ __all__ = [
     "format_duration",
     "load_model",
     "load_yaml",
+    "parse_bytes",
     "parse_duration",
     "parse_hostport",
 ]
@@ -102,6 +104,25 @@ def _check_hostport(value: Any) -> str:
 
 #: ``host:port`` string, checked at load time.
 HostPort = Annotated[str, BeforeValidator(_check_hostport)]
+
+# ------------------------------------------------------------------ sizes
+
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMG]i?B?|B)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "ki": 1024, "m": 10**6, "mb": 10**6,
+               "mib": 2**20, "mi": 2**20, "g": 10**9, "gb": 10**9, "gib": 2**30, "gi": 2**30}
+
+
+def parse_bytes(value: Any) -> int:
+    """``8MiB``, ``512KB``, ``1048576`` → bytes."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if not isinstance(value, str) or not (m := _SIZE_RE.match(value)):
+        raise ValueError(f"{value!r} is not a size; write e.g. 8MiB, 512KiB or a number of bytes")
+    return int(float(m.group(1)) * _SIZE_UNITS[(m.group(2) or "").lower()])
+
+
+#: Bytes, written in YAML as ``512KiB``, ``8MiB`` or a plain number of bytes.
+ByteSize = Annotated[int, BeforeValidator(parse_bytes)]
 
 #: A secret string. Accepts ``key: value``, ``key: ${ENV}`` or ``key_file: /path``; never printed.
 Secret = SecretStr
@@ -262,7 +283,10 @@ def load_yaml(path: str | os.PathLike[str]) -> tuple[Any, _Located]:
         raise ConfigError([Problem(file, None, "", "file not found")]) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([Problem(file, None, "", f"cannot read the file: {exc}")]) from None
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)
+    except yaml.YAMLError as exc:  # e.g. a control character: the reader refuses before parsing
+        raise ConfigError([Problem(file, None, "", f"YAML syntax error: {exc}")]) from None
     loc.loader = loader
     try:
         node = loader.get_single_node()

@@ -61,16 +61,16 @@ def agent_factory(tmp_path: Path) -> Iterator[Any]:
 
     def make(collector_url: str | None, agent_id: str = "agent-a", **sections: Any) -> tuple[RoomwatchProcess, str]:
         port = free_port()
+        n = len(started)
         conf: dict[str, Any] = {
             "agent": {"id": agent_id, "site": "test-site", "room": "room-1", "listen": f"127.0.0.1:{port}",
-                      **sections.pop("agent", {})},
+                      "spool": str(tmp_path / f"agent{n}-spool.db"), **sections.pop("agent", {})},
             "host": {"interval": "1s", **sections.pop("host", {})},
         }
         if collector_url:
             conf["collector"] = {"urls": [collector_url], "token": TOKENS.get(agent_id, "x" * 20),
                                  "push_interval": "1s", **sections.pop("collector", {})}
         conf.update(sections)
-        n = len(started)
         path = write_yaml(tmp_path / f"agent{n}.yaml", conf)
         proc = RoomwatchProcess(["agent", "-c", str(path)], tmp_path / f"agent{n}.log")
         started.append(proc)

@@ -1,0 +1,276 @@
+"""Local fallback alerting: when the room has reached no collector for ``fallback.after``, the agent
+sends the critical conditions it sees itself, through channels of its own (typically ``gsm_modem``,
+which needs no internet link).
+
+Conditions (alert names as in CONTRACT.md): ``UPSOnBattery`` (roomwatch_ups_on_battery 1),
+``UPSBatteryLow`` (roomwatch_ups_battery_low 1), ``WaterLeak`` (roomwatch_water_leak_detected 1),
+``SmokeDetected`` (roomwatch_smoke_detected 1) and ``RoomTemperatureCritical``
+(roomwatch_temperature_celsius above ``temperature_critical`` for ``temperature_for``; clears
+below ``temperature_clear``).
+
+A condition is sent once per episode, and only if no collector has accepted a batch showing it
+(then the collector alerts for it: it is not sent twice). When it clears while the link is still down,
+a "resolved" message follows (``send_resolved``).
+
+Every message the agent delivered becomes an event in its push (kept in the spool until the
+collector has it)::
+
+    {"type": "fallback_notified", "ts": <ms when the channel confirmed>,
+     "labels": {<the condition's series labels: agent, site, room, device, sensor ...>,
+                "alertname": "WaterLeak", "status": "firing" | "resolved", "channel": "local-sms"},
+     "message": "<the text that was sent>"}
+
+The collector's alert engine uses it to mark that alert as already notified, so people are not
+told twice (docs/reliability.md, "Local fallback alerting").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from pydantic import Field, TypeAdapter
+
+from drivers import vocabulary as v
+from roomwatch.configbase import Duration, Model
+from roomwatch.wire import Batch, EventRecord, SampleRecord
+
+if TYPE_CHECKING:
+    from agent.runtime import Agent, DeviceRunner
+
+__all__ = ["EVENT_TYPE", "FallbackAlerter", "FallbackConfig"]
+
+log = logging.getLogger("roomwatch.agent.fallback")
+
+EVENT_TYPE = "fallback_notified"
+
+#: metric → (alertname, Chinese words, English words) for the on/off conditions.
+_STATES: dict[str, tuple[str, str, str]] = {
+    v.UPS_ON_BATTERY: ("UPSOnBattery", "UPS 市电中断，正在使用电池供电", "UPS on battery (mains failed)"),
+    v.UPS_BATTERY_LOW: ("UPSBatteryLow", "UPS 电池电量低，即将关机", "UPS battery low, shutdown near"),
+    v.WATER_LEAK: ("WaterLeak", "漏水", "water leak"),
+    v.SMOKE: ("SmokeDetected", "烟雾报警", "smoke detected"),
+}
+_TEMP = ("RoomTemperatureCritical", "温度过高", "temperature critical")
+
+
+class FallbackConfig(Model):
+    """``fallback:`` in the agent file."""
+
+    after: Duration = Field(default=300.0, gt=0, description="no collector reached for this long → alert locally")
+    channels: list[dict[str, Any]] = Field(min_length=1, description="channel entries as in the collector's channels")
+    language: str = Field(default="zh-CN", pattern=r"^(zh-CN|en)$")
+    send_resolved: bool = True
+    # ASHRAE class A1 allowable maximum 32 °C, the same default as the collector's RoomTemperatureCritical rule.
+    temperature_critical: float = 32.0
+    temperature_clear: float = 30.0
+    temperature_for: Duration = Field(default=120.0, ge=0)
+
+    def channel_models(self) -> list[Any]:
+        """Validate the channel entries with the alerting package's models (imported only when used)."""
+        from alerts.config import ChannelEntry
+
+        adapter: TypeAdapter[Any] = TypeAdapter(ChannelEntry)
+        return [adapter.validate_python(c) for c in self.channels]
+
+    def secret_values(self) -> list[str]:
+        """Secrets of the channel entries (PINs, API keys), for log redaction."""
+        from roomwatch.configbase import iter_secret_values
+
+        out: list[str] = []
+        for model in self.channel_models():
+            out.extend(iter_secret_values(model))
+        return out
+
+    def extra_checks(self) -> list[tuple[tuple[Any, ...], str]]:
+        from pydantic import ValidationError
+
+        problems: list[tuple[tuple[Any, ...], str]] = []
+        for i, entry in enumerate(self.channels):
+            try:
+                from alerts.config import ChannelEntry
+
+                TypeAdapter(ChannelEntry).validate_python(entry)
+            except ValidationError as exc:
+                for err in exc.errors(include_url=False):
+                    loc = tuple(p for p in err["loc"] if p != entry.get("type"))
+                    problems.append((("fallback", "channels", i, *loc), str(err["msg"]).removeprefix("Value error, ")))
+        if self.temperature_clear > self.temperature_critical:
+            problems.append((("fallback", "temperature_clear"), "must not be above temperature_critical"))
+        return problems
+
+
+@dataclass(slots=True)
+class _Condition:
+    alertname: str
+    labels: dict[str, str]
+    words: str
+    since: float  # wall time it began
+    value: float
+    firing: bool = False  # temperature: past its "for"
+    notified: bool = False
+    cleared: bool = False
+    known: bool = False  # a batch showing it was accepted by a collector: the collector alerts for it
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class FallbackAlerter:
+    """Watches readings (an :attr:`Agent.observers` hook) and alerts locally while the link is down."""
+
+    def __init__(self, config: FallbackConfig, agent: Agent):
+        from alerts.channels.base import get_channel_type
+
+        self.config = config
+        self.agent = agent
+        self.channels = [get_channel_type(m.type)(m) for m in config.channel_models()]
+        self.conditions: dict[tuple[str, tuple[tuple[str, str], ...]], _Condition] = {}
+        self.sent = 0
+        self._kick = asyncio.Event()
+        self._started = time.time()
+
+    # -- watching ------------------------------------------------------------------
+    def observe(self, dev: DeviceRunner, samples: list[SampleRecord], events: list[EventRecord]) -> None:
+        """Update conditions from one poll's samples (runs on the event loop, must be quick)."""
+        zh = self.config.language == "zh-CN"
+        now = time.time()
+        for s in samples:
+            state = _STATES.get(s.metric)
+            if state is not None:
+                self._track(state[0], s.labels, s.value >= 0.5, s.value >= 0.5, state[1] if zh else state[2], now,
+                            s.value)
+            elif s.metric == v.TEMPERATURE:
+                key = (_TEMP[0], tuple(sorted(s.labels.items())))
+                active = key in self.conditions and not self.conditions[key].cleared
+                hot = s.value > self.config.temperature_critical or (active and s.value >= self.config.temperature_clear)
+                cond = self._track(_TEMP[0], s.labels, hot, False, _TEMP[1] if zh else _TEMP[2], now, s.value)
+                if cond is not None and not cond.cleared and now - cond.since >= self.config.temperature_for:
+                    cond.firing = True
+        if any(c.firing and not c.notified for c in self.conditions.values()):
+            self._kick.set()
+
+    def _track(self, name: str, labels: dict[str, str], on: bool, firing: bool, words: str, now: float,
+               value: float) -> _Condition | None:
+        key = (name, tuple(sorted(labels.items())))
+        cond = self.conditions.get(key)
+        if on:
+            if cond is None or cond.cleared:
+                cond = self.conditions[key] = _Condition(name, dict(labels), words, now, value, firing)
+            cond.value = value
+            return cond
+        if cond is not None and not cond.cleared:
+            cond.cleared = True
+            if cond.notified and self.config.send_resolved:
+                self._kick.set()
+            elif not cond.notified:
+                del self.conditions[key]
+        return None
+
+    # -- deciding --------------------------------------------------------------------
+    def offline_for(self) -> float:
+        """Seconds since a collector last accepted a push (since start if none ever did)."""
+        pusher = self.agent.pusher
+        last = pusher.last_ok if pusher is not None and pusher.last_ok else self._started
+        return max(0.0, time.time() - last)
+
+    def accepted(self, batch: Batch) -> None:
+        """A collector accepted ``batch`` (a :attr:`Pusher.on_accepted` hook): it has seen what the batch shows."""
+        unknown = {(c.alertname, tuple(sorted(c.labels.items()))): c for c in self.conditions.values() if not c.known}
+        if not unknown:
+            return
+        for s in batch.samples:
+            name = _STATES[s.metric][0] if s.metric in _STATES else _TEMP[0] if s.metric == v.TEMPERATURE else None
+            if name is None:
+                continue
+            cond = unknown.get((name, tuple(sorted(s.labels.items()))))
+            if cond is not None and s.ts >= int(cond.since * 1000) - 1 and (
+                    s.value >= 0.5 if name != _TEMP[0] else s.value > self.config.temperature_critical):
+                cond.known = True
+
+    async def run(self) -> None:
+        """Check every second (and at once on a new condition) while the agent runs."""
+        while True:
+            try:
+                await asyncio.wait_for(self._kick.wait(), 1.0)
+            except TimeoutError:
+                pass
+            self._kick.clear()
+            try:
+                await self.check()
+            except Exception:  # alerting must never stop the agent
+                log.exception("local fallback alerting failed")
+
+    async def check(self) -> None:
+        offline = self.offline_for()
+        if offline < self.config.after:
+            # Online: the collector alerts. Forget cleared episodes; a notified one stays notified.
+            for key in [k for k, c in self.conditions.items() if c.cleared]:
+                del self.conditions[key]
+            return
+        due = [c for c in self.conditions.values() if c.firing and not c.notified and not c.cleared and not c.known]
+        resolved = [c for c in self.conditions.values() if c.cleared and c.notified]
+        if not due and not resolved:
+            return
+        for cond in due:
+            if await self._send(cond, "firing", offline):
+                cond.notified = True
+        for cond in resolved:
+            if await self._send(cond, "resolved", offline):
+                self.conditions.pop((cond.alertname, tuple(sorted(cond.labels.items()))), None)
+
+    # -- sending -----------------------------------------------------------------------
+    def _text(self, cond: _Condition, status: str, offline: float) -> tuple[str, str]:
+        a = self.agent.config.agent
+        place = " ".join(x for x in (a.site, a.room) if x) or a.id
+        device = cond.labels.get("device", "")
+        value = f" {cond.value:.1f}°C" if cond.alertname == _TEMP[0] else ""
+        minutes = max(1, round(offline / 60))
+        if self.config.language == "zh-CN":
+            title = f"【机房本地告警】{place}" if status == "firing" else f"【已恢复】{place}"
+            text = (f"{title}\n{device}: {cond.words}{value}\n"
+                    f"{'开始' if status == 'firing' else '恢复'}于 {time.strftime('%H:%M', time.localtime())}；"
+                    f"与监控中心失联约 {minutes} 分钟，由现场设备直接发送。")
+        else:
+            title = f"[LOCAL ALERT] {place}" if status == "firing" else f"[RESOLVED] {place}"
+            text = (f"{title}\n{device}: {cond.words}{value}\nCollector unreachable for about {minutes} min; "
+                    "sent by the agent in the room.")
+        return title, text
+
+    async def _send(self, cond: _Condition, status: str, offline: float) -> bool:
+        from alerts.channels.base import AlertItem, Notification, Outcome
+
+        title, text = self._text(cond, status, offline)
+        labels = {**cond.labels, "alertname": cond.alertname, "severity": "critical"}
+        item = AlertItem(id=cond.alertname, status=status, labels=labels, annotations={"summary": title},
+                         starts_at=dt.datetime.fromtimestamp(cond.since, dt.UTC), value=cond.value)
+        delivered = False
+        for ch in self.channels:
+            n = Notification(group_key=f"fallback/{cond.alertname}", status=status, receiver=ch.name, alerts=[item],
+                             title=title, text=text, reason=status)
+            try:
+                result = await asyncio.wait_for(ch.send(n), ch.config.timeout + 120)
+            except Exception as exc:  # a channel bug or a hung modem: try the next channel
+                log.error("local fallback through %s failed: %s", ch.name, exc)
+                continue
+            if result.outcome is Outcome.DELIVERED:
+                delivered = True
+                self.sent += 1
+                log.warning("collector unreachable for %.0fs: sent %s %s for %s through %s", offline, cond.alertname,
+                            status, cond.labels.get("device", "?"), ch.name)
+                if self.agent.pusher is not None:
+                    ev_labels = {**cond.labels, "alertname": cond.alertname, "status": status, "channel": ch.name}
+                    self.agent.pusher.add_events([EventRecord(EVENT_TYPE, ev_labels, int(time.time() * 1000), None,
+                                                              text)])
+            else:
+                log.error("local fallback through %s: %s (%s)", ch.name, result.outcome.value, result.detail)
+        return delivered
+
+    async def close(self) -> None:
+        for ch in self.channels:
+            try:
+                await ch.close()
+            except Exception as exc:
+                log.debug("closing %s: %s", ch.name, exc)

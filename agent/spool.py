@@ -1,0 +1,471 @@
+"""Store-and-forward: the agent's on-disk outbox (SQLite, WAL).
+
+Every sealed batch is committed here *before* the first push attempt and
+deleted only after the collector answered 200, so a collector outage, a lossy
+link, an agent crash or a power cut loses nothing that was sealed.
+
+Durability: the database runs in WAL mode with ``synchronous=FULL``; a
+:meth:`Spool.put` returns only after SQLite has fsync'ed the WAL, so a batch the
+agent tries to push survives a power cut (given a disk that honours fsync).
+An :meth:`Spool.ack` is a second commit: if it is lost, the batch is pushed
+again after restart and the collector drops it by ``seq``.
+
+Order of delivery (:meth:`Spool.next_batches`):
+
+1. batches carrying events (door opened, on battery, leak), oldest first, so
+   transitions reach the collector in the order they happened;
+2. *fresh* batches (newest sample younger than ``fresh_window``), newest first:
+   the room's present state beats its past;
+3. the *backlog*, oldest first, paced at ``backlog_rate`` samples/s (a token
+   bucket) so that draining hours of backlog over a slow county link never
+   starves fresh data or floods the collector.
+
+Size cap (``max_bytes``, counted as stored bytes, compressed): when a new batch
+pushes the spool past it, the oldest batches *without* events are dropped
+first; when only event batches are left, their samples are stripped (events
+kept); events themselves go last. The newest batch is never dropped. Every
+drop is counted (``dropped_samples``/``dropped_events``, persisted) and logged.
+
+``seq`` stays increasing across restarts: the highest seq ever stored is kept
+in the ``meta`` table and :class:`agent.push.Pusher` starts above it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import sqlite3
+import time
+import zlib
+from collections import deque
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from drivers import vocabulary as v
+from roomwatch.wire import Batch, SampleRecord, WireError, decode_batch, encode_batch
+
+if TYPE_CHECKING:
+    from agent.config import AgentConfig
+
+__all__ = ["Spool", "SpoolError", "open_outbox", "spool_samples"]
+
+log = logging.getLogger("roomwatch.agent.spool")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS batches (
+    seq INTEGER PRIMARY KEY,
+    newest_ms INTEGER NOT NULL,
+    oldest_ms INTEGER NOT NULL,
+    n_samples INTEGER NOT NULL,
+    n_events INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    body BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS batches_newest ON batches (newest_ms);
+CREATE INDEX IF NOT EXISTS batches_events ON batches (seq) WHERE n_events > 0;
+"""
+_META_KEYS = ("last_seq", "dropped_samples", "dropped_events")
+_DROP_LOG_EVERY = 60.0  # s between "still full" summaries: one line per minute, not one per batch
+
+
+class SpoolError(Exception):
+    """The spool cannot be used (locked by another agent, directory missing)."""
+
+
+def _encode(batch: Batch) -> bytes:
+    # zlib level 1: label-heavy JSON shrinks ~8x at a few µs per sample, so the cap holds hours more.
+    return zlib.compress(encode_batch(Batch(batch.agent, batch.seq, batch.samples, batch.events), compress=False), 1)
+
+
+def _span(batch: Batch) -> tuple[int, int]:
+    stamps = [s.ts for s in batch.samples] + [e.ts for e in batch.events]
+    if not stamps:
+        now = int(time.time() * 1000)
+        return now, now
+    return min(stamps), max(stamps)
+
+
+class Spool:
+    """SQLite outbox implementing :class:`agent.outbox.Outbox`; ``path=":memory:"`` keeps it in RAM."""
+
+    def __init__(self, path: str, agent_id: str = "", max_bytes: int = 100 * 2**20, backlog_rate: float = 0.0,
+                 fresh_window: float = 30.0, max_samples: int | None = None):
+        self.path = path
+        self.agent_id = agent_id
+        self.max_bytes = max_bytes
+        self.max_samples = max_samples
+        self.backlog_rate = backlog_rate
+        self.fresh_window_ms = int(fresh_window * 1000)
+        self.dropped_samples = 0
+        self.dropped_events = 0
+        self.last_seq = 0
+        self._lock_fd: int | None = None
+        self._batches = 0
+        self._samples = 0
+        self._bytes = 0
+        self._oldest_ms: int | None = None
+        self._tokens = max(backlog_rate, 1.0)
+        self._tokens_at = time.monotonic()
+        self._offered_backlog: dict[int, int] = {}
+        self._mem: deque[Batch] = deque()  # batches SQLite refused (disk full): kept in RAM meanwhile
+        self._db_failing = False
+        self._drop_window = [0, 0, 0.0]  # samples, events dropped since the last log line; time of that line
+        self.conn = self._open()
+        self._load()
+
+    # -- opening -------------------------------------------------------------
+    def _open(self) -> sqlite3.Connection:
+        if self.path != ":memory:":
+            parent = Path(self.path).parent
+            if not parent.is_dir():
+                raise SpoolError(f"spool directory {parent} does not exist (create it, or set agent.spool)")
+            self._lock()
+        conn: sqlite3.Connection | None = None
+        try:
+            conn = self._connect()
+            ok = conn.execute("PRAGMA quick_check").fetchone()[0]
+            if ok != "ok":
+                raise sqlite3.DatabaseError(f"quick_check: {ok}")
+            return conn
+        except sqlite3.OperationalError as exc:
+            if "unable to open" in str(exc) or "readonly" in str(exc):
+                self.close()
+                raise SpoolError(f"cannot open the spool {self.path}: {exc} (check the directory's owner)") from None
+            problem: sqlite3.DatabaseError = exc
+        except sqlite3.DatabaseError as exc:
+            problem = exc
+        # A spool we cannot read must not stop the agent from monitoring: keep it aside for a post-mortem.
+        aside = f"{self.path}.corrupt-{int(time.time())}"
+        log.error("spool %s is damaged (%s): moved it to %s and started an empty one", self.path, problem, aside)
+        if conn is not None:
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                os.replace(self.path + suffix, aside + suffix)
+        return self._connect()
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=10, isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        # FULL: put() returns after the WAL is fsync'ed, so a batch we push survives a power cut.
+        conn.execute("PRAGMA synchronous=FULL")
+        # The agent's memory budget is small and the spool is read mostly front to back: 512 KiB of page
+        # cache instead of SQLite's default 2 MiB.
+        conn.execute("PRAGMA cache_size=-512")
+        conn.executescript(_SCHEMA)
+        if self.path != ":memory:":
+            with contextlib.suppress(OSError):
+                os.chmod(self.path, 0o600)  # readings of a government room are nobody else's business
+        return conn
+
+    def _lock(self) -> None:
+        fd = os.open(self.path + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise SpoolError(f"spool {self.path} is in use by another agent process (give each agent its own "
+                             "agent.spool)") from None
+        self._lock_fd = fd
+
+    def _load(self, announce: bool = True) -> None:
+        meta = dict(self.conn.execute("SELECT key, value FROM meta").fetchall())
+        for key in _META_KEYS:
+            setattr(self, key, int(meta.get(key, 0)))
+        row = self.conn.execute("SELECT COUNT(*), COALESCE(SUM(n_samples), 0), COALESCE(SUM(size), 0), MIN(oldest_ms), "
+                                "COALESCE(MAX(seq), 0) FROM batches").fetchone()
+        self._batches, self._samples, self._bytes, self._oldest_ms, top = row
+        self.last_seq = max(self.last_seq, top)
+        if self._batches and announce:
+            age = time.time() - self._oldest_ms / 1000
+            log.info("spool %s holds %d batches (%d samples, oldest %.0fs old) from before the restart; sending them",
+                     self.path, self._batches, self._samples, age)
+
+    # -- Outbox protocol ---------------------------------------------------------
+    def put(self, batch: Batch) -> None:
+        """Commit ``batch`` (fsync'ed) before it is pushed; enforce the size cap in the same transaction."""
+        body = _encode(batch)
+        oldest, newest = _span(batch)
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                self.conn.execute("INSERT INTO batches (seq, newest_ms, oldest_ms, n_samples, n_events, size, body) "
+                                  "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                                  (batch.seq, newest, oldest, len(batch.samples), len(batch.events), len(body), body))
+                self._batches += 1
+                self._samples += len(batch.samples)
+                self._bytes += len(body)
+                self._oldest_ms = oldest if self._oldest_ms is None else min(self._oldest_ms, oldest)
+                self.last_seq = max(self.last_seq, batch.seq)
+                if self._over_cap():
+                    self._enforce_cap(batch.seq)
+                self._save_meta()
+                self.conn.execute("COMMIT")
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                self._reload_counters()
+                raise
+        except sqlite3.Error as exc:
+            # Disk full or I/O error: keep the batch in RAM rather than lose it, and say so once.
+            if not self._db_failing:
+                log.error("cannot write the spool %s (%s): keeping batches in memory until it works again",
+                          self.path, exc)
+                self._db_failing = True
+            self._mem.append(batch)
+            self.last_seq = max(self.last_seq, batch.seq)
+            return
+        if self._db_failing:
+            log.info("spool %s is writable again", self.path)
+            self._db_failing = False
+
+    def _save_meta(self) -> None:
+        self.conn.executemany("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = "
+                              "excluded.value", [(k, getattr(self, k)) for k in _META_KEYS])
+
+    def _reload_counters(self) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            self._load(announce=False)
+
+    def next_batches(self, limit: int) -> list[Batch]:
+        """Up to ``limit`` batches to send now: events, then fresh, then paced backlog (see module doc)."""
+        out: list[Batch] = list(self._mem)[:limit]
+        if len(out) >= limit or not self._batches:
+            return out
+        want = limit - len(out)
+        cutoff = int(time.time() * 1000) - self.fresh_window_ms
+        rows = self.conn.execute("SELECT seq, body, n_samples, 0 FROM batches WHERE n_events > 0 ORDER BY seq LIMIT ?",
+                                 (want,)).fetchall()
+        if len(rows) < want:
+            rows += self.conn.execute("SELECT seq, body, n_samples, 0 FROM batches WHERE n_events = 0 AND newest_ms >= ? "
+                                      "ORDER BY seq DESC LIMIT ?", (cutoff, want - len(rows))).fetchall()
+        if len(rows) < want:
+            budget = self._budget()
+            for row in self.conn.execute("SELECT seq, body, n_samples, 1 FROM batches WHERE n_events = 0 AND "
+                                         "newest_ms < ? ORDER BY seq LIMIT ?", (cutoff, want - len(rows))).fetchall():
+                if budget < min(row[2], self._burst()):
+                    break
+                budget -= row[2]
+                rows.append(row)
+        for seq, body, n, backlog in rows:
+            batch = self._decode(seq, body)
+            if batch is None:
+                continue
+            if backlog:
+                self._offered_backlog[seq] = n
+            out.append(batch)
+        return out
+
+    def _decode(self, seq: int, body: bytes) -> Batch | None:
+        try:
+            batch = decode_batch(zlib.decompress(body))
+        except (zlib.error, WireError) as exc:
+            log.error("spooled batch seq=%d is unreadable (%s): dropping it", seq, exc)
+            self._delete(seq, count_as_dropped=True)
+            return None
+        if self.agent_id and batch.agent != self.agent_id:
+            batch.agent = self.agent_id  # agent.id was renamed: the readings still belong to this host
+        return batch
+
+    def ack(self, seq: int) -> None:
+        """The collector has ``seq``: forget it (and pay the backlog pacing for it)."""
+        for b in self._mem:
+            if b.seq == seq:
+                self._mem.remove(b)
+                return
+        n = self._offered_backlog.pop(seq, None)
+        if n is not None and self.backlog_rate > 0:
+            self._refill()
+            self._tokens -= n
+        self._delete(seq)
+
+    def _delete(self, seq: int, count_as_dropped: bool = False) -> None:
+        row = self.conn.execute("SELECT n_samples, n_events, size, oldest_ms FROM batches WHERE seq = ?", (seq,)).fetchone()
+        if row is None:
+            return
+        n_samples, n_events, size, oldest = row
+        if count_as_dropped:
+            self.dropped_samples += n_samples
+            self.dropped_events += n_events
+            self.conn.execute("BEGIN IMMEDIATE")
+            self.conn.execute("DELETE FROM batches WHERE seq = ?", (seq,))
+            self._save_meta()
+            self.conn.execute("COMMIT")
+        else:
+            self.conn.execute("DELETE FROM batches WHERE seq = ?", (seq,))
+        self._forget(n_samples, size, oldest)
+
+    def _forget(self, n_samples: int, size: int, oldest: int) -> None:
+        self._batches -= 1
+        self._samples -= n_samples
+        self._bytes -= size
+        if not self._batches:
+            self._oldest_ms = None
+        elif oldest == self._oldest_ms:
+            self._oldest_ms = self.conn.execute("SELECT MIN(oldest_ms) FROM batches").fetchone()[0]
+
+    def depth(self) -> int:
+        """Batches waiting (safe to call from another thread: a cached count)."""
+        return self._batches + len(self._mem)
+
+    # -- pacing ----------------------------------------------------------------------
+    def _burst(self) -> float:
+        return max(self.backlog_rate, 1.0)  # at most one second's worth at once; a bigger batch waits for a full bucket
+
+    def _refill(self) -> None:
+        now = time.monotonic()
+        self._tokens = min(self._burst(), self._tokens + (now - self._tokens_at) * self.backlog_rate)
+        self._tokens_at = now
+
+    def _budget(self) -> float:
+        """Backlog samples that may go now (a token bucket; the bucket may go into debt for one big batch)."""
+        if self.backlog_rate <= 0:
+            return float("inf")
+        self._refill()
+        return self._tokens
+
+    def ready_in(self) -> float:
+        """Seconds until :meth:`next_batches` has something to send (0 now, ``inf`` when empty)."""
+        if self._mem:
+            return 0.0
+        if not self._batches:
+            return float("inf")
+        if self.backlog_rate <= 0:
+            return 0.0
+        cutoff = int(time.time() * 1000) - self.fresh_window_ms
+        urgent = self.conn.execute("SELECT 1 FROM batches WHERE n_events > 0 OR newest_ms >= ? LIMIT 1",
+                                   (cutoff,)).fetchone()
+        if urgent:
+            return 0.0
+        row = self.conn.execute("SELECT n_samples FROM batches ORDER BY seq LIMIT 1").fetchone()
+        need = min(row[0], self._burst()) if row else 0
+        return max(0.0, (need - self._budget()) / self.backlog_rate)
+
+    # -- cap ---------------------------------------------------------------------------
+    def _over_cap(self) -> bool:
+        return self._bytes > self.max_bytes or (self.max_samples is not None and self._samples > self.max_samples)
+
+    def _enforce_cap(self, newest_seq: int) -> None:
+        """Drop per the documented policy until under ``max_bytes`` (inside the caller's transaction)."""
+        dropped_s = dropped_e = 0
+        first_ts: int | None = None
+        while self._over_cap() and self._batches > 1:
+            row = self.conn.execute("SELECT seq, n_samples, n_events, size, oldest_ms, body FROM batches "
+                                    "WHERE n_events = 0 AND seq != ? ORDER BY seq LIMIT 1", (newest_seq,)).fetchone()
+            if row is None:
+                row = self.conn.execute("SELECT seq, n_samples, n_events, size, oldest_ms, body FROM batches "
+                                        "WHERE n_samples > 0 AND seq != ? ORDER BY seq LIMIT 1", (newest_seq,)).fetchone()
+                if row is not None:  # only event batches left: keep their events, shed their samples
+                    seq, n_samples, _n_events, size, oldest, body = row
+                    batch = decode_batch(zlib.decompress(body))
+                    dropped_s += n_samples
+                    first_ts = oldest if first_ts is None else min(first_ts, oldest)
+                    batch.samples = []
+                    new_body = _encode(batch)
+                    new_oldest, _ = _span(batch)
+                    self.conn.execute("UPDATE batches SET n_samples = 0, size = ?, body = ?, oldest_ms = ? WHERE seq = ?",
+                                      (len(new_body), new_body, new_oldest, seq))
+                    self._samples -= n_samples
+                    self._bytes += len(new_body) - size
+                    continue
+                row = self.conn.execute("SELECT seq, n_samples, n_events, size, oldest_ms, body FROM batches "
+                                        "WHERE seq != ? ORDER BY seq LIMIT 1", (newest_seq,)).fetchone()
+                if row is None:
+                    break
+            seq, n_samples, n_events, size, oldest, _body = row
+            self.conn.execute("DELETE FROM batches WHERE seq = ?", (seq,))
+            self._offered_backlog.pop(seq, None)
+            dropped_s += n_samples
+            dropped_e += n_events
+            first_ts = oldest if first_ts is None else min(first_ts, oldest)
+            self._forget(n_samples, size, oldest)
+        if dropped_s or dropped_e:
+            self.dropped_samples += dropped_s
+            self.dropped_events += dropped_e
+            self._log_drop(dropped_s, dropped_e, first_ts)
+
+    def _log_drop(self, samples: int, events: int, first_ts: int | None) -> None:
+        win = self._drop_window
+        win[0] += samples
+        win[1] += events
+        now = time.monotonic()
+        if win[2] and now - win[2] < _DROP_LOG_EVERY:
+            return
+        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(first_ts / 1000)) if first_ts else "?"
+        log.warning("spool full (%d bytes, cap %d): dropped the oldest %d samples and %d events (data from %s on); "
+                    "events are kept until only events are left", self._bytes, self.max_bytes, win[0], win[1], since)
+        self._drop_window = [0, 0, now]
+
+    # -- reporting ----------------------------------------------------------------------
+    def stats(self) -> dict[str, Any]:
+        """Cached figures for metrics and /healthz (safe from another thread)."""
+        oldest = self._oldest_ms
+        if self._mem:
+            mem_oldest = min(_span(b)[0] for b in list(self._mem))
+            oldest = mem_oldest if oldest is None else min(oldest, mem_oldest)
+        return {
+            "batches": self.depth(),
+            "samples": self._samples + sum(len(b.samples) for b in list(self._mem)),
+            "bytes": self._bytes,
+            "oldest_age_seconds": None if oldest is None else max(0.0, time.time() - oldest / 1000),
+            "dropped_samples": self.dropped_samples,
+            "dropped_events": self.dropped_events,
+            "persistent": self.path != ":memory:",
+        }
+
+    def integrity_check(self) -> str:
+        """``PRAGMA integrity_check`` result (``"ok"`` when sound)."""
+        return str(self.conn.execute("PRAGMA integrity_check").fetchone()[0])
+
+    def close(self) -> None:
+        if getattr(self, "conn", None) is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self.conn.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def __repr__(self) -> str:
+        return f"Spool({self.path!r}, {json.dumps(self.stats(), default=str)})"
+
+
+def open_outbox(config: AgentConfig) -> Spool:
+    """The agent's outbox per ``agent.spool``: on disk, or in memory for ``spool: null``.
+
+    A *defaulted* spool path whose directory is missing (no systemd ``StateDirectory=``)
+    falls back to memory with a warning; an explicit ``agent.spool`` that cannot be
+    used raises :class:`SpoolError` (the agent refuses to start rather than lose data silently).
+    """
+    a, c = config.agent, config.collector
+    assert c is not None
+    opts: dict[str, Any] = {"agent_id": a.id, "max_bytes": a.spool_max_bytes, "backlog_rate": c.backlog_rate,
+                            # "fresh" = newer than three pushes: the room's present state, sent before any backlog
+                            "fresh_window": max(3 * c.push_interval, 5.0)}
+    if a.spool is None:
+        return Spool(":memory:", max_samples=c.queue_max_samples, **opts)
+    try:
+        return Spool(a.spool, **opts)
+    except SpoolError as exc:
+        if "spool" in a.model_fields_set:
+            raise
+        log.warning("%s: keeping unsent batches in memory only (a restart loses them). Under systemd, "
+                    "StateDirectory=roomwatch provides the directory.", exc)
+        return Spool(":memory:", max_samples=c.queue_max_samples, **opts)
+
+
+def spool_samples(stats: dict[str, Any], labels: dict[str, str], now_ms: int) -> list[SampleRecord]:
+    """The spool's depth, age and drops as agent self-metrics."""
+    out = [
+        SampleRecord(v.AGENT_SPOOL_BATCHES, labels, float(stats["batches"]), now_ms),
+        SampleRecord(v.AGENT_SPOOL_SAMPLES, labels, float(stats["samples"]), now_ms),
+        SampleRecord(v.AGENT_SPOOL_BYTES, labels, float(stats["bytes"]), now_ms),
+        SampleRecord(v.AGENT_SPOOL_DROPPED, {**labels, "kind": "samples"}, float(stats["dropped_samples"]), now_ms),
+        SampleRecord(v.AGENT_SPOOL_DROPPED, {**labels, "kind": "events"}, float(stats["dropped_events"]), now_ms),
+    ]
+    if stats["oldest_age_seconds"] is not None:
+        out.append(SampleRecord(v.AGENT_SPOOL_OLDEST_AGE, labels, float(stats["oldest_age_seconds"]), now_ms))
+    return out

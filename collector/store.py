@@ -1,0 +1,356 @@
+"""The durable half of ingest: push dedup that survives restarts, stored history, the remote-write log.
+
+One writer thread owns the SQLite connection and commits in groups: every push
+waiting at that moment goes into one transaction (one fsync), so ingest stays
+fast with many agents while each 200 is still sent only after *its* batch's
+dedup record and history rows are committed (``synchronous=FULL``: durable
+against power loss). Readers (history API, remote write) use their own
+connections; WAL lets them read while the writer writes.
+
+Tables (component ``ingest`` in :func:`collector.db.ensure_schema`):
+
+* ``ingest_seq_ranges(agent, lo, hi)`` — the :class:`~collector.seqs.SeqTracker`
+  ranges of every agent, rewritten incrementally in the batch's transaction;
+* ``ingest_agents(agent, batches, samples, events)`` — what was accepted, ever
+  (a ledger: a batch counted twice would show here);
+* ``history_series(id, metric, labels)`` + ``history_samples(series, ts, value)``
+  (``WITHOUT ROWID``, primary key (series, ts): a sample stored once even if a
+  batch came twice after its dedup range was forgotten);
+* ``rw_log(id, series, ts, value)`` + ``rw_cursor(name, last_id)`` — samples
+  waiting for remote-write endpoints, in arrival order (only when configured;
+  ``AUTOINCREMENT`` so an id is never reused after the log was emptied).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fnmatch
+import json
+import logging
+import os
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from collector.db import ensure_schema, open_db
+from collector.seqs import SeqTracker
+from roomwatch.wire import Batch
+
+__all__ = ["IngestStore", "StoreError"]
+
+log = logging.getLogger("roomwatch.collector.store")
+
+MIGRATIONS = [
+    """
+CREATE TABLE ingest_seq_ranges (agent TEXT NOT NULL, lo INTEGER NOT NULL, hi INTEGER NOT NULL, PRIMARY KEY (agent, lo));
+CREATE TABLE ingest_agents (agent TEXT PRIMARY KEY, batches INTEGER NOT NULL DEFAULT 0,
+                            samples INTEGER NOT NULL DEFAULT 0, events INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE history_series (id INTEGER PRIMARY KEY, metric TEXT NOT NULL, labels TEXT NOT NULL, UNIQUE (metric, labels));
+CREATE TABLE history_samples (series INTEGER NOT NULL, ts INTEGER NOT NULL, value REAL NOT NULL,
+                              PRIMARY KEY (series, ts)) WITHOUT ROWID;
+CREATE TABLE rw_log (id INTEGER PRIMARY KEY AUTOINCREMENT, series INTEGER NOT NULL, ts INTEGER NOT NULL,
+                     value REAL NOT NULL);
+CREATE TABLE rw_cursor (name TEXT PRIMARY KEY, last_id INTEGER NOT NULL)
+""",
+]
+
+_GROUP_MAX = 256  # pushes per transaction: bounds the latency one commit adds to the first push in it
+
+
+class StoreError(Exception):
+    """The store could not commit; the push gets a 503 and the agent retries."""
+
+
+@dataclass(slots=True)
+class _Job:
+    agent: str
+    batch: Batch
+    skew: int
+    future: asyncio.Future[bool]
+    loop: asyncio.AbstractEventLoop
+
+
+@dataclass(slots=True)
+class _Task:
+    fn: Callable[[sqlite3.Connection], Any]
+    future: asyncio.Future[Any] | None
+    loop: asyncio.AbstractEventLoop | None
+
+
+@dataclass(slots=True)
+class _Stats:
+    commits: int = 0
+    batches: int = 0
+    samples: int = 0
+    duplicates: int = 0
+    failures: int = 0
+    commit_seconds: float = 0.0
+    largest_group: int = 0
+    extra: dict[str, int] = field(default_factory=dict)
+
+
+def labels_key(labels: dict[str, str]) -> str:
+    """The canonical text of a label set (sorted JSON), as stored in ``history_series.labels``."""
+    return json.dumps(labels, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+class IngestStore:
+    """Dedup + history + remote-write log in the collector's SQLite file."""
+
+    def __init__(self, path: str, history: bool = True, exclude: list[str] | None = None,
+                 remote_write: list[str] | None = None):
+        self.path = path
+        self.history = history
+        self.exclude = list(exclude or [])
+        self.remote_write = list(remote_write or [])
+        self.stats = _Stats()
+        self._conn = open_db(path, check_same_thread=False)
+        if path != ":memory:":
+            with contextlib.suppress(OSError):  # history of a government room is nobody else's business
+                os.chmod(path, 0o600)
+        ensure_schema(self._conn, "ingest", MIGRATIONS)
+        self._setup_remote_write()
+        stored: dict[str, list[tuple[int, int]]] = {}
+        for agent, lo, hi in self._conn.execute("SELECT agent, lo, hi FROM ingest_seq_ranges ORDER BY agent, lo"):
+            stored.setdefault(agent, []).append((lo, hi))
+        self._ranges = {agent: SeqTracker(ranges=r) for agent, r in stored.items()}
+        self._series: dict[tuple[str, str], int] = {
+            (m, lab): i for i, m, lab in self._conn.execute("SELECT id, metric, labels FROM history_series")}
+        self._excluded: dict[str, bool] = {}
+        self._queue: queue.SimpleQueue[_Job | _Task | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="ingest-store", daemon=True)
+        self._thread.start()
+
+    # -- startup ------------------------------------------------------------------
+    def _setup_remote_write(self) -> None:
+        """One cursor per configured endpoint (a new one starts at the end); forget removed endpoints."""
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        for name in self.remote_write:
+            conn.execute("INSERT OR IGNORE INTO rw_cursor (name, last_id) VALUES (?, (SELECT COALESCE(MAX(seq), 0) "
+                         "FROM sqlite_sequence WHERE name = 'rw_log'))", (name,))
+        marks = ",".join("?" * len(self.remote_write))
+        conn.execute(f"DELETE FROM rw_cursor WHERE name NOT IN ({marks})", self.remote_write)
+        conn.execute("DELETE FROM rw_log WHERE id <= COALESCE((SELECT MIN(last_id) FROM rw_cursor), "
+                     "(SELECT MAX(id) FROM rw_log))")
+        conn.execute("COMMIT")
+
+    def seq_ranges(self) -> dict[str, list[tuple[int, int]]]:
+        """Committed seq ranges per agent (to seed :class:`~collector.agents.AgentState` at start)."""
+        return {agent: t.ranges() for agent, t in self._ranges.items()}
+
+    def reader(self) -> sqlite3.Connection:
+        """A new read connection (use from one thread)."""
+        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA busy_timeout=30000")
+        conn.execute("PRAGMA query_only=ON")
+        return conn
+
+    # -- the async side --------------------------------------------------------------
+    async def commit(self, agent_id: str, batch: Batch, skew_ms: int) -> bool:
+        """Commit ``batch``; True if new, False if ``seq`` was already committed. Raises :class:`StoreError`."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[bool] = loop.create_future()
+        self._queue.put(_Job(agent_id, batch, skew_ms, fut, loop))
+        return await fut
+
+    async def run(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+        """Run ``fn(conn)`` on the writer thread inside its own transaction (maintenance, cursors)."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
+        self._queue.put(_Task(fn, fut, loop))
+        return await fut
+
+    def close(self) -> None:
+        """Finish queued work and close."""
+        self._queue.put(None)
+        self._thread.join(30)
+        self._conn.close()
+
+    # -- the writer thread --------------------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            if isinstance(item, _Task):
+                self._run_task(item)
+                continue
+            group = [item]
+            stop = False
+            while len(group) < _GROUP_MAX:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    stop = True
+                    break
+                if isinstance(nxt, _Task):
+                    self._commit_group(group)
+                    group = []
+                    self._run_task(nxt)
+                    continue
+                group.append(nxt)
+            if group:
+                self._commit_group(group)
+            if stop:
+                return
+
+    def _run_task(self, task: _Task) -> None:
+        try:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = task.fn(self._conn)
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+        except Exception as exc:
+            if task.future is not None and task.loop is not None:
+                task.loop.call_soon_threadsafe(_set_exception, task.future, exc)
+            else:
+                log.exception("store maintenance failed")
+            return
+        if task.future is not None and task.loop is not None:
+            task.loop.call_soon_threadsafe(_set_result, task.future, result)
+
+    def _is_excluded(self, metric: str) -> bool:
+        hit = self._excluded.get(metric)
+        if hit is None:
+            hit = self._excluded[metric] = any(fnmatch.fnmatchcase(metric, p) for p in self.exclude)
+        return hit
+
+    def _series_id(self, metric: str, labels: dict[str, str], new: list[tuple[str, str]]) -> int:
+        key = (metric, labels_key(labels))
+        sid = self._series.get(key)
+        if sid is None:
+            cur = self._conn.execute("INSERT INTO history_series (metric, labels) VALUES (?, ?)", key)
+            sid = self._series[key] = int(cur.lastrowid or 0)
+            new.append(key)
+        return sid
+
+    def _commit_group(self, group: list[_Job]) -> None:
+        started = time.perf_counter()
+        results: list[bool] = []
+        touched: dict[str, list[tuple[int, int]]] = {}  # agent → ranges before this group (to persist / roll back)
+        new_series: list[tuple[str, str]] = []
+        ledger: dict[str, list[int]] = {}
+        conn = self._conn
+        want_rows = self.history or bool(self.remote_write)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for job in group:
+                    tracker = self._ranges.setdefault(job.agent, SeqTracker())
+                    if job.batch.seq in tracker:
+                        results.append(False)
+                        continue
+                    if job.agent not in touched:
+                        touched[job.agent] = tracker.ranges()
+                    tracker.add(job.batch.seq)
+                    results.append(True)
+                    led = ledger.setdefault(job.agent, [0, 0, 0])
+                    led[0] += 1
+                    led[1] += len(job.batch.samples)
+                    led[2] += len(job.batch.events)
+                    if want_rows:
+                        self._write_rows(job, new_series)
+                for agent, before in touched.items():
+                    self._persist_ranges(agent, before, self._ranges[agent].ranges())
+                conn.executemany(
+                    "INSERT INTO ingest_agents (agent, batches, samples, events) VALUES (?, ?, ?, ?) ON CONFLICT(agent) "
+                    "DO UPDATE SET batches = batches + excluded.batches, samples = samples + excluded.samples, "
+                    "events = events + excluded.events", [(a, *n) for a, n in ledger.items()])
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        except Exception as exc:
+            for agent, before in touched.items():  # memory must match the rolled-back database
+                self._ranges[agent] = SeqTracker(ranges=before)
+            for key in new_series:
+                self._series.pop(key, None)
+            self.stats.failures += 1
+            log.error("store commit of %d pushes failed: %s (agents will retry)", len(group), exc)
+            err = StoreError(f"storage error: {exc}")
+            for job in group:
+                job.loop.call_soon_threadsafe(_set_exception, job.future, err)
+            return
+        st = self.stats
+        st.commits += 1
+        st.commit_seconds += time.perf_counter() - started
+        st.largest_group = max(st.largest_group, len(group))
+        for job, fresh in zip(group, results, strict=True):
+            if fresh:
+                st.batches += 1
+                st.samples += len(job.batch.samples)
+            else:
+                st.duplicates += 1
+            job.loop.call_soon_threadsafe(_set_result, job.future, fresh)
+
+    def _write_rows(self, job: _Job, new_series: list[tuple[str, str]]) -> None:
+        hist: list[tuple[int, int, float]] = []
+        rw: list[tuple[int, int, float]] = []
+        agent, skew = job.agent, job.skew
+        for s in job.batch.samples:
+            keep = self.history and not self._is_excluded(s.metric)
+            if not keep and not self.remote_write:
+                continue
+            labels = s.labels if s.labels.get("agent") == agent else {**s.labels, "agent": agent}
+            row = (self._series_id(s.metric, labels, new_series), s.ts + skew, s.value)
+            if keep:
+                hist.append(row)
+            if self.remote_write:
+                rw.append(row)
+        if hist:
+            self._conn.executemany("INSERT OR IGNORE INTO history_samples (series, ts, value) VALUES (?, ?, ?)", hist)
+        if rw:
+            self._conn.executemany("INSERT INTO rw_log (series, ts, value) VALUES (?, ?, ?)", rw)
+
+    def _persist_ranges(self, agent: str, before: list[tuple[int, int]], after: list[tuple[int, int]]) -> None:
+        old, new = set(before), set(after)
+        gone, added = old - new, new - old
+        if gone:
+            self._conn.executemany("DELETE FROM ingest_seq_ranges WHERE agent = ? AND lo = ?", [(agent, lo) for lo, _ in gone])
+        if added:
+            self._conn.executemany("INSERT OR REPLACE INTO ingest_seq_ranges (agent, lo, hi) VALUES (?, ?, ?)",
+                                   [(agent, lo, hi) for lo, hi in added])
+
+    # -- maintenance -------------------------------------------------------------------
+    async def prune_history(self, retention_seconds: float) -> int:
+        """Delete history older than the retention window; returns rows deleted."""
+        cutoff = int((time.time() - retention_seconds) * 1000)
+        ids = list(self._series.values())
+
+        def prune(conn: sqlite3.Connection) -> int:
+            gone = 0
+            for sid in ids:  # per series along the primary key: no full scan, no extra index to maintain
+                gone += conn.execute("DELETE FROM history_samples WHERE series = ? AND ts < ?", (sid, cutoff)).rowcount
+            return gone
+
+        return int(await self.run(prune))
+
+    def ledger(self, agent: str) -> tuple[int, int, int]:
+        """(batches, samples, events) ever accepted from ``agent`` (read on a fresh connection)."""
+        conn = self.reader()
+        try:
+            row = conn.execute("SELECT batches, samples, events FROM ingest_agents WHERE agent = ?", (agent,)).fetchone()
+        finally:
+            conn.close()
+        return tuple(row) if row else (0, 0, 0)  # type: ignore[return-value]
+
+
+def _set_result(fut: asyncio.Future[Any], value: Any) -> None:
+    if not fut.done():
+        fut.set_result(value)
+
+
+def _set_exception(fut: asyncio.Future[Any], exc: BaseException) -> None:
+    if not fut.done():
+        fut.set_exception(exc)

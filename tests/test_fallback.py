@@ -1,0 +1,105 @@
+"""Local fallback alerting: the link is down, the agent sends a leak by SMS itself (fake modem on a pty),
+once; the collector later receives the fallback_notified event with the alert's identity."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+import zlib
+from pathlib import Path
+
+import pytest
+
+from roomwatch.wire import decode_batch
+from tests.conftest import TOKENS, start_collector
+from tests.helpers import metric_value, wait_for
+from tests.peers.fake_modem import FakeModem
+from tests.reliability_rig import CounterAgent
+
+PHONE = "+8613800138000"
+
+
+def _texts(modem: FakeModem) -> list[tuple[str, str]]:
+    assert all(p.total == 1 for p in modem.received)  # these texts fit one SMS each
+    return [(p.number, p.text) for p in modem.received]
+
+
+def _spooled_events(spool: Path) -> list:
+    conn = sqlite3.connect(f"file:{spool}?mode=ro", uri=True)
+    try:
+        rows = conn.execute("SELECT body FROM batches WHERE n_events > 0 ORDER BY seq").fetchall()
+    finally:
+        conn.close()
+    return [e for (body,) in rows for e in decode_batch(zlib.decompress(body)).events]
+
+
+@pytest.mark.timeout(120)
+def test_leak_while_the_link_is_down_is_sent_by_sms_once(tmp_path: Path) -> None:
+    modem = FakeModem()
+    state = tmp_path / "state"
+    state.write_text("roomwatch_water_leak_detected 0\nroomwatch_smoke_detected 1\n")
+    db = tmp_path / "collector.db"
+    c = start_collector(tmp_path, name="c0", storage=str(db))
+    port = c.port
+    agent = CounterAgent(tmp_path, [c.url], TOKENS["agent-a"], interval="300ms", push_interval="300ms",
+                         agent={"site": "县机关", "room": "一号机房"},
+                         fallback={"after": "2s", "channels": [{"name": "local-sms", "type": "gsm_modem",
+                                                                "port": modem.path, "phone_numbers": [PHONE]}]})
+    with open(agent.config) as f:
+        conf = f.read()
+    agent.config.write_text(conf.replace("test-counter\n", f"test-counter\n  state_file: {state}\n"))
+    agent.start()
+    try:
+        # smoke is already known to the collector while the link is up: the collector alerts for it, not the agent
+        wait_for(lambda: metric_value(c.metrics(), "roomwatch_smoke_detected") == 1, timeout=20, what="smoke at collector")
+        c.proc.kill()
+        c.proc.stop()
+        state.write_text("roomwatch_water_leak_detected 1\nroomwatch_smoke_detected 1\n")
+        wait_for(lambda: modem.received, timeout=30, what="an SMS from the agent")
+        time.sleep(4)  # the condition goes on: no repeat
+        texts = _texts(modem)  # (fake_modem.messages() groups single-part texts by number, so read parts)
+        assert len(texts) == 1, texts
+        number, text = texts[0]
+        assert number == PHONE and "漏水" in text and "一号机房" in text and "烟雾" not in text
+        assert not modem.errors
+        events = [e for e in _spooled_events(agent.spool) if e.type == "fallback_notified"]
+        assert len(events) == 1
+        ev = events[0]
+        assert ev.labels["alertname"] == "WaterLeak" and ev.labels["status"] == "firing"
+        assert ev.labels["channel"] == "local-sms" and ev.labels["device"] == "ctr" and ev.labels["agent"] == "agent-a"
+        assert "漏水" in ev.message
+        # the leak clears while still offline: one "resolved" SMS
+        state.write_text("roomwatch_water_leak_detected 0\nroomwatch_smoke_detected 1\n")
+        wait_for(lambda: len(_texts(modem)) == 2, timeout=20, what="the resolved SMS")
+        assert "已恢复" in _texts(modem)[1][1]
+        # the collector comes back and receives both events with the rest of the backlog
+        c = start_collector(tmp_path, name="c1", storage=str(db), listen=f"127.0.0.1:{port}")
+        agent.wait_drained(timeout=60)
+        assert len(_texts(modem)) == 2  # back online: nothing more from the agent
+        assert _spooled_events(agent.spool) == []
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        events_accepted = conn.execute("SELECT events FROM ingest_agents WHERE agent = 'agent-a'").fetchone()[0]
+        conn.close()
+        assert events_accepted >= 3  # water_leak, fallback_notified firing, water_leak_clear, fallback resolved
+        assert "sent WaterLeak firing" in agent.proc.log()
+    finally:
+        agent.proc.stop()
+        c.proc.stop()
+        modem.stop()
+
+
+def test_fallback_config_is_checked_with_the_channel_models(tmp_path: Path) -> None:
+    from agent.config import load_agent_config
+    from roomwatch.configbase import ConfigError
+    from tests.helpers import write_yaml
+
+    base = {"agent": {"id": "a", "spool": None}, "collector": {"urls": ["http://127.0.0.1:9640"], "token": "x" * 16}}
+    ok = write_yaml(tmp_path / "ok.yaml", {**base, "fallback": {"after": "5m", "channels": [
+        {"name": "sms", "type": "gsm_modem", "port": "/dev/ttyUSB2", "phone_numbers": [PHONE], "pin": "4321"}]}})
+    cfg = load_agent_config(str(ok))
+    assert cfg.fallback is not None and cfg.fallback.secret_values() == ["4321"]
+    bad = write_yaml(tmp_path / "bad.yaml", {**base, "fallback": {"after": "5m", "channels": [
+        {"name": "sms", "type": "gsm_modem", "port": "/dev/ttyUSB2", "phone_numbers": ["call me"]}]}})
+    with pytest.raises(ConfigError) as info:
+        load_agent_config(str(bad))
+    assert "fallback.channels[0].phone_numbers" in str(info.value) and "not a phone number" in str(info.value)

@@ -1,0 +1,173 @@
+"""The agent's spool on its own: order of delivery, persistence, cap policy, pacing, damage."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import pytest
+
+from agent.spool import Spool, SpoolError
+from roomwatch.wire import Batch, EventRecord, SampleRecord
+
+
+def _now() -> int:
+    return int(time.time() * 1000)
+
+
+def _batch(seq: int, age_s: float = 0.0, n: int = 10, events: int = 0, tag: str = "t") -> Batch:
+    ts = _now() - int(age_s * 1000)
+    samples = [SampleRecord("roomwatch_temperature_celsius", {"device": f"{tag}{i}"}, float(seq), ts) for i in range(n)]
+    evs = [EventRecord("door_open", {"device": "door1"}, ts, 1.0) for _ in range(events)]
+    return Batch("agent-a", seq, samples, evs)
+
+
+def _seqs(spool: Spool, limit: int = 100) -> list[int]:
+    return [b.seq for b in spool.next_batches(limit)]
+
+
+def test_events_first_then_fresh_newest_first_then_backlog_oldest_first(tmp_path: Path) -> None:
+    s = Spool(str(tmp_path / "s.db"), "agent-a", fresh_window=30)
+    for seq, age in ((1, 3600), (2, 3000), (3, 2000), (6, 10), (7, 0)):
+        s.put(_batch(seq, age))
+    s.put(_batch(4, 1500, events=1))
+    s.put(_batch(5, 1000, events=1))
+    assert _seqs(s) == [4, 5, 7, 6, 1, 2, 3]
+    assert _seqs(s, 3) == [4, 5, 7]
+    s.ack(4)
+    s.ack(7)
+    assert _seqs(s) == [5, 6, 1, 2, 3]
+    assert s.depth() == 5
+    s.close()
+
+
+def test_batches_and_seq_survive_reopen(tmp_path: Path) -> None:
+    path = str(tmp_path / "s.db")
+    s = Spool(path, "agent-a")
+    t0 = _now()
+    for seq in (10, 11, 12):
+        s.put(_batch(seq, 100, n=3))
+    s.ack(11)
+    s.close()
+    s = Spool(path, "agent-a")
+    assert s.depth() == 2 and s.last_seq == 12
+    got = s.next_batches(10)
+    assert [b.seq for b in got] == [10, 12]
+    # samples come back exactly as stored: names, labels, values, original timestamps
+    first = got[0].samples[0]
+    assert (first.metric, first.labels, first.value) == ("roomwatch_temperature_celsius", {"device": "t0"}, 10.0)
+    assert abs(first.ts - (t0 - 100_000)) < 1000 and all(s.ts == first.ts for s in got[0].samples)
+    assert s.integrity_check() == "ok"
+    s.close()
+
+
+def test_restarted_pusher_never_reuses_a_seq_even_with_the_clock_set_back(tmp_path: Path) -> None:
+    from agent.config import CollectorTarget
+    from agent.push import Pusher
+
+    path = str(tmp_path / "s.db")
+    s = Spool(path, "agent-a")
+    future_seq = (time.time_ns() // 1000) + 10**12  # as if the clock had been a week ahead at the last run
+    s.put(_batch(future_seq, n=1))
+    s.close()
+    s = Spool(path, "agent-a")
+    pusher = Pusher("agent-a", CollectorTarget(urls=["http://127.0.0.1:9"], token="x" * 16), outbox=s)
+    assert pusher.next_seq() > future_seq
+    s.close()
+
+
+def test_a_spool_is_owned_by_one_agent_process(tmp_path: Path) -> None:
+    path = str(tmp_path / "s.db")
+    s = Spool(path, "agent-a")
+    with pytest.raises(SpoolError, match="in use by another agent"):
+        Spool(path, "agent-b")
+    s.close()
+    Spool(path, "agent-b").close()  # free again once closed
+    with pytest.raises(SpoolError, match="does not exist"):
+        Spool(str(tmp_path / "missing" / "s.db"), "agent-a")
+
+
+def test_cap_drops_oldest_plain_samples_first_then_strips_event_batches(tmp_path: Path,
+                                                                       caplog: pytest.LogCaptureFixture) -> None:
+    s = Spool(str(tmp_path / "s.db"), "agent-a", max_bytes=10**9)
+    s.put(_batch(1, 900, n=200, events=1, tag="a"))
+    for seq in range(2, 12):
+        s.put(_batch(seq, 900 - seq, n=200, tag=f"b{seq}"))
+    size_each = s.stats()["bytes"] // 11
+    s.max_bytes = size_each * 8  # room for about 8 of the 11 batches
+    caplog.set_level(logging.WARNING, "roomwatch.agent.spool")
+    s.put(_batch(12, 0, n=200, tag="c"))
+    st = s.stats()
+    assert st["bytes"] <= s.max_bytes
+    kept = _seqs(s)
+    # the event batch survives, the newest survives, the oldest plain batches went first
+    assert kept[0] == 1 and 12 in kept
+    dropped = sorted(set(range(2, 12)) - set(kept))
+    assert dropped == list(range(2, 2 + len(dropped))) and len(dropped) >= 3
+    assert s.dropped_samples == 200 * len(dropped) and s.dropped_events == 0
+    assert "spool full" in caplog.text and "dropped the oldest" in caplog.text
+    # Squeeze until only the event batch and the newest are left: the event batch sheds its samples, keeps its event.
+    s.max_bytes = 400
+    s.put(_batch(13, 0, n=1, tag="d"))
+    got = {b.seq: b for b in s.next_batches(10)}
+    assert set(got) == {1, 13}
+    assert got[1].samples == [] and len(got[1].events) == 1
+    assert s.dropped_events == 0 and s.dropped_samples == 200 * 12  # 11 plain batches + the event batch's samples
+    # Events go last, but they do go when nothing else is left; counted as well.
+    s.max_bytes = 1
+    s.put(_batch(14, 0, n=1, tag="e"))
+    assert _seqs(s) == [14] and s.dropped_events == 1
+    # counters survive a restart (they are Prometheus counters of the spool, not of the process)
+    dropped_before = s.dropped_samples
+    s.close()
+    s = Spool(str(tmp_path / "s.db"), "agent-a")
+    assert s.dropped_samples == dropped_before
+    s.close()
+
+
+def test_backlog_is_paced_but_fresh_data_is_not(tmp_path: Path) -> None:
+    s = Spool(str(tmp_path / "s.db"), "agent-a", backlog_rate=100.0, fresh_window=30)
+    for seq in range(1, 6):
+        s.put(_batch(seq, 3600 - seq, n=100))
+    first = s.next_batches(1)[0]
+    s.ack(first.seq)  # 100 samples: the one-second budget is spent
+    assert s.next_batches(1) == []
+    assert 0.5 < s.ready_in() <= 1.0
+    s.put(_batch(9, 0, n=100))  # a fresh batch goes now, budget or not
+    assert s.ready_in() == 0
+    assert _seqs(s, 1) == [9]
+    s.ack(9)
+    time.sleep(s.ready_in() + 0.05)
+    assert _seqs(s, 1) == [2]
+    s.close()
+
+
+def test_memory_mode_caps_by_samples(tmp_path: Path) -> None:
+    s = Spool(":memory:", "agent-a", max_samples=250)
+    for seq in range(1, 6):
+        s.put(_batch(seq, 100 - seq, n=100))
+    assert s.stats()["samples"] <= 250 and s.dropped_samples == 300
+    assert _seqs(s) == [4, 5]
+    s.close()
+
+
+def test_damaged_spool_is_moved_aside_and_the_agent_goes_on(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "s.db"
+    path.write_bytes(b"this is not an SQLite database" * 100)
+    s = Spool(str(path), "agent-a")
+    s.put(_batch(1))
+    assert s.depth() == 1
+    assert any(p.name.startswith("s.db.corrupt-") for p in tmp_path.iterdir())
+    assert "damaged" in caplog.text
+    s.close()
+
+
+def test_renamed_agent_sends_its_backlog_under_the_new_id(tmp_path: Path) -> None:
+    path = str(tmp_path / "s.db")
+    s = Spool(path, "old-name")
+    s.put(Batch("old-name", 5, [SampleRecord("roomwatch_door_open", {}, 1.0, _now())], []))
+    s.close()
+    s = Spool(path, "new-name")
+    assert s.next_batches(1)[0].agent == "new-name"
+    s.close()
