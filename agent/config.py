@@ -30,8 +30,6 @@ from roomwatch.configbase import (
 
 __all__ = ["AgentConfig", "load_agent_config"]
 
-drivers.load_builtin()
-
 
 def _validate_device(value: Any) -> Any:
     """Validate one ``devices:`` entry with its own driver's model, chosen by ``driver:``.
@@ -45,12 +43,12 @@ def _validate_device(value: Any) -> Any:
     if not isinstance(value, dict):
         raise ValueError("a device must be a mapping with at least name: and driver:")
     name = value.get("driver")
-    known = drivers.registered()
+    known = drivers.names()
     if name not in known:
-        message = "driver is required" if name is None else f"unknown driver {name!r}; expected one of {sorted(known)}"
+        message = "driver is required" if name is None else f"unknown driver {name!r}; expected one of {known}"
         raise ValidationError.from_exception_data("device", [InitErrorDetails(
             type=PydanticCustomError("unknown_driver", message), loc=("driver",), input=name)])
-    return known[name].config_model.model_validate(value)
+    return drivers.get(name).config_model.model_validate(value)
 
 
 DeviceEntry = Annotated[DeviceConfig, PlainValidator(_validate_device)]
