@@ -51,9 +51,8 @@ CREATE TABLE alert_episodes (id INTEGER PRIMARY KEY AUTOINCREMENT, fingerprint T
 
 def _make_schema(conn: sqlite3.Connection) -> None:
     try:
-        from collector.store import MIGRATIONS as history_migrations  # type: ignore[attr-defined]
-
         from collector.db import ensure_schema
+        from collector.store import MIGRATIONS as history_migrations  # type: ignore[attr-defined]
 
         ensure_schema(conn, "ingest", history_migrations)
     except ImportError:
