@@ -77,7 +77,7 @@ def test_resolution_after_the_link_returns_is_told_and_repeats_count_from_the_sm
     ingest(h, events=[notice("firing", LEAK, t1, t1 + 120)])
     ingest(h, [(WET, LEAK, 1.0, t1)])
     assert told(h) == []
-    h.advance(60 * 60 - (600 - 120) - 60)  # 59 min after the SMS: nothing yet
+    h.advance(60 * 60 - (600 - 120) - 60)  # 59 min after the SMS: no repeat yet, the chief was told at 30 min
     assert told(h) == [("chief", "escalation", ["WaterLeak"])]  # not acknowledged 30 min after the SMS
     h.advance(90)
     assert told(h) == [("duty", "repeat", ["WaterLeak"])]  # an hour after the SMS
