@@ -151,6 +151,16 @@ class Pusher:
         self._events.extend(events)
         self._kick.set()
 
+    def add_notice(self, event: EventRecord) -> None:
+        """Queue a ``fallback_notified`` event in a batch of its own and push it now.
+
+        Alone, because the outbox sends such batches ahead of the rest (roomwatch/notice.py): the
+        collector must learn what the agent already told people before the backlog that raises the
+        alert, and buffered samples must not overtake older spooled ones.
+        """
+        self.outbox.put(Batch(self.agent_id, self.next_seq(), [], [event]))
+        self._kick.set()
+
     def kick(self) -> None:
         self._kick.set()
 

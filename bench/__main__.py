@@ -30,6 +30,7 @@ BENCHMARKS: list[tuple[str, list[str], list[str]]] = [
     ("spool", ["--quick"], []),
     ("rules", ["--rounds", "5"], []),
     ("alert_latency", ["--events", "20"], []),
+    ("e2e_door", ["--events", "20"], []),
     ("snmp", ["--rounds", "2", "--blocks", "2", "--memory-seconds", "10"], []),
 ]
 
