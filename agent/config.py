@@ -27,6 +27,7 @@ from roomwatch.configbase import (
     load_model,
     load_yaml,
 )
+from roomwatch.tls import ClientTLS
 
 __all__ = ["AgentConfig", "load_agent_config"]
 
@@ -78,15 +79,6 @@ class AgentSection(Model):
     spool_max_bytes: ByteSize = Field(default=100 * 2**20, ge=64 * 1024,
                                       description="cap of the spool; beyond it the oldest samples are dropped (counted)")
     log_level: str = Field(default="info", pattern=r"^(?i:debug|info|warning|error)$")
-
-
-class ClientTLS(Model):
-    """How the agent checks the collector's certificate, and its own client certificate."""
-
-    ca_file: str | None = None
-    cert_file: str | None = None
-    key_file: str | None = None
-    insecure_skip_verify: bool = False
 
 
 class CollectorTarget(Model):

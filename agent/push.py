@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from agent.config import CollectorTarget
 from agent.outbox import MemoryOutbox, Outbox
 from roomwatch import __version__
+from roomwatch.tls import client_context
 from roomwatch.wire import PUSH_PATH, Batch, EventRecord, SampleRecord, encode_batch
 
 __all__ = ["PushResult", "Pusher"]
@@ -40,13 +41,7 @@ class PushResult:
 
 def _ssl_context(target: CollectorTarget) -> ssl.SSLContext:
     tls = target.tls
-    ctx = ssl.create_default_context(cafile=tls.ca_file)
-    if tls.cert_file:
-        ctx.load_cert_chain(tls.cert_file, tls.key_file)
-    if tls.insecure_skip_verify:
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-    return ctx
+    return client_context(tls.ca_file, tls.cert_file, tls.key_file, tls.insecure_skip_verify)
 
 
 class _Sender:
