@@ -20,6 +20,7 @@ from roomwatch.configbase import (
     ConfigError,
     Duration,
     HostPort,
+    Labels,
     Model,
     Problem,
     Secret,
@@ -71,7 +72,7 @@ class AgentSection(Model):
     id: str = Field(default_factory=_default_agent_id, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$")
     site: str = ""
     room: str = ""
-    labels: dict[str, str] = Field(default_factory=dict, description="extra labels on every series")
+    labels: Labels = Field(default_factory=dict, description="extra labels on every series")
     listen: HostPort | None = "127.0.0.1:9641"
     interval: Duration = Field(default=10.0, gt=0, description="default poll interval of devices")
     spool: str | None = Field(default_factory=default_spool_path,
@@ -102,6 +103,9 @@ class CollectorTarget(Model):
         for url in urls:
             if not url.startswith(("http://", "https://")):
                 raise ValueError(f"{url!r} must start with http:// or https://")
+            if "@" in url.split("://", 1)[1].split("/", 1)[0]:
+                # It would be logged with the URL and is never used: the agent authenticates with its token.
+                raise ValueError("a collector URL must not carry a user or password; the agent uses collector.token")
         return [u.rstrip("/") for u in urls]
 
 

@@ -95,6 +95,7 @@ class Agent:
         self.observers: list[Callable[[DeviceRunner, list[SampleRecord], list[EventRecord]], None]] = []
         self._scheduler: Any = None
         self._tasks: list[asyncio.Task[Any]] = []
+        self._polls: set[asyncio.Task[Any]] = set()
         self._stopped = asyncio.Event()
         self.started_at = time.time()
         self.pusher: Pusher | None = None
@@ -210,6 +211,10 @@ class Agent:
 
     async def poll_device(self, dev: DeviceRunner) -> None:
         """One poll of one device under its timeout; never raises."""
+        task = asyncio.current_task()
+        if task is not None:
+            self._polls.add(task)
+            task.add_done_callback(self._polls.discard)
         started = time.monotonic()
         now = time.time()
         try:
@@ -340,9 +345,14 @@ class Agent:
         log.info("agent %s started: %d devices, pushing to %s", self.config.agent.id, len(self.devices),
                  ", ".join(self.config.collector.urls) if self.config.collector else "nobody (pull mode)")
 
-    async def stop(self) -> None:
+    async def stop(self, poll_grace: float = 5.0) -> None:
         """Stop polling, flush what can be pushed, close drivers."""
         if self._scheduler is not None:
+            # No new polls; let the running ones finish (bounded) so a reading already taken is
+            # published and flushed instead of being cancelled half-way.
+            self._scheduler.pause()
+            if self._polls:
+                await asyncio.wait(set(self._polls), timeout=poll_grace)
             self._scheduler.shutdown(wait=False)
             self._scheduler = None
         for action in self.actions:

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sqlite3
 import ssl
 import sys
+from pathlib import Path
+from typing import Any
 
 from roomwatch.configbase import ConfigError, iter_secret_values, parse_hostport
 from roomwatch.logsetup import setup_logging
@@ -33,6 +36,27 @@ def _ssl_context(cfg: object) -> ssl.SSLContext | None:
     return ctx
 
 
+def _prepare_storage(cfg: Any) -> None:
+    """Create the default storage directory when it is missing (a fresh host without the install script).
+
+    An explicit ``storage:`` path is the user's to create. The default
+    (``/var/lib/roomwatch``) is created here; without the permission to, a
+    per-user state directory is used instead, said loudly, so that the
+    contract's smallest collector file starts on a developer's machine too.
+    """
+    path = Path(cfg.storage)
+    if cfg.storage == ":memory:" or path.parent.is_dir() or "storage" in cfg.model_fields_set:
+        return
+    try:
+        path.parent.mkdir(mode=0o750, parents=True)
+        log.info("created the storage directory %s", path.parent)
+    except PermissionError:
+        state = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state") / "roomwatch"
+        state.mkdir(mode=0o750, parents=True, exist_ok=True)
+        cfg.storage = str(state / path.name)
+        log.warning("no permission to create %s: storing in %s instead (set storage: to choose)", path.parent, cfg.storage)
+
+
 async def serve(config_path: str) -> int:
     """Run the collector of ``config_path`` until a stop signal; return the exit code."""
     from aiohttp import web
@@ -44,6 +68,7 @@ async def serve(config_path: str) -> int:
 
     cfg = load_collector_config(config_path)
     setup_logging(cfg.log_level, secrets=list(iter_secret_values(cfg)))
+    _prepare_storage(cfg)
     collector = Collector(cfg)
     import importlib
 

@@ -23,7 +23,7 @@ from typing import Any, ClassVar, Literal, Protocol, TypeVar
 
 from pydantic import Field
 
-from roomwatch.configbase import Duration, Model
+from roomwatch.configbase import Duration, Labels, Model
 
 __all__ = ["Context", "DeviceConfig", "DeviceError", "Driver", "Event", "Reading"]
 
@@ -62,7 +62,7 @@ class DeviceConfig(Model):
     driver: str
     interval: Duration | None = None  # default: the agent's default interval
     timeout: Duration | None = None  # default: min(10s, interval)
-    labels: dict[str, str] = Field(default_factory=dict)
+    labels: Labels = Field(default_factory=dict)
 
 
 class Context(Protocol):

@@ -30,6 +30,7 @@ __all__ = [
     "ConfigError",
     "Duration",
     "HostPort",
+    "Labels",
     "Model",
     "Problem",
     "Secret",
@@ -114,6 +115,27 @@ def _check_timezone(value: Any) -> str:
         raise ValueError(f"unknown time zone {value!r}; use an IANA name such as Asia/Shanghai") from None
     return value
 
+
+_LABEL_NAME_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+#: Label names roomwatch sets itself, or that Prometheus gives a meaning to.
+RESERVED_LABELS = frozenset({"agent", "site", "room", "device", "driver", "le", "quantile"})
+
+
+def _check_labels(value: Any) -> Any:
+    if not isinstance(value, dict):
+        return value  # pydantic reports the type
+    for name, text in value.items():
+        if not isinstance(name, str) or not _LABEL_NAME_RE.match(name) or name.startswith("__"):
+            raise ValueError(f"{name!r} is not a valid label name (letters, digits and _; not starting with a digit or __)")
+        if name in RESERVED_LABELS:
+            raise ValueError(f"label {name!r} is set by roomwatch itself (or reserved by Prometheus); choose another name")
+        if isinstance(text, (int, float)) and not isinstance(text, bool):
+            value = {**value, name: str(text)}  # rack: 3 means "3"
+    return value
+
+
+#: Extra labels from the config: valid Prometheus names, none that roomwatch sets itself.
+Labels = Annotated[dict[str, str], BeforeValidator(_check_labels)]
 
 #: An IANA time zone name (``Asia/Shanghai``), checked at load time.
 TimeZoneName = Annotated[str, BeforeValidator(_check_timezone)]

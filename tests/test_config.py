@@ -180,3 +180,59 @@ def test_duplicate_yaml_key_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as err:
         load_yaml(f)
     assert "d.yaml:3: agent.id: this key appears twice" in str(err.value)
+
+
+def test_contract_smallest_agent_file_is_accepted(tmp_path: Path) -> None:
+    rc, err = _check(tmp_path, """\
+agent:
+  id: room1-agent
+  listen: 127.0.0.1:9641
+collector:
+  urls: [http://127.0.0.1:9640]
+  token: s3cret-token
+devices:
+  - name: ups1
+    driver: snmp
+    host: 127.0.0.1
+    port: 1161
+    version: 2c
+    community: public
+  - name: door1
+    driver: mqtt
+    broker: mqtt://127.0.0.1:1883
+    topic: zigbee2mqtt/door1
+    format: zigbee2mqtt
+""")
+    assert rc == 0, err
+
+
+@pytest.mark.parametrize(("labels", "words"), [
+    ("{rack-no: A1}", "'rack-no' is not a valid label name"),
+    ("{le: x}", "label 'le' is set by roomwatch itself"),
+    ("{device: other}", "label 'device' is set by roomwatch itself"),
+    ("{__name__: x}", "not a valid label name"),
+])
+def test_bad_label_names_are_refused_at_load(tmp_path: Path, labels: str, words: str) -> None:
+    # A label name the wire format refuses would make the collector reject every batch.
+    rc, err = _check(tmp_path, AGENT_OK.replace("  id: a1", f"  id: a1\n  labels: {labels}"))
+    assert rc == 2 and "conf.yaml:3: agent.labels:" in err and words in err, err
+
+
+def test_collector_url_with_credentials_is_refused(tmp_path: Path) -> None:
+    rc, err = _check(tmp_path, AGENT_OK.replace("http://127.0.0.1:9640", "http://user:pa55@127.0.0.1:9640"))
+    assert rc == 2 and "must not carry a user or password" in err
+    assert "pa55" not in err
+
+
+def test_default_storage_directory_is_created(tmp_path: Path) -> None:
+    from collector.config import CollectorConfig
+    from collector.main import _prepare_storage
+
+    cfg = CollectorConfig.model_validate({"agents": []})
+    cfg.storage = str(tmp_path / "var-lib-roomwatch" / "collector.db")
+    cfg.__pydantic_fields_set__.discard("storage")  # as if the file left storage: out
+    _prepare_storage(cfg)
+    assert (tmp_path / "var-lib-roomwatch").is_dir()
+    explicit = CollectorConfig.model_validate({"agents": [], "storage": str(tmp_path / "nope" / "c.db")})
+    _prepare_storage(explicit)  # an explicit path is the user's to create: the store open reports it
+    assert not (tmp_path / "nope").exists()
