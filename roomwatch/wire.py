@@ -43,10 +43,12 @@ MAX_LABELS = 32
 MAX_LABEL_VALUE = 1024
 MAX_TEXT = 4096
 
-_METRIC_RE = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]{0,199}$")
-_LABEL_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]{0,99}$")
-_AGENT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$")
-_EVENT_RE = re.compile(r"^[a-z][a-z0-9_.]{0,63}$")
+# \Z, not $: "$" also matches before a trailing newline, and a metric or label name ending in
+# "\n" would break the /metrics exposition line it is written to.
+_METRIC_RE = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]{0,199}\Z")
+_LABEL_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]{0,99}\Z")
+_AGENT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}\Z")
+_EVENT_RE = re.compile(r"^[a-z][a-z0-9_.]{0,63}\Z")
 # 2000-01-01 .. 2100-01-01 in ms: outside that a clock is broken, not the room.
 _TS_MIN, _TS_MAX = 946_684_800_000, 4_102_444_800_000
 

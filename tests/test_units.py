@@ -38,6 +38,13 @@ def test_wire_roundtrip() -> None:
     ({"agent": "a", "seq": 1, "samples": [{"metric": "roomwatch_x", "value": 1, "ts": 1_700_000_000_000,
                                            "labels": {"a": 1}}]}, "samples[0].labels.a must be a string"),
     ({"agent": "a", "seq": 1, "events": [{"type": "Door Open", "ts": 1_700_000_000_000}]}, "events[0].type"),
+    # a trailing newline would end the /metrics line early: refused like any other bad character
+    ({"agent": "a", "seq": 1, "samples": [{"metric": "roomwatch_x\n", "value": 1, "ts": 1_700_000_000_000}]},
+     "samples[0].metric must be a metric name"),
+    ({"agent": "a", "seq": 1, "samples": [{"metric": "roomwatch_x", "value": 1, "ts": 1_700_000_000_000,
+                                           "labels": {"a\n": "v"}}]}, "not a valid label name"),
+    ({"agent": "a\n", "seq": 1}, "agent must be"),
+    ({"agent": "a", "seq": 1, "events": [{"type": "door_open\n", "ts": 1_700_000_000_000}]}, "events[0].type"),
 ])
 def test_wire_rejects_with_reason(doc: object, reason: str) -> None:
     with pytest.raises(WireError) as err:
