@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 from drivers.vocabulary import DEVICE_UP, HEALTH_METRICS, describe
 from roomwatch.exposition import Family, render_labels
+from roomwatch.interning import label_pairs, string
+from roomwatch.interning import labels as interned_labels
 from roomwatch.wire import SampleRecord
 
 __all__ = ["Series", "SeriesStore"]
@@ -63,8 +65,10 @@ class SeriesStore:
             key = (s.metric, tuple(labels.items()))
             series = alias.get(key)
             if series is None:
-                series = self._create(s.metric, labels, s.value, ts)
-                alias[key] = series
+                pairs = label_pairs(labels)  # shared strings and pairs: this key lives as long as the series
+                metric = string(s.metric)
+                series = self._create(metric, interned_labels(pairs), s.value, ts)
+                alias[(metric, pairs)] = series
                 changed.append(series)
             elif ts >= series.ts:
                 series.value = s.value

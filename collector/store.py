@@ -39,6 +39,7 @@ from typing import Any
 
 from collector.db import ensure_schema, open_db
 from collector.seqs import SeqTracker
+from roomwatch.interning import label_pairs, string
 from roomwatch.wire import Batch
 
 __all__ = ["IngestStore", "StoreError"]
@@ -236,6 +237,7 @@ class IngestStore:
             row = self._conn.execute("SELECT id FROM history_series WHERE metric = ? AND labels = ?", canon).fetchone()
             if row is None:
                 row = (self._conn.execute("INSERT INTO history_series (metric, labels) VALUES (?, ?)", canon).lastrowid,)
+            key = (string(metric), label_pairs(labels))  # shared strings: this key lives as long as the process
             sid = self._sids[key] = int(row[0] or 0)
             added.append(key)  # forgotten again if this transaction rolls back (the row may be gone)
         return sid
