@@ -21,6 +21,7 @@ import gzip
 import json
 import math
 import re
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,6 +52,8 @@ _AGENT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}\Z")
 _EVENT_RE = re.compile(r"^[a-z][a-z0-9_.]{0,63}\Z")
 # 2000-01-01 .. 2100-01-01 in ms: outside that a clock is broken, not the room.
 _TS_MIN, _TS_MAX = 946_684_800_000, 4_102_444_800_000
+# JSON integers have no bound; beyond the float range float() raises OverflowError (a 500, not a 400).
+_INT_MAX = int(sys.float_info.max)
 
 
 class WireError(ValueError):
@@ -148,6 +151,12 @@ def _metric_ok(metric: str) -> bool:
     return True
 
 
+def _finite_number(value: Any) -> bool:
+    if type(value) is float:
+        return math.isfinite(value)
+    return type(value) is int and -_INT_MAX <= value <= _INT_MAX
+
+
 def _ts(obj: Any, where: str) -> int:
     if isinstance(obj, bool) or not isinstance(obj, (int, float)) or not _TS_MIN <= obj <= _TS_MAX:
         raise WireError(f"{where} must be a Unix time in milliseconds")
@@ -203,7 +212,11 @@ def decode_batch(raw: bytes) -> Batch:
         if not isinstance(metric, str) or (metric not in known_metrics and not _metric_ok(metric)):
             raise WireError(f"samples[{i}].metric must be a metric name starting with roomwatch_")
         value = s.get("value")
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not isfinite(value):
+        kind = type(value)  # what json.loads makes: exactly int, float or bool (type(True) is bool)
+        if kind is float:
+            if not isfinite(value):
+                raise WireError(f"samples[{i}].value must be a finite number")
+        elif kind is not int or not -_INT_MAX <= value <= _INT_MAX:
             raise WireError(f"samples[{i}].value must be a finite number")
         ts = s.get("ts")
         if isinstance(ts, bool) or not isinstance(ts, int) or not _TS_MIN <= ts <= _TS_MAX:
@@ -219,7 +232,7 @@ def decode_batch(raw: bytes) -> Batch:
         if not isinstance(etype, str) or not _EVENT_RE.match(etype):
             raise WireError(f"events[{i}].type must be a lower-case word such as door_open")
         value = e.get("value")
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)):
+        if value is not None and not _finite_number(value):
             raise WireError(f"events[{i}].value must be a finite number")
         message = e.get("message", "")
         if not isinstance(message, str) or len(message) > MAX_TEXT:

@@ -53,11 +53,18 @@ def test_wire_rejects_with_reason(doc: object, reason: str) -> None:
 
 
 def test_wire_rejects_nan_and_inf() -> None:
-    for bad in ("NaN", "Infinity", "-Infinity"):
+    for bad in ("NaN", "Infinity", "-Infinity", "1" + "0" * 400, "-1" + "0" * 400, "true", '"1"', "null"):
         sample = '{"metric":"roomwatch_x","value":' + bad + ',"ts":1700000000000}'
         raw = ('{"agent":"a","seq":1,"samples":[' + sample + "]}").encode()
         with pytest.raises(WireError, match="finite"):
             decode_batch(raw)
+        event = '{"type":"door_open","value":' + bad + ',"ts":1700000000000}'
+        if bad != "null":  # an event may have no value
+            with pytest.raises(WireError, match=r"events\[0\].value must be a finite number"):
+                decode_batch(('{"agent":"a","seq":1,"events":[' + event + "]}").encode())
+    big = 10**300  # an integer still inside the float range is a value like any other
+    raw = ('{"agent":"a","seq":1,"samples":[{"metric":"roomwatch_x","value":' + str(big) + ',"ts":1700000000000}]}')
+    assert decode_batch(raw.encode()).samples[0].value == float(big)
 
 
 @given(st.binary(max_size=400))
