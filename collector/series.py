@@ -111,15 +111,19 @@ class SeriesStore:
         now_ms = int((time.time() if now is None else now) * 1000)
         expire = self.expire_ms
         down = self.device_down_since
+        all_fresh = now_ms - self._oldest_ts <= expire  # no series can have expired: skip the per-series test
         out = []
         for metric in sorted(self.by_metric):
             fam = self.by_metric[metric]
             check_down = bool(down) and metric not in _HEALTH
-            samples = [
-                (s.block, s.value)
-                for s in fam.values()
-                if now_ms - s.ts <= expire and not (check_down and s.device_key in down and s.ts <= down[s.device_key])
-            ]
+            if all_fresh and not check_down:
+                samples = [(s.block, s.value) for s in fam.values()]
+            else:
+                samples = [
+                    (s.block, s.value)
+                    for s in fam.values()
+                    if now_ms - s.ts <= expire and not (check_down and s.device_key in down and s.ts <= down[s.device_key])
+                ]
             if samples:
                 d = describe(metric)
                 out.append(Family(metric, d.help, d.type, samples))

@@ -10,7 +10,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from collector.seqs import SeqTracker
-from roomwatch.exposition import Family, format_value, render, render_labels
+from roomwatch.exposition import (
+    CONTENT_TYPE_OPENMETRICS,
+    CONTENT_TYPE_TEXT,
+    Family,
+    format_value,
+    render,
+    render_labels,
+    render_parts,
+)
 from roomwatch.wire import Batch, EventRecord, SampleRecord, WireError, decode_batch, encode_batch
 
 
@@ -107,6 +115,20 @@ def test_render_matches_prometheus_client_parser() -> None:
     parsed = {f.name: f for f in text_string_to_metric_families(render(fams).decode())}
     assert parsed["roomwatch_x"].type == "counter"
     assert [s.value for s in parsed["roomwatch_door_open"].samples] == [1.0, 0.0]
+
+
+def test_render_parts_join_to_render_in_both_formats() -> None:
+    """A scrape served in pieces (the collector yields between them) is byte for byte one render."""
+    fams = [Family("roomwatch_x_total", "A counter.", "counter", [(f'{{a="{i}"}}', float(i)) for i in range(10)]),
+            Family("roomwatch_empty", "Nothing.", "gauge", []),
+            Family("roomwatch_build_info", "Info.", "info", [('{version="1"}', 1.0)]),
+            Family("roomwatch_door_open", "Door.", "gauge", [(f'{{device="d{i}"}}', float(i % 2)) for i in range(7)])]
+    for ctype in (CONTENT_TYPE_TEXT, CONTENT_TYPE_OPENMETRICS):
+        whole = render(fams, ctype)
+        parts = list(render_parts(fams, ctype, chunk=3))
+        assert "".join(parts).encode() == whole
+        assert max(p.count("\n") for p in parts) <= 3  # no piece longer than the chunk (headers are 2 lines)
+    assert render(fams).count(b"# HELP roomwatch_empty") == 0
 
 
 def test_seq_tracker_ranges() -> None:
