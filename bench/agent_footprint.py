@@ -41,7 +41,10 @@ def _wait(url: str, proc: subprocess.Popen[bytes]) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--minutes", type=float, default=10.0)
+    ap.add_argument("--quick", action="store_true", help="one minute (smoke test)")
     args = ap.parse_args()
+    if args.quick:
+        args.minutes = min(args.minutes, 1.0)
     from tests.helpers import free_port
 
     tmp = Path(tempfile.mkdtemp(prefix="rw-footprint-"))

@@ -249,7 +249,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--events", type=int, default=200)
     ap.add_argument("--doors", type=int, default=4)
+    ap.add_argument("--quick", action="store_true", help="20 openings (smoke test)")
     args = ap.parse_args()
+    if args.quick:
+        args.events = min(args.events, 20)
     res = run(args.events, args.doors)
     res["versions"] = versions("aiohttp")
     path = write_result("alert_latency", res)

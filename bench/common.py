@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results"
+#: Where results go; ``python -m bench --results DIR`` sets the variable for the benchmark processes.
+RESULTS = Path(os.environ.get("ROOMWATCH_BENCH_RESULTS") or ROOT / "bench" / "results")
 
 
 def machine() -> dict[str, Any]:
