@@ -27,10 +27,9 @@ from roomwatch.configbase import (
     load_model,
     load_yaml,
 )
+from roomwatch.tls import ClientTLS
 
 __all__ = ["AgentConfig", "load_agent_config"]
-
-drivers.load_builtin()
 
 
 def _validate_device(value: Any) -> Any:
@@ -45,12 +44,12 @@ def _validate_device(value: Any) -> Any:
     if not isinstance(value, dict):
         raise ValueError("a device must be a mapping with at least name: and driver:")
     name = value.get("driver")
-    known = drivers.registered()
+    known = drivers.names()
     if name not in known:
-        message = "driver is required" if name is None else f"unknown driver {name!r}; expected one of {sorted(known)}"
+        message = "driver is required" if name is None else f"unknown driver {name!r}; expected one of {known}"
         raise ValidationError.from_exception_data("device", [InitErrorDetails(
             type=PydanticCustomError("unknown_driver", message), loc=("driver",), input=name)])
-    return known[name].config_model.model_validate(value)
+    return drivers.get(name).config_model.model_validate(value)
 
 
 DeviceEntry = Annotated[DeviceConfig, PlainValidator(_validate_device)]
@@ -80,15 +79,6 @@ class AgentSection(Model):
     spool_max_bytes: ByteSize = Field(default=100 * 2**20, ge=64 * 1024,
                                       description="cap of the spool; beyond it the oldest samples are dropped (counted)")
     log_level: str = Field(default="info", pattern=r"^(?i:debug|info|warning|error)$")
-
-
-class ClientTLS(Model):
-    """How the agent checks the collector's certificate, and its own client certificate."""
-
-    ca_file: str | None = None
-    cert_file: str | None = None
-    key_file: str | None = None
-    insecure_skip_verify: bool = False
 
 
 class CollectorTarget(Model):

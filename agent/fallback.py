@@ -12,16 +12,10 @@ A condition is sent once per episode, and only if no collector has accepted a ba
 (then the collector alerts for it: it is not sent twice). When it clears while the link is still down,
 a "resolved" message follows (``send_resolved``).
 
-Every message the agent delivered becomes an event in its push (kept in the spool until the
-collector has it)::
-
-    {"type": "fallback_notified", "ts": <ms when the channel confirmed>,
-     "labels": {<the condition's series labels: agent, site, room, device, sensor ...>,
-                "alertname": "WaterLeak", "status": "firing" | "resolved", "channel": "local-sms"},
-     "message": "<the text that was sent>"}
-
-The collector's alert engine uses it to mark that alert as already notified, so people are not
-told twice (docs/reliability.md, "Local fallback alerting").
+Every message the agent delivered becomes a ``fallback_notified`` event (format and matching rule in
+``roomwatch/notice.py``), pushed in a batch of its own that the spool sends ahead of everything
+else (kept until the collector has it). The collector's alert engine uses it to mark that alert as
+already notified, so people are not told twice (docs/reliability.md, "Local fallback alerting").
 """
 
 from __future__ import annotations
@@ -37,6 +31,7 @@ from pydantic import Field, TypeAdapter
 
 from drivers import vocabulary as v
 from roomwatch.configbase import Duration, Model
+from roomwatch.notice import EVENT_TYPE, notice_event
 from roomwatch.wire import Batch, EventRecord, SampleRecord
 
 if TYPE_CHECKING:
@@ -45,8 +40,6 @@ if TYPE_CHECKING:
 __all__ = ["EVENT_TYPE", "FallbackAlerter", "FallbackConfig"]
 
 log = logging.getLogger("roomwatch.agent.fallback")
-
-EVENT_TYPE = "fallback_notified"
 
 #: metric → (alertname, Chinese words, English words) for the on/off conditions.
 _STATES: dict[str, tuple[str, str, str]] = {
@@ -109,7 +102,7 @@ class _Condition:
     alertname: str
     labels: dict[str, str]
     words: str
-    since: float  # wall time it began
+    since: float  # Unix time of the first sample showing it
     value: float
     firing: bool = False  # temperature: past its "for"
     notified: bool = False
@@ -139,26 +132,28 @@ class FallbackAlerter:
         now = time.time()
         for s in samples:
             state = _STATES.get(s.metric)
+            # A condition begins at its sample's time: the collector's alert for it starts there too
+            # (the matching rule in roomwatch/notice.py compares the two).
             if state is not None:
-                self._track(state[0], s.labels, s.value >= 0.5, s.value >= 0.5, state[1] if zh else state[2], now,
-                            s.value)
+                self._track(state[0], s.labels, s.value >= 0.5, s.value >= 0.5, state[1] if zh else state[2],
+                            s.ts / 1000, s.value)
             elif s.metric == v.TEMPERATURE:
                 key = (_TEMP[0], tuple(sorted(s.labels.items())))
                 active = key in self.conditions and not self.conditions[key].cleared
                 hot = s.value > self.config.temperature_critical or (active and s.value >= self.config.temperature_clear)
-                cond = self._track(_TEMP[0], s.labels, hot, False, _TEMP[1] if zh else _TEMP[2], now, s.value)
+                cond = self._track(_TEMP[0], s.labels, hot, False, _TEMP[1] if zh else _TEMP[2], s.ts / 1000, s.value)
                 if cond is not None and not cond.cleared and now - cond.since >= self.config.temperature_for:
                     cond.firing = True
         if any(c.firing and not c.notified for c in self.conditions.values()):
             self._kick.set()
 
-    def _track(self, name: str, labels: dict[str, str], on: bool, firing: bool, words: str, now: float,
+    def _track(self, name: str, labels: dict[str, str], on: bool, firing: bool, words: str, since: float,
                value: float) -> _Condition | None:
         key = (name, tuple(sorted(labels.items())))
         cond = self.conditions.get(key)
         if on:
             if cond is None or cond.cleared:
-                cond = self.conditions[key] = _Condition(name, dict(labels), words, now, value, firing)
+                cond = self.conditions[key] = _Condition(name, dict(labels), words, since, value, firing)
             cond.value = value
             return cond
         if cond is not None and not cond.cleared:
@@ -261,9 +256,8 @@ class FallbackAlerter:
                 log.warning("collector unreachable for %.0fs: sent %s %s for %s through %s", offline, cond.alertname,
                             status, cond.labels.get("device", "?"), ch.name)
                 if self.agent.pusher is not None:
-                    ev_labels = {**cond.labels, "alertname": cond.alertname, "status": status, "channel": ch.name}
-                    self.agent.pusher.add_events([EventRecord(EVENT_TYPE, ev_labels, int(time.time() * 1000), None,
-                                                              text)])
+                    self.agent.pusher.add_notice(notice_event(cond.alertname, cond.labels, status, ch.name, ch.type,
+                                                              int(time.time() * 1000), cond.since, text))
             else:
                 log.error("local fallback through %s: %s (%s)", ch.name, result.outcome.value, result.detail)
         return delivered

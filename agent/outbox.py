@@ -11,6 +11,7 @@ import logging
 from collections import deque
 from typing import Protocol
 
+from roomwatch.notice import carries_notice
 from roomwatch.wire import Batch
 
 __all__ = ["MemoryOutbox", "Outbox"]
@@ -58,8 +59,10 @@ class MemoryOutbox:
             )
 
     def next_batches(self, limit: int) -> list[Batch]:
-        # Newest first: after an outage the room's present state matters more than its past.
-        return list(reversed(self._batches))[:limit]
+        # Newest first: after an outage the room's present state matters more than its past. Local
+        # fallback notices before anything (roomwatch/notice.py).
+        newest_first = list(reversed(self._batches))
+        return sorted(newest_first, key=lambda b: not carries_notice(b))[:limit]
 
     def ack(self, seq: int) -> None:
         for b in self._batches:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from agent.config import CollectorTarget
 from agent.outbox import MemoryOutbox, Outbox
 from roomwatch import __version__
+from roomwatch.tls import client_context
 from roomwatch.wire import PUSH_PATH, Batch, EventRecord, SampleRecord, encode_batch
 
 __all__ = ["PushResult", "Pusher"]
@@ -40,13 +41,7 @@ class PushResult:
 
 def _ssl_context(target: CollectorTarget) -> ssl.SSLContext:
     tls = target.tls
-    ctx = ssl.create_default_context(cafile=tls.ca_file)
-    if tls.cert_file:
-        ctx.load_cert_chain(tls.cert_file, tls.key_file)
-    if tls.insecure_skip_verify:
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-    return ctx
+    return client_context(tls.ca_file, tls.cert_file, tls.key_file, tls.insecure_skip_verify)
 
 
 class _Sender:
@@ -149,6 +144,16 @@ class Pusher:
     def add_events(self, events: list[EventRecord]) -> None:
         """Queue events and push them now, not at the next interval."""
         self._events.extend(events)
+        self._kick.set()
+
+    def add_notice(self, event: EventRecord) -> None:
+        """Queue a ``fallback_notified`` event in a batch of its own and push it now.
+
+        Alone, because the outbox sends such batches ahead of the rest (roomwatch/notice.py): the
+        collector must learn what the agent already told people before the backlog that raises the
+        alert, and buffered samples must not overtake older spooled ones.
+        """
+        self.outbox.put(Batch(self.agent_id, self.next_seq(), [], [event]))
         self._kick.set()
 
     def kick(self) -> None:

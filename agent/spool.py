@@ -12,6 +12,9 @@ again after restart and the collector drops it by ``seq``.
 
 Order of delivery (:meth:`Spool.next_batches`):
 
+0. batches carrying a ``fallback_notified`` notice (``priority`` 1), oldest first: the
+   collector must know what the agent already told people before the backlog that raises
+   the same alert arrives (roomwatch/notice.py);
 1. batches carrying events (door opened, on battery, leak), oldest first, so
    transitions reach the collector in the order they happened;
 2. *fresh* batches (newest sample younger than ``fresh_window``), newest first:
@@ -45,6 +48,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from drivers import vocabulary as v
+from roomwatch.notice import carries_notice
 from roomwatch.wire import Batch, SampleRecord, WireError, decode_batch, encode_batch
 
 if TYPE_CHECKING:
@@ -63,7 +67,8 @@ CREATE TABLE IF NOT EXISTS batches (
     n_samples INTEGER NOT NULL,
     n_events INTEGER NOT NULL,
     size INTEGER NOT NULL,
-    body BLOB NOT NULL
+    body BLOB NOT NULL,
+    priority INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS batches_newest ON batches (newest_ms);
 CREATE INDEX IF NOT EXISTS batches_events ON batches (seq) WHERE n_events > 0;
@@ -158,6 +163,8 @@ class Spool:
         # cache instead of SQLite's default 2 MiB.
         conn.execute("PRAGMA cache_size=-512")
         conn.executescript(_SCHEMA)
+        if "priority" not in {row[1] for row in conn.execute("PRAGMA table_info(batches)")}:
+            conn.execute("ALTER TABLE batches ADD COLUMN priority INTEGER NOT NULL DEFAULT 0")  # older spool file
         if self.path != ":memory:":
             with contextlib.suppress(OSError):
                 os.chmod(self.path, 0o600)  # readings of a government room are nobody else's business
@@ -194,9 +201,10 @@ class Spool:
         try:
             self.conn.execute("BEGIN IMMEDIATE")
             try:
-                self.conn.execute("INSERT INTO batches (seq, newest_ms, oldest_ms, n_samples, n_events, size, body) "
-                                  "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                                  (batch.seq, newest, oldest, len(batch.samples), len(batch.events), len(body), body))
+                self.conn.execute("INSERT INTO batches (seq, newest_ms, oldest_ms, n_samples, n_events, size, body, "
+                                  "priority) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                                  (batch.seq, newest, oldest, len(batch.samples), len(batch.events), len(body), body,
+                                   int(carries_notice(batch))))
                 self._batches += 1
                 self._samples += len(batch.samples)
                 self._bytes += len(body)
@@ -233,12 +241,13 @@ class Spool:
 
     def next_batches(self, limit: int) -> list[Batch]:
         """Up to ``limit`` batches to send now: events, then fresh, then paced backlog (see module doc)."""
-        out: list[Batch] = list(self._mem)[:limit]
+        out: list[Batch] = sorted(self._mem, key=lambda b: not carries_notice(b))[:limit]
         if len(out) >= limit or not self._batches:
             return out
         want = limit - len(out)
         cutoff = int(time.time() * 1000) - self.fresh_window_ms
-        rows = self.conn.execute("SELECT seq, body, n_samples, 0 FROM batches WHERE n_events > 0 ORDER BY seq LIMIT ?",
+        rows = self.conn.execute("SELECT seq, body, n_samples, 0 FROM batches WHERE n_events > 0 "
+                                 "ORDER BY priority DESC, seq LIMIT ?",
                                  (want,)).fetchall()
         if len(rows) < want:
             rows += self.conn.execute("SELECT seq, body, n_samples, 0 FROM batches WHERE n_events = 0 AND newest_ms >= ? "

@@ -12,13 +12,12 @@ import datetime as dt
 import glob
 import re
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AfterValidator, BeforeValidator, Field, PrivateAttr, field_validator, model_validator
 
 from alerts.conditions import check_hysteresis, parse_expr
 from alerts.matchers import parse_matcher
-from roomwatch.configbase import Duration, Model
+from roomwatch.configbase import Duration, Model, TimeZoneName
 
 __all__ = ["AlertsConfig", "ChannelBase", "ChannelEntry", "InhibitRuleConfig", "RouteConfig", "RouteLevel",
            "RuleConfig", "RuleOverride", "RulesConfig", "WebhookChannel", "WorkingHoursConfig", "alerting_checks"]
@@ -226,19 +225,10 @@ class RulesConfig(Model):
     overrides: dict[str, RuleOverride] = Field(default_factory=dict, description="alertname → changes")
     files: list[str] = Field(default_factory=list, description="YAML files (globs allowed) with a rules: list")
     extra: list[RuleConfig] = Field(default_factory=list, description="more rules inline")
-    timezone: str = "Asia/Shanghai"
+    timezone: TimeZoneName = "Asia/Shanghai"
     working_hours: WorkingHoursConfig = Field(default_factory=WorkingHoursConfig)
     evaluation_interval: Duration = Field(default=1.0, gt=0, le=60, description="timer for for-durations, staleness")
     _file_rules: list[tuple[str, int, RuleConfig]] = PrivateAttr(default_factory=list)
-
-    @field_validator("timezone")
-    @classmethod
-    def _tz(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {value!r}; use an IANA name such as Asia/Shanghai") from None
-        return value
 
     @model_validator(mode="after")
     def _load_files(self) -> RulesConfig:

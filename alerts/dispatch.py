@@ -14,6 +14,8 @@ Like Alertmanager's dispatcher, with escalation levels added:
 * Escalation: level *k* channels join when an unacknowledged firing alert was
   first notified ``levels[k].after`` ago; an acknowledgement stops repeats and
   escalation. A channel that was told an alert fires is told when it resolves.
+* An alert an agent's local fallback already sent (:meth:`Dispatcher.mark_told`)
+  counts as told to the level-0 channels at the time the agent sent it.
 
 What each channel was told is persisted with the queued messages in one
 transaction, so a restart neither repeats nor forgets a notification.
@@ -142,6 +144,26 @@ class Dispatcher:
                 self.deleted.discard(key)
             g.alerts.add(alert.fp)
 
+    def mark_told(self, alert: Alert, at: float) -> None:
+        """People were told ``alert`` fires at ``at`` by other means (an agent's local fallback, alerts/fallback.py):
+        the level-0 channels of its routes count as told then, so they do not send it again; repeats,
+        escalation and the resolution follow from ``at`` as if they had sent it."""
+        for route in self.routes_for(alert):
+            key, _labels = self._group_key(route, alert)
+            g = self.groups.get(key)
+            if g is None:
+                continue  # on_alert made a group for every firing alert; none means it is not firing
+            for ch in route.levels[0]:
+                st = g.channels.setdefault(ch, ChannelState())
+                if alert.fp not in st.sent:
+                    st.sent.add(alert.fp)
+                    if st.last_sent is None:
+                        st.last_sent = at
+                    self.dirty.add(key)
+            if alert.fp not in g.first_notified:
+                g.first_notified[alert.fp] = at
+                self.dirty.add(key)
+
     def restore(self, saved: dict[str, dict[str, Any]], load_resolved: Callable[[str], Alert | None], now: float) -> None:
         """Groups as persisted: what each channel was told. Alerts told firing but resolved meanwhile get resolved."""
         for key, data in saved.items():
@@ -223,7 +245,8 @@ class Dispatcher:
             if not in_active:
                 mine = [a for a in mine if a.fp in st.sent]
             mine_fps = {a.fp for a in mine}
-            resolved = [a for a in alerts if a.fp in st.sent and a.state == RESOLVED]
+            # a resolution the agent's local fallback already sent counts as told
+            resolved = [a for a in alerts if a.fp in st.sent and a.state == RESOLVED and not a.fallback_resolved]
             send_resolved = bool(channel is None or getattr(channel.config, "send_resolved", True))
             new = mine_fps - st.sent
             reason = ""

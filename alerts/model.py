@@ -10,6 +10,7 @@ fingerprint of the current one.
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,15 +51,21 @@ class Alert:
     ack_comment: str = ""
     episode: int | None = None  # store row id
     resolve_reason: str = ""  # "", "no data", "rule removed"
+    #: set when the agent's local fallback already told people (alerts/fallback.py): channel, channel_type,
+    #: firing_at, since, resolved_at, message
+    fallback: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def fallback_resolved(self) -> bool:
+        """The agent's local fallback already sent this episode's resolution."""
+        return self.fallback is not None and bool(self.fallback.get("resolved_at"))
 
     @property
     def acked(self) -> bool:
         return self.ack_at is not None
 
     def to_row(self) -> dict[str, Any]:
-        import json
-
         return {
             "fingerprint": self.fp, "rule": self.rule_uid, "alertname": self.name, "severity": self.severity,
             "labels": json.dumps(self.labels, sort_keys=True, ensure_ascii=False),
@@ -66,16 +73,16 @@ class Alert:
             "metric": self.metric, "state": self.state, "active_since": self.active_since, "fired_at": self.fired_at,
             "resolved_at": self.resolved_at, "value": self.value, "ack_by": self.ack_by, "ack_at": self.ack_at,
             "ack_comment": self.ack_comment, "resolve_reason": self.resolve_reason,
+            "fallback": None if self.fallback is None else json.dumps(self.fallback, sort_keys=True, ensure_ascii=False),
         }
 
     @classmethod
     def from_row(cls, row: Any) -> Alert:
-        import json
-
         return cls(
             fp=row["fingerprint"], name=row["alertname"], rule_uid=row["rule"], severity=row["severity"],
             labels=json.loads(row["labels"]), series_labels=json.loads(row["series_labels"]), metric=row["metric"],
             state=row["state"], active_since=row["active_since"], fired_at=row["fired_at"],
             resolved_at=row["resolved_at"], value=row["value"], ack_by=row["ack_by"], ack_at=row["ack_at"],
             ack_comment=row["ack_comment"] or "", episode=row["id"], resolve_reason=row["resolve_reason"] or "",
+            fallback=json.loads(row["fallback"]) if row["fallback"] else None,
         )

@@ -3,9 +3,12 @@
 One sender task per channel delivers its rows oldest first. ``retry`` outcomes
 back off exponentially (``alerts.retry_initial`` doubling up to
 ``alerts.retry_max``, ±20 % jitter, at least the service's Retry-After);
-``give_up`` ends the row as failed. Each channel type's ``rate_limit`` spaces
-sends (shared code, not per channel). After a restart, pending rows are sent
-at once; delivered rows are never sent again. A channel whose deliveries fail
+``give_up`` ends the row as failed. Each channel type's ``rate_limit`` (N, period)
+allows at most N sends in any ``period`` (a sliding window, so a burst of up to N
+goes at once; shared code, not per channel); a row over the limit waits in the
+table for the window to free, and the window is rebuilt from the table after a
+restart. After a restart, pending rows are sent at once (within the rate limit);
+delivered rows are never sent again. A channel whose deliveries fail
 for ``alerts.channel_failing_after`` (or that gave up a message) reports
 ``roomwatch_notification_channel_up 0``, which raises
 ``NotificationChannelFailing`` through the other channels.
@@ -118,8 +121,22 @@ class Outbox:
             if name not in self.channels:
                 log.warning("notifications queued for channel %r wait: no such channel in the config now", name)
         for name in self.channels:
+            self._seed_window(name)
             self._wake[name] = asyncio.Event()
             self._tasks.append(asyncio.create_task(self._run(name), name=f"outbox-{name}"))
+
+    def _seed_window(self, name: str) -> None:
+        """Sends of the current rate window, from the table: a restart must not reopen a daily SMS quota."""
+        limit: Any = getattr(self.channels[name], "rate_limit", None)
+        if not limit:
+            return
+        count, per = limit
+        rows = self.conn.execute("SELECT done_at FROM outbox WHERE channel = ? AND state IN ('delivered', 'failed') "
+                                 "AND attempts > 0 AND done_at >= ? ORDER BY done_at DESC LIMIT ?",
+                                 (name, self.clock() - per, count)).fetchall()
+        times = self.status[name].sent_times
+        times.clear()
+        times.extend(sorted(r[0] for r in rows))
 
     async def stop(self) -> None:
         for t in self._tasks:

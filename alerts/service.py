@@ -25,6 +25,7 @@ from zoneinfo import ZoneInfo
 from alerts.channels.base import AlertItem, Channel, Notification, get_channel_type
 from alerts.dispatch import Dispatcher, Outgoing
 from alerts.engine import RuleEngine
+from alerts.fallback import FallbackNotices, note
 from alerts.inhibit import Inhibitor
 from alerts.model import FIRING, Alert
 from alerts.outbox import Outbox
@@ -78,6 +79,7 @@ class AlertService:
         self.external_url = (cfg.alerts.external_url or default_external_url(cfg)).rstrip("/")
         self.store = AlertStore(cfg.storage)
         self.silences = SilenceStore(self.store.conn)
+        self.notices = FallbackNotices(self.store.conn)
         self.rules = compile_rules(cfg.rules)
         hours = WorkingHours.from_config(cfg.rules.working_hours, cfg.rules.timezone)
         self.engine = RuleEngine(self.rules, hours, self.clock, cfg.series_expire, agent_up=self._agent_up)
@@ -115,10 +117,12 @@ class AlertService:
     def on_ingest(self, agent: Any, changed: Any, events: list[Any], batch: Any) -> None:
         """Collector listener: evaluate the batch now, in the ingest call."""
         skew = agent.clock_skew_ms if batch.sent is not None else 0
+        if events:  # first what the agent's local fallback already sent: it may concern this very batch
+            self.notices.receive(agent.id, events, list(self.engine.active.values()), self.clock())
         self.engine.observe_batch(agent.id, batch.samples, events, skew)
         if self._fed_agents.get(agent.id) == 0.0:
             self._feed_agent(agent.id, 1.0, self.clock())
-        if self.engine.changes or self.engine.dropped:
+        if self.engine.changes or self.engine.dropped or self.notices.dirty:
             self.process(self.clock())
 
     def _feed_agent(self, agent_id: str, up: float, now: float) -> None:
@@ -154,6 +158,7 @@ class AlertService:
             with self.store.transaction():
                 self.store.purge(now - self.config.alerts.keep_history)
                 self.silences.purge(now)
+                self.notices.purge(now)
 
     def process(self, now: float) -> None:
         """Store transitions, route them, flush due groups and queue messages — one transaction."""
@@ -163,8 +168,15 @@ class AlertService:
             for a in dropped:
                 self.store.delete_alert(a)
             for a in changes:
+                self.notices.on_change(a)  # a notice from the agent's local fallback may be waiting for it
                 self.store.save_alert(a)
                 self.dispatcher.on_alert(a, now)
+            marked = self.notices.save()
+            for a in marked:
+                self.store.save_alert(a)
+            for a in changes + marked:
+                if a.state == FIRING and a.fallback is not None:
+                    self.dispatcher.mark_told(a, a.fallback["firing_at"])
             outgoing: list[Outgoing] = []
             for g in self.dispatcher.due(now):
                 outgoing += self.dispatcher.flush(g, now)
@@ -265,7 +277,17 @@ class AlertService:
             "silencedBy": silenced,
             "inhibitedBy": [inhibited[a.fp]] if a.fp in inhibited else [],
             "url": ack_url(self.external_url, a.fp),
+            "fallback": self.fallback_json(a),
         }
+
+    def fallback_json(self, a: Alert) -> dict[str, Any] | None:
+        """What the agent's local fallback already sent for ``a`` (None: nothing), with a note for people."""
+        fb = a.fallback
+        if fb is None:
+            return None
+        return {"channel": fb.get("channel", ""), "channelType": fb.get("channel_type", ""),
+                "firingAt": fb["firing_at"], "resolvedAt": fb.get("resolved_at"), "message": fb.get("message", ""),
+                "note": note(fb, self.lang, self.tz)}
 
     def list_alerts(self, now: float | None = None) -> list[dict[str, Any]]:
         now = self.clock() if now is None else now

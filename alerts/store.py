@@ -75,6 +75,22 @@ CREATE TABLE outbox (
 CREATE INDEX outbox_pending ON outbox (channel, id) WHERE state = 'pending';
 CREATE INDEX outbox_done ON outbox (done_at) WHERE state != 'pending'
 """,
+    # 2: what agents' local fallback already notified (alerts/fallback.py, roomwatch/notice.py)
+    """
+ALTER TABLE alert_episodes ADD COLUMN fallback TEXT;
+CREATE TABLE fallback_notices (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    alertname TEXT NOT NULL,
+    labels TEXT NOT NULL,
+    status TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    channel_type TEXT NOT NULL,
+    ts REAL NOT NULL,
+    since REAL NOT NULL,
+    message TEXT NOT NULL,
+    received_at REAL NOT NULL
+)
+""",
 ]
 
 

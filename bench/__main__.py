@@ -39,7 +39,6 @@ from bench.common import ROOT, machine
 class Benchmark:
     name: str
     full: list[str] = field(default_factory=list)  # arguments of a full run (default: the module's defaults)
-    optional: bool = False  # the module may be absent on this branch: skipped, its section left alone
 
 
 #: In BENCHMARKS.md order: agent side, collector side, alerting, then the profiles.
@@ -53,7 +52,7 @@ BENCHMARKS: list[Benchmark] = [
     Benchmark("fleet", ["--seconds", "60"]),  # issue 8: 1,000 agents on one collector, history on/off
     Benchmark("rules"),            # issue 5: rule evaluation cost
     Benchmark("alert_latency"),    # issue 5: push → webhook vs Prometheus + Alertmanager
-    Benchmark("e2e_door", optional=True),  # MQTT publish → webhook, end to end (branch integration)
+    Benchmark("e2e_door"),         # issue 5: MQTT publish → agent → collector → webhook, end to end
     Benchmark("profiles"),         # issue 8: before/after of the profiled hot spots
 ]
 
@@ -107,7 +106,7 @@ def main() -> int:
     known = {b.name for b in BENCHMARKS}
     if args.list:
         for b in BENCHMARKS:
-            print(b.name + ("" if _present(b.name) else " (not on this branch)"))
+            print(b.name + ("" if _present(b.name) else " (missing)"))
         return 0
     unknown = sorted(set(args.only or []) - known)
     if unknown:
@@ -124,9 +123,6 @@ def main() -> int:
         if args.only and b.name not in args.only:
             continue
         if not _present(b.name):
-            if b.optional:
-                print(f"-- {b.name}: bench/{b.name}.py is not on this branch, section left as it was", flush=True)
-                continue
             print(f"!! {b.name}: bench/{b.name}.py is missing", file=sys.stderr)
             failed.append(b.name)
             continue

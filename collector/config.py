@@ -21,6 +21,7 @@ from roomwatch.configbase import (
     load_yaml,
     parse_bytes,
 )
+from roomwatch.tls import ClientTLS
 
 __all__ = ["AgentEntry", "CollectorConfig", "load_collector_config", "parse_bytes"]
 
@@ -79,13 +80,8 @@ class HistoryConfig(Model):
     max_samples: int = Field(default=200_000, ge=100, le=10_000_000, description="largest /api/v1/history answer")
 
 
-class ClientTLSOptions(Model):
-    """How the collector checks a remote-write endpoint's certificate (verification is on by default)."""
-
-    ca_file: str | None = None
-    cert_file: str | None = None
-    key_file: str | None = None
-    insecure_skip_verify: bool = False
+#: How the collector checks a remote-write endpoint's certificate (verification is on by default).
+ClientTLSOptions = ClientTLS
 
 
 class BasicAuth(Model):

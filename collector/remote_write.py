@@ -38,6 +38,7 @@ from collector.store import IngestStore
 from drivers import vocabulary as v
 from roomwatch import __version__
 from roomwatch.exposition import Family, render_labels
+from roomwatch.tls import client_context
 
 __all__ = ["RemoteWriter", "encode_write_request", "target_name"]
 
@@ -107,13 +108,7 @@ def _ssl_context(target: RemoteWriteTarget) -> ssl.SSLContext | None:
     if not target.url.startswith("https:"):
         return None
     tls = target.tls
-    ctx = ssl.create_default_context(cafile=tls.ca_file)
-    if tls.cert_file:
-        ctx.load_cert_chain(tls.cert_file, tls.key_file)
-    if tls.insecure_skip_verify:
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-    return ctx
+    return client_context(tls.ca_file, tls.cert_file, tls.key_file, tls.insecure_skip_verify)
 
 
 class RemoteWriter:

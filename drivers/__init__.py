@@ -7,7 +7,7 @@ an agent that polls no SNMP device never pays for pysnmp.
 """
 
 from drivers.base import Context, DeviceConfig, DeviceError, Driver, Event, Reading
-from drivers.registry import get, names, register, registered
+from drivers.registry import get, load_builtin, names, register, registered
 
 __all__ = [
     "Context",
@@ -23,7 +23,3 @@ __all__ = [
     "registered",
 ]
 
-
-def load_builtin() -> None:
-    """Import every built-in driver module (each registers itself)."""
-    import drivers.all  # noqa: F401

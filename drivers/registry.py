@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import importlib
+
 from drivers.base import Driver
 
-__all__ = ["get", "names", "register", "registered"]
+__all__ = ["get", "load_builtin", "names", "register", "registered"]
 
 _DRIVERS: dict[str, type[Driver]] = {}
 
@@ -22,17 +24,34 @@ def register(cls: type[Driver]) -> type[Driver]:
 
 
 def get(name: str) -> type[Driver]:
-    """The driver class for ``name``; KeyError names the known drivers."""
+    """The driver class for ``name``, importing a built-in driver's module on first use."""
+    if name not in _DRIVERS:
+        from drivers.all import BUILTIN
+
+        if name in BUILTIN:
+            importlib.import_module(BUILTIN[name])
     try:
         return _DRIVERS[name]
     except KeyError:
-        raise KeyError(f"unknown driver {name!r}; known: {', '.join(sorted(_DRIVERS))}") from None
+        raise KeyError(f"unknown driver {name!r}; known: {', '.join(names())}") from None
 
 
 def names() -> list[str]:
-    return sorted(_DRIVERS)
+    """Every driver name: registered ones and built-in ones not imported yet."""
+    from drivers.all import BUILTIN
+
+    return sorted(set(_DRIVERS) | set(BUILTIN))
 
 
 def registered() -> dict[str, type[Driver]]:
-    """A copy of the registry (name → class)."""
+    """A copy of the registry (name → class), after importing every built-in driver."""
+    load_builtin()
     return dict(_DRIVERS)
+
+
+def load_builtin() -> None:
+    """Import every built-in driver module (each registers itself)."""
+    from drivers.all import BUILTIN
+
+    for module in BUILTIN.values():
+        importlib.import_module(module)

@@ -33,6 +33,7 @@ __all__ = [
     "Model",
     "Problem",
     "Secret",
+    "TimeZoneName",
     "format_duration",
     "load_model",
     "load_yaml",
@@ -101,6 +102,21 @@ def _check_hostport(value: Any) -> str:
     parse_hostport(value)
     return value.strip()
 
+
+def _check_timezone(value: Any) -> str:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    if not isinstance(value, str):
+        raise ValueError("expected a time zone name such as Asia/Shanghai")
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {value!r}; use an IANA name such as Asia/Shanghai") from None
+    return value
+
+
+#: An IANA time zone name (``Asia/Shanghai``), checked at load time.
+TimeZoneName = Annotated[str, BeforeValidator(_check_timezone)]
 
 #: ``host:port`` string, checked at load time.
 HostPort = Annotated[str, BeforeValidator(_check_hostport)]

@@ -16,6 +16,7 @@ from alerts.channels.base import AlertItem, Channel, Notification, Outcome, Send
 from alerts.channels.webhook import WebhookChannel, WebhookSender
 from alerts.config import ChannelBase
 from alerts.outbox import Outbox
+from alerts.store import MIGRATIONS as STORE_MIGRATIONS
 from alerts.store import AlertStore
 from alerts.templates import AlertView, render_notification
 from tests.helpers import free_port, run_cli, wait_for, write_yaml
@@ -284,4 +285,24 @@ def test_store_schema_is_versioned(tmp_path: Path) -> None:
     AlertStore(str(tmp_path / "s.db")).close()
     AlertStore(str(tmp_path / "s.db")).close()  # reopening applies nothing twice
     conn = sqlite3.connect(tmp_path / "s.db")
-    assert conn.execute("SELECT version FROM schema_versions WHERE component = 'alerts'").fetchone() == (1,)
+    assert conn.execute("SELECT version FROM schema_versions WHERE component = 'alerts'").fetchone() == (
+        len(STORE_MIGRATIONS),)
+    conn.close()
+
+
+def test_store_of_the_first_release_is_migrated_keeping_its_alerts(tmp_path: Path) -> None:
+    """A version-1 store (before local fallback notices) gets the new column and table; its episodes stay."""
+    from collector.db import ensure_schema, open_db
+
+    conn = open_db(tmp_path / "old.db")
+    ensure_schema(conn, "alerts", STORE_MIGRATIONS[:1])
+    conn.execute("INSERT INTO alert_episodes (fingerprint, rule, alertname, severity, labels, series_labels, metric, "
+                 "state, active_since, fired_at) VALUES ('00000000000000aa', 'defaults:WaterLeak', 'WaterLeak', "
+                 "'critical', '{}', '{}', 'roomwatch_water_leak_detected', 'firing', 1.0, 1.0)")
+    conn.close()
+    store = AlertStore(str(tmp_path / "old.db"))
+    [alert] = store.open_alerts()
+    assert (alert.fp, alert.state, alert.fallback) == ("00000000000000aa", "firing", None)
+    assert store.conn.execute("SELECT COUNT(*) FROM fallback_notices").fetchone()[0] == 0
+    assert store.conn.execute("SELECT version FROM schema_versions WHERE component = 'alerts'").fetchone()[0] == 2
+    store.close()

@@ -23,7 +23,7 @@ PASSWORD = "correct horse battery"
 
 
 class Pusher:
-    """Pushes like an agent would (the MQTT-driven version comes with the MQTT driver)."""
+    """Pushes like an agent would (with a real agent and MQTT broker: tests/test_door_e2e.py)."""
 
     def __init__(self, url: str, agent: str = "agent-a"):
         self.url, self.agent, self.seq = url, agent, int(time.time() * 1000)

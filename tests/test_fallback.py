@@ -1,8 +1,10 @@
-"""Local fallback alerting: the link is down, the agent sends a leak by SMS itself (fake modem on a pty),
-once; the collector later receives the fallback_notified event with the alert's identity."""
+"""Local fallback alerting with real processes: the link is down, the agent sends a leak by SMS itself (fake modem
+on a pty), once; when the collector is back it learns what the agent sent (the fallback_notified notice) and its
+own channels (a webhook receiver) do not send that alert again, while a new alert is delivered as usual."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 import zlib
@@ -12,8 +14,9 @@ import pytest
 
 from roomwatch.wire import decode_batch
 from tests.conftest import TOKENS, start_collector
-from tests.helpers import metric_value, wait_for
+from tests.helpers import http_get, metric_value, wait_for
 from tests.peers.fake_modem import FakeModem
+from tests.peers.webhook_receiver import WebhookReceiver, webhook_receiver  # noqa: F401 - fixture
 from tests.reliability_rig import CounterAgent
 
 PHONE = "+8613800138000"
@@ -33,13 +36,18 @@ def _spooled_events(spool: Path) -> list:
     return [e for (body,) in rows for e in decode_batch(zlib.decompress(body)).events]
 
 
-@pytest.mark.timeout(120)
-def test_leak_while_the_link_is_down_is_sent_by_sms_once(tmp_path: Path) -> None:
+@pytest.mark.timeout(150)
+def test_leak_while_the_link_is_down_is_sent_by_sms_once_and_not_again_by_the_collector(
+        tmp_path: Path, webhook_receiver: WebhookReceiver) -> None:  # noqa: F811
     modem = FakeModem()
     state = tmp_path / "state"
     state.write_text("roomwatch_water_leak_detected 0\nroomwatch_smoke_detected 1\n")
     db = tmp_path / "collector.db"
-    c = start_collector(tmp_path, name="c0", storage=str(db))
+    alerting = {"channels": [{"name": "hook", "type": "webhook", "url": webhook_receiver.url + "/alerts", "timeout": "2s"}],
+                "routes": [{"matchers": ['alertname=~"WaterLeak|SmokeDetected"'], "channels": ["hook"],
+                            "group_by": ["alertname", "device"], "group_interval": "1s"}],
+                "alerts": {"retry_initial": "200ms", "retry_max": "1s"}}
+    c = start_collector(tmp_path, name="c0", storage=str(db), **alerting)
     port = c.port
     agent = CounterAgent(tmp_path, [c.url], TOKENS["agent-a"], interval="300ms", push_interval="300ms",
                          agent={"site": "县机关", "room": "一号机房"},
@@ -52,6 +60,8 @@ def test_leak_while_the_link_is_down_is_sent_by_sms_once(tmp_path: Path) -> None
     try:
         # smoke is already known to the collector while the link is up: the collector alerts for it, not the agent
         wait_for(lambda: metric_value(c.metrics(), "roomwatch_smoke_detected") == 1, timeout=20, what="smoke at collector")
+        wait_for(lambda: webhook_receiver.alerts(), timeout=20, what="the smoke alert at the webhook")
+        assert [(s, n) for s, n, _ in webhook_receiver.alerts()] == [("firing", "SmokeDetected")]
         c.proc.kill()
         c.proc.stop()
         state.write_text("roomwatch_water_leak_detected 1\nroomwatch_smoke_detected 1\n")
@@ -66,22 +76,45 @@ def test_leak_while_the_link_is_down_is_sent_by_sms_once(tmp_path: Path) -> None
         assert len(events) == 1
         ev = events[0]
         assert ev.labels["alertname"] == "WaterLeak" and ev.labels["status"] == "firing"
-        assert ev.labels["channel"] == "local-sms" and ev.labels["device"] == "ctr" and ev.labels["agent"] == "agent-a"
-        assert "漏水" in ev.message
+        assert ev.labels["channel"] == "local-sms" and ev.labels["channel_type"] == "gsm_modem"
+        assert ev.labels["device"] == "ctr" and ev.labels["agent"] == "agent-a"
+        assert "漏水" in ev.message and ev.value is not None and 0 < ev.value < 30  # s from the leak to the SMS
         # the leak clears while still offline: one "resolved" SMS
         state.write_text("roomwatch_water_leak_detected 0\nroomwatch_smoke_detected 1\n")
         wait_for(lambda: len(_texts(modem)) == 2, timeout=20, what="the resolved SMS")
         assert "已恢复" in _texts(modem)[1][1]
-        # the collector comes back and receives both events with the rest of the backlog
-        c = start_collector(tmp_path, name="c1", storage=str(db), listen=f"127.0.0.1:{port}")
+        # the collector comes back and receives both notices ahead of the backlog with the leak in it
+        c = start_collector(tmp_path, name="c1", storage=str(db), listen=f"127.0.0.1:{port}", **alerting)
         agent.wait_drained(timeout=60)
         assert len(_texts(modem)) == 2  # back online: nothing more from the agent
         assert _spooled_events(agent.spool) == []
         conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
         events_accepted = conn.execute("SELECT events FROM ingest_agents WHERE agent = 'agent-a'").fetchone()[0]
         conn.close()
-        assert events_accepted >= 3  # water_leak, fallback_notified firing, water_leak_clear, fallback resolved
+        assert events_accepted >= 4  # water_leak, fallback_notified firing, water_leak_clear, fallback resolved
         assert "sent WaterLeak firing" in agent.proc.log()
+        # The collector saw the whole episode (fired, resolved) and sent none of it: the agent had.
+        def leak_history() -> list[dict]:
+            status, body = http_get(c.url + f"/api/v1/alerts/history?since={time.time() - 600}")
+            assert status == 200
+            return [a for a in json.loads(body)["alerts"] if a["alertname"] == "WaterLeak"]
+        wait_for(lambda: [a["state"] for a in leak_history()] == ["resolved"], timeout=20, what="the leak episode")
+        [episode] = leak_history()
+        fb = episode["fallback"]
+        assert (fb["channel"], fb["channelType"]) == ("local-sms", "gsm_modem") and fb["resolvedAt"] > fb["firingAt"]
+        assert fb["note"].startswith("已由机房代理本地兜底通道（短信）于") and "漏水" in fb["message"]
+        time.sleep(3)  # group_interval 1s: anything queued would have gone by now
+        assert [n for _, n, _ in webhook_receiver.alerts()] == ["SmokeDetected"]
+        assert "already sent it firing" in c.proc.log() and "already sent it resolved" in c.proc.log()
+        # A new leak, with the link up: the collector alerts for it as usual; the agent's modem stays quiet.
+        state.write_text("roomwatch_water_leak_detected 1\nroomwatch_smoke_detected 1\n")
+        wait_for(lambda: len(webhook_receiver.alerts()) == 2, timeout=20, what="the new leak at the webhook")
+        status, name, labels = webhook_receiver.alerts()[1]
+        assert (status, name, labels["device"], labels["agent"]) == ("firing", "WaterLeak", "ctr", "agent-a")
+        [active] = [a for a in json.loads(http_get(c.url + "/api/v1/alerts")[1])["alerts"] if a["alertname"] == "WaterLeak"]
+        assert active["fallback"] is None
+        time.sleep(3)
+        assert len(_texts(modem)) == 2 and len(webhook_receiver.alerts()) == 2
     finally:
         agent.proc.stop()
         c.proc.stop()

@@ -37,14 +37,14 @@ def test_demo_simulator_publishes_zigbee2mqtt_messages(tmp_path: Path) -> None:
     ctx = DemoContext(tmp_path)
     try:
         devices = mqtt_room.start(ctx)
-        assert {d["name"] for d in devices} == {"room-th1", "door1"}
+        assert {d["name"] for d in devices} == {"room-th1", "door1", "leak1", "smoke1"}
         port = int(devices[0]["broker"].rsplit(":", 1)[1])
         got: dict[str, dict[str, object]] = {}
         done = threading.Event()
 
         def on_message(client: object, userdata: object, msg: mqtt.MQTTMessage) -> None:
             got[msg.topic] = json.loads(msg.payload)
-            if len(got) == 2:
+            if len(got) == 4:
                 done.set()
 
         sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
@@ -60,6 +60,7 @@ def test_demo_simulator_publishes_zigbee2mqtt_messages(tmp_path: Path) -> None:
         th = got["zigbee2mqtt/room-th1"]
         assert 18 < float(th["temperature"]) < 30 and 0 <= float(th["humidity"]) <= 100  # type: ignore[arg-type]
         assert got["zigbee2mqtt/door1"]["contact"] is True  # closed for the first 30 s
+        assert got["zigbee2mqtt/leak1"]["water_leak"] is False and got["zigbee2mqtt/smoke1"]["smoke"] is False
     finally:
         _stop(ctx.processes)
         for cleanup in ctx.cleanups:

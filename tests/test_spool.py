@@ -42,6 +42,38 @@ def test_events_first_then_fresh_newest_first_then_backlog_oldest_first(tmp_path
     s.close()
 
 
+def test_fallback_notices_go_before_the_backlog_that_raises_their_alert(tmp_path: Path) -> None:
+    """A local-fallback notice is pushed ahead of older event batches (the leak it reports), in a spool made
+    before the priority column existed too, and survives a reopen with its priority."""
+    import sqlite3
+
+    from agent.outbox import MemoryOutbox
+    from roomwatch.notice import notice_event
+
+    path = tmp_path / "s.db"
+    old = sqlite3.connect(path)  # the spool table as the first release created it
+    old.executescript("CREATE TABLE batches (seq INTEGER PRIMARY KEY, newest_ms INTEGER NOT NULL, oldest_ms INTEGER "
+                      "NOT NULL, n_samples INTEGER NOT NULL, n_events INTEGER NOT NULL, size INTEGER NOT NULL, "
+                      "body BLOB NOT NULL)")
+    old.close()
+    s = Spool(str(path), "agent-a", fresh_window=30)
+    notice = notice_event("WaterLeak", {"agent": "agent-a", "device": "leak1"}, "firing", "local-sms", "gsm_modem",
+                          _now(), _now() / 1000 - 600, "漏水")
+    s.put(_batch(1, 600, events=1))  # the leak, spooled while the link was down
+    s.put(_batch(2, 500))
+    s.put(Batch("agent-a", 3, [], [notice]))
+    s.put(_batch(4, 0, events=1))
+    assert _seqs(s) == [3, 1, 4, 2]
+    s.close()
+    s = Spool(str(path), "agent-a", fresh_window=30)
+    assert _seqs(s, 1) == [3] and s.next_batches(1)[0].events[0].labels["status"] == "firing"
+    s.close()
+    m = MemoryOutbox()
+    for b in (_batch(1, 600, events=1), Batch("agent-a", 2, [], [notice]), _batch(3, 0)):
+        m.put(b)
+    assert [b.seq for b in m.next_batches(10)] == [2, 3, 1]
+
+
 def test_batches_and_seq_survive_reopen(tmp_path: Path) -> None:
     path = str(tmp_path / "s.db")
     s = Spool(path, "agent-a")

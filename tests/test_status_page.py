@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import time
 from collections.abc import Iterator
@@ -11,6 +10,8 @@ from typing import Any
 
 import pytest
 
+from collector.webauth import hash_password
+from roomwatch.notice import notice_event
 from roomwatch.wire import Batch, EventRecord, SampleRecord, encode_batch
 from tests.conftest import TOKENS, CollectorHandle, start_collector
 from tests.helpers import ROOT, http_get, http_post
@@ -51,16 +52,11 @@ ROOM = {
 }
 
 
-HAVE_ALERTS = importlib.util.find_spec("alerts.api") is not None and importlib.util.find_spec("collector.webauth") is not None
 USER, PASSWORD = "duty", "correct horse battery"
 
 
 def _alerting_config() -> dict[str, Any]:
-    """Web user + a door rule that fires at once (DoorOpenTooLong for 0s), when this build has alerting."""
-    if not HAVE_ALERTS:
-        return {"web": {"language": "zh-CN", "users": []}}
-    from collector.webauth import hash_password
-
+    """Web user + a door rule that fires at once (DoorOpenTooLong for 0s)."""
     return {"web": {"language": "zh-CN", "users": [{"name": USER, "password_hash": hash_password(PASSWORD, "pbkdf2-sha256")}]},
             "rules": {"overrides": {"DoorOpenTooLong": {"for": "0s"}}}}
 
@@ -138,7 +134,7 @@ async def test_status_page_in_chromium(fed_collector: tuple[CollectorHandle, Fee
     assert not await page.evaluate("document.querySelector('[data-room=\"county-a/room-1\"] .door').classList.contains('warn')")
     down = await page.evaluate("document.getElementById('down').textContent")
     assert "leak1" in down and "agent-b" in down
-    alerts_api = http_get(c.url + "/api/v1/alerts")[0] == 200
+    assert http_get(c.url + "/api/v1/alerts")[0] == 200
 
     # The door opens: pushed at once as an event, like the agent does.
     now = int(time.time() * 1000)
@@ -146,37 +142,44 @@ async def test_status_page_in_chromium(fed_collector: tuple[CollectorHandle, Fee
                 [EventRecord("door_open", {**PLACE, "device": "door1"}, now, 1.0, "door opened")])
     await page.wait_for("(document.querySelector('[data-room=\"county-a/room-1\"] .door') || {}).textContent === '开'",
                         timeout=30, what="the door to show open")
-    if alerts_api:
-        row = "#alerts-table tr[data-alertname=\"DoorOpenTooLong\"]"
-        await page.wait_for(f"document.querySelector('{row}')", timeout=60, what="the door alert on the page")
-        assert await page.evaluate(f"document.querySelector('{row} button.ack') === null")  # not before login
-        await page.screenshot(ARTIFACTS / "status-page-alert.png")
-        await _login(page)
-        await page.wait_for(f"document.querySelector('{row} button.ack')", what="the acknowledge button after login")
-        await page.evaluate(f"document.querySelector('{row} button.ack').click()")
-        await page.wait_for(f"document.querySelector('{row} td.acked')", what="the alert shown acknowledged")
-        alerts = json.loads(http_get(c.url + "/api/v1/alerts")[1])["alerts"]
-        door = next(a for a in alerts if a["alertname"] == "DoorOpenTooLong")
-        assert door["acknowledged"] is True and door["ack"]["by"] == USER
-        # Silence it for an hour from the page.
-        await page.evaluate(f"document.querySelector('{row} button.silence').click()")
-        await page.wait_for("document.getElementById('silence-dialog').open", what="the silence dialog")
-        await page.evaluate("(() => { const f = document.getElementById('silence-form'); f.duration.value = '1h';"
-                            " f.comment.value = 'door work'; f.requestSubmit(); })()")
-        await page.wait_for("!document.getElementById('silence-dialog').open", what="the silence to be created")
-        silences = json.loads(http_get(c.url + "/api/v1/silences")[1])["silences"]
-        assert any(x["comment"] == "door work" and 'device="door1"' in " ".join(x["matchersText"]) for x in silences)
-    else:
-        # No alert engine in this collector: the page says so and colours by the default thresholds.
-        assert await page.evaluate("document.getElementById('alerts-na').textContent") == "暂不可用"
-        assert await page.evaluate("document.querySelector('[data-room=\"county-a/room-1\"]').dataset.severity") == "warning"
-        assert await page.evaluate("document.querySelector('[data-room=\"county-a/room-1\"] .door').classList.contains('warn')")
-    if http_get(c.url + "/api/v1/history?metric=roomwatch_temperature_celsius")[0] == 200:
-        chart = "figure.chart[data-metric=\"roomwatch_temperature_celsius\"][data-device=\"th1\"] svg"
-        await page.wait_for(f"document.querySelector('{chart}')", what="the 24-hour temperature chart")
-        assert await page.evaluate(f"document.querySelectorAll('{chart} circle.dot, {chart} path.line').length") >= 1
-    else:
-        await page.wait_for("document.getElementById('history-na')", what="history shown as not available")
+    row = "#alerts-table tr[data-alertname=\"DoorOpenTooLong\"]"
+    await page.wait_for(f"document.querySelector('{row}')", timeout=60, what="the door alert on the page")
+    assert await page.evaluate(f"document.querySelector('{row} button.ack') === null")  # not before login
+    await page.screenshot(ARTIFACTS / "status-page-alert.png")
+    await _login(page)
+    await page.wait_for(f"document.querySelector('{row} button.ack')", what="the acknowledge button after login")
+    await page.evaluate(f"document.querySelector('{row} button.ack').click()")
+    await page.wait_for(f"document.querySelector('{row} td.acked')", what="the alert shown acknowledged")
+    alerts = json.loads(http_get(c.url + "/api/v1/alerts")[1])["alerts"]
+    door = next(a for a in alerts if a["alertname"] == "DoorOpenTooLong")
+    assert door["acknowledged"] is True and door["ack"]["by"] == USER
+    # Silence it for an hour from the page.
+    await page.evaluate(f"document.querySelector('{row} button.silence').click()")
+    await page.wait_for("document.getElementById('silence-dialog').open", what="the silence dialog")
+    await page.evaluate("(() => { const f = document.getElementById('silence-form'); f.duration.value = '1h';"
+                        " f.comment.value = 'door work'; f.requestSubmit(); })()")
+    await page.wait_for("!document.getElementById('silence-dialog').open", what="the silence to be created")
+    silences = json.loads(http_get(c.url + "/api/v1/silences")[1])["silences"]
+    [silence] = [x for x in silences if x["comment"] == "door work"]
+    assert 'device="door1"' in " ".join(silence["matchersText"]) and silence["createdBy"] == USER
+    door = next(a for a in json.loads(http_get(c.url + "/api/v1/alerts")[1])["alerts"] if a["alertname"] == "DoorOpenTooLong")
+    assert door["silencedBy"] == [silence["id"]]
+
+    # A leak the agent's local fallback already sent by SMS while the link was down: shown with a note.
+    began = now - 600_000
+    leak = {**PLACE, "device": "leak1"}
+    feeder.push({}, [notice_event("WaterLeak", leak, "firing", "local-sms", "gsm_modem", began + 120_000, began / 1000,
+                                  "leak1: 漏水")])
+    feeder.push({}, [EventRecord("water_leak", leak, began, 1.0)])
+    leak_row = "#alerts-table tr[data-alertname=\"WaterLeak\"]"
+    await page.wait_for(f"document.querySelector('{leak_row} .fallback-note')", timeout=30, what="the fallback note")
+    note = await page.evaluate(f"document.querySelector('{leak_row} .fallback-note').textContent")
+    assert note.startswith("已由机房代理本地兜底通道（短信）于 "), note
+
+    chart = "figure.chart[data-metric=\"roomwatch_temperature_celsius\"][data-device=\"th1\"] svg"
+    assert http_get(c.url + "/api/v1/history?metric=roomwatch_temperature_celsius")[0] == 200
+    await page.wait_for(f"document.querySelector('{chart}')", what="the 24-hour temperature chart")
+    assert await page.evaluate(f"document.querySelectorAll('{chart} circle.dot, {chart} path.line').length") >= 1
     shot = await page.screenshot(ARTIFACTS / "status-page.png")
     assert shot.stat().st_size > 10_000
 

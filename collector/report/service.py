@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import importlib.util
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -85,10 +84,10 @@ def channels_for_report(cfg: Any) -> list[str]:
 
 async def send_report(cfg: Any, report: Report, lang: str | None = None) -> dict[str, str]:
     """Send through each channel; return channel → outcome text (delivered / retry / give_up: detail)."""
-    from alerts.channels.base import Notification, Outcome, get_channel_type
+    import alerts.channels.all  # noqa: F401 - registers the channel types
+    from alerts.channels.base import AlertItem, Notification, Outcome, get_channel_type
+    from alerts.model import fingerprint
 
-    if importlib.util.find_spec("alerts.channels.all") is not None:
-        importlib.import_module("alerts.channels.all")  # registers the channel types
     lang = _lang(cfg, lang)
     by_name = {c.name: c for c in cfg.channels}
     day = dt.datetime.fromtimestamp(report.end, cfg.report.zone()).strftime("%Y-%m-%d")
@@ -104,11 +103,17 @@ async def send_report(cfg: Any, report: Report, lang: str | None = None) -> dict
             results[name] = f"give_up: channel type {ch_cfg.type!r} is not available in this build"
             log.error("daily report: %s", results[name])
             continue
-        note = Notification(group_key=f"report:{day}", status="firing", receiver=name, alerts=[],
-                            title=title_text(report, lang), text=render_text(report, lang),
+        # One alert item carrying the report: receivers written for Alertmanager's webhook (and Alertmanager's
+        # own API) expect at least one alert in a message.
+        labels = {"alertname": "DailyReport", "severity": "info"}
+        annotations = {"summary": title_text(report, lang), "description": render_text(report, lang)}
+        item = AlertItem(fingerprint(labels, day), "firing", labels, annotations,
+                         dt.datetime.fromtimestamp(report.end, dt.UTC))
+        note = Notification(group_key=f"report:{day}", status="firing", receiver=name, alerts=[item],
+                            title=annotations["summary"], text=annotations["description"],
                             markdown=render_markdown(report, lang),
-                            group_labels={"alertname": "DailyReport"},
-                            common_labels={"alertname": "DailyReport", "severity": "info"}, reason="report")
+                            group_labels={"alertname": "DailyReport"}, common_labels=dict(labels),
+                            common_annotations={"summary": annotations["summary"]}, reason="report")
         try:
             for attempt in range(_RETRIES):
                 res = await channel.send(note)

@@ -18,6 +18,8 @@ const I18N = {
     updated: "更新于", stale: "无法连接汇总服务", loginFailed: "用户名或密码错误", actionFailed: "操作失败",
     colourNote: "告警接口不可用：颜色按默认阈值显示。", noHistory: "历史数据暂不可用。", noData: "无数据",
     langButton: "English", ofN: "/", hoursAgo: "24 小时前", now: "现在",
+    fallbackNote: "已由机房代理本地兜底通道（{kind}）于 {time} 通知", fallbackResolved: "，恢复通知于 {time} 发出",
+    sms: "短信",
   },
   en: {
     title: "Server rooms", report: "Daily report", login: "Log in", logout: "Log out", cancel: "Cancel", loading: "Loading…",
@@ -32,6 +34,8 @@ const I18N = {
     updated: "Updated", stale: "Cannot reach the collector", loginFailed: "Wrong user or password",
     actionFailed: "Action failed", colourNote: "Alerts API not available: colours follow the default thresholds.",
     noHistory: "History not available.", noData: "no data", langButton: "中文", ofN: "/", hoursAgo: "24 h ago", now: "now",
+    fallbackNote: "notified by the agent's local fallback ({kind}) at {time}", fallbackResolved: "; resolution sent at {time}",
+    sms: "SMS",
   },
 };
 
@@ -112,7 +116,16 @@ function normAlert(a) {
     since: a.firedAt || a.activeSince || a.starts_at || a.startsAt || a.active_since || null,
     acked: Boolean(a.acked || a.acknowledged || (ack && (ack.by || ack.at || ack === true))),
     ackedBy: (ack && ack.by) || a.acked_by || "",
+    fallback: a.fallback || null,
   };
+}
+// What the agent's local fallback already sent (alerts/fallback.py), in the page's language.
+const SMS_TYPES = ["gsm_modem", "aliyun_sms", "tencent_sms"];
+function fallbackNote(fb) {
+  const kind = SMS_TYPES.includes(fb.channelType) ? t("sms") : (fb.channelType || fb.channel || "?");
+  let text = t("fallbackNote").replace("{kind}", kind).replace("{time}", fmtTime(toSec(fb.firingAt)));
+  if (fb.resolvedAt) text += t("fallbackResolved").replace("{time}", fmtTime(toSec(fb.resolvedAt)));
+  return text;
 }
 function toSec(v) {
   if (v === null || v === undefined) return null;
@@ -206,7 +219,8 @@ function renderAlerts() {
   const logged = Boolean(state.session);
   const rows = state.alerts.map((a) => h("tr", { "data-alert-id": a.id, "data-alertname": a.name },
     h("td", {}, h("span", { class: "sev " + a.severity }, a.severity), " ", h("strong", {}, a.name),
-      a.summary ? h("div", { class: "muted small" }, a.summary) : null),
+      a.summary ? h("div", { class: "muted small" }, a.summary) : null,
+      a.fallback ? h("div", { class: "muted small fallback-note" }, fallbackNote(a.fallback)) : null),
     h("td", {}, where(a.labels)),
     h("td", { class: a.acked ? "acked" : a.state === "pending" ? "state-pending" : "" },
       a.acked ? t("acked") + (a.ackedBy ? ` (${a.ackedBy})` : "") : t(a.state === "pending" ? "pending" : "firing")),

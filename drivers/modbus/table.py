@@ -207,6 +207,8 @@ class CompiledRow:
         if r.active_low:
             raw = 0 if raw else 1
         out = (raw / self.divisor if self.divisor else raw * self.factor) + self.addend
+        if not math.isfinite(out):  # a float64 near its limit times the scale overflows: garbage, not a reading
+            return None
         if r.valid is not None and not r.valid[0] <= out <= r.valid[1]:
             return None
         return float(out)

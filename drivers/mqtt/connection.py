@@ -32,6 +32,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from roomwatch.tls import client_context
+
 __all__ = ["BrokerConnection", "BrokerSettings", "Subscription", "parse_broker_url"]
 
 log = logging.getLogger("roomwatch.driver.mqtt")
@@ -216,13 +218,7 @@ class BrokerConnection:
 
     def _ssl_context(self) -> ssl.SSLContext:
         s = self.settings
-        ctx = ssl.create_default_context(cafile=s.ca_file)
-        if s.cert_file:
-            ctx.load_cert_chain(s.cert_file, s.key_file)
-        if s.insecure_skip_verify:
-            ctx.check_hostname = False
-            ctx.verify_mode = ssl.CERT_NONE
-        return ctx
+        return client_context(s.ca_file, s.cert_file, s.key_file, s.insecure_skip_verify)
 
     async def aclose(self) -> None:
         """Disconnect and stop the network thread (called once by the agent at shutdown)."""

@@ -26,7 +26,8 @@ from drivers.mqtt.connection import BrokerConnection, BrokerSettings, Subscripti
 from drivers.mqtt.formats import FORMAT_DEFAULT_MAX_AGE, ParseOptions, parse
 from drivers.mqtt.payloads import MAX_PAYLOAD, QUANTITIES, Parsed, PayloadError
 from drivers.registry import register
-from roomwatch.configbase import Duration, Model, Secret
+from roomwatch.configbase import Duration, Secret
+from roomwatch.tls import ClientTLS
 
 __all__ = ["MqttConfig", "MqttDriver", "MqttTLS"]
 
@@ -42,13 +43,8 @@ def _protocol(value: Any) -> Any:
     return str(value).strip() if isinstance(value, (int, str)) and not isinstance(value, bool) else value
 
 
-class MqttTLS(Model):
-    """TLS options of an ``mqtts://`` broker (same keys as the collector's tls section)."""
-
-    ca_file: str | None = Field(default=None, description="CA that signed the broker's certificate (default: system store)")
-    cert_file: str | None = Field(default=None, description="client certificate, when the broker asks for one")
-    key_file: str | None = None
-    insecure_skip_verify: bool = Field(default=False, description="accept any certificate (lab only)")
+class MqttTLS(ClientTLS):
+    """TLS options of an ``mqtts://`` broker (the same keys as every other tls section)."""
 
 
 class MqttConfig(DeviceConfig):

@@ -1,11 +1,12 @@
-"""A simulated zigbee2mqtt bridge for the demo: one temperature/humidity sensor and one door.
+"""A simulated zigbee2mqtt bridge for the demo: a temperature/humidity sensor, a door, a leak sensor, a smoke detector.
 
 ``python -m roomwatch.sims.mqtt_publisher --port N`` publishes (retained, QoS 1)
 to the broker on 127.0.0.1:N what zigbee2mqtt would publish for an Aqara
-WSDCGQ11LM and an MCCGQ11LM (https://www.zigbee2mqtt.io/devices/WSDCGQ11LM.html,
-https://www.zigbee2mqtt.io/devices/MCCGQ11LM.html): the temperature and humidity
-drift slowly, the door opens for ``--door-open`` seconds every ``--door-every``.
-Stops on SIGTERM/SIGINT.
+WSDCGQ11LM, an MCCGQ11LM, an SJCGQ11LM and a Heiman HS1SA
+(https://www.zigbee2mqtt.io/devices/WSDCGQ11LM.html, .../MCCGQ11LM.html,
+.../SJCGQ11LM.html, .../HS1SA.html): the temperature and humidity drift slowly,
+the door opens for ``--door-open`` seconds every ``--door-every``; the floor stays
+dry and the air clear (they check in every minute). Stops on SIGTERM/SIGINT.
 """
 
 from __future__ import annotations
@@ -53,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--prefix", default="zigbee2mqtt", help="zigbee2mqtt base topic")
     p.add_argument("--sensor", default="room-th1", help="friendly name of the temperature/humidity sensor")
     p.add_argument("--door", default="door1", help="friendly name of the door sensor")
+    p.add_argument("--leak", default="leak1", help="friendly name of the water leak sensor ('' = none)")
+    p.add_argument("--smoke", default="smoke1", help="friendly name of the smoke detector ('' = none)")
     p.add_argument("--period", type=float, default=10.0, help="seconds between sensor reports")
     p.add_argument("--door-every", type=float, default=180.0)
     p.add_argument("--door-open", type=float, default=40.0)
@@ -87,6 +90,14 @@ def main(argv: list[str] | None = None) -> int:
                 client.publish(f"{args.prefix}/{args.door}", json.dumps(
                     {"battery": 100, "contact": not is_open, "device_temperature": 27, "linkquality": 84, "voltage": 3025}),
                     qos=1, retain=True)
+                if args.leak:
+                    client.publish(f"{args.prefix}/{args.leak}", json.dumps(
+                        {"battery": 91, "device_temperature": 25, "linkquality": 102, "voltage": 2995,
+                         "water_leak": False}), qos=1, retain=True)
+                if args.smoke:
+                    client.publish(f"{args.prefix}/{args.smoke}", json.dumps(
+                        {"battery": 100, "battery_low": False, "linkquality": 76, "smoke": False, "tamper": False}),
+                        qos=1, retain=True)
             stop.wait(0.2)
     finally:
         client.disconnect()

@@ -1,4 +1,5 @@
-"""Demo: a temperature/humidity sensor and a door over MQTT, as zigbee2mqtt publishes them.
+"""Demo: a temperature/humidity sensor, a door, a leak sensor and a smoke detector over MQTT, as zigbee2mqtt
+publishes them.
 
 Starts mosquitto on an ephemeral 127.0.0.1 port and the simulated bridge
 (:mod:`roomwatch.sims.mqtt_publisher`) as a subprocess. Without mosquitto the
@@ -50,12 +51,14 @@ def start(ctx: DemoContext) -> list[dict[str, Any]]:
     ctx.spawn([sys.executable, "-m", "roomwatch.sims.mqtt_publisher", "--port", str(port), "--door-every",
                str(DOOR_EVERY), "--door-open", str(DOOR_OPEN)], "mqtt-publisher", env=env)
     url = f"mqtt://127.0.0.1:{port}"
-    ctx.notes.append(f"MQTT broker {url} (mosquitto): zigbee2mqtt/room-th1 and zigbee2mqtt/door1; the door opens "
+    ctx.notes.append(f"MQTT broker {url} (mosquitto): zigbee2mqtt/room-th1, door1, leak1 and smoke1; the door opens "
                      f"for {DOOR_OPEN}s every {DOOR_EVERY // 60} min. Watch: mosquitto_sub -p {port} -t 'zigbee2mqtt/#' -v")
     return [
         {"name": "room-th1", "driver": "mqtt", "broker": url, "topic": "zigbee2mqtt/room-th1", "format": "zigbee2mqtt",
          "max_age": "1m", "labels": {"location": "cold-aisle"}},
         {"name": "door1", "driver": "mqtt", "broker": url, "topic": "zigbee2mqtt/door1", "format": "zigbee2mqtt"},
+        {"name": "leak1", "driver": "mqtt", "broker": url, "topic": "zigbee2mqtt/leak1", "format": "zigbee2mqtt"},
+        {"name": "smoke1", "driver": "mqtt", "broker": url, "topic": "zigbee2mqtt/smoke1", "format": "zigbee2mqtt"},
     ]
 
 
