@@ -58,6 +58,12 @@ CHANGES = [
      "matchers match, and recomputes (on every alert transition) over the alerts a rule concerns only. Found in "
      "the fleet profile: `Inhibitor.compute` re-ran every matcher on every active alert at every transition "
      "(~5 ms with a thousand open doors; it grows with active alerts × transitions)."),
+    ("garbage collection", "`collector/gcfreeze.py`", "while the series count grows, the collector moves its "
+     "long-lived objects to the permanent generation (`gc.freeze`). A full collection walked ~10 tracked objects "
+     "per series: with 200k series it stopped the event loop for 0.5–0.75 s (seen with `gc.callbacks` in the "
+     "collector process), now 5–20 ms. Measured with `bench.fleet --agents 2000 --procs 4 --seconds 40 --history "
+     "on`, freeze/no-freeze/freeze/no-freeze: push round trip p99 212 / 387 / 162 / 895 ms, event → notification "
+     "p99 260 / 396 / 189 / 1,351 ms, max 399 / 742 / 339 / 1,604 ms, collector CPU unchanged (0.36–0.44 cores)."),
     ("scrape", "`roomwatch/exposition.py`, `collector/http.py`", "a `/metrics` scrape is rendered in pieces of "
      "4096 lines with the event loop free between pieces (pushes waited for whole scrapes: the fleet's slow pushes "
      "all fell on scrapes); the series snapshot skips its per-series staleness test while nothing can be stale. "
