@@ -49,7 +49,8 @@ BENCHMARKS: list[Benchmark] = [
     Benchmark("spool"),            # issue 6: spool throughput, backlog drain, history cost
     Benchmark("collector"),        # issue 2: ingest and /metrics render vs prometheus_client
     Benchmark("hotpath"),          # issue 8: the ingest path stage by stage
-    Benchmark("fleet", ["--seconds", "60"]),  # issue 8: 1,000 agents on one collector, history on/off
+    Benchmark("fleet", ["--seconds", "45", "--also-agents", "2000"]),  # issue 8: one collector, 1,000 agents
+                                                                       # history on/off; 2,000 for sizing
     Benchmark("rules"),            # issue 5: rule evaluation cost
     Benchmark("alert_latency"),    # issue 5: push → webhook vs Prometheus + Alertmanager
     Benchmark("e2e_door"),         # issue 5: MQTT publish → agent → collector → webhook, end to end
