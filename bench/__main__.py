@@ -65,6 +65,7 @@ section says the exact command, the machine and the versions. The machine is a s
 2-core VM: absolute times drift ±30 % between runs, so comparisons are ratios measured
 A/B/A/B in one run. Raw results: `bench/results/<name>.json` (not committed).
 `python -m bench --quick` runs everything small (a smoke check; do not quote its figures).
+Sizing for large fleets from these figures: [docs/scaling.md](docs/scaling.md).
 """
 
 
