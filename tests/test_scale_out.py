@@ -16,6 +16,7 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import shlex
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -25,7 +26,19 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.helpers import ROOT, RoomwatchProcess, free_port, http_get, http_json, http_post, metric_value, wait_for, write_yaml
+from tests.helpers import (
+    ROOT,
+    RoomwatchProcess,
+    free_port,
+    http_get,
+    http_json,
+    http_post,
+    metric_value,
+    require_binary,
+    run_cli,
+    wait_for,
+    write_yaml,
+)
 from tests.peers.alertmanager import Alertmanager, start_alertmanager
 from tests.peers.webhook_receiver import WebhookReceiver, webhook_receiver  # noqa: F401 - fixture
 from tests.reliability_rig import AGENT_BOOT, Proc
@@ -110,6 +123,25 @@ def _wait_notifications(receiver: WebhookReceiver, expected: list[str], settle: 
              what=f"notifications {expected} (got {_leak_notifications(receiver)})")
     time.sleep(settle)
     assert _leak_notifications(receiver) == expected
+
+
+def test_shipped_scale_out_configs_are_valid() -> None:
+    """What users copy must pass each engine's own checker."""
+    for name in ("collector-a.yaml", "collector-b.yaml", "agent.yaml"):
+        res = run_cli("check-config", str(SCALE / name))
+        assert res.returncode == 0, res.stdout + res.stderr
+    amtool = require_binary("/usr/bin/amtool")
+    res = subprocess.run([amtool, "check-config", str(SCALE / "alertmanager.yml")], capture_output=True, text=True,
+                         timeout=60, check=False)
+    assert res.returncode == 0, res.stdout + res.stderr
+    promtool = require_binary("/usr/bin/promtool")
+    res = subprocess.run([promtool, "check", "config", str(SCALE / "prometheus.yml")], capture_output=True, text=True,
+                         timeout=60, check=False)
+    assert res.returncode == 0, res.stdout + res.stderr
+    a, b = (yaml.safe_load((SCALE / f"collector-{n}.yaml").read_text()) for n in "ab")
+    assert a["agents"] == b["agents"], "both collectors of a failover pair must accept every agent"
+    agent = yaml.safe_load((SCALE / "agent.yaml").read_text())
+    assert agent["collector"]["urls"] == [f"http://{a['listen']}", f"http://{b['listen']}"]
 
 
 @pytest.fixture
