@@ -38,6 +38,8 @@ from alerts.model import FIRING, PENDING, RESOLVED, Alert, fingerprint
 from alerts.rules import Rule
 from alerts.timewindow import WorkingHours
 from drivers.vocabulary import STATE_EVENTS
+from roomwatch.interning import label_pairs, string
+from roomwatch.interning import labels as interned_labels
 from roomwatch.wire import EventRecord, SampleRecord
 
 __all__ = ["RuleEngine", "SeriesState"]
@@ -179,17 +181,19 @@ class RuleEngine:
         for rule, ci in self.by_metric.get(metric, ()):
             if all(m.matches(labels) for m in rule.conds[ci].matchers):
                 entries.append(_Entry(self._state(rule, labels), ci, rule.conds[ci].when))
-        self._alias[key] = entries
+        # shared strings and pairs: this key lives as long as the series
+        self._alias[(string(agent_id), string(metric), label_pairs(raw))] = entries
         return entries
 
     def _state(self, rule: Rule, labels: dict[str, str]) -> SeriesState:
-        skey = tuple(sorted(labels.items()))
+        pairs = label_pairs(labels)
+        skey = tuple(sorted(pairs))
         st = self.states.get((rule.index, skey))
         if st is None:
             n = max(1, len(rule.conds))
             alert_labels = self._alert_labels(rule, labels)
-            st = SeriesState(rule, dict(labels), skey, fingerprint(alert_labels, rule.fp_salt), [False] * n, [None] * n,
-                             [-(2**62)] * n)
+            st = SeriesState(rule, interned_labels(pairs), skey, fingerprint(alert_labels, rule.fp_salt), [False] * n,
+                             [None] * n, [-(2**62)] * n)
             self.states[(rule.index, skey)] = st
             if rule.window != "always":
                 self._windowed.add(st)

@@ -41,7 +41,10 @@ def _wait(url: str, proc: subprocess.Popen[bytes]) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--minutes", type=float, default=10.0)
+    ap.add_argument("--quick", action="store_true", help="one minute (smoke test)")
     args = ap.parse_args()
+    if args.quick:
+        args.minutes = min(args.minutes, 1.0)
     from tests.helpers import free_port
 
     tmp = Path(tempfile.mkdtemp(prefix="rw-footprint-"))
@@ -121,7 +124,8 @@ def markdown(res: dict[str, Any]) -> str:
     if res.get("node_exporter_rss_mib") is not None:
         rows.append(["node_exporter 1.5, scraped every 10 s (same run)", f"{res['node_exporter_rss_mib']:.1f}", "",
                      f"{res['node_exporter_cpu_seconds_per_hour']:.1f}"])
-    return "\n".join([header(res, f"Agent footprint over {res['minutes']:.0f} minutes (issue 2)"),
+    minutes = round(res["minutes"])
+    return "\n".join([header(res, f"Agent footprint over {minutes} minute{'' if minutes == 1 else 's'} (issue 2)"),
                       table(["process", "RSS at end (MiB)", "RSS max (MiB)", "CPU seconds per hour"], rows), "",
                       "Target: agent under 40 MiB with the host driver. The floor is the interpreter + asyncio/ssl "
                       "(19 MiB) + pydantic, APScheduler, psutil, YAML (see BASELINES.md)."])

@@ -18,7 +18,6 @@ openings fall at random points of the scrape cycle).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import http.server
 import json
 import os
@@ -35,58 +34,9 @@ from typing import Any
 
 import yaml
 
-from bench.common import ROOT, median, percentile, table, versions, write_result
+from bench.common import ROOT, Receiver, free_port, median, percentile, table, versions, write_result
 
 TOKEN = "bench-token-0123456789abcdef"
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Receiver:
-    """Webhook receiver (aiohttp, own thread): records (receive time, path, body)."""
-
-    def __init__(self) -> None:
-        self.port = _free_port()
-        self.got: list[tuple[float, str, dict[str, Any]]] = []
-        self.lock = threading.Lock()
-        self.loop = asyncio.new_event_loop()
-        ready = threading.Event()
-        threading.Thread(target=self._run, args=(ready,), daemon=True).start()
-        ready.wait(10)
-
-    def _run(self, ready: threading.Event) -> None:
-        from aiohttp import web
-
-        async def handle(request: web.Request) -> web.Response:
-            at = time.time()
-            body = await request.json()
-            with self.lock:
-                self.got.append((at, request.path, body))
-            return web.Response(text="ok")
-
-        app = web.Application()
-        app.router.add_post("/{tail:.*}", handle)
-        runner = web.AppRunner(app, access_log=None)
-        self.loop.run_until_complete(runner.setup())
-        self.loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", self.port).start())
-        ready.set()
-        self.loop.run_forever()
-
-    def find(self, path: str, device: str, status: str, after: float) -> float | None:
-        with self.lock:
-            for at, p, body in self.got:
-                if p != path or at < after:
-                    continue
-                for a in body.get("alerts", []):
-                    if a["labels"].get("device") == device and a["status"] == status:
-                        return at
-        return None
 
 
 class Exporter:
@@ -141,7 +91,7 @@ class Pipelines:
         self.procs: list[subprocess.Popen[bytes]] = []
         hook = f"http://127.0.0.1:{self.recv.port}"
         # Alertmanager
-        am_port = _free_port()
+        am_port = free_port()
         (tmp / "am.yml").write_text(yaml.safe_dump({
             "route": {"receiver": "hook", "group_by": ["device"], "group_wait": "0s", "group_interval": "1s",
                       "repeat_interval": "1h"},
@@ -150,7 +100,7 @@ class Pipelines:
                                   f"--storage.path={tmp / 'am'}", f"--web.listen-address=127.0.0.1:{am_port}",
                                   "--cluster.listen-address=", "--log.level=warn"], tmp / "am.log"))
         # Prometheus
-        prom_port = _free_port()
+        prom_port = free_port()
         (tmp / "rules.yml").write_text(yaml.safe_dump({"groups": [{"name": "bench", "interval": "1s", "rules": [
             {"alert": "DoorOpenedOutOfHours", "expr": "roomwatch_door_open == 1", "for": "0s",
              "labels": {"severity": "warning"}}]}]}))
@@ -163,7 +113,7 @@ class Pipelines:
                                   f"--storage.tsdb.path={tmp / 'prom'}", f"--web.listen-address=127.0.0.1:{prom_port}",
                                   "--rules.alert.resend-delay=1s", "--log.level=warn"], tmp / "prom.log"))
         # roomwatch collector
-        rw_port = _free_port()
+        rw_port = free_port()
         self.rw_url = f"http://127.0.0.1:{rw_port}"
         (tmp / "collector.yaml").write_text(yaml.safe_dump({
             "listen": f"127.0.0.1:{rw_port}", "storage": str(tmp / "collector.db"), "agent_timeout": "1h",
@@ -299,7 +249,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--events", type=int, default=200)
     ap.add_argument("--doors", type=int, default=4)
+    ap.add_argument("--quick", action="store_true", help="20 openings (smoke test)")
     args = ap.parse_args()
+    if args.quick:
+        args.events = min(args.events, 20)
     res = run(args.events, args.doors)
     res["versions"] = versions("aiohttp")
     path = write_result("alert_latency", res)

@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import os
 import platform
+import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results"
+#: Where results go; ``python -m bench --results DIR`` sets the variable for the benchmark processes.
+RESULTS = Path(os.environ.get("ROOMWATCH_BENCH_RESULTS") or ROOT / "bench" / "results")
 
 
 def machine() -> dict[str, Any]:
@@ -122,3 +126,64 @@ def header(result: dict[str, Any], title: str) -> str:
              f"{m.get('cpu', '?')}, {m.get('cores', '?')} cores, {m.get('memory_gib', '?')} GiB, Python {m.get('python', '?')}"
              + (f"; {vers}" if vers else "") + "."]
     return "\n".join(lines) + "\n"
+
+
+def free_port() -> int:
+    """An unused TCP port on 127.0.0.1."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Receiver:
+    """Webhook receiver (aiohttp in its own thread): records (receive time, path, body) of every POST.
+
+    ``on_post`` (optional) is called in the receiver's thread with the same triple, so a benchmark can
+    index arrivals as they come instead of scanning ``got``.
+    """
+
+    def __init__(self, on_post: Callable[[float, str, dict[str, Any]], None] | None = None) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.got: list[tuple[float, str, dict[str, Any]]] = []
+        self.lock = threading.Lock()
+        self.on_post = on_post
+        self.loop = asyncio.new_event_loop()
+        ready = threading.Event()
+        threading.Thread(target=self._run, args=(ready,), daemon=True, name="bench-receiver").start()
+        if not ready.wait(10):
+            raise RuntimeError("webhook receiver did not start")
+
+    def _run(self, ready: threading.Event) -> None:
+        from aiohttp import web
+
+        async def handle(request: web.Request) -> web.Response:
+            at = time.time()
+            body = await request.json()
+            with self.lock:
+                self.got.append((at, request.path, body))
+                if self.on_post is not None:
+                    self.on_post(at, request.path, body)
+            return web.Response(text="ok")
+
+        app = web.Application()
+        app.router.add_post("/{tail:.*}", handle)
+        runner = web.AppRunner(app, access_log=None)
+        self.loop.run_until_complete(runner.setup())
+        self.loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", self.port).start())
+        ready.set()
+        self.loop.run_forever()
+
+    def find(self, path: str, device: str, status: str, after: float) -> float | None:
+        """Receive time of the first alert of ``device`` with ``status`` at ``path`` after ``after``."""
+        with self.lock:
+            for at, p, body in self.got:
+                if p != path or at < after:
+                    continue
+                for a in body.get("alerts", []):
+                    if a["labels"].get("device") == device and a["status"] == status:
+                        return at
+        return None
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)

@@ -1,6 +1,6 @@
 """End to end with real processes: MQTT publish of a door state → webhook received (issue 5).
 
-    python -m bench.e2e_door [--events 200] [--doors 1]
+    python -m bench.e2e_door [--events 200] [--doors 1] [--quick]
 
 mosquitto → ``roomwatch agent`` (mqtt driver, zigbee2mqtt door sensors, push every 60 s so the
 door goes out as an event at once) → ``roomwatch collector`` (default rules + a rule file with
@@ -105,7 +105,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--events", type=int, default=200, help="door transitions (half openings, half closings)")
     ap.add_argument("--doors", type=int, default=1, help="doors flipping in parallel")
+    ap.add_argument("--quick", action="store_true", help="20 transitions (smoke test, python -m bench --quick)")
     args = ap.parse_args()
+    if args.quick:
+        args.events = min(args.events, 20)
     res = run(args.events, args.doors)
     res["versions"] = versions("aiohttp", "paho-mqtt")
     path = write_result("e2e_door", res)

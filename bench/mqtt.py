@@ -1,12 +1,12 @@
 """MQTT ingest benchmark: messages/s one agent parses, CPU per 1k messages, memory with 500 sensors.
 
-    /work/venv/bin/python -m bench.mqtt [--messages 30000] [--sensors 500]
+    python -m bench.mqtt [--messages 30000] [--sensors 500] [--quick]
 
 Real processes on 127.0.0.1: mosquitto, a ``roomwatch agent`` (pull mode, so
 the figure is ingest and parsing, not pushing) and a publisher subprocess.
 Throughput rounds alternate zigbee2mqtt JSON (A) and plain values (B) in one
 run (A/B/A/B), so their ratio is measured under the same machine load. Prints
-a table and writes ``bench/results/mqtt.json``.
+the BENCHMARKS.md section and writes ``bench/results/mqtt.json``.
 """
 
 from __future__ import annotations
@@ -188,7 +188,10 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="MQTT ingest benchmark")
     p.add_argument("--messages", type=int, default=30000, help="messages per throughput round")
     p.add_argument("--sensors", type=int, default=500, help="sensors for the memory figure")
+    p.add_argument("--quick", action="store_true", help="3,000 messages per round, 50 sensors (smoke test)")
     args = p.parse_args(argv)
+    if args.quick:
+        args.messages, args.sensors = min(args.messages, 3000), min(args.sensors, 50)
     sys.path.insert(0, str(ROOT))
     from tests.peers.mosquitto import Mosquitto
 
@@ -203,20 +206,52 @@ def main(argv: list[str] | None = None) -> int:
             broker.stop()
     a = [r for r in rows if r["round"].startswith("A")]
     b = [r for r in rows if r["round"].startswith("B")]
-    result = {"date": time.strftime("%Y-%m-%d %H:%M"), "command": "python -m bench.mqtt " + " ".join(argv),
-              "throughput": rows, "memory": mem,
+    from bench.common import versions, write_result
+
+    vers = versions("paho-mqtt")
+    first = subprocess.run(["/usr/sbin/mosquitto", "-h"], capture_output=True, text=True, check=False).stdout
+    vers["mosquitto"] = first.split("version", 1)[1].split()[0] if "version" in first else "?"
+    result = {"versions": vers, "messages_per_round": args.messages, "throughput": rows, "memory": mem,
               "zigbee2mqtt_vs_value_cpu_ratio": round(sum(r["cpu_ms_per_1k"] for r in a) / sum(r["cpu_ms_per_1k"] for r in b), 2)}
-    print("\nround                  msgs/s   CPU ms per 1k msgs   processed/sent")
-    for r in rows:
-        print(f"{r['round']:<20} {r['msgs_per_s']:>8} {r['cpu_ms_per_1k']:>14}        {r['processed']}/{r['messages']}")
-    print(f"\nzigbee2mqtt/value CPU ratio: {result['zigbee2mqtt_vs_value_cpu_ratio']}")
-    print(f"memory: {mem['sensors']} sensors ({mem['sensors_up']} up, {mem['series']} series): agent RSS {mem['rss_mib']} MiB; "
-          f"empty agent {mem['rss_empty_agent_mib']} MiB, one MQTT sensor {mem['rss_one_sensor_mib']} MiB, "
-          f"{mem['per_sensor_kib']} KiB per further sensor")
-    out = ROOT / "bench" / "results"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "mqtt.json").write_text(json.dumps(result, indent=1))
+    path = write_result("mqtt", result)
+    print(markdown(json.loads(path.read_text())))
+    print(f"\nwrote {path}")
     return 0
+
+
+def markdown(res: dict[str, Any]) -> str:
+    """BENCHMARKS.md section."""
+    from bench.common import header, table
+
+    mem = res["memory"]
+    rows = [[r["round"], f"{r['msgs_per_s']:,}" if r["msgs_per_s"] else "—", f"{r['cpu_ms_per_1k']:.1f}",
+             f"{r['processed']}/{r['messages']}"] for r in res["throughput"]]
+    out = [header(res, "MQTT ingest (issue 4)"),
+           "### Messages per second and CPU per 1k messages", "",
+           f"A real `roomwatch agent` (pull mode) with 100 zigbee2mqtt devices and 100 plain-value devices on one "
+           f"mosquitto; a publisher subprocess sends {res['messages_per_round']:,} messages (QoS 1, round-robin over "
+           "the 100 topics) per round; rounds alternate A/B/A/B in one run.", "",
+           table(["round", "messages/s", "agent CPU ms per 1k messages", "processed/sent"], rows), "",
+           "* The rate is bounded by the single Python publisher: the agent kept up with everything sent when "
+           "processed = sent. The CPU figure is the agent's limit (paho's QoS 1 acknowledgements and the "
+           "benchmark's own /metrics polling every 50 ms included).",
+           f"* zigbee2mqtt JSON costs {res['zigbee2mqtt_vs_value_cpu_ratio']:.2f}× a plain value (ratio of the A and B "
+           "CPU sums in this run).",
+           "* A burst larger than the agent can parse is not dropped by the agent: paho's thread stops reading "
+           "(back-pressure) and the broker buffers; the benchmark sets mosquitto's `max_queued_messages 0` (its "
+           "default 1000 drops QoS 0 messages at the broker during a burst, MQTT semantics).", "",
+           f"### Agent memory with {mem['sensors']} sensors", "",
+           f"{mem['sensors']} zigbee2mqtt sensors (temperature, humidity, battery, link quality), each with a retained "
+           f"state on the broker, {mem['sensors_up']} up, {mem['series']:,} series on the agent's /metrics, after "
+           "one state re-send:", "",
+           table(["agent", "RSS"], [
+               ["no devices (host driver off)", f"{mem['rss_empty_agent_mib']} MiB"],
+               ["one MQTT sensor (paho loaded, one connection)", f"{mem['rss_one_sensor_mib']} MiB"],
+               [f"{mem['sensors']} MQTT sensors", f"{mem['rss_mib']} MiB ({mem['per_sensor_kib']} KiB per further sensor)"],
+           ]), "",
+           "MQTT message → webhook latency through agent, collector and alerting: see the end-to-end door section "
+           "(`bench.e2e_door`)."]
+    return "\n".join(out)
 
 
 if __name__ == "__main__":

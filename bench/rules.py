@@ -134,7 +134,10 @@ def run(rounds: int, hot: bool) -> dict[str, Any]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=21)
+    ap.add_argument("--quick", action="store_true", help="5 rounds (smoke test)")
     args = ap.parse_args()
+    if args.quick:
+        args.rounds = min(args.rounds, 5)
     res: dict[str, Any] = {"versions": versions("pydantic"), "scenarios": [run(args.rounds, False), run(args.rounds, True)]}
     path = write_result("rules", res)
     print(_table(res))

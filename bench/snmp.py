@@ -224,7 +224,10 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5, help="rounds (every target once) per block")
     parser.add_argument("--blocks", type=int, default=4, help="A/B block pairs")
     parser.add_argument("--memory-seconds", type=float, default=30.0)
+    parser.add_argument("--quick", action="store_true", help="2 blocks of 2 rounds, 10 s memory run (smoke test)")
     args = parser.parse_args()
+    if args.quick:
+        args.rounds, args.blocks, args.memory_seconds = min(args.rounds, 2), min(args.blocks, 2), min(args.memory_seconds, 10.0)
 
     procs = Procs()
     work = Path(tempfile.mkdtemp(prefix="roomwatch-bench-snmp-"))

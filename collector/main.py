@@ -98,6 +98,9 @@ async def serve(config_path: str) -> int:
         return 1
     await collector.start()
     await durable.start()
+    from collector.gcfreeze import freeze_while_growing
+
+    freezer = asyncio.create_task(freeze_while_growing(lambda: len(collector.series)), name="gc-freeze")
     notifier = Notifier()
     notifier.ready(f"collector on {host}:{port}, {len(cfg.agents)} agents")
     notifier.start_watchdog()
@@ -112,6 +115,7 @@ async def serve(config_path: str) -> int:
     finally:
         log.info("stopping")
         notifier.stopping()
+        freezer.cancel()
         await notifier.stop_watchdog()
         await collector.stop()
         await runner.cleanup()

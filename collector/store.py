@@ -39,6 +39,7 @@ from typing import Any
 
 from collector.db import ensure_schema, open_db
 from collector.seqs import SeqTracker
+from roomwatch.interning import label_pairs, string
 from roomwatch.wire import Batch
 
 __all__ = ["IngestStore", "StoreError"]
@@ -119,8 +120,10 @@ class IngestStore:
         for agent, lo, hi in self._conn.execute("SELECT agent, lo, hi FROM ingest_seq_ranges ORDER BY agent, lo"):
             stored.setdefault(agent, []).append((lo, hi))
         self._ranges = {agent: SeqTracker(ranges=r) for agent, r in stored.items()}
-        self._series: dict[tuple[str, str], int] = {
-            (m, lab): i for i, m, lab in self._conn.execute("SELECT id, metric, labels FROM history_series")}
+        # (metric, label pairs in arrival order) → history_series.id. Agents send labels in a stable
+        # order, so the common path is one dict lookup; the canonical text (sorted JSON) is built only
+        # for a series not seen since start (bench/hotpath.py: it was half of the writer's time).
+        self._sids: dict[tuple[str, tuple[tuple[str, str], ...]], int] = {}
         self._excluded: dict[str, bool] = {}
         self._queue: queue.SimpleQueue[_Job | _Task | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="ingest-store", daemon=True)
@@ -226,20 +229,24 @@ class IngestStore:
             hit = self._excluded[metric] = any(fnmatch.fnmatchcase(metric, p) for p in self.exclude)
         return hit
 
-    def _series_id(self, metric: str, labels: dict[str, str], new: list[tuple[str, str]]) -> int:
-        key = (metric, labels_key(labels))
-        sid = self._series.get(key)
+    def _series_id(self, metric: str, labels: dict[str, str], added: list[Any]) -> int:
+        key = (metric, tuple(labels.items()))
+        sid = self._sids.get(key)
         if sid is None:
-            cur = self._conn.execute("INSERT INTO history_series (metric, labels) VALUES (?, ?)", key)
-            sid = self._series[key] = int(cur.lastrowid or 0)
-            new.append(key)
+            canon = (metric, labels_key(labels))
+            row = self._conn.execute("SELECT id FROM history_series WHERE metric = ? AND labels = ?", canon).fetchone()
+            if row is None:
+                row = (self._conn.execute("INSERT INTO history_series (metric, labels) VALUES (?, ?)", canon).lastrowid,)
+            key = (string(metric), label_pairs(labels))  # shared strings: this key lives as long as the process
+            sid = self._sids[key] = int(row[0] or 0)
+            added.append(key)  # forgotten again if this transaction rolls back (the row may be gone)
         return sid
 
     def _commit_group(self, group: list[_Job]) -> None:
         started = time.perf_counter()
         results: list[bool] = []
         touched: dict[str, list[tuple[int, int]]] = {}  # agent → ranges before this group (to persist / roll back)
-        new_series: list[tuple[str, str]] = []
+        new_series: list[Any] = []
         ledger: dict[str, list[int]] = {}
         conn = self._conn
         want_rows = self.history or bool(self.remote_write)
@@ -275,7 +282,7 @@ class IngestStore:
             for agent, before in touched.items():  # memory must match the rolled-back database
                 self._ranges[agent] = SeqTracker(ranges=before)
             for key in new_series:
-                self._series.pop(key, None)
+                self._sids.pop(key, None)
             self.stats.failures += 1
             log.error("store commit of %d pushes failed: %s (agents will retry)", len(group), exc)
             err = StoreError(f"storage error: {exc}")
@@ -294,19 +301,26 @@ class IngestStore:
                 st.duplicates += 1
             job.loop.call_soon_threadsafe(_set_result, job.future, fresh)
 
-    def _write_rows(self, job: _Job, new_series: list[tuple[str, str]]) -> None:
+    def _write_rows(self, job: _Job, new_series: list[Any]) -> None:
         hist: list[tuple[int, int, float]] = []
         rw: list[tuple[int, int, float]] = []
         agent, skew = job.agent, job.skew
+        history, remote = self.history, bool(self.remote_write)
+        excluded, sids = self._excluded, self._sids
         for s in job.batch.samples:
-            keep = self.history and not self._is_excluded(s.metric)
-            if not keep and not self.remote_write:
+            metric = s.metric
+            hit = excluded.get(metric)
+            keep = history and not (self._is_excluded(metric) if hit is None else hit)
+            if not keep and not remote:
                 continue
             labels = s.labels if s.labels.get("agent") == agent else {**s.labels, "agent": agent}
-            row = (self._series_id(s.metric, labels, new_series), s.ts + skew, s.value)
+            sid = sids.get((metric, tuple(labels.items())))
+            if sid is None:
+                sid = self._series_id(metric, labels, new_series)
+            row = (sid, s.ts + skew, s.value)
             if keep:
                 hist.append(row)
-            if self.remote_write:
+            if remote:
                 rw.append(row)
         if hist:
             self._conn.executemany("INSERT OR IGNORE INTO history_samples (series, ts, value) VALUES (?, ?, ?)", hist)
@@ -326,11 +340,11 @@ class IngestStore:
     async def prune_history(self, retention_seconds: float) -> int:
         """Delete history older than the retention window; returns rows deleted."""
         cutoff = int((time.time() - retention_seconds) * 1000)
-        ids = list(self._series.values())
 
         def prune(conn: sqlite3.Connection) -> int:
             gone = 0
-            for sid in ids:  # per series along the primary key: no full scan, no extra index to maintain
+            # per series along the primary key: no full scan, no extra index to maintain
+            for (sid,) in conn.execute("SELECT id FROM history_series").fetchall():
                 gone += conn.execute("DELETE FROM history_samples WHERE series = ? AND ts < ?", (sid, cutoff)).rowcount
             return gone
 

@@ -9,7 +9,7 @@ string join. ``bench/`` compares the two on the same series.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 __all__ = [
@@ -20,6 +20,7 @@ __all__ = [
     "negotiate",
     "render",
     "render_labels",
+    "render_parts",
 ]
 
 CONTENT_TYPE_TEXT = "text/plain; version=0.0.4; charset=utf-8"
@@ -63,22 +64,23 @@ class Family:
     samples: list[tuple[str, float]] = field(default_factory=list)
 
 
-def _render_text(families: Iterable[Family]) -> bytes:
-    out: list[str] = []
-    add = out.append
+#: Sample lines per piece of :func:`render_parts` (a few ms of work at most).
+CHUNK = 4096
+
+
+def _parts_text(families: Iterable[Family], chunk: int) -> Iterator[str]:
     fmt = format_value
     for fam in families:
         if not fam.samples:
             continue
         name = fam.name
-        add(f"# HELP {name} {_escape_help(fam.help)}\n# TYPE {name} {'gauge' if fam.type == 'info' else fam.type}\n")
-        out.extend([f"{name}{lbl} {fmt(v)}\n" for lbl, v in fam.samples])
-    return "".join(out).encode()
+        yield f"# HELP {name} {_escape_help(fam.help)}\n# TYPE {name} {'gauge' if fam.type == 'info' else fam.type}\n"
+        samples = fam.samples
+        for i in range(0, len(samples), chunk):
+            yield "".join([f"{name}{lbl} {fmt(v)}\n" for lbl, v in samples[i:i + chunk]])
 
 
-def _render_openmetrics(families: Iterable[Family]) -> bytes:
-    out: list[str] = []
-    add = out.append
+def _parts_openmetrics(families: Iterable[Family], chunk: int) -> Iterator[str]:
     fmt = format_value
     for fam in families:
         if not fam.samples:
@@ -89,10 +91,19 @@ def _render_openmetrics(families: Iterable[Family]) -> bytes:
             base = name[: -len("_total")]
         elif fam.type == "info" and name.endswith("_info"):
             base = name[: -len("_info")]
-        add(f"# HELP {base} {_escape_help(fam.help)}\n# TYPE {base} {fam.type}\n")
-        out.extend([f"{name}{lbl} {fmt(v)}\n" for lbl, v in fam.samples])
-    add("# EOF\n")
-    return "".join(out).encode()
+        yield f"# HELP {base} {_escape_help(fam.help)}\n# TYPE {base} {fam.type}\n"
+        samples = fam.samples
+        for i in range(0, len(samples), chunk):
+            yield "".join([f"{name}{lbl} {fmt(v)}\n" for lbl, v in samples[i:i + chunk]])
+    yield "# EOF\n"
+
+
+def render_parts(families: Iterable[Family], content_type: str = CONTENT_TYPE_TEXT, chunk: int = CHUNK) -> Iterator[str]:
+    """The exposition as text pieces of at most ``chunk`` sample lines, so a server can serve other
+    requests between pieces of a large scrape; ``"".join`` of them is :func:`render`'s text."""
+    if content_type.startswith("application/openmetrics-text"):
+        return _parts_openmetrics(families, chunk)
+    return _parts_text(families, chunk)
 
 
 def negotiate(accept: str | None) -> str:
@@ -104,6 +115,4 @@ def negotiate(accept: str | None) -> str:
 
 def render(families: Iterable[Family], content_type: str = CONTENT_TYPE_TEXT) -> bytes:
     """Render families in the format named by ``content_type``."""
-    if content_type.startswith("application/openmetrics-text"):
-        return _render_openmetrics(families)
-    return _render_text(families)
+    return "".join(render_parts(families, content_type, 1 << 62)).encode()

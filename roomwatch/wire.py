@@ -21,6 +21,7 @@ import gzip
 import json
 import math
 import re
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,12 +44,16 @@ MAX_LABELS = 32
 MAX_LABEL_VALUE = 1024
 MAX_TEXT = 4096
 
-_METRIC_RE = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]{0,199}$")
-_LABEL_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]{0,99}$")
-_AGENT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$")
-_EVENT_RE = re.compile(r"^[a-z][a-z0-9_.]{0,63}$")
+# \Z, not $: "$" also matches before a trailing newline, and a metric or label name ending in
+# "\n" would break the /metrics exposition line it is written to.
+_METRIC_RE = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]{0,199}\Z")
+_LABEL_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]{0,99}\Z")
+_AGENT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}\Z")
+_EVENT_RE = re.compile(r"^[a-z][a-z0-9_.]{0,63}\Z")
 # 2000-01-01 .. 2100-01-01 in ms: outside that a clock is broken, not the room.
 _TS_MIN, _TS_MAX = 946_684_800_000, 4_102_444_800_000
+# JSON integers have no bound; beyond the float range float() raises OverflowError (a 500, not a 400).
+_INT_MAX = int(sys.float_info.max)
 
 
 class WireError(ValueError):
@@ -104,21 +109,52 @@ def encode_batch(batch: Batch, compress: bool = True) -> bytes:
     return gzip.compress(raw, compresslevel=5, mtime=0) if compress else raw
 
 
-def _labels(obj: Any, where: str) -> dict[str, str]:
+#: Label and metric names already validated. Agents send the same few names in every push, so a
+#: set lookup replaces the regex for them (bench/hotpath.py: validation was half of decode's cost).
+#: Bounded, so a client sending ever new names costs regex checks, not memory.
+_KNOWN_MAX = 4096
+_known_labels: set[str] = set()
+_known_metrics: set[str] = set()
+
+
+def _label_name(k: str, where: str) -> None:
+    if not _LABEL_RE.match(k) or k.startswith("__"):
+        raise WireError(f"{where}.labels: {k!r} is not a valid label name")
+    if len(_known_labels) < _KNOWN_MAX:
+        _known_labels.add(k)
+
+
+def _labels(obj: Any, kind: str, i: int) -> dict[str, str]:
+    """Validate the labels of ``<kind>[i]`` (the position only goes into an error message)."""
     if obj is None:
         return {}
     if not isinstance(obj, dict):
-        raise WireError(f"{where}.labels must be an object of strings")
+        raise WireError(f"{kind}[{i}].labels must be an object of strings")
     if len(obj) > MAX_LABELS:
-        raise WireError(f"{where}.labels has more than {MAX_LABELS} labels")
+        raise WireError(f"{kind}[{i}].labels has more than {MAX_LABELS} labels")
+    known = _known_labels
     for k, v in obj.items():
-        if not _LABEL_RE.match(k) or k.startswith("__"):
-            raise WireError(f"{where}.labels: {k!r} is not a valid label name")
+        if k not in known:
+            _label_name(k, f"{kind}[{i}]")
         if not isinstance(v, str):
-            raise WireError(f"{where}.labels.{k} must be a string")
+            raise WireError(f"{kind}[{i}].labels.{k} must be a string")
         if len(v) > MAX_LABEL_VALUE:
-            raise WireError(f"{where}.labels.{k} is longer than {MAX_LABEL_VALUE} characters")
+            raise WireError(f"{kind}[{i}].labels.{k} is longer than {MAX_LABEL_VALUE} characters")
     return obj
+
+
+def _metric_ok(metric: str) -> bool:
+    if not _METRIC_RE.match(metric) or not metric.startswith("roomwatch_"):
+        return False
+    if len(_known_metrics) < _KNOWN_MAX:
+        _known_metrics.add(metric)
+    return True
+
+
+def _finite_number(value: Any) -> bool:
+    if type(value) is float:
+        return math.isfinite(value)
+    return type(value) is int and -_INT_MAX <= value <= _INT_MAX
 
 
 def _ts(obj: Any, where: str) -> int:
@@ -167,22 +203,26 @@ def decode_batch(raw: bytes) -> Batch:
 
     samples: list[SampleRecord] = []
     append = samples.append
-    metric_ok = _METRIC_RE.match
+    known_metrics = _known_metrics
     isfinite = math.isfinite
     for i, s in enumerate(raw_samples):
         if not isinstance(s, dict):
             raise WireError(f"samples[{i}] must be an object")
         metric = s.get("metric")
-        if not isinstance(metric, str) or not metric_ok(metric) or not metric.startswith("roomwatch_"):
+        if not isinstance(metric, str) or (metric not in known_metrics and not _metric_ok(metric)):
             raise WireError(f"samples[{i}].metric must be a metric name starting with roomwatch_")
         value = s.get("value")
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not isfinite(value):
+        kind = type(value)  # what json.loads makes: exactly int, float or bool (type(True) is bool)
+        if kind is float:
+            if not isfinite(value):
+                raise WireError(f"samples[{i}].value must be a finite number")
+        elif kind is not int or not -_INT_MAX <= value <= _INT_MAX:
             raise WireError(f"samples[{i}].value must be a finite number")
         ts = s.get("ts")
         if isinstance(ts, bool) or not isinstance(ts, int) or not _TS_MIN <= ts <= _TS_MAX:
             ts = _ts(ts, f"samples[{i}].ts")
         labels = s.get("labels")
-        append(SampleRecord(metric, _labels(labels, f"samples[{i}]") if labels else {}, float(value), ts))
+        append(SampleRecord(metric, _labels(labels, "samples", i) if labels else {}, float(value), ts))
 
     events: list[EventRecord] = []
     for i, e in enumerate(raw_events):
@@ -192,13 +232,13 @@ def decode_batch(raw: bytes) -> Batch:
         if not isinstance(etype, str) or not _EVENT_RE.match(etype):
             raise WireError(f"events[{i}].type must be a lower-case word such as door_open")
         value = e.get("value")
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)):
+        if value is not None and not _finite_number(value):
             raise WireError(f"events[{i}].value must be a finite number")
         message = e.get("message", "")
         if not isinstance(message, str) or len(message) > MAX_TEXT:
             raise WireError(f"events[{i}].message must be text of at most {MAX_TEXT} characters")
         events.append(
-            EventRecord(etype, _labels(e.get("labels"), f"events[{i}]"), _ts(e.get("ts"), f"events[{i}].ts"),
+            EventRecord(etype, _labels(e.get("labels"), "events", i), _ts(e.get("ts"), f"events[{i}].ts"),
                         None if value is None else float(value), message)
         )
     return Batch(agent, seq, samples, events, sent)

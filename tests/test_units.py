@@ -10,7 +10,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from collector.seqs import SeqTracker
-from roomwatch.exposition import Family, format_value, render, render_labels
+from roomwatch.exposition import (
+    CONTENT_TYPE_OPENMETRICS,
+    CONTENT_TYPE_TEXT,
+    Family,
+    format_value,
+    render,
+    render_labels,
+    render_parts,
+)
 from roomwatch.wire import Batch, EventRecord, SampleRecord, WireError, decode_batch, encode_batch
 
 
@@ -38,6 +46,13 @@ def test_wire_roundtrip() -> None:
     ({"agent": "a", "seq": 1, "samples": [{"metric": "roomwatch_x", "value": 1, "ts": 1_700_000_000_000,
                                            "labels": {"a": 1}}]}, "samples[0].labels.a must be a string"),
     ({"agent": "a", "seq": 1, "events": [{"type": "Door Open", "ts": 1_700_000_000_000}]}, "events[0].type"),
+    # a trailing newline would end the /metrics line early: refused like any other bad character
+    ({"agent": "a", "seq": 1, "samples": [{"metric": "roomwatch_x\n", "value": 1, "ts": 1_700_000_000_000}]},
+     "samples[0].metric must be a metric name"),
+    ({"agent": "a", "seq": 1, "samples": [{"metric": "roomwatch_x", "value": 1, "ts": 1_700_000_000_000,
+                                           "labels": {"a\n": "v"}}]}, "not a valid label name"),
+    ({"agent": "a\n", "seq": 1}, "agent must be"),
+    ({"agent": "a", "seq": 1, "events": [{"type": "door_open\n", "ts": 1_700_000_000_000}]}, "events[0].type"),
 ])
 def test_wire_rejects_with_reason(doc: object, reason: str) -> None:
     with pytest.raises(WireError) as err:
@@ -46,11 +61,18 @@ def test_wire_rejects_with_reason(doc: object, reason: str) -> None:
 
 
 def test_wire_rejects_nan_and_inf() -> None:
-    for bad in ("NaN", "Infinity", "-Infinity"):
+    for bad in ("NaN", "Infinity", "-Infinity", "1" + "0" * 400, "-1" + "0" * 400, "true", '"1"', "null"):
         sample = '{"metric":"roomwatch_x","value":' + bad + ',"ts":1700000000000}'
         raw = ('{"agent":"a","seq":1,"samples":[' + sample + "]}").encode()
         with pytest.raises(WireError, match="finite"):
             decode_batch(raw)
+        event = '{"type":"door_open","value":' + bad + ',"ts":1700000000000}'
+        if bad != "null":  # an event may have no value
+            with pytest.raises(WireError, match=r"events\[0\].value must be a finite number"):
+                decode_batch(('{"agent":"a","seq":1,"events":[' + event + "]}").encode())
+    big = 10**300  # an integer still inside the float range is a value like any other
+    raw = ('{"agent":"a","seq":1,"samples":[{"metric":"roomwatch_x","value":' + str(big) + ',"ts":1700000000000}]}')
+    assert decode_batch(raw.encode()).samples[0].value == float(big)
 
 
 @given(st.binary(max_size=400))
@@ -93,6 +115,20 @@ def test_render_matches_prometheus_client_parser() -> None:
     parsed = {f.name: f for f in text_string_to_metric_families(render(fams).decode())}
     assert parsed["roomwatch_x"].type == "counter"
     assert [s.value for s in parsed["roomwatch_door_open"].samples] == [1.0, 0.0]
+
+
+def test_render_parts_join_to_render_in_both_formats() -> None:
+    """A scrape served in pieces (the collector yields between them) is byte for byte one render."""
+    fams = [Family("roomwatch_x_total", "A counter.", "counter", [(f'{{a="{i}"}}', float(i)) for i in range(10)]),
+            Family("roomwatch_empty", "Nothing.", "gauge", []),
+            Family("roomwatch_build_info", "Info.", "info", [('{version="1"}', 1.0)]),
+            Family("roomwatch_door_open", "Door.", "gauge", [(f'{{device="d{i}"}}', float(i % 2)) for i in range(7)])]
+    for ctype in (CONTENT_TYPE_TEXT, CONTENT_TYPE_OPENMETRICS):
+        whole = render(fams, ctype)
+        parts = list(render_parts(fams, ctype, chunk=3))
+        assert "".join(parts).encode() == whole
+        assert max(p.count("\n") for p in parts) <= 3  # no piece longer than the chunk (headers are 2 lines)
+    assert render(fams).count(b"# HELP roomwatch_empty") == 0
 
 
 def test_seq_tracker_ranges() -> None:

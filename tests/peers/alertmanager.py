@@ -22,6 +22,12 @@ class Alertmanager:
         self.proc = proc
         self.url = url
 
+    def status(self) -> dict[str, Any]:
+        """``GET /api/v2/status`` (``cluster.status``, ``cluster.peers``)."""
+        status, body = http_get(f"{self.url}/api/v2/status")
+        assert status == 200, body
+        return json.loads(body)
+
     def alerts(self, matcher: str = "", active_only: bool = True) -> list[dict[str, Any]]:
         """``GET /api/v2/alerts`` (resolved alerts are not listed)."""
         query = f"?filter={urllib.parse.quote(matcher)}" if matcher else ""
@@ -31,19 +37,22 @@ class Alertmanager:
 
 
 def start_alertmanager(workdir: Path, webhook_url: str | None = None, group_wait: str = "0s",
-                       group_interval: str = "1s", repeat_interval: str = "1h") -> Alertmanager:
+                       group_interval: str = "1s", repeat_interval: str = "1h", config: dict[str, Any] | None = None,
+                       cluster_flags: list[str] | None = None, port: int | None = None) -> Alertmanager:
+    """One Alertmanager; ``config`` replaces the generated one, ``cluster_flags`` (``--cluster.*``) make it a
+    cluster peer (without them it runs alone: ``--cluster.listen-address=``)."""
     binary = require_binary(BINARY)
-    port = free_port()
+    port = port or free_port()
     receiver: dict[str, Any] = {"name": "default"}
     if webhook_url:
         receiver["webhook_configs"] = [{"url": webhook_url, "send_resolved": True}]
-    conf = {"route": {"receiver": "default", "group_by": ["alertname"], "group_wait": group_wait,
-                      "group_interval": group_interval, "repeat_interval": repeat_interval},
-            "receivers": [receiver]}
+    conf = config or {"route": {"receiver": "default", "group_by": ["alertname"], "group_wait": group_wait,
+                                "group_interval": group_interval, "repeat_interval": repeat_interval},
+                      "receivers": [receiver]}
     (workdir / "alertmanager.yml").write_text(yaml.safe_dump(conf))
     proc = PeerProcess("alertmanager", [binary, f"--config.file={workdir / 'alertmanager.yml'}",
                                         f"--storage.path={workdir / 'data'}", f"--web.listen-address=127.0.0.1:{port}",
-                                        "--cluster.listen-address=", "--log.level=warn"], workdir)
+                                        *(cluster_flags or ["--cluster.listen-address="]), "--log.level=warn"], workdir)
     url = f"http://127.0.0.1:{port}"
     proc.wait_ready(lambda: http_get(f"{url}/-/ready", timeout=1)[0] == 200)
     return Alertmanager(proc, url)
