@@ -92,6 +92,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args)
 
 
+def _demo_duration(text: str) -> float:
+    from roomwatch.configbase import parse_duration
+
+    try:
+        value = parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if value < 2:
+        raise argparse.ArgumentTypeError("at least 2s")
+    return value
+
+
 def cmd_gen_token(args: argparse.Namespace) -> int:
     """Print a new random agent token and the hash to put in the collector config."""
     import secrets
@@ -126,12 +138,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="run collector + agent + simulated devices on 127.0.0.1",
                        description="Start a collector, an agent and simulated devices on 127.0.0.1 over their real "
-                                   "protocols and print the URLs. Ctrl-C stops everything.")
+                                   "protocols and print the URLs and a status page login (user demo, a password made "
+                                   "up for this run). A demo rule alerts as soon as the door opens; notifications are "
+                                   "printed as they arrive. Ctrl-C stops everything.")
     p.add_argument("--collector-port", type=int, default=9640, help="collector port (0 = any free port; default 9640)")
     p.add_argument("--agent-port", type=int, default=9641, help="agent port (0 = any free port; default 9641)")
-    p.add_argument("--dir", metavar="DIR", help="keep configs and state here instead of a temporary directory")
+    p.add_argument("--dir", metavar="DIR",
+                   help="put configs, state and logs here and keep them; without it they go to a temporary "
+                        "directory that is deleted on exit (kept, and its path printed, when something failed)")
     p.add_argument("--duration", type=float, default=0, metavar="SECONDS", help="stop after this long (0 = until Ctrl-C)")
     p.add_argument("--no-devices", action="store_true", help="only the host driver, no simulated devices")
+    p.add_argument("--door-every", type=_demo_duration, default=None, metavar="DURATION",
+                   help="how often the simulated door opens, e.g. 20s for a quick look or a test (default 3m; it "
+                        "stays open 40 s, or half the period when that is shorter)")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("check-config", help="validate agent/collector YAML files",

@@ -4,6 +4,15 @@ Everything talks over its real protocol on loopback. Simulated devices are
 plug-ins (:data:`SIMULATORS`): each starts a real server (snmpsim, upsd,
 mosquitto, a pymodbus server …) and returns the agent ``devices`` entries
 that read it. Ctrl-C stops every process the demo started, and only those.
+
+So that the demo shows the whole path, the collector also gets: a login for the
+status page (user ``demo``, a password made up for this run and printed with the
+URLs), a demo rule ``DemoDoorOpened`` (severity info) that fires as soon as the
+door opens, and a ``webhook`` channel to a receiver in this process
+(:mod:`roomwatch.demo_sink`) that prints every notification.
+
+The directory (configs, databases, logs) is temporary and deleted on a clean
+exit; it is kept — and its path printed — when anything failed, or given with ``--dir``.
 """
 
 from __future__ import annotations
@@ -19,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,7 +37,13 @@ from typing import Any
 
 import yaml
 
-__all__ = ["SIMULATORS", "DemoContext", "Simulator", "free_port", "run_demo"]
+__all__ = ["DEMO_USER", "SIMULATORS", "DemoContext", "Simulator", "build_configs", "free_port", "run_demo",
+           "write_demo_rules"]
+
+#: The status page login the demo creates (its password is random per run).
+DEMO_USER = "demo"
+#: How often the simulated door opens unless ``--door-every`` says otherwise (seconds).
+DOOR_EVERY_DEFAULT = 180.0
 
 
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
@@ -52,6 +68,8 @@ class DemoContext:
     """Where a simulator may put files and what it started (to stop it later)."""
 
     workdir: Path
+    #: Seconds between openings of a simulated door (``roomwatch demo --door-every``).
+    door_every: float = DOOR_EVERY_DEFAULT
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
     cleanups: list[Callable[[], None]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -115,15 +133,55 @@ def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
             proc.wait(5)
 
 
-def build_configs(ctx: DemoContext, collector_port: int, agent_port: int, devices: list[dict[str, Any]]) -> tuple[Path, Path]:
-    """Write the demo's collector and agent files; return their paths."""
+#: The demo's own rule: the default pack waits 10 minutes before DoorOpenTooLong, so without it a
+#: visitor would not see an alert (nor try acknowledging one) while the demo's door is open.
+DEMO_RULES = """\
+# Written by `roomwatch demo` for the demo only (not part of the default rule pack):
+# an alert as soon as the demo's door opens, so the status page and the notification
+# sink show the whole path at once. It resolves 2 minutes after the last opening.
+rules:
+  - alert: DemoDoorOpened
+    severity: info
+    event: door_open
+    for: 0s
+    resolve_after: 2m
+    annotations:
+      summary: {zh-CN: "演示：机房门被打开", en: "Demo: the door was opened"}
+      description:
+        zh-CN: "演示规则：门一打开就告警（默认规则 DoorOpenTooLong 要等 10 分钟）。"
+        en: "Demo rule: an alert as soon as the door opens (the default DoorOpenTooLong waits 10 minutes)."
+"""
+
+
+def write_demo_rules(workdir: Path) -> Path:
+    """Write the demo's rule file (``DemoDoorOpened``) into ``workdir``; return its path."""
+    path = workdir / "demo-rules.yaml"
+    path.write_text(DEMO_RULES, encoding="utf-8")
+    return path
+
+
+def build_configs(ctx: DemoContext, collector_port: int, agent_port: int, devices: list[dict[str, Any]],
+                  password_hash: str | None = None, sink_url: str | None = None) -> tuple[Path, Path]:
+    """Write the demo's collector and agent files; return their paths.
+
+    ``password_hash`` adds the status page user :data:`DEMO_USER`; ``sink_url`` routes every
+    alert to a ``webhook`` channel there. The demo rule file is always included.
+    """
     token = secrets.token_urlsafe(24)
-    collector = {
+    collector: dict[str, Any] = {
         "listen": f"127.0.0.1:{collector_port}",
         "storage": str(ctx.workdir / "collector.db"),
         "agent_timeout": "15s",
         "agents": [{"id": "demo-agent", "token": token}],
+        "rules": {"files": [str(write_demo_rules(ctx.workdir))]},
+        "alerts": {"external_url": f"http://127.0.0.1:{collector_port}/"},
     }
+    if sink_url:
+        collector["channels"] = [{"name": "demo-terminal", "type": "webhook", "url": sink_url}]
+        # group_by "...": one message per alert, so the terminal shows each alert's own firing/resolved line.
+        collector["routes"] = [{"channels": ["demo-terminal"], "group_by": ["..."]}]
+    if password_hash:
+        collector["web"] = {"users": [{"name": DEMO_USER, "password_hash": password_hash}]}
     agent = {
         "agent": {"id": "demo-agent", "site": "demo-county", "room": "server-room-1",
                   "listen": f"127.0.0.1:{agent_port}", "interval": "5s",
@@ -140,9 +198,12 @@ def build_configs(ctx: DemoContext, collector_port: int, agent_port: int, device
 
 def run_demo(args: argparse.Namespace) -> int:
     """Start everything, print the URLs, wait for Ctrl-C (or ``--duration``), stop everything."""
-    workdir = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="roomwatch-demo-"))
+    from collector.webauth import hash_password
+    from roomwatch.demo_sink import NotificationSink
+
+    workdir = (Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="roomwatch-demo-"))).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
-    ctx = DemoContext(workdir)
+    ctx = DemoContext(workdir, door_every=getattr(args, "door_every", None) or DOOR_EVERY_DEFAULT)
     cport = args.collector_port or free_port()
     aport = args.agent_port or free_port()
     if not _port_free(cport):
@@ -160,6 +221,8 @@ def run_demo(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     code = 0
+    failed: list[str] = []  # what went wrong; any entry keeps the directory and its logs
+    sink: NotificationSink | None = None
     try:
         devices: list[dict[str, Any]] = []
         if not args.no_devices:
@@ -169,7 +232,11 @@ def run_demo(args: argparse.Namespace) -> int:
                     devices.extend(sim.start(ctx))
                 except Exception as exc:  # one missing peer must not stop the demo
                     print(f"simulated {sim.name} not started: {exc}", file=sys.stderr)
-        cpath, apath = build_configs(ctx, cport, aport, devices)
+                    failed.append(f"simulated {sim.name} not started")
+        # A password for this run only, never a fixed one: anyone on this machine can reach 127.0.0.1.
+        password = secrets.token_urlsafe(12)
+        sink = NotificationSink(workdir / "notifications.log").start()
+        cpath, apath = build_configs(ctx, cport, aport, devices, hash_password(password), sink.url)
         me = [sys.executable, "-m", "roomwatch"]
         collector = ctx.spawn(me + ["collector", "-c", str(cpath)], "collector")
         _wait_http(f"http://127.0.0.1:{cport}/readyz", collector)
@@ -179,10 +246,15 @@ def run_demo(args: argparse.Namespace) -> int:
 roomwatch demo is running (files and logs in {workdir})
 
   status page        http://127.0.0.1:{cport}/
+  login              user {DEMO_USER}, password {password}  (made up for this run)
   collector metrics  http://127.0.0.1:{cport}/metrics
   agents (JSON)      http://127.0.0.1:{cport}/api/v1/agents
+  alerts (JSON)      http://127.0.0.1:{cport}/api/v1/alerts
   agent metrics      http://127.0.0.1:{aport}/metrics
   agent health       http://127.0.0.1:{aport}/healthz
+  notifications      printed below as they arrive (webhook channel "demo-terminal" → {sink.url};
+                     also in {workdir / 'notifications.log'})
+  demo rule          DemoDoorOpened (info): an alert as soon as the door opens ({workdir / 'demo-rules.yaml'})
 """)
         for device in devices:
             print(f"  device {device['name']:<16} {device['driver']}")
@@ -194,18 +266,25 @@ roomwatch demo is running (files and logs in {workdir})
             for proc, name in ((collector, "collector"), (agent, "agent")):
                 if proc.poll() is not None:
                     print(f"{name} exited with code {proc.returncode}; see {workdir / (name + '.log')}", file=sys.stderr)
+                    failed.append(f"{name} exited")
                     stop_now, code = True, 1
             time.sleep(0.2)
-    except RuntimeError as exc:
-        print(f"demo failed: {exc}; logs in {workdir}", file=sys.stderr)
+    except Exception as exc:  # anything at all: say so, stop what started, keep the logs
+        if not isinstance(exc, RuntimeError):  # RuntimeError: a startup problem we described; else a bug
+            traceback.print_exc()
+        print(f"demo failed: {exc}", file=sys.stderr)
+        failed.append("demo failed")
         code = 1
     finally:
         _stop(ctx.processes)
+        if sink is not None:
+            sink.stop()
         for cleanup in reversed(ctx.cleanups):
             with contextlib.suppress(Exception):
                 cleanup()
-        if not args.dir and code == 0:
+        if failed:
+            print(f"logs kept in {workdir} ({'; '.join(failed)})", file=sys.stderr)
+        elif not args.dir:
             shutil.rmtree(workdir, ignore_errors=True)
-        print("demo stopped.")
+        print("demo stopped.", flush=True)
     return code
-

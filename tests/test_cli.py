@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -78,3 +79,45 @@ def test_demo_runs_and_stops_on_ctrl_c(tmp_path) -> None:
         rest, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0, "".join(lines) + rest
     assert "demo stopped." in rest
+
+
+def test_demo_help_says_where_logs_go_and_door_every_is_checked() -> None:
+    res = run_cli("demo", "--help")
+    text = " ".join(res.stdout.split())
+    assert "--dir DIR put configs, state and logs here and keep them" in text
+    assert "deleted on exit (kept, and its path printed, when something failed)" in text
+    assert "--door-every DURATION" in text
+    for bad in ("20", "fast", "1s"):  # no unit, not a duration, too short
+        res = run_cli("demo", "--door-every", bad)
+        assert res.returncode == 2 and "--door-every" in res.stderr, (bad, res.stderr)
+
+
+def _demo(tmp_path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``roomwatch demo --duration 1`` to completion, its temporary directory under ``tmp_path``."""
+    full = {**os.environ, "PYTHONPATH": str(ROOT), "TMPDIR": str(tmp_path), **(env or {})}
+    return subprocess.run([sys.executable, "-m", "roomwatch", "demo", "--collector-port", "0", "--agent-port", "0",
+                           "--duration", "1", *args], cwd=ROOT, env=full, capture_output=True, text=True, timeout=150,
+                          check=False)
+
+
+def test_demo_deletes_its_directory_after_a_clean_run(tmp_path) -> None:
+    res = _demo(tmp_path, "--no-devices")
+    assert res.returncode == 0 and "demo stopped." in res.stdout, res.stdout + res.stderr
+    made = re.search(r"files and logs in (\S+)\)", res.stdout).group(1)
+    assert made.startswith(str(tmp_path)) and not os.path.exists(made)
+    assert "logs kept" not in res.stderr
+    # The tour's pieces are printed: a login made up for this run, the notification sink, the demo rule.
+    password = re.search(r"login\s+user demo, password (\S+)", res.stdout).group(1)
+    assert len(password) >= 12 and password not in _demo(tmp_path, "--no-devices").stdout
+    assert "notifications " in res.stdout and "DemoDoorOpened (info)" in res.stdout
+
+
+def test_demo_keeps_and_names_its_logs_when_something_failed(tmp_path) -> None:
+    # NUT "not installed": the demo goes on without that UPS, but says where the logs are and keeps them.
+    res = _demo(tmp_path, env={"ROOMWATCH_NUT_BIN": str(tmp_path / "no-nut")})
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "simulated NUT UPS (dummy-ups + upsd) not started" in res.stderr
+    kept = re.search(r"logs kept in (\S+) \(", res.stderr)
+    assert kept and kept.group(1).startswith(str(tmp_path)), res.stderr
+    logs = {p.name for p in Path(kept.group(1)).iterdir()}
+    assert {"collector.log", "agent.log", "collector.yaml", "demo-rules.yaml"} <= logs, logs

@@ -66,3 +66,12 @@ def test_demo_simulator_publishes_zigbee2mqtt_messages(tmp_path: Path) -> None:
         for cleanup in ctx.cleanups:
             with contextlib.suppress(Exception):
                 cleanup()
+
+
+def test_door_schedule_follows_door_every() -> None:
+    from roomwatch.sims.mqtt_room import door_schedule
+
+    assert door_schedule(180) == (40, 30)  # the default: open 40 s every 3 min, first after 30 s
+    assert door_schedule(20) == (10, 10)  # roomwatch demo --door-every 20s: half open, half closed
+    opened = [t for t in range(60) if Room.door_open(t, 20, *door_schedule(20))]
+    assert opened == list(range(10, 20)) + list(range(30, 40)) + list(range(50, 60))

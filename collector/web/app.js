@@ -17,6 +17,7 @@ const I18N = {
     firing: "告警中", pending: "待定", never: "从未上报", lastSeen: "最后上报",
     updated: "更新于", stale: "无法连接汇总服务", loginFailed: "用户名或密码错误", actionFailed: "操作失败",
     colourNote: "告警接口不可用：颜色按默认阈值显示。", noHistory: "历史数据暂不可用。", noData: "无数据",
+    roomNoHistory: "{room}：历史曲线暂不可用",
     langButton: "English", ofN: "/", hoursAgo: "24 小时前", now: "现在",
     fallbackNote: "已由机房代理本地兜底通道（{kind}）于 {time} 通知", fallbackResolved: "，恢复通知于 {time} 发出",
     sms: "短信",
@@ -33,7 +34,7 @@ const I18N = {
     actions: "Actions", firing: "firing", pending: "pending", never: "never pushed", lastSeen: "last push",
     updated: "Updated", stale: "Cannot reach the collector", loginFailed: "Wrong user or password",
     actionFailed: "Action failed", colourNote: "Alerts API not available: colours follow the default thresholds.",
-    noHistory: "History not available.", noData: "no data", langButton: "中文", ofN: "/", hoursAgo: "24 h ago", now: "now",
+    noHistory: "History not available.", noData: "no data", roomNoHistory: "{room}: history not available", langButton: "中文", ofN: "/", hoursAgo: "24 h ago", now: "now",
     fallbackNote: "notified by the agent's local fallback ({kind}) at {time}", fallbackResolved: "; resolution sent at {time}",
     sms: "SMS",
   },
@@ -47,7 +48,7 @@ const M = {
 
 const state = {
   lang: localStorage.getItem("roomwatch.lang") || document.documentElement.dataset.defaultLang || "zh-CN",
-  rooms: null, alerts: null, alertsAvailable: true, session: null, history: {}, historyAvailable: true,
+  rooms: null, alerts: null, alertsAvailable: true, session: null, history: {}, historyAvailable: true, historyErrors: {},
   lastOk: 0, silenceTarget: null,
 };
 if (!I18N[state.lang]) state.lang = "zh-CN";
@@ -143,6 +144,7 @@ function roomSeverity(room) {
         (!l.room && l.agent && room.agents.includes(l.agent));
       if (!here) continue;
       if (a.state === "pending") { if (sev === "ok") sev = "pending"; continue; }
+      if (a.severity === "info") continue; // for the record only: it does not colour the room
       if (a.severity === "critical") return "critical";
       sev = "warning";
     }
@@ -252,6 +254,10 @@ function renderDown() {
 }
 
 // --- 24-hour charts: own SVG line chart, threshold lines of the default rule pack ---
+// The plot is 280 viewBox units wide: 288 points (one per 5 minutes) is about one per unit, so the
+// collector downsamples (GET /api/v1/history?step=300s, averages per bucket) instead of sending
+// every reading (a sensor read every 5 s is 17,280 samples a day).
+const HISTORY_STEP = 86400 / 288;
 function lineChart(samples, opts) {
   const W = 320, H = 120, L = 34, R = 6, T = 6, B = 16;
   const svg = s("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": opts.title });
@@ -261,7 +267,7 @@ function lineChart(samples, opts) {
   if (opts.fixed) [lo, hi] = opts.fixed;
   if (hi - lo < 1e-9) { hi += 1; lo -= 1; }
   const pad = (hi - lo) * 0.08; lo -= pad; hi += pad;
-  const x = (ts) => L + ((ts - start) / 86400) * (W - L - R);
+  const x = (ts) => L + (Math.max(0, ts - start) / 86400) * (W - L - R); // the first bucket may begin before start
   const y = (v) => T + (1 - (v - lo) / (hi - lo)) * (H - T - B);
   svg.append(s("line", { class: "axis", x1: L, y1: H - B, x2: W - R, y2: H - B }));
   svg.append(s("line", { class: "axis", x1: L, y1: T, x2: L, y2: H - B }));
@@ -273,11 +279,12 @@ function lineChart(samples, opts) {
     svg.append(s("line", { class: l.cls, x1: L, x2: W - R, y1: y(l.v), y2: y(l.v) }));
   }
   // Break the line where samples are missing for more than 10 minutes (an outage is not a slope).
+  const maxGap = Math.max(600, 2 * HISTORY_STEP);
   let d = "", prev = null, run = [];
   const dots = (pts) => { if (pts.length === 1) svg.append(s("circle", { class: "dot", cx: x(pts[0][0]), cy: y(pts[0][1]), r: 2 })); };
   for (const [ts, v] of samples) {
-    if (ts < start) continue;
-    const gap = prev === null || ts - prev > 600;
+    if (ts < start - HISTORY_STEP) continue;
+    const gap = prev === null || ts - prev > maxGap;
     if (gap) { dots(run); run = []; }
     d += (gap ? "M" : "L") + x(ts).toFixed(1) + " " + y(v).toFixed(1) + " ";
     run.push([ts, v]);
@@ -288,28 +295,49 @@ function lineChart(samples, opts) {
   return svg;
 }
 
+function roomKey(room) { return `${room.site}/${room.room}`; }
+
+// One room's charts: {entries} or {error}; {disabled} when the collector keeps no history (404).
+// Each room is asked separately, so a room whose query fails (too many sensors for
+// history.max_samples, a timeout) loses only its own charts.
+async function loadRoomHistory(room, start, end) {
+  const entries = {};
+  for (const metric of [M.temp, M.hum]) {
+    const has = room.devices.some((d) => d.series.some((x) => x.metric === metric));
+    if (!has) continue;
+    const q = new URLSearchParams({ metric, start: String(Math.floor(start)), end: String(Math.ceil(end)),
+      step: HISTORY_STEP + "s" });
+    if (room.site) q.set("site", room.site);
+    if (room.room) q.set("room", room.room);
+    let r;
+    try { r = await getJSON("/api/v1/history?" + q.toString()); } catch (e) { r = { ok: false, status: 0, data: null }; }
+    if (r.status === 404) return { disabled: true };
+    if (!r.ok || !r.data || !Array.isArray(r.data.series)) {
+      return { error: (r.data && r.data.error) || (r.status ? `HTTP ${r.status}` : String(t("stale"))) };
+    }
+    for (const series of r.data.series) {
+      const l = series.labels || {};
+      const key = [metric, l.site, l.room, l.agent, l.device, l.sensor].join("|");
+      entries[key] = { metric, labels: l, samples: series.samples || [] };
+    }
+  }
+  return { entries };
+}
+
 async function loadHistory() {
   if (!state.rooms) return;
   const end = Date.now() / 1000, start = end - 86400;
-  const out = {};
+  const out = {}, errors = {};
   for (const room of state.rooms.rooms) {
-    for (const metric of [M.temp, M.hum]) {
-      const has = room.devices.some((d) => d.series.some((x) => x.metric === metric));
-      if (!has) continue;
-      const q = new URLSearchParams({ metric, start: String(Math.floor(start)), end: String(Math.ceil(end)) });
-      if (room.site) q.set("site", room.site);
-      if (room.room) q.set("room", room.room);
-      const r = await getJSON("/api/v1/history?" + q.toString());
-      if (!r.ok || !r.data || !Array.isArray(r.data.series)) { state.historyAvailable = false; renderCharts(); return; }
-      for (const series of r.data.series) {
-        const l = series.labels || {};
-        const key = [metric, l.site, l.room, l.agent, l.device, l.sensor].join("|");
-        out[key] = { metric, labels: l, samples: series.samples || [] };
-      }
-    }
+    const got = await loadRoomHistory(room, start, end);
+    if (got.disabled) { state.historyAvailable = false; renderCharts(); return; }
+    const label = [room.site, room.room].filter(Boolean).join(" / ") || room.agents.join(", ");
+    if (got.error) errors[roomKey(room)] = { label, error: got.error };
+    else Object.assign(out, got.entries);
   }
   state.historyAvailable = true;
   state.history = out;
+  state.historyErrors = errors;
   state.historyEnd = end;
   renderCharts();
 }
@@ -318,6 +346,9 @@ function renderCharts() {
   const box = $("charts");
   box.replaceChildren();
   if (!state.historyAvailable) { box.append(h("p", { class: "muted", id: "history-na" }, t("noHistory"))); return; }
+  for (const [key, e] of Object.entries(state.historyErrors).sort()) {
+    box.append(h("p", { class: "muted history-error", "data-room": key, title: e.error }, t("roomNoHistory").replace("{room}", e.label)));
+  }
   const entries = Object.values(state.history).sort((a, b) => where(a.labels).localeCompare(where(b.labels)) || a.metric.localeCompare(b.metric));
   for (const e of entries) {
     const temp = e.metric === M.temp;

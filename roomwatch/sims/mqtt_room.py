@@ -20,7 +20,20 @@ from typing import Any
 
 from roomwatch.demo import SIMULATORS, DemoContext, Simulator, free_port
 
-DOOR_EVERY, DOOR_OPEN = 180, 40  # s: the door opens for 40 s every 3 minutes
+DOOR_OPEN, DOOR_OFFSET = 40.0, 30.0  # s: open for 40 s, first 30 s after the start (ctx.door_every: default 3 min)
+
+
+def door_schedule(every: float) -> tuple[float, float]:
+    """(open for, first opening after) in seconds for a door that opens every ``every`` seconds.
+
+    40 s open and a first opening 30 s in, or half the period each when that is shorter
+    (``roomwatch demo --door-every 20s``: open 10 s, closed 10 s, first opening after 10 s).
+    """
+    return min(DOOR_OPEN, every / 2), min(DOOR_OFFSET, every / 2)
+
+
+def _human(seconds: float) -> str:
+    return f"{seconds / 60:g} min" if seconds >= 60 and seconds % 60 == 0 else f"{seconds:g} s"
 
 
 def _wait_port(port: int, proc: Any, timeout: float = 15.0) -> None:
@@ -48,11 +61,13 @@ def start(ctx: DemoContext) -> list[dict[str, Any]]:
     _wait_port(port, broker)
     root = str(Path(__file__).resolve().parents[2])  # so the child imports this roomwatch, installed or not
     env = {"PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)}
+    every = ctx.door_every
+    open_for, offset = door_schedule(every)
     ctx.spawn([sys.executable, "-m", "roomwatch.sims.mqtt_publisher", "--port", str(port), "--door-every",
-               str(DOOR_EVERY), "--door-open", str(DOOR_OPEN)], "mqtt-publisher", env=env)
+               str(every), "--door-open", str(open_for), "--door-offset", str(offset)], "mqtt-publisher", env=env)
     url = f"mqtt://127.0.0.1:{port}"
     ctx.notes.append(f"MQTT broker {url} (mosquitto): zigbee2mqtt/room-th1, door1, leak1 and smoke1; the door opens "
-                     f"for {DOOR_OPEN}s every {DOOR_EVERY // 60} min. Watch: mosquitto_sub -p {port} -t 'zigbee2mqtt/#' -v")
+                     f"for {_human(open_for)} every {_human(every)}. Watch: mosquitto_sub -p {port} -t 'zigbee2mqtt/#' -v")
     return [
         {"name": "room-th1", "driver": "mqtt", "broker": url, "topic": "zigbee2mqtt/room-th1", "format": "zigbee2mqtt",
          "max_age": "1m", "labels": {"location": "cold-aisle"}},
