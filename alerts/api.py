@@ -80,7 +80,8 @@ async def alert_history(request: web.Request) -> web.Response:
         return _json_error(400, "since and until are Unix seconds")
     out = []
     for a in svc.store.history(since, until):
-        out.append({"id": a.id, "fingerprint": a.fp, "alertname": a.name, "severity": a.severity, "labels": a.labels, "state": a.state,
+        out.append({"id": a.id, "fingerprint": a.fp, "alertname": a.name, "severity": a.severity, "labels": a.labels,
+                    "state": a.state,
                     "activeSince": a.active_since, "firedAt": a.fired_at, "resolvedAt": a.resolved_at,
                     "ack": None if a.ack_at is None else {"by": a.ack_by, "at": a.ack_at, "comment": a.ack_comment},
                     "fallback": svc.fallback_json(a)})
