@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
         if args.url:
             start, end = report_window(cfg.report, day)
             source = HTTPHistory(args.url)
-            report = compute_report(source, source, cfg.report, start, end)
+            report = compute_report(source, source, cfg.report, start, end, cfg.rules)
         else:
             report = build_report(cfg, day)
     except OSError as exc:
