@@ -208,6 +208,8 @@ def test_cli_prints_the_report(store_path: Path, tmp_path: Path) -> None:
     assert doc["rooms"][0]["doors"][0]["openings"] == 3
     r = run_cli("report", "-c", str(conf), "--date", DAY.isoformat(), "--lang", "en")
     assert r.returncode == 0 and "Daily inspection report" in r.stdout
+    r = run_cli("report", "-c", str(conf), "--date", DAY.isoformat(), "--language", "en")  # as test-alert spells it
+    assert r.returncode == 0 and "Daily inspection report" in r.stdout
     r = run_cli("report", "-c", str(conf), "--date", "28/11/2026")
     assert r.returncode == 2 and "YYYY-MM-DD" in r.stderr
 
