@@ -76,6 +76,19 @@ def test_expired_silence_and_bad_silences(tmp_path: Path) -> None:
         h.svc.add_silence({"matchers": ['room="A"'], "comment": "x"}, "a")
     with pytest.raises(SilenceError, match="not a matcher"):
         h.svc.add_silence({"matchers": ["room is A"], "duration": "1h", "comment": "x"}, "a")
+    # The real reason, not "value must be quoted": a broken regex, a missing quote, text after the quote.
+    for matcher, reason in (("device=~(ups1,ups2", "bad regular expression '(ups1,ups2': missing )"),
+                            ('device=~"(ups1|ups2"', "bad regular expression '(ups1|ups2'"),
+                            ('alertname=~"Door.*', "has no closing"),
+                            ('room="A" or room="B"', "unexpected ' or room=\"B\"' after the quoted value"),
+                            ("device=~ups{1,2}", 'must be quoted: write device=~"ups{1,2}"')):
+        with pytest.raises(SilenceError) as err:
+            h.svc.add_silence({"matchers": [matcher], "duration": "1h", "comment": "x"}, "a")
+        assert reason in str(err.value), (matcher, str(err.value))
+    # A regex keeps its escapes, as in Alertmanager: \. is a dot, not any character.
+    s = h.svc.add_silence({"matchers": ['instance=~"10\\.0\\.0\\.1"'], "duration": "1h", "comment": "x"}, "a")
+    assert s.matchers[0].value == "10\\.0\\.0\\.1" and not s.matchers[0].matches({"instance": "10a0b0c1"})
+    h.svc.expire_silence(s.id)
     s = h.svc.add_silence({"matchers": ['device="leak1"'], "duration": "1h", "comment": "测试"}, "a")
     h.svc.expire_silence(s.id)
     leak(h, True)
