@@ -40,8 +40,10 @@ def test_smallest_contract_file_is_valid(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("text", "line", "key", "message"), [
-    ("rules:\n  overrides:\n    RoomTemperatureHigh: {when: '> 27', clear: '< 28'}\n", 4, "rules",
-     'clear "< 28" overlaps when "> 27"'),
+    ("rules:\n  overrides:\n    RoomTemperatureHigh: {when: '> 27', clear: '< 28'}\n", 6,
+     "rules.overrides.RoomTemperatureHigh", 'clear "< 28" overlaps when "> 27"'),
+    ("rules:\n  overrides:\n    DoorOpenTooLong: {for: 5m}\n    RoomHumidityOutOfRange:\n      when: '< 0.3'\n"
+     "      clear: '< 0.4'\n", 7, "rules.overrides.RoomHumidityOutOfRange", "overlaps"),
     ("rules:\n  overrides:\n    RoomTempHigh: {for: 1m}\n", 6, "rules.overrides.RoomTempHigh",
      "'RoomTempHigh' is not a rule of the default pack"),
     ("rules:\n  extra:\n    - {alert: X, metric: roomwatch_door_open, when: 'is open'}\n", 6, "rules.extra[0].when",
