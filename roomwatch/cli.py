@@ -153,18 +153,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _load_extra_commands() -> None:
-    """Commands owned by other packages register here (kept lazy: importing them is cheap)."""
-    import importlib
-    import importlib.util
+#: Commands owned by other packages (they add themselves to EXTRA_COMMANDS when imported).
+EXTRA_MODULES = {"test-alert": "alerts.cli", "hash-password": "alerts.cli", "report": "collector.report.cli"}
+CORE_COMMANDS = frozenset({"agent", "collector", "demo", "check-config", "gen-token"})
 
-    for module in ("alerts.cli", "collector.report.cli"):  # test-alert (alerting), report (daily report)
-        if importlib.util.find_spec(module) is not None:
-            importlib.import_module(module)
+
+def _load_extra_commands(argv: Sequence[str]) -> None:
+    """Import the modules of the other packages' commands, but only when they can be needed.
+
+    ``roomwatch agent`` must not import the collector's and the alerting's code: the
+    agent's memory budget is tight, and those imports cost it about 2 MiB.
+    """
+    import importlib
+
+    wanted = next((a for a in argv if not a.startswith("-")), None)
+    if wanted in CORE_COMMANDS:
+        return
+    modules = [EXTRA_MODULES[wanted]] if wanted in EXTRA_MODULES else sorted(set(EXTRA_MODULES.values()))
+    for module in modules:  # for `roomwatch --help` or a mistyped command: every command, for the listing
+        importlib.import_module(module)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    _load_extra_commands()
+    _load_extra_commands(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
