@@ -49,7 +49,6 @@ class DeviceRunner:
         self.interval = interval
         self.timeout = cfg.timeout if cfg.timeout is not None else min(10.0, interval)
         self.labels = {**base_labels, **cfg.labels, "device": cfg.name}
-        self.max_age: float | None = getattr(cfg, "max_age", None)
         self.up: bool | None = None
         self.reason = ""
         self.changed_at = time.time()
@@ -58,9 +57,10 @@ class DeviceRunner:
         self.skipped = 0
         self.duration: float | None = None
         self.started = False
-        #: Listening devices: the current value of each series, re-sent every interval while the
-        #: device is up, so a door closed for an hour stays current at the collector.
-        self.current: dict[tuple[str, tuple[tuple[str, str], ...]], SampleRecord] = {}
+        #: Listening devices: the current value of each series and the monotonic time it arrived,
+        #: re-sent every interval while the device is up, so a door closed for an hour stays
+        #: current at the collector (a measurement only while younger than ``max_age``).
+        self.current: dict[tuple[str, tuple[tuple[str, str], ...]], tuple[SampleRecord, float]] = {}
         self.refreshed = 0.0  # monotonic time current values were last re-sent
 
 
@@ -202,7 +202,7 @@ class Agent:
         self._set_up(dev, True)
         records = self._records(dev, readings, now)
         for rec in records:
-            dev.current[(rec.metric, tuple(rec.labels.items()))] = rec
+            dev.current[(rec.metric, tuple(rec.labels.items()))] = (rec, dev.last_seen)
         records += self._health(dev, now)
         self._publish(dev, records, replace=False, events=[
             EventRecord(e.type, {**dev.labels, **(e.labels or {})}, int((e.ts or now) * 1000), e.value, e.message)
@@ -243,24 +243,33 @@ class Agent:
     async def _check_silence(self) -> None:
         """Watch listening devices (every second).
 
-        A device goes down when it is silent past ``max_age`` or when its driver says it cannot
-        hear it (the broker is unreachable); its values then leave the agent's /metrics and the
-        collector hides them (device_up 0). While up, its current values are re-sent every
-        ``interval`` with a fresh time, so a state that rarely changes (a closed door) never
-        expires at the collector; while down, device_up 0 is re-sent the same way.
+        A device goes down when it is silent past its ``max_age`` (counted from the agent's start
+        when it never spoke) or when its driver says it cannot hear it (the broker is unreachable);
+        its values then leave the agent's /metrics and the collector hides them (device_up 0).
+        While up, its current values are re-sent every ``interval`` with a fresh time, so a state
+        that rarely changes (a closed door) never expires at the collector; a measurement not
+        refreshed within ``max_age`` (one dead probe of a board that still talks) is not re-sent
+        and leaves /metrics. While down, device_up 0 is re-sent the same way.
         """
         now_m = time.monotonic()
         now = time.time()
         for dev in self.devices.values():
             if dev.driver.mode != "listen":
                 continue
+            try:
+                max_age = dev.driver.max_age()
+            except Exception:  # a driver bug must not stop the watch of the others
+                log.exception("max_age() of %s", dev.name)
+                max_age = None
             since = dev.last_seen or self._started_m
-            if dev.max_age and now_m - since > dev.max_age:
-                reason: str | None = f"no message for {now_m - since:.0f}s (max_age {dev.max_age:g}s)"
+            if max_age and now_m - since > max_age:
+                reason: str | None = (f"no message for {now_m - since:.0f}s (max_age {max_age:g}s)" if dev.last_seen
+                                      else f"no message since the agent started {now_m - since:.0f}s ago "
+                                           f"(max_age {max_age:g}s)")
             else:
                 try:
                     reason = dev.driver.problem()
-                except Exception:  # a driver bug must not stop the watch of the others
+                except Exception:
                     log.exception("problem() of %s", dev.name)
                     reason = None
             if reason and dev.up is not False:
@@ -271,9 +280,15 @@ class Agent:
                 self._publish(dev, self._health(dev, now), replace=False)
             elif dev.up is not None and now_m - dev.refreshed >= dev.interval:
                 dev.refreshed = now_m
+                if max_age:
+                    for key in [k for k, (rec, seen) in dev.current.items()
+                                if now_m - seen > max_age and rec.metric not in v.STATE_EVENTS]:
+                        del dev.current[key]
                 ms = int(now * 1000)
-                records = [SampleRecord(r.metric, r.labels, r.value, ms) for r in dev.current.values()] if dev.up else []
-                self._publish(dev, records + self._health(dev, now), replace=False)
+                records = ([SampleRecord(r.metric, r.labels, r.value, ms) for r, _ in dev.current.values()]
+                           if dev.up else [])
+                # replace: a measurement dropped above also leaves the agent's /metrics.
+                self._publish(dev, records + self._health(dev, now), replace=True)
 
     def _self_samples(self, now_ms: int) -> list[SampleRecord]:
         """Agent health, added to every pushed batch and the agent's /metrics."""

@@ -3,7 +3,7 @@
 | method, path | |
 | --- | --- |
 | ``GET /api/v1/alerts`` | active alerts (pending, firing) with ack, silence and inhibition state |
-| ``POST /api/v1/alerts/{id}/ack`` | acknowledge (login) — body optional ``{"comment": "..."}`` |
+| ``POST /api/v1/alerts/{id}/ack`` | acknowledge one episode (login) — body optional ``{"comment": "..."}`` |
 | ``GET /api/v1/silences`` | silences (active, pending, recently expired) |
 | ``POST /api/v1/silences`` | create (or update, with ``id``) a silence (login) |
 | ``DELETE /api/v1/silences/{id}`` (or ``?id=``) | expire a silence (login) |
@@ -20,7 +20,7 @@ from typing import Any
 
 from aiohttp import web
 
-from alerts.service import AlertService
+from alerts.service import AckError, AlertService
 from alerts.silences import SilenceError
 from collector.http import ROUTE_HOOKS
 from collector.webauth import require_user
@@ -62,9 +62,10 @@ async def ack_alert(request: web.Request) -> web.Response:
     comment = body.get("comment", "") if isinstance(body, dict) else ""
     if not isinstance(comment, str):
         return _json_error(400, "comment must be text")
-    alert = svc.ack(request.match_info["id"], user, comment)
-    if alert is None:
-        return _json_error(404, "no active alert with this id (it may have resolved)")
+    try:
+        alert = svc.ack(request.match_info["id"], user, comment)
+    except AckError as exc:
+        return _json_error(exc.status, str(exc))
     inhibited = svc.inhibitor.compute(svc.engine.active.values(), svc.engine.version)
     return web.json_response(svc.alert_json(alert, svc.clock(), inhibited))
 
@@ -79,7 +80,8 @@ async def alert_history(request: web.Request) -> web.Response:
         return _json_error(400, "since and until are Unix seconds")
     out = []
     for a in svc.store.history(since, until):
-        out.append({"id": a.fp, "alertname": a.name, "severity": a.severity, "labels": a.labels, "state": a.state,
+        out.append({"id": a.id, "fingerprint": a.fp, "alertname": a.name, "severity": a.severity, "labels": a.labels,
+                    "state": a.state,
                     "activeSince": a.active_since, "firedAt": a.fired_at, "resolvedAt": a.resolved_at,
                     "ack": None if a.ack_at is None else {"by": a.ack_by, "at": a.ack_at, "comment": a.ack_comment},
                     "fallback": svc.fallback_json(a)})

@@ -17,7 +17,9 @@ __all__ = ["cmd_hash_password", "cmd_test_alert"]
 def _test_alert_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("-c", "--config", required=True, metavar="FILE", help="collector YAML file")
     p.add_argument("--channel", required=True, metavar="NAME", help="name of a channel in the file's channels list")
-    p.add_argument("--language", choices=["zh-CN", "en"], help="message language (default: the config's)")
+    # --lang like `roomwatch report`; --language kept for scripts written before.
+    p.add_argument("--lang", "--language", dest="lang", choices=["zh-CN", "en"],
+                   help="message language (default: alerts.language, else web.language)")
 
 
 def cmd_test_alert(args: argparse.Namespace) -> int:
@@ -46,7 +48,7 @@ def cmd_test_alert(args: argparse.Namespace) -> int:
         return 2
     conf = next(c for c in cfg.channels if c.name == args.channel)
     channel = build_channels([conf])[conf.name]
-    lang = args.language or cfg.alerts.language or cfg.web.language
+    lang = args.lang or cfg.alerts.language or cfg.web.language
     from zoneinfo import ZoneInfo
 
     url = (cfg.alerts.external_url or default_external_url(cfg)).rstrip("/")

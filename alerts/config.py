@@ -247,9 +247,8 @@ class RulesConfig(Model):
         if problems:
             raise ValueError("; ".join(problems))
         self._file_rules = loaded
-        from alerts.rules import rule_configs
-
-        rule_configs(self)  # overrides merged into the defaults must still be valid rules
+        # Overrides merged into the defaults must still be valid rules: checked in alerting_checks,
+        # which can name the override's own key and line (a validator here could only blame `rules:`).
         return self
 
     def file_rules(self) -> list[tuple[str, int, RuleConfig]]:
@@ -330,7 +329,7 @@ class RouteConfig(Model):
 
 def alerting_checks(cfg: Any) -> list[tuple[tuple[Any, ...], str]]:
     """Cross-section checks of a collector config (channels named in routes, overrides of known rules)."""
-    from alerts.rules import default_rule_names
+    from alerts.rules import default_rule_names, override_problems
 
     problems: list[tuple[tuple[Any, ...], str]] = []
     names = {c.name for c in cfg.channels}
@@ -344,4 +343,5 @@ def alerting_checks(cfg: Any) -> list[tuple[tuple[Any, ...], str]]:
         if name not in known:
             problems.append((("rules", "overrides", name),
                              f"{name!r} is not a rule of the default pack; known: {', '.join(sorted(known))}"))
+    problems.extend((("rules", "overrides", name), reason) for name, reason in override_problems(cfg.rules))
     return problems

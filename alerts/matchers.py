@@ -64,12 +64,30 @@ def make_matcher(name: str, op: str, value: str) -> Matcher:
     return Matcher(name, op, value, regex)
 
 
-def _unquote(text: str) -> str:
-    if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":
-        body = text[1:-1]
-        return re.sub(r"\\(.)", r"\1", body)
+_ESCAPES = {"\\": "\\", '"': '"', "'": "'", "n": "\n"}
+_ESCAPE_RE = re.compile(r"\\(.)", re.DOTALL)
+_QUOTED_RE = re.compile(r"""^(["'])((?:\\.|(?!\1)[^\\])*)\1(.*)$""", re.DOTALL)
+
+
+def _unquote(name: str, op: str, text: str) -> str:
+    """The value of a matcher, its quotes and escapes removed; ValueError says what is really wrong."""
+    if text[:1] in ("\"", "'"):
+        quoted = _QUOTED_RE.match(text)
+        if quoted is None:
+            raise ValueError(f"value {text!r} has no closing {text[0]} (write {name}{op}\"...\")")
+        if quoted.group(3):
+            raise ValueError(f"unexpected {quoted.group(3)!r} after the quoted value in {name}{op}{text}")
+        # As Alertmanager: \\ \" \n are escapes, any other backslash stays (a regex's \. or \d).
+        return _ESCAPE_RE.sub(lambda m: _ESCAPES.get(m.group(1), m.group(0)), quoted.group(2))
     if any(c in text for c in "\"'{},"):
-        raise ValueError(f"value {text!r} must be quoted")
+        # Unquoted, a regex's braces and commas read like list syntax: say so, but a broken
+        # regex is the problem to report first (quoting alone would not fix it).
+        if op in ("=~", "!~"):
+            try:
+                re.compile(text)
+            except re.error as exc:
+                raise ValueError(f"bad regular expression {text!r}: {exc}") from None
+        raise ValueError(f"value {text!r} must be quoted: write {name}{op}\"{text}\"")
     return text
 
 
@@ -93,7 +111,7 @@ def parse_matcher(text: Any) -> Matcher:
     m = _MATCHER_RE.match(text)
     if not m:
         raise ValueError(f'{text!r} is not a matcher; write name="value", name!="value", name=~"regex" or name!~"regex"')
-    return make_matcher(m.group(1), m.group(2), _unquote(m.group(3)))
+    return make_matcher(m.group(1), m.group(2), _unquote(m.group(1), m.group(2), m.group(3)))
 
 
 def parse_matchers(items: Iterable[Any] = (), equal: Mapping[str, str] | None = None) -> tuple[Matcher, ...]:

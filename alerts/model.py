@@ -3,8 +3,9 @@
 One alert identity (``fp``, the fingerprint) per rule and label set: the
 same condition on the same series is the same alert across restarts. An
 alert goes pending → firing → resolved; each pass is an *episode* (a row in
-the store), so history keeps every occurrence while the API and acks use the
-fingerprint of the current one.
+the store), so history keeps every occurrence. The API, ack links and acks name
+one episode (:attr:`Alert.id`, ``<fingerprint>-<episode>``), so acknowledging
+from an old message cannot silence a later incident of the same rule and labels.
 """
 
 from __future__ import annotations
@@ -60,6 +61,11 @@ class Alert:
     def fallback_resolved(self) -> bool:
         """The agent's local fallback already sent this episode's resolution."""
         return self.fallback is not None and bool(self.fallback.get("resolved_at"))
+
+    @property
+    def id(self) -> str:
+        """``<fingerprint>-<episode>``: this episode (the bare fingerprint before it is first stored)."""
+        return self.fp if self.episode is None else f"{self.fp}-{self.episode}"
 
     @property
     def acked(self) -> bool:

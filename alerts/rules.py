@@ -21,7 +21,7 @@ from alerts.matchers import Matcher, parse_matcher, parse_matchers
 from roomwatch.configbase import ConfigError, Model, load_model, load_yaml
 
 __all__ = ["Cond", "InhibitRule", "Rule", "compile_rules", "default_inhibit_rules", "default_rule_names",
-           "load_rule_file"]
+           "load_rule_file", "override_problems", "rule_configs"]
 
 DEFAULTS_FILE = Path(__file__).with_name("defaults.yaml")
 
@@ -133,6 +133,21 @@ def _apply_override(base: RuleConfig, override: Any) -> RuleConfig:
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
         raise ValueError(f"override of {base.alert}: {first['msg'].removeprefix('Value error, ')}") from None
+
+
+def override_problems(cfg: RulesConfig) -> list[tuple[str, str]]:
+    """(alertname, reason) of each override that does not give a valid rule of the default pack."""
+    by_name = {r.alert: r for r in _defaults().rules}
+    out = []
+    for name, ov in cfg.overrides.items():
+        base = by_name.get(name)
+        if base is None:
+            continue  # an unknown name: alerting_checks says so
+        try:
+            _apply_override(base, ov)
+        except ValueError as exc:
+            out.append((name, str(exc)))
+    return out
 
 
 def rule_configs(cfg: RulesConfig) -> list[tuple[str, RuleConfig]]:

@@ -38,7 +38,7 @@ from drivers import vocabulary as v
 from roomwatch.configbase import parse_hostport
 from roomwatch.exposition import Family, render_labels
 
-__all__ = ["AlertService", "build_channels"]
+__all__ = ["AckError", "AlertService", "build_channels"]
 
 log = logging.getLogger("roomwatch.alerts")
 
@@ -63,6 +63,14 @@ def default_external_url(cfg: Any) -> str:
 
 def _dt(ts: float | None) -> dt.datetime | None:
     return None if ts is None else dt.datetime.fromtimestamp(ts, dt.UTC)
+
+
+class AckError(Exception):
+    """An acknowledgement refused: ``status`` is the HTTP status, the message the reason."""
+
+    def __init__(self, status: int, reason: str):
+        super().__init__(reason)
+        self.status = status
 
 
 class AlertService:
@@ -223,7 +231,7 @@ class AlertService:
                 if c.metric == a.metric:
                     when, clear = str(c.when_expr), (str(c.clear_expr) if c.clear_expr else None)
                     break
-        return AlertView(a.fp, a.name, status or ("resolved" if a.state == "resolved" else "firing"), a.severity,
+        return AlertView(a.id, a.name, status or ("resolved" if a.state == "resolved" else "firing"), a.severity,
                          a.labels, a.metric, a.value, when, clear, for_, a.active_since, a.resolved_at, a.ack_by,
                          templates, a.resolve_reason)
 
@@ -242,7 +250,7 @@ class AlertService:
                 ann.setdefault("threshold", format_expr(a.metric, view.when, self.lang))
             items.append(AlertItem(a.fp, status, dict(a.labels), ann,
                                    _dt(a.fired_at or a.active_since), _dt(a.resolved_at) if status == "resolved" else None,
-                                   a.value, ack_url(self.external_url, a.fp)))
+                                   a.value, ack_url(self.external_url, a.id)))
         status = "firing" if o.firing else "resolved"
         channel = self.channels[o.channel]
         group_labels = {k: val for k, val in o.group.labels.items() if val}
@@ -263,7 +271,8 @@ class AlertService:
     def alert_json(self, a: Alert, now: float, inhibited: dict[str, str]) -> dict[str, Any]:
         silenced = self.silences.silenced_by(a.labels, now)
         return {
-            "id": a.fp,
+            "id": a.id,
+            "fingerprint": a.fp,
             "alertname": a.name,
             "state": a.state,
             "severity": a.severity,
@@ -275,8 +284,8 @@ class AlertService:
             "acknowledged": a.ack_at is not None,
             "ack": None if a.ack_at is None else {"by": a.ack_by, "at": a.ack_at, "comment": a.ack_comment},
             "silencedBy": silenced,
-            "inhibitedBy": [inhibited[a.fp]] if a.fp in inhibited else [],
-            "url": ack_url(self.external_url, a.fp),
+            "inhibitedBy": [self._id_of(inhibited[a.fp])] if a.fp in inhibited else [],
+            "url": ack_url(self.external_url, a.id),
             "fallback": self.fallback_json(a),
         }
 
@@ -297,16 +306,32 @@ class AlertService:
                         key=lambda a: (a.state != FIRING, order.get(a.severity, 3), -a.active_since))
         return [self.alert_json(a, now, inhibited) for a in alerts]
 
-    def ack(self, fp: str, user: str, comment: str = "") -> Alert | None:
-        """Acknowledge the current episode of ``fp``: no more repeats or escalation for it."""
+    def _id_of(self, fp: str) -> str:
+        a = self.engine.active.get(fp)
+        return a.id if a is not None else fp
+
+    def ack(self, alert_id: str, user: str, comment: str = "") -> Alert:
+        """Acknowledge the episode ``alert_id`` (``<fingerprint>-<episode>``): no more repeats or escalation for it.
+
+        Raises :class:`AckError` (404: no such active alert; 409: the id names another episode,
+        or is a bare fingerprint) — an id from an old message never acknowledges a later incident.
+        """
+        fp, _, episode = alert_id.partition("-")
         a = self.engine.active.get(fp)
         if a is None:
-            return None
+            raise AckError(404, "no active alert with this id (it may have resolved)")
+        if a.id != alert_id:
+            if not episode:
+                raise AckError(409, f"an alert id names one episode: this alert's current one is {a.id} "
+                                    "(a bare fingerprint, e.g. from a message sent by an older version, could "
+                                    "acknowledge a later incident)")
+            raise AckError(409, f"episode {episode} of this alert has resolved; it is active again as {a.id} "
+                                "(a new incident: look at it before acknowledging)")
         if a.ack_at is None:
             a.ack_by, a.ack_at, a.ack_comment = user, self.clock(), comment[:1000]
             with self.store.transaction():
                 self.store.save_alert(a)
-            log.info("alert %s %s acknowledged by %s", a.name, fp, user)
+            log.info("alert %s %s acknowledged by %s", a.name, a.id, user)
         return a
 
     def add_silence(self, body: Any, user: str) -> Silence:

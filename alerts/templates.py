@@ -122,7 +122,7 @@ def format_threshold(metric: str, expr: Expr | str | None, lang: str = "zh-CN") 
 class AlertView:
     """What a message needs to know about one alert."""
 
-    fp: str
+    id: str  # the alert episode's id (alerts.model.Alert.id), for the ack link
     name: str
     status: str  # firing | resolved
     severity: str
@@ -177,8 +177,9 @@ def where(labels: Mapping[str, str]) -> str:
     return " / ".join(parts)
 
 
-def ack_url(external_url: str, fp: str) -> str:
-    return f"{external_url.rstrip('/')}/#/alerts/{fp}"
+def ack_url(external_url: str, alert_id: str) -> str:
+    """The status-page link of one alert episode (``alert_id`` = ``<fingerprint>-<episode>``)."""
+    return f"{external_url.rstrip('/')}/#/alerts/{alert_id}"
 
 
 def _block(a: AlertView, lang: str, tz: ZoneInfo, url: str, now: float, markdown: bool) -> str:
@@ -219,7 +220,7 @@ def _block(a: AlertView, lang: str, tz: ZoneInfo, url: str, now: float, markdown
         if a.ack_by:
             lines.append(w["acked"].format(by=a.ack_by))
         elif url:
-            link = ack_url(url, a.fp)
+            link = ack_url(url, a.id)
             lines.append(f"{w['ack']}{sep}[{w['ack_link']}]({link})" if markdown else f"{w['ack']}{sep}{link}")
     if markdown:
         return lines[0] + "\n" + "\n".join(f"> {line}" for line in lines[1:])

@@ -32,6 +32,8 @@ class AgentState:
     samples: int = 0
     events: int = 0
     clock_skew_ms: int = 0
+    future_stamps: int = 0  # samples and events stamped too far ahead, set to the receive time
+    future_logged: float = 0.0  # Unix seconds of the last log line about them
 
     def up(self, now: float) -> bool:
         return self.last_push is not None and now - self.last_push <= self.timeout

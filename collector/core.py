@@ -40,12 +40,19 @@ class DurableStore(Protocol):
 
 
 _SKEW_TOLERANCE_MS = 5_000  # network delay is milliseconds; beyond this the agent's clock is wrong
+#: A sample this far ahead of the collector's clock, after skew correction, has no trustworthy time
+#: (the agent's clock was stepped back between taking and sending it). Stored as it is, it would be
+#: the series' current value until that time came (a new value only replaces an older one), so it is
+#: set to the receive time. Well above the skew tolerance and network delay; a freeze is at most this.
+_FUTURE_TOLERANCE_MS = 60_000
+_FUTURE_LOG_EVERY = 600.0  # s between log lines about one agent's future timestamps
 
 
 @dataclass(slots=True)
 class IngestResult:
     accepted: int
     duplicate: bool
+    future: int = 0  # samples and events whose time was set to the receive time (too far ahead)
 
 
 class Collector:
@@ -76,11 +83,14 @@ class Collector:
         if self.store is None or batch.seq in agent.seqs:
             return self.ingest(agent, batch, address, now)
         skew = self.measure_skew(agent, batch, now)
+        future = self.clamp_future(agent, batch, skew, now)  # before history, series and alerts see the batch
         if not await self.store.commit(agent.id, batch, skew):
             agent.seqs.add(batch.seq)  # committed by an earlier request (or before a restart)
             agent.last_push = now
             return IngestResult(0, True)
-        return self.ingest(agent, batch, address, now, skew)
+        result = self.ingest(agent, batch, address, now, skew)
+        result.future = future
+        return result
 
     def measure_skew(self, agent: AgentState, batch: Batch, now: float) -> int:
         """ms to add to the agent's timestamps (0 unless its clock is off by more than the tolerance)."""
@@ -94,6 +104,30 @@ class Collector:
             agent.clock_skew_ms = skew
         return skew
 
+    def clamp_future(self, agent: AgentState, batch: Batch, skew: int, now: float) -> int:
+        """Set samples and events stamped more than ``_FUTURE_TOLERANCE_MS`` ahead (after ``skew``) to ``now``.
+
+        Done once on the batch, before anything stores it, so history, current values and the alert
+        engine all see the same time. Returns how many were changed.
+        """
+        now_ms = int(now * 1000)
+        limit = now_ms + _FUTURE_TOLERANCE_MS - skew  # in the agent's clock, like the stamps
+        received = now_ms - skew
+        n = 0
+        for rec in (*batch.samples, *batch.events):
+            if rec.ts > limit:
+                rec.ts = received
+                n += 1
+        if n:
+            agent.future_stamps += n
+            if now - agent.future_logged >= _FUTURE_LOG_EVERY:
+                agent.future_logged = now
+                log.warning("agent %s sent %d samples/events stamped more than %ds ahead of the collector's clock "
+                            "(after correcting its skew of %.1fs); stored at their receive time "
+                            "(roomwatch_collector_future_timestamps_total counts them)",
+                            agent.id, n, _FUTURE_TOLERANCE_MS // 1000, -skew / 1000)
+        return n
+
     def ingest(self, agent: AgentState, batch: Batch, address: str = "", now: float | None = None,
                skew: int | None = None) -> IngestResult:
         """Apply one authenticated batch; a seq already seen changes nothing."""
@@ -101,8 +135,10 @@ class Collector:
         if batch.seq in agent.seqs:
             agent.last_push = now  # a replay still proves the agent is alive
             return IngestResult(0, True)
+        future = 0
         if skew is None:
             skew = self.measure_skew(agent, batch, now)
+            future = self.clamp_future(agent, batch, skew, now)
         changed = self.series.apply(agent.id, batch.samples, skew)
         events = batch.events
         if skew:
@@ -123,7 +159,7 @@ class Collector:
                 listener(agent, changed, events, batch)
             except Exception:  # a listener bug must not lose the batch the agent already sent
                 log.exception("ingest listener %r failed", listener)
-        return IngestResult(len(batch.samples) + len(events), False)
+        return IngestResult(len(batch.samples) + len(events), False, future)
 
     def _note_agent(self, agent: AgentState, up: bool) -> None:
         before = self._agent_up.get(agent.id)
@@ -138,12 +174,14 @@ class Collector:
     def own_families(self, now: float | None = None) -> list[Family]:
         """Collector-side series: agent up/last push, ingest counters, process health."""
         now = time.time() if now is None else now
-        up, last = [], []
+        up, last, future = [], [], []
         for a in sorted(self.agents.agents.values(), key=lambda a: a.id):
             block = render_labels({"agent": a.id})
             up.append((block, 1.0 if a.up(now) else 0.0))
             if a.last_push is not None:
                 last.append((block, a.last_push))
+            if a.future_stamps:
+                future.append((block, float(a.future_stamps)))
         fams = [
             Family(v.AGENT_UP, v.METRICS[v.AGENT_UP].help, "gauge", up),
             Family(v.AGENT_LAST_PUSH, v.METRICS[v.AGENT_LAST_PUSH].help, "gauge", last),
@@ -153,6 +191,7 @@ class Collector:
                    [(render_labels({"code": str(c)}), float(n)) for c, n in sorted(self.push_codes.items())]),
             Family(v.COLLECTOR_SAMPLES, v.METRICS[v.COLLECTOR_SAMPLES].help, "counter", [("", float(self.samples_total))]),
             Family(v.COLLECTOR_EVENTS, v.METRICS[v.COLLECTOR_EVENTS].help, "counter", [("", float(self.events_total))]),
+            Family(v.COLLECTOR_FUTURE_STAMPS, v.METRICS[v.COLLECTOR_FUTURE_STAMPS].help, "counter", future),
             Family(v.COLLECTOR_SERIES, v.METRICS[v.COLLECTOR_SERIES].help, "gauge", [("", float(len(self.series)))]),
         ]
         try:

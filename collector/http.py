@@ -86,7 +86,10 @@ async def handle_push(request: web.Request) -> web.Response:
     except StoreError as exc:  # not committed: the agent keeps the batch and retries
         return _error(503, str(exc), c, **{"Retry-After": "5"})
     c.push_codes[200] += 1
-    return web.json_response({"accepted": result.accepted, "duplicate": result.duplicate})
+    reply: dict[str, Any] = {"accepted": result.accepted, "duplicate": result.duplicate}
+    if result.future:
+        reply["future_timestamps"] = result.future  # set to the receive time (README "Clocks")
+    return web.json_response(reply)
 
 
 async def handle_metrics(request: web.Request) -> web.Response:

@@ -123,3 +123,11 @@ class Driver(abc.ABC):
         The agent asks every second; a reason marks the device down until it speaks again.
         """
         return None
+
+    def max_age(self) -> float | None:
+        """Listening drivers: how long the device may stay silent before it is down (None: no limit).
+
+        The agent asks every second. It also stops re-sending a measurement (not a door/leak/smoke
+        state) that was not refreshed for this long. Default: the device's ``max_age`` option, if any.
+        """
+        return getattr(self.config, "max_age", None) or None

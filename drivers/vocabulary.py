@@ -148,6 +148,9 @@ COLLECTOR_SERIES = _def("roomwatch_collector_series", "Series currently held as 
 COLLECTOR_PUSHES = _def("roomwatch_collector_pushes_total", "Push requests by HTTP status code.", "counter")
 COLLECTOR_SAMPLES = _def("roomwatch_collector_samples_received_total", "Samples accepted from agents.", "counter")
 COLLECTOR_EVENTS = _def("roomwatch_collector_events_received_total", "Events accepted from agents.", "counter")
+COLLECTOR_FUTURE_STAMPS = _def("roomwatch_collector_future_timestamps_total",
+                               "Samples and events stamped more than 1 min ahead of the collector's clock (after clock-skew "
+                               "correction), stored at their receive time instead.", "counter")
 COLLECTOR_RESIDENT_MEMORY = _def("roomwatch_collector_resident_memory_bytes", "Resident memory of the collector process.")
 COLLECTOR_CPU_SECONDS = _def("roomwatch_collector_cpu_seconds_total", "CPU time used by the collector process.", "counter")
 

@@ -44,7 +44,14 @@ def render_labels(labels: Mapping[str, str]) -> str:
 
 
 def format_value(value: float) -> str:
-    """Shortest exact text for a float, with Prometheus spellings for NaN/Inf."""
+    """Shortest exact text for a float (or an int), with Prometheus spellings for NaN/Inf."""
+    if type(value) is not float:  # an int or bool: int.is_integer exists only since Python 3.12
+        if isinstance(value, int) and -(10**15) < value < 10**15:
+            return str(int(value))
+        try:
+            value = float(value)
+        except OverflowError:  # an int beyond the float range
+            return "+Inf" if value > 0 else "-Inf"
     if value != value:
         return "NaN"
     if math.isinf(value):

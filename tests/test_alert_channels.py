@@ -271,6 +271,12 @@ def test_test_alert_command(tmp_path: Path, webhook_receiver: WebhookReceiver) -
     [got] = webhook_receiver.received
     assert got.body["alerts"][0]["labels"]["alertname"] == "RoomwatchTest"
     assert "test message" in got.body["alerts"][0]["annotations"]["description"]
+    # --lang as for `roomwatch report`; --language is kept as its alias.
+    for flag in ("--lang", "--language"):
+        res = run_cli("test-alert", "-c", str(path), "--channel", "hook", flag, "zh-CN")
+        assert res.returncode == 0, res.stderr
+        assert "测试" in webhook_receiver.received[-1].body["alerts"][0]["annotations"]["summary"]
+    webhook_receiver.received.clear()
     webhook_receiver.status = 503
     res = run_cli("test-alert", "-c", str(path), "--channel", "hook")
     assert res.returncode == 1 and "retry: HTTP 503 try later" in res.stdout

@@ -40,8 +40,10 @@ def test_smallest_contract_file_is_valid(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("text", "line", "key", "message"), [
-    ("rules:\n  overrides:\n    RoomTemperatureHigh: {when: '> 27', clear: '< 28'}\n", 4, "rules",
-     'clear "< 28" overlaps when "> 27"'),
+    ("rules:\n  overrides:\n    RoomTemperatureHigh: {when: '> 27', clear: '< 28'}\n", 6,
+     "rules.overrides.RoomTemperatureHigh", 'clear "< 28" overlaps when "> 27"'),
+    ("rules:\n  overrides:\n    DoorOpenTooLong: {for: 5m}\n    RoomHumidityOutOfRange:\n      when: '< 0.3'\n"
+     "      clear: '< 0.4'\n", 7, "rules.overrides.RoomHumidityOutOfRange", "overlaps"),
     ("rules:\n  overrides:\n    RoomTempHigh: {for: 1m}\n", 6, "rules.overrides.RoomTempHigh",
      "'RoomTempHigh' is not a rule of the default pack"),
     ("rules:\n  extra:\n    - {alert: X, metric: roomwatch_door_open, when: 'is open'}\n", 6, "rules.extra[0].when",
@@ -54,6 +56,9 @@ def test_smallest_contract_file_is_valid(tmp_path: Path) -> None:
     ("rules:\n  timezone: Beijing\n", 5, "rules.timezone", "unknown time zone 'Beijing'"),
     ("routes:\n  - channels: [hook]\n    matchers: ['room=~\"[A-\"']\n", 6, "routes[0].matchers[0]", "bad regular expression"),
     ("routes:\n  - channels: [hook]\n    matchers: ['room is A']\n", 6, "routes[0].matchers[0]", "is not a matcher"),
+    ("rules:\n  extra:\n    - alert: X\n      metric: roomwatch_door_open\n      when: '== 1'\n"
+     "      matchers: ['device=~(door1,door2']\n", 9, "rules.extra[0].matchers[0]",
+     "bad regular expression '(door1,door2': missing )"),
     ("routes:\n  - channels: [hook]\n    levels: [{after: 15m, channels: [boss]}]\n", 6,
      "routes[0].levels[0].channels[0]", "no channel named 'boss'"),
     ("routes:\n  - channels: [hook]\n    levels: [{after: 15m, channels: [hook]}, {after: 10m, channels: [hook]}]\n",

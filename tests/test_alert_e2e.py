@@ -112,7 +112,7 @@ def test_ack_and_silence_need_login(hooked: Any) -> None:
     assert status == 200, body
     assert json.loads(body)["ack"]["by"] == "zhangsan"
     assert _door(collector)["acknowledged"] is True
-    status, _ = http_post(f"{collector.url}/api/v1/alerts/0123456789abcdef/ack", b"", _basic())
+    status, _ = http_post(f"{collector.url}/api/v1/alerts/0123456789abcdef-1/ack", b"", _basic())
     assert status == 404
 
     # the web page's way: log in, then the session cookie + the CSRF token
@@ -145,6 +145,32 @@ def test_ack_and_silence_need_login(hooked: Any) -> None:
     assert json.loads(http_get(collector.url + "/api/v1/silences")[1])["silences"][0]["status"]["state"] == "expired"
     log = collector.proc.log()
     assert PASSWORD not in log and cookie["csrf"] not in log
+
+
+def test_an_ack_link_from_a_resolved_episode_does_not_acknowledge_the_new_one(hooked: Any) -> None:
+    collector, receiver = hooked
+    p = Pusher(collector.url)
+    p.door(True)
+    wait_for(lambda: receiver.received, timeout=10, what="the first door alert")
+    old_link = receiver.received[0].body["alerts"][0]["generatorURL"]
+    old_id = old_link.rsplit("/", 1)[1]
+    assert _door(collector)["id"] == old_id and _door(collector)["url"] == old_link
+    p.door(False)
+    wait_for(lambda: len(receiver.received) >= 2, timeout=10, what="the resolution")
+    p.door(True)  # the same door opens again: a new incident of the same rule and labels
+    wait_for(lambda: len(receiver.received) >= 3, timeout=10, what="the second door alert")
+    new = _door(collector)
+    assert new["id"] != old_id and new["fingerprint"] == old_id.split("-")[0]
+    status, body = http_post(f"{collector.url}/api/v1/alerts/{old_id}/ack", b"", _basic())
+    assert status == 409, body
+    reason = json.loads(body)["error"]
+    assert "resolved" in reason and new["id"] in reason
+    status, body = http_post(f"{collector.url}/api/v1/alerts/{new['fingerprint']}/ack", b"", _basic())
+    assert status == 409 and new["id"] in json.loads(body)["error"]  # a bare fingerprint names no episode
+    assert _door(collector)["acknowledged"] is False
+    status, body = http_post(f"{collector.url}/api/v1/alerts/{new['id']}/ack", b"", _basic())
+    assert status == 200 and json.loads(body)["id"] == new["id"]
+    assert _door(collector)["acknowledged"] is True
 
 
 def _door(collector: CollectorHandle) -> dict[str, Any]:

@@ -22,6 +22,11 @@ def names(notifications: list[Any]) -> list[tuple[str, str, list[str]]]:
             for n in notifications]
 
 
+def episode_id(item: Any) -> str:
+    """The alert id a message's ack link carries (``.../#/alerts/<fingerprint>-<episode>``)."""
+    return item.generator_url.rsplit("/", 1)[1]
+
+
 def test_repeat_until_acknowledged(tmp_path: Path) -> None:
     h = Harness(tmp_path, routes=[{"channels": ["duty"], "repeat_interval": "1h"}])
     leak(h, True)
@@ -31,8 +36,7 @@ def test_repeat_until_acknowledged(tmp_path: Path) -> None:
     h.advance(31)  # repeats ride on the group_interval timer (30s)
     [n] = h.queued()
     assert n.reason == "repeat" and "仍未确认" in n.text
-    fp = n.alerts[0].id
-    assert h.svc.ack(fp, "张三", "已到现场") is not None
+    assert h.svc.ack(episode_id(n.alerts[0]), "张三", "已到现场") is not None
     h.advance(5 * 3600)
     assert h.queued() == []  # acknowledged: no more repeats
     assert h.alert("WaterLeak")["ack"]["by"] == "张三"
@@ -72,6 +76,19 @@ def test_expired_silence_and_bad_silences(tmp_path: Path) -> None:
         h.svc.add_silence({"matchers": ['room="A"'], "comment": "x"}, "a")
     with pytest.raises(SilenceError, match="not a matcher"):
         h.svc.add_silence({"matchers": ["room is A"], "duration": "1h", "comment": "x"}, "a")
+    # The real reason, not "value must be quoted": a broken regex, a missing quote, text after the quote.
+    for matcher, reason in (("device=~(ups1,ups2", "bad regular expression '(ups1,ups2': missing )"),
+                            ('device=~"(ups1|ups2"', "bad regular expression '(ups1|ups2'"),
+                            ('alertname=~"Door.*', "has no closing"),
+                            ('room="A" or room="B"', "unexpected ' or room=\"B\"' after the quoted value"),
+                            ("device=~ups{1,2}", 'must be quoted: write device=~"ups{1,2}"')):
+        with pytest.raises(SilenceError) as err:
+            h.svc.add_silence({"matchers": [matcher], "duration": "1h", "comment": "x"}, "a")
+        assert reason in str(err.value), (matcher, str(err.value))
+    # A regex keeps its escapes, as in Alertmanager: \. is a dot, not any character.
+    s = h.svc.add_silence({"matchers": ['instance=~"10\\.0\\.0\\.1"'], "duration": "1h", "comment": "x"}, "a")
+    assert s.matchers[0].value == "10\\.0\\.0\\.1" and not s.matchers[0].matches({"instance": "10a0b0c1"})
+    h.svc.expire_silence(s.id)
     s = h.svc.add_silence({"matchers": ['device="leak1"'], "duration": "1h", "comment": "测试"}, "a")
     h.svc.expire_silence(s.id)
     leak(h, True)
@@ -142,7 +159,7 @@ def test_escalation_to_the_supervisor(tmp_path: Path) -> None:
     [n] = h.queued()
     assert (n.receiver, n.reason, n.level) == ("chief", "escalation", 1)
     assert "15 分钟内无人确认" in n.text
-    h.svc.ack(n.alerts[0].id, "王科长")
+    h.svc.ack(episode_id(n.alerts[0]), "王科长")
     h.advance(3 * 3600)
     assert h.queued() == []  # acknowledged: no repeats to either level
     leak(h, False)
@@ -155,7 +172,7 @@ def test_acknowledged_in_time_never_escalates(tmp_path: Path) -> None:
     leak(h, True)
     [n] = h.queued()
     h.advance(600)
-    h.svc.ack(n.alerts[0].id, "值班员")
+    h.svc.ack(episode_id(n.alerts[0]), "值班员")
     h.advance(3600)
     assert h.queued() == []
     leak(h, True, "leak2")  # a new, unacknowledged alert restarts the clock for itself only
@@ -192,7 +209,7 @@ def test_state_acks_silences_survive_restart(tmp_path: Path) -> None:
     h.push([("roomwatch_water_leak_detected", LEAK, 1.0), ("roomwatch_water_leak_detected", {**LEAK, "device": "leak2"}, 1.0),
             (TEMP, TH1, 29.0)])  # two leaks fire, the temperature is pending for 5m
     [n] = h.queued()
-    fp = {a.labels["device"]: a.id for a in n.alerts}
+    fp = {a.labels["device"]: episode_id(a) for a in n.alerts}
     h.svc.ack(fp["leak1"], "张三")
     s = h.svc.add_silence({"matchers": ['device="leak3"'], "duration": "1d", "comment": "传感器更换"}, "李四")
     h.advance(120)
@@ -256,3 +273,40 @@ def test_alert_of_an_agent_removed_from_the_config_resolves(tmp_path: Path) -> N
     assert h.states() == {"AgentDown": "firing"}
     h.advance(1)
     assert h.states() == {}
+
+
+def test_an_ack_names_one_episode(tmp_path: Path) -> None:
+    """An ack link from an earlier episode never acknowledges a new incident of the same rule and labels."""
+    from alerts.service import AckError
+
+    h = Harness(tmp_path, routes=[{"channels": ["duty"], "repeat_interval": "1h"}])
+    leak(h, True)
+    [first] = h.queued()
+    old_id = episode_id(first.alerts[0])
+    fp, _, episode = old_id.partition("-")
+    assert episode and h.alert("WaterLeak")["id"] == old_id and h.alert("WaterLeak")["fingerprint"] == fp
+    assert old_id in first.text  # the link people get
+    leak(h, False)
+    h.advance(30)
+    leak(h, True)  # a new incident: same rule, same labels, same fingerprint
+    h.advance(30)
+    assert [n.reason for n in h.queued()] == ["resolved", "firing"]
+    new_id = h.alert("WaterLeak")["id"]
+    assert new_id.startswith(fp + "-") and new_id != old_id
+    for stale, status, words in ((old_id, 409, "has resolved"), (fp, 409, "names one episode")):
+        try:
+            h.svc.ack(stale, "张三")
+        except AckError as exc:
+            assert exc.status == status and words in str(exc) and new_id in str(exc)
+        else:
+            raise AssertionError(f"{stale} acknowledged the new episode")
+    assert h.alert("WaterLeak")["acknowledged"] is False
+    h.advance(3600)
+    assert [n.reason for n in h.queued()] == ["repeat"]  # still reminded: nobody acknowledged it
+    try:
+        h.svc.ack("0123456789abcdef-1", "张三")
+    except AckError as exc:
+        assert exc.status == 404
+    else:
+        raise AssertionError("an unknown alert was acknowledged")
+    assert h.svc.ack(new_id, "张三").ack_by == "张三"

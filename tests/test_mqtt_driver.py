@@ -234,3 +234,91 @@ async def test_door_events_carry_the_transition_time(mosquitto: Mosquitto, publi
         assert current(agent, DOOR, device="s", sensor="input:0") == 1
     finally:
         await agent.stop()
+
+
+def test_measurements_get_a_default_max_age_in_every_format() -> None:
+    """A temperature/humidity sensor always has a silence limit; door/leak/smoke only with a heartbeat."""
+    agent = make_agent([
+        dev("v-t", _Broker, "a", "value", kind="temperature"),
+        dev("j-h", _Broker, "b", "json", field="rh", kind="humidity"),
+        dev("e-auto", _Broker, "c/#", "esphome"),
+        dev("s-auto", _Broker, "d/#", "shelly"),
+        dev("z-auto", _Broker, "zigbee2mqtt/x", "zigbee2mqtt"),
+        dev("t-auto", _Broker, "tele/x/+", "tasmota"),
+        dev("v-door", _Broker, "e", "value", kind="door"),
+        dev("e-leak", _Broker, "f/#", "esphome", kind="leak"),
+        dev("s-door", _Broker, "g/#", "shelly", kind="door"),
+        dev("z-door", _Broker, "zigbee2mqtt/y", "zigbee2mqtt", kind="door"),
+        dev("t-door", _Broker, "tele/y/+", "tasmota", kind="door"),
+        dev("off", _Broker, "h", "value", kind="temperature", max_age="0s"),
+        dev("own", _Broker, "i", "esphome", kind="door", max_age="90s"),
+    ])
+    limits = {name: d.driver.max_age() for name, d in agent.devices.items()}
+    assert limits == {"v-t": 900, "j-h": 900, "e-auto": 900, "s-auto": 3 * 3600, "z-auto": 25 * 3600,
+                      "t-auto": 900, "v-door": None, "e-leak": None, "s-door": None, "z-door": 25 * 3600,
+                      "t-door": 900, "off": None, "own": 90}
+
+
+class _Broker:  # a broker URL for config-only tests (nothing connects)
+    url = "mqtt://127.0.0.1:1"
+
+
+async def test_sensor_that_never_spoke_goes_down_after_the_default_max_age(
+        mosquitto: Mosquitto, publisher: Publisher, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    # The format default (15 min for ESPHome measurements) shortened, so the test can wait it out:
+    # the device entry sets no max_age, as a user with a wrong topic would have it.
+    from drivers.mqtt import formats
+
+    monkeypatch.setitem(formats.FORMAT_DEFAULT_MAX_AGE, "esphome", (2.0, None))
+    agent = make_agent([dev("wrong-topic", mosquitto, "esp-rom/#", "esphome", interval="1s"),
+                        dev("door-only", mosquitto, "esp-door/#", "esphome", interval="1s")])
+    # ESPHome retains its states: the door node's state arrives on subscribe.
+    publisher.publish("esp-door/binary_sensor/front_door/state", "OFF", retain=True)
+    await agent.start()
+    started = time.monotonic()
+    try:
+        await publish(publisher, "esp-room/sensor/room_temperature/state", "23.5")  # not its topic
+        await until(lambda: current(agent, DOOR, device="door-only") == 0, what="door state")
+        assert current(agent, "roomwatch_device_up", device="wrong-topic") is None  # nothing known yet
+        await until(lambda: current(agent, "roomwatch_device_up", device="wrong-topic") == 0, timeout=8,
+                    what="device_up 0 for the device that never spoke")
+        assert time.monotonic() - started >= 1.9
+        assert "since the agent started" in agent.devices["wrong-topic"].reason
+        # A node whose only entity is a door contact publishes on change: the measurement default
+        # does not call it down while it is quiet (and its state is re-sent as current).
+        await asyncio.sleep(1.5)
+        assert agent.devices["door-only"].up is True
+        assert current(agent, DOOR, device="door-only") == 0
+    finally:
+        await agent.stop()
+
+
+async def test_a_dead_probe_of_a_talking_board_is_not_resent_as_current(
+        mosquitto: Mosquitto, publisher: Publisher) -> None:  # noqa: F811
+    """One board, two probes and a door: the humidity probe dies, the board keeps talking."""
+    agent = make_agent([dev("esp", mosquitto, "esp-room/#", "esphome", max_age="2s", interval="1s")])
+    sent: list[Any] = []
+    agent.observers.append(lambda d, samples, ev: sent.extend(samples))
+    await agent.start()
+    try:
+        await asyncio.sleep(0.3)
+        await publish(publisher, "esp-room/binary_sensor/front_door/state", "OFF")
+        await publish(publisher, "esp-room/sensor/room_humidity/state", "45")
+        hum_at = time.time()
+        for i in range(10):  # the temperature keeps coming every 0.5 s for 5 s
+            await publish(publisher, "esp-room/sensor/room_temperature/state", str(23 + i / 10))
+            await asyncio.sleep(0.5)
+        assert agent.devices["esp"].up is True
+        assert current(agent, T, device="esp", sensor="room_temperature") == pytest.approx(23.9)
+        assert current(agent, H, device="esp", sensor="room_humidity") is None  # older than max_age: gone
+        assert current(agent, DOOR, device="esp", sensor="front_door") == 0  # a state stays current
+        late_hum = [s for s in sent if s.metric == H and s.ts > (hum_at + 2.5) * 1000]
+        assert late_hum == []  # never re-sent with a fresh time once older than max_age
+        late_door = [s for s in sent if s.metric == DOOR and s.ts > (hum_at + 2.5) * 1000]
+        assert late_door  # the door state is re-sent every interval
+        # The probe comes back: its series is current again.
+        await publish(publisher, "esp-room/sensor/room_humidity/state", "47")
+        await until(lambda: current(agent, H, device="esp", sensor="room_humidity") == pytest.approx(0.47),
+                    what="humidity back")
+    finally:
+        await agent.stop()

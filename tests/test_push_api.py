@@ -140,3 +140,44 @@ def test_down_device_series_leave_metrics(collector: CollectorHandle) -> None:
     text = collector.metrics()
     assert metric_value(text, "roomwatch_temperature_celsius", device="th") is None
     assert metric_value(text, "roomwatch_device_up", device="th") == 0
+
+
+def test_a_sample_stamped_in_the_future_is_stored_at_its_receive_time(collector: CollectorHandle) -> None:
+    """One sample 30 days ahead must not freeze the series: history, current value and alerts agree."""
+    import urllib.parse
+
+    from roomwatch.wire import EventRecord
+    from tests.helpers import http_get
+
+    labels = {"agent": "agent-a", "device": "th", "room": "r1"}
+    now = int(time.time() * 1000)
+    ahead = now + 30 * 86400 * 1000
+    hot = Batch("agent-a", 1, [SampleRecord("roomwatch_temperature_celsius", labels, 35.0, ahead)],
+                [EventRecord("door_open", {**labels, "device": "d"}, ahead, 1.0)], now)
+    before = time.time()
+    status, doc = _push(collector, encode_batch(hot))
+    after = time.time()
+    assert (status, doc) == (200, {"accepted": 2, "duplicate": False, "future_timestamps": 2})
+    # The alert engine saw the sample at its receive time, not 30 days ahead.
+    alerts = http_json(collector.url + "/api/v1/alerts")["alerts"]
+    high = [a for a in alerts if a["alertname"] == "RoomTemperatureHigh"]
+    assert len(high) == 1 and before - 1 <= high[0]["activeSince"] <= after + 1
+    # The next sample, taken a moment later by a clock that is right again, replaces it.
+    time.sleep(0.05)
+    cool = Batch("agent-a", 2, [SampleRecord("roomwatch_temperature_celsius", labels, 21.0, int(time.time() * 1000))],
+                 [], int(time.time() * 1000))
+    assert _push(collector, encode_batch(cool)) == (200, {"accepted": 1, "duplicate": False})
+    text = collector.metrics()
+    assert metric_value(text, "roomwatch_temperature_celsius", device="th") == 21.0
+    assert metric_value(text, "roomwatch_collector_future_timestamps_total", agent="agent-a") == 2
+    assert not [a for a in http_json(collector.url + "/api/v1/alerts")["alerts"]
+                if a["alertname"] == "RoomTemperatureHigh"]  # 21 °C clears it
+    # History holds both samples, the first at its receive time; nothing 30 days ahead.
+    query = urllib.parse.urlencode({"metric": "roomwatch_temperature_celsius", "device": "th",
+                                    "start": before - 60, "end": ahead / 1000 + 60})
+    status, raw = http_get(collector.url + "/api/v1/history?" + query)
+    assert status == 200
+    samples = json.loads(raw)["series"][0]["samples"]
+    assert [v for _, v in samples] == [35.0, 21.0]
+    assert before - 1 <= samples[0][0] <= after + 1
+    assert "ahead of the collector's clock" in collector.proc.log()

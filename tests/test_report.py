@@ -208,8 +208,43 @@ def test_cli_prints_the_report(store_path: Path, tmp_path: Path) -> None:
     assert doc["rooms"][0]["doors"][0]["openings"] == 3
     r = run_cli("report", "-c", str(conf), "--date", DAY.isoformat(), "--lang", "en")
     assert r.returncode == 0 and "Daily inspection report" in r.stdout
+    r = run_cli("report", "-c", str(conf), "--date", DAY.isoformat(), "--language", "en")  # as test-alert spells it
+    assert r.returncode == 0 and "Daily inspection report" in r.stdout
     r = run_cli("report", "-c", str(conf), "--date", "28/11/2026")
     assert r.returncode == 2 and "YYYY-MM-DD" in r.stderr
+
+
+def test_the_report_measures_against_the_rules(store_path: Path, tmp_path: Path) -> None:
+    """rules.overrides and rules.working_hours (holidays, make-up days) change the report; report keys still win."""
+    friday, saturday = DAY - dt.timedelta(days=1), DAY
+    rules = {"overrides": {"RoomTemperatureHigh": {"when": "> 30", "clear": "< 29"},
+                           "RoomHumidityOutOfRange": {"when": "< 0.3 or > 0.9", "clear": ">= 0.35 and <= 0.85"}},
+             # Friday is a public holiday, Saturday a make-up workday (调休) starting at 07:00.
+             "working_hours": {"start": "07:00", "end": "17:30", "holidays": [friday.isoformat()],
+                               "extra_workdays": [saturday.isoformat()]}}
+    conf = _collector_file(tmp_path, store_path, rules=rules)
+    r = run_cli("report", "-c", str(conf), "--date", DAY.isoformat(), "--format", "json")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    room = doc["rooms"][0]
+    t, hum, door = room["temperature"][0], room["humidity"][0], room["doors"][0]
+    # 30 min at 28 °C are no longer outside; the 10 min at 33 °C are (and still critical, above 32).
+    assert (t["seconds_outside"], t["seconds_critical"]) == (10 * MIN, 10 * MIN)
+    assert hum["seconds_outside"] == 0  # 85 % is inside 30–90 %
+    assert doc["thresholds"]["temperature_high"] == 30 and doc["thresholds"]["humidity_low"] == 0.3
+    # Fri 09:00 (a holiday) and 22:00 are out of hours; Sat 07:50 (a make-up workday from 07:00) is not.
+    assert door["out_of_hours"] == 2
+    assert [dt.datetime.fromtimestamp(x, TZ).strftime("%a %H:%M") for x in door["out_of_hours_times"]] == [
+        "Fri 09:00", "Fri 22:00"]
+    r = run_cli("report", "-c", str(conf), "--date", DAY.isoformat())
+    assert "高于 30°C 共 10分钟" in r.stdout
+    # Report-level keys are explicit overrides of the rules' values.
+    conf = _collector_file(tmp_path, store_path, rules=rules,
+                           report={"thresholds": {"temperature_high": 27}, "working_hours": "08:30-17:30"})
+    doc = json.loads(run_cli("report", "-c", str(conf), "--date", DAY.isoformat(), "--format", "json").stdout)
+    room = doc["rooms"][0]
+    assert room["temperature"][0]["seconds_outside"] == 40 * MIN
+    assert room["doors"][0]["out_of_hours"] == 3  # the holiday still counts; Sat 07:50 is now before 08:30
 
 
 def test_report_from_a_running_collectors_api(store_path: Path, tmp_path: Path) -> None:

@@ -105,6 +105,10 @@ def test_format_value() -> None:
     assert format_value(math.nan) == "NaN"
     assert format_value(-math.inf) == "-Inf"
     assert float(format_value(1e20)) == 1e20
+    # Python ints (and bools) too: int.is_integer is missing before Python 3.12.
+    assert [format_value(x) for x in (3, -7, 0, True, False)] == ["3", "-7", "0", "1", "0"]
+    assert float(format_value(10**16)) == 1e16 and format_value(-(10**400)) == "-Inf"
+    assert render([Family("roomwatch_x", "X.", "gauge", [('{a="1"}', 3)])]).decode().endswith('roomwatch_x{a="1"} 3\n')
 
 
 def test_render_matches_prometheus_client_parser() -> None:

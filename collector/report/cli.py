@@ -17,7 +17,8 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-c", "--config", required=True, metavar="FILE", help="collector YAML file (its storage: is read)")
     p.add_argument("--date", metavar="YYYY-MM-DD",
                    help="the report sent on this day (24 h ending at report.time); default: the latest")
-    p.add_argument("--lang", choices=["zh-CN", "en"], help="language (default: report.language, else web.language)")
+    p.add_argument("--lang", "--language", dest="lang", choices=["zh-CN", "en"],
+                   help="language (default: report.language, else web.language)")
     p.add_argument("--format", choices=["text", "markdown", "html", "json"], default="text")
     p.add_argument("--url", metavar="URL",
                    help="read a running collector's /api/v1/history and /api/v1/alerts/history instead of the store file")
@@ -48,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
         if args.url:
             start, end = report_window(cfg.report, day)
             source = HTTPHistory(args.url)
-            report = compute_report(source, source, cfg.report, start, end)
+            report = compute_report(source, source, cfg.report, start, end, cfg.rules)
         else:
             report = build_report(cfg, day)
     except OSError as exc:

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from collector.report.config import ReportConfig, parse_hhmm
+from collector.report.config import ReportConfig, ReportLimits, parse_hhmm
 from collector.report.sources import AlertSource, Episode, HistorySource, SeriesData
 from drivers import vocabulary as v
 
@@ -186,25 +186,17 @@ class _Rooms:
         return room
 
 
-def _in_hours(ts: float, cfg: ReportConfig) -> bool:
-    local = dt.datetime.fromtimestamp(ts, cfg.zone())
-    (sh, sm), (eh, em) = cfg.hours()
-    minutes = local.hour * 60 + local.minute
-    return local.weekday() in cfg.weekdays() and sh * 60 + sm <= minutes < eh * 60 + em
-
-
 def _inside(samples: Iterable[tuple[float, float]], start: float, end: float) -> list[float]:
     return [val for ts, val in samples if start <= ts < end]
 
 
-def _sensor(kind: str, s: SeriesData, start: float, end: float, cfg: ReportConfig) -> SensorStats | None:
+def _sensor(kind: str, s: SeriesData, start: float, end: float, th: ReportLimits) -> SensorStats | None:
     values = _inside(s.samples, start, end)
     if not values:
         return None
     segs = hold_segments(s.samples, start, end, MAX_HOLD)
     covered = sum(t1 - t0 for t0, t1, _ in segs)
     avg = sum((t1 - t0) * val for t0, t1, val in segs) / covered if covered else statistics.fmean(values)
-    th = cfg.thresholds
     if kind == "temperature":
         outside = sum(t1 - t0 for t0, t1, val in segs if val > th.temperature_high)
         critical = sum(t1 - t0 for t0, t1, val in segs if val > th.temperature_critical)
@@ -217,19 +209,20 @@ def _sensor(kind: str, s: SeriesData, start: float, end: float, cfg: ReportConfi
 
 
 def compute_report(history: HistorySource, alerts: AlertSource | None, cfg: ReportConfig,
-                   start: float, end: float) -> Report:
-    """Figures per room for the window [start, end)."""
+                   start: float, end: float, rules: Any = None) -> Report:
+    """Figures per room for the window [start, end); working hours and limits from ``rules`` (a RulesConfig)."""
+    limits = cfg.limits(rules)
     rooms = _Rooms()
     for kind, metric, dest in (("temperature", v.TEMPERATURE, "temperature"), ("humidity", v.HUMIDITY, "humidity")):
         for s in history.series(metric, start, end):
-            stats = _sensor(kind, s, start, end, cfg)
+            stats = _sensor(kind, s, start, end, limits)
             if stats is not None:
                 getattr(rooms.of(s.labels), dest).append(stats)
 
     for s in history.series(v.DOOR_OPEN, start, end):
         spans = true_intervals(s.samples, start, end)
         openings = [t0 for t0, _, began_inside in spans if began_inside]
-        ooh = [t for t in openings if not _in_hours(t, cfg)]
+        ooh = [t for t in openings if not limits.hours.contains(t)]
         if not spans and not _inside(s.samples, start, end):
             continue
         rooms.of(s.labels).doors.append(DoorStats(
@@ -271,7 +264,7 @@ def compute_report(history: HistorySource, alerts: AlertSource | None, cfg: Repo
         if last:
             ups_of(s).battery_age_seconds = last[-1]
     for u in ups.values():
-        u.replace_due = u.replace_reported or (u.battery_age_seconds or 0) > cfg.thresholds.battery_max_age
+        u.replace_due = u.replace_reported or (u.battery_age_seconds or 0) > limits.battery_max_age
 
     for s in history.series(v.DEVICE_UP, start, end):
         if "device" not in s.labels:
@@ -315,7 +308,7 @@ def compute_report(history: HistorySource, alerts: AlertSource | None, cfg: Repo
         room.doors.sort(key=lambda x: (x.agent, x.device))
         room.ups.sort(key=lambda x: (x.agent, x.device))
         room.devices_down.sort(key=lambda x: (x.agent, x.device))
-    th = cfg.thresholds
+    th = limits
     title = cfg.title or "、".join(sorted({r.site for r in rooms.rooms.values() if r.site}))
     return Report(start, end, cfg.timezone, title, [rooms.rooms[k] for k in sorted(rooms.rooms)],
                   history.available, bool(alerts is not None and alerts.alerts_available),

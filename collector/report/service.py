@@ -44,7 +44,7 @@ def build_report(cfg: Any, day: dt.date | None = None, now: float | None = None)
     except FileNotFoundError:
         source = _Empty()
     try:
-        return compute_report(source, source, cfg.report, start, end)
+        return compute_report(source, source, cfg.report, start, end, cfg.rules)
     finally:
         if isinstance(source, SQLiteSource):
             source.close()

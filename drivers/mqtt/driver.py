@@ -23,7 +23,7 @@ from pydantic import BeforeValidator, Field, field_validator, model_validator
 from drivers import vocabulary as v
 from drivers.base import DeviceConfig, DeviceError, Driver, Event, Reading
 from drivers.mqtt.connection import BrokerConnection, BrokerSettings, Subscription, parse_broker_url
-from drivers.mqtt.formats import FORMAT_DEFAULT_MAX_AGE, ParseOptions, parse
+from drivers.mqtt.formats import FORMAT_DEFAULT_MAX_AGE, ParseOptions, default_max_age, parse
 from drivers.mqtt.payloads import MAX_PAYLOAD, QUANTITIES, Parsed, PayloadError
 from drivers.registry import register
 from roomwatch.configbase import Duration, Secret
@@ -65,7 +65,8 @@ class MqttConfig(DeviceConfig):
     kind: Literal["temperature", "humidity", "door", "leak", "smoke", "auto"] = "auto"
     invert: bool = Field(default=False, description="two-state values: the sensor says 1/ON/true when the door is closed")
     unit: Literal["celsius", "fahrenheit", "percent", "ratio"] | None = None
-    max_age: Duration | None = Field(default=None, description="down when silent this long; default depends on format")
+    max_age: Duration | None = Field(default=None, description="down when silent this long (0s: never); "
+                                     "default depends on format and kind (docs/mqtt.md)")
 
     @field_validator("broker")
     @classmethod
@@ -108,8 +109,6 @@ class MqttConfig(DeviceConfig):
             raise ValueError("tls options need an mqtts:// broker URL")
         if self.tls.key_file and not self.tls.cert_file:
             raise ValueError("tls.key_file is set but tls.cert_file is not")
-        if "max_age" not in self.model_fields_set:
-            self.max_age = FORMAT_DEFAULT_MAX_AGE[fmt]
         return self
 
     def broker_settings(self) -> BrokerSettings:
@@ -137,6 +136,7 @@ class MqttDriver(Driver):
         self.results: Counter[str] = Counter()  # ok / ignored / invalid
         self.invalid: Counter[str] = Counter()  # reason → count (messages or fields)
         self._states: dict[tuple[str, str], float] = {}  # (quantity, sensor) → last two-state value
+        self._quantities: set[str] = set()  # every quantity reported so far
         self._conn: BrokerConnection | None = None
         self._sub: Subscription | None = None
         self._log_at = 0.0
@@ -166,6 +166,20 @@ class MqttDriver(Driver):
 
     def problem(self) -> str | None:
         return self._conn.problem() if self._conn is not None else None
+
+    def max_age(self) -> float | None:
+        """The configured ``max_age``, else the default of the format for the device's kind.
+
+        With ``kind: auto`` the measurement default applies, unless everything the device has
+        reported so far is a door/leak/smoke state: such a node (an ESPHome board with only a
+        reed switch) publishes on change only, and would otherwise be called down while healthy.
+        """
+        cfg = self.config
+        if cfg.max_age is not None:
+            return cfg.max_age or None
+        if cfg.kind == "auto" and self._quantities and all(QUANTITIES[q].state for q in self._quantities):
+            return FORMAT_DEFAULT_MAX_AGE[cfg.format][1]
+        return default_max_age(cfg.format, cfg.kind)
 
     def health(self) -> Sequence[Reading]:
         out = [Reading(v.MQTT_MESSAGES, float(n), {"result": r}) for r, n in sorted(self.results.items())]
@@ -205,6 +219,7 @@ class MqttDriver(Driver):
                 problems.append(PayloadError("out_of_range", f"{val.quantity} {val.value:g} outside {q.low:g}..{q.high:g}"))
                 continue
             labels = {"sensor": val.sensor} if val.sensor else None
+            self._quantities.add(val.quantity)
             readings.append(Reading(q.metric, val.value, labels, arrival))
             if q.state:
                 event = self._transition(val.quantity, val.sensor, val.value, parsed.ts, arrival, topic)

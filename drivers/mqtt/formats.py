@@ -36,7 +36,7 @@ from drivers.mqtt.payloads import (
     state,
 )
 
-__all__ = ["FORMATS", "FORMAT_DEFAULT_MAX_AGE", "ParseOptions", "parse"]
+__all__ = ["FORMATS", "FORMAT_DEFAULT_MAX_AGE", "ParseOptions", "default_max_age", "parse"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -360,20 +360,35 @@ FORMATS: dict[str, Callable[[str, bytes, ParseOptions], Parsed]] = {
     "shelly": parse_shelly,
 }
 
-#: ``max_age`` when the device entry does not set one (None = no silence check).
+#: ``max_age`` when the device entry does not set one: (measurements, two-state kinds) per format;
+#: None = no silence check. Measurements (temperature, humidity) always get a limit, so a dead
+#: sensor never shows its last value as the room's state; door/leak/smoke states are sent on change
+#: only, so they get one only where the format has a heartbeat.
 #: zigbee2mqtt: its own availability check calls a battery device offline after 25 h
-#: (https://www.zigbee2mqtt.io/guide/configuration/device-availability.html, passive timeout 1500 min).
-#: Tasmota: sends tele/…/SENSOR every TelePeriod, 300 s by default
+#: (https://www.zigbee2mqtt.io/guide/configuration/device-availability.html, passive timeout 1500 min);
+#: every message carries the whole state, contacts included.
+#: Tasmota: sends tele/…/SENSOR (switches included) every TelePeriod, 300 s by default
 #: (https://tasmota.github.io/docs/Commands/#teleperiod): three missed periods.
-#: ESPHome binary sensors and Shelly battery devices publish on change only, value/json are unknown.
-FORMAT_DEFAULT_MAX_AGE: dict[str, float | None] = {
-    "value": None,
-    "json": None,
-    "zigbee2mqtt": 25 * 3600.0,
-    "tasmota": 15 * 60.0,
-    "esphome": None,
-    "shelly": None,
+#: ESPHome: a sensor publishes every ``update_interval``, 60 s by default
+#: (https://esphome.io/components/sensor/): 15 min; binary sensors publish on change only.
+#: Shelly gen2: the battery Plus H&T reports on a threshold and at least every 2 h (firmware ≥ 0.12.0,
+#: https://support.shelly.cloud/en/support/solutions/articles/103000226308): one missed report + margin;
+#: inputs report on change only.
+#: value/json: the publisher's rate is unknown: 15 min, like ESPHome.
+FORMAT_DEFAULT_MAX_AGE: dict[str, tuple[float | None, float | None]] = {
+    "value": (15 * 60.0, None),
+    "json": (15 * 60.0, None),
+    "zigbee2mqtt": (25 * 3600.0, 25 * 3600.0),
+    "tasmota": (15 * 60.0, 15 * 60.0),
+    "esphome": (15 * 60.0, None),
+    "shelly": (3 * 3600.0, None),
 }
+
+
+def default_max_age(fmt: str, kind: str) -> float | None:
+    """The ``max_age`` of a device entry that does not set one (``kind`` auto counts as measurements)."""
+    measurements, states = FORMAT_DEFAULT_MAX_AGE[fmt]
+    return states if kind in _STATE_KINDS else measurements
 
 
 def parse(fmt: str, topic: str, payload: bytes, opts: ParseOptions) -> Parsed:
