@@ -17,16 +17,12 @@ from drivers.base import DeviceConfig
 from drivers.host import HostConfig
 from roomwatch.configbase import (
     ByteSize,
-    ConfigError,
     Duration,
     HostPort,
     Labels,
     Model,
-    Problem,
     Secret,
-    dotted,
     load_model,
-    load_yaml,
 )
 from roomwatch.tls import ClientTLS
 
@@ -156,9 +152,4 @@ class AgentConfig(Model):
 
 def load_agent_config(path: str) -> AgentConfig:
     """Load and validate an agent file; raise :class:`ConfigError` listing every problem."""
-    data, located = load_yaml(path)
-    cfg = load_model(path, AgentConfig, data, located)
-    problems = [Problem(located.file, located.line_of(p), dotted(p), m) for p, m in cfg.extra_checks()]
-    if problems:
-        raise ConfigError(problems)
-    return cfg
+    return load_model(path, AgentConfig)

@@ -177,6 +177,10 @@ class Model(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=False, populate_by_name=True, defer_build=True)
     _secret_fields: ClassVar[frozenset[str]] = frozenset()
 
+    def extra_checks(self) -> list[tuple[tuple[Any, ...], str]]:
+        """Cross-field checks pydantic cannot express, as (key path, message); none by default."""
+        return []
+
     @classmethod
     def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
         super().__pydantic_init_subclass__(**kwargs)
@@ -447,9 +451,14 @@ def load_model(path: str | os.PathLike[str], model: type[M], data: Any = None, l
     if not isinstance(data, dict):
         raise ConfigError([Problem(str(path), 1, "", "the file must be a mapping of keys (key: value)")])
     try:
-        return model.model_validate(data)
+        cfg = model.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(validation_problems(exc, data, located)) from None
+    # Cross-field checks run only on a valid model, and are located like pydantic's errors.
+    problems = [Problem(located.file, located.line_of(p), dotted(p), m) for p, m in cfg.extra_checks()]
+    if problems:
+        raise ConfigError(problems)
+    return cfg
 
 
 def iter_secret_values(model: BaseModel) -> Iterator[str]:
