@@ -120,7 +120,8 @@ class AlertService:
 
     def _agent_up(self, agent_id: str) -> bool:
         a = self.collector.agents.agents.get(agent_id)
-        return a is None or a.up(self.clock())
+        # a standby agent gone back to its home collector: its alerts here may resolve as "no data"
+        return a is None or a.standby or a.up(self.clock())
 
     def on_ingest(self, agent: Any, changed: Any, events: list[Any], batch: Any) -> None:
         """Collector listener: evaluate the batch now, in the ingest call."""
@@ -144,8 +145,8 @@ class AlertService:
         for a in self.collector.agents.agents.values():
             if a.last_push is None and now - self.started_at < a.timeout:
                 continue  # just started: give every agent its timeout to show up
-            up = 1.0 if a.up(now) else 0.0
-            if self._fed_agents.get(a.id) != up:
+            up = 1.0 if a.up(now) or a.standby else 0.0  # a standby agent is never AgentDown here
+            if self._fed_agents.get(a.id, 1.0 if a.standby else None) != up:
                 self._feed_agent(a.id, up, now)
         for name, status in self.outbox.status.items():
             up = 1.0 if status.up(now, self.outbox.failing_after) else 0.0

@@ -24,6 +24,7 @@ class AgentState:
     id: str
     token_hash: str
     timeout: float
+    standby: bool = False  # failover collector for this agent: its silence here is not AgentDown
     seqs: SeqTracker = field(default_factory=SeqTracker)
     last_push: float | None = None  # Unix seconds of the last accepted push
     last_seq: int | None = None
@@ -37,6 +38,10 @@ class AgentState:
 
     def up(self, now: float) -> bool:
         return self.last_push is not None and now - self.last_push <= self.timeout
+
+    def down(self, now: float) -> bool:
+        """Silent here although this collector is its home (a standby agent is never down here)."""
+        return not self.standby and not self.up(now)
 
 
 class AgentRegistry:
@@ -54,6 +59,7 @@ class AgentRegistry:
             digest = entry.token_hash or hash_token(entry.token.get_secret_value())  # type: ignore[union-attr]
             state = old.get(entry.id) or AgentState(entry.id, digest, entry.timeout or config.agent_timeout)
             state.token_hash, state.timeout = digest, entry.timeout or config.agent_timeout
+            state.standby = entry.standby
             self.agents[entry.id] = state
             self._by_hash[digest] = state
 
@@ -67,4 +73,4 @@ class AgentRegistry:
 
     def down_agents(self, now: float | None = None) -> list[AgentState]:
         now = time.time() if now is None else now
-        return [a for a in self.agents.values() if not a.up(now)]
+        return [a for a in self.agents.values() if a.down(now)]

@@ -30,6 +30,9 @@ class AgentEntry(Model):
     token_hash: str | None = Field(default=None, pattern=r"^sha256:[0-9a-f]{64}$",
                                    description="sha256:<hex> of the token (roomwatch gen-token prints it)")
     timeout: Duration | None = Field(default=None, gt=0, description="AgentDown after this long without a push")
+    # Scale-out (docs/scaling.md): an agent whose home is another collector pushes here only while
+    # its home is unreachable; its silence here is normal, so it must not raise AgentDown here.
+    standby: bool = Field(default=False, description="this collector is the agent's failover, not its home")
 
     @model_validator(mode="after")
     def _one_secret(self) -> AgentEntry:

@@ -166,6 +166,8 @@ class Collector:
         if before is not up:
             if up:
                 log.info("agent %s is pushing%s", agent.id, "" if before is None else " again")
+            elif agent.standby:
+                log.info("agent %s stopped pushing here (this collector is its standby)", agent.id)
             else:
                 log.warning("agent %s is down: no push for %.0fs", agent.id, agent.timeout)
             self._agent_up[agent.id] = up
@@ -177,7 +179,10 @@ class Collector:
         up, last, future = [], [], []
         for a in sorted(self.agents.agents.values(), key=lambda a: a.id):
             block = render_labels({"agent": a.id})
-            up.append((block, 1.0 if a.up(now) else 0.0))
+            if a.standby and not a.up(now):
+                pass  # pushing to its home collector: that one exports its roomwatch_agent_up
+            else:
+                up.append((block, 1.0 if a.up(now) else 0.0))
             if a.last_push is not None:
                 last.append((block, a.last_push))
             if a.future_stamps:

@@ -115,6 +115,7 @@ async def handle_agents(request: web.Request) -> web.Response:
         out.append({
             "id": a.id,
             "up": a.up(now),
+            "standby": a.standby,
             "last_push": a.last_push,
             "last_push_age_seconds": None if a.last_push is None else round(now - a.last_push, 3),
             "timeout_seconds": a.timeout,

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from roomwatch.exposition import render
 from tests.alert_harness import Harness, at
 
 TEMP = "roomwatch_temperature_celsius"
@@ -202,6 +203,32 @@ def test_agent_down_and_device_down(h: Harness) -> None:
     assert names == ["AgentDown"]  # DeviceDown is inhibited: no resolve, no repeat
     h.push([("roomwatch_device_up", {**UPS, "driver": "snmp"}, 1.0)])  # a1 pushes again
     assert h.states() == {}
+
+
+def test_standby_agent_is_never_agent_down_here(tmp_path: Path) -> None:
+    """Scale-out: an agent whose home is another collector is silent here by design (docs/scaling.md)."""
+    from tests.helpers import metric_value
+
+    h = Harness(tmp_path, agents=[{"id": "a1", "token": "t" * 20},
+                                  {"id": "away", "token": "u" * 20, "standby": True}])
+    h.advance(600, keep_alive=("a1",))  # "away" never pushed here: its home collector has it
+    assert h.states() == {}
+    h.push([("roomwatch_water_leak_detected", LEAK, 1.0)], [("water_leak", LEAK)], agent="away")  # failover
+    assert h.states() == {"WaterLeak": "firing"}
+    text = render(h.collector.families(h.now)).decode()
+    assert metric_value(text, "roomwatch_agent_up", agent="away") == 1.0
+    h.advance(120, keep_alive=("a1",))  # back home: silent here, and that is no outage
+    assert "AgentDown" not in h.states()
+    text = render(h.collector.families(h.now)).decode()
+    assert metric_value(text, "roomwatch_agent_up", agent="away") is None  # not 0: its home exports it
+    assert metric_value(text, "roomwatch_agent_up", agent="a1") == 1.0
+    assert [a.id for a in h.collector.agents.down_agents(h.now)] == []
+    # the leak it raised here goes stale as "no data" (a day for state metrics) instead of firing forever
+    h.advance(2 * 86400, step=600, keep_alive=("a1",))
+    assert h.states() == {}
+    # the home agent, silent for its timeout, is AgentDown as before
+    h.advance(61, keep_alive=())
+    assert h.alert("AgentDown")["labels"]["agent"] == "a1"
 
 
 def test_event_rule_with_clear_event(tmp_path: Path) -> None:

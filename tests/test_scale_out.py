@@ -89,8 +89,9 @@ def _collector(tmp: Path, name: str, am_urls: list[str]) -> tuple[RoomwatchProce
     port = free_port()
     conf["listen"] = f"127.0.0.1:{port}"
     conf["storage"] = str(tmp / f"collector-{name}.db")
-    conf["agents"] = [{"id": a["id"], "token": TOKENS[a["id"]]} for a in conf["agents"]]
-    conf["agent_timeout"] = "1h"  # the agent that never pushes here must not raise AgentDown meanwhile
+    # tokens instead of the shipped hashes; the shipped standby marks and agent_timeout stay
+    conf["agents"] = [{**{k: v for k, v in a.items() if k != "token_hash"}, "token": TOKENS[a["id"]]}
+                      for a in conf["agents"]]
     [am] = [c for c in conf["channels"] if c["type"] == "alertmanager"]
     am["urls"] = am_urls
     path = write_yaml(tmp / f"collector-{name}.yaml", conf)
@@ -139,7 +140,12 @@ def test_shipped_scale_out_configs_are_valid() -> None:
                          timeout=60, check=False)
     assert res.returncode == 0, res.stdout + res.stderr
     a, b = (yaml.safe_load((SCALE / f"collector-{n}.yaml").read_text()) for n in "ab")
-    assert a["agents"] == b["agents"], "both collectors of a failover pair must accept every agent"
+    tokens = [{e["id"]: e["token_hash"] for e in c["agents"]} for c in (a, b)]
+    assert tokens[0] == tokens[1], "both collectors of a failover pair must accept every agent"
+    # each agent has one home: standby on exactly one of the pair, so only its home raises AgentDown
+    standby = [{e["id"] for e in c["agents"] if e.get("standby")} for c in (a, b)]
+    assert standby[0].isdisjoint(standby[1]) and standby[0] | standby[1] == set(tokens[0])
+    assert AGENT in standby[1], "county A's agent lives on collector A (agent.yaml lists A first)"
     agent = yaml.safe_load((SCALE / "agent.yaml").read_text())
     assert agent["collector"]["urls"] == [f"http://{a['listen']}", f"http://{b['listen']}"]
 

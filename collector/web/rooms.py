@@ -103,7 +103,8 @@ def rooms_snapshot(collector: Any, now: float | None = None) -> dict[str, Any]:
     agents = []
     for a in sorted(collector.agents.agents.values(), key=lambda a: a.id):
         site, room = agent_place.get(a.id, ("", ""))
-        agents.append({"id": a.id, "up": a.up(now), "last_push": a.last_push, "site": site, "room": room})
+        agents.append({"id": a.id, "up": a.up(now), "standby": a.standby, "last_push": a.last_push,
+                       "site": site, "room": room})
     down_devices = [
         {"site": r["site"], "room": r["room"], "agent": d["agent"], "device": d["device"], "since": d["since"]}
         for r in out_rooms for d in r["devices"] if d["up"] is False
@@ -112,5 +113,5 @@ def rooms_snapshot(collector: Any, now: float | None = None) -> dict[str, Any]:
         "generated": now,
         "rooms": out_rooms,
         "agents": agents,
-        "down": {"agents": [a for a in agents if not a["up"]], "devices": down_devices},
+        "down": {"agents": [a for a in agents if not a["up"] and not a["standby"]], "devices": down_devices},
     }
