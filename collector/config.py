@@ -143,11 +143,21 @@ class CollectorConfig(Model):
         for j, ch in enumerate(self.report.channels):
             if ch not in channel_names:
                 problems.append((("report", "channels", j), f"no channel named {ch!r} in channels"))
+        from collector.agents import hash_token  # here: collector.agents imports this module
+
         seen: set[str] = set()
+        tokens: dict[str, str] = {}
         for i, a in enumerate(self.agents):
             if a.id in seen:
                 problems.append((("agents", i, "id"), f"agent {a.id!r} is listed twice"))
             seen.add(a.id)
+            # a token names its agent: shared, every push would be taken for one of them (403 for the other)
+            digest = a.token_hash or hash_token(a.token.get_secret_value())  # type: ignore[union-attr]
+            if digest in tokens and tokens[digest] != a.id:
+                key = "token_hash" if a.token_hash else "token"
+                problems.append((("agents", i, key), f"agent {a.id!r} has the same token as agent {tokens[digest]!r}; "
+                                 "give each agent its own (roomwatch gen-token)"))
+            tokens.setdefault(digest, a.id)
         names: set[str] = set()
         for i, c in enumerate(self.channels):
             if c.name in names:

@@ -38,6 +38,25 @@ def _error(status: int, reason: str, collector: Collector | None = None, **heade
     return web.json_response({"error": reason}, status=status, headers=headers or None)
 
 
+async def _read_body(request: web.Request, max_body: int) -> bytes | None:
+    """The body, or None when a chunked, uncompressed body passes ``max_body``.
+
+    With Content-Length the size was checked before reading. A chunked body has no
+    length up front: count it as it arrives. aiohttp hands the body over already
+    decompressed, so for a compressed chunked body the size as sent is unknown; it is
+    bounded by ``max_body_decompressed`` (client_max_size), which is the memory bound anyway.
+    """
+    if request.content_length is not None or request.headers.get("Content-Encoding", "identity") != "identity":
+        return await request.read()
+    parts, size = [], 0
+    async for chunk in request.content.iter_chunked(1 << 16):
+        size += len(chunk)
+        if size > max_body:
+            return None
+        parts.append(chunk)
+    return b"".join(parts)
+
+
 async def handle_push(request: web.Request) -> web.Response:
     """``POST /api/v1/push``: 401 bad token, 413 too big, 400 malformed, 403 wrong agent, 200 ok."""
     c = request.app[COLLECTOR_KEY]
@@ -63,7 +82,9 @@ async def handle_push(request: web.Request) -> web.Response:
     if request.content_length is not None and request.content_length > cfg.max_body:
         return _error(413, f"body larger than {cfg.max_body} bytes", c)
     try:
-        raw = await asyncio.wait_for(request.read(), cfg.body_timeout)
+        raw = await asyncio.wait_for(_read_body(request, cfg.max_body), cfg.body_timeout)
+        if raw is None:
+            return _error(413, f"body larger than {cfg.max_body} bytes", c)
     except web.HTTPRequestEntityTooLarge:
         return _error(413, f"body larger than {cfg.max_body_decompressed} bytes once decompressed", c)
     except RequestPayloadError as exc:  # e.g. Content-Encoding: gzip on a body that is not gzip

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from pathlib import Path
 
@@ -88,8 +89,12 @@ agents:
         (COLLECTOR_OK + "channels:\n  - name: x\n    type: webhook\n    url: http://h/\nroutes:\n  - channels: [y]\n", 10,
          "routes[0].channels[0]", "no channel named 'y'"),
         (COLLECTOR_OK.replace("127.0.0.1:9640", "localhost"), 1, "listen", "host:port"),
+        (COLLECTOR_OK + "  - id: a2\n    token: t0ken\n", 6, "agents[1].token", "same token as agent 'a1'"),
+        (COLLECTOR_OK + "  - id: a2\n    token_hash: sha256:" + hashlib.sha256(b"t0ken").hexdigest() + "\n", 6,
+         "agents[1].token_hash", "same token as agent 'a1'"),
     ],
-    ids=["unknown-key", "bad-size", "missing-token", "unknown-channel", "bad-listen"],
+    ids=["unknown-key", "bad-size", "missing-token", "unknown-channel", "bad-listen", "shared-token",
+         "shared-token-hash"],
 )
 def test_collector_mistakes_name_file_line_key(tmp_path: Path, text: str, line: int, key: str, words: str) -> None:
     rc, err = _check(tmp_path, text)

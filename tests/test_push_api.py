@@ -29,6 +29,24 @@ def _push(c: CollectorHandle, body: bytes, token: str | None = TOKENS["agent-a"]
     return status, json.loads(raw) if raw else {}
 
 
+def _push_chunked(c: CollectorHandle, body: bytes) -> tuple[int, dict]:
+    """POST with Transfer-Encoding: chunked (no Content-Length), as some HTTP clients send."""
+    import http.client
+    import urllib.parse
+
+    u = urllib.parse.urlsplit(c.url)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=10)
+    try:
+        pieces = (body[i:i + 8192] for i in range(0, len(body), 8192))
+        conn.request("POST", "/api/v1/push", body=pieces, encode_chunked=True,
+                     headers={"Content-Type": "application/json", "Authorization": f"Bearer {TOKENS['agent-a']}"})
+        resp = conn.getresponse()
+        raw = resp.read()
+        return resp.status, json.loads(raw) if raw else {}
+    finally:
+        conn.close()
+
+
 def test_accepts_gzip_and_plain(collector: CollectorHandle) -> None:
     status, doc = _push(collector, encode_batch(_batch(seq=1), compress=True))
     assert (status, doc) == (200, {"accepted": 3, "duplicate": False})
@@ -83,6 +101,12 @@ def test_oversize_is_413(tmp_path) -> None:
         assert len(bomb) < 64 * 1024
         status, _ = _push(c, bomb)
         assert status == 413
+        # chunked, so no Content-Length to check up front: counted as it arrives, still 413 past max_body
+        mid = encode_batch(_batch(n=1000), compress=False)
+        assert 64 * 1024 < len(mid) < 256 * 1024
+        assert _push_chunked(c, mid)[0] == 413
+        assert _push_chunked(c, encode_batch(_batch(seq=7), compress=False)) == (200, {"accepted": 3, "duplicate": False})
+        assert metric_value(c.metrics(), "roomwatch_collector_samples_received_total") == 3  # the big one stored nothing
         assert c.proc.alive()
     finally:
         c.proc.stop()
