@@ -171,11 +171,16 @@ def parse_zigbee2mqtt(topic: str, payload: bytes, opts: ParseOptions) -> Parsed:
 TASMOTA_FIELDS: dict[str, str] = {"Temperature": "temperature", "Humidity": "humidity"}
 _TASMOTA_FIELD_RE = re.compile(r"^(Temperature|Humidity)(\d*)$")  # ANALOG: Temperature1, Temperature2 …
 _TASMOTA_SWITCH_RE = re.compile(r"^Switch\d{1,2}$")  # Switch1..Switch28 (SwitchTopic 0)
+#: Tasmota on ESP32 boards reports the microcontroller's internal temperature sensor as an
+#: "ESP32" object in SENSOR: tens of degrees above the room, it would raise temperature alerts.
+_TASMOTA_CHIP_RE = re.compile(r"^ESP(32|8266)", re.IGNORECASE)
 
 
 def _tasmota_sensors(doc: dict[str, Any], opts: ParseOptions, out: Parsed) -> None:
     fahrenheit = str(doc.get("TempUnit", "C")).upper() == "F"
     for name, body in doc.items():
+        if _TASMOTA_CHIP_RE.match(name):
+            continue  # the board's own chip ("ESP32":{"Temperature":52.2}), not the room
         if isinstance(body, dict):
             sensor = str(body["Id"]) if isinstance(body.get("Id"), (str, int)) else name
             for fname, raw in body.items():
