@@ -1,6 +1,6 @@
 """Rules as the engine runs them: the default pack, overrides, rule files, compiled once.
 
-The default pack is ``alerts/defaults.yaml`` (RULES.md). A collector file may
+The default pack is ``alerts/defaults.yaml``. A collector file may
 change any default under ``rules.overrides``, add rules inline under
 ``rules.extra`` or in files under ``rules.files``.
 """

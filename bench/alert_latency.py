@@ -270,7 +270,7 @@ def markdown(res: dict[str, Any]) -> str:
            "pipelines fed by the same flips in the same run and delivering to the same receiver. roomwatch is faster by "
            f"**{res['ratio_p50']:.0f}× at p50 and {res['ratio_p99']:.0f}× at p99** (target: p99 < 1 s and ≥ 5×). "
            "Prometheus/Alertmanager settings: 1 s scrape and evaluation, `--rules.alert.resend-delay=1s`, "
-           "`group_wait: 0s`, `group_interval: 1s` (BASELINES.md: tuned to the limit). The push here is the agent's "
+           "`group_wait: 0s`, `group_interval: 1s` (the tightest these tools allow). The push here is the agent's "
            "event push (HTTP POST of sample + event); the agent's own detection time (its poll interval, or the MQTT "
            "message for a listening sensor) comes before it in both designs."]
     return "\n".join(out)

@@ -18,7 +18,7 @@ DS = {"type": "prometheus", "uid": "${datasource}"}
 SEL = 'site=~"$site", room=~"$room", device=~"$device"'  # the usual label filter
 ROOM_SEL = 'site=~"$site", room=~"$room"'
 
-# Thresholds of the default rule pack (RULES.md); keep in step with config/prometheus/rules.
+# Thresholds of the default rule pack (alerts/defaults.yaml); keep in step with config/prometheus/rules.
 TEMP_STEPS = [(None, "green"), (27, "orange"), (32, "red")]
 HUMIDITY_STEPS = [(None, "red"), (0.20, "green"), (0.80, "red")]
 OPEN_CLOSED = [{"type": "value", "options": {"0": {"text": "关 closed", "color": "green", "index": 0},

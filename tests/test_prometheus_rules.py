@@ -73,7 +73,7 @@ def test_the_rule_pack_matches_the_contract() -> None:
         rule = alerts[name]
         assert rule["labels"]["severity"] == severities.get(name, "warning"), name
         assert {"summary", "description"} <= set(rule["annotations"]), name
-    # "for" as in RULES.md
+    # "for" as in alerts/defaults.yaml
     want_for = {"RoomTemperatureHigh": "5m", "RoomTemperatureCritical": "2m", "RoomHumidityOutOfRange": "15m",
                 "DoorOpenTooLong": "10m", "UPSOnBattery": "30s", "UPSRuntimeLow": "1m", "UPSBatteryReplace": "10m",
                 "DeviceDown": "2m"}

@@ -40,7 +40,7 @@ const I18N = {
   },
 };
 
-// Default rule pack thresholds (RULES.md), used only when the alerts API is missing.
+// Default rule pack thresholds (alerts/defaults.yaml), used only when the alerts API is missing.
 const LIMITS = { tempWarn: 27, tempCrit: 32, humLow: 0.20, humHigh: 0.80, runtimeLow: 600 };
 const M = {
   temp: "roomwatch_temperature_celsius", hum: "roomwatch_humidity_ratio",
