@@ -11,9 +11,9 @@ Like Alertmanager's dispatcher, with escalation levels added:
 * A channel is told about an alert once when it fires and once when it
   resolves (if ``send_resolved``), and again every ``repeat_interval`` while
   firing and not acknowledged. Silenced and inhibited alerts are not told.
-* Escalation: level *k* channels join when an unacknowledged firing alert was
-  first notified ``levels[k].after`` ago; an acknowledgement stops repeats and
-  escalation. A channel that was told an alert fires is told when it resolves.
+* Escalation: level *k* channels hear of an unacknowledged firing alert once it
+  was first notified ``levels[k].after`` ago (each alert on its own clock); an
+  acknowledgement stops repeats and escalation. A channel that was told an alert fires is told when it resolves.
 * An alert an agent's local fallback already sent (:meth:`Dispatcher.mark_told`)
   counts as told to the level-0 channels at the time the agent sent it.
 
@@ -194,28 +194,40 @@ class Dispatcher:
             return self.resolved.get(fp, a)
         return a
 
-    def _level(self, g: Group, firing: list[Alert], now: float) -> int:
-        level = 0
+    @staticmethod
+    def _alert_level(g: Group, a: Alert, now: float) -> int:
+        """The escalation level this alert has reached on its own clock (its first notification)."""
+        t0 = g.first_notified.get(a.fp)
+        if a.ack_at is not None or t0 is None:
+            return 0
         after = g.route.after
+        for k in range(len(after) - 1, 0, -1):
+            if now - t0 >= after[k]:
+                return k
+        return 0
+
+    def _level(self, g: Group, firing: list[Alert], now: float) -> int:
+        return max((self._alert_level(g, a, now) for a in firing), default=0)
+
+    def _escalation_due(self, g: Group, firing: list[Alert], now: float) -> bool:
+        """Has an alert reached a level whose channels were not told of it yet?"""
         for a in firing:
-            t0 = g.first_notified.get(a.fp)
-            if a.ack_at is not None or t0 is None:
-                continue
-            for k in range(len(after) - 1, 0, -1):
-                if now - t0 >= after[k]:
-                    level = max(level, k)
-                    break
-        return level
+            for k in range(1, self._alert_level(g, a, now) + 1):
+                for ch in g.route.levels[k]:
+                    st = g.channels.get(ch)
+                    if (st is None or a.fp not in st.sent) and _for_channel(a, ch):
+                        return True
+        return False
 
     def due(self, now: float) -> list[Group]:
-        """Groups to flush now: their timer is up, or an escalation level was reached."""
+        """Groups to flush now: their timer is up, or an alert reached an escalation level."""
         out = []
         for g in self.groups.values():
             if now >= g.next_flush:
                 out.append(g)
             elif len(g.route.levels) > 1 and g.first_notified:
                 firing = [a for fp in g.alerts if (a := self._alert(fp)) is not None and a.state == FIRING]
-                if self._level(g, self.notifiable(firing, now), now) > g.level:
+                if self._escalation_due(g, self.notifiable(firing, now), now):
                     out.append(g)
         return out
 
@@ -241,9 +253,13 @@ class Dispatcher:
             channel = self.channels.get(ch)
             st = g.channels.setdefault(ch, ChannelState())
             in_active = ch in level_of
-            mine = [a for a in firing if not (a.name == CHANNEL_FAILING and a.labels.get("channel") == ch)]
+            mine = [a for a in firing if _for_channel(a, ch)]
             if not in_active:
                 mine = [a for a in mine if a.fp in st.sent]
+            elif level_of[ch] > 0:
+                # an escalation channel hears of an alert once that alert's own clock got there:
+                # a new alert in an already escalated group goes to the duty level first
+                mine = [a for a in mine if a.fp in st.sent or self._alert_level(g, a, now) >= level_of[ch]]
             mine_fps = {a.fp for a in mine}
             # a resolution the agent's local fallback already sent counts as told
             resolved = [a for a in alerts if a.fp in st.sent and a.state == RESOLVED and not a.fallback_resolved]
@@ -251,7 +267,7 @@ class Dispatcher:
             new = mine_fps - st.sent
             reason = ""
             if new:
-                reason = "escalation" if level_of.get(ch, 0) > 0 and not st.sent else "firing"
+                reason = "escalation" if level_of.get(ch, 0) > 0 else "firing"
             elif resolved and send_resolved:
                 reason = "resolved"
             elif in_active and mine and st.last_sent is not None:
@@ -286,3 +302,8 @@ class Dispatcher:
 
     def _held_elsewhere(self, fp: str, g: Group) -> bool:
         return any(fp in other.alerts for other in self.groups.values() if other is not g)
+
+
+def _for_channel(a: Alert, ch: str) -> bool:
+    """A channel is not sent the alert about its own failure (the other channels carry it)."""
+    return not (a.name == CHANNEL_FAILING and a.labels.get("channel") == ch)

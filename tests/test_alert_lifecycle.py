@@ -182,7 +182,25 @@ def test_acknowledged_in_time_never_escalates(tmp_path: Path) -> None:
     assert h.queued() == []
     h.advance(1)
     [n] = h.queued()
-    assert n.receiver == "chief" and {a.labels["device"] for a in n.alerts} == {"leak1", "leak2"}
+    # the chief hears of what nobody acknowledged, not of leak1 the duty officer took
+    assert (n.receiver, n.reason) == ("chief", "escalation") and [a.labels["device"] for a in n.alerts] == ["leak2"]
+
+
+def test_new_alert_in_an_escalated_group_starts_its_own_clock(tmp_path: Path) -> None:
+    h = Harness(tmp_path, routes=DUTY_ROUTES)
+    leak(h, True)
+    h.advance(900)  # leak1 unacknowledged for 15 min: escalated
+    assert [(n.receiver, n.reason) for n in h.queued()] == [("duty", "firing"), ("chief", "escalation")]
+    h.advance(60)
+    leak(h, True, "leak2")
+    h.advance(30)  # the group's next interval: the duty officer hears of leak2 first, the chief not yet
+    assert names(h.queued()) == [("duty", "firing", ["leak1", "leak2"])]
+    h.advance(870)
+    assert h.queued() == []
+    h.advance(30)  # 15 min after leak2 was first told: now the chief
+    [n] = h.queued()
+    assert (n.receiver, n.reason) == ("chief", "escalation")
+    assert sorted(a.labels["device"] for a in n.alerts) == ["leak1", "leak2"]  # leak1 already his, still firing
 
 
 def test_warning_route_and_continue(tmp_path: Path) -> None:
