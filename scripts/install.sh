@@ -4,17 +4,18 @@
 # action and the udev rule for GPIO chips. Safe to run again (upgrades the venv, keeps configs).
 #
 #   sudo scripts/install.sh [--agent] [--collector] [--enable] [--source PATH|WHEEL]
-#                           [--prefix /opt/roomwatch] [--root DIR] [--no-venv]
+#                           [--gpio] [--prefix /opt/roomwatch] [--root DIR] [--no-venv]
 #
 #   --agent / --collector  which service(s) to set up (default: both)
 #   --enable               systemctl enable --now the chosen services
 #   --source               what pip installs (default: this checkout); a wheel works too
+#   --gpio                 also install the gpio extra (libgpiod bindings) for GPIO contacts
 #   --root DIR             install into DIR as a staging root (packaging, tests): no user,
 #                          no venv, no systemctl — only files
 #   --no-venv              keep an existing /opt/roomwatch as it is
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
-prefix=/opt/roomwatch root="" source="$here" enable=0 venv=1 want_agent=0 want_collector=0
+prefix=/opt/roomwatch root="" source="$here" enable=0 venv=1 want_agent=0 want_collector=0 extras=""
 
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -22,10 +23,11 @@ while [ $# -gt 0 ]; do
     --collector) want_collector=1 ;;
     --enable) enable=1 ;;
     --source) source="$2"; shift ;;
+    --gpio) extras="[gpio]" ;;
     --prefix) prefix="$2"; shift ;;
     --root) root="$(realpath -m "$2")"; shift ;;
     --no-venv) venv=0 ;;
-    -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown option: $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -62,7 +64,7 @@ if ! staging && [ "$venv" = 1 ]; then
   [ -x "$prefix/bin/python" ] || { say "creating venv $prefix"; "$py" -m venv "$prefix"; }
   say "installing roomwatch from $source into $prefix"
   "$prefix/bin/python" -m pip install -q --upgrade pip
-  "$prefix/bin/python" -m pip install -q --upgrade "$source"
+  "$prefix/bin/python" -m pip install -q --upgrade "$source$extras"  # PATH[gpio] and WHEEL[gpio] both work
   "$prefix/bin/roomwatch" --version
 fi
 
