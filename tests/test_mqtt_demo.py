@@ -8,6 +8,8 @@ import json
 import threading
 from pathlib import Path
 
+import pytest
+
 from roomwatch.demo import DemoContext, _stop
 from roomwatch.sims.mqtt_publisher import Room
 from tests.helpers import require_binary
@@ -28,15 +30,22 @@ def test_values_drift_slowly_and_stay_plausible() -> None:
     assert max(abs(a - b) for a, b in itertools.pairwise(temps)) < 1.0  # drifts, does not jump
 
 
-def test_demo_simulator_publishes_zigbee2mqtt_messages(tmp_path: Path) -> None:
-    require_binary("/usr/sbin/mosquitto")
+@pytest.mark.parametrize("broker", ["mosquitto", "amqtt"])
+def test_demo_simulator_publishes_zigbee2mqtt_messages(tmp_path: Path, broker: str,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """With mosquitto, or without it (amqtt from the demo extra): the four sensors publish."""
     import paho.mqtt.client as mqtt
 
     from roomwatch.sims import mqtt_room
 
+    if broker == "mosquitto":
+        require_binary("/usr/sbin/mosquitto")
+    else:
+        monkeypatch.setattr(mqtt_room, "find_mosquitto", lambda: None)  # a machine without mosquitto
     ctx = DemoContext(tmp_path)
     try:
         devices = mqtt_room.start(ctx)
+        assert f"({broker})" in ctx.notes[-1]
         assert {d["name"] for d in devices} == {"room-th1", "door1", "leak1", "smoke1"}
         port = int(devices[0]["broker"].rsplit(":", 1)[1])
         got: dict[str, dict[str, object]] = {}
