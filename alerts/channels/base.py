@@ -19,12 +19,18 @@ from typing import Any, ClassVar
 
 from alerts.config import ChannelBase
 
-__all__ = ["AlertItem", "Channel", "Notification", "Outcome", "SendResult", "channel_types", "get_channel_type",
-           "register_channel"]
+__all__ = ["PROGRESS", "AlertItem", "Channel", "Notification", "Outcome", "SendResult", "channel_types",
+           "get_channel_type", "register_channel", "remember_progress"]
+
+#: Key of ``Notification.extra`` under which a retried notification carries what earlier attempts achieved.
+PROGRESS = "progress"
 
 
 class Outcome(enum.Enum):
     DELIVERED = "delivered"
+    #: Delivered to some recipients; the others can never get it (unknown member, invalid or blacklisted number):
+    #: not retried, but not a success either, so it is counted apart and the channel logs who was missed.
+    PARTIAL = "partial"
     RETRY = "retry"  # 5xx, timeout, connection error, rate limited, token expired (after one refresh)
     GIVE_UP = "give_up"  # 4xx, bad signature, bad config: retrying will not help
 
@@ -34,6 +40,12 @@ class SendResult:
     outcome: Outcome
     detail: str = ""  # the service's reply, secrets removed; shown by `roomwatch test-alert`
     retry_after: float | None = None  # seconds, when the service said
+    #: With RETRY: what this notification's next attempt must know (e.g. the recipients who already got it and
+    #: those still to reach), JSON-able. The sender keeps it with the queued notification (Notification.extra
+    #: [PROGRESS], see :func:`remember_progress`), so a retry, even after a restart, sends only what is missing.
+    #: A non-empty list under ``"reached"`` (who got it) tells the outbox the channel works and only some
+    #: recipients wait: their retries are no failure streak and do not hold back later notifications.
+    progress: dict[str, Any] | None = None
 
 
 @dataclass(slots=True)
@@ -68,6 +80,14 @@ class Notification:
     reason: str = "firing"  # firing | resolved | repeat | escalation | test
     level: int = 0  # escalation level that produced it
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+def remember_progress(n: Notification, result: SendResult) -> bool:
+    """Keep a RETRY's progress with ``n`` for its next attempt; True when ``n`` changed (store it again)."""
+    if result.outcome is not Outcome.RETRY or result.progress is None:
+        return False
+    n.extra[PROGRESS] = result.progress
+    return True
 
 
 class Channel(abc.ABC):
