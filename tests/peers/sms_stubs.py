@@ -93,6 +93,7 @@ class TencentSmsStub(StubServer):
         self.secret_id, self.secret_key, self.app_id = secret_id, secret_key, app_id
         self.sign_name, self.templates = sign_name, templates
         self.number_codes: dict[str, str] = {}  # scripted per-number Code in SendStatusSet
+        self.requests: list[list[str]] = []  # PhoneNumberSet of every request that got a SendStatusSet
         self.app.router.add_post("/", self.handle)
 
     def _error(self, code: str, message: str) -> web.Response:
@@ -140,6 +141,7 @@ class TencentSmsStub(StubServer):
         numbers = data.get("PhoneNumberSet", [])
         if not 1 <= len(numbers) <= 200:
             return self._error("LimitExceeded.PhoneNumberCountLimit", "too many numbers")
+        self.requests.append(list(numbers))
         statuses = []
         for num in numbers:
             code = self.number_codes.get(num, "Ok")
