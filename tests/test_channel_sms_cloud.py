@@ -68,8 +68,10 @@ async def test_aliyun_sends_template_variables(aliyun: AliyunSmsStub, caplog: py
     ch = aliyun_channel(aliyun)
     results = [await ch.send(notification()), await ch.send(notification(status="resolved"))]
     assert [r.outcome for r in results] == [Outcome.DELIVERED] * 2, results
-    first, second = aliyun.received
-    assert first["numbers"] == ["13800138000", "13900139000"] and first["format"] == "JSON"
+    # One request per number: Aliyun answers a request with one Code, which could not say which number failed.
+    assert sorted(r["numbers"] for r in aliyun.received[:2]) == [["13800138000"], ["13900139000"]]
+    first, second = aliyun.received[0], aliyun.received[2]
+    assert first["format"] == "JSON"
     assert first["params"] == {"alert": "机房温度过高", "room": "县政府一号机房", "value": "31.5"}
     assert second["params"]["alert"] == "机房温度过高（已恢复）"
     # A group of three, with a summary longer than a variable may be: cut to 35 characters.
@@ -105,7 +107,7 @@ async def test_aliyun_rejections(aliyun: AliyunSmsStub, caplog: pytest.LogCaptur
 
 
 async def test_aliyun_flow_control_and_outage(aliyun: AliyunSmsStub, caplog: pytest.LogCaptureFixture) -> None:
-    ch = aliyun_channel(aliyun)
+    ch = aliyun_channel(aliyun, phone_numbers=["13800138000"])
     aliyun.fail_next = [("isv.BUSINESS_LIMIT_CONTROL", "触发小时级流控Permits:5"), ("isp.SYSTEM_ERROR", "isp.SYSTEM_ERROR")]
     results = [await ch.send(notification()), await ch.send(notification())]
     assert [r.outcome for r in results] == [Outcome.RETRY, Outcome.RETRY]
@@ -117,6 +119,42 @@ async def test_aliyun_flow_control_and_outage(aliyun: AliyunSmsStub, caplog: pyt
     assert results[-1].outcome is Outcome.RETRY and "no answer within 2s" in results[-1].detail
     await ch.close()
     assert_no_leak([AK_ID, AK_SECRET], results, caplog)
+
+
+async def test_aliyun_retries_only_the_number_under_flow_control(aliyun: AliyunSmsStub,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    """One number is over its hourly flow control, the other gets the SMS: the retry goes to that number alone."""
+    ch = aliyun_channel(aliyun)
+    n = notification()
+    aliyun.number_codes["13900139000"] = ("isv.BUSINESS_LIMIT_CONTROL", "触发小时级流控Permits:5")
+    first = await ch.send(n)
+    assert first.outcome is Outcome.RETRY and first.retry_after == 600.0, first
+    assert first.progress == {"reached": ["13800138000"], "missed": {}, "pending": ["13900139000"]}
+    assert remember_progress(n, first)
+    aliyun.number_codes.clear()
+    second = await ch.send(n)
+    assert second.outcome is Outcome.DELIVERED and "delivered to 2 of 2" in second.detail, second
+    assert sorted(aliyun.requests[:2]) == [["13800138000"], ["13900139000"]] and aliyun.requests[2:] == [["13900139000"]]
+    assert sorted(r["numbers"][0] for r in aliyun.received) == ["13800138000", "13900139000"]  # each number once
+    await ch.close()
+    assert_no_leak([AK_ID, AK_SECRET], [first, second], caplog)
+
+
+async def test_aliyun_invalid_number_does_not_stop_the_others(aliyun: AliyunSmsStub,
+                                                              caplog: pytest.LogCaptureFixture) -> None:
+    """An invalid number is not retried and is logged once; the valid one gets the SMS: partial, not delivered."""
+    ch = aliyun_channel(aliyun, phone_numbers=["13800138000", "1380013800"])  # a digit short
+    aliyun.number_codes["1380013800"] = ("isv.MOBILE_NUMBER_ILLEGAL", "非法手机号")
+    result = await ch.send(notification())
+    assert result.outcome is Outcome.PARTIAL, result
+    assert "delivered to 1 of 2" in result.detail and "1380013800 isv.MOBILE_NUMBER_ILLEGAL" in result.detail
+    assert [r["numbers"] for r in aliyun.received] == [["13800138000"]]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len([w for w in warnings if "1380013800 " in w and "a phone number is not valid" in w]) == 1, warnings
+    # Every number invalid: nobody got it, give up.
+    aliyun.number_codes["13800138000"] = ("isv.MOBILE_NUMBER_ILLEGAL", "非法手机号")
+    assert (await ch.send(notification())).outcome is Outcome.GIVE_UP
+    await ch.close()
 
 
 def test_aliyun_config_checks_fields() -> None:
