@@ -38,6 +38,13 @@ HINTS = {
     60020: "this server's public IP is not in the app's 企业可信IP list",
     81013: "no valid recipient (check to_user/to_party/to_tag)",
 }
+#: Reply fields naming recipients that did not get a message WeCom accepted (errcode 0), and why (doc 90236).
+MISSED_FIELDS = {
+    "invaliduser": "no such member, or outside the app's 可见范围",
+    "invalidparty": "no such department, or outside the app's 可见范围",
+    "invalidtag": "no such tag, or outside the app's 可见范围",
+    "unlicenseduser": "member without an 接口许可 licence",
+}
 
 
 class WecomAppConfig(ChannelBase):
@@ -144,10 +151,16 @@ class WecomAppChannel(HttpChannel):
         code = data["errcode"]
         if code != 0:
             return self._failed("message/send", data)
-        # Partial failure still returns 0: say who did not get it.
-        missed = {k: data[k] for k in ("invaliduser", "invalidparty", "invalidtag", "unlicenseduser") if data.get(k)}
-        detail = f"errcode 0, msgid {data.get('msgid', '')}" + (f"; not delivered to {missed}" if missed else "")
-        return self.result(Outcome.DELIVERED, detail)
+        detail = f"errcode 0, msgid {data.get('msgid', '')}"
+        # A partial failure still returns 0 (all invalid is 81013). Those recipients stay invalid until
+        # someone fixes the member list or the app's scope, so they are not retried, but the message was
+        # not delivered as configured: partial, and logged here once per message.
+        missed = [f"{k} {data[k]} ({why})" for k, why in MISSED_FIELDS.items() if data.get(k)]
+        if not missed:
+            return self.result(Outcome.DELIVERED, detail)
+        self.log.warning("channel %s: recipients will not get this notification, not retried: %s", self.name,
+                         "; ".join(missed))
+        return self.result(Outcome.PARTIAL, f"{detail}; not delivered to " + "; ".join(missed))
 
     def _failed(self, call: str, data: dict) -> SendResult:
         code = data.get("errcode")
