@@ -3,15 +3,17 @@
 One sender task per channel delivers its rows oldest first. ``retry`` outcomes
 back off exponentially (``alerts.retry_initial`` doubling up to
 ``alerts.retry_max``, ±20 % jitter, at least the service's Retry-After);
-``give_up`` ends the row as failed, ``partial`` (some recipients can never get it) as partial.
-A ``retry`` may carry progress (recipients already reached): it is stored with the
-row, so the next attempt, even after a restart, goes only to those still missing;
-such a row, once it reached someone, does not hold back the rows behind it while it
-waits (one number's SMS limit must not delay everybody's next alerts). Each channel type's ``rate_limit`` (N, period)
-allows at most N sends in any ``period`` (a sliding window, so a burst of up to N
-goes at once; shared code, not per channel); a row over the limit waits in the
-table for the window to free, and the window is rebuilt from the table after a
-restart. After a restart, pending rows are sent at once (within the rate limit);
+``give_up`` ends the row as failed, ``partial`` (some recipients can never get
+it) as partial. A ``retry`` may carry progress (recipients already reached): it
+is stored with the row, so the next attempt, even after a restart, goes only to
+those still missing; such a row, once it reached someone, does not hold back the
+rows behind it while it waits (one number's SMS limit must not delay everybody's
+next alerts). Each channel type's ``rate_limit`` (N, period) allows at most N
+sends in any ``period`` (a sliding window, so a burst of up to N goes at once;
+shared code, not per channel), and so does each of its ``more_rate_limits`` (e.g.
+per hour besides per minute); a row over a limit waits in the table for the
+window to free, and the windows are rebuilt from the table after a restart.
+After a restart, pending rows are sent at once (within the rate limits);
 delivered rows are never sent again. A channel whose deliveries fail
 for ``alerts.channel_failing_after`` (or that gave up a message) reports
 ``roomwatch_notification_channel_up 0``, which raises
@@ -21,6 +23,7 @@ for ``alerts.channel_failing_after`` (or that gave up a message) reports
 from __future__ import annotations
 
 import asyncio
+import bisect
 import collections
 import datetime as dt
 import json
@@ -62,6 +65,13 @@ def notification_from_json(text: str) -> Notification:
 _REMAINDER = f"coalesce(json_array_length(payload, '$.extra.{PROGRESS}.reached'), 0) > 0"
 
 
+def _windows(channel: Channel) -> list[tuple[int, float]]:
+    """Every (messages, per seconds) window the channel keeps to: its ``rate_limit`` and ``more_rate_limits``."""
+    first: Any = getattr(channel, "rate_limit", None)
+    more: Any = getattr(channel, "more_rate_limits", ())
+    return ([first] if first else []) + list(more or ())
+
+
 def _reached_some(progress: Any) -> bool:
     """A channel's progress says the notification already reached some recipients."""
     return isinstance(progress, dict) and bool(progress.get("reached"))
@@ -80,6 +90,7 @@ class ChannelStatus:
     gave_up_last: bool = False
     last_error: str = ""
     last_delivered_at: float | None = None
+    #: when the channel sent, oldest first, as far back as its longest rate window
     sent_times: collections.deque[float] = field(default_factory=collections.deque)
 
     def up(self, now: float, failing_after: float) -> bool:
@@ -141,10 +152,11 @@ class Outbox:
 
     def _seed_window(self, name: str) -> None:
         """Sends of the current rate window, from the table: a restart must not reopen a daily SMS quota."""
-        limit: Any = getattr(self.channels[name], "rate_limit", None)
-        if not limit:
+        windows = _windows(self.channels[name])
+        if not windows:
             return
-        count, per = limit
+        # The newest sends of the longest window include the newest of every shorter one.
+        count, per = max(c for c, _ in windows), max(p for _, p in windows)
         rows = self.conn.execute("SELECT done_at FROM outbox WHERE channel = ? "
                                  "AND state IN ('delivered', 'partial', 'failed') "
                                  "AND attempts > 0 AND done_at >= ? ORDER BY done_at DESC LIMIT ?",
@@ -216,7 +228,7 @@ class Outbox:
         was_remainder = _reached_some(notification.extra.get(PROGRESS))
         result = await self._send(channel, notification)
         now = self.clock()
-        if getattr(channel, "rate_limit", None):
+        if _windows(channel):
             status.sent_times.append(now)
         attempts += 1
         if result.outcome in (Outcome.DELIVERED, Outcome.PARTIAL):
@@ -277,16 +289,20 @@ class Outbox:
             return SendResult(Outcome.RETRY, f"channel error: {type(exc).__name__}: {exc}")
 
     def _rate_wait(self, name: str, now: float) -> float:
-        limit: Any = getattr(self.channels[name], "rate_limit", None)
-        if not limit:
+        """Seconds until one more send fits every rate window of the channel (0: now)."""
+        windows = _windows(self.channels[name])
+        if not windows:
             return 0.0
-        count, per = limit
         times = self.status[name].sent_times
-        while times and now - times[0] >= per:
+        longest = max(per for _, per in windows)
+        while times and now - times[0] >= longest:
             times.popleft()
-        if len(times) < count:
-            return 0.0
-        return per - (now - times[0]) + 0.001
+        wait = 0.0
+        for count, per in windows:
+            inside = len(times) - bisect.bisect_right(times, now - per)  # sends less than `per` ago
+            if inside >= count:  # full until the count-th newest send leaves this window
+                wait = max(wait, per - (now - times[-count]) + 0.001)
+        return wait
 
     def _finish(self, row_id: int, state: str, detail: str, now: float, attempts: int | None = None) -> None:
         if attempts is None:

@@ -95,8 +95,11 @@ class Channel(abc.ABC):
 
     type: ClassVar[str]
     config_model: ClassVar[type[ChannelBase]]
-    #: Default service limit: (messages, per seconds); the shared sender spaces messages to respect it.
+    #: Default service limit: (messages, per seconds); the shared sender keeps to it as a sliding window.
     rate_limit: ClassVar[tuple[int, float] | None] = None
+    #: Longer windows the service enforces at the same time (e.g. 1000 per hour besides 30 per minute);
+    #: the sender keeps to every one of them and to ``rate_limit``.
+    more_rate_limits: ClassVar[tuple[tuple[int, float], ...]] = ()
     #: Largest message body the service accepts, in bytes of UTF-8 (texts are cut to fit).
     max_bytes: ClassVar[int | None] = None
     #: Re-send the firing alerts of a group this often even when nothing changed and they are

@@ -81,7 +81,11 @@ class WecomAppChannel(HttpChannel):
 
     type = "wecom_app"
     config_model = WecomAppConfig
-    rate_limit = (30, 60.0)  # per member: 30/min, 1000/h; excess is dropped silently
+    # Per member: 30/min and 1000/h, and WeCom drops the excess silently (errcode 0), so both windows must be
+    # kept here (doc 90236 "发送频率限制"; CHANNELS.md §2). Every message goes to all the channel's members,
+    # so counting the channel's messages counts each member's.
+    rate_limit = (30, 60.0)
+    more_rate_limits = ((1000, 3600.0),)
     max_bytes = CONTENT_MAX
     config: WecomAppConfig
 
