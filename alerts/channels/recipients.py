@@ -44,7 +44,8 @@ class Recipients:
         self.missed: dict[str, str] = {str(k): str(v) for k, v in dict(saved.get("missed", {})).items()}
         pending = saved.get("pending")
         # A restart with another number list: only numbers still configured are sent to.
-        self.pending: list[str] = list(everyone) if pending is None else [r for r in everyone if r in set(pending)]
+        wanted = set(everyone) if pending is None else {str(r) for r in pending}
+        self.pending: list[str] = [r for r in everyone if r in wanted]
 
     def settle(self, ok: Iterable[str], failures: Iterable[Failure], log: logging.Logger, channel: str) -> SendResult:
         """The outcome after an attempt to :attr:`pending`: ``ok`` got it, ``failures`` did not.
