@@ -250,7 +250,7 @@ class FallbackAlerter:
             except Exception as exc:  # a channel bug or a hung modem: try the next channel
                 log.error("local fallback through %s failed: %s", ch.name, exc)
                 continue
-            if result.outcome is Outcome.DELIVERED:
+            if result.outcome in (Outcome.DELIVERED, Outcome.PARTIAL):  # partial: the channel logged who was missed
                 delivered = True
                 self.sent += 1
                 log.warning("collector unreachable for %.0fs: sent %s %s for %s through %s", offline, cond.alertname,

@@ -3,11 +3,17 @@
 One sender task per channel delivers its rows oldest first. ``retry`` outcomes
 back off exponentially (``alerts.retry_initial`` doubling up to
 ``alerts.retry_max``, ±20 % jitter, at least the service's Retry-After);
-``give_up`` ends the row as failed. Each channel type's ``rate_limit`` (N, period)
-allows at most N sends in any ``period`` (a sliding window, so a burst of up to N
-goes at once; shared code, not per channel); a row over the limit waits in the
-table for the window to free, and the window is rebuilt from the table after a
-restart. After a restart, pending rows are sent at once (within the rate limit);
+``give_up`` ends the row as failed, ``partial`` (some recipients can never get
+it) as partial. A ``retry`` may carry progress (recipients already reached): it
+is stored with the row, so the next attempt, even after a restart, goes only to
+those still missing; such a row, once it reached someone, does not hold back the
+rows behind it while it waits (one number's SMS limit must not delay everybody's
+next alerts). Each channel type's ``rate_limit`` (N, period) allows at most N
+sends in any ``period`` (a sliding window, so a burst of up to N goes at once;
+shared code, not per channel), and so does each of its ``more_rate_limits`` (e.g.
+per hour besides per minute); a row over a limit waits in the table for the
+window to free, and the windows are rebuilt from the table after a restart.
+After a restart, pending rows are sent at once (within the rate limits);
 delivered rows are never sent again. A channel whose deliveries fail
 for ``alerts.channel_failing_after`` (or that gave up a message) reports
 ``roomwatch_notification_channel_up 0``, which raises
@@ -17,6 +23,7 @@ for ``alerts.channel_failing_after`` (or that gave up a message) reports
 from __future__ import annotations
 
 import asyncio
+import bisect
 import collections
 import datetime as dt
 import json
@@ -27,7 +34,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from alerts.channels.base import AlertItem, Channel, Notification, Outcome, SendResult
+from alerts.channels.base import PROGRESS, AlertItem, Channel, Notification, Outcome, SendResult, remember_progress
 
 __all__ = ["ChannelStatus", "Outbox", "notification_from_json", "notification_to_json"]
 
@@ -54,11 +61,28 @@ def notification_from_json(text: str) -> Notification:
     return Notification(alerts=alerts, **data)
 
 
+#: SQL: the row already reached some recipients and waits only for others (its progress lists who got it).
+_REMAINDER = f"coalesce(json_array_length(payload, '$.extra.{PROGRESS}.reached'), 0) > 0"
+
+
+def _windows(channel: Channel) -> list[tuple[int, float]]:
+    """Every (messages, per seconds) window the channel keeps to: its ``rate_limit`` and ``more_rate_limits``."""
+    first: Any = getattr(channel, "rate_limit", None)
+    more: Any = getattr(channel, "more_rate_limits", ())
+    return ([first] if first else []) + list(more or ())
+
+
+def _reached_some(progress: Any) -> bool:
+    """A channel's progress says the notification already reached some recipients."""
+    return isinstance(progress, dict) and bool(progress.get("reached"))
+
+
 @dataclass
 class ChannelStatus:
     """Delivery health of one channel, for metrics and NotificationChannelFailing."""
 
     delivered: int = 0
+    partial: int = 0  # delivered, but some recipients can never get it (see the channel's log)
     retried: int = 0
     given_up: int = 0
     expired: int = 0
@@ -66,6 +90,7 @@ class ChannelStatus:
     gave_up_last: bool = False
     last_error: str = ""
     last_delivered_at: float | None = None
+    #: when the channel sent, oldest first, as far back as its longest rate window
     sent_times: collections.deque[float] = field(default_factory=collections.deque)
 
     def up(self, now: float, failing_after: float) -> bool:
@@ -127,11 +152,13 @@ class Outbox:
 
     def _seed_window(self, name: str) -> None:
         """Sends of the current rate window, from the table: a restart must not reopen a daily SMS quota."""
-        limit: Any = getattr(self.channels[name], "rate_limit", None)
-        if not limit:
+        windows = _windows(self.channels[name])
+        if not windows:
             return
-        count, per = limit
-        rows = self.conn.execute("SELECT done_at FROM outbox WHERE channel = ? AND state IN ('delivered', 'failed') "
+        # The newest sends of the longest window include the newest of every shorter one.
+        count, per = max(c for c, _ in windows), max(p for _, p in windows)
+        rows = self.conn.execute("SELECT done_at FROM outbox WHERE channel = ? "
+                                 "AND state IN ('delivered', 'partial', 'failed') "
                                  "AND attempts > 0 AND done_at >= ? ORDER BY done_at DESC LIMIT ?",
                                  (name, self.clock() - per, count)).fetchall()
         times = self.status[name].sent_times
@@ -168,15 +195,25 @@ class Outbox:
                 pass
 
     async def _deliver_next(self, name: str) -> float:
-        """Send the oldest pending row of ``name``; return how long to wait before the next (0 = go on)."""
-        row = self.conn.execute("SELECT id, payload, attempts, next_attempt_at, created_at FROM outbox "
-                                "WHERE channel = ? AND state = 'pending' ORDER BY id LIMIT 1", (name,)).fetchone()
-        if row is None:
-            return 3600.0
-        row_id, payload, attempts, next_at, created = row[0], row[1], row[2], row[3], row[4]
+        """Send the oldest pending row of ``name``; return how long to wait before the next (0 = go on).
+
+        Rows are sent in order, and one waiting for its retry holds back the rows behind it (the
+        service is failing: they would fail too, and a resolved message must not overtake its
+        firing one) — except a row that already reached some recipients and waits only for others.
+        """
         now = self.clock()
-        if next_at > now:
-            return next_at - now
+        row = self.conn.execute("SELECT id, payload, attempts, next_attempt_at, created_at FROM outbox "
+                                f"WHERE channel = ? AND state = 'pending' AND (next_attempt_at <= ? OR NOT {_REMAINDER}) "
+                                "ORDER BY id LIMIT 1", (name, now)).fetchone()
+        if row is None or row[3] > now:
+            # Nothing to send yet: wake for the head row's retry or a waiting remainder's, whichever comes first.
+            wakes = [row[3]] if row is not None else []
+            later = self.conn.execute("SELECT MIN(next_attempt_at) FROM outbox WHERE channel = ? AND state = 'pending' "
+                                      f"AND next_attempt_at > ? AND {_REMAINDER}", (name, now)).fetchone()[0]
+            if later is not None:
+                wakes.append(later)
+            return min(wakes) - now if wakes else 3600.0
+        row_id, payload, attempts, created = row[0], row[1], row[2], row[4]
         status = self.status[name]
         if now - created > self.max_age:
             log.error("channel %s: giving up a notification queued %.0fs ago (alerts.max_age)", name, now - created)
@@ -188,28 +225,42 @@ class Outbox:
             return wait
         channel = self.channels[name]
         notification = notification_from_json(payload)
+        was_remainder = _reached_some(notification.extra.get(PROGRESS))
         result = await self._send(channel, notification)
         now = self.clock()
-        if getattr(channel, "rate_limit", None):
+        if _windows(channel):
             status.sent_times.append(now)
         attempts += 1
-        if result.outcome is Outcome.DELIVERED:
-            status.delivered += 1
+        if result.outcome in (Outcome.DELIVERED, Outcome.PARTIAL):
+            # The channel works: a recipient it can never reach is a configuration matter, logged by the
+            # channel once and counted here as partial, not a failing channel.
+            if result.outcome is Outcome.PARTIAL:
+                status.partial += 1
+            else:
+                status.delivered += 1
             status.failing_since, status.gave_up_last, status.last_delivered_at = None, False, now
             if attempts > 1:
-                log.info("channel %s: delivered after %d attempts", name, attempts)
-            self._finish(row_id, "delivered", result.detail, now, attempts)
+                log.info("channel %s: %s after %d attempts", name, result.outcome.value, attempts)
+            self._finish(row_id, result.outcome.value, result.detail, now, attempts)
         elif result.outcome is Outcome.RETRY:
             status.retried += 1
-            if status.failing_since is None:
-                status.failing_since = now
-                log.warning("channel %s: delivery failed, will retry: %s", name, result.detail)
-            status.last_error = result.detail
+            if _reached_some(result.progress):
+                # Some recipients have it, others wait for their own limit: the channel works, so this is
+                # not a failure streak (NotificationChannelFailing would be a false alarm).
+                if not was_remainder:
+                    log.info("channel %s: delivered to some recipients, will retry the others: %s", name, result.detail)
+            else:
+                if status.failing_since is None:
+                    status.failing_since = now
+                    log.warning("channel %s: delivery failed, will retry: %s", name, result.detail)
+                status.last_error = result.detail
             backoff = min(self.retry_max, self.retry_initial * 2 ** min(attempts - 1, 30)) * random.uniform(0.8, 1.2)
             if result.retry_after:
                 backoff = max(backoff, min(result.retry_after, self.retry_max))
-            self.conn.execute("UPDATE outbox SET attempts = ?, next_attempt_at = ?, last_error = ? WHERE id = ?",
-                              (attempts, now + backoff, result.detail[:1000], row_id))
+            if remember_progress(notification, result):
+                payload = notification_to_json(notification)
+            self.conn.execute("UPDATE outbox SET attempts = ?, next_attempt_at = ?, last_error = ?, payload = ? "
+                              "WHERE id = ?", (attempts, now + backoff, result.detail[:1000], payload, row_id))
         else:
             status.given_up += 1
             status.gave_up_last = True
@@ -238,16 +289,20 @@ class Outbox:
             return SendResult(Outcome.RETRY, f"channel error: {type(exc).__name__}: {exc}")
 
     def _rate_wait(self, name: str, now: float) -> float:
-        limit: Any = getattr(self.channels[name], "rate_limit", None)
-        if not limit:
+        """Seconds until one more send fits every rate window of the channel (0: now)."""
+        windows = _windows(self.channels[name])
+        if not windows:
             return 0.0
-        count, per = limit
         times = self.status[name].sent_times
-        while times and now - times[0] >= per:
+        longest = max(per for _, per in windows)
+        while times and now - times[0] >= longest:
             times.popleft()
-        if len(times) < count:
-            return 0.0
-        return per - (now - times[0]) + 0.001
+        wait = 0.0
+        for count, per in windows:
+            inside = len(times) - bisect.bisect_right(times, now - per)  # sends less than `per` ago
+            if inside >= count:  # full until the count-th newest send leaves this window
+                wait = max(wait, per - (now - times[-count]) + 0.001)
+        return wait
 
     def _finish(self, row_id: int, state: str, detail: str, now: float, attempts: int | None = None) -> None:
         if attempts is None:

@@ -365,8 +365,8 @@ class AlertService:
             block = render_labels({"channel": name})
             up.append((block, 1.0 if st.up(now, self.outbox.failing_after) else 0.0))
             pending.append((block, float(queued.get(name, 0))))
-            for outcome, n in (("delivered", st.delivered), ("retry", st.retried), ("give_up", st.given_up),
-                               ("expired", st.expired)):
+            for outcome, n in (("delivered", st.delivered), ("partial", st.partial), ("retry", st.retried),
+                               ("give_up", st.given_up), ("expired", st.expired)):
                 total.append((render_labels({"channel": name, "outcome": outcome}), float(n)))
         states = Counter(s.state(now) for s in self.silences.items.values())
         silences = [(render_labels({"state": k}), float(states.get(k, 0))) for k in ("active", "pending")]

@@ -175,8 +175,8 @@ NOTIFICATION_CHANNEL_UP = _def(
     "roomwatch_notification_channel_up", "0 while the notification channel keeps failing to deliver, else 1."
 )
 NOTIFICATIONS = _def(
-    "roomwatch_notifications_total", "Notification delivery attempts by channel and outcome (delivered, retry, "
-    "give_up, expired).", "counter"
+    "roomwatch_notifications_total", "Notification delivery attempts by channel and outcome (delivered, partial: "
+    "some recipients can never get it, retry, give_up, expired).", "counter"
 )
 NOTIFICATIONS_PENDING = _def("roomwatch_notifications_pending", "Notifications queued and not yet delivered, by channel.")
 SILENCES = _def("roomwatch_silences", "Silences by state (active, pending).")

@@ -148,6 +148,34 @@ async def test_wecom_app_token_cached_and_refreshed(stubs: list[StubServer], cap
     assert_no_leak([APP_SECRET, *tokens], results, caplog)
 
 
+async def test_wecom_app_invalid_member_is_partial_and_logged(stubs: list[StubServer],
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    """WeCom accepts a message with errcode 0 even when a member id is unknown (it lists it in invaliduser):
+    the others get it, the outcome is partial (not delivered), the member is named once in the log, and a
+    retry would not help so there is none. With no valid member at all WeCom says 81013: give up."""
+    stub = await start(stubs, WecomAppStub("wwcorp", APP_SECRET, 1000002, members={"zhangsan", "lisi"}))
+    ch = make("wecom_app", corp_id="wwcorp", agent_id=1000002, secret=APP_SECRET, to_user="zhangsan|wangwu|lisi",
+              api_url=stub.url + "/cgi-bin/")
+    results = [await ch.send(notification())]
+    assert results[0].outcome is Outcome.PARTIAL, results[0]
+    assert "invaliduser wangwu" in results[0].detail and "可见范围" in results[0].detail
+    assert stub.delivered_to == [["zhangsan", "lisi"]]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len([w for w in warnings if "wangwu" in w]) == 1, warnings
+    await ch.close()
+    nobody = make("wecom_app", corp_id="wwcorp", agent_id=1000002, secret=APP_SECRET, to_user="wangwu",
+                  api_url=stub.url + "/cgi-bin/")
+    results.append(await nobody.send(notification()))
+    assert results[-1].outcome is Outcome.GIVE_UP and "81013" in results[-1].detail
+    await nobody.close()
+    everyone = make("wecom_app", corp_id="wwcorp", agent_id=1000002, secret=APP_SECRET, to_user="zhangsan|lisi",
+                    api_url=stub.url + "/cgi-bin/")
+    results.append(await everyone.send(notification()))
+    assert results[-1].outcome is Outcome.DELIVERED and stub.delivered_to[-1] == ["zhangsan", "lisi"]
+    await everyone.close()
+    assert_no_leak([APP_SECRET, *stub.valid], results, caplog)
+
+
 async def test_wecom_app_config_errors(stubs: list[StubServer], caplog: pytest.LogCaptureFixture) -> None:
     stub = await start(stubs, WecomAppStub("wwcorp", APP_SECRET, 1000002))
     results = []

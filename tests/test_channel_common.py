@@ -68,6 +68,7 @@ def test_every_channel_registered_with_limits() -> None:
         cls = types[name]
         assert cls.config_model.model_fields["type"].annotation.__args__ == (name,)
         assert cls.rate_limit is None or (cls.rate_limit[0] >= 1 and cls.rate_limit[1] > 0)
+        assert all(n >= 1 and per > 0 for n, per in cls.more_rate_limits)
     assert types["wecom_robot"].rate_limit == (20, 60.0) and types["wecom_robot"].max_bytes == 4096
     assert types["dingtalk"].rate_limit == (20, 60.0)
     assert types["feishu"].rate_limit == (100, 60.0) and types["feishu"].max_bytes == 20 * 1024

@@ -3,19 +3,25 @@ time window, nonce, template and its variables, and answer with the services' co
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
 from alerts.channels.aliyun_sms import AliyunSmsChannel, AliyunSmsConfig
-from alerts.channels.base import Outcome
+from alerts.channels.base import Outcome, remember_progress
 from alerts.channels.tencent_sms import TencentSmsChannel, TencentSmsConfig
+from alerts.outbox import Outbox
+from alerts.store import AlertStore
+from tests.alert_harness import T0, Clock
 from tests.channel_helpers import alert, assert_no_leak, notification
 from tests.peers.sms_stubs import AliyunSmsStub, TencentSmsStub
+from tests.test_outbox_rate_limit import settle
 
 AK_ID, AK_SECRET = "LTAI5tAbCdEfGhIjKlMnOpQr", "kT9sVx2Yz8qW3eR5tY7uI0oP1aS4dF"
 TC_ID, TC_KEY = "AKIDz8krbsJ5yKBZQpn74WFkmLPx3EXAMPLE", "Gu5t9xGARNpq86cd98joQYCN3EXAMPLEkey"
@@ -62,8 +68,10 @@ async def test_aliyun_sends_template_variables(aliyun: AliyunSmsStub, caplog: py
     ch = aliyun_channel(aliyun)
     results = [await ch.send(notification()), await ch.send(notification(status="resolved"))]
     assert [r.outcome for r in results] == [Outcome.DELIVERED] * 2, results
-    first, second = aliyun.received
-    assert first["numbers"] == ["13800138000", "13900139000"] and first["format"] == "JSON"
+    # One request per number: Aliyun answers a request with one Code, which could not say which number failed.
+    assert sorted(r["numbers"] for r in aliyun.received[:2]) == [["13800138000"], ["13900139000"]]
+    first, second = aliyun.received[0], aliyun.received[2]
+    assert first["format"] == "JSON"
     assert first["params"] == {"alert": "机房温度过高", "room": "县政府一号机房", "value": "31.5"}
     assert second["params"]["alert"] == "机房温度过高（已恢复）"
     # A group of three, with a summary longer than a variable may be: cut to 35 characters.
@@ -99,7 +107,7 @@ async def test_aliyun_rejections(aliyun: AliyunSmsStub, caplog: pytest.LogCaptur
 
 
 async def test_aliyun_flow_control_and_outage(aliyun: AliyunSmsStub, caplog: pytest.LogCaptureFixture) -> None:
-    ch = aliyun_channel(aliyun)
+    ch = aliyun_channel(aliyun, phone_numbers=["13800138000"])
     aliyun.fail_next = [("isv.BUSINESS_LIMIT_CONTROL", "触发小时级流控Permits:5"), ("isp.SYSTEM_ERROR", "isp.SYSTEM_ERROR")]
     results = [await ch.send(notification()), await ch.send(notification())]
     assert [r.outcome for r in results] == [Outcome.RETRY, Outcome.RETRY]
@@ -111,6 +119,42 @@ async def test_aliyun_flow_control_and_outage(aliyun: AliyunSmsStub, caplog: pyt
     assert results[-1].outcome is Outcome.RETRY and "no answer within 2s" in results[-1].detail
     await ch.close()
     assert_no_leak([AK_ID, AK_SECRET], results, caplog)
+
+
+async def test_aliyun_retries_only_the_number_under_flow_control(aliyun: AliyunSmsStub,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    """One number is over its hourly flow control, the other gets the SMS: the retry goes to that number alone."""
+    ch = aliyun_channel(aliyun)
+    n = notification()
+    aliyun.number_codes["13900139000"] = ("isv.BUSINESS_LIMIT_CONTROL", "触发小时级流控Permits:5")
+    first = await ch.send(n)
+    assert first.outcome is Outcome.RETRY and first.retry_after == 600.0, first
+    assert first.progress == {"reached": ["13800138000"], "missed": {}, "pending": ["13900139000"]}
+    assert remember_progress(n, first)
+    aliyun.number_codes.clear()
+    second = await ch.send(n)
+    assert second.outcome is Outcome.DELIVERED and "delivered to 2 of 2" in second.detail, second
+    assert sorted(aliyun.requests[:2]) == [["13800138000"], ["13900139000"]] and aliyun.requests[2:] == [["13900139000"]]
+    assert sorted(r["numbers"][0] for r in aliyun.received) == ["13800138000", "13900139000"]  # each number once
+    await ch.close()
+    assert_no_leak([AK_ID, AK_SECRET], [first, second], caplog)
+
+
+async def test_aliyun_invalid_number_does_not_stop_the_others(aliyun: AliyunSmsStub,
+                                                              caplog: pytest.LogCaptureFixture) -> None:
+    """An invalid number is not retried and is logged once; the valid one gets the SMS: partial, not delivered."""
+    ch = aliyun_channel(aliyun, phone_numbers=["13800138000", "1380013800"])  # a digit short
+    aliyun.number_codes["1380013800"] = ("isv.MOBILE_NUMBER_ILLEGAL", "非法手机号")
+    result = await ch.send(notification())
+    assert result.outcome is Outcome.PARTIAL, result
+    assert "delivered to 1 of 2" in result.detail and "1380013800 isv.MOBILE_NUMBER_ILLEGAL" in result.detail
+    assert [r["numbers"] for r in aliyun.received] == [["13800138000"]]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len([w for w in warnings if "1380013800 " in w and "a phone number is not valid" in w]) == 1, warnings
+    # Every number invalid: nobody got it, give up.
+    aliyun.number_codes["13800138000"] = ("isv.MOBILE_NUMBER_ILLEGAL", "非法手机号")
+    assert (await ch.send(notification())).outcome is Outcome.GIVE_UP
+    await ch.close()
 
 
 def test_aliyun_config_checks_fields() -> None:
@@ -133,20 +177,62 @@ async def test_tencent_sends_positional_variables(tencent: TencentSmsStub, caplo
     assert results[0].outcome is Outcome.DELIVERED, results[0]
     assert [r["number"] for r in tencent.received] == ["+8613800138000", "+8613900139000"]
     assert tencent.received[0]["params"] == ["机房温度过高", "县政府一号机房", "31.5"]
-    # One number hit its 30-second limit, the other got it: delivered, and the detail says who did not.
-    tencent.number_codes["+8613900139000"] = "LimitExceeded.PhoneNumberThirtySecondLimit"
-    results.append(await ch.send(notification()))
-    assert results[-1].outcome is Outcome.DELIVERED and "ThirtySecondLimit" in results[-1].detail
-    # Every number limited: retry after the limit's window.
-    tencent.number_codes["+8613800138000"] = "LimitExceeded.PhoneNumberThirtySecondLimit"
+    # Every number limited: retry after the limit's window, nobody has it yet.
+    tencent.number_codes = dict.fromkeys(["+8613800138000", "+8613900139000"], "LimitExceeded.PhoneNumberThirtySecondLimit")
     results.append(await ch.send(notification()))
     assert results[-1].outcome is Outcome.RETRY and results[-1].retry_after == 30.0
+    assert results[-1].progress == {"reached": [], "missed": {}, "pending": ["+8613800138000", "+8613900139000"]}
     # Every number blacklisted (the user sent TD): no retry helps.
     tencent.number_codes = dict.fromkeys(tencent.number_codes, "FailedOperation.PhoneNumberInBlacklist")
     results.append(await ch.send(notification()))
-    assert results[-1].outcome is Outcome.GIVE_UP
+    assert results[-1].outcome is Outcome.GIVE_UP and "PhoneNumberInBlacklist" in results[-1].detail
+    assert len(tencent.received) == 2  # only the first send reached anybody
     await ch.close()
     assert_no_leak([TC_ID, TC_KEY], results, caplog)
+
+
+async def test_tencent_retries_only_the_number_over_its_limit(tencent: TencentSmsStub,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
+    """One number hits its own 30-second limit, the other gets the SMS: not delivered yet. The retry goes to
+    that number alone (the other must not get a second SMS) and then it has the message too."""
+    ch = tencent_channel(tencent)
+    n = notification()
+    tencent.number_codes["+8613900139000"] = "LimitExceeded.PhoneNumberThirtySecondLimit"
+    first = await ch.send(n)
+    assert first.outcome is Outcome.RETRY and first.retry_after == 30.0, first
+    assert first.progress == {"reached": ["+8613800138000"], "missed": {}, "pending": ["+8613900139000"]}
+    assert "delivered to 1 of 2" in first.detail and "+8613900139000 LimitExceeded" in first.detail
+    assert remember_progress(n, first)  # what the outbox keeps with the queued notification
+    tencent.number_codes.clear()  # the 30 seconds are over
+    second = await ch.send(n)
+    assert second.outcome is Outcome.DELIVERED and "delivered to 2 of 2" in second.detail, second
+    assert tencent.requests == [["+8613800138000", "+8613900139000"], ["+8613900139000"]]
+    assert [r["number"] for r in tencent.received] == ["+8613800138000", "+8613900139000"]  # each number once
+    await ch.close()
+    assert_no_leak([TC_ID, TC_KEY], [first, second], caplog)
+
+
+async def test_tencent_invalid_number_is_partial_and_logged_once(tencent: TencentSmsStub,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    """A blacklisted number never gets it (not retried), the others do: partial, with the number logged once,
+    also when another number needed a retry first."""
+    ch = tencent_channel(tencent, phone_numbers=["13800138000", "13900139000", "13700137000"])
+    n = notification()
+    tencent.number_codes = {"+8613900139000": "FailedOperation.PhoneNumberInBlacklist",
+                            "+8613700137000": "LimitExceeded.PhoneNumberOneHourLimit"}
+    first = await ch.send(n)
+    assert first.outcome is Outcome.RETRY and first.progress is not None
+    assert first.progress["pending"] == ["+8613700137000"] and "+8613900139000" in first.progress["missed"]
+    remember_progress(n, first)
+    tencent.number_codes = {"+8613900139000": "FailedOperation.PhoneNumberInBlacklist"}
+    second = await ch.send(n)
+    assert second.outcome is Outcome.PARTIAL, second
+    assert "delivered to 2 of 3" in second.detail and "+8613900139000 FailedOperation.PhoneNumberInBlacklist" in second.detail
+    assert tencent.requests[-1] == ["+8613700137000"]  # the blacklisted number is not tried again
+    assert sorted(r["number"] for r in tencent.received) == ["+8613700137000", "+8613800138000"]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len([w for w in warnings if "+8613900139000" in w]) == 1, warnings
+    await ch.close()
 
 
 async def test_tencent_rejections(tencent: TencentSmsStub, caplog: pytest.LogCaptureFixture) -> None:
@@ -171,3 +257,72 @@ async def test_tencent_rejections(tencent: TencentSmsStub, caplog: pytest.LogCap
     assert results[-1].outcome is Outcome.DELIVERED
     await ch.close()
     assert_no_leak([TC_ID, TC_KEY, "wrong-key-0123456789abcdef", "AKIDnosuchid0000000000"], results, caplog)
+
+
+# --------------------------------------------------------- Tencent through the outbox
+
+A, B = "+8613800138000", "+8613900139000"
+
+
+def _rows(store: AlertStore) -> list[tuple[str, dict[str, Any]]]:
+    out = []
+    for state, payload in store.conn.execute("SELECT state, payload FROM outbox ORDER BY id"):
+        out.append((state, json.loads(payload)["extra"].get("progress", {})))
+    return out
+
+
+async def test_outbox_retries_one_number_after_a_restart_without_holding_back(
+        tencent: TencentSmsStub, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """B is over its hourly limit: the outbox keeps who has the message with the queued row, so B alone gets it
+    later, even across a restart; meanwhile the next alert is not held back for A, and the channel stays up."""
+    clock = Clock(T0)
+    store = AlertStore(str(tmp_path / "o.db"))
+    tencent.number_codes[B] = "LimitExceeded.PhoneNumberOneHourLimit"
+    ob = Outbox(store.conn, {"sms": tencent_channel(tencent)}, clock)
+    ob.enqueue("sms", notification(), clock())
+    await ob.start()
+    try:
+        await settle(lambda: len(tencent.requests) == 1)
+        assert _rows(store) == [("pending", {"reached": [A], "missed": {}, "pending": [B]})]
+        clock.t += 31  # Tencent's channel window (1 per 30 s) frees; B waits for its hour (retry_max 5 min)
+        ob.enqueue("sms", notification(status="resolved"), clock())
+        ob.wake("sms")
+        await settle(lambda: len(tencent.requests) == 2)
+        assert tencent.requests[1] == [A, B]  # the resolved message went out while the first row waits for B
+        assert ob.status["sms"].failing_since is None and ob.status["sms"].up(clock(), 60.0)
+    finally:
+        await ob.stop()
+    assert [r["number"] for r in tencent.received] == [A, A]
+    tencent.number_codes.clear()
+    clock.t = T0 + 3601  # the collector restarts after B's hour
+    ob = Outbox(store.conn, {"sms": tencent_channel(tencent)}, clock)
+    await ob.start()
+    try:
+        await settle(lambda: len(tencent.requests) == 3)
+        clock.t += 31
+        ob.wake("sms")
+        await settle(lambda: len(tencent.requests) == 4)
+        assert [state for state, _ in _rows(store)] == ["delivered", "delivered"]
+        assert ob.status["sms"].delivered == 2
+    finally:
+        await ob.stop()
+    assert tencent.requests[2:] == [[B], [B]]  # A did not get either message twice
+    assert [(r["number"], r["params"][0]) for r in tencent.received[2:]] == [(B, "机房温度过高"), (B, "机房温度过高（已恢复）")]
+
+
+async def test_outbox_counts_an_invalid_number_as_partial(tencent: TencentSmsStub, tmp_path: Path) -> None:
+    clock = Clock(T0)
+    store = AlertStore(str(tmp_path / "o.db"))
+    tencent.number_codes[B] = "InvalidParameterValue.IncorrectPhoneNumber"
+    ob = Outbox(store.conn, {"sms": tencent_channel(tencent)}, clock)
+    ob.enqueue("sms", notification(), clock())
+    await ob.start()
+    try:
+        await settle(lambda: _rows(store)[0][0] != "pending")
+    finally:
+        await ob.stop()
+    assert [state for state, _ in _rows(store)] == ["partial"] and tencent.requests == [[A, B]]
+    st = ob.status["sms"]
+    assert (st.partial, st.delivered, st.given_up) == (1, 0, 0) and st.up(clock(), 60.0)
+    [detail] = [r[0] for r in store.conn.execute("SELECT last_error FROM outbox")]
+    assert f"not delivered to {B} InvalidParameterValue.IncorrectPhoneNumber" in detail

@@ -1,6 +1,7 @@
 """Channel rate limits as a window ("at most N per period"), not as spacing, on a controllable clock: a burst up to N
 goes at once, the next waits in the outbox (not lost) until the window frees, and a restart does not reopen it.
-The limits are the real channel types' (``aliyun_sms`` 50/day, ``wecom_robot`` 20/min)."""
+The limits are the real channel types' (``aliyun_sms`` 50/day, ``wecom_robot`` 20/min, ``wecom_app`` 30/min and
+1000/h at once)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any, ClassVar, Literal
 from alerts.channels.aliyun_sms import AliyunSmsChannel
 from alerts.channels.base import Channel, Notification, Outcome, SendResult
 from alerts.channels.tencent_sms import TencentSmsChannel
+from alerts.channels.wecom_app import WecomAppChannel
 from alerts.channels.wecom_robot import WecomRobotChannel
 from alerts.config import ChannelBase
 from alerts.outbox import Outbox
@@ -30,9 +32,10 @@ class Limited(Channel):
     type: ClassVar[str] = "limited"
     config_model = _Config
 
-    def __init__(self, rate_limit: tuple[int, float], clock: Clock):
+    def __init__(self, rate_limit: tuple[int, float], clock: Clock, more: tuple[tuple[int, float], ...] = ()):
         super().__init__(_Config(name="sms", type="limited", timeout="1s"))
         self.rate_limit = rate_limit  # type: ignore[misc]
+        self.more_rate_limits = more  # type: ignore[misc]
         self.clock = clock
         self.sent: list[float] = []
 
@@ -62,6 +65,7 @@ def test_the_limits_are_the_services_documented_ones() -> None:
     assert AliyunSmsChannel.rate_limit == (50, 86400.0)
     assert TencentSmsChannel.rate_limit == (1, 30.0)
     assert WecomRobotChannel.rate_limit == (20, 60.0)
+    assert (WecomAppChannel.rate_limit, WecomAppChannel.more_rate_limits) == ((30, 60.0), ((1000, 3600.0),))
 
 
 async def test_aliyun_sms_sends_a_burst_at_once_and_the_51st_waits_for_the_day(tmp_path: Path) -> None:
@@ -141,5 +145,42 @@ async def test_a_restart_does_not_reopen_the_window(tmp_path: Path) -> None:
         ob2.wake("sms")
         await settle(lambda: len(ch2.sent) == 1)
         assert _states(store) == ["delivered"] * 21
+    finally:
+        await ob2.stop()
+
+
+async def test_wecom_app_keeps_30_a_minute_and_1000_an_hour_also_across_a_restart(tmp_path: Path) -> None:
+    """WeCom drops what a member gets over 30/min or 1000/h without an error, so both windows hold: 30 go each
+    minute until the hour has 1000; the 1001st waits (in the table, after a restart too) until the first
+    minute's sends are an hour old, although every minute window is free long before."""
+    clock = Clock(T0)
+    store = AlertStore(str(tmp_path / "o.db"))
+    ch = Limited(WecomAppChannel.rate_limit, clock, WecomAppChannel.more_rate_limits)
+    ob = Outbox(store.conn, {"sms": ch}, clock)
+    _enqueue(ob, 1001, clock())
+    await ob.start()
+    try:
+        for minute in range(34):  # 33 full minutes of 30, then the last 10 of the hour's 1000
+            clock.t = T0 + 60 * minute
+            ob.wake("sms")
+            await settle(lambda m=minute: len(ch.sent) == min(30 * (m + 1), 1000))
+        assert ch.sent[-1] == T0 + 60 * 33 and ob.pending()["sms"] == 1
+    finally:
+        await ob.stop()
+    clock.t = T0 + 35 * 60  # restarted with the minute window empty, the hour full
+    ch2 = Limited(WecomAppChannel.rate_limit, clock, WecomAppChannel.more_rate_limits)
+    ob2 = Outbox(store.conn, {"sms": ch2}, clock)
+    await ob2.start()
+    try:
+        ob2.wake("sms")
+        await asyncio.sleep(0.3)
+        clock.t = T0 + 3600 - 0.5
+        ob2.wake("sms")
+        await asyncio.sleep(0.3)
+        assert ch2.sent == [] and _states(store)[-1] == "pending"  # waiting, not lost, not dropped by WeCom
+        clock.t = T0 + 3600 + 0.01  # the first 30 leave the hour
+        ob2.wake("sms")
+        await settle(lambda: len(ch2.sent) == 1)
+        assert _states(store) == ["delivered"] * 1001
     finally:
         await ob2.stop()

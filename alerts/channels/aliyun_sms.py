@@ -4,10 +4,16 @@ Docs: SendSms (help.aliyun.com/document_detail/55284), signature mechanism (help
 codes and flow control (help 108293); CHANNELS.md §5. SMS text comes from an approved template:
 the config maps each template variable to notification fields, e.g. for the template
 ``机房告警：${alert}，位置：${room}，当前值：${value}`` the default mapping below.
+
+SendSms takes up to 1000 comma-separated numbers but answers with one ``Code`` for the
+request, so a batch cannot say which number is over its flow control or invalid. The
+channel sends one request per number instead: each number is judged on its own, a number
+over its limit is retried alone, and an invalid one does not stop the others.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime as dt
 import hashlib
@@ -22,6 +28,7 @@ from pydantic import Field, field_validator
 
 from alerts.channels.base import Notification, Outcome, SendResult, register_channel
 from alerts.channels.common import HttpChannel, HttpReply, render_params, validate_param_specs
+from alerts.channels.recipients import Failure, Recipients
 from alerts.config import ChannelBase
 from roomwatch.configbase import Secret
 
@@ -43,6 +50,8 @@ HINTS = {
     "isv.AMOUNT_NOT_ENOUGH": "the account balance is too low",
     "isv.MOBILE_NUMBER_ILLEGAL": "a phone number is not valid",
 }
+#: Requests in flight at once for one notification (the service allows 5000 QPS; a duty list is short).
+CONCURRENCY = 20
 
 
 def percent_encode(value: str) -> str:
@@ -92,7 +101,7 @@ class AliyunSmsConfig(ChannelBase):
 
 @register_channel
 class AliyunSmsChannel(HttpChannel):
-    """SendSms as a signed form POST; ``Code`` ``OK`` is delivered."""
+    """SendSms as a signed form POST, one number per request; ``Code`` ``OK`` is delivered to that number."""
 
     type = "aliyun_sms"
     config_model = AliyunSmsConfig
@@ -101,14 +110,16 @@ class AliyunSmsChannel(HttpChannel):
     max_bytes = None  # the template fixes the text; variables are cut to param_max_chars instead
     config: AliyunSmsConfig
 
-    def params(self, n: Notification, now: dt.datetime | None = None, nonce: str | None = None) -> dict[str, str]:
-        """Every request parameter except the signature."""
+    def params(self, n: Notification, now: dt.datetime | None = None, nonce: str | None = None,
+               numbers: list[str] | None = None) -> dict[str, str]:
+        """Every request parameter except the signature; ``numbers`` default to every configured number."""
         c = self.config
+        numbers = c.phone_numbers if numbers is None else numbers
         values = render_params(c.template_params.values(), n, c.param_max_chars)
         now = now or dt.datetime.fromtimestamp(self.clock(), dt.UTC)
         return {
             "AccessKeyId": c.access_key_id.get_secret_value(), "Action": "SendSms", "Format": "JSON",
-            "PhoneNumbers": ",".join(c.phone_numbers), "RegionId": c.region_id, "SignName": c.sign_name,
+            "PhoneNumbers": ",".join(numbers), "RegionId": c.region_id, "SignName": c.sign_name,
             "SignatureMethod": "HMAC-SHA1", "SignatureNonce": nonce or uuid.uuid4().hex, "SignatureVersion": "1.0",
             "TemplateCode": c.template_code,
             "TemplateParam": json.dumps(dict(zip(c.template_params, values, strict=True)), ensure_ascii=False),
@@ -116,7 +127,26 @@ class AliyunSmsChannel(HttpChannel):
         }
 
     async def send(self, notification: Notification) -> SendResult:
-        params = self.params(notification)
+        who = Recipients(notification, self.config.phone_numbers)
+        gate = asyncio.Semaphore(CONCURRENCY)
+
+        async def one(number: str) -> SendResult:
+            async with gate:
+                return await self.send_to(notification, number)
+
+        results = await asyncio.gather(*(one(num) for num in who.pending))
+        reasons = {(r.outcome, r.detail) for r in results}
+        if len(reasons) == 1 and results[0].outcome is not Outcome.DELIVERED and not (who.reached or who.missed):
+            return results[0]  # the same answer for every number (a wrong key, Aliyun down): say it once
+        ok = [num for num, r in zip(who.pending, results, strict=True) if r.outcome is Outcome.DELIVERED]
+        failures = [Failure(num, r.detail, r.outcome is Outcome.RETRY, r.retry_after)
+                    for num, r in zip(who.pending, results, strict=True) if r.outcome is not Outcome.DELIVERED]
+        r = who.settle(ok, failures, self.log, self.name)
+        return self.result(r.outcome, r.detail, r.retry_after, r.progress)
+
+    async def send_to(self, notification: Notification, number: str) -> SendResult:
+        """One SendSms request for one number."""
+        params = self.params(notification, numbers=[number])
         params["Signature"] = sign_v2(params, self.config.access_key_secret.get_secret_value(), "POST")
         form = "&".join(f"{percent_encode(k)}={percent_encode(v)}" for k, v in params.items())
         reply = await self.call("POST", self.config.endpoint, data=form.encode(),

@@ -19,12 +19,18 @@ from typing import Any, ClassVar
 
 from alerts.config import ChannelBase
 
-__all__ = ["AlertItem", "Channel", "Notification", "Outcome", "SendResult", "channel_types", "get_channel_type",
-           "register_channel"]
+__all__ = ["PROGRESS", "AlertItem", "Channel", "Notification", "Outcome", "SendResult", "channel_types",
+           "get_channel_type", "register_channel", "remember_progress"]
+
+#: Key of ``Notification.extra`` under which a retried notification carries what earlier attempts achieved.
+PROGRESS = "progress"
 
 
 class Outcome(enum.Enum):
     DELIVERED = "delivered"
+    #: Delivered to some recipients; the others can never get it (unknown member, invalid or blacklisted number):
+    #: not retried, but not a success either, so it is counted apart and the channel logs who was missed.
+    PARTIAL = "partial"
     RETRY = "retry"  # 5xx, timeout, connection error, rate limited, token expired (after one refresh)
     GIVE_UP = "give_up"  # 4xx, bad signature, bad config: retrying will not help
 
@@ -34,6 +40,12 @@ class SendResult:
     outcome: Outcome
     detail: str = ""  # the service's reply, secrets removed; shown by `roomwatch test-alert`
     retry_after: float | None = None  # seconds, when the service said
+    #: With RETRY: what this notification's next attempt must know (e.g. the recipients who already got it and
+    #: those still to reach), JSON-able. The sender keeps it with the queued notification (Notification.extra
+    #: [PROGRESS], see :func:`remember_progress`), so a retry, even after a restart, sends only what is missing.
+    #: A non-empty list under ``"reached"`` (who got it) tells the outbox the channel works and only some
+    #: recipients wait: their retries are no failure streak and do not hold back later notifications.
+    progress: dict[str, Any] | None = None
 
 
 @dataclass(slots=True)
@@ -70,13 +82,24 @@ class Notification:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def remember_progress(n: Notification, result: SendResult) -> bool:
+    """Keep a RETRY's progress with ``n`` for its next attempt; True when ``n`` changed (store it again)."""
+    if result.outcome is not Outcome.RETRY or result.progress is None:
+        return False
+    n.extra[PROGRESS] = result.progress
+    return True
+
+
 class Channel(abc.ABC):
     """Base of every channel type."""
 
     type: ClassVar[str]
     config_model: ClassVar[type[ChannelBase]]
-    #: Default service limit: (messages, per seconds); the shared sender spaces messages to respect it.
+    #: Default service limit: (messages, per seconds); the shared sender keeps to it as a sliding window.
     rate_limit: ClassVar[tuple[int, float] | None] = None
+    #: Longer windows the service enforces at the same time (e.g. 1000 per hour besides 30 per minute);
+    #: the sender keeps to every one of them and to ``rate_limit``.
+    more_rate_limits: ClassVar[tuple[tuple[int, float], ...]] = ()
     #: Largest message body the service accepts, in bytes of UTF-8 (texts are cut to fit).
     max_bytes: ClassVar[int | None] = None
     #: Re-send the firing alerts of a group this often even when nothing changed and they are

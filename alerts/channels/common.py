@@ -211,11 +211,12 @@ class HttpChannel(Channel):
     async def close(self) -> None:
         await self.http.close()
 
-    def result(self, outcome: Outcome, detail: str, retry_after: float | None = None) -> SendResult:
+    def result(self, outcome: Outcome, detail: str, retry_after: float | None = None,
+               progress: dict[str, Any] | None = None) -> SendResult:
         """A SendResult whose detail is redacted and short (the sender logs outcomes; debug here)."""
         detail = self.redact(detail)[:DETAIL_MAX]
         self.log.debug("%s %s: %s", self.name, outcome.value, detail)
-        return SendResult(outcome, detail, retry_after)
+        return SendResult(outcome, detail, retry_after, progress)
 
     def by_status(self, reply: HttpReply) -> SendResult:
         """Outcome when the body says nothing we know: 429/5xx are retried, other 4xx are given up."""

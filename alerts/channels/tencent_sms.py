@@ -19,6 +19,7 @@ from pydantic import Field, field_validator
 
 from alerts.channels.base import Notification, Outcome, SendResult, register_channel
 from alerts.channels.common import HttpChannel, HttpReply, render_params, validate_param_specs
+from alerts.channels.recipients import Failure, Recipients
 from alerts.config import ChannelBase
 from roomwatch.configbase import Secret
 
@@ -82,6 +83,10 @@ def _retry_after(code: str) -> tuple[bool, float | None]:
     return False, None
 
 
+def _digits(number: str) -> str:
+    return "".join(ch for ch in number if ch.isdigit())
+
+
 class TencentSmsConfig(ChannelBase):
     """Tencent Cloud SMS: an API key (CAM sub-user with QcloudSMSFullAccess), SDK app, signature, template."""
 
@@ -119,7 +124,8 @@ class TencentSmsConfig(ChannelBase):
 
 @register_channel
 class TencentSmsChannel(HttpChannel):
-    """SendSms; each number's ``Code`` ``Ok`` is checked (a request can succeed for some numbers only)."""
+    """SendSms; each number's ``Code`` is checked (a request can succeed for some numbers only), and a retry
+    goes only to the numbers still missing it."""
 
     type = "tencent_sms"
     config_model = TencentSmsConfig
@@ -128,10 +134,12 @@ class TencentSmsChannel(HttpChannel):
     max_bytes = None  # the template fixes the text (≤ 500 characters with variables)
     config: TencentSmsConfig
 
-    def body(self, n: Notification) -> bytes:
+    def body(self, n: Notification, numbers: list[str] | None = None) -> bytes:
+        """The SendSms request for ``numbers`` (default: every configured number)."""
         c = self.config
         return json.dumps({
-            "PhoneNumberSet": c.phone_numbers, "SmsSdkAppId": c.sdk_app_id, "SignName": c.sign_name,
+            "PhoneNumberSet": c.phone_numbers if numbers is None else numbers, "SmsSdkAppId": c.sdk_app_id,
+            "SignName": c.sign_name,
             "TemplateId": c.template_id, "TemplateParamSet": render_params(c.template_params, n, c.param_max_chars),
         }, ensure_ascii=False, separators=(",", ":")).encode()
 
@@ -147,38 +155,51 @@ class TencentSmsChannel(HttpChannel):
         }
 
     async def send(self, notification: Notification) -> SendResult:
-        body = self.body(notification)
+        # Only the numbers that do not have it yet: a retry after one number's own limit must not
+        # send the others a second SMS.
+        who = Recipients(notification, self.config.phone_numbers)
+        if not who.pending:
+            return self._settled(who, [], [])
+        body = self.body(notification, who.pending)
         reply = await self.call("POST", self.config.endpoint, data=body, headers=self.headers(body))
         if isinstance(reply, SendResult):
             return reply
-        return self.judge(reply)
+        return self.judge(reply, who)
 
-    def judge(self, reply: HttpReply) -> SendResult:
+    def judge(self, reply: HttpReply, who: Recipients) -> SendResult:
+        """Each number has its own ``Code``: Ok numbers are done, the others retried or missed by their code."""
         data = reply.json()
         resp = data.get("Response") if isinstance(data, dict) else None
         if not isinstance(resp, dict):
             return self.by_status(reply)
-        if isinstance(resp.get("Error"), dict):
-            return self._failed([(str(resp["Error"].get("Code")), str(resp["Error"].get("Message", "")), "")])
+        if isinstance(resp.get("Error"), dict):  # the whole request was refused: nobody got it
+            code = str(resp["Error"].get("Code"))
+            retry, after = _retry_after(code)
+            detail = self._reason(code, str(resp["Error"].get("Message", "")))
+            return self.result(Outcome.RETRY if retry else Outcome.GIVE_UP, detail, after)
         statuses = resp.get("SendStatusSet") or []
-        ok = [s for s in statuses if str(s.get("Code", "")).lower() == "ok"]
-        bad = [(str(s.get("Code")), str(s.get("Message", "")), str(s.get("PhoneNumber", ""))) for s in statuses if s not in ok]
-        if ok:
-            detail = f"Ok for {len(ok)} of {len(statuses)} numbers"
-            if bad:
-                detail += "; failed: " + "; ".join(f"{num} {code}: {msg}" for code, msg, num in bad)
-            return self.result(Outcome.DELIVERED, detail)
-        if not bad:
+        if not statuses:
             return self.result(Outcome.GIVE_UP, "empty SendStatusSet")
-        return self._failed(bad)
+        # Match the reply's numbers to ours by digits, so progress always names configured numbers.
+        ours = {_digits(p): p for p in who.pending}
+        ok: list[str] = []
+        failures: list[Failure] = []
+        for s in statuses:
+            code, num = str(s.get("Code", "")), str(s.get("PhoneNumber", ""))
+            num = ours.pop(_digits(num), num)
+            if code.lower() == "ok":
+                ok.append(num)
+                continue
+            retry, after = _retry_after(code)
+            failures.append(Failure(num, self._reason(code, str(s.get("Message", ""))), retry, after))
+        # A number the reply does not mention may not have it: send it again rather than lose it.
+        failures += [Failure(p, "no status in the reply", True) for p in ours.values()]
+        return self._settled(who, ok, failures)
 
-    def _failed(self, errors: list[tuple[str, str, str]]) -> SendResult:
-        """RETRY if any number failed for a passing reason (it is worth sending again), else GIVE_UP."""
-        retry, after = False, None
-        parts = []
-        for code, msg, num in errors:
-            r, a = _retry_after(code)
-            if r:
-                retry, after = True, max(after or 0.0, a or 0.0) or None
-            parts.append(f"{num + ' ' if num else ''}{code}: {msg}" + (f" ({HINTS[code]})" if code in HINTS else ""))
-        return self.result(Outcome.RETRY if retry else Outcome.GIVE_UP, "; ".join(parts), after)
+    def _settled(self, who: Recipients, ok: list[str], failures: list[Failure]) -> SendResult:
+        r = who.settle(ok, failures, self.log, self.name)
+        return self.result(r.outcome, r.detail, r.retry_after, r.progress)
+
+    def _reason(self, code: str, msg: str) -> str:
+        return self.redact(f"{code}: {msg}" + (f" ({HINTS[code]})" if code in HINTS else ""))
+

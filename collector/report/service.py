@@ -83,9 +83,9 @@ def channels_for_report(cfg: Any) -> list[str]:
 
 
 async def send_report(cfg: Any, report: Report, lang: str | None = None) -> dict[str, str]:
-    """Send through each channel; return channel → outcome text (delivered / retry / give_up: detail)."""
+    """Send through each channel; return channel → outcome text (delivered / partial / retry / give_up: detail)."""
     import alerts.channels.all  # noqa: F401 - registers the channel types
-    from alerts.channels.base import AlertItem, Notification, Outcome, get_channel_type
+    from alerts.channels.base import AlertItem, Notification, Outcome, get_channel_type, remember_progress
     from alerts.model import fingerprint
 
     lang = _lang(cfg, lang)
@@ -120,10 +120,12 @@ async def send_report(cfg: Any, report: Report, lang: str | None = None) -> dict
                 results[name] = res.outcome.value + (f": {res.detail}" if res.detail else "")
                 if res.outcome is not Outcome.RETRY:
                     break
+                remember_progress(note, res)  # the retry goes only to recipients who do not have it yet
                 await asyncio.sleep(res.retry_after or 5.0 * (attempt + 1))
         finally:
             await channel.close()
-        level = logging.INFO if results[name].startswith("delivered") else logging.ERROR
+        level = (logging.INFO if results[name].startswith("delivered")
+                 else logging.WARNING if results[name].startswith("partial") else logging.ERROR)
         log.log(level, "daily report %s via %s: %s", day, name, results[name])
     return results
 

@@ -57,11 +57,15 @@ class WecomRobotStub(StubServer):
 
 
 class WecomAppStub(StubServer):
-    """gettoken + message/send: corp id, secret, token validity (40014 unknown, 42001 expired), agentid, size."""
+    """gettoken + message/send: corp id, secret, token validity (40014 unknown, 42001 expired), agentid, size,
+    and (with ``members``) recipients: unknown member ids come back in ``invaliduser`` with errcode 0, as
+    WeCom answers a partial failure; none valid is 81013."""
 
-    def __init__(self, corp_id: str, secret: str, agent_id: int):
+    def __init__(self, corp_id: str, secret: str, agent_id: int, members: set[str] | None = None):
         super().__init__()
         self.corp_id, self.secret, self.agent_id = corp_id, secret, agent_id
+        self.members = members  # None: every member id is valid
+        self.delivered_to: list[list[str]] = []  # member ids each accepted message went to
         self.valid: set[str] = set()
         self.expired: set[str] = set()
         self.gettoken_calls = 0
@@ -104,8 +108,13 @@ class WecomAppStub(StubServer):
             return self.reject(_wecom_err(40008, "invalid message type"))
         if len(content.encode()) > 2048:
             return self.reject(_wecom_err(40058, f"{kind}.content exceed max length 2048"))
+        users = [] if body.get("touser") == "@all" else [u for u in str(body.get("touser", "")).split("|") if u]
+        invalid = [u for u in users if self.members is not None and u.lower() not in self.members]
+        if invalid and len(invalid) == len(users) and not (body.get("toparty") or body.get("totag")):
+            return self.reject(_wecom_err(81013, "user & party & tag all invalid"))
         self.received.append(body)
-        return web.json_response({"errcode": 0, "errmsg": "ok", "invaliduser": "", "msgid": "MSGID1"})
+        self.delivered_to.append([u for u in users if u not in invalid])
+        return web.json_response({"errcode": 0, "errmsg": "ok", "invaliduser": "|".join(invalid), "msgid": "MSGID1"})
 
 
 class DingtalkStub(StubServer):

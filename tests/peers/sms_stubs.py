@@ -31,6 +31,9 @@ class AliyunSmsStub(StubServer):
         super().__init__()
         self.key_id, self.secret, self.sign_name, self.templates = key_id, secret, sign_name, templates
         self.nonces: set[str] = set()
+        #: scripted (Code, Message) for a request that includes the number, e.g. its flow control
+        self.number_codes: dict[str, tuple[str, str]] = {}
+        self.requests: list[list[str]] = []  # PhoneNumbers of every request that passed the checks
         self.app.router.add_route("*", "/", self.handle)
 
     def _error(self, code: str, message: str, status: int = 400) -> web.Response:
@@ -81,6 +84,10 @@ class AliyunSmsStub(StubServer):
         numbers = params["PhoneNumbers"].split(",")
         if not 1 <= len(numbers) <= 1000 or not all(re.fullmatch(r"\+?\d{5,15}", n) for n in numbers):
             return self._error("isv.MOBILE_NUMBER_ILLEGAL", "非法手机号", 200)
+        self.requests.append(numbers)
+        for num in numbers:
+            if num in self.number_codes:
+                return self._error(*self.number_codes[num], 200)
         self.received.append({"numbers": numbers, "params": values, "sign": params["SignName"], "format": params["Format"]})
         return web.json_response({"RequestId": "REQ-1", "Code": "OK", "Message": "OK", "BizId": "900619746936498440^0"})
 
@@ -93,6 +100,7 @@ class TencentSmsStub(StubServer):
         self.secret_id, self.secret_key, self.app_id = secret_id, secret_key, app_id
         self.sign_name, self.templates = sign_name, templates
         self.number_codes: dict[str, str] = {}  # scripted per-number Code in SendStatusSet
+        self.requests: list[list[str]] = []  # PhoneNumberSet of every request that got a SendStatusSet
         self.app.router.add_post("/", self.handle)
 
     def _error(self, code: str, message: str) -> web.Response:
@@ -140,6 +148,7 @@ class TencentSmsStub(StubServer):
         numbers = data.get("PhoneNumberSet", [])
         if not 1 <= len(numbers) <= 200:
             return self._error("LimitExceeded.PhoneNumberCountLimit", "too many numbers")
+        self.requests.append(list(numbers))
         statuses = []
         for num in numbers:
             code = self.number_codes.get(num, "Ok")
