@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from alerts.channels.base import Outcome
+from alerts.channels.base import Outcome, remember_progress
 from alerts.channels.mail import EmailChannel, EmailConfig
 from tests.channel_helpers import assert_no_leak, notification
 from tests.helpers import free_port
@@ -93,17 +93,30 @@ async def test_tls_problems_give_up(servers: Any, caplog: pytest.LogCaptureFixtu
     assert_no_leak([PASSWORD], results, caplog)
 
 
-async def test_refused_recipients(servers: Any) -> None:
+async def test_refused_recipients(servers: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """5xx for an address: it never gets it (partial, logged); 4xx: only that address is tried again."""
     srv = servers("starttls")
     srv.handler.refuse = {"boss@example.cn": "550 5.1.1 no such user"}
-    res = await channel(srv).send(notification())
-    assert res.outcome is Outcome.DELIVERED and "boss@example.cn (550)" in res.detail  # one of two got it
+    with caplog.at_level(logging.WARNING):
+        res = await channel(srv).send(notification())
+    assert res.outcome is Outcome.PARTIAL and "boss@example.cn 550" in res.detail  # one of two got it
+    assert "boss@example.cn will not get this notification" in caplog.text
     srv.handler.refuse = {"duty@example.cn": "451 4.3.0 try again later", "boss@example.cn": "451 4.3.0 try again later"}
     res = await channel(srv).send(notification())
     assert res.outcome is Outcome.RETRY
     srv.handler.refuse = {"duty@example.cn": "550 no", "boss@example.cn": "550 no"}
     res = await channel(srv).send(notification())
     assert res.outcome is Outcome.GIVE_UP
+    # one mailbox full for now: the other has it; the retry goes to the full one only
+    srv.handler.envelopes.clear()
+    srv.handler.refuse = {"boss@example.cn": "452 4.2.2 mailbox full"}
+    n = notification()
+    res = await channel(srv).send(n)
+    assert res.outcome is Outcome.RETRY and remember_progress(n, res)
+    srv.handler.refuse = {}
+    res = await channel(srv).send(n)
+    assert res.outcome is Outcome.DELIVERED
+    assert [e.rcpt_tos for e in srv.handler.envelopes] == [["duty@example.cn"], ["boss@example.cn"]]
 
 
 async def test_unreachable_server_is_retried() -> None:

@@ -19,6 +19,7 @@ from pydantic import Field, model_validator
 
 from alerts.channels.base import Channel, Notification, Outcome, SendResult, register_channel
 from alerts.channels.common import DETAIL_MAX, Redactor, message_text
+from alerts.channels.recipients import Failure, Recipients
 from alerts.config import ChannelBase
 from roomwatch.configbase import Secret, iter_secret_values
 
@@ -103,7 +104,8 @@ class EmailChannel(Channel):
             ctx.verify_mode = ssl.CERT_NONE
         return ctx
 
-    def _send_blocking(self, msg: EmailMessage) -> str:
+    def _send_blocking(self, msg: EmailMessage, to: list[str]) -> dict[str, tuple[int, bytes]]:
+        """Send ``msg`` to the ``to`` addresses; the ones the server refused, with its reply."""
         c = self.config
         ctx = self._context()
         smtp: smtplib.SMTP
@@ -120,26 +122,30 @@ class EmailChannel(Channel):
                 smtp.ehlo()
             if c.username is not None and c.password is not None:
                 smtp.login(c.username, c.password.get_secret_value())
-            refused = smtp.send_message(msg)
-        if refused:  # some recipients took it, some did not
-            return f"sent; refused by the server: {', '.join(f'{k} ({v[0]})' for k, v in refused.items())}"
-        return f"sent to {len(c.to)} recipient(s)"
+            try:
+                return smtp.send_message(msg, to_addrs=to)
+            except smtplib.SMTPRecipientsRefused as exc:  # every one refused: judged per address like a partial
+                return exc.recipients
 
     async def send(self, notification: Notification) -> SendResult:
         msg = build_message(self.config, notification)
+        # Only the addresses that do not have it yet: a retry after one mailbox's 4xx must not
+        # send the others a second copy; a 5xx address never gets it and is not retried.
+        who = Recipients(notification, list(self.config.to))
+        if not who.pending:
+            return self._settled(who, [], [])
         try:
             # smtplib's timeout covers each socket operation; bound the whole exchange as well.
-            detail = await asyncio.wait_for(asyncio.to_thread(self._send_blocking, msg), self.config.timeout * 3)
-            outcome = Outcome.DELIVERED
+            refused = await asyncio.wait_for(asyncio.to_thread(self._send_blocking, msg, who.pending),
+                                             self.config.timeout * 3)
+            failures = [Failure(addr, self.redact(f"{code} {_text(reply)}"), 400 <= code < 500)
+                        for addr, (code, reply) in refused.items()]
+            return self._settled(who, [a for a in who.pending if a not in refused], failures)
         except _Failed as exc:
             outcome, detail = exc.outcome, str(exc)
         except smtplib.SMTPAuthenticationError as exc:
             outcome, detail = Outcome.GIVE_UP, f"login refused: {exc.smtp_code} {exc.smtp_error!r} (check username/password; " \
                                                "QQ/163 mailboxes need the authorization code)"
-        except smtplib.SMTPRecipientsRefused as exc:
-            codes = [v[0] for v in exc.recipients.values()]
-            outcome = Outcome.RETRY if any(400 <= c < 500 for c in codes) else Outcome.GIVE_UP
-            detail = f"all recipients refused: {exc.recipients!r}"
         except smtplib.SMTPResponseException as exc:
             failed = _by_code(exc.smtp_code, f"{type(exc).__name__}: {exc.smtp_code} {exc.smtp_error!r}")
             outcome, detail = failed.outcome, str(failed)
@@ -156,3 +162,13 @@ class EmailChannel(Channel):
         detail = self.redact(detail)[:DETAIL_MAX]
         log.debug("%s %s: %s", self.name, outcome.value, detail)
         return SendResult(outcome, detail)
+
+    def _settled(self, who: Recipients, ok: list[str], failures: list[Failure]) -> SendResult:
+        r = who.settle(ok, failures, log, self.name)
+        detail = r.detail[:DETAIL_MAX]
+        log.debug("%s %s: %s", self.name, r.outcome.value, detail)
+        return SendResult(r.outcome, detail, r.retry_after, r.progress)
+
+
+def _text(reply: bytes | str) -> str:
+    return reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply)
