@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from alerts.channels.base import Outcome
+from alerts.channels.base import Outcome, remember_progress
 from alerts.channels.gsm_modem import GsmModemChannel, GsmModemConfig, Modem
 from tests.channel_helpers import assert_no_leak, notification
 from tests.peers.fake_modem import FakeModem
@@ -104,6 +104,32 @@ async def test_retry_sends_only_the_missing_parts(modem: FakeModem) -> None:
     assert sorted(modem.messages().values()) == ["告警\n" + text] * 2
     assert len(modem.received) == 6
     await ch.close()
+
+
+async def test_one_bad_number_does_not_stop_the_others(modem: FakeModem, caplog: pytest.LogCaptureFixture) -> None:
+    """CMS 1 (unassigned number) for the first number: the second still gets it; partial, logged once."""
+    ch = channel(modem)
+    modem.cms_errors = [1]
+    res = await ch.send(notification("短信测试"))
+    await ch.close()
+    assert res.outcome is Outcome.PARTIAL, res
+    assert [p.number for p in modem.received] == ["13900139000"]
+    assert caplog.text.count("+8613800138000 will not get this notification") == 1
+
+
+async def test_numbers_reached_are_not_sent_again_after_a_restart(modem: FakeModem) -> None:
+    """The outbox keeps who has it with the queued notification: a new channel (a restarted collector) resumes."""
+    n = notification("短信测试")
+    ch = channel(modem)
+    modem.cms_errors = [None, 331]  # the first number gets it, then the network is gone
+    res = await ch.send(n)
+    await ch.close()
+    assert res.outcome is Outcome.RETRY and remember_progress(n, res)
+    ch = channel(modem)  # a restart: nothing in memory
+    res = await ch.send(n)
+    await ch.close()
+    assert res.outcome is Outcome.DELIVERED, res
+    assert sorted(p.number for p in modem.received) == ["+8613800138000", "13900139000"]  # once each
 
 
 async def test_no_answer_is_retried(modem: FakeModem) -> None:

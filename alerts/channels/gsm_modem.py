@@ -22,6 +22,7 @@ from pydantic import Field, field_validator
 
 from alerts.channels.base import Channel, Notification, Outcome, SendResult, register_channel
 from alerts.channels.common import Redactor, message_text
+from alerts.channels.recipients import Failure, Recipients
 from alerts.channels.sms_pdu import encode_sms, fit_text
 from alerts.config import ChannelBase
 from roomwatch.configbase import Duration, Secret, iter_secret_values
@@ -258,8 +259,12 @@ class GsmModemChannel(Channel):
         # notification digest → number → (concatenation ref, parts sent); a retry continues where it stopped
         self._progress: OrderedDict[str, dict[str, tuple[int, set[int]]]] = OrderedDict()
 
-    def _send_blocking(self, key: str, text: str) -> SendResult:
+    def _send_blocking(self, key: str, text: str, pending: list[str]) -> tuple[list[str], list[Failure], int]:
+        """Send ``text`` to the ``pending`` numbers: (numbers that have it, failures, parts sent now)."""
         cfg = self.config
+        ok: list[str] = []
+        failures: list[Failure] = []
+        sent_now = 0
         with self.modem.lock:
             progress = self._progress.setdefault(key, {})
             self._progress.move_to_end(key)
@@ -267,28 +272,42 @@ class GsmModemChannel(Channel):
                 self._progress.popitem(last=False)
             try:
                 self.modem.prepare(cfg)
-                refs = []
-                for number in cfg.phone_numbers:
+                for number in pending:
                     ref, done = progress.setdefault(number, (self.modem.next_ref(), set()))
-                    for part in encode_sms(number, text, ref, cfg.smsc):
-                        if part.seq not in done:
-                            refs.append(self.modem.send_part(part.length, part.pdu, cfg))
-                            done.add(part.seq)
+                    try:
+                        for part in encode_sms(number, text, ref, cfg.smsc):
+                            if part.seq not in done:
+                                self.modem.send_part(part.length, part.pdu, cfg)
+                                done.add(part.seq)
+                                sent_now += 1
+                        ok.append(number)
+                    except ModemError as exc:
+                        if exc.outcome is Outcome.RETRY:
+                            raise
+                        # this number cannot get it (e.g. CMS 1, unassigned number): the others still can
+                        failures.append(Failure(number, self.redact(str(exc)), False))
             except ModemError as exc:
-                if exc.outcome is Outcome.RETRY:
-                    self.modem.ready = False  # set the modem up again before the next try
+                # the modem or the network: this number and the ones after it are tried again later
+                self.modem.ready = False
                 sent = sum(len(d) for _, d in progress.values())
-                return SendResult(exc.outcome, self.redact(f"{exc} ({sent} part(s) sent so far)"))
-            self._progress.pop(key, None)
-        parts = len(refs)
-        return SendResult(Outcome.DELIVERED, f"{parts} part(s) to {len(cfg.phone_numbers)} number(s), +CMGS {', '.join(refs)}")
+                reason = self.redact(f"{exc} ({sent} part(s) sent so far)")
+                settled = set(ok) | {f.recipient for f in failures}
+                failures += [Failure(n, reason, exc.outcome is Outcome.RETRY) for n in pending if n not in settled]
+            if not any(f.retry for f in failures):
+                self._progress.pop(key, None)
+        return ok, failures, sent_now
 
     async def send(self, notification: Notification) -> SendResult:
         text = fit_text(message_text(notification), self.config.max_parts)
         key = hashlib.sha256(f"{notification.group_key}\0{text}".encode()).hexdigest()
-        result = await asyncio.to_thread(self._send_blocking, key, text)
-        log.debug("%s %s: %s", self.name, result.outcome.value, result.detail)
-        return result
+        # Numbers that already have it (kept with the queued notification, so also across a restart)
+        # are not sent it again; parts of a number cut off mid-message are resumed from memory.
+        who = Recipients(notification, self.config.phone_numbers)
+        ok, failures, parts = await asyncio.to_thread(self._send_blocking, key, text, who.pending)
+        r = who.settle(ok, failures, log, self.name)
+        detail = f"{parts} part(s) sent; {r.detail}"
+        log.debug("%s %s: %s", self.name, r.outcome.value, detail)
+        return SendResult(r.outcome, detail, r.retry_after, r.progress)
 
     async def close(self) -> None:
         """Let go of the port; the last channel using it closes it."""
