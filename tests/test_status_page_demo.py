@@ -172,6 +172,16 @@ async def test_status_page_tour_of_the_demo(demo: Demo, browser_page: Page) -> N
                                demo.output()), timeout=30, what="the notification in the demo's output")
     await page.screenshot(ARTIFACTS / "status-page-demo-alert.png")
 
+    # A notification's link (#/alerts/<id>) marks that alert's row; an id no longer active says so.
+    alert_id = await page.evaluate(f"document.querySelector('{ROW}').dataset.alertId")
+    await page.evaluate(f"location.hash = '#/alerts/' + encodeURIComponent({json.dumps(alert_id)})")
+    await page.wait_for(f"document.querySelector('{ROW}.linked')", what="the linked alert marked")
+    assert await page.evaluate("document.querySelectorAll('tr.linked').length") == 1
+    await page.evaluate("location.hash = '#/alerts/0000-1'")
+    await page.wait_for("document.querySelector('.linked-gone')", what="the note that the linked alert is gone")
+    assert await page.evaluate("document.querySelectorAll('tr.linked').length") == 0
+    await page.evaluate("location.hash = ''")
+
     # Log in with what the demo printed; acknowledge, then silence, from the page.
     await _login(page, demo.user, demo.password)
     await page.wait_for(f"document.querySelector('{ROW} button.ack')", what="the acknowledge button after login")

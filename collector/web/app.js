@@ -11,6 +11,7 @@ const I18N = {
     username: "用户名", password: "密码", duration: "时长", comment: "备注", silence: "静默", silenceTitle: "静默告警",
     ack: "确认", acked: "已确认", loginToAct: "登录后可确认或静默", notAvailable: "暂不可用",
     noRooms: "还没有任何机房的数据。", noAlerts: "没有告警。", nothingDown: "全部在线。",
+    linkedGone: "通知里的这条告警已不在活动告警中（可能已恢复）。",
     temperature: "温度", humidity: "湿度", door: "门", ups: "UPS", leak: "漏水", smoke: "烟雾", devicesDown: "设备离线",
     open: "开", closed: "关", mains: "市电", battery: "电池供电", ok: "正常", alarm: "报警", minLeft: "分钟",
     agent: "采集端", device: "设备", since: "开始时间", state: "状态", alert: "告警", actions: "操作",
@@ -28,6 +29,7 @@ const I18N = {
     username: "User", password: "Password", duration: "Duration", comment: "Comment", silence: "Silence",
     silenceTitle: "Silence alert", ack: "Acknowledge", acked: "Acknowledged", loginToAct: "Log in to acknowledge or silence",
     notAvailable: "not available", noRooms: "No data from any room yet.", noAlerts: "No alerts.", nothingDown: "Everything is up.",
+    linkedGone: "The alert from the notification is no longer active (it may have resolved).",
     temperature: "Temperature", humidity: "Humidity", door: "Door", ups: "UPS", leak: "Leak", smoke: "Smoke",
     devicesDown: "Devices down", open: "open", closed: "closed", mains: "mains", battery: "on battery", ok: "ok",
     alarm: "ALARM", minLeft: "min", agent: "Agent", device: "Device", since: "Since", state: "State", alert: "Alert",
@@ -212,14 +214,25 @@ function where(labels) {
   return [labels.site, labels.room, labels.device || labels.agent, labels.sensor].filter(Boolean).join(" / ");
 }
 
+// Notifications link to "#/alerts/<id>" (alerts/templates.py): that alert's row is marked and scrolled to.
+function linkedAlert() {
+  const m = /^#\/alerts\/(.+)$/.exec(location.hash);
+  return m ? decodeURIComponent(m[1]) : null;
+}
+
 function renderAlerts() {
   const box = $("alerts");
   box.replaceChildren();
+  const linked = linkedAlert();
+  if (linked && state.alerts && !state.alerts.some((a) => a.id === linked)) {
+    box.append(h("p", { class: "muted linked-gone" }, t("linkedGone")));
+  }
   if (!state.alertsAvailable) { box.append(h("p", { class: "muted", id: "alerts-na" }, t("notAvailable"))); return; }
   if (!state.alerts) { box.append(h("p", { class: "muted" }, t("loading"))); return; }
   if (!state.alerts.length) { box.append(h("p", { class: "muted", id: "no-alerts" }, t("noAlerts"))); return; }
   const logged = Boolean(state.session);
-  const rows = state.alerts.map((a) => h("tr", { "data-alert-id": a.id, "data-alertname": a.name },
+  const rows = state.alerts.map((a) => h("tr", { "data-alert-id": a.id, "data-alertname": a.name,
+    class: a.id === linked ? "linked" : "" },
     h("td", {}, h("span", { class: "sev " + a.severity }, a.severity), " ", h("strong", {}, a.name),
       a.summary ? h("div", { class: "muted small" }, a.summary) : null,
       a.fallback ? h("div", { class: "muted small fallback-note" }, fallbackNote(a.fallback)) : null),
@@ -234,6 +247,11 @@ function renderAlerts() {
     h("thead", {}, h("tr", {}, [t("alert"), t("device"), t("state"), t("since"), t("actions")].map((x) => h("th", {}, x)))),
     h("tbody", {}, rows)));
   if (!logged) box.append(h("p", { class: "muted small" }, t("loginToAct")));
+  const row = box.querySelector("tr.linked");
+  if (row && state.scrolledTo !== linked) {  // once per link: the 5 s refresh must not pull the page back
+    row.scrollIntoView({ block: "center" });
+    state.scrolledTo = linked;
+  }
 }
 
 function renderDown() {
@@ -467,6 +485,7 @@ function setLang(lang) {
 function start() {
   renderStatic();
   $("lang-toggle").addEventListener("click", () => setLang(state.lang === "en" ? "zh-CN" : "en"));
+  window.addEventListener("hashchange", renderAlerts);
   $("login-open").addEventListener("click", () => { $("login-error").hidden = true; $("login-dialog").showModal(); });
   $("login-cancel").addEventListener("click", () => $("login-dialog").close());
   $("login-form").addEventListener("submit", login);
