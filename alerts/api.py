@@ -50,9 +50,16 @@ async def _body(request: web.Request, optional: bool = False) -> Any:
                                  content_type="application/json") from None
 
 
+LANGUAGES = ("zh-CN", "en")
+
+
 async def get_alerts(request: web.Request) -> web.Response:
+    """Active alerts; ``?lang=en`` (or ``zh-CN``) renders the annotations in that language (the status page's)."""
     svc = request.app[ALERTS_KEY]
-    return web.json_response({"alerts": svc.list_alerts()})
+    lang = request.query.get("lang")
+    if lang is not None and lang not in LANGUAGES:
+        return _json_error(400, f"lang must be one of {', '.join(LANGUAGES)}")
+    return web.json_response({"alerts": svc.list_alerts(lang=lang)})
 
 
 async def ack_alert(request: web.Request) -> web.Response:

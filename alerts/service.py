@@ -236,8 +236,8 @@ class AlertService:
                          a.labels, a.metric, a.value, when, clear, for_, a.active_since, a.resolved_at, a.ack_by,
                          templates, a.resolve_reason)
 
-    def annotations(self, a: Alert) -> dict[str, str]:
-        return render_annotations(self.view(a), self.lang, self.tz)
+    def annotations(self, a: Alert, lang: str | None = None) -> dict[str, str]:
+        return render_annotations(self.view(a), lang or self.lang, self.tz)
 
     def render(self, o: Outgoing, now: float) -> Notification:
         alerts = [(a, "firing") for a in o.firing] + [(a, "resolved") for a in o.resolved]
@@ -269,7 +269,8 @@ class AlertService:
                             group_labels, common, common_ann, self.external_url, o.reason, o.level)
 
     # -- API operations -------------------------------------------------------------
-    def alert_json(self, a: Alert, now: float, inhibited: dict[str, str]) -> dict[str, Any]:
+    def alert_json(self, a: Alert, now: float, inhibited: dict[str, str], lang: str | None = None) -> dict[str, Any]:
+        """One alert for the API; annotations and notes in ``lang`` (default: the configured language)."""
         silenced = self.silences.silenced_by(a.labels, now)
         return {
             "id": a.id,
@@ -278,7 +279,7 @@ class AlertService:
             "state": a.state,
             "severity": a.severity,
             "labels": a.labels,
-            "annotations": self.annotations(a),
+            "annotations": self.annotations(a, lang),
             "value": a.value,
             "activeSince": a.active_since,
             "firedAt": a.fired_at,
@@ -287,25 +288,25 @@ class AlertService:
             "silencedBy": silenced,
             "inhibitedBy": [self._id_of(inhibited[a.fp])] if a.fp in inhibited else [],
             "url": ack_url(self.external_url, a.id),
-            "fallback": self.fallback_json(a),
+            "fallback": self.fallback_json(a, lang),
         }
 
-    def fallback_json(self, a: Alert) -> dict[str, Any] | None:
+    def fallback_json(self, a: Alert, lang: str | None = None) -> dict[str, Any] | None:
         """What the agent's local fallback already sent for ``a`` (None: nothing), with a note for people."""
         fb = a.fallback
         if fb is None:
             return None
         return {"channel": fb.get("channel", ""), "channelType": fb.get("channel_type", ""),
                 "firingAt": fb["firing_at"], "resolvedAt": fb.get("resolved_at"), "message": fb.get("message", ""),
-                "note": note(fb, self.lang, self.tz)}
+                "note": note(fb, lang or self.lang, self.tz)}
 
-    def list_alerts(self, now: float | None = None) -> list[dict[str, Any]]:
+    def list_alerts(self, now: float | None = None, lang: str | None = None) -> list[dict[str, Any]]:
         now = self.clock() if now is None else now
         inhibited = self.inhibitor.compute(self.engine.active.values(), self.engine.version)
         order = {"critical": 0, "warning": 1, "info": 2}
         alerts = sorted(self.engine.active.values(),
                         key=lambda a: (a.state != FIRING, order.get(a.severity, 3), -a.active_since))
-        return [self.alert_json(a, now, inhibited) for a in alerts]
+        return [self.alert_json(a, now, inhibited, lang) for a in alerts]
 
     def _id_of(self, fp: str) -> str:
         a = self.engine.active.get(fp)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import statistics
 import time
 from pathlib import Path
@@ -171,6 +172,13 @@ def test_an_ack_link_from_a_resolved_episode_does_not_acknowledge_the_new_one(ho
     status, body = http_post(f"{collector.url}/api/v1/alerts/{new['id']}/ack", b"", _basic())
     assert status == 200 and json.loads(body)["id"] == new["id"]
     assert _door(collector)["acknowledged"] is True
+    # annotations in the configured language (Chinese), or in the one the status page asks for
+    assert re.search(r"[\u4e00-\u9fff]", _door(collector)["annotations"]["summary"])
+    english = json.loads(http_get(collector.url + "/api/v1/alerts?lang=en")[1])["alerts"]
+    door = next(a for a in english if a["alertname"] == "DoorOpenedOutOfHours")
+    assert door["annotations"]["summary"].isascii() and door["id"] == new["id"]
+    status, body = http_get(collector.url + "/api/v1/alerts?lang=fr")
+    assert status == 400 and "lang" in json.loads(body)["error"]
 
 
 def _door(collector: CollectorHandle) -> dict[str, Any]:

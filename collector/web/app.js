@@ -453,7 +453,7 @@ function showBanner(text) {
 // --- refresh loop ---
 async function refresh() {
   try {
-    const [rooms, alerts] = await Promise.all([getJSON("/api/v1/rooms"), getJSON("/api/v1/alerts")]);
+    const [rooms, alerts] = await Promise.all([getJSON("/api/v1/rooms"), getJSON("/api/v1/alerts?lang=" + encodeURIComponent(state.lang))]);
     if (rooms.ok) { state.rooms = rooms.data; state.lastOk = Date.now(); showBanner(""); }
     if (alerts.status === 404 || alerts.status === 405) state.alertsAvailable = false;
     else if (alerts.ok && alerts.data) {
