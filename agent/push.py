@@ -30,6 +30,7 @@ __all__ = ["PushResult", "Pusher"]
 log = logging.getLogger("roomwatch.agent.push")
 
 _MIN_GAP = 0.2  # s between attempts, even when events keep kicking
+_REJECT_LOG_EVERY = 60.0  # s: a collector refusing every batch logs one line a minute (each one is counted)
 
 
 @dataclass(slots=True)
@@ -134,6 +135,8 @@ class Pusher:
         self._next_seal = time.monotonic() + target.push_interval
         self._state_ok: bool | None = None
         self._stopping = False
+        self._rejects_unlogged = 0
+        self._reject_logged_at: float | None = None
         #: Called with each batch the collector accepted (200), e.g. so local alerting knows what it has seen.
         self.on_accepted: list[Callable[[Batch], None]] = []
 
@@ -247,11 +250,12 @@ class Pusher:
                 self._split(batch)
                 continue
             if res.status == 400:
-                # Retrying a batch the collector calls malformed would block the queue forever.
-                self.outbox.ack(batch.seq)
+                # The one exception to "a batch leaves only on a 200" (docs/reliability.md): the collector
+                # would refuse this batch forever (e.g. an older collector with stricter limits), and
+                # retrying it would block everything behind it. Dropped, counted and logged, never silent.
+                self.outbox.drop(batch.seq, "rejected")
                 self.stats["rejected"] += 1
-                log.error("collector rejected batch seq=%d (%d samples, %d events): %s",
-                          batch.seq, len(batch.samples), len(batch.events), res.reason)
+                self._log_rejected(batch, res.reason)
                 continue
             self.stats["error"] += 1
             self._failures += 1
@@ -266,6 +270,23 @@ class Pusher:
                 delay = max(delay, res.retry_after)
             self._next_try = time.monotonic() + delay
             return False
+
+    def _log_rejected(self, batch: Batch, reason: str) -> None:
+        """Log a 400 with the collector's reason: at once, then at most once a minute with a count."""
+        now = time.monotonic()
+        if self._reject_logged_at is not None and now - self._reject_logged_at < _REJECT_LOG_EVERY:
+            self._rejects_unlogged += 1
+            return
+        stamps = [r.ts for r in batch.samples] + [e.ts for e in batch.events]
+        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(min(stamps) / 1000)) if stamps else "?"
+        more = f"; {self._rejects_unlogged} more batches were rejected since the last such line" \
+            if self._rejects_unlogged else ""
+        log.error("collector refused batch seq=%d (%d samples, %d events, data from %s on) with HTTP 400: %s. "
+                  "DROPPED: it would be refused forever; counted in roomwatch_agent_spool_dropped_total"
+                  "{reason=\"rejected\"}%s",
+                  batch.seq, len(batch.samples), len(batch.events), since, reason, more)
+        self._reject_logged_at = now
+        self._rejects_unlogged = 0
 
     async def run(self) -> None:
         """Seal every interval (or on kick) and drain, with backoff after failures."""

@@ -26,8 +26,11 @@ Order of delivery (:meth:`Spool.next_batches`):
 Size cap (``max_bytes``, counted as stored bytes, compressed): when a new batch
 pushes the spool past it, the oldest batches *without* events are dropped
 first; when only event batches are left, their samples are stripped (events
-kept); events themselves go last. The newest batch is never dropped. Every
-drop is counted (``dropped_samples``/``dropped_events``, persisted) and logged.
+kept); events themselves go last. The newest batch is never dropped.
+
+A batch leaves without a 200 only for a reason in :data:`DROP_REASONS`; every
+such drop is counted per reason and kind (``dropped``, persisted in ``meta``)
+and logged.
 
 ``seq`` stays increasing across restarts: the highest seq ever stored is kept
 in the ``meta`` table and :class:`agent.push.Pusher` starts above it.
@@ -54,7 +57,7 @@ from roomwatch.wire import Batch, SampleRecord, WireError, decode_batch, encode_
 if TYPE_CHECKING:
     from agent.config import AgentConfig
 
-__all__ = ["Spool", "SpoolError", "open_outbox", "spool_samples"]
+__all__ = ["DROP_REASONS", "Spool", "SpoolError", "open_outbox", "spool_samples"]
 
 log = logging.getLogger("roomwatch.agent.spool")
 
@@ -73,8 +76,16 @@ CREATE TABLE IF NOT EXISTS batches (
 CREATE INDEX IF NOT EXISTS batches_newest ON batches (newest_ms);
 CREATE INDEX IF NOT EXISTS batches_events ON batches (seq) WHERE n_events > 0;
 """
-_META_KEYS = ("last_seq", "dropped_samples", "dropped_events")
+#: Why a batch (or part of one) left the spool without the collector's 200; the ``reason`` label of
+#: roomwatch_agent_spool_dropped_total. cap: the size cap; rejected: the collector answered 400 (it
+#: would refuse the batch forever); unreadable: a stored batch could not be decoded.
+DROP_REASONS = ("cap", "rejected", "unreadable")
 _DROP_LOG_EVERY = 60.0  # s between "still full" summaries: one line per minute, not one per batch
+
+
+def _meta_key(kind: str, reason: str) -> str:
+    # "cap" keeps the keys of the first release, so counters in existing spool files carry on.
+    return f"dropped_{kind}" if reason == "cap" else f"dropped_{kind}_{reason}"
 
 
 class SpoolError(Exception):
@@ -105,8 +116,7 @@ class Spool:
         self.max_samples = max_samples
         self.backlog_rate = backlog_rate
         self.fresh_window_ms = int(fresh_window * 1000)
-        self.dropped_samples = 0
-        self.dropped_events = 0
+        self.dropped: dict[str, list[int]] = {r: [0, 0] for r in DROP_REASONS}  # reason → [samples, events]
         self.last_seq = 0
         self._lock_fd: int | None = None
         self._batches = 0
@@ -182,8 +192,10 @@ class Spool:
 
     def _load(self, announce: bool = True) -> None:
         meta = dict(self.conn.execute("SELECT key, value FROM meta").fetchall())
-        for key in _META_KEYS:
-            setattr(self, key, int(meta.get(key, 0)))
+        self.last_seq = int(meta.get("last_seq", 0))
+        for reason in DROP_REASONS:
+            self.dropped[reason] = [int(meta.get(_meta_key("samples", reason), 0)),
+                                    int(meta.get(_meta_key("events", reason), 0))]
         row = self.conn.execute("SELECT COUNT(*), COALESCE(SUM(n_samples), 0), COALESCE(SUM(size), 0), MIN(oldest_ms), "
                                 "COALESCE(MAX(seq), 0) FROM batches").fetchone()
         self._batches, self._samples, self._bytes, self._oldest_ms, top = row
@@ -232,8 +244,21 @@ class Spool:
             self._db_failing = False
 
     def _save_meta(self) -> None:
+        rows = [("last_seq", self.last_seq)]
+        for reason, (samples, events) in self.dropped.items():
+            rows += [(_meta_key("samples", reason), samples), (_meta_key("events", reason), events)]
         self.conn.executemany("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = "
-                              "excluded.value", [(k, getattr(self, k)) for k in _META_KEYS])
+                              "excluded.value", rows)
+
+    @property
+    def dropped_samples(self) -> int:
+        """Samples dropped because the spool was full (what roomwatch_agent_push_dropped_samples_total counts)."""
+        return self.dropped["cap"][0]
+
+    @property
+    def dropped_events(self) -> int:
+        """Events dropped because the spool was full."""
+        return self.dropped["cap"][1]
 
     def _reload_counters(self) -> None:
         with contextlib.suppress(sqlite3.Error):
@@ -274,7 +299,7 @@ class Spool:
             batch = decode_batch(zlib.decompress(body))
         except (zlib.error, WireError) as exc:
             log.error("spooled batch seq=%d is unreadable (%s): dropping it", seq, exc)
-            self._delete(seq, count_as_dropped=True)
+            self._delete(seq, reason="unreadable")
             return None
         if self.agent_id and batch.agent != self.agent_id:
             batch.agent = self.agent_id  # agent.id was renamed: the readings still belong to this host
@@ -292,14 +317,26 @@ class Spool:
             self._tokens -= n
         self._delete(seq)
 
-    def _delete(self, seq: int, count_as_dropped: bool = False) -> None:
+    def drop(self, seq: int, reason: str) -> None:
+        """Forget ``seq`` undelivered, counted under ``reason`` (one of :data:`DROP_REASONS`)."""
+        self._offered_backlog.pop(seq, None)
+        for b in self._mem:
+            if b.seq == seq:
+                self._mem.remove(b)
+                self.dropped[reason][0] += len(b.samples)
+                self.dropped[reason][1] += len(b.events)
+                return
+        self._delete(seq, reason=reason)
+
+    def _delete(self, seq: int, reason: str | None = None) -> None:
+        """Delete ``seq``; with a ``reason`` it was dropped undelivered: count it (persisted with the deletion)."""
         row = self.conn.execute("SELECT n_samples, n_events, size, oldest_ms FROM batches WHERE seq = ?", (seq,)).fetchone()
         if row is None:
             return
         n_samples, n_events, size, oldest = row
-        if count_as_dropped:
-            self.dropped_samples += n_samples
-            self.dropped_events += n_events
+        if reason is not None:
+            self.dropped[reason][0] += n_samples
+            self.dropped[reason][1] += n_events
             self.conn.execute("BEGIN IMMEDIATE")
             self.conn.execute("DELETE FROM batches WHERE seq = ?", (seq,))
             self._save_meta()
@@ -393,8 +430,8 @@ class Spool:
             first_ts = oldest if first_ts is None else min(first_ts, oldest)
             self._forget(n_samples, size, oldest)
         if dropped_s or dropped_e:
-            self.dropped_samples += dropped_s
-            self.dropped_events += dropped_e
+            self.dropped["cap"][0] += dropped_s
+            self.dropped["cap"][1] += dropped_e
             self._log_drop(dropped_s, dropped_e, first_ts)
 
     def _log_drop(self, samples: int, events: int, first_ts: int | None) -> None:
@@ -421,8 +458,7 @@ class Spool:
             "samples": self._samples + sum(len(b.samples) for b in list(self._mem)),
             "bytes": self._bytes,
             "oldest_age_seconds": None if oldest is None else max(0.0, time.time() - oldest / 1000),
-            "dropped_samples": self.dropped_samples,
-            "dropped_events": self.dropped_events,
+            "dropped": {r: {"samples": n[0], "events": n[1]} for r, n in self.dropped.items()},
             "persistent": self.path != ":memory:",
         }
 
@@ -472,9 +508,12 @@ def spool_samples(stats: dict[str, Any], labels: dict[str, str], now_ms: int) ->
         SampleRecord(v.AGENT_SPOOL_BATCHES, labels, float(stats["batches"]), now_ms),
         SampleRecord(v.AGENT_SPOOL_SAMPLES, labels, float(stats["samples"]), now_ms),
         SampleRecord(v.AGENT_SPOOL_BYTES, labels, float(stats["bytes"]), now_ms),
-        SampleRecord(v.AGENT_SPOOL_DROPPED, {**labels, "kind": "samples"}, float(stats["dropped_samples"]), now_ms),
-        SampleRecord(v.AGENT_SPOOL_DROPPED, {**labels, "kind": "events"}, float(stats["dropped_events"]), now_ms),
     ]
+    # Every reason and kind from the start, 0 included: rate() and increase() need the series before the first drop.
+    for reason in DROP_REASONS:
+        for kind in ("samples", "events"):
+            out.append(SampleRecord(v.AGENT_SPOOL_DROPPED, {**labels, "kind": kind, "reason": reason},
+                                    float(stats["dropped"][reason][kind]), now_ms))
     if stats["oldest_age_seconds"] is not None:
         out.append(SampleRecord(v.AGENT_SPOOL_OLDEST_AGE, labels, float(stats["oldest_age_seconds"]), now_ms))
     return out

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import sqlite3
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from agent.spool import Spool, SpoolError
+from agent.spool import Spool, SpoolError, spool_samples
+from drivers import vocabulary as v
 from roomwatch.wire import Batch, EventRecord, SampleRecord
+from tests.conftest import TOKENS
+from tests.helpers import free_port, http_get, wait_for, write_yaml
+from tests.reliability_rig import Proc
 
 
 def _now() -> int:
@@ -203,3 +210,71 @@ def test_renamed_agent_sends_its_backlog_under_the_new_id(tmp_path: Path) -> Non
     s = Spool(path, "new-name")
     assert s.next_batches(1)[0].agent == "new-name"
     s.close()
+
+
+# A collector of an (imagined) older release that allowed at most 8 labels per sample: the same code as
+# `roomwatch collector`, with the wire format's limit lowered before the app is built.
+_OLD_COLLECTOR = ("import sys, roomwatch.wire as wire; wire.MAX_LABELS = 8; from roomwatch.cli import main; "
+                  "sys.exit(main(sys.argv[1:]))")
+
+
+def _older_collector(tmp_path: Path) -> tuple[Proc, str]:
+    port = free_port()
+    conf = write_yaml(tmp_path / "old-collector.yaml", {
+        "listen": f"127.0.0.1:{port}", "storage": str(tmp_path / "old-collector.db"),
+        "agents": [{"id": aid, "token": tok} for aid, tok in TOKENS.items()]})
+    proc = Proc([sys.executable, "-c", _OLD_COLLECTOR, "collector", "-c", str(conf)], tmp_path / "old-collector.log")
+    url = f"http://127.0.0.1:{port}"
+    wait_for(lambda: http_get(url + "/readyz", timeout=1)[0] == 200, proc=proc.proc, what="collector /readyz")
+    return proc, url
+
+
+def _drop_metrics(spool: Spool) -> dict[tuple[str, str], float]:
+    return {(r.labels["reason"], r.labels["kind"]): r.value for r in spool_samples(spool.stats(), {}, _now())
+            if r.metric == v.AGENT_SPOOL_DROPPED}
+
+
+def test_a_batch_the_collector_refuses_with_400_is_dropped_counted_and_logged(tmp_path: Path,
+                                                                            caplog: pytest.LogCaptureFixture) -> None:
+    """The documented exception to "nothing leaves the spool without a 200": a batch a real collector answers
+    400 would be refused forever, so it is dropped so as not to block the rest, but counted (reason rejected,
+    persisted) and logged as an error with the collector's reason. The batches around it are delivered."""
+    from agent.config import CollectorTarget
+    from agent.push import Pusher
+
+    proc, url = _older_collector(tmp_path)
+    try:
+        s = Spool(str(tmp_path / "s.db"), "agent-a")
+        pusher = Pusher("agent-a", CollectorTarget(urls=[url], token=TOKENS["agent-a"]), outbox=s)
+        accepted: list[int] = []
+        pusher.on_accepted.append(lambda b: accepted.append(b.seq))
+        # 11 labels: within this agent's wire limit (32), beyond the older collector's (8).
+        wide = {f"l{i}": "x" for i in range(10)}
+        ts = _now() - 50_000
+        s.put(_batch(1, 60, n=2))
+        s.put(Batch("agent-a", 2, [SampleRecord("roomwatch_temperature_celsius", {**wide, "device": f"d{i}"}, 21.5, ts)
+                                   for i in range(3)], [EventRecord("door_open", {**wide, "device": "door1"}, ts, 1.0)]))
+        s.put(_batch(3, 40, n=2))
+        caplog.set_level(logging.ERROR, "roomwatch.agent.push")
+        assert asyncio.run(pusher.drain())
+        pusher.close()
+        assert accepted == [1, 3] and s.depth() == 0
+        assert s.dropped["rejected"] == [3, 1] and pusher.stats["rejected"] == 1
+        assert s.dropped_samples == 0  # not a "spool full" drop (roomwatch_agent_push_dropped_samples_total)
+        line = next(r.getMessage() for r in caplog.records if "seq=2" in r.getMessage())
+        assert "HTTP 400" in line and "samples[0].labels has more than 8 labels" in line and "DROPPED" in line
+        drops = _drop_metrics(s)
+        assert drops[("rejected", "samples")] == 3 and drops[("rejected", "events")] == 1
+        assert drops[("cap", "samples")] == 0 and len(drops) == 6  # every reason and kind, 0 included
+        s.close()
+        s = Spool(str(tmp_path / "s.db"), "agent-a")
+        assert s.dropped["rejected"] == [3, 1]  # a counter of the spool: it survives an agent restart
+        s.close()
+    finally:
+        proc.stop()
+    conn = sqlite3.connect(tmp_path / "old-collector.db")
+    try:
+        assert conn.execute("SELECT batches, samples, events FROM ingest_agents WHERE agent = 'agent-a'").fetchone() \
+            == (2, 4, 0)
+    finally:
+        conn.close()
