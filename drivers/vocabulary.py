@@ -136,7 +136,8 @@ AGENT_SPOOL_OLDEST_AGE = _def(
 )
 AGENT_SPOOL_DROPPED = _def(
     "roomwatch_agent_spool_dropped_total",
-    "Samples and events (kind) that left the agent's spool undelivered, by reason (cap, rejected, unreadable).",
+    "Samples and events (kind) that left the agent's spool undelivered, by reason (cap, unwritable, rejected, "
+    "unreadable).",
     "counter",
 )
 

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import resource
+import signal
 import sqlite3
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from agent.spool import Spool, SpoolError, spool_samples
+from agent.spool_hold import Entry, Hold
 from drivers import vocabulary as v
 from roomwatch.wire import Batch, EventRecord, SampleRecord
 from tests.conftest import TOKENS
@@ -191,6 +196,79 @@ def test_memory_mode_caps_by_samples(tmp_path: Path) -> None:
     s.close()
 
 
+@contextlib.contextmanager
+def _writes_fail_beyond(limit: int) -> Iterator[None]:
+    """The kernel refuses to grow any file of this process past ``limit`` bytes (RLIMIT_FSIZE: write(2) fails
+    with EFBIG). For SQLite a genuine write error from the OS, as from a full disk, without root or a tiny
+    filesystem (and chmod does not stop root, nor an already open file)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    old = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # else the kernel kills the process instead of failing the write
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, old)
+
+
+def test_disk_write_errors_hold_batches_in_memory_bounded_counted_then_back_on_disk(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """SQLite cannot write (the OS refuses): batches wait in RAM up to fallback_max_records samples+events; beyond,
+    the oldest plain batch goes, counted as reason unwritable and logged. Deliveries go on meanwhile. Once the disk
+    takes writes again, the next put moves everything held onto it (it then survives a restart)."""
+    path = tmp_path / "s.db"
+    s = Spool(str(path), "agent-a", fallback_max_records=100)
+    s.put(_batch(1, 600))
+    s.put(_batch(2, 500))
+    caplog.set_level(logging.INFO, "roomwatch.agent.spool")
+    with _writes_fail_beyond(Path(f"{path}-wal").stat().st_size):
+        s.put(_batch(3, 400, events=1))
+        assert "cannot write the spool" in caplog.text and s.depth() == 3
+        s.ack(1)  # delivered, but the disk refuses the DELETE: it must not be offered again
+        look = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        assert [r[0] for r in look.execute("SELECT seq FROM batches ORDER BY seq")] == [1, 2]  # the file as it was
+        look.close()
+        for seq in range(4, 12):
+            s.put(_batch(seq, 400 - seq))
+        assert _seqs(s) == [3, 2, *range(4, 12)]  # same order as on disk: events, then the backlog oldest first
+        s.ack(11)  # a held batch the collector has leaves RAM without the disk
+        s.put(_batch(12, 0))
+        assert s.dropped["unwritable"] == [0, 0] and s.depth() == 10
+        assert s.stats()["samples"] == 100  # 2 on disk, 3..10 and 12 in RAM; 1 and 11 were delivered
+        s.put(_batch(13, 0))  # 3 (11 records) + 4..10 + 12 + 13 = 101 > 100: the oldest plain held batch goes
+        assert s.dropped["unwritable"] == [10, 0] and s.dropped_samples == 10
+        assert _seqs(s) == [3, 13, 12, 2, *range(5, 11)]
+        assert _drop_metrics(s)[("unwritable", "samples")] == 10
+        assert "fallback in memory full" in caplog.text and "dropped the oldest 10 samples and 0 events" in caplog.text
+        s.put(_batch(14, 0, n=6))  # 97 records
+        s.put(_batch(15, 0, n=6))  # 103: the next oldest plain batch (5) goes, logged with the next minute's line
+        assert s.dropped["unwritable"] == [20, 0]
+    assert caplog.text.count("cannot write the spool") == 1  # said once, not per batch
+    assert caplog.text.count("fallback in memory full") == 1  # then at most once a minute
+    s.put(_batch(16, 0, n=1))  # the disk works again: everything held moves onto it
+    assert "writable again: moved 10 batches" in caplog.text
+    s.close()
+    s = Spool(str(path), "agent-a")  # on disk now: it survives a restart, and so do the counters
+    assert _seqs(s) == [3, 16, 15, 14, 13, 12, 2, *range(6, 11)]
+    assert s.dropped["unwritable"] == [20, 0] and s.depth() == 12
+    assert s.integrity_check() == "ok"
+    s.close()
+
+
+def test_memory_hold_drops_like_the_cap_plain_batches_first_events_last() -> None:
+    def entry(seq: int, n: int, events: int = 0) -> Entry:
+        return Entry.of(_batch(seq, 100 - seq, n=n, events=events))
+
+    h = Hold(max_records=15)
+    assert h.add(entry(1, 10, events=1)) == (0, 0, None)
+    dropped = h.add(entry(2, 5))  # 16 > 15, and the newest stays: the event batch sheds its samples
+    assert dropped[:2] == (10, 0) and [(e.seq, e.n_samples, e.n_events) for e in h.entries] == [(1, 0, 1), (2, 5, 0)]
+    dropped = h.add(entry(3, 0, events=10))  # 16 again: the plain batch goes before any event
+    assert dropped[:2] == (5, 0) and [e.seq for e in h.entries] == [1, 3] and h.records == 11
+    dropped = h.add(entry(4, 0, events=5))  # only events left: the oldest go
+    assert dropped[:2] == (0, 1) and [e.seq for e in h.entries] == [3, 4] and h.records == 15
+
+
 def test_damaged_spool_is_moved_aside_and_the_agent_goes_on(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     path = tmp_path / "s.db"
     path.write_bytes(b"this is not an SQLite database" * 100)
@@ -265,7 +343,7 @@ def test_a_batch_the_collector_refuses_with_400_is_dropped_counted_and_logged(tm
         assert "HTTP 400" in line and "samples[0].labels has more than 8 labels" in line and "DROPPED" in line
         drops = _drop_metrics(s)
         assert drops[("rejected", "samples")] == 3 and drops[("rejected", "events")] == 1
-        assert drops[("cap", "samples")] == 0 and len(drops) == 6  # every reason and kind, 0 included
+        assert drops[("cap", "samples")] == 0 and len(drops) == 8  # every reason and kind, 0 included
         s.close()
         s = Spool(str(tmp_path / "s.db"), "agent-a")
         assert s.dropped["rejected"] == [3, 1]  # a counter of the spool: it survives an agent restart
