@@ -1,8 +1,9 @@
 """Push loop: seal buffered samples into batches and deliver them to the collector.
 
 Every ``push_interval`` (or at once when an event arrives) the buffer becomes
-one or more batches with increasing ``seq`` in the :class:`~agent.outbox.Outbox`;
-batches leave the outbox only on the collector's 200. HTTP runs in a worker
+one or more batches with increasing ``seq`` in the :class:`~agent.outbox.Outbox`
+(events in batches of their own); batches leave the outbox only on the
+collector's 200 (or, counted, on a 400: the collector would refuse them forever). HTTP runs in a worker
 thread with :mod:`http.client` (keeps the agent small: no aiohttp import).
 """
 
@@ -23,7 +24,7 @@ from agent.config import CollectorTarget
 from agent.outbox import MemoryOutbox, Outbox
 from roomwatch import __version__
 from roomwatch.tls import client_context
-from roomwatch.wire import PUSH_PATH, Batch, EventRecord, SampleRecord, encode_batch
+from roomwatch.wire import MAX_EVENTS, PUSH_PATH, Batch, EventRecord, SampleRecord, encode_batch
 
 __all__ = ["PushResult", "Pusher"]
 
@@ -168,19 +169,22 @@ class Pusher:
         return self._seq
 
     def seal(self) -> None:
-        """Move buffered samples and events into the outbox as batches."""
+        """Move buffered samples and events into the outbox as batches.
+
+        Events go in batches of their own, sealed first. The outbox sends event batches ahead of
+        everything, unpaced and in order; samples riding along would jump the backlog's pacing and,
+        after an outage, arrive ahead of fresher data. Alone, the samples queue as fresh or backlog.
+        """
         now_ms = int(time.time() * 1000)
         if self.extra_samples is not None:
             self._samples.extend(self.extra_samples(now_ms))
         samples, events = self._samples, self._events
         self._samples, self._events = [], []
-        if not samples and not events:
-            return
+        for start in range(0, len(events), MAX_EVENTS):  # more would be refused as malformed (wire.MAX_EVENTS)
+            self.outbox.put(Batch(self.agent_id, self.next_seq(), [], events[start:start + MAX_EVENTS]))
         step = self.target.max_batch_samples
-        for start in range(0, max(len(samples), 1), step):
-            chunk = samples[start:start + step]
-            batch = Batch(self.agent_id, self.next_seq(), chunk, events if start == 0 else [])
-            self.outbox.put(batch)
+        for start in range(0, len(samples), step):
+            self.outbox.put(Batch(self.agent_id, self.next_seq(), samples[start:start + step], []))
 
     # -- delivery -------------------------------------------------------------
     def _url(self) -> str:
@@ -210,12 +214,22 @@ class Pusher:
         return last
 
     def _split(self, batch: Batch) -> None:
-        """413: halve the batch under fresh seqs (the old seq was never accepted)."""
+        """413: split the batch in two under fresh seqs (the old seq was never accepted).
+
+        Events and samples part first (a batch sealed by an older agent may hold both); then halves.
+        """
         self.outbox.ack(batch.seq)
-        half = max(1, len(batch.samples) // 2)
-        for i, part in enumerate((batch.samples[:half], batch.samples[half:])):
-            if part or (i == 0 and batch.events):
-                self.outbox.put(Batch(batch.agent, self.next_seq(), part, batch.events if i == 0 else []))
+        samples, events = batch.samples, batch.events
+        if samples and events:
+            parts = [([], events), (samples, [])]
+        elif len(samples) > 1:
+            half = len(samples) // 2
+            parts = [(samples[:half], []), (samples[half:], [])]
+        else:
+            half = len(events) // 2
+            parts = [([], events[:half]), ([], events[half:])]
+        for part_samples, part_events in parts:
+            self.outbox.put(Batch(batch.agent, self.next_seq(), part_samples, part_events))
 
     def _set_state(self, ok: bool, reason: str = "") -> None:
         if ok and self._state_ok is not True:
@@ -245,8 +259,9 @@ class Pusher:
                 self._failures = 0
                 self._set_state(True)
                 continue
-            if res.status == 413 and len(batch.samples) > 1:
-                log.warning("collector refused a batch of %d samples as too large; splitting it", len(batch.samples))
+            if res.status == 413 and len(batch.samples) + len(batch.events) > 1:
+                log.warning("collector refused a batch of %d samples and %d events as too large; splitting it",
+                            len(batch.samples), len(batch.events))
                 self._split(batch)
                 continue
             if res.status == 400:
@@ -309,7 +324,7 @@ class Pusher:
                 self.seal()
                 self._next_seal = now + interval
             elif kicked and self._events:
-                self.seal()  # events go out now, with whatever samples are buffered
+                self.seal()  # events go out now (the buffered samples with them, in a fresh batch of their own)
             if now - last_attempt < _MIN_GAP:
                 await asyncio.sleep(_MIN_GAP - (now - last_attempt))
             if self.outbox.depth() and (kicked or time.monotonic() >= self._next_try):

@@ -16,7 +16,10 @@ Order of delivery (:meth:`Spool.next_batches`):
    collector must know what the agent already told people before the backlog that raises
    the same alert arrives (roomwatch/notice.py);
 1. batches carrying events (door opened, on battery, leak), oldest first, so
-   transitions reach the collector in the order they happened;
+   transitions reach the collector in the order they happened. The pusher seals
+   events in batches of their own, so no samples jump the queue with them; an
+   event batch with old samples (sealed by an older agent) waits for the backlog's
+   tokens and pays for its samples, the events after it waiting with it;
 2. *fresh* batches (newest sample younger than ``fresh_window``), newest first:
    the room's present state beats its past;
 3. the *backlog*, oldest first, paced at ``backlog_rate`` samples/s (a token
@@ -334,24 +337,39 @@ class Spool:
         held = self._hold.entries
         events = self._rows("n_events > 0", "priority DESC, seq", (), limit) + [e for e in held if e.n_events]
         events.sort(key=lambda e: (-e.priority, e.seq))
-        picked += [(e, False) for e in events[:limit]]
+        budget: float | None = None
+        blocked = 0.0
+        for e in events[:limit]:
+            if e.n_samples and e.newest_ms < cutoff and not e.priority:
+                # An event batch with old samples (sealed by an agent before events got batches of their own):
+                # its samples pay like backlog, or they would overtake fresher data unpaced. Events after it
+                # wait with it, to keep their order (for at most a second's worth of tokens).
+                need = min(e.n_samples, self._burst())
+                budget = self._budget() if budget is None else budget
+                if budget < need:
+                    blocked = need
+                    break
+                budget -= e.n_samples
+                picked.append((e, True))
+            else:
+                picked.append((e, False))
         if len(picked) < limit:
             fresh = (self._rows("n_events = 0 AND newest_ms >= ?", "seq DESC", (cutoff,), limit)
                      + [e for e in held if not e.n_events and e.newest_ms >= cutoff])
             fresh.sort(key=lambda e: -e.seq)
             picked += [(e, False) for e in fresh[:limit - len(picked)]]
-        if len(picked) < limit:
+        if len(picked) < limit and not blocked:
             backlog = (self._rows("n_events = 0 AND newest_ms < ?", "seq", (cutoff,), limit)
                        + [e for e in held if not e.n_events and e.newest_ms < cutoff])
             backlog.sort(key=lambda e: e.seq)
-            budget = self._budget() if backlog else 0.0
             for e in backlog[:limit - len(picked)]:
                 need = min(e.n_samples, self._burst())
+                budget = self._budget() if budget is None else budget
                 if budget < need:
                     return picked, need
                 budget -= e.n_samples
                 picked.append((e, True))
-        return picked, 0.0
+        return picked, blocked
 
     def _decode(self, entry: Entry) -> Batch | None:
         try:

@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,7 +21,7 @@ from agent.spool_hold import Entry, Hold
 from drivers import vocabulary as v
 from roomwatch.wire import Batch, EventRecord, SampleRecord
 from tests.conftest import TOKENS
-from tests.helpers import free_port, http_get, wait_for, write_yaml
+from tests.helpers import free_port, http_get, http_json, wait_for, write_yaml
 from tests.reliability_rig import Proc
 
 
@@ -185,6 +186,78 @@ def test_backlog_is_paced_but_fresh_data_is_not(tmp_path: Path) -> None:
     time.sleep(s.ready_in() + 0.05)
     assert _seqs(s, 1) == [2]
     s.close()
+
+
+def test_an_event_batch_with_old_samples_waits_for_the_backlog_tokens_fresh_data_does_not(tmp_path: Path) -> None:
+    """A spool written by an agent that still packed the interval's samples into event batches: such a batch
+    with old samples goes in event order but pays for its samples like backlog; later events wait behind it
+    (their order matters: a clear after its alarm), fresh data does not."""
+    s = Spool(str(tmp_path / "s.db"), "agent-a", backlog_rate=100.0, fresh_window=30)
+    s.put(_batch(1, 3600, n=100))
+    s.ack(s.next_batches(1)[0].seq)  # a second's worth of backlog went: the bucket is empty
+    s.put(_batch(2, 3500, n=100, events=1))  # old samples riding with an event
+    s.put(_batch(3, 3400, n=0, events=1))
+    s.put(_batch(4, 0, n=10))
+    assert _seqs(s) == [4] and s.ready_in() == 0
+    s.ack(4)
+    assert _seqs(s) == [] and 0.5 < s.ready_in() <= 1.0
+    time.sleep(s.ready_in() + 0.05)
+    assert _seqs(s) == [2, 3]
+    s.ack(2)  # pays for its 100 samples
+    s.put(_batch(5, 3000, n=100))
+    assert _seqs(s) == [3] and s.ready_in() == 0  # an events-only batch is never held back
+    s.ack(3)
+    assert _seqs(s) == [] and s.ready_in() > 0.5  # the backlog waits for the tokens batch 2 spent
+    s.close()
+
+
+def test_after_an_outage_with_many_events_fresh_data_beats_the_paced_backlog(tmp_path: Path, collector: Any) -> None:
+    """A real Pusher seals an outage's worth of door events and samples, then drains them to a real collector:
+    the events go first in the order they happened, then the fresh reading, then the old samples, no faster
+    than backlog_rate (a token bucket of one second's worth); each batch once."""
+    from agent.config import CollectorTarget
+    from agent.push import Pusher
+
+    rate = 200.0
+    s = Spool(str(tmp_path / "s.db"), "agent-a", backlog_rate=rate, fresh_window=30)
+    pusher = Pusher("agent-a", CollectorTarget(urls=[collector.url], token=TOKENS["agent-a"], push_interval="1h"),
+                    outbox=s)
+    start = _now() - 3_600_000
+    for i in range(20):  # an hour without the collector: a door opened and closed 20 times
+        ts = start + i * 60_000
+        pusher.add([SampleRecord("roomwatch_temperature_celsius", {"device": f"th{k}"}, 20 + i / 10, ts)
+                    for k in range(50)])
+        pusher.add_events([EventRecord("door_close" if i % 2 else "door_open", {"device": "door1"}, ts,
+                                       float(i % 2 == 0))])
+        pusher.seal()
+    pusher.add([SampleRecord("roomwatch_temperature_celsius", {"device": "th0"}, 30.0, _now())])  # the link is back
+    pusher.seal()
+    accepted: list[tuple[float, Batch]] = []
+    pusher.on_accepted.append(lambda b: accepted.append((time.monotonic(), b)))
+
+    async def drain() -> float:
+        began = time.monotonic()
+        task = asyncio.create_task(pusher.run())
+        while s.depth() and time.monotonic() - began < 60:
+            await asyncio.sleep(0.05)
+        pusher.stop()
+        await task
+        return began
+
+    began = asyncio.run(drain())
+    pusher.close()
+    assert s.depth() == 0
+    batches = [b for _, b in accepted]
+    old = [i for i, b in enumerate(batches) if any(x.ts < _now() - 600_000 for x in b.samples)]
+    fresh = next(i for i, b in enumerate(batches) if any(x.value == 30.0 for x in b.samples))
+    assert len(old) == 20 and fresh < old[0]
+    events = [e for b in batches[:fresh] for e in b.events]
+    assert [e.ts for e in events] == [start + i * 60_000 for i in range(20)]  # all before the fresh reading, in order
+    for k in old:  # the bucket held at most one second's worth when the drain began, and refills at `rate`
+        spent = sum(len(batches[j].samples) for j in old if j < k)
+        assert spent <= rate * (1 + accepted[k][0] - began), (k, spent, accepted[k][0] - began)
+    agent = next(a for a in http_json(collector.url + "/api/v1/agents")["agents"] if a["id"] == "agent-a")
+    assert (agent["pushes"], agent["samples"], agent["events"]) == (len(batches), 20 * 50 + 1, 20)
 
 
 def test_memory_mode_caps_by_samples(tmp_path: Path) -> None:
