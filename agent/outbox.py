@@ -2,7 +2,7 @@
 
 :class:`Outbox` is the seam the push loop talks to. :class:`MemoryOutbox`
 keeps batches in RAM with a sample cap; a persistent spool implements the same
-four methods so the push path does not change.
+same methods so the push path does not change.
 """
 
 from __future__ import annotations
@@ -32,6 +32,9 @@ class Outbox(Protocol):
 
     def ack(self, seq: int) -> None:
         """The collector has ``seq``: forget it."""
+
+    def drop(self, seq: int, reason: str) -> None:
+        """Forget ``seq`` undelivered (e.g. ``"rejected"``: the collector refuses it for good), counting it."""
 
     def depth(self) -> int:
         """Batches waiting."""
@@ -70,6 +73,10 @@ class MemoryOutbox:
                 self._batches.remove(b)
                 self._samples -= len(b.samples)
                 return
+
+    def drop(self, seq: int, reason: str) -> None:
+        # Nothing to count here: the pusher's own counters (result="rejected") say it; the spool counts per reason.
+        self.ack(seq)
 
     def depth(self) -> int:
         return len(self._batches)

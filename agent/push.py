@@ -1,8 +1,9 @@
 """Push loop: seal buffered samples into batches and deliver them to the collector.
 
 Every ``push_interval`` (or at once when an event arrives) the buffer becomes
-one or more batches with increasing ``seq`` in the :class:`~agent.outbox.Outbox`;
-batches leave the outbox only on the collector's 200. HTTP runs in a worker
+one or more batches with increasing ``seq`` in the :class:`~agent.outbox.Outbox`
+(events in batches of their own); batches leave the outbox only on the
+collector's 200 (or, counted, on a 400: the collector would refuse them forever). HTTP runs in a worker
 thread with :mod:`http.client` (keeps the agent small: no aiohttp import).
 """
 
@@ -23,13 +24,14 @@ from agent.config import CollectorTarget
 from agent.outbox import MemoryOutbox, Outbox
 from roomwatch import __version__
 from roomwatch.tls import client_context
-from roomwatch.wire import PUSH_PATH, Batch, EventRecord, SampleRecord, encode_batch
+from roomwatch.wire import MAX_EVENTS, PUSH_PATH, Batch, EventRecord, SampleRecord, encode_batch
 
 __all__ = ["PushResult", "Pusher"]
 
 log = logging.getLogger("roomwatch.agent.push")
 
 _MIN_GAP = 0.2  # s between attempts, even when events keep kicking
+_REJECT_LOG_EVERY = 60.0  # s: a collector refusing every batch logs one line a minute (each one is counted)
 
 
 @dataclass(slots=True)
@@ -134,6 +136,8 @@ class Pusher:
         self._next_seal = time.monotonic() + target.push_interval
         self._state_ok: bool | None = None
         self._stopping = False
+        self._rejects_unlogged = 0
+        self._reject_logged_at: float | None = None
         #: Called with each batch the collector accepted (200), e.g. so local alerting knows what it has seen.
         self.on_accepted: list[Callable[[Batch], None]] = []
 
@@ -165,19 +169,22 @@ class Pusher:
         return self._seq
 
     def seal(self) -> None:
-        """Move buffered samples and events into the outbox as batches."""
+        """Move buffered samples and events into the outbox as batches.
+
+        Events go in batches of their own, sealed first. The outbox sends event batches ahead of
+        everything, unpaced and in order; samples riding along would jump the backlog's pacing and,
+        after an outage, arrive ahead of fresher data. Alone, the samples queue as fresh or backlog.
+        """
         now_ms = int(time.time() * 1000)
         if self.extra_samples is not None:
             self._samples.extend(self.extra_samples(now_ms))
         samples, events = self._samples, self._events
         self._samples, self._events = [], []
-        if not samples and not events:
-            return
+        for start in range(0, len(events), MAX_EVENTS):  # more would be refused as malformed (wire.MAX_EVENTS)
+            self.outbox.put(Batch(self.agent_id, self.next_seq(), [], events[start:start + MAX_EVENTS]))
         step = self.target.max_batch_samples
-        for start in range(0, max(len(samples), 1), step):
-            chunk = samples[start:start + step]
-            batch = Batch(self.agent_id, self.next_seq(), chunk, events if start == 0 else [])
-            self.outbox.put(batch)
+        for start in range(0, len(samples), step):
+            self.outbox.put(Batch(self.agent_id, self.next_seq(), samples[start:start + step], []))
 
     # -- delivery -------------------------------------------------------------
     def _url(self) -> str:
@@ -207,12 +214,22 @@ class Pusher:
         return last
 
     def _split(self, batch: Batch) -> None:
-        """413: halve the batch under fresh seqs (the old seq was never accepted)."""
+        """413: split the batch in two under fresh seqs (the old seq was never accepted).
+
+        Events and samples part first (a batch sealed by an older agent may hold both); then halves.
+        """
         self.outbox.ack(batch.seq)
-        half = max(1, len(batch.samples) // 2)
-        for i, part in enumerate((batch.samples[:half], batch.samples[half:])):
-            if part or (i == 0 and batch.events):
-                self.outbox.put(Batch(batch.agent, self.next_seq(), part, batch.events if i == 0 else []))
+        samples, events = batch.samples, batch.events
+        if samples and events:
+            parts = [([], events), (samples, [])]
+        elif len(samples) > 1:
+            half = len(samples) // 2
+            parts = [(samples[:half], []), (samples[half:], [])]
+        else:
+            half = len(events) // 2
+            parts = [([], events[:half]), ([], events[half:])]
+        for part_samples, part_events in parts:
+            self.outbox.put(Batch(batch.agent, self.next_seq(), part_samples, part_events))
 
     def _set_state(self, ok: bool, reason: str = "") -> None:
         if ok and self._state_ok is not True:
@@ -242,16 +259,18 @@ class Pusher:
                 self._failures = 0
                 self._set_state(True)
                 continue
-            if res.status == 413 and len(batch.samples) > 1:
-                log.warning("collector refused a batch of %d samples as too large; splitting it", len(batch.samples))
+            if res.status == 413 and len(batch.samples) + len(batch.events) > 1:
+                log.warning("collector refused a batch of %d samples and %d events as too large; splitting it",
+                            len(batch.samples), len(batch.events))
                 self._split(batch)
                 continue
             if res.status == 400:
-                # Retrying a batch the collector calls malformed would block the queue forever.
-                self.outbox.ack(batch.seq)
+                # The one exception to "a batch leaves only on a 200" (docs/reliability.md): the collector
+                # would refuse this batch forever (e.g. an older collector with stricter limits), and
+                # retrying it would block everything behind it. Dropped, counted and logged, never silent.
+                self.outbox.drop(batch.seq, "rejected")
                 self.stats["rejected"] += 1
-                log.error("collector rejected batch seq=%d (%d samples, %d events): %s",
-                          batch.seq, len(batch.samples), len(batch.events), res.reason)
+                self._log_rejected(batch, res.reason)
                 continue
             self.stats["error"] += 1
             self._failures += 1
@@ -266,6 +285,23 @@ class Pusher:
                 delay = max(delay, res.retry_after)
             self._next_try = time.monotonic() + delay
             return False
+
+    def _log_rejected(self, batch: Batch, reason: str) -> None:
+        """Log a 400 with the collector's reason: at once, then at most once a minute with a count."""
+        now = time.monotonic()
+        if self._reject_logged_at is not None and now - self._reject_logged_at < _REJECT_LOG_EVERY:
+            self._rejects_unlogged += 1
+            return
+        stamps = [r.ts for r in batch.samples] + [e.ts for e in batch.events]
+        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(min(stamps) / 1000)) if stamps else "?"
+        more = f"; {self._rejects_unlogged} more batches were rejected since the last such line" \
+            if self._rejects_unlogged else ""
+        log.error("collector refused batch seq=%d (%d samples, %d events, data from %s on) with HTTP 400: %s. "
+                  "DROPPED: it would be refused forever; counted in roomwatch_agent_spool_dropped_total"
+                  "{reason=\"rejected\"}%s",
+                  batch.seq, len(batch.samples), len(batch.events), since, reason, more)
+        self._reject_logged_at = now
+        self._rejects_unlogged = 0
 
     async def run(self) -> None:
         """Seal every interval (or on kick) and drain, with backoff after failures."""
@@ -288,7 +324,7 @@ class Pusher:
                 self.seal()
                 self._next_seal = now + interval
             elif kicked and self._events:
-                self.seal()  # events go out now, with whatever samples are buffered
+                self.seal()  # events go out now (the buffered samples with them, in a fresh batch of their own)
             if now - last_attempt < _MIN_GAP:
                 await asyncio.sleep(_MIN_GAP - (now - last_attempt))
             if self.outbox.depth() and (kicked or time.monotonic() >= self._next_try):

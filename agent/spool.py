@@ -16,7 +16,10 @@ Order of delivery (:meth:`Spool.next_batches`):
    collector must know what the agent already told people before the backlog that raises
    the same alert arrives (roomwatch/notice.py);
 1. batches carrying events (door opened, on battery, leak), oldest first, so
-   transitions reach the collector in the order they happened;
+   transitions reach the collector in the order they happened. The pusher seals
+   events in batches of their own, so no samples jump the queue with them; an
+   event batch with old samples (sealed by an older agent) waits for the backlog's
+   tokens and pays for its samples, the events after it waiting with it;
 2. *fresh* batches (newest sample younger than ``fresh_window``), newest first:
    the room's present state beats its past;
 3. the *backlog*, oldest first, paced at ``backlog_rate`` samples/s (a token
@@ -26,8 +29,17 @@ Order of delivery (:meth:`Spool.next_batches`):
 Size cap (``max_bytes``, counted as stored bytes, compressed): when a new batch
 pushes the spool past it, the oldest batches *without* events are dropped
 first; when only event batches are left, their samples are stripped (events
-kept); events themselves go last. The newest batch is never dropped. Every
-drop is counted (``dropped_samples``/``dropped_events``, persisted) and logged.
+kept); events themselves go last. The newest batch is never dropped.
+
+A batch leaves without a 200 only for a reason in :data:`DROP_REASONS`; every
+such drop is counted per reason and kind (``dropped``, persisted in ``meta``)
+and logged.
+
+Disk full or I/O error: a batch SQLite refuses is held in RAM, compressed and
+bounded (:mod:`agent.spool_hold`; at the bound the same policy as the cap,
+counted as ``unwritable``); every later :meth:`Spool.put` tries the disk again
+and moves what is held onto it in one transaction. A deletion the disk refuses
+is remembered (the batch is never offered again) and done with that write.
 
 ``seq`` stays increasing across restarts: the highest seq ever stored is kept
 in the ``meta`` table and :class:`agent.push.Pusher` starts above it.
@@ -43,18 +55,17 @@ import os
 import sqlite3
 import time
 import zlib
-from collections import deque
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from agent.spool_hold import Entry, Hold, decode_body, encode_body, span
 from drivers import vocabulary as v
-from roomwatch.notice import carries_notice
-from roomwatch.wire import Batch, SampleRecord, WireError, decode_batch, encode_batch
+from roomwatch.wire import Batch, SampleRecord, WireError
 
 if TYPE_CHECKING:
     from agent.config import AgentConfig
 
-__all__ = ["Spool", "SpoolError", "open_outbox", "spool_samples"]
+__all__ = ["DROP_REASONS", "Spool", "SpoolError", "open_outbox", "spool_samples"]
 
 log = logging.getLogger("roomwatch.agent.spool")
 
@@ -73,40 +84,35 @@ CREATE TABLE IF NOT EXISTS batches (
 CREATE INDEX IF NOT EXISTS batches_newest ON batches (newest_ms);
 CREATE INDEX IF NOT EXISTS batches_events ON batches (seq) WHERE n_events > 0;
 """
-_META_KEYS = ("last_seq", "dropped_samples", "dropped_events")
+#: Why a batch (or part of one) left the spool without the collector's 200; the ``reason`` label of
+#: roomwatch_agent_spool_dropped_total. cap: the size cap; unwritable: SQLite could not write and the
+#: fallback in RAM was full; rejected: the collector answered 400 (it would refuse the batch forever);
+#: unreadable: a stored batch could not be decoded.
+DROP_REASONS = ("cap", "unwritable", "rejected", "unreadable")
 _DROP_LOG_EVERY = 60.0  # s between "still full" summaries: one line per minute, not one per batch
+
+
+def _meta_key(kind: str, reason: str) -> str:
+    # "cap" keeps the keys of the first release, so counters in existing spool files carry on.
+    return f"dropped_{kind}" if reason == "cap" else f"dropped_{kind}_{reason}"
 
 
 class SpoolError(Exception):
     """The spool cannot be used (locked by another agent, directory missing)."""
 
 
-def _encode(batch: Batch) -> bytes:
-    # zlib level 1: label-heavy JSON shrinks ~8x at a few µs per sample, so the cap holds hours more.
-    return zlib.compress(encode_batch(Batch(batch.agent, batch.seq, batch.samples, batch.events), compress=False), 1)
-
-
-def _span(batch: Batch) -> tuple[int, int]:
-    stamps = [s.ts for s in batch.samples] + [e.ts for e in batch.events]
-    if not stamps:
-        now = int(time.time() * 1000)
-        return now, now
-    return min(stamps), max(stamps)
-
-
 class Spool:
     """SQLite outbox implementing :class:`agent.outbox.Outbox`; ``path=":memory:"`` keeps it in RAM."""
 
     def __init__(self, path: str, agent_id: str = "", max_bytes: int = 100 * 2**20, backlog_rate: float = 0.0,
-                 fresh_window: float = 30.0, max_samples: int | None = None):
+                 fresh_window: float = 30.0, max_samples: int | None = None, fallback_max_records: int = 100_000):
         self.path = path
         self.agent_id = agent_id
         self.max_bytes = max_bytes
         self.max_samples = max_samples
         self.backlog_rate = backlog_rate
         self.fresh_window_ms = int(fresh_window * 1000)
-        self.dropped_samples = 0
-        self.dropped_events = 0
+        self.dropped: dict[str, list[int]] = {r: [0, 0] for r in DROP_REASONS}  # reason → [samples, events]
         self.last_seq = 0
         self._lock_fd: int | None = None
         self._batches = 0
@@ -116,9 +122,11 @@ class Spool:
         self._tokens = max(backlog_rate, 1.0)
         self._tokens_at = time.monotonic()
         self._offered_backlog: dict[int, int] = {}
-        self._mem: deque[Batch] = deque()  # batches SQLite refused (disk full): kept in RAM meanwhile
+        self._hold = Hold(fallback_max_records)  # batches SQLite refused to store (disk full, I/O error)
+        self._undeleted: set[int] = set()  # delivered or dropped, but the disk refused the DELETE
         self._db_failing = False
-        self._drop_window = [0, 0, 0.0]  # samples, events dropped since the last log line; time of that line
+        # per reason: samples, events dropped since the last log line; time of that line
+        self._drop_windows: dict[str, list[float]] = {}
         self.conn = self._open()
         self._load()
 
@@ -180,101 +188,195 @@ class Spool:
                              "agent.spool)") from None
         self._lock_fd = fd
 
-    def _load(self, announce: bool = True) -> None:
+    def _load(self) -> None:
         meta = dict(self.conn.execute("SELECT key, value FROM meta").fetchall())
-        for key in _META_KEYS:
-            setattr(self, key, int(meta.get(key, 0)))
-        row = self.conn.execute("SELECT COUNT(*), COALESCE(SUM(n_samples), 0), COALESCE(SUM(size), 0), MIN(oldest_ms), "
-                                "COALESCE(MAX(seq), 0) FROM batches").fetchone()
-        self._batches, self._samples, self._bytes, self._oldest_ms, top = row
+        self.last_seq = int(meta.get("last_seq", 0))
+        for reason in DROP_REASONS:
+            self.dropped[reason] = [int(meta.get(_meta_key("samples", reason), 0)),
+                                    int(meta.get(_meta_key("events", reason), 0))]
+        self._recount()
+        top = self.conn.execute("SELECT COALESCE(MAX(seq), 0) FROM batches").fetchone()[0]
         self.last_seq = max(self.last_seq, top)
-        if self._batches and announce:
+        if self._batches:
             age = time.time() - self._oldest_ms / 1000
             log.info("spool %s holds %d batches (%d samples, oldest %.0fs old) from before the restart; sending them",
                      self.path, self._batches, self._samples, age)
 
+    def _recount(self) -> None:
+        row = self.conn.execute("SELECT COUNT(*), COALESCE(SUM(n_samples), 0), COALESCE(SUM(size), 0), MIN(oldest_ms) "
+                                "FROM batches").fetchone()
+        self._batches, self._samples, self._bytes, self._oldest_ms = row
+
     # -- Outbox protocol ---------------------------------------------------------
     def put(self, batch: Batch) -> None:
-        """Commit ``batch`` (fsync'ed) before it is pushed; enforce the size cap in the same transaction."""
-        body = _encode(batch)
-        oldest, newest = _span(batch)
+        """Commit ``batch`` (fsync'ed) before it is pushed; enforce the size cap in the same transaction.
+
+        When SQLite cannot write, the batch is held in RAM (bounded, see :mod:`agent.spool_hold`) and
+        every later ``put`` tries the disk again, moving what is held onto it once it works.
+        """
+        entry = Entry.of(batch)
+        self.last_seq = max(self.last_seq, batch.seq)
+        if not self._write([entry]):
+            dropped_s, dropped_e, first_ts = self._hold.add(entry)
+            if dropped_s or dropped_e:
+                self._count_drop("unwritable", dropped_s, dropped_e)
+                self._log_drop("unwritable", dropped_s, dropped_e, first_ts)
+            return
+        if self._hold or self._undeleted:
+            # The new batch alone first: while the disk is full, retrying costs one small write, not all that is held.
+            moved, samples = len(self._hold), self._hold.samples
+            if not self._write(list(self._hold.entries), recover=True):
+                return
+            self._hold.clear()
+            self._undeleted.clear()
+            log.warning("spool %s is writable again: moved %d batches (%d samples) from memory to disk",
+                        self.path, moved, samples)
+        elif self._db_failing:
+            log.warning("spool %s is writable again", self.path)
+        self._db_failing = False
+
+    def _write(self, entries: list[Entry], recover: bool = False) -> bool:
+        """Commit ``entries`` (with ``recover``: also the deletions the disk refused); False if SQLite fails."""
+        before = self._snapshot()
+        cap_drops: tuple[int, int, int | None] | None = None
         try:
             self.conn.execute("BEGIN IMMEDIATE")
-            try:
-                self.conn.execute("INSERT INTO batches (seq, newest_ms, oldest_ms, n_samples, n_events, size, body, "
-                                  "priority) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                                  (batch.seq, newest, oldest, len(batch.samples), len(batch.events), len(body), body,
-                                   int(carries_notice(batch))))
-                self._batches += 1
-                self._samples += len(batch.samples)
-                self._bytes += len(body)
-                self._oldest_ms = oldest if self._oldest_ms is None else min(self._oldest_ms, oldest)
-                self.last_seq = max(self.last_seq, batch.seq)
-                if self._over_cap():
-                    self._enforce_cap(batch.seq)
-                self._save_meta()
-                self.conn.execute("COMMIT")
-            except BaseException:
-                self.conn.execute("ROLLBACK")
-                self._reload_counters()
-                raise
+            self.conn.executemany("INSERT OR REPLACE INTO batches (seq, newest_ms, oldest_ms, n_samples, n_events, size, "
+                                  "body, priority) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                                  [(e.seq, e.newest_ms, e.oldest_ms, e.n_samples, e.n_events, len(e.body), e.body,
+                                    e.priority) for e in entries])
+            if recover:
+                self.conn.executemany("DELETE FROM batches WHERE seq = ?", [(seq,) for seq in self._undeleted])
+                self._recount()
+            else:
+                for e in entries:
+                    self._batches += 1
+                    self._samples += e.n_samples
+                    self._bytes += len(e.body)
+                    self._oldest_ms = e.oldest_ms if self._oldest_ms is None else min(self._oldest_ms, e.oldest_ms)
+            if self._over_cap():
+                cap_drops = self._enforce_cap(max((e.seq for e in entries), default=self.last_seq))
+            self._save_meta()
+            self.conn.execute("COMMIT")
         except sqlite3.Error as exc:
-            # Disk full or I/O error: keep the batch in RAM rather than lose it, and say so once.
-            if not self._db_failing:
-                log.error("cannot write the spool %s (%s): keeping batches in memory until it works again",
-                          self.path, exc)
-                self._db_failing = True
-            self._mem.append(batch)
-            self.last_seq = max(self.last_seq, batch.seq)
-            return
-        if self._db_failing:
-            log.info("spool %s is writable again", self.path)
-            self._db_failing = False
+            with contextlib.suppress(sqlite3.Error):  # after an I/O error SQLite may have rolled back already
+                self.conn.execute("ROLLBACK")
+            self._restore(before)
+            self._failing(exc)
+            return False
+        if cap_drops is not None:
+            self._log_drop("cap", *cap_drops)
+        return True
+
+    def _snapshot(self) -> tuple[Any, ...]:
+        return (self._batches, self._samples, self._bytes, self._oldest_ms,
+                {r: list(n) for r, n in self.dropped.items()}, dict(self._offered_backlog))
+
+    def _restore(self, snap: tuple[Any, ...]) -> None:
+        self._batches, self._samples, self._bytes, self._oldest_ms, self.dropped, self._offered_backlog = snap
+
+    def _failing(self, exc: sqlite3.Error) -> None:
+        if not self._db_failing:
+            log.error("cannot write the spool %s (%s): keeping new batches in memory, compressed, up to %d samples and "
+                      "events, and trying the disk again with every new batch. Beyond that the oldest are dropped "
+                      "(roomwatch_agent_spool_dropped_total{reason=\"unwritable\"}); a restart loses what is only in "
+                      "memory. Free space on the spool's filesystem.", self.path, exc, self._hold.max_records)
+            self._db_failing = True
 
     def _save_meta(self) -> None:
+        rows = [("last_seq", self.last_seq)]
+        for reason, (samples, events) in self.dropped.items():
+            rows += [(_meta_key("samples", reason), samples), (_meta_key("events", reason), events)]
         self.conn.executemany("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = "
-                              "excluded.value", [(k, getattr(self, k)) for k in _META_KEYS])
+                              "excluded.value", rows)
 
-    def _reload_counters(self) -> None:
-        with contextlib.suppress(sqlite3.Error):
-            self._load(announce=False)
+    def _count_drop(self, reason: str, samples: int, events: int) -> None:
+        self.dropped[reason][0] += samples
+        self.dropped[reason][1] += events
+
+    @property
+    def dropped_samples(self) -> int:
+        """Samples dropped because the spool (or its fallback in RAM) was full.
+
+        What roomwatch_agent_push_dropped_samples_total counts.
+        """
+        return self.dropped["cap"][0] + self.dropped["unwritable"][0]
+
+    @property
+    def dropped_events(self) -> int:
+        """Events dropped because the spool (or its fallback in RAM) was full."""
+        return self.dropped["cap"][1] + self.dropped["unwritable"][1]
 
     def next_batches(self, limit: int) -> list[Batch]:
         """Up to ``limit`` batches to send now: events, then fresh, then paced backlog (see module doc)."""
-        out: list[Batch] = sorted(self._mem, key=lambda b: not carries_notice(b))[:limit]
-        if len(out) >= limit or not self._batches:
-            return out
-        want = limit - len(out)
-        cutoff = int(time.time() * 1000) - self.fresh_window_ms
-        rows = self.conn.execute("SELECT seq, body, n_samples, 0 FROM batches WHERE n_events > 0 "
-                                 "ORDER BY priority DESC, seq LIMIT ?",
-                                 (want,)).fetchall()
-        if len(rows) < want:
-            rows += self.conn.execute("SELECT seq, body, n_samples, 0 FROM batches WHERE n_events = 0 AND newest_ms >= ? "
-                                      "ORDER BY seq DESC LIMIT ?", (cutoff, want - len(rows))).fetchall()
-        if len(rows) < want:
-            budget = self._budget()
-            for row in self.conn.execute("SELECT seq, body, n_samples, 1 FROM batches WHERE n_events = 0 AND "
-                                         "newest_ms < ? ORDER BY seq LIMIT ?", (cutoff, want - len(rows))).fetchall():
-                if budget < min(row[2], self._burst()):
-                    break
-                budget -= row[2]
-                rows.append(row)
-        for seq, body, n, backlog in rows:
-            batch = self._decode(seq, body)
+        out: list[Batch] = []
+        for entry, paced in self._select(limit)[0]:
+            batch = self._decode(entry)
             if batch is None:
                 continue
-            if backlog:
-                self._offered_backlog[seq] = n
+            if paced:
+                self._offered_backlog[entry.seq] = entry.n_samples
             out.append(batch)
         return out
 
-    def _decode(self, seq: int, body: bytes) -> Batch | None:
+    def _rows(self, where: str, order: str, params: tuple[Any, ...], limit: int) -> list[Entry]:
+        """Stored entries in delivery order, less those delivered whose deletion the disk refused."""
+        if not self._batches:
+            return []
+        rows = self.conn.execute(f"SELECT seq, body, n_samples, n_events, oldest_ms, newest_ms, priority FROM batches "
+                                 f"WHERE {where} ORDER BY {order} LIMIT ?", (*params, limit + len(self._undeleted)))
+        return [e for e in (Entry(*row) for row in rows) if e.seq not in self._undeleted]
+
+    def _select(self, limit: int) -> tuple[list[tuple[Entry, bool]], float]:
+        """The next ``limit`` entries to send, each with "paced" (it pays backlog tokens), and the tokens
+        the first entry that pacing holds back needs (0 when none is held back)."""
+        picked: list[tuple[Entry, bool]] = []
+        if limit <= 0:
+            return picked, 0.0
+        cutoff = int(time.time() * 1000) - self.fresh_window_ms
+        held = self._hold.entries
+        events = self._rows("n_events > 0", "priority DESC, seq", (), limit) + [e for e in held if e.n_events]
+        events.sort(key=lambda e: (-e.priority, e.seq))
+        budget: float | None = None
+        blocked = 0.0
+        for e in events[:limit]:
+            if e.n_samples and e.newest_ms < cutoff and not e.priority:
+                # An event batch with old samples (sealed by an agent before events got batches of their own):
+                # its samples pay like backlog, or they would overtake fresher data unpaced. Events after it
+                # wait with it, to keep their order (for at most a second's worth of tokens).
+                need = min(e.n_samples, self._burst())
+                budget = self._budget() if budget is None else budget
+                if budget < need:
+                    blocked = need
+                    break
+                budget -= e.n_samples
+                picked.append((e, True))
+            else:
+                picked.append((e, False))
+        if len(picked) < limit:
+            fresh = (self._rows("n_events = 0 AND newest_ms >= ?", "seq DESC", (cutoff,), limit)
+                     + [e for e in held if not e.n_events and e.newest_ms >= cutoff])
+            fresh.sort(key=lambda e: -e.seq)
+            picked += [(e, False) for e in fresh[:limit - len(picked)]]
+        if len(picked) < limit and not blocked:
+            backlog = (self._rows("n_events = 0 AND newest_ms < ?", "seq", (cutoff,), limit)
+                       + [e for e in held if not e.n_events and e.newest_ms < cutoff])
+            backlog.sort(key=lambda e: e.seq)
+            for e in backlog[:limit - len(picked)]:
+                need = min(e.n_samples, self._burst())
+                budget = self._budget() if budget is None else budget
+                if budget < need:
+                    return picked, need
+                budget -= e.n_samples
+                picked.append((e, True))
+        return picked, blocked
+
+    def _decode(self, entry: Entry) -> Batch | None:
         try:
-            batch = decode_batch(zlib.decompress(body))
+            batch = decode_body(entry.body)
         except (zlib.error, WireError) as exc:
-            log.error("spooled batch seq=%d is unreadable (%s): dropping it", seq, exc)
-            self._delete(seq, count_as_dropped=True)
+            log.error("spooled batch seq=%d is unreadable (%s): dropping it", entry.seq, exc)
+            self.drop(entry.seq, "unreadable")
             return None
         if self.agent_id and batch.agent != self.agent_id:
             batch.agent = self.agent_id  # agent.id was renamed: the readings still belong to this host
@@ -282,30 +384,48 @@ class Spool:
 
     def ack(self, seq: int) -> None:
         """The collector has ``seq``: forget it (and pay the backlog pacing for it)."""
-        for b in self._mem:
-            if b.seq == seq:
-                self._mem.remove(b)
-                return
         n = self._offered_backlog.pop(seq, None)
         if n is not None and self.backlog_rate > 0:
             self._refill()
             self._tokens -= n
-        self._delete(seq)
+        if self._hold.remove(seq) is None:
+            self._delete(seq)
 
-    def _delete(self, seq: int, count_as_dropped: bool = False) -> None:
+    def drop(self, seq: int, reason: str) -> None:
+        """Forget ``seq`` undelivered, counted under ``reason`` (one of :data:`DROP_REASONS`)."""
+        self._offered_backlog.pop(seq, None)
+        held = self._hold.remove(seq)
+        if held is not None:
+            self._count_drop(reason, held.n_samples, held.n_events)
+            return
+        self._delete(seq, reason=reason)
+
+    def _delete(self, seq: int, reason: str | None = None) -> None:
+        """Delete ``seq``; with a ``reason`` it was dropped undelivered: count it (persisted with the deletion).
+
+        If the disk refuses the deletion, the batch is treated as gone anyway (never offered again) and
+        deleted with the next write that works; a restart before that sends it again, and the collector
+        drops it by ``seq``.
+        """
         row = self.conn.execute("SELECT n_samples, n_events, size, oldest_ms FROM batches WHERE seq = ?", (seq,)).fetchone()
-        if row is None:
+        if row is None or seq in self._undeleted:
             return
         n_samples, n_events, size, oldest = row
-        if count_as_dropped:
-            self.dropped_samples += n_samples
-            self.dropped_events += n_events
-            self.conn.execute("BEGIN IMMEDIATE")
-            self.conn.execute("DELETE FROM batches WHERE seq = ?", (seq,))
-            self._save_meta()
-            self.conn.execute("COMMIT")
-        else:
-            self.conn.execute("DELETE FROM batches WHERE seq = ?", (seq,))
+        if reason is not None:
+            self._count_drop(reason, n_samples, n_events)
+        try:
+            if reason is not None:
+                self.conn.execute("BEGIN IMMEDIATE")
+                self.conn.execute("DELETE FROM batches WHERE seq = ?", (seq,))
+                self._save_meta()
+                self.conn.execute("COMMIT")
+            else:
+                self.conn.execute("DELETE FROM batches WHERE seq = ?", (seq,))
+        except sqlite3.Error as exc:
+            with contextlib.suppress(sqlite3.Error):
+                self.conn.execute("ROLLBACK")
+            self._undeleted.add(seq)
+            self._failing(exc)
         self._forget(n_samples, size, oldest)
 
     def _forget(self, n_samples: int, size: int, oldest: int) -> None:
@@ -319,7 +439,7 @@ class Spool:
 
     def depth(self) -> int:
         """Batches waiting (safe to call from another thread: a cached count)."""
-        return self._batches + len(self._mem)
+        return self._batches + len(self._hold)
 
     # -- pacing ----------------------------------------------------------------------
     def _burst(self) -> float:
@@ -339,27 +459,23 @@ class Spool:
 
     def ready_in(self) -> float:
         """Seconds until :meth:`next_batches` has something to send (0 now, ``inf`` when empty)."""
-        if self._mem:
-            return 0.0
-        if not self._batches:
+        if not self.depth():
             return float("inf")
-        if self.backlog_rate <= 0:
+        picked, need = self._select(1)
+        if picked:
             return 0.0
-        cutoff = int(time.time() * 1000) - self.fresh_window_ms
-        urgent = self.conn.execute("SELECT 1 FROM batches WHERE n_events > 0 OR newest_ms >= ? LIMIT 1",
-                                   (cutoff,)).fetchone()
-        if urgent:
-            return 0.0
-        row = self.conn.execute("SELECT n_samples FROM batches ORDER BY seq LIMIT 1").fetchone()
-        need = min(row[0], self._burst()) if row else 0
+        if not need:
+            return float("inf")  # only batches delivered whose deletion waits for the disk
         return max(0.0, (need - self._budget()) / self.backlog_rate)
 
     # -- cap ---------------------------------------------------------------------------
     def _over_cap(self) -> bool:
         return self._bytes > self.max_bytes or (self.max_samples is not None and self._samples > self.max_samples)
 
-    def _enforce_cap(self, newest_seq: int) -> None:
-        """Drop per the documented policy until under ``max_bytes`` (inside the caller's transaction)."""
+    def _enforce_cap(self, newest_seq: int) -> tuple[int, int, int | None]:
+        """Drop per the documented policy until under ``max_bytes`` (inside the caller's transaction).
+
+        Returns (samples, events, oldest ts) dropped, for the caller to log once the transaction commits."""
         dropped_s = dropped_e = 0
         first_ts: int | None = None
         while self._over_cap() and self._batches > 1:
@@ -370,12 +486,12 @@ class Spool:
                                         "WHERE n_samples > 0 AND seq != ? ORDER BY seq LIMIT 1", (newest_seq,)).fetchone()
                 if row is not None:  # only event batches left: keep their events, shed their samples
                     seq, n_samples, _n_events, size, oldest, body = row
-                    batch = decode_batch(zlib.decompress(body))
+                    batch = decode_body(body)
                     dropped_s += n_samples
                     first_ts = oldest if first_ts is None else min(first_ts, oldest)
                     batch.samples = []
-                    new_body = _encode(batch)
-                    new_oldest, _ = _span(batch)
+                    new_body = encode_body(batch)
+                    new_oldest, _ = span(batch)
                     self.conn.execute("UPDATE batches SET n_samples = 0, size = ?, body = ?, oldest_ms = ? WHERE seq = ?",
                                       (len(new_body), new_body, new_oldest, seq))
                     self._samples -= n_samples
@@ -392,37 +508,42 @@ class Spool:
             dropped_e += n_events
             first_ts = oldest if first_ts is None else min(first_ts, oldest)
             self._forget(n_samples, size, oldest)
-        if dropped_s or dropped_e:
-            self.dropped_samples += dropped_s
-            self.dropped_events += dropped_e
-            self._log_drop(dropped_s, dropped_e, first_ts)
+        self._count_drop("cap", dropped_s, dropped_e)
+        return dropped_s, dropped_e, first_ts
 
-    def _log_drop(self, samples: int, events: int, first_ts: int | None) -> None:
-        win = self._drop_window
+    def _log_drop(self, reason: str, samples: int, events: int, first_ts: int | None) -> None:
+        """Log drops at once, then at most once a minute per reason with what was dropped meanwhile."""
+        if not samples and not events:
+            return
+        win = self._drop_windows.setdefault(reason, [0, 0, 0.0])
         win[0] += samples
         win[1] += events
         now = time.monotonic()
         if win[2] and now - win[2] < _DROP_LOG_EVERY:
             return
         since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(first_ts / 1000)) if first_ts else "?"
-        log.warning("spool full (%d bytes, cap %d): dropped the oldest %d samples and %d events (data from %s on); "
-                    "events are kept until only events are left", self._bytes, self.max_bytes, win[0], win[1], since)
-        self._drop_window = [0, 0, now]
+        if reason == "cap":
+            log.warning("spool full (%d bytes, cap %d): dropped the oldest %d samples and %d events (data from %s on); "
+                        "events are kept until only events are left", self._bytes, self.max_bytes, win[0], win[1], since)
+        else:
+            log.error("spool %s still not writable and its fallback in memory full (%d samples and events): dropped "
+                      "the oldest %d samples and %d events (data from %s on); events are kept until only events are "
+                      "left", self.path, self._hold.max_records, win[0], win[1], since)
+        self._drop_windows[reason] = [0, 0, now]
 
     # -- reporting ----------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
         """Cached figures for metrics and /healthz (safe from another thread)."""
         oldest = self._oldest_ms
-        if self._mem:
-            mem_oldest = min(_span(b)[0] for b in list(self._mem))
-            oldest = mem_oldest if oldest is None else min(oldest, mem_oldest)
+        held_oldest = self._hold.oldest_ms()
+        if held_oldest is not None:
+            oldest = held_oldest if oldest is None else min(oldest, held_oldest)
         return {
             "batches": self.depth(),
-            "samples": self._samples + sum(len(b.samples) for b in list(self._mem)),
+            "samples": self._samples + self._hold.samples,
             "bytes": self._bytes,
             "oldest_age_seconds": None if oldest is None else max(0.0, time.time() - oldest / 1000),
-            "dropped_samples": self.dropped_samples,
-            "dropped_events": self.dropped_events,
+            "dropped": {r: {"samples": n[0], "events": n[1]} for r, n in self.dropped.items()},
             "persistent": self.path != ":memory:",
         }
 
@@ -452,6 +573,8 @@ def open_outbox(config: AgentConfig) -> Spool:
     a, c = config.agent, config.collector
     assert c is not None
     opts: dict[str, Any] = {"agent_id": a.id, "max_bytes": a.spool_max_bytes, "backlog_rate": c.backlog_rate,
+                            # while the disk refuses writes: the same RAM bound as a spool-less agent's queue
+                            "fallback_max_records": c.queue_max_samples,
                             # "fresh" = newer than three pushes: the room's present state, sent before any backlog
                             "fresh_window": max(3 * c.push_interval, 5.0)}
     if a.spool is None:
@@ -472,9 +595,12 @@ def spool_samples(stats: dict[str, Any], labels: dict[str, str], now_ms: int) ->
         SampleRecord(v.AGENT_SPOOL_BATCHES, labels, float(stats["batches"]), now_ms),
         SampleRecord(v.AGENT_SPOOL_SAMPLES, labels, float(stats["samples"]), now_ms),
         SampleRecord(v.AGENT_SPOOL_BYTES, labels, float(stats["bytes"]), now_ms),
-        SampleRecord(v.AGENT_SPOOL_DROPPED, {**labels, "kind": "samples"}, float(stats["dropped_samples"]), now_ms),
-        SampleRecord(v.AGENT_SPOOL_DROPPED, {**labels, "kind": "events"}, float(stats["dropped_events"]), now_ms),
     ]
+    # Every reason and kind from the start, 0 included: rate() and increase() need the series before the first drop.
+    for reason in DROP_REASONS:
+        for kind in ("samples", "events"):
+            out.append(SampleRecord(v.AGENT_SPOOL_DROPPED, {**labels, "kind": kind, "reason": reason},
+                                    float(stats["dropped"][reason][kind]), now_ms))
     if stats["oldest_age_seconds"] is not None:
         out.append(SampleRecord(v.AGENT_SPOOL_OLDEST_AGE, labels, float(stats["oldest_age_seconds"]), now_ms))
     return out

@@ -135,7 +135,9 @@ AGENT_SPOOL_OLDEST_AGE = _def(
     "roomwatch_agent_spool_oldest_age_seconds", "Age of the oldest sample or event waiting in the agent's spool."
 )
 AGENT_SPOOL_DROPPED = _def(
-    "roomwatch_agent_spool_dropped_total", "Samples and events (kind) dropped because the spool reached its size cap.",
+    "roomwatch_agent_spool_dropped_total",
+    "Samples and events (kind) that left the agent's spool undelivered, by reason (cap, unwritable, rejected, "
+    "unreadable).",
     "counter",
 )
 

@@ -163,13 +163,13 @@ def test_full_spool_drops_oldest_plain_samples_keeps_events(tmp_path: Path) -> N
                          fanout=100, door_every=15, agent={"spool_max_bytes": "64KiB"})
     agent.start()
     try:
-        wait_for(lambda: (agent.metric("roomwatch_agent_spool_dropped_total", kind="samples") or 0) > 2000,
+        wait_for(lambda: (agent.metric("roomwatch_agent_spool_dropped_total", kind="samples", reason="cap") or 0) > 2000,
                  timeout=60, what="the spool cap to drop samples")
         assert agent.metric("roomwatch_agent_spool_bytes") <= 64 * 1024
         c = start_collector(tmp_path, name="c1", storage=str(db), listen=f"127.0.0.1:{port}")
         agent.wait_drained(timeout=60)
-        dropped = agent.metric("roomwatch_agent_spool_dropped_total", kind="samples")
-        assert agent.metric("roomwatch_agent_spool_dropped_total", kind="events") == 0
+        dropped = agent.metric("roomwatch_agent_spool_dropped_total", kind="samples", reason="cap")
+        assert agent.metric("roomwatch_agent_spool_dropped_total", kind="events", reason="cap") == 0
     finally:
         agent.proc.stop()
     c.proc.stop()

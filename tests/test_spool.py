@@ -2,14 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import resource
+import signal
+import sqlite3
+import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from agent.spool import Spool, SpoolError
+from agent.spool import Spool, SpoolError, spool_samples
+from agent.spool_hold import Entry, Hold
+from drivers import vocabulary as v
 from roomwatch.wire import Batch, EventRecord, SampleRecord
+from tests.conftest import TOKENS
+from tests.helpers import free_port, http_get, http_json, wait_for, write_yaml
+from tests.reliability_rig import Proc
 
 
 def _now() -> int:
@@ -175,6 +188,78 @@ def test_backlog_is_paced_but_fresh_data_is_not(tmp_path: Path) -> None:
     s.close()
 
 
+def test_an_event_batch_with_old_samples_waits_for_the_backlog_tokens_fresh_data_does_not(tmp_path: Path) -> None:
+    """A spool written by an agent that still packed the interval's samples into event batches: such a batch
+    with old samples goes in event order but pays for its samples like backlog; later events wait behind it
+    (their order matters: a clear after its alarm), fresh data does not."""
+    s = Spool(str(tmp_path / "s.db"), "agent-a", backlog_rate=100.0, fresh_window=30)
+    s.put(_batch(1, 3600, n=100))
+    s.ack(s.next_batches(1)[0].seq)  # a second's worth of backlog went: the bucket is empty
+    s.put(_batch(2, 3500, n=100, events=1))  # old samples riding with an event
+    s.put(_batch(3, 3400, n=0, events=1))
+    s.put(_batch(4, 0, n=10))
+    assert _seqs(s) == [4] and s.ready_in() == 0
+    s.ack(4)
+    assert _seqs(s) == [] and 0.5 < s.ready_in() <= 1.0
+    time.sleep(s.ready_in() + 0.05)
+    assert _seqs(s) == [2, 3]
+    s.ack(2)  # pays for its 100 samples
+    s.put(_batch(5, 3000, n=100))
+    assert _seqs(s) == [3] and s.ready_in() == 0  # an events-only batch is never held back
+    s.ack(3)
+    assert _seqs(s) == [] and s.ready_in() > 0.5  # the backlog waits for the tokens batch 2 spent
+    s.close()
+
+
+def test_after_an_outage_with_many_events_fresh_data_beats_the_paced_backlog(tmp_path: Path, collector: Any) -> None:
+    """A real Pusher seals an outage's worth of door events and samples, then drains them to a real collector:
+    the events go first in the order they happened, then the fresh reading, then the old samples, no faster
+    than backlog_rate (a token bucket of one second's worth); each batch once."""
+    from agent.config import CollectorTarget
+    from agent.push import Pusher
+
+    rate = 200.0
+    s = Spool(str(tmp_path / "s.db"), "agent-a", backlog_rate=rate, fresh_window=30)
+    pusher = Pusher("agent-a", CollectorTarget(urls=[collector.url], token=TOKENS["agent-a"], push_interval="1h"),
+                    outbox=s)
+    start = _now() - 3_600_000
+    for i in range(20):  # an hour without the collector: a door opened and closed 20 times
+        ts = start + i * 60_000
+        pusher.add([SampleRecord("roomwatch_temperature_celsius", {"device": f"th{k}"}, 20 + i / 10, ts)
+                    for k in range(50)])
+        pusher.add_events([EventRecord("door_close" if i % 2 else "door_open", {"device": "door1"}, ts,
+                                       float(i % 2 == 0))])
+        pusher.seal()
+    pusher.add([SampleRecord("roomwatch_temperature_celsius", {"device": "th0"}, 30.0, _now())])  # the link is back
+    pusher.seal()
+    accepted: list[tuple[float, Batch]] = []
+    pusher.on_accepted.append(lambda b: accepted.append((time.monotonic(), b)))
+
+    async def drain() -> float:
+        began = time.monotonic()
+        task = asyncio.create_task(pusher.run())
+        while s.depth() and time.monotonic() - began < 60:
+            await asyncio.sleep(0.05)
+        pusher.stop()
+        await task
+        return began
+
+    began = asyncio.run(drain())
+    pusher.close()
+    assert s.depth() == 0
+    batches = [b for _, b in accepted]
+    old = [i for i, b in enumerate(batches) if any(x.ts < _now() - 600_000 for x in b.samples)]
+    fresh = next(i for i, b in enumerate(batches) if any(x.value == 30.0 for x in b.samples))
+    assert len(old) == 20 and fresh < old[0]
+    events = [e for b in batches[:fresh] for e in b.events]
+    assert [e.ts for e in events] == [start + i * 60_000 for i in range(20)]  # all before the fresh reading, in order
+    for k in old:  # the bucket held at most one second's worth when the drain began, and refills at `rate`
+        spent = sum(len(batches[j].samples) for j in old if j < k)
+        assert spent <= rate * (1 + accepted[k][0] - began), (k, spent, accepted[k][0] - began)
+    agent = next(a for a in http_json(collector.url + "/api/v1/agents")["agents"] if a["id"] == "agent-a")
+    assert (agent["pushes"], agent["samples"], agent["events"]) == (len(batches), 20 * 50 + 1, 20)
+
+
 def test_memory_mode_caps_by_samples(tmp_path: Path) -> None:
     s = Spool(":memory:", "agent-a", max_samples=250)
     for seq in range(1, 6):
@@ -182,6 +267,79 @@ def test_memory_mode_caps_by_samples(tmp_path: Path) -> None:
     assert s.stats()["samples"] <= 250 and s.dropped_samples == 300
     assert _seqs(s) == [4, 5]
     s.close()
+
+
+@contextlib.contextmanager
+def _writes_fail_beyond(limit: int) -> Iterator[None]:
+    """The kernel refuses to grow any file of this process past ``limit`` bytes (RLIMIT_FSIZE: write(2) fails
+    with EFBIG). For SQLite a genuine write error from the OS, as from a full disk, without root or a tiny
+    filesystem (and chmod does not stop root, nor an already open file)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    old = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # else the kernel kills the process instead of failing the write
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, old)
+
+
+def test_disk_write_errors_hold_batches_in_memory_bounded_counted_then_back_on_disk(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """SQLite cannot write (the OS refuses): batches wait in RAM up to fallback_max_records samples+events; beyond,
+    the oldest plain batch goes, counted as reason unwritable and logged. Deliveries go on meanwhile. Once the disk
+    takes writes again, the next put moves everything held onto it (it then survives a restart)."""
+    path = tmp_path / "s.db"
+    s = Spool(str(path), "agent-a", fallback_max_records=100)
+    s.put(_batch(1, 600))
+    s.put(_batch(2, 500))
+    caplog.set_level(logging.INFO, "roomwatch.agent.spool")
+    with _writes_fail_beyond(Path(f"{path}-wal").stat().st_size):
+        s.put(_batch(3, 400, events=1))
+        assert "cannot write the spool" in caplog.text and s.depth() == 3
+        s.ack(1)  # delivered, but the disk refuses the DELETE: it must not be offered again
+        look = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        assert [r[0] for r in look.execute("SELECT seq FROM batches ORDER BY seq")] == [1, 2]  # the file as it was
+        look.close()
+        for seq in range(4, 12):
+            s.put(_batch(seq, 400 - seq))
+        assert _seqs(s) == [3, 2, *range(4, 12)]  # same order as on disk: events, then the backlog oldest first
+        s.ack(11)  # a held batch the collector has leaves RAM without the disk
+        s.put(_batch(12, 0))
+        assert s.dropped["unwritable"] == [0, 0] and s.depth() == 10
+        assert s.stats()["samples"] == 100  # 2 on disk, 3..10 and 12 in RAM; 1 and 11 were delivered
+        s.put(_batch(13, 0))  # 3 (11 records) + 4..10 + 12 + 13 = 101 > 100: the oldest plain held batch goes
+        assert s.dropped["unwritable"] == [10, 0] and s.dropped_samples == 10
+        assert _seqs(s) == [3, 13, 12, 2, *range(5, 11)]
+        assert _drop_metrics(s)[("unwritable", "samples")] == 10
+        assert "fallback in memory full" in caplog.text and "dropped the oldest 10 samples and 0 events" in caplog.text
+        s.put(_batch(14, 0, n=6))  # 97 records
+        s.put(_batch(15, 0, n=6))  # 103: the next oldest plain batch (5) goes, logged with the next minute's line
+        assert s.dropped["unwritable"] == [20, 0]
+    assert caplog.text.count("cannot write the spool") == 1  # said once, not per batch
+    assert caplog.text.count("fallback in memory full") == 1  # then at most once a minute
+    s.put(_batch(16, 0, n=1))  # the disk works again: everything held moves onto it
+    assert "writable again: moved 10 batches" in caplog.text
+    s.close()
+    s = Spool(str(path), "agent-a")  # on disk now: it survives a restart, and so do the counters
+    assert _seqs(s) == [3, 16, 15, 14, 13, 12, 2, *range(6, 11)]
+    assert s.dropped["unwritable"] == [20, 0] and s.depth() == 12
+    assert s.integrity_check() == "ok"
+    s.close()
+
+
+def test_memory_hold_drops_like_the_cap_plain_batches_first_events_last() -> None:
+    def entry(seq: int, n: int, events: int = 0) -> Entry:
+        return Entry.of(_batch(seq, 100 - seq, n=n, events=events))
+
+    h = Hold(max_records=15)
+    assert h.add(entry(1, 10, events=1)) == (0, 0, None)
+    dropped = h.add(entry(2, 5))  # 16 > 15, and the newest stays: the event batch sheds its samples
+    assert dropped[:2] == (10, 0) and [(e.seq, e.n_samples, e.n_events) for e in h.entries] == [(1, 0, 1), (2, 5, 0)]
+    dropped = h.add(entry(3, 0, events=10))  # 16 again: the plain batch goes before any event
+    assert dropped[:2] == (5, 0) and [e.seq for e in h.entries] == [1, 3] and h.records == 11
+    dropped = h.add(entry(4, 0, events=5))  # only events left: the oldest go
+    assert dropped[:2] == (0, 1) and [e.seq for e in h.entries] == [3, 4] and h.records == 15
 
 
 def test_damaged_spool_is_moved_aside_and_the_agent_goes_on(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -203,3 +361,71 @@ def test_renamed_agent_sends_its_backlog_under_the_new_id(tmp_path: Path) -> Non
     s = Spool(path, "new-name")
     assert s.next_batches(1)[0].agent == "new-name"
     s.close()
+
+
+# A collector of an (imagined) older release that allowed at most 8 labels per sample: the same code as
+# `roomwatch collector`, with the wire format's limit lowered before the app is built.
+_OLD_COLLECTOR = ("import sys, roomwatch.wire as wire; wire.MAX_LABELS = 8; from roomwatch.cli import main; "
+                  "sys.exit(main(sys.argv[1:]))")
+
+
+def _older_collector(tmp_path: Path) -> tuple[Proc, str]:
+    port = free_port()
+    conf = write_yaml(tmp_path / "old-collector.yaml", {
+        "listen": f"127.0.0.1:{port}", "storage": str(tmp_path / "old-collector.db"),
+        "agents": [{"id": aid, "token": tok} for aid, tok in TOKENS.items()]})
+    proc = Proc([sys.executable, "-c", _OLD_COLLECTOR, "collector", "-c", str(conf)], tmp_path / "old-collector.log")
+    url = f"http://127.0.0.1:{port}"
+    wait_for(lambda: http_get(url + "/readyz", timeout=1)[0] == 200, proc=proc.proc, what="collector /readyz")
+    return proc, url
+
+
+def _drop_metrics(spool: Spool) -> dict[tuple[str, str], float]:
+    return {(r.labels["reason"], r.labels["kind"]): r.value for r in spool_samples(spool.stats(), {}, _now())
+            if r.metric == v.AGENT_SPOOL_DROPPED}
+
+
+def test_a_batch_the_collector_refuses_with_400_is_dropped_counted_and_logged(tmp_path: Path,
+                                                                            caplog: pytest.LogCaptureFixture) -> None:
+    """The documented exception to "nothing leaves the spool without a 200": a batch a real collector answers
+    400 would be refused forever, so it is dropped so as not to block the rest, but counted (reason rejected,
+    persisted) and logged as an error with the collector's reason. The batches around it are delivered."""
+    from agent.config import CollectorTarget
+    from agent.push import Pusher
+
+    proc, url = _older_collector(tmp_path)
+    try:
+        s = Spool(str(tmp_path / "s.db"), "agent-a")
+        pusher = Pusher("agent-a", CollectorTarget(urls=[url], token=TOKENS["agent-a"]), outbox=s)
+        accepted: list[int] = []
+        pusher.on_accepted.append(lambda b: accepted.append(b.seq))
+        # 11 labels: within this agent's wire limit (32), beyond the older collector's (8).
+        wide = {f"l{i}": "x" for i in range(10)}
+        ts = _now() - 50_000
+        s.put(_batch(1, 60, n=2))
+        s.put(Batch("agent-a", 2, [SampleRecord("roomwatch_temperature_celsius", {**wide, "device": f"d{i}"}, 21.5, ts)
+                                   for i in range(3)], [EventRecord("door_open", {**wide, "device": "door1"}, ts, 1.0)]))
+        s.put(_batch(3, 40, n=2))
+        caplog.set_level(logging.ERROR, "roomwatch.agent.push")
+        assert asyncio.run(pusher.drain())
+        pusher.close()
+        assert accepted == [1, 3] and s.depth() == 0
+        assert s.dropped["rejected"] == [3, 1] and pusher.stats["rejected"] == 1
+        assert s.dropped_samples == 0  # not a "spool full" drop (roomwatch_agent_push_dropped_samples_total)
+        line = next(r.getMessage() for r in caplog.records if "seq=2" in r.getMessage())
+        assert "HTTP 400" in line and "samples[0].labels has more than 8 labels" in line and "DROPPED" in line
+        drops = _drop_metrics(s)
+        assert drops[("rejected", "samples")] == 3 and drops[("rejected", "events")] == 1
+        assert drops[("cap", "samples")] == 0 and len(drops) == 8  # every reason and kind, 0 included
+        s.close()
+        s = Spool(str(tmp_path / "s.db"), "agent-a")
+        assert s.dropped["rejected"] == [3, 1]  # a counter of the spool: it survives an agent restart
+        s.close()
+    finally:
+        proc.stop()
+    conn = sqlite3.connect(tmp_path / "old-collector.db")
+    try:
+        assert conn.execute("SELECT batches, samples, events FROM ingest_agents WHERE agent = 'agent-a'").fetchone() \
+            == (2, 4, 0)
+    finally:
+        conn.close()
