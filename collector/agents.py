@@ -35,6 +35,7 @@ class AgentState:
     clock_skew_ms: int = 0
     future_stamps: int = 0  # samples and events stamped too far ahead, set to the receive time
     future_logged: float = 0.0  # Unix seconds of the last log line about them
+    past_stamps: int = 0  # stamped before 2000 even after skew correction, set to the receive time
 
     def up(self, now: float) -> bool:
         return self.last_push is not None and now - self.last_push <= self.timeout

@@ -45,6 +45,7 @@ _SKEW_TOLERANCE_MS = 5_000  # network delay is milliseconds; beyond this the age
 #: the series' current value until that time came (a new value only replaces an older one), so it is
 #: set to the receive time. Well above the skew tolerance and network delay; a freeze is at most this.
 _FUTURE_TOLERANCE_MS = 60_000
+PLAUSIBLE_MIN_MS = 946_684_800_000  # 2000-01-01: older stamps come from a clock that was never set
 _FUTURE_LOG_EVERY = 600.0  # s between log lines about one agent's future timestamps
 
 
@@ -114,10 +115,22 @@ class Collector:
         limit = now_ms + _FUTURE_TOLERANCE_MS - skew  # in the agent's clock, like the stamps
         received = now_ms - skew
         n = 0
+        floor = PLAUSIBLE_MIN_MS - skew  # 2000-01-01 in the agent's clock
+        past = 0
         for rec in (*batch.samples, *batch.events):
             if rec.ts > limit:
                 rec.ts = received
                 n += 1
+            elif rec.ts < floor:
+                rec.ts = received
+                past += 1
+        if past:
+            agent.past_stamps += past
+            if now - agent.future_logged >= _FUTURE_LOG_EVERY:
+                agent.future_logged = now
+                log.warning("agent %s sent %d samples/events stamped before 2000 even after correcting its clock "
+                            "skew of %.1fs (a clock that started at 1970?); stored at their receive time "
+                            "(roomwatch_collector_past_timestamps_total counts them)", agent.id, past, -skew / 1000)
         if n:
             agent.future_stamps += n
             if now - agent.future_logged >= _FUTURE_LOG_EVERY:
@@ -176,7 +189,7 @@ class Collector:
     def own_families(self, now: float | None = None) -> list[Family]:
         """Collector-side series: agent up/last push, ingest counters, process health."""
         now = time.time() if now is None else now
-        up, last, future = [], [], []
+        up, last, future, past = [], [], [], []
         for a in sorted(self.agents.agents.values(), key=lambda a: a.id):
             block = render_labels({"agent": a.id})
             if a.standby and not a.up(now):
@@ -187,6 +200,8 @@ class Collector:
                 last.append((block, a.last_push))
             if a.future_stamps:
                 future.append((block, float(a.future_stamps)))
+            if a.past_stamps:
+                past.append((block, float(a.past_stamps)))
         fams = [
             Family(v.AGENT_UP, v.METRICS[v.AGENT_UP].help, "gauge", up),
             Family(v.AGENT_LAST_PUSH, v.METRICS[v.AGENT_LAST_PUSH].help, "gauge", last),
@@ -197,6 +212,7 @@ class Collector:
             Family(v.COLLECTOR_SAMPLES, v.METRICS[v.COLLECTOR_SAMPLES].help, "counter", [("", float(self.samples_total))]),
             Family(v.COLLECTOR_EVENTS, v.METRICS[v.COLLECTOR_EVENTS].help, "counter", [("", float(self.events_total))]),
             Family(v.COLLECTOR_FUTURE_STAMPS, v.METRICS[v.COLLECTOR_FUTURE_STAMPS].help, "counter", future),
+            Family(v.COLLECTOR_PAST_STAMPS, v.METRICS[v.COLLECTOR_PAST_STAMPS].help, "counter", past),
             Family(v.COLLECTOR_SERIES, v.METRICS[v.COLLECTOR_SERIES].help, "gauge", [("", float(len(self.series)))]),
         ]
         try:

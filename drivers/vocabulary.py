@@ -153,6 +153,9 @@ COLLECTOR_EVENTS = _def("roomwatch_collector_events_received_total", "Events acc
 COLLECTOR_FUTURE_STAMPS = _def("roomwatch_collector_future_timestamps_total",
                                "Samples and events stamped more than 1 min ahead of the collector's clock (after clock-skew "
                                "correction), stored at their receive time instead.", "counter")
+COLLECTOR_PAST_STAMPS = _def("roomwatch_collector_past_timestamps_total",
+                             "Samples and events stamped before 2000 even after clock-skew correction (a clock that "
+                             "started at 1970), stored at their receive time instead.", "counter")
 COLLECTOR_RESIDENT_MEMORY = _def("roomwatch_collector_resident_memory_bytes", "Resident memory of the collector process.")
 COLLECTOR_CPU_SECONDS = _def("roomwatch_collector_cpu_seconds_total", "CPU time used by the collector process.", "counter")
 

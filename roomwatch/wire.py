@@ -50,8 +50,10 @@ _METRIC_RE = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]{0,199}\Z")
 _LABEL_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]{0,99}\Z")
 _AGENT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}\Z")
 _EVENT_RE = re.compile(r"^[a-z][a-z0-9_.]{0,63}\Z")
-# 2000-01-01 .. 2100-01-01 in ms: outside that a clock is broken, not the room.
-_TS_MIN, _TS_MAX = 946_684_800_000, 4_102_444_800_000
+# Up to 2100-01-01 in ms. From 1970 on: a board without a battery-backed clock starts there until
+# NTP answers, and its batch carries ``sent`` from the same clock, so the collector can correct
+# it (collector/core.py); what is still before 2000 after that is stored at its receive time.
+_TS_MIN, _TS_MAX = 0, 4_102_444_800_000
 # JSON integers have no bound; beyond the float range float() raises OverflowError (a 500, not a 400).
 _INT_MAX = int(sys.float_info.max)
 

@@ -153,6 +153,24 @@ def test_skewed_agent_clock_is_corrected(collector: CollectorHandle) -> None:
     assert agents["agent-a"]["clock_skew_seconds"] > 86_000
 
 
+def test_an_agent_clock_still_at_1970_is_corrected(collector: CollectorHandle) -> None:
+    """A board without a battery-backed clock before NTP answers: its batches are kept, not refused."""
+    boot = 120_000  # two minutes after 1970-01-01: the clock never set
+    b = Batch("agent-a", 11, [SampleRecord("roomwatch_temperature_celsius", {"device": "t70"}, 24.0, boot)], [], boot)
+    before = time.time()
+    assert _push(collector, encode_batch(b)) == (200, {"accepted": 1, "duplicate": False})
+    agents = {a["id"]: a for a in http_json(collector.url + "/api/v1/agents")["agents"]}
+    assert agents["agent-a"]["clock_skew_seconds"] > before - 200  # ~56 years, corrected
+    assert metric_value(collector.metrics(), "roomwatch_temperature_celsius", device="t70") == 24.0
+    # NTP answered: the clock is right now, but a sample spooled while it read 1970 cannot be placed
+    now = int(time.time() * 1000)
+    late = Batch("agent-a", 12, [SampleRecord("roomwatch_temperature_celsius", {"device": "t71"}, 23.0, boot)], [], now)
+    assert _push(collector, encode_batch(late)) == (200, {"accepted": 1, "duplicate": False})
+    text = collector.metrics()
+    assert metric_value(text, "roomwatch_temperature_celsius", device="t71") == 23.0  # at its receive time
+    assert metric_value(text, "roomwatch_collector_past_timestamps_total", agent="agent-a") == 1
+
+
 def test_down_device_series_leave_metrics(collector: CollectorHandle) -> None:
     now = int(time.time() * 1000)
     up = [SampleRecord("roomwatch_temperature_celsius", {"device": "th"}, 22.0, now),
