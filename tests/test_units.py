@@ -39,8 +39,8 @@ def test_wire_roundtrip() -> None:
     ({"agent": "a", "seq": 1, "samples": {}}, "samples must be a list"),
     ({"agent": "a", "seq": 1, "samples": [{"metric": "node_load1", "value": 1, "ts": 1_700_000_000_000}]},
      "samples[0].metric must be a metric name starting with roomwatch_"),
-    ({"agent": "a", "seq": 1, "samples": [{"metric": "roomwatch_x", "value": 1, "ts": 5}]},
-     "samples[0].ts must be a Unix time in milliseconds"),
+    ({"agent": "a", "seq": 1, "samples": [{"metric": "roomwatch_x", "value": 1, "ts": -5}]},
+     "samples[0].ts must be a Unix time in milliseconds"),  # 1970 itself is fine (a clock never set)
     ({"agent": "a", "seq": 1, "samples": [{"metric": "roomwatch_x", "value": 1, "ts": 1_700_000_000_000,
                                            "labels": {"__name__": "x"}}]}, "not a valid label name"),
     ({"agent": "a", "seq": 1, "samples": [{"metric": "roomwatch_x", "value": 1, "ts": 1_700_000_000_000,
