@@ -35,12 +35,23 @@ TOKEN = TOKENS["agent-a"]
 def _ledger(db: Path, agent: str = "agent-a") -> tuple[int, int, int]:
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
-        row = conn.execute("SELECT batches, samples, events FROM ingest_agents WHERE agent = ?", (agent,)).fetchone()
+        row = conn.execute("SELECT batches, samples, events FROM ingest_agents WHERE agent = ?",
+                           (agent,)).fetchone() or (0, 0, 0)
         rows = conn.execute("SELECT COUNT(*) FROM history_samples s JOIN history_series h ON h.id = s.series "
                             "WHERE json_extract(h.labels, '$.agent') = ?", (agent,)).fetchone()[0]
     finally:
         conn.close()
     return row[1], rows, row[2]
+
+
+def assert_each_batch_accepted_once(db: Path, agent: str = "agent-a") -> None:
+    """The collector's ledger (samples of every batch it accepted) equals the rows its history holds.
+
+    History rows are keyed (series, ts) and written with INSERT OR IGNORE, so a batch accepted twice
+    leaves no second row behind: the history alone cannot show it, but the ledger counts it twice."""
+    accepted, stored, _ = _ledger(db, agent)
+    assert accepted == stored, (
+        f"a batch was accepted twice: the ledger counts {accepted} samples, the history holds {stored} rows")
 
 
 @pytest.mark.slow
@@ -83,6 +94,8 @@ def test_long_collector_outage_is_bridged_fresh_first(tmp_path: Path) -> None:
     c.proc.stop()
     lost = check_runs_are_prefixes(produced(agent.produced_log), delivered(db), complete_runs={1})
     assert lost == {1: 0}
+    # exactly once: the backlog and the fresh batches that overtook it were each accepted once
+    assert_each_batch_accepted_once(db)
     assert "collector reachable again" in agent.proc.log()
 
 
@@ -106,8 +119,7 @@ def test_lossy_link_loses_nothing_and_duplicates_nothing(tmp_path: Path) -> None
     prod = produced(agent.produced_log)
     assert len(prod) > 100
     check_runs_are_prefixes(prod, delivered(db), complete_runs={1})
-    accepted, stored, _ = _ledger(db)
-    assert accepted == stored, "a batch was accepted twice (ledger counts more samples than history holds)"
+    assert_each_batch_accepted_once(db)
     assert integrity(db) == "ok"
 
 
@@ -149,8 +161,7 @@ def test_kill_9_agent_and_collector_at_random_points(tmp_path: Path) -> None:
     lost = check_runs_are_prefixes(produced(agent.produced_log), delivered(db), complete_runs={agent.run})
     # a kill -9 loses at most what was polled but not yet sealed: a push interval of polls (plus scheduling slack)
     assert all(n <= 6 for n in lost.values()), lost
-    accepted, stored, _ = _ledger(db)
-    assert accepted == stored, "a batch was accepted twice"
+    assert_each_batch_accepted_once(db)
 
 
 @pytest.mark.timeout(180)
@@ -190,7 +201,9 @@ def test_full_spool_drops_oldest_plain_samples_keeps_events(tmp_path: Path) -> N
 @pytest.mark.timeout(180)
 def test_failover_to_the_second_collector_and_back(tmp_path: Path) -> None:
     """Two collector URLs: the agent moves to the second when the first dies and returns after failback_after.
-    Nothing is lost: every value is in one collector's history or the other's."""
+    Nothing is lost: every value is in one collector's history or the other's. Each collector accepted
+    each batch once (its ledger equals its history), and only a batch in flight when the first
+    collector was killed may have reached both."""
     db_a, db_b = tmp_path / "a.db", tmp_path / "b.db"
     a = start_collector(tmp_path, name="a0", storage=str(db_a))
     b = start_collector(tmp_path, name="b", storage=str(db_b))
@@ -203,7 +216,9 @@ def test_failover_to_the_second_collector_and_back(tmp_path: Path) -> None:
         return metric_value(c.metrics(), "roomwatch_test_counter") or 0
 
     try:
-        wait_for(lambda: newest(a) > 0, timeout=20, what="pushes to the first collector")
+        # a dozen polls on the first collector, so a re-send of what it acknowledged would show below
+        wait_for(lambda: newest(a) >= 1_000_012, timeout=20, what="pushes to the first collector")
+        killed_ms = int(time.time() * 1000)
         a.proc.kill()
         a.proc.stop()
         wait_for(lambda: newest(b) > 0, timeout=20, what="failover to the second collector")
@@ -225,3 +240,11 @@ def test_failover_to_the_second_collector_and_back(tmp_path: Path) -> None:
     check_runs_are_prefixes(produced(agent.produced_log), sorted(set(got_a) | set(got_b), key=lambda x: x[1]),
                             complete_runs={1})
     assert len({v for v, _ in got_a}) == len(got_a) and len({v for v, _ in got_b}) == len(got_b)
+    # neither collector accepted a batch twice (its history alone could not show that)
+    assert_each_batch_accepted_once(db_a)
+    assert_each_batch_accepted_once(db_b)
+    # A value in both histories can only come from the one push the first collector committed but could
+    # not answer before its kill -9 (one batch: at most 2 polls of 200 ms in a 300 ms push interval, plus
+    # one of slack); every other batch went to exactly one collector.
+    in_both = sorted(set(got_a) & set(got_b))
+    assert len(in_both) <= 3 and all(ts <= killed_ms for _, ts in in_both), f"sent to both collectors: {in_both}"

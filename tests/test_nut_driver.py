@@ -3,12 +3,14 @@
 Every ``nut/*.dev`` in the shared fixtures (list read from the folder) and every
 hand-written ``tests/data/nut/*.dev`` is served by one private upsd; the agent's
 readings must equal the truth file's values, and nothing the truth file lacks
-may be invented.
+may be invented: every device metric the driver emits (besides the identity
+``roomwatch_ups_info`` and the link-health series) needs a truth entry.
+Quantities the shared truth format does not record (output voltage, battery
+install date) come from ``tests/data/truth-supplement.json`` (:mod:`tests.truth`).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,7 @@ from drivers import vocabulary as v
 from roomwatch.wire import SampleRecord
 from tests.helpers import fixtures_dir, require_fixtures
 from tests.peers.nut import NutServer
+from tests.truth import BATTERY_AGE_TOLERANCE_S, BATTERY_INSTALLED, battery_age_seconds, load_truth
 
 pytestmark = pytest.mark.peer("upsd")
 
@@ -39,7 +42,12 @@ TRUTH_METRICS: dict[str, tuple[str, float]] = {
     "battery_temperature_c": (v.UPS_BATTERY_TEMPERATURE, 1.0),
     "battery_voltage_v": (v.UPS_BATTERY_VOLTAGE, 1.0),
     "ups_temperature_c": (v.UPS_TEMPERATURE, 1.0),
+    "output_voltage_v": (v.UPS_OUTPUT_VOLTAGE, 1.0),
+    BATTERY_INSTALLED: (v.UPS_BATTERY_AGE, 1.0),
 }
+#: Emitted without a truth key of their own: identity labels, the status flags (checked against
+#: ``ups_status_tokens``) and the agent's link-health series.
+NOT_MEASUREMENTS = {v.UPS_INFO, v.UPS_STATUS_FLAG, *v.HEALTH_METRICS}
 
 
 def _cases() -> list[Any]:
@@ -90,11 +98,10 @@ async def _poll_once(agent: Agent, name: str) -> list[SampleRecord]:
     return seen
 
 
-def _load(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text())
-
-
 def _truth_check(samples: list[SampleRecord], truth: dict[str, Any], where: str) -> None:
+    """Every truth value read (within tolerance), nothing reported that the truth file lacks."""
+    invented = sorted({s.metric for s in samples} - {m for m, _ in TRUTH_METRICS.values()} - NOT_MEASUREMENTS)
+    assert not invented, f"{where}: {invented} reported, but the truth format has no such quantity"
     for key, (metric, factor) in TRUTH_METRICS.items():
         got = [s.value for s in samples if s.metric == metric]
         assert len(got) <= 1, f"{where}: {metric} reported {len(got)} times"
@@ -102,13 +109,15 @@ def _truth_check(samples: list[SampleRecord], truth: dict[str, Any], where: str)
         if entry is None or entry.get("available") is False or entry.get("value") is None:
             assert not got, f"{where}: {metric}={got} invented; the truth file has no {key}"
             continue
-        want = float(entry["value"]) * factor
+        dated = key == BATTERY_INSTALLED
+        want = battery_age_seconds(entry) if dated else float(entry["value"]) * factor
+        tol = BATTERY_AGE_TOLERANCE_S if dated else 1e-9
         if entry.get("uncertain"):
             # A value the recording itself flags as a placeholder: dropping it is right, changing it is not.
-            assert not got or got[0] == pytest.approx(want, rel=1e-6, abs=1e-9), f"{where}: {key}"
+            assert not got or got[0] == pytest.approx(want, rel=1e-6, abs=tol), f"{where}: {key}"
             continue
         assert got, f"{where}: {metric} missing (truth {key}={entry['value']})"
-        assert got[0] == pytest.approx(want, rel=1e-6, abs=1e-9), f"{where}: {key} truth {entry['value']}, got {got[0]}"
+        assert got[0] == pytest.approx(want, rel=1e-6, abs=tol), f"{where}: {key} truth {entry['value']}, got {got[0]}"
     tokens = truth["metrics"].get("ups_status_tokens", {}).get("value")
     flags = [s.labels["flag"] for s in samples if s.metric == v.UPS_STATUS_FLAG]
     assert sorted(flags) == sorted(tokens or []), where
@@ -120,7 +129,7 @@ async def test_readings_match_truth(dev: Path | None, truth_path: Path | None, n
     if dev is None:
         require_fixtures()  # skips, saying where the recordings were looked for
         return
-    truth = _load(truth_path)  # type: ignore[arg-type]
+    truth = load_truth(truth_path)  # type: ignore[arg-type]
     agent = _agent({"name": "ups", "driver": "nut", "port": nut_all.port, "ups": dev.stem})
     samples = await _poll_once(agent, "ups")
     assert agent.devices["ups"].up, agent.devices["ups"].reason
@@ -138,7 +147,7 @@ async def test_every_ups_of_an_upsd_with_ups_label(nut_all: NutServer) -> None:
     for name, dev in nut_all.devices.items():
         mine = [s for s in samples if s.labels.get("ups") == name]
         truth_path = (OWN / f"{name}.json") if dev.parent == OWN else dev.parent.parent / "truth" / f"{name}.json"
-        _truth_check(mine, _load(truth_path), f"{name} (all-UPS mode)")
+        _truth_check(mine, load_truth(truth_path), f"{name} (all-UPS mode)")
 
 
 async def test_info_and_battery_age(nut_all: NutServer) -> None:

@@ -12,13 +12,17 @@ is tested without code changes):
 Rules checked: each value the truth gives is reported, converted to the
 contract's unit (percent → ratio …), within tolerance (or inside the truth's
 ``accept`` range); a quantity the truth marks ``available: false`` or null is
-absent (never a made-up 0); ``uncertain: true`` skips the value but keeps the
-presence rule; no temperature, humidity or contact sensor is invented.
+absent (never a made-up 0); an ``uncertain: true`` value may be dropped but
+not changed (environment sensors must still be reported); every reading the
+driver emits has its truth entry: no UPS metric (an environment monitor's
+truth has ``"metrics": {}``), temperature, humidity or contact sensor is
+invented. Quantities the shared truth format does not record (UPS output
+voltage, battery install date) come from ``tests/data/truth-supplement.json``
+(see :mod:`tests.truth`).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Iterator
@@ -32,6 +36,7 @@ from drivers.base import Reading
 from drivers.snmp import SnmpConfig, SnmpDriver
 from tests.helpers import ROOT, fixtures_dir
 from tests.peers.snmpsim import Snmpsim, start_snmpsim
+from tests.truth import BATTERY_AGE_TOLERANCE_S, BATTERY_INSTALLED, battery_age_seconds, load_truth
 
 OWN = ROOT / "tests" / "data" / "snmp"
 
@@ -47,6 +52,8 @@ METRIC_KEYS: dict[str, tuple[str, float, str | None]] = {
     "output_load_percent": (v.UPS_LOAD, 0.01, None),
     "battery_temperature_c": (v.UPS_BATTERY_TEMPERATURE, 1.0, None),
     "battery_voltage_v": (v.UPS_BATTERY_VOLTAGE, 1.0, None),
+    "ups_temperature_c": (v.UPS_TEMPERATURE, 1.0, None),
+    BATTERY_INSTALLED: (v.UPS_BATTERY_AGE, 1.0, None),
     # The UPS card's own ambient probe is a room temperature (docs/snmp.md).
     "ups_ambient_temperature_c": (v.TEMPERATURE, 1.0, "ambient"),
 }
@@ -55,6 +62,10 @@ METRIC_KEYS: dict[str, tuple[str, float, str | None]] = {
 INFORMATIONAL = {"output_source", "battery_abm_status", "battery_status"}
 #: Contact states that say whether the contact is closed (roomwatch_contact_closed).
 CLOSED_STATES = {"closed": 1.0, "on": 1.0, "open": 0.0, "off": 0.0}
+#: Checked sensor by sensor against the truth's ``environment`` lists (and ``ups_ambient_temperature_c``).
+ENVIRONMENT_METRICS = {v.TEMPERATURE, v.HUMIDITY, v.CONTACT_ALARM, v.CONTACT_CLOSED}
+#: Identity labels, not a measurement: the truth format has nothing to compare them with.
+IDENTITY_METRICS = {v.UPS_INFO}
 
 
 def _cases() -> list[Any]:
@@ -115,10 +126,6 @@ async def read_recording(port: int, community: str, **options: Any) -> list[Read
     return (await poll_once(port, community=community, **options))[0]
 
 
-def load_truth(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
 def _close(got: float, want: float, entry: dict[str, Any], factor: float) -> bool:
     accept = entry.get("accept")
     if accept:
@@ -128,8 +135,15 @@ def _close(got: float, want: float, entry: dict[str, Any], factor: float) -> boo
 
 
 def _expected(entry: dict[str, Any], factor: float) -> float:
+    if entry.get("unit") == "date":  # battery_installed_date: the age is measured from it
+        return battery_age_seconds(entry)
     value = entry["value"]
     return (1.0 if value else 0.0) if isinstance(value, bool) else float(value) * factor
+
+
+def _tolerant(entry: dict[str, Any]) -> dict[str, Any]:
+    """The entry, with a day of tolerance for a battery age (the clock moves between poll and check)."""
+    return {**entry, "tolerance": BATTERY_AGE_TOLERANCE_S} if entry.get("unit") == "date" else entry
 
 
 def _lacks(entry: dict[str, Any]) -> bool:
@@ -163,12 +177,20 @@ def check_against_truth(readings: list[Reading], truth: dict[str, Any]) -> list[
         if _lacks(entry):
             if got is not None:
                 problems.append(f"{key}: the device lacks it but {metric} = {got[0]} was reported")
-        elif entry.get("uncertain"):
-            continue
         elif got is None:
-            problems.append(f"{key}: expected {metric} = {_expected(entry, factor)}, not reported")
-        elif not _close(got[0], _expected(entry, factor), entry, factor):
+            if not entry.get("uncertain"):  # a value the device flags as doubtful may be dropped …
+                problems.append(f"{key}: expected {metric} = {_expected(entry, factor)}, not reported")
+        elif not _close(got[0], _expected(entry, factor), _tolerant(entry), factor):  # … never changed
             problems.append(f"{key}: {metric} = {got[0]}, expected {_expected(entry, factor)}")
+
+    # Strict: a UPS (or any other non-environment) reading needs a truth entry with a value.
+    covered = {(METRIC_KEYS[k][0], METRIC_KEYS[k][2]) for k, e in truth.get("metrics", {}).items()
+               if k in METRIC_KEYS and not _lacks(e)}
+    for (metric, sensor), values in by_key.items():
+        if metric in ENVIRONMENT_METRICS or metric in IDENTITY_METRICS or (metric, sensor) in covered:
+            continue
+        shown = metric if sensor is None else f"{metric}{{sensor={sensor!r}}}"
+        problems.append(f"{shown} = {values[0]} is not in the truth file (invented?)")
 
     env = truth.get("environment", {})
     ambient = [("ambient", e) for k, e in truth.get("metrics", {}).items() if k == "ups_ambient_temperature_c"]
@@ -246,3 +268,32 @@ def test_checker_catches_wrong_and_invented_values() -> None:
     assert check_against_truth([*good, Reading(v.TEMPERATURE, 21.0, {"sensor": "T2"})], truth)  # invented sensor
     assert check_against_truth([*good, Reading(v.CONTACT_ALARM, 0.0, {"sensor": "C1"})], truth)  # unknown alarm state
     assert check_against_truth(good[:1], truth)  # missing sensor
+
+
+def test_checker_refuses_readings_the_truth_file_lacks() -> None:
+    """Strictness: a reading with no truth entry fails, whether the truth never mentions the quantity
+    (an environment monitor's ``"metrics": {}``) or the driver reads a value the truth has differently."""
+    env_truth: dict[str, Any] = {"metrics": {}, "environment": {
+        "temperatures": [{"name": "T1", "value": 20, "uncertain": False}], "humidity": [], "contacts": []}}
+    room = [Reading(v.TEMPERATURE, 20.0, {"sensor": "T1"})]
+    assert check_against_truth(room, env_truth) == []
+    assert check_against_truth([*room, Reading(v.UPS_ON_BATTERY, 0.0)], env_truth)  # a UPS metric on an env monitor
+    assert check_against_truth([*room, Reading(v.UPS_OUTPUT_VOLTAGE, 230.0)], env_truth)
+    assert check_against_truth([*room, Reading(v.UPS_TEMPERATURE, 30.0)], env_truth)  # the UPS's own temperature
+    assert check_against_truth([*room, Reading(v.DOOR_OPEN, 0.0)], env_truth)  # not a quantity the truth covers
+
+    ups_truth: dict[str, Any] = {"metrics": {
+        "output_voltage_v": {"value": 230.0, "uncertain": False},
+        "ups_temperature_c": {"value": 31.0, "uncertain": False},
+        "battery_runtime_seconds": {"value": 1200, "uncertain": True},
+        BATTERY_INSTALLED: {"value": "2022-03-15", "unit": "date", "uncertain": False}}, "environment": {}}
+    age = battery_age_seconds(ups_truth["metrics"][BATTERY_INSTALLED])
+    ups = [Reading(v.UPS_OUTPUT_VOLTAGE, 230.0), Reading(v.UPS_TEMPERATURE, 31.0), Reading(v.UPS_BATTERY_AGE, age),
+           Reading(v.UPS_INFO, 1.0, {"model": "X"})]
+    assert check_against_truth(ups, ups_truth) == []  # an uncertain value may be dropped
+    assert check_against_truth([*ups, Reading(v.UPS_BATTERY_RUNTIME, 1200.0)], ups_truth) == []
+    assert check_against_truth([*ups, Reading(v.UPS_BATTERY_RUNTIME, 60.0)], ups_truth)  # … but not changed
+    assert check_against_truth([Reading(v.UPS_OUTPUT_VOLTAGE, 23.0), *ups[1:]], ups_truth)  # tenths read as volts
+    assert check_against_truth([ups[0], Reading(v.UPS_TEMPERATURE, 3.1), *ups[2:]], ups_truth)
+    assert check_against_truth([*ups[:2], Reading(v.UPS_BATTERY_AGE, age + 400 * 86400), ups[3]], ups_truth)
+    assert check_against_truth(ups[1:], ups_truth)  # output voltage not reported
