@@ -126,20 +126,22 @@ class Collector:
                 past += 1
         if past:
             agent.past_stamps += past
-            if now - agent.future_logged >= _FUTURE_LOG_EVERY:
-                agent.future_logged = now
-                log.warning("agent %s sent %d samples/events stamped before 2000 even after correcting its clock "
-                            "skew of %.1fs (a clock that started at 1970?); stored at their receive time "
-                            "(roomwatch_collector_past_timestamps_total counts them)", agent.id, past, -skew / 1000)
+            self._warn_stamps(agent, now, f"{past} samples/events stamped before 2000 even after correcting its clock "
+                                          f"skew of {-skew / 1000:.1f}s (a clock that started at 1970?)",
+                              v.COLLECTOR_PAST_STAMPS)
         if n:
             agent.future_stamps += n
-            if now - agent.future_logged >= _FUTURE_LOG_EVERY:
-                agent.future_logged = now
-                log.warning("agent %s sent %d samples/events stamped more than %ds ahead of the collector's clock "
-                            "(after correcting its skew of %.1fs); stored at their receive time "
-                            "(roomwatch_collector_future_timestamps_total counts them)",
-                            agent.id, n, _FUTURE_TOLERANCE_MS // 1000, -skew / 1000)
+            self._warn_stamps(agent, now, f"{n} samples/events stamped more than {_FUTURE_TOLERANCE_MS // 1000}s ahead "
+                                          f"of the collector's clock (after correcting its skew of {-skew / 1000:.1f}s)",
+                              v.COLLECTOR_FUTURE_STAMPS)
         return n
+
+    @staticmethod
+    def _warn_stamps(agent: AgentState, now: float, what: str, counter: str) -> None:
+        """One log line per agent every ``_FUTURE_LOG_EVERY`` about stamps set to the receive time."""
+        if now - agent.future_logged >= _FUTURE_LOG_EVERY:
+            agent.future_logged = now
+            log.warning("agent %s sent %s; stored at their receive time (%s counts them)", agent.id, what, counter)
 
     def ingest(self, agent: AgentState, batch: Batch, address: str = "", now: float | None = None,
                skew: int | None = None) -> IngestResult:
