@@ -202,6 +202,7 @@ SENSOR_LINK_QUALITY = _def(
     "roomwatch_sensor_link_quality", "Radio link quality the sensor reports (Zigbee LQI, 0..255; higher is better).")
 SENSOR_SIGNAL = _def("roomwatch_sensor_signal_strength_dbm", "Wi-Fi signal strength the sensor reports (RSSI), in dBm.")
 MQTT_MESSAGES = _def("roomwatch_mqtt_messages_total",
-                     "MQTT messages received for the device, by result (ok, ignored, invalid).", "counter", health=True)
+                     "MQTT messages received for the device, by result (ok, ignored, invalid, availability).",
+                     "counter", health=True)
 MQTT_INVALID = _def("roomwatch_mqtt_messages_invalid_total",
                     "MQTT messages (or fields of them) dropped as invalid, by reason.", "counter", health=True)

@@ -59,6 +59,15 @@ devices:
     ({"protocol": 4}, "expected one of"),
     ({"qos": 2}, "expected one of"),
     ({"format": "zigbee"}, "expected one of"),
+    ({"availability_topic": "z/+/availability"}, "availability_topic is one topic, without + or # wildcards"),
+    ({"availability_topic": "z/d"}, "availability_topic must differ from topic"),
+    ({"availability_topic": "", "payload_available": "up"}, 'payload_available set but availability_topic is "" (off)'),
+    ({"format": "value", "kind": "door", "payload_not_available": "gone"},
+     "format value has no availability topic of its own; set availability_topic"),
+    ({"topic": "z/+", "payload_available": "up", "payload_not_available": "down"},
+     "no availability topic can be derived from topic 'z/+'"),
+    ({"payload_available": "Offline"}, "payload_available and payload_not_available are the same word"),
+    ({"availability_topic": "z/d/status", "payload_available": " "}, "must not be empty"),
 ])
 def test_bad_mqtt_entries_are_refused_with_a_clear_message(tmp_path: Path, entry: dict[str, object], message: str) -> None:
     dev = {"name": "d", "driver": "mqtt", "broker": "mqtt://127.0.0.1:1883", "topic": "z/d", "format": "zigbee2mqtt", **entry}

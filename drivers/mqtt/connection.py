@@ -155,10 +155,12 @@ class BrokerConnection:
                 self._exact.setdefault(s.topic, []).append(s)
 
     def _filters(self) -> list[tuple[str, int]]:
+        # In the order the devices added them, not sorted: the broker sends retained messages in
+        # filter order, and a device adds its availability topic before its state topic.
         wanted: dict[str, int] = {}
         for s in self._subs:
             wanted[s.topic] = max(wanted.get(s.topic, 0), s.qos)
-        return sorted(wanted.items())
+        return list(wanted.items())
 
     def _route(self, topic: str) -> list[Subscription]:
         """Subscriptions matching ``topic`` (network thread, under the lock)."""

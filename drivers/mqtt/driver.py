@@ -1,7 +1,11 @@
 """``mqtt`` driver: room sensors that publish over MQTT (zigbee2mqtt, Tasmota, ESPHome, Shelly, plain values).
 
-A listening driver: :meth:`MqttDriver.start` subscribes the device's topic on
-the connection shared by every device of the same broker (``context.shared``).
+A listening driver: :meth:`MqttDriver.start` subscribes the device's topic (and
+its availability topic, :mod:`drivers.mqtt.availability`) on the connection
+shared by every device of the same broker (``context.shared``). While the
+device says it is offline, :meth:`MqttDriver.problem` reports it, so the
+agent's silence watch calls it down within a second, and its messages are not
+taken as current until it says online again.
 Each message is parsed on the event loop by the device's format
 (:mod:`drivers.mqtt.formats`), checked against the plausible range of its
 quantity (:data:`~drivers.mqtt.payloads.QUANTITIES`) and emitted. Bad input is
@@ -22,6 +26,7 @@ from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from drivers import vocabulary as v
 from drivers.base import DeviceConfig, DeviceError, Driver, Event, Reading
+from drivers.mqtt.availability import Availability, read_availability, resolve, topic_matches
 from drivers.mqtt.connection import BrokerConnection, BrokerSettings, Subscription, parse_broker_url
 from drivers.mqtt.formats import FORMAT_DEFAULT_MAX_AGE, ParseOptions, default_max_age, parse
 from drivers.mqtt.payloads import MAX_PAYLOAD, QUANTITIES, Parsed, PayloadError
@@ -67,6 +72,13 @@ class MqttConfig(DeviceConfig):
     unit: Literal["celsius", "fahrenheit", "percent", "ratio"] | None = None
     max_age: Duration | None = Field(default=None, description="down when silent this long (0s: never); "
                                      "default depends on format and kind (docs/mqtt.md)")
+    availability_topic: str | None = Field(default=None, max_length=1024,
+                                           description="where the device says online/offline; default: derived "
+                                           "from topic by the format (docs/mqtt.md); \"\": off")
+    payload_available: str | None = Field(default=None, max_length=256,
+                                          description="availability word for online (default per format)")
+    payload_not_available: str | None = Field(default=None, max_length=256,
+                                              description="availability word for offline (default per format)")
 
     @field_validator("broker")
     @classmethod
@@ -86,6 +98,39 @@ class MqttConfig(DeviceConfig):
         if "\x00" in value:
             raise ValueError("a topic cannot contain a NUL character")
         return value
+
+    @field_validator("availability_topic")
+    @classmethod
+    def _availability_topic(cls, value: str | None) -> str | None:
+        if value and ("+" in value or "#" in value):
+            raise ValueError(f"{value!r}: availability_topic is one topic, without + or # wildcards")
+        if value and "\x00" in value:
+            raise ValueError("a topic cannot contain a NUL character")
+        return value
+
+    @field_validator("payload_available", "payload_not_available")
+    @classmethod
+    def _payload_word(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("must not be empty (an empty message clears a retained one: it says nothing)")
+        return value.strip() if value is not None else None
+
+    @model_validator(mode="after")
+    def _availability_checks(self) -> MqttConfig:
+        given = [k for k in ("payload_available", "payload_not_available") if getattr(self, k) is not None]
+        if self.availability_topic and self.availability_topic == self.topic:
+            raise ValueError("availability_topic must differ from topic (the values and the online/offline words "
+                             "need topics of their own)")
+        if given and self.availability() is None:
+            why = ('availability_topic is "" (off)' if self.availability_topic == "" else
+                   f"format {self.format} has no availability topic of its own; set availability_topic"
+                   if self.format in ("value", "json") else
+                   f"no availability topic can be derived from topic {self.topic!r}; set availability_topic")
+            raise ValueError(f"{' and '.join(given)} set but {why}")
+        avail = self.availability()
+        if avail is not None and avail.online.lower() == avail.offline.lower():
+            raise ValueError(f"payload_available and payload_not_available are the same word ({avail.online!r})")
+        return self
 
     @model_validator(mode="after")
     def _cross_checks(self) -> MqttConfig:
@@ -111,6 +156,11 @@ class MqttConfig(DeviceConfig):
             raise ValueError("tls.key_file is set but tls.cert_file is not")
         return self
 
+    def availability(self) -> Availability | None:
+        """Where and how the device says online/offline; None when it has no availability topic."""
+        return resolve(self.format, self.topic, self.availability_topic, self.payload_available,
+                       self.payload_not_available)
+
     def broker_settings(self) -> BrokerSettings:
         t = self.tls
         return BrokerSettings(
@@ -133,12 +183,14 @@ class MqttDriver(Driver):
     def __init__(self, config: MqttConfig, context: Any):
         super().__init__(config, context)
         self.options = ParseOptions(kind=config.kind, field=config.field, invert=config.invert, unit=config.unit)
-        self.results: Counter[str] = Counter()  # ok / ignored / invalid
+        self.results: Counter[str] = Counter()  # ok / ignored / invalid / availability
         self.invalid: Counter[str] = Counter()  # reason → count (messages or fields)
         self._states: dict[tuple[str, str], float] = {}  # (quantity, sensor) → last two-state value
         self._quantities: set[str] = set()  # every quantity reported so far
+        self.availability = config.availability()
+        self._offline: str | None = None  # why the device is down by its own word ("reported offline on …")
         self._conn: BrokerConnection | None = None
-        self._sub: Subscription | None = None
+        self._subs: list[Subscription] = []
         self._log_at = 0.0
         self._log_suppressed = 0
 
@@ -151,21 +203,32 @@ class MqttDriver(Driver):
             raise DeviceError("paho-mqtt is not installed (pip install paho-mqtt)") from exc
         settings = self.config.broker_settings()
         conn = self.context.shared(("mqtt", settings), lambda: BrokerConnection(settings))
-        self._sub = Subscription(self.config.topic, self.config.qos, self.on_message)
-        conn.add(self._sub)
+        cfg, avail = self.config, self.availability
+        self._subs = []
+        if avail is not None and not topic_matches(cfg.topic, avail.topic):
+            # First: the broker sends retained messages in the order of the filters, so a retained
+            # "offline" is known before the retained state it makes stale.
+            self._subs.append(Subscription(avail.topic, cfg.qos, self.on_message))
+        self._subs.append(Subscription(cfg.topic, cfg.qos, self.on_message))
+        for sub in self._subs:
+            conn.add(sub)
         try:
             conn.start()
         except (OSError, ValueError) as exc:  # an unreadable CA/cert file, a bad key
-            conn.remove(self._sub)
+            for sub in self._subs:
+                conn.remove(sub)
             raise DeviceError(f"cannot set up the MQTT connection to {settings.url}: {exc}") from exc
         self._conn = conn
 
     async def stop(self) -> None:
-        if self._conn is not None and self._sub is not None:
-            self._conn.remove(self._sub)  # the agent closes the shared connection itself (aclose)
+        if self._conn is not None:
+            for sub in self._subs:
+                self._conn.remove(sub)  # the agent closes the shared connection itself (aclose)
 
     def problem(self) -> str | None:
-        return self._conn.problem() if self._conn is not None else None
+        """The broker is unreachable, or the device said it is offline (the agent's silence watch asks)."""
+        lost = self._conn.problem() if self._conn is not None else None
+        return lost or self._offline
 
     def max_age(self) -> float | None:
         """The configured ``max_age``, else the default of the format for the device's kind.
@@ -184,8 +247,9 @@ class MqttDriver(Driver):
     def health(self) -> Sequence[Reading]:
         out = [Reading(v.MQTT_MESSAGES, float(n), {"result": r}) for r, n in sorted(self.results.items())]
         invalid = Counter(self.invalid)
-        if self._sub is not None and self._sub.dropped:
-            invalid["overload"] = self._sub.dropped
+        dropped = sum(sub.dropped for sub in self._subs)
+        if dropped:
+            invalid["overload"] = dropped
         out.extend(Reading(v.MQTT_INVALID, float(n), {"reason": r}) for r, n in sorted(invalid.items()))
         return out
 
@@ -194,6 +258,14 @@ class MqttDriver(Driver):
         """Parse one message and emit what is good; never raises."""
         if payload is None or size > MAX_PAYLOAD:
             self._reject(PayloadError("too_large", f"{size} bytes (limit {MAX_PAYLOAD})"), topic)
+            return
+        if self.availability is not None and topic == self.availability.topic:
+            self._on_availability(self.availability, topic, payload)
+            return
+        if self._offline is not None:
+            # The device said it is offline: a retained state is what it said before it went, and
+            # nothing is current until it says online again (Home Assistant's rule for availability).
+            self.results["ignored"] += 1
             return
         try:
             parsed = parse(self.config.format, topic, payload, self.options)
@@ -205,6 +277,22 @@ class MqttDriver(Driver):
             self._reject(PayloadError("wrong_type", f"unexpected {type(exc).__name__}"), topic)
             return
         self._use(parsed, topic, arrival)
+
+    def _on_availability(self, avail: Availability, topic: str, payload: bytes) -> None:
+        try:
+            online = read_availability(avail, payload)
+        except PayloadError as exc:  # neither word: counted, and what we knew stays
+            self._reject(exc, topic)
+            return
+        self.results["availability"] += 1
+        if online is False:
+            self._offline = f"reported offline on {topic}"  # the agent logs it with the down transition
+        elif self._offline is not None:
+            # Online (or unknown: the retained "offline" was cleared). The agent calls the device up
+            # with its next values, as after any silence; until then there is nothing current to show.
+            self._offline = None
+            self.log.info("device reports %s on %s; up again with its next values",
+                          "online" if online else "no availability (cleared)", topic[:200])
 
     def _use(self, parsed: Parsed, topic: str, arrival: float) -> None:
         problems = list(parsed.problems)
