@@ -171,17 +171,25 @@ class Pusher:
     def seal(self) -> None:
         """Move buffered samples and events into the outbox as batches.
 
-        Events go in batches of their own, sealed first. The outbox sends event batches ahead of
-        everything, unpaced and in order; samples riding along would jump the backlog's pacing and,
-        after an outage, arrive ahead of fresher data. Alone, the samples queue as fresh or backlog.
+        Events go in batches of their own, sealed first, with only the samples of the devices the
+        events are about (the door's new value, the UPS's readings of that poll): the collector gets
+        the event and the new value in one request. The outbox sends event batches ahead of
+        everything and in order; the rest of the interval's samples riding along would jump the
+        backlog's pacing after an outage. Alone, the other samples queue as fresh or backlog.
         """
         now_ms = int(time.time() * 1000)
         if self.extra_samples is not None:
             self._samples.extend(self.extra_samples(now_ms))
         samples, events = self._samples, self._events
         self._samples, self._events = [], []
+        along: list[SampleRecord] = []
+        if events:
+            devices = {e.labels.get("device") for e in events} - {None}
+            along = [r for r in samples if r.labels.get("device") in devices]
+            samples = [r for r in samples if r.labels.get("device") not in devices]
         for start in range(0, len(events), MAX_EVENTS):  # more would be refused as malformed (wire.MAX_EVENTS)
-            self.outbox.put(Batch(self.agent_id, self.next_seq(), [], events[start:start + MAX_EVENTS]))
+            self.outbox.put(Batch(self.agent_id, self.next_seq(), along if start == 0 else [],
+                                  events[start:start + MAX_EVENTS]))
         step = self.target.max_batch_samples
         for start in range(0, len(samples), step):
             self.outbox.put(Batch(self.agent_id, self.next_seq(), samples[start:start + step], []))
