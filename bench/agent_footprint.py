@@ -140,5 +140,5 @@ def _verdict(rss_mib: float) -> str:
     return (f"Target: agent under {TARGET_MIB} MiB with the host driver: {met}. Where it goes (RSS added by each "
             "import, 2026-11-29): the interpreter 9.6 MiB, asyncio + ssl 9.8, pydantic and the validated config "
             "about 13 (pydantic_core's own code is 3.8 of it), APScheduler 1.4, psutil 0.9, sqlite3 0.9, "
-            "the agent's own modules 1.7; mallopt settings (MALLOC_ARENA_MAX, PYTHONMALLOC=malloc) change nothing. "
+            "the agent's own modules 1.7; allocator settings (MALLOC_ARENA_MAX=1, PYTHONMALLOC=malloc) change nothing. "
             "Below 40 MiB would take a config schema without pydantic.")
