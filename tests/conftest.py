@@ -13,6 +13,20 @@ from tests.helpers import RoomwatchProcess, free_port, http_get, wait_for, write
 TOKENS = {"agent-a": "token-aaaaaaaaaaaaaaaa", "agent-b": "token-bbbbbbbbbbbbbbbb"}
 
 
+@pytest.fixture(autouse=True)
+def _stop_leftover_processes() -> Iterator[None]:
+    """A test that fails between starting a process and stopping it must not leave it running:
+    stop, after the test and its own fixtures, what the test started and left alive."""
+    from tests.helpers import STARTED
+
+    first = len(STARTED)
+    yield
+    for p in STARTED[first:]:
+        if p.alive():
+            p.stop()
+    del STARTED[first:]
+
+
 class CollectorHandle:
     def __init__(self, proc: RoomwatchProcess, port: int, config: Path):
         self.proc = proc

@@ -98,6 +98,11 @@ def metric_value(text: str, name: str, **labels: str) -> float | None:
     return None
 
 
+#: Every child process a test started (RoomwatchProcess, reliability_rig.Proc); conftest's
+#: ``_stop_leftover_processes`` stops what a failed test left running, and only that.
+STARTED: list[Any] = []
+
+
 class RoomwatchProcess:
     """``python -m roomwatch ARGS`` as a real child process with its log captured to a file."""
 
@@ -107,6 +112,7 @@ class RoomwatchProcess:
         full_env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1", **(env or {})}
         self.proc = subprocess.Popen([sys.executable, "-m", "roomwatch", *args], cwd=ROOT, stdout=self._log,
                                      stderr=subprocess.STDOUT, env=full_env, start_new_session=True)
+        STARTED.append(self)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

@@ -15,7 +15,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from tests.helpers import ROOT, free_port, http_get, metric_value, wait_for, write_yaml
+from tests.helpers import ROOT, STARTED, free_port, http_get, metric_value, wait_for, write_yaml
 
 AGENT_BOOT = ("import sys, tests.counter_driver; from roomwatch.cli import main; "
               "sys.exit(main(sys.argv[1:]))")
@@ -30,6 +30,7 @@ class Proc:
         full_env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1", **(env or {})}
         self.proc = subprocess.Popen(argv, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT, env=full_env,
                                      start_new_session=True)
+        STARTED.append(self)
 
     def alive(self) -> bool:
         return self.proc.poll() is None

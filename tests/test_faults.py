@@ -91,7 +91,7 @@ def test_long_collector_outage_is_bridged_fresh_first(tmp_path: Path) -> None:
         agent.wait_drained(timeout=150)
     finally:
         agent.proc.stop()
-    c.proc.stop()
+        c.proc.stop()
     lost = check_runs_are_prefixes(produced(agent.produced_log), delivered(db), complete_runs={1})
     assert lost == {1: 0}
     # exactly once: the backlog and the fresh batches that overtook it were each accepted once
@@ -114,7 +114,7 @@ def test_lossy_link_loses_nothing_and_duplicates_nothing(tmp_path: Path) -> None
     finally:
         agent.proc.stop()
         proxy.stop()
-    c.proc.stop()
+        c.proc.stop()
     assert proxy.stats["cut_up"] + proxy.stats["cut_down"] >= 10 and proxy.stats["stall"] >= 3, proxy.stats
     prod = produced(agent.produced_log)
     assert len(prod) > 100
@@ -155,7 +155,7 @@ def test_kill_9_agent_and_collector_at_random_points(tmp_path: Path) -> None:
         agent.wait_drained(timeout=90)
     finally:
         agent.proc.stop()
-    c.proc.stop()
+        c.proc.stop()
     assert kills["agent"] >= 3 and kills["collector"] >= 3, kills
     assert integrity(db) == "ok" and integrity(agent.spool) == "ok"
     lost = check_runs_are_prefixes(produced(agent.produced_log), delivered(db), complete_runs={agent.run})
@@ -183,7 +183,7 @@ def test_full_spool_drops_oldest_plain_samples_keeps_events(tmp_path: Path) -> N
         assert agent.metric("roomwatch_agent_spool_dropped_total", kind="events", reason="cap") == 0
     finally:
         agent.proc.stop()
-    c.proc.stop()
+        c.proc.stop()
     assert "spool full" in agent.proc.log()
     prod = produced(agent.produced_log)
     got = dict(delivered(db))
@@ -230,10 +230,10 @@ def test_failover_to_the_second_collector_and_back(tmp_path: Path) -> None:
         time.sleep(1.5)
         assert newest(b) == on_b and newest(a) > on_b
         agent.wait_drained()
-    finally:
+    finally:  # a failed wait must not leave the collectors running (stop only what this test started)
         agent.proc.stop()
-    a.proc.stop()
-    b.proc.stop()
+        a.proc.stop()
+        b.proc.stop()
     got_a, got_b = delivered(db_a), delivered(db_b)
     assert got_a and got_b
     # each collector holds each value at most once; together they hold every value
