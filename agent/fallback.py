@@ -97,6 +97,10 @@ class FallbackConfig(Model):
         return problems
 
 
+#: Seconds before retrying the recipients a channel could not reach yet, when the service names no delay.
+_RETRY_REMAINDER = 30.0
+
+
 @dataclass(slots=True)
 class _Condition:
     alertname: str
@@ -235,7 +239,13 @@ class FallbackAlerter:
         return title, text
 
     async def _send(self, cond: _Condition, status: str, offline: float) -> bool:
-        from alerts.channels.base import AlertItem, Notification, Outcome
+        """Send through each channel; True once a channel has it for all its recipients.
+
+        A channel that reached some recipients and must retry others (one number over its SMS
+        limit) keeps that progress with the condition: the next check sends only to the others,
+        after the service's retry delay, and the collector is told at once (the first recipient
+        reached), so it does not notify people again."""
+        from alerts.channels.base import PROGRESS, AlertItem, Notification, Outcome
 
         title, text = self._text(cond, status, offline)
         labels = {**cond.labels, "alertname": cond.alertname, "severity": "critical"}
@@ -243,21 +253,34 @@ class FallbackAlerter:
                          starts_at=dt.datetime.fromtimestamp(cond.since, dt.UTC), value=cond.value)
         delivered = False
         for ch in self.channels:
+            key = f"{status}/{ch.name}"
+            if time.monotonic() < cond.extra.get(f"next/{key}", 0.0):
+                continue  # its remaining recipients wait for the service's retry delay
             n = Notification(group_key=f"fallback/{cond.alertname}", status=status, receiver=ch.name, alerts=[item],
                              title=title, text=text, reason=status)
+            if cond.extra.get(f"progress/{key}"):
+                n.extra[PROGRESS] = cond.extra[f"progress/{key}"]
             try:
                 result = await asyncio.wait_for(ch.send(n), ch.config.timeout + 120)
             except Exception as exc:  # a channel bug or a hung modem: try the next channel
                 log.error("local fallback through %s failed: %s", ch.name, exc)
                 continue
-            if result.outcome in (Outcome.DELIVERED, Outcome.PARTIAL):  # partial: the channel logged who was missed
-                delivered = True
+            done = result.outcome in (Outcome.DELIVERED, Outcome.PARTIAL)  # partial: the channel logged who was missed
+            progress = result.progress if result.outcome is Outcome.RETRY else None
+            if progress:
+                cond.extra[f"progress/{key}"] = progress
+                cond.extra[f"next/{key}"] = time.monotonic() + (result.retry_after or _RETRY_REMAINDER)
+            if (done or (progress and progress.get("reached"))) and not cond.extra.get(f"noticed/{key}"):
+                cond.extra[f"noticed/{key}"] = True
                 self.sent += 1
-                log.warning("collector unreachable for %.0fs: sent %s %s for %s through %s", offline, cond.alertname,
-                            status, cond.labels.get("device", "?"), ch.name)
+                log.warning("collector unreachable for %.0fs: sent %s %s for %s through %s%s", offline,
+                            cond.alertname, status, cond.labels.get("device", "?"), ch.name,
+                            "" if done else " (some recipients still to be retried)")
                 if self.agent.pusher is not None:
-                    self.agent.pusher.add_notice(notice_event(cond.alertname, cond.labels, status, ch.name, ch.type,
-                                                              int(time.time() * 1000), cond.since, text))
+                    self.agent.pusher.add_notice(notice_event(cond.alertname, cond.labels, status, ch.name,
+                                                              ch.type, int(time.time() * 1000), cond.since, text))
+            if done:
+                delivered = True
             else:
                 log.error("local fallback through %s: %s (%s)", ch.name, result.outcome.value, result.detail)
         return delivered

@@ -14,6 +14,7 @@ import http.client
 import json
 import logging
 import random
+import secrets
 import ssl
 import time
 import urllib.parse
@@ -32,6 +33,7 @@ log = logging.getLogger("roomwatch.agent.push")
 
 _MIN_GAP = 0.2  # s between attempts, even when events keep kicking
 _REJECT_LOG_EVERY = 60.0  # s: a collector refusing every batch logs one line a minute (each one is counted)
+_PLAUSIBLE_US = 946_684_800_000_000  # 2000-01-01: an earlier clock was never set
 
 
 @dataclass(slots=True)
@@ -39,11 +41,26 @@ class PushResult:
     status: int  # HTTP status, 0 = no answer
     reason: str
     retry_after: float | None = None
+    #: the reply is the collector's own JSON {"error": …}, not a page from a proxy in between
+    from_collector: bool = False
 
 
 def _ssl_context(target: CollectorTarget) -> ssl.SSLContext:
     tls = target.tls
     return client_context(tls.ca_file, tls.cert_file, tls.key_file, tls.insecure_skip_verify)
+
+
+def _seq_start() -> int:
+    """Where a fresh agent numbers its batches from: its clock in µs.
+
+    A clock never set (1970 on a board without a battery-backed clock) would restart the
+    count in the same range at every boot, and without a persistent spool the collector
+    would drop the new batches as ones it already has; such a boot starts at a random
+    point far above any clock's range instead (2**61 µs is the year 75 000)."""
+    now_us = time.time_ns() // 1000
+    if now_us >= _PLAUSIBLE_US:
+        return now_us
+    return (1 << 61) + secrets.randbits(60)
 
 
 class _Sender:
@@ -88,9 +105,11 @@ class _Sender:
                     return PushResult(0, f"{type(exc).__name__}: {exc}")
                 continue
             reason = ""
+            ours = False
             try:
                 doc = json.loads(data) if data else {}
                 reason = str(doc.get("error") or doc.get("reason") or "") if isinstance(doc, dict) else ""
+                ours = isinstance(doc, dict) and isinstance(doc.get("error"), str)
             except ValueError:
                 reason = data[:200].decode("utf-8", "replace")
             retry_after = None
@@ -102,7 +121,7 @@ class _Sender:
             if resp.getheader("Connection", "").lower() == "close":
                 conn.close()
                 self._conns.pop(url, None)
-            return PushResult(resp.status, reason or resp.reason, retry_after)
+            return PushResult(resp.status, reason or resp.reason, retry_after, ours)
         return PushResult(0, "unreachable")
 
     def close(self) -> None:
@@ -126,7 +145,7 @@ class Pusher:
         self._events: list[EventRecord] = []
         # µs at start, and above the highest seq a persistent spool ever stored: a restarted agent never
         # reuses a seq, even after the clock was set back.
-        self._seq = max(time.time_ns() // 1000, int(getattr(self.outbox, "last_seq", 0)))
+        self._seq = max(_seq_start(), int(getattr(self.outbox, "last_seq", 0)))
         self._kick = asyncio.Event()
         self._sender = _Sender(target)
         self._url_index = 0
@@ -272,7 +291,7 @@ class Pusher:
                             len(batch.samples), len(batch.events))
                 self._split(batch)
                 continue
-            if res.status == 400:
+            if res.status == 400 and res.from_collector:
                 # The one exception to "a batch leaves only on a 200" (docs/reliability.md): the collector
                 # would refuse this batch forever (e.g. an older collector with stricter limits), and
                 # retrying it would block everything behind it. Dropped, counted and logged, never silent.
@@ -286,6 +305,9 @@ class Pusher:
                 self._set_state(False, f"collector asks to slow down (HTTP 429, retry after {res.retry_after or '?'}s)")
             elif res.status in (401, 403):
                 self._set_state(False, f"HTTP {res.status} {res.reason} (check collector.token and agent.id)")
+            elif res.status == 400:  # not the collector's JSON: a proxy or another server; keep the batch
+                self._set_state(False, f"HTTP 400 {res.reason[:100]} from something that is not a roomwatch "
+                                       "collector (a proxy? http:// to an https:// port?)")
             else:
                 self._set_state(False, f"HTTP {res.status} {res.reason}" if res.status else res.reason)
             delay = min(self.target.backoff_max, 2 ** min(self._failures, 6)) * random.uniform(0.5, 1.0)

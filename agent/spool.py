@@ -17,9 +17,10 @@ Order of delivery (:meth:`Spool.next_batches`):
    the same alert arrives (roomwatch/notice.py);
 1. batches carrying events (door opened, on battery, leak), oldest first, so
    transitions reach the collector in the order they happened. The pusher seals
-   events in batches of their own, so no samples jump the queue with them; an
-   event batch with old samples (sealed by an older agent) waits for the backlog's
-   tokens and pays for its samples, the events after it waiting with it;
+   events in batches of their own, with only the samples of the devices they are
+   about (the new value goes with its event); an event batch whose samples are
+   old (after an outage) waits for the backlog's tokens and pays for its samples,
+   the events after it waiting with it;
 2. *fresh* batches (newest sample younger than ``fresh_window``), newest first:
    the room's present state beats its past;
 3. the *backlog*, oldest first, paced at ``backlog_rate`` samples/s (a token

@@ -42,6 +42,7 @@ __all__ = ["AckError", "AlertService", "build_channels"]
 
 log = logging.getLogger("roomwatch.alerts")
 
+STANDBY_RELEASE = 3600.0  # s a standby agent must be silent here before its alerts here may go stale
 PURGE_EVERY = 3600.0
 
 
@@ -120,8 +121,14 @@ class AlertService:
 
     def _agent_up(self, agent_id: str) -> bool:
         a = self.collector.agents.agents.get(agent_id)
-        # a standby agent gone back to its home collector: its alerts here may resolve as "no data"
-        return a is None or a.standby or a.up(self.clock())
+        if a is None:
+            return True
+        now = self.clock()
+        if a.standby and a.last_push is not None and now - a.last_push > STANDBY_RELEASE:
+            # gone home long ago: the alerts it raised here during its failover may resolve as "no data".
+            # Not sooner: it may also have died here while its home collector is down.
+            return True
+        return a.up(now)
 
     def on_ingest(self, agent: Any, changed: Any, events: list[Any], batch: Any) -> None:
         """Collector listener: evaluate the batch now, in the ingest call."""
@@ -146,7 +153,8 @@ class AlertService:
             if a.last_push is None and now - self.started_at < a.timeout:
                 continue  # just started: give every agent its timeout to show up
             up = 1.0 if a.up(now) or a.standby else 0.0  # a standby agent is never AgentDown here
-            if self._fed_agents.get(a.id, 1.0 if a.standby else None) != up:
+            # (fed 1 once even so: an AgentDown restored from before it was marked standby resolves)
+            if self._fed_agents.get(a.id) != up:
                 self._feed_agent(a.id, up, now)
         for name, status in self.outbox.status.items():
             up = 1.0 if status.up(now, self.outbox.failing_after) else 0.0

@@ -36,6 +36,7 @@ class AgentState:
     future_stamps: int = 0  # samples and events stamped too far ahead, set to the receive time
     future_logged: float = 0.0  # Unix seconds of the last log line about them
     past_stamps: int = 0  # stamped before 2000 even after skew correction, set to the receive time
+    past_logged: float = 0.0
 
     def up(self, now: float) -> bool:
         return self.last_push is not None and now - self.last_push <= self.timeout

@@ -103,6 +103,13 @@ class Collector:
                 if abs(measured - agent.clock_skew_ms) > _SKEW_TOLERANCE_MS:
                     log.warning("agent %s clock is off by %.1fs; correcting its timestamps", agent.id, -measured / 1000)
             agent.clock_skew_ms = skew
+            if batch.sent < PLAUSIBLE_MIN_MS:
+                # A clock never set (1970, no RTC, no NTP yet): only the stamps it made are shifted. Spooled
+                # batches from before the reboot carry stamps of a clock that was right then; kept as they are.
+                for rec in (*batch.samples, *batch.events):
+                    if rec.ts < PLAUSIBLE_MIN_MS:
+                        rec.ts += measured
+                return 0
         return skew
 
     def clamp_future(self, agent: AgentState, batch: Batch, skew: int, now: float) -> int:
@@ -138,9 +145,10 @@ class Collector:
 
     @staticmethod
     def _warn_stamps(agent: AgentState, now: float, what: str, counter: str) -> None:
-        """One log line per agent every ``_FUTURE_LOG_EVERY`` about stamps set to the receive time."""
-        if now - agent.future_logged >= _FUTURE_LOG_EVERY:
-            agent.future_logged = now
+        """One log line per agent and kind every ``_FUTURE_LOG_EVERY`` about stamps set to the receive time."""
+        attr = "past_logged" if counter == v.COLLECTOR_PAST_STAMPS else "future_logged"
+        if now - getattr(agent, attr) >= _FUTURE_LOG_EVERY:
+            setattr(agent, attr, now)
             log.warning("agent %s sent %s; stored at their receive time (%s counts them)", agent.id, what, counter)
 
     def ingest(self, agent: AgentState, batch: Batch, address: str = "", now: float | None = None,

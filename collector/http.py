@@ -38,6 +38,11 @@ def _error(status: int, reason: str, collector: Collector | None = None, **heade
     return web.json_response({"error": reason}, status=status, headers=headers or None)
 
 
+#: Content-Encodings aiohttp undoes while reading (bounded by max_body_decompressed); any other
+#: value arrives as sent, so it is counted against max_body like an uncompressed body.
+_DECODED = frozenset({"gzip", "deflate", "br", "zstd"})
+
+
 async def _read_body(request: web.Request, max_body: int) -> bytes | None:
     """The body, or None when a chunked, uncompressed body passes ``max_body``.
 
@@ -46,7 +51,8 @@ async def _read_body(request: web.Request, max_body: int) -> bytes | None:
     decompressed, so for a compressed chunked body the size as sent is unknown; it is
     bounded by ``max_body_decompressed`` (client_max_size), which is the memory bound anyway.
     """
-    if request.content_length is not None or request.headers.get("Content-Encoding", "identity") != "identity":
+    encoding = request.headers.get("Content-Encoding", "").strip().lower()
+    if request.content_length is not None or encoding in _DECODED:
         return await request.read()
     parts, size = [], 0
     async for chunk in request.content.iter_chunked(1 << 16):

@@ -231,6 +231,33 @@ def test_standby_agent_is_never_agent_down_here(tmp_path: Path) -> None:
     assert h.alert("AgentDown")["labels"]["agent"] == "a1"
 
 
+def test_agent_marked_standby_after_an_agent_down_resolves_it(tmp_path: Path) -> None:
+    """The old shipped pair raised AgentDown on the failover collector; marking the agent standby and
+    restarting that collector must end the alert, not restore it forever."""
+    h = Harness(tmp_path, agents=[{"id": "a1", "token": "t" * 20}, {"id": "away", "token": "u" * 20}])
+    h.advance(120, keep_alive=("a1",))
+    assert h.alert("AgentDown")["labels"]["agent"] == "away"
+    h.config_data["agents"][1]["standby"] = True
+    h.restart()
+    h.advance(120, keep_alive=("a1",))
+    assert "AgentDown" not in h.states()
+
+
+def test_standby_agent_alerts_are_kept_for_an_hour_after_it_left(tmp_path: Path) -> None:
+    """It may have died here while its home collector is down: its alerts do not resolve as "no data" at
+    once, only after an hour of silence (by then its home collector or Prometheus says more)."""
+    h = Harness(tmp_path, agents=[{"id": "a1", "token": "t" * 20},
+                                  {"id": "away", "token": "u" * 20, "standby": True}])
+    h.push([(TEMP, TH1, 33.0)], agent="away")  # critical: > 32 °C
+    h.advance(300, keep_alive=("a1",))
+    h.push([(TEMP, TH1, 33.0)], agent="away")
+    assert h.states().get("RoomTemperatureCritical") == "firing"
+    h.advance(1800, step=10, keep_alive=("a1",))  # silent half an hour: still firing
+    assert h.states().get("RoomTemperatureCritical") == "firing"
+    h.advance(3600, step=10, keep_alive=("a1",))
+    assert "RoomTemperatureCritical" not in h.states()
+
+
 def test_event_rule_with_clear_event(tmp_path: Path) -> None:
     rule = {"alert": "UPSSelfTestFailed", "event": "ups_selftest_failed", "clear_event": "ups_selftest_ok",
             "severity": "warning", "annotations": {"summary": "UPS 自检失败"}}

@@ -136,3 +136,37 @@ def test_fallback_config_is_checked_with_the_channel_models(tmp_path: Path) -> N
     with pytest.raises(ConfigError) as info:
         load_agent_config(str(bad))
     assert "fallback.channels[0].phone_numbers" in str(info.value) and "not a phone number" in str(info.value)
+
+
+async def test_a_number_over_its_limit_is_retried_alone_and_the_collector_told_once(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two numbers; the modem loses the network after the first got the SMS: the first is not sent it
+    again on the next checks, the second gets it once the network is back, and the collector's notice
+    (fallback_notified) is queued once, when the first number had it."""
+    from types import SimpleNamespace
+
+    from agent import fallback as fb
+    from alerts.channels.gsm_modem import Modem
+
+    monkeypatch.setattr(fb, "_RETRY_REMAINDER", 0.0, raising=False)
+    monkeypatch.setattr(Modem, "PIN_SETTLE", 0.0)
+    modem = FakeModem()
+    other = "13900139000"
+    try:
+        config = fb.FallbackConfig.model_validate(
+            {"after": "1s", "channels": [{"name": "local-sms", "type": "gsm_modem", "port": modem.path,
+                                          "phone_numbers": [PHONE, other], "timeout": "2s", "send_timeout": "2s"}]})
+        notices: list[object] = []
+        agent = SimpleNamespace(config=SimpleNamespace(agent=SimpleNamespace(site="县机关", room="一号机房", id="a")),
+                                pusher=SimpleNamespace(add_notice=notices.append))
+        alerter = fb.FallbackAlerter(config, agent)  # type: ignore[arg-type]
+        cond = fb._Condition("WaterLeak", {"device": "leak1"}, "漏水", time.time(), 1.0, firing=True)
+        modem.cms_errors = [None, 331]  # the first number gets it, then no network
+        assert await alerter._send(cond, "firing", 600) is False
+        assert [p.number for p in modem.received] == [PHONE] and len(notices) == 1
+        assert await alerter._send(cond, "firing", 660) is True  # only the second number this time
+        assert [p.number for p in modem.received] == [PHONE, other] and len(notices) == 1
+    finally:
+        for ch in alerter.channels:
+            await ch.close()
+        modem.stop()

@@ -169,6 +169,17 @@ def test_an_agent_clock_still_at_1970_is_corrected(collector: CollectorHandle) -
     text = collector.metrics()
     assert metric_value(text, "roomwatch_temperature_celsius", device="t71") == 23.0  # at its receive time
     assert metric_value(text, "roomwatch_collector_past_timestamps_total", agent="agent-a") == 1
+    # rebooted at 1970 again, it sends its spool: samples from before the reboot had a right clock, kept as stamped
+    earlier = int(time.time() * 1000) - 3 * 3600 * 1000
+    spooled = Batch("agent-a", 13, [SampleRecord("roomwatch_temperature_celsius", {"device": "t72"}, 35.0, earlier)],
+                    [], boot)
+    current = Batch("agent-a", 14, [SampleRecord("roomwatch_temperature_celsius", {"device": "t72"}, 22.0, boot)],
+                    [], boot)
+    assert _push(collector, encode_batch(current))[0] == 200  # fresh data goes first
+    assert _push(collector, encode_batch(spooled))[0] == 200
+    text = collector.metrics()
+    assert metric_value(text, "roomwatch_temperature_celsius", device="t72") == 22.0  # the present wins
+    assert metric_value(text, "roomwatch_collector_future_timestamps_total", agent="agent-a") is None
 
 
 def test_down_device_series_leave_metrics(collector: CollectorHandle) -> None:

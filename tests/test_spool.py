@@ -429,3 +429,56 @@ def test_a_batch_the_collector_refuses_with_400_is_dropped_counted_and_logged(tm
             == (2, 4, 0)
     finally:
         conn.close()
+
+
+def test_a_400_from_something_that_is_not_the_collector_keeps_the_batch(tmp_path: Path,
+                                                                     caplog: pytest.LogCaptureFixture) -> None:
+    """A proxy's HTML 400 (or http:// sent to an https:// port) says nothing about the batch: it stays in the
+    spool and is retried with backoff; only the collector's own JSON 400 drops a batch."""
+    import http.server
+    import threading
+
+    from agent.config import CollectorTarget
+    from agent.push import Pusher
+
+    class Proxy(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            body = b"<html><body><h1>400 Bad Request</h1>The plain HTTP request was sent to HTTPS port</body></html>"
+            self.send_response(400)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        s = Spool(str(tmp_path / "s.db"), "agent-a")
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        pusher = Pusher("agent-a", CollectorTarget(urls=[url], token=TOKENS["agent-a"]), outbox=s)
+        s.put(_batch(1, 60, n=2))
+        assert asyncio.run(pusher.drain()) is False
+        pusher.close()
+        assert s.depth() == 1 and s.dropped["rejected"] == [0, 0] and pusher.stats["rejected"] == 0
+        assert "not a roomwatch collector" in caplog.text
+        s.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_an_agent_booted_with_its_clock_at_1970_numbers_batches_apart_from_earlier_boots(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without a persistent spool, seq starts at the clock; a clock at 1970 would restart in the range an
+    earlier boot used and the collector would drop the new batches as duplicates."""
+    from agent import push
+
+    monkeypatch.setattr(time, "time_ns", lambda: 90 * 10**9)  # 90 s after 1970-01-01
+    starts = {push._seq_start() for _ in range(3)}
+    assert len(starts) == 3 and all(s > 2**61 for s in starts) and all(s < 2**63 - 2**40 for s in starts)
+    monkeypatch.undo()
+    assert push._seq_start() < 2**61  # a set clock: its µs, as before

@@ -37,6 +37,7 @@ from roomwatch.tls import ClientTLS
 __all__ = ["MqttConfig", "MqttDriver", "MqttTLS"]
 
 _LOG_EVERY = 60.0  # s between log lines about bad messages of one device
+_HELD_TOPICS = 64  # topics whose newest message is held while the device says offline (a wildcard device has many)
 _TS_FUTURE = 5.0  # s a payload time may be ahead of ours (clock drift) and still be trusted
 _TS_PAST = 7 * 86400.0  # s a payload time may be behind (a retained state from last week is still a time)
 _EVENT_WORDS = {"door": ("door_open", "door_close"), "leak": ("water_leak", "water_leak_clear"),
@@ -189,6 +190,7 @@ class MqttDriver(Driver):
         self._quantities: set[str] = set()  # every quantity reported so far
         self.availability = config.availability()
         self._offline: str | None = None  # why the device is down by its own word ("reported offline on …")
+        self._held: dict[str, tuple[bytes, float]] = {}  # topic → newest (payload, arrival) while offline
         self._conn: BrokerConnection | None = None
         self._subs: list[Subscription] = []
         self._log_at = 0.0
@@ -263,10 +265,21 @@ class MqttDriver(Driver):
             self._on_availability(self.availability, topic, payload)
             return
         if self._offline is not None:
-            # The device said it is offline: a retained state is what it said before it went, and
-            # nothing is current until it says online again (Home Assistant's rule for availability).
-            self.results["ignored"] += 1
+            # The device said it is offline: nothing is current until it says online again. The newest
+            # message per topic is held, and used when it does: "online" and a state sent just before
+            # it travel on different topics, in no guaranteed order, and an on-change sensor (a door)
+            # may say nothing more for hours.
+            if topic in self._held:
+                self.results["ignored"] += 1  # replaced by a newer one
+                del self._held[topic]
+            elif len(self._held) >= _HELD_TOPICS:
+                self._held.pop(next(iter(self._held)))
+                self.results["ignored"] += 1
+            self._held[topic] = (payload, arrival)
             return
+        self._parse_and_use(topic, payload, arrival)
+
+    def _parse_and_use(self, topic: str, payload: bytes, arrival: float) -> None:
         try:
             parsed = parse(self.config.format, topic, payload, self.options)
         except PayloadError as exc:
@@ -288,11 +301,15 @@ class MqttDriver(Driver):
         if online is False:
             self._offline = f"reported offline on {topic}"  # the agent logs it with the down transition
         elif self._offline is not None:
-            # Online (or unknown: the retained "offline" was cleared). The agent calls the device up
-            # with its next values, as after any silence; until then there is nothing current to show.
+            # Online (or unknown: the retained "offline" was cleared): what it sent meanwhile, newest per
+            # topic, is its state now; the agent calls the device up with it (or with its next values).
             self._offline = None
-            self.log.info("device reports %s on %s; up again with its next values",
-                          "online" if online else "no availability (cleared)", topic[:200])
+            held, self._held = self._held, {}
+            self.log.info("device reports %s on %s; up again with %s",
+                          "online" if online else "no availability (cleared)", topic[:200],
+                          f"{len(held)} message(s) held while it was offline" if held else "its next values")
+            for held_topic, (held_payload, arrival) in held.items():
+                self._parse_and_use(held_topic, held_payload, arrival)
 
     def _use(self, parsed: Parsed, topic: str, arrival: float) -> None:
         problems = list(parsed.problems)
