@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import threading
 import time
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any, TypeVar
@@ -97,6 +98,7 @@ class Agent:
         self._tasks: list[asyncio.Task[Any]] = []
         self._polls: set[asyncio.Task[Any]] = set()
         self._stopped = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.started_at = time.time()
         self.pusher: Pusher | None = None
         if config.collector is not None:
@@ -166,10 +168,15 @@ class Agent:
             before = self._states.get(key)
             now_on = rec.value >= 0.5
             self._states[key] = now_on
-            # The first reading is a state, not a transition; a driver that saw the transition
-            # itself (an MQTT door message) passes its own event instead.
-            if before is not None and before != now_on and not any(e.labels == rec.labels for e in events):
-                events.append(EventRecord(types[0] if now_on else types[1], rec.labels, rec.ts, rec.value))
+            if before == now_on or (before is None and not now_on):
+                continue
+            # A change is an event; so is an alarm state at the first reading (a door already open, a
+            # UPS already on battery when the agent starts or a sensor first speaks): as urgent as a
+            # transition, it must not wait for the next push. A quiet first state is not an event.
+            # A driver that saw the transition itself (an MQTT door message) passes its own event.
+            if not any(e.labels == rec.labels and e.type in types for e in events):
+                events.append(EventRecord(types[0] if now_on else types[1], rec.labels, rec.ts, rec.value,
+                                          "" if before is not None else "already so at the first reading"))
         self.latest.update(dev.name, records, replace=replace)
         for observer in self.observers:
             try:
@@ -290,6 +297,39 @@ class Agent:
                 # replace: a measurement dropped above also leaves the agent's /metrics.
                 self._publish(dev, records + self._health(dev, now), replace=True)
 
+    def refresh_health(self) -> None:
+        """Put every device's current health (up, poll errors, a driver's own counters) into /metrics.
+
+        Called for each scrape of the agent's /metrics (on the event loop, where drivers count), so a
+        counter such as ``roomwatch_mqtt_messages_invalid_total`` shows at once, not at the device's
+        next interval. A device that has not reported yet is left out (it is neither up nor down).
+        """
+        now = time.time()
+        for dev in self.devices.values():
+            if dev.up is not None:
+                self.latest.update(dev.name, self._health(dev, now), replace=False)
+
+    def call_on_loop(self, fn: Callable[[], None], timeout: float) -> bool:
+        """Run ``fn`` on the agent's event loop from another thread; False when it did not run in time."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return False
+        done = threading.Event()
+
+        def call() -> None:
+            try:
+                fn()
+            except Exception:  # a scrape must still be answered
+                log.exception("%r failed", fn)
+            finally:
+                done.set()
+
+        try:
+            loop.call_soon_threadsafe(call)
+        except RuntimeError:  # the loop closed meanwhile (the agent is stopping)
+            return False
+        return done.wait(timeout)
+
     def _self_samples(self, now_ms: int) -> list[SampleRecord]:
         """Agent health, added to every pushed batch and the agent's /metrics."""
         labels = dict(self.base_labels)
@@ -326,6 +366,7 @@ class Agent:
         # poll_device never raises; the executor only "fails" when shutdown cancels a running poll.
         logging.getLogger("apscheduler.executors").setLevel(logging.CRITICAL)
         self._started_m = time.monotonic()
+        self._loop = asyncio.get_running_loop()
         sched = AsyncIOScheduler(job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 30})
 
         def on_skip(event: JobExecutionEvent) -> None:
