@@ -16,7 +16,7 @@ from roomwatch import __version__
 
 __all__ = ["main"]
 
-AGENT_KEYS = frozenset({"agent", "collector", "host", "devices", "actions"})
+AGENT_KEYS = frozenset({"agent", "collector", "host", "devices", "actions", "traps"})
 COLLECTOR_KEYS = frozenset({"listen", "tls", "storage", "agents", "rules", "channels", "routes", "web", "alerts",
                             "agent_timeout", "series_expire", "max_body", "max_body_decompressed", "body_timeout"})
 
@@ -104,6 +104,12 @@ def _demo_duration(text: str) -> float:
     return value
 
 
+def cmd_discover(args: argparse.Namespace) -> int:
+    from roomwatch.discover.main import run
+
+    return run(args)
+
+
 def cmd_gen_token(args: argparse.Namespace) -> int:
     """Print a new random agent token and the hash to put in the collector config."""
     import secrets
@@ -161,6 +167,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="print only problems")
     p.set_defaults(func=cmd_check_config)
 
+    p = sub.add_parser("discover", help="find SNMP, NUT, MQTT and Modbus devices and print their agent config",
+                       description="Probe the SNMP targets, upsd servers, MQTT brokers and Modbus lines named, read each "
+                                   "device found once with the agent's own driver, and print a devices: list for the "
+                                   "agent file (a comment above each entry says what it is and what it read). "
+                                   "Progress goes to stderr. See docs/discover.md.")
+    from roomwatch.discover.main import add_arguments as discover_arguments
+
+    discover_arguments(p)
+    p.set_defaults(func=cmd_discover)
+
     p = sub.add_parser("gen-token", help="generate an agent token and its hash",
                        description="Print a random agent token and the sha256 hash for the collector's agents list.")
     p.set_defaults(func=cmd_gen_token)
@@ -174,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 #: Commands owned by other packages (they add themselves to EXTRA_COMMANDS when imported).
 EXTRA_MODULES = {"test-alert": "alerts.cli", "hash-password": "alerts.cli", "report": "collector.report.cli"}
-CORE_COMMANDS = frozenset({"agent", "collector", "demo", "check-config", "gen-token"})
+CORE_COMMANDS = frozenset({"agent", "collector", "demo", "check-config", "discover", "gen-token"})
 
 
 def _load_extra_commands(argv: Sequence[str]) -> None:
