@@ -19,7 +19,6 @@ Only the addresses named are probed (no broadcast, no neighbour tables).
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -222,6 +221,5 @@ class SnmpScan:
         if answer.name:
             notes.append(f"sysName: {answer.name}")
         self.progress(f"snmp: {where} → profile {profile.name}, {len(readings)} readings")
-        key = target.address if target.address is not None else ipaddress.ip_address("255.255.255.255")
         return Found("snmp", where, answer.name or f"{profile.name}-{target.host}", entry, identity, readings, notes,
-                     sort_key=(0, key.version, int(key), target.host))
+                     sort_key=(0, *target.sort_key()))

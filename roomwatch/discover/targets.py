@@ -44,10 +44,10 @@ class SnmpTarget:
     host: str
     address: Address | None = None  # None: a host name, resolved at scan time
 
-    def sort_key(self) -> tuple[int, int, str]:
+    def sort_key(self) -> tuple[int, int, int, str]:
         if self.address is None:
-            return (2, 0, self.host)
-        return (self.address.version, int(self.address), self.host)
+            return (1, 0, 0, self.host)  # host names after addresses
+        return (0, self.address.version, int(self.address), self.host)
 
 
 def _address(text: str, what: str) -> Address:
