@@ -13,6 +13,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 import drivers
 from agent.actions import ActionEntry, check_actions
 from agent.fallback import FallbackConfig
+from agent.traps import TrapsConfig
 from drivers.base import DeviceConfig
 from drivers.host import HostConfig
 from roomwatch.configbase import (
@@ -120,6 +121,7 @@ class AgentConfig(Model):
     devices: list[DeviceEntry] = Field(default_factory=list)
     actions: list[ActionEntry] = Field(default_factory=list)  # type: ignore[valid-type]
     fallback: FallbackConfig | None = None
+    traps: TrapsConfig | None = None
 
     def extra_checks(self) -> list[tuple[tuple[Any, ...], str]]:
         """Cross-field checks pydantic cannot locate: (path, message)."""
@@ -138,6 +140,8 @@ class AgentConfig(Model):
                 problems.append((("fallback",), "local fallback alerting needs a collector section (it alerts when "
                                  "the collector cannot be reached)"))
             problems.extend(self.fallback.extra_checks())
+        if self.traps is not None and not any(d.driver == "snmp" for d in self.devices):
+            problems.append((("traps",), "the trap listener matches senders to snmp devices, and this agent has none"))
         problems.extend(check_actions(self.actions, self.all_devices()))
         return problems
 

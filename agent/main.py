@@ -46,7 +46,16 @@ async def serve(config_path: str) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await agent.start()
+    from agent.traps import TrapListenError
+
+    try:
+        await agent.start()
+    except TrapListenError as exc:
+        log.error("%s", exc)
+        await agent.stop()
+        if http is not None:
+            http.stop()
+        return 1
     notifier = Notifier()
     notifier.ready(f"agent {cfg.agent.id}: {len(cfg.all_devices())} devices")
     notifier.start_watchdog()

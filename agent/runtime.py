@@ -63,6 +63,8 @@ class DeviceRunner:
         #: current at the collector (a measurement only while younger than ``max_age``).
         self.current: dict[tuple[str, tuple[tuple[str, str], ...]], tuple[SampleRecord, float]] = {}
         self.refreshed = 0.0  # monotonic time current values were last re-sent
+        self.polling = False  # a poll of it is running (scheduled or asked for by poll_now)
+        self.repoll = False  # poll_now was asked while it ran: poll again when it ends
 
 
 class _DriverContext:
@@ -119,6 +121,11 @@ class Agent:
             runner.driver = cls(dev_cfg, _DriverContext(self, dev_cfg.name))
             runner.timeout = runner.driver.poll_timeout(runner.timeout)
             self.devices[dev_cfg.name] = runner
+        self.traps: Any = None
+        if config.traps is not None:
+            from agent.traps import TrapService
+
+            self.traps = TrapService(self, config.traps)
         self.actions = build_actions(self)  # each registers itself in self.observers
 
     # -- shared resources ----------------------------------------------------
@@ -216,8 +223,31 @@ class Agent:
             for e in events
         ])
 
+    def poll_now(self, dev: DeviceRunner) -> None:
+        """Poll ``dev`` at once, outside its schedule (an SNMP trap said something happened).
+
+        Never two polls of one device at a time: while one runs, another follows when it ends.
+        """
+        if dev.polling:
+            dev.repoll = True
+            return
+        asyncio.get_running_loop().create_task(self.poll_device(dev), name=f"poll-now-{dev.name}")
+
     async def poll_device(self, dev: DeviceRunner) -> None:
         """One poll of one device under its timeout; never raises."""
+        if dev.polling:  # a scheduled tick while a poll asked for by poll_now runs: an overlap, skipped
+            dev.skipped += 1
+            return
+        dev.polling = True
+        try:
+            await self._poll(dev)
+        finally:
+            dev.polling = False
+        if dev.repoll:
+            dev.repoll = False
+            self.poll_now(dev)
+
+    async def _poll(self, dev: DeviceRunner) -> None:
         task = asyncio.current_task()
         if task is not None:
             self._polls.add(task)
@@ -245,7 +275,11 @@ class Agent:
             self._set_up(dev, True)
             records = self._records(dev, readings, now)
         dev.duration = time.monotonic() - started
-        self._publish(dev, records + self._health(dev, now), replace=bool(records))
+        events: list[EventRecord] = []
+        if self.traps is not None:
+            records = self.traps.adjust(dev, records)  # a state a trap just reported stands a while
+            events = self.traps.take_events(dev)  # the snmp_trap event travels with this poll's values
+        self._publish(dev, records + self._health(dev, now), replace=bool(records), events=events)
 
     async def _check_silence(self) -> None:
         """Watch listening devices (every second).
@@ -343,6 +377,9 @@ class Agent:
             out.append(SampleRecord(v.AGENT_CPU_SECONDS, labels, cpu.user + cpu.system, now_ms))
         except (ImportError, OSError):
             pass
+        if self.traps is not None:
+            for result, n in sorted(self.traps.stats().items()):
+                out.append(SampleRecord(v.AGENT_SNMP_TRAPS, {**labels, "result": result}, float(n), now_ms))
         if self.pusher is not None:
             for result, n in self.pusher.stats.items():
                 out.append(SampleRecord(v.AGENT_PUSH_BATCHES, {**labels, "result": result}, float(n), now_ms))
@@ -367,6 +404,8 @@ class Agent:
         logging.getLogger("apscheduler.executors").setLevel(logging.CRITICAL)
         self._started_m = time.monotonic()
         self._loop = asyncio.get_running_loop()
+        if self.traps is not None:
+            await self.traps.start()  # first: a listener that cannot bind stops the agent before it polls
         sched = AsyncIOScheduler(job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 30})
 
         def on_skip(event: JobExecutionEvent) -> None:
@@ -411,6 +450,8 @@ class Agent:
                 await asyncio.wait(set(self._polls), timeout=poll_grace)
             self._scheduler.shutdown(wait=False)
             self._scheduler = None
+        if self.traps is not None:
+            self.traps.stop()
         for action in self.actions:
             await action.aclose()  # drops pending timers; lets a started command finish
         if self.pusher is not None:

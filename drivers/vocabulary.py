@@ -127,6 +127,13 @@ AGENT_LAST_PUSH_OK = _def(
 AGENT_RESIDENT_MEMORY = _def("roomwatch_agent_resident_memory_bytes", "Resident memory of the agent process.")
 AGENT_CPU_SECONDS = _def("roomwatch_agent_cpu_seconds_total", "CPU time used by the agent process.", "counter")
 
+AGENT_SNMP_TRAPS = _def(
+    "roomwatch_snmp_traps_total",
+    "SNMP notifications the agent's trap listener received, by result (accepted, unknown_sender, bad_community, "
+    "bad_auth, malformed).",
+    "counter",
+)
+
 # --- agent spool (store-and-forward; reliability) -------------------------------------------
 AGENT_SPOOL_BATCHES = _def("roomwatch_agent_spool_batches", "Batches in the agent's spool, not yet accepted by a collector.")
 AGENT_SPOOL_SAMPLES = _def("roomwatch_agent_spool_samples", "Samples in the agent's spool, not yet accepted by a collector.")
