@@ -190,7 +190,7 @@ class TrapService:
         loop = asyncio.get_running_loop()
         found: dict[str, list[DeviceRunner]] = {}
         for dev in self.devices():
-            host = dev.cfg.host
+            host = str(getattr(dev.cfg, "host", ""))
             try:
                 ipaddress.ip_address(host)
                 addresses = [host]

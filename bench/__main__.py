@@ -45,6 +45,7 @@ class Benchmark:
 BENCHMARKS: list[Benchmark] = [
     Benchmark("agent_footprint", ["--minutes", "10"]),  # issue 2: agent RSS/CPU beside node_exporter
     Benchmark("snmp"),             # issue 3: one agent polling 100 UPS agents vs snmp_exporter
+    Benchmark("traps"),            # issue 13: agent memory with the trap listener, trap → collector latency
     Benchmark("mqtt"),             # issue 4: MQTT ingest rate, CPU per 1k messages, memory per sensor
     Benchmark("spool"),            # issue 6: spool throughput, backlog drain, history cost
     Benchmark("collector"),        # issue 2: ingest and /metrics render vs prometheus_client
@@ -55,6 +56,7 @@ BENCHMARKS: list[Benchmark] = [
     Benchmark("alert_latency"),    # issue 5: push → webhook vs Prometheus + Alertmanager
     Benchmark("e2e_door"),         # issue 5: MQTT publish → agent → collector → webhook, end to end
     Benchmark("profiles"),         # issue 8: before/after of the profiled hot spots
+    Benchmark("discover"),         # issue 13: discover of a /24 beside nmap and snmpget loops
 ]
 
 DOC = ROOT / "BENCHMARKS.md"
