@@ -4,6 +4,6 @@ Public surface: :func:`main` (the ``roomwatch agent`` command),
 :class:`~agent.runtime.Agent`, :func:`~agent.config.load_agent_config`.
 """
 
-from agent.main import main
+from roomwatch.agent.main import main
 
 __all__ = ["main"]

@@ -21,11 +21,11 @@ import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from agent.config import CollectorTarget
-from agent.outbox import MemoryOutbox, Outbox
 from roomwatch import __version__
-from roomwatch.tls import client_context
-from roomwatch.wire import MAX_EVENTS, PUSH_PATH, Batch, EventRecord, SampleRecord, encode_batch
+from roomwatch.agent.config import CollectorTarget
+from roomwatch.agent.outbox import MemoryOutbox, Outbox
+from roomwatch.core.tls import client_context
+from roomwatch.core.wire import MAX_EVENTS, PUSH_PATH, Batch, EventRecord, SampleRecord, encode_batch
 
 __all__ = ["PushResult", "Pusher"]
 

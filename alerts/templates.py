@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from alerts.conditions import Expr, parse_expr
-from alerts.timewindow import format_time
+from roomwatch.alerts.conditions import Expr, parse_expr
+from roomwatch.alerts.timewindow import format_time
 
 __all__ = ["AlertView", "cut_bytes", "format_seconds", "format_value", "render_annotations", "render_notification"]
 

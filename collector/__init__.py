@@ -5,6 +5,6 @@ Public surface: :func:`main` (the ``roomwatch collector`` command),
 :func:`~collector.config.load_collector_config`.
 """
 
-from collector.main import main
+from roomwatch.collector.main import main
 
 __all__ = ["main"]

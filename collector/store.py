@@ -7,7 +7,7 @@ dedup record and history rows are committed (``synchronous=FULL``: durable
 against power loss). Readers (history API, remote write) use their own
 connections; WAL lets them read while the writer writes.
 
-Tables (component ``ingest`` in :func:`collector.db.ensure_schema`):
+Tables (component ``ingest`` in :func:`roomwatch.core.sqlite.ensure_schema`):
 
 * ``ingest_seq_ranges(agent, lo, hi)`` — the :class:`~collector.seqs.SeqTracker`
   ranges of every agent, rewritten incrementally in the batch's transaction;
@@ -37,10 +37,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from collector.db import ensure_schema, open_db
-from collector.seqs import SeqTracker
-from roomwatch.interning import label_pairs, string
-from roomwatch.wire import Batch
+from roomwatch.collector.seqs import SeqTracker
+from roomwatch.core.interning import label_pairs, string
+from roomwatch.core.sqlite import ensure_schema, open_db
+from roomwatch.core.wire import Batch
 
 __all__ = ["IngestStore", "StoreError"]
 

@@ -11,14 +11,14 @@ from typing import Any, ClassVar, Literal
 
 import pytest
 
-from alerts.channels.alertmanager import AlertmanagerChannel, AlertmanagerSender
-from alerts.channels.base import AlertItem, Channel, Notification, Outcome, SendResult
-from alerts.channels.webhook import WebhookChannel, WebhookSender
-from alerts.config import ChannelBase
-from alerts.outbox import Outbox
-from alerts.store import MIGRATIONS as STORE_MIGRATIONS
-from alerts.store import AlertStore
-from alerts.templates import AlertView, render_notification
+from roomwatch.alerts.outbox import Outbox
+from roomwatch.alerts.store import MIGRATIONS as STORE_MIGRATIONS
+from roomwatch.alerts.store import AlertStore
+from roomwatch.alerts.templates import AlertView, render_notification
+from roomwatch.channels.alertmanager import AlertmanagerChannel, AlertmanagerSender
+from roomwatch.channels.base import AlertItem, Channel, Notification, Outcome, SendResult
+from roomwatch.channels.config import ChannelBase
+from roomwatch.channels.webhook import WebhookChannel, WebhookSender
 from tests.helpers import free_port, run_cli, wait_for, write_yaml
 from tests.peers.alertmanager import Alertmanager, alertmanager  # noqa: F401 - fixture
 from tests.peers.webhook_receiver import WebhookReceiver, webhook_receiver  # noqa: F401 - fixture
@@ -298,7 +298,7 @@ def test_store_schema_is_versioned(tmp_path: Path) -> None:
 
 def test_store_of_the_first_release_is_migrated_keeping_its_alerts(tmp_path: Path) -> None:
     """A version-1 store (before local fallback notices) gets the new column and table; its episodes stay."""
-    from collector.db import ensure_schema, open_db
+    from roomwatch.core.sqlite import ensure_schema, open_db
 
     conn = open_db(tmp_path / "old.db")
     ensure_schema(conn, "alerts", STORE_MIGRATIONS[:1])

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from alerts.rules import compile_rules
-from collector.config import CollectorConfig, load_collector_config
+from roomwatch.alerts.rules import compile_rules
+from roomwatch.collector.config import CollectorConfig, load_collector_config
 from tests.helpers import ROOT, run_cli
 
 BASE = "listen: 127.0.0.1:9640\nchannels:\n  - {name: hook, type: webhook, url: 'http://127.0.0.1:9999/'}\n"

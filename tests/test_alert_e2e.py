@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from collector.webauth import hash_password
-from roomwatch.wire import Batch, EventRecord, SampleRecord, encode_batch
+from roomwatch.collector.webauth import hash_password
+from roomwatch.core.wire import Batch, EventRecord, SampleRecord, encode_batch
 from tests.conftest import TOKENS, CollectorHandle, start_collector
 from tests.helpers import http_get, http_post, metric_value, wait_for
 from tests.peers.prometheus import promtool_check_metrics

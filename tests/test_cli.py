@@ -45,7 +45,7 @@ def test_bad_config_is_exit_2_for_agent_and_collector(tmp_path) -> None:
 
 
 def test_gen_token_hash_matches() -> None:
-    from collector.agents import hash_token
+    from roomwatch.collector.agents import hash_token
 
     res = run_cli("gen-token")
     token = re.search(r"token:\s+(\S+)", res.stdout).group(1)

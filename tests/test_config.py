@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from roomwatch.configbase import ConfigError, load_yaml, parse_duration
+from roomwatch.core.configbase import ConfigError, load_yaml, parse_duration
 from tests.helpers import ROOT, run_cli
 
 EXAMPLES = sorted((ROOT / "config").glob("*.example.yaml"))
@@ -127,7 +127,7 @@ def test_unknown_kind_is_exit_2(tmp_path: Path) -> None:
 
 
 def test_secret_from_file_and_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from agent.config import load_agent_config
+    from roomwatch.agent.config import load_agent_config
 
     (tmp_path / "tok").write_text("from-file\n")
     f = tmp_path / "a.yaml"
@@ -230,8 +230,8 @@ def test_collector_url_with_credentials_is_refused(tmp_path: Path) -> None:
 
 
 def test_default_storage_directory_is_created(tmp_path: Path) -> None:
-    from collector.config import CollectorConfig
-    from collector.main import _prepare_storage
+    from roomwatch.collector.config import CollectorConfig
+    from roomwatch.collector.main import _prepare_storage
 
     cfg = CollectorConfig.model_validate({"agents": []})
     cfg.storage = str(tmp_path / "var-lib-roomwatch" / "collector.db")

@@ -11,7 +11,7 @@ import time
 import urllib.parse
 from pathlib import Path
 
-from roomwatch.wire import Batch, EventRecord, SampleRecord, encode_batch
+from roomwatch.core.wire import Batch, EventRecord, SampleRecord, encode_batch
 from tests.conftest import TOKENS, CollectorHandle, start_collector
 from tests.helpers import ROOT, http_get, http_json, http_post, metric_value, write_yaml
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from roomwatch.wire import decode_batch
+from roomwatch.core.wire import decode_batch
 from tests.conftest import TOKENS, start_collector
 from tests.helpers import http_get, metric_value, wait_for
 from tests.peers.fake_modem import FakeModem
@@ -122,8 +122,8 @@ def test_leak_while_the_link_is_down_is_sent_by_sms_once_and_not_again_by_the_co
 
 
 def test_fallback_config_is_checked_with_the_channel_models(tmp_path: Path) -> None:
-    from agent.config import load_agent_config
-    from roomwatch.configbase import ConfigError
+    from roomwatch.agent.config import load_agent_config
+    from roomwatch.core.configbase import ConfigError
     from tests.helpers import write_yaml
 
     base = {"agent": {"id": "a", "spool": None}, "collector": {"urls": ["http://127.0.0.1:9640"], "token": "x" * 16}}
@@ -145,8 +145,8 @@ async def test_a_number_over_its_limit_is_retried_alone_and_the_collector_told_o
     (fallback_notified) is queued once, when the first number had it."""
     from types import SimpleNamespace
 
-    from agent import fallback as fb
-    from alerts.channels.gsm_modem import Modem
+    from roomwatch.agent import fallback as fb
+    from roomwatch.channels.gsm_modem import Modem
 
     monkeypatch.setattr(fb, "_RETRY_REMAINDER", 0.0, raising=False)
     monkeypatch.setattr(Modem, "PIN_SETTLE", 0.0)

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from drivers.vocabulary import METRICS
+from roomwatch.core.vocabulary import METRICS
 from tests.helpers import ROOT, RoomwatchProcess, http_get, require_binary, wait_for
 from tests.peers.prometheus import prometheus_factory  # noqa: F401
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from roomwatch.wire import Batch, SampleRecord, encode_batch
+from roomwatch.core.wire import Batch, SampleRecord, encode_batch
 from tests.conftest import TOKENS, CollectorHandle, start_collector
 from tests.helpers import http_get, http_post
 

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from agent.config import AgentConfig
-from agent.runtime import Agent
-from drivers import vocabulary as v
+from roomwatch.agent.config import AgentConfig
+from roomwatch.agent.runtime import Agent
+from roomwatch.core import vocabulary as v
 from tests.peers.modbus import ModbusPeer, modbus_peer, serial_pair  # noqa: F401
 
 

@@ -12,11 +12,11 @@ from typing import Any, TypeVar
 
 import pytest
 
-import drivers
-from drivers import vocabulary as v
-from drivers.base import DeviceError, Reading
-from drivers.modbus.config import ModbusConfig
-from drivers.modbus.driver import ModbusDriver
+from roomwatch import drivers
+from roomwatch.core import vocabulary as v
+from roomwatch.drivers.base import DeviceError, Reading
+from roomwatch.drivers.modbus.config import ModbusConfig
+from roomwatch.drivers.modbus.driver import ModbusDriver
 from tests.peers.modbus import ModbusPeer, modbus_peer, serial_pair  # noqa: F401
 
 drivers.load_builtin()

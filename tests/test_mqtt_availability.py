@@ -20,10 +20,10 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from drivers.mqtt.availability import Availability, read_availability, topic_matches
-from drivers.mqtt.connection import BrokerConnection
-from drivers.mqtt.driver import MqttConfig, MqttDriver
-from drivers.mqtt.payloads import REASONS, PayloadError
+from roomwatch.drivers.mqtt.availability import Availability, read_availability, topic_matches
+from roomwatch.drivers.mqtt.connection import BrokerConnection
+from roomwatch.drivers.mqtt.driver import MqttConfig, MqttDriver
+from roomwatch.drivers.mqtt.payloads import REASONS, PayloadError
 from tests.mqtt_helpers import current, make_agent, publish, until
 from tests.peers.mosquitto import Mosquitto, Publisher, mosquitto, publisher  # noqa: F401
 from tests.test_mqtt_formats import RecordingContext
@@ -121,7 +121,7 @@ FORMATS: dict[str, tuple[tuple[str, str], dict[str, Any], str, str, str, str, st
 
 def _temp(agent: Any, name: str) -> float | None:
     """The device's temperature, whatever its sensor label."""
-    from roomwatch.exposition import render
+    from roomwatch.core.exposition import render
 
     for line in render(agent.latest.families()).decode().splitlines():
         if line.startswith(T + "{") and f'device="{name}"' in line:

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from drivers.mqtt import connection
-from drivers.mqtt.connection import BrokerConnection
+from roomwatch.drivers.mqtt import connection
+from roomwatch.drivers.mqtt.connection import BrokerConnection
 from tests.mqtt_helpers import current, make_agent, publish, until
 from tests.peers.mosquitto import PASSWORD, USER, Mosquitto, Publisher, mosquitto, mosquitto_tls, publisher  # noqa: F401
 
@@ -267,7 +267,7 @@ async def test_sensor_that_never_spoke_goes_down_after_the_default_max_age(
         mosquitto: Mosquitto, publisher: Publisher, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
     # The format default (15 min for ESPHome measurements) shortened, so the test can wait it out:
     # the device entry sets no max_age, as a user with a wrong topic would have it.
-    from drivers.mqtt import formats
+    from roomwatch.drivers.mqtt import formats
 
     monkeypatch.setitem(formats.FORMAT_DEFAULT_MAX_AGE, "esphome", (2.0, None))
     agent = make_agent([dev("wrong-topic", mosquitto, "esp-rom/#", "esphome", interval="1s"),

@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
-from agent.config import AgentConfig
-from agent.runtime import Agent
-from drivers import vocabulary as v
-from drivers.nut_protocol import split_line
-from roomwatch.configbase import ConfigError
+from roomwatch.agent.config import AgentConfig
+from roomwatch.agent.runtime import Agent
+from roomwatch.core import vocabulary as v
+from roomwatch.core.configbase import ConfigError
+from roomwatch.drivers.nut_protocol import split_line
 from tests.helpers import free_port, write_yaml
 from tests.peers.nut import NutServer, nut_factory, write_dev  # noqa: F401
 
@@ -174,7 +174,7 @@ async def test_unreachable_and_garbage_peers(upsd: NutServer, make_agent: Any) -
 
 def test_config_errors(tmp_path: Path) -> None:
     """username without password (and the reverse) is refused at load time, with file and line."""
-    from agent.config import load_agent_config
+    from roomwatch.agent.config import load_agent_config
 
     path = write_yaml(tmp_path / "a.yaml", {"devices": [
         {"name": "u1", "driver": "nut", "username": "monitor"},

@@ -6,7 +6,7 @@ import gzip
 import json
 import time
 
-from roomwatch.wire import Batch, SampleRecord, encode_batch
+from roomwatch.core.wire import Batch, SampleRecord, encode_batch
 from tests.conftest import TOKENS, CollectorHandle
 from tests.helpers import http_json, http_post, metric_value
 
@@ -199,7 +199,7 @@ def test_a_sample_stamped_in_the_future_is_stored_at_its_receive_time(collector:
     """One sample 30 days ahead must not freeze the series: history, current value and alerts agree."""
     import urllib.parse
 
-    from roomwatch.wire import EventRecord
+    from roomwatch.core.wire import EventRecord
     from tests.helpers import http_get
 
     labels = {"agent": "agent-a", "device": "th", "room": "r1"}

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import yaml
 
-from collector.remote_write import decode_write_request, encode_write_request
-from roomwatch.wire import Batch, SampleRecord, encode_batch
+from roomwatch.collector.remote_write import decode_write_request, encode_write_request
+from roomwatch.core.wire import Batch, SampleRecord, encode_batch
 from tests.conftest import TOKENS, CollectorHandle, start_collector
 from tests.helpers import free_port, http_get, http_post, metric_value, require_binary, wait_for
 from tests.peers.process import PeerProcess

@@ -11,13 +11,13 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from alerts.store import MIGRATIONS as ALERT_MIGRATIONS
-from collector.db import ensure_schema
-from collector.report.compute import compute_report, hold_segments, report_window, true_intervals
-from collector.report.config import ReportConfig
-from collector.report.render import duration_text, render_text
-from collector.report.sources import SQLiteSource
-from collector.store import MIGRATIONS as HISTORY_MIGRATIONS
+from roomwatch.alerts.store import MIGRATIONS as ALERT_MIGRATIONS
+from roomwatch.collector.report.compute import compute_report, hold_segments, report_window, true_intervals
+from roomwatch.collector.report.config import ReportConfig
+from roomwatch.collector.report.render import duration_text, render_text
+from roomwatch.collector.report.sources import SQLiteSource
+from roomwatch.collector.store import MIGRATIONS as HISTORY_MIGRATIONS
+from roomwatch.core.sqlite import ensure_schema
 from tests.conftest import start_collector
 from tests.helpers import http_get, run_cli, write_yaml
 from tests.peers.webhook_receiver import WebhookReceiver, webhook_receiver  # noqa: F401 - fixture
@@ -45,7 +45,7 @@ def _make_schema(conn: sqlite3.Connection) -> None:
 
 class Store:
     def __init__(self, path: Path):
-        from collector.db import open_db
+        from roomwatch.core.sqlite import open_db
 
         self.conn = open_db(path)
         _make_schema(self.conn)
@@ -187,7 +187,7 @@ def test_helpers_on_edges() -> None:
 
 
 def test_missing_tables_say_not_available(tmp_path: Path) -> None:
-    from collector.db import open_db
+    from roomwatch.core.sqlite import open_db
 
     open_db(tmp_path / "empty.db").close()
     src = SQLiteSource(tmp_path / "empty.db")
@@ -292,8 +292,8 @@ def test_report_page_and_json_from_a_running_collector(store_path: Path, tmp_pat
 
 
 def test_schedule_sends_once_and_catches_up_after_a_restart(tmp_path: Path) -> None:
-    from collector.config import CollectorConfig
-    from collector.report.service import CATCH_UP, ReportScheduler
+    from roomwatch.collector.config import CollectorConfig
+    from roomwatch.collector.report.service import CATCH_UP, ReportScheduler
 
     cfg = CollectorConfig.model_validate({"storage": str(tmp_path / "c.db")})
 

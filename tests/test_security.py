@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from roomwatch.wire import Batch, SampleRecord, encode_batch
+from roomwatch.core.wire import Batch, SampleRecord, encode_batch
 from tests.conftest import TOKENS, CollectorHandle, start_collector
 from tests.helpers import RoomwatchProcess, free_port, http_json, metric_value, wait_for, write_yaml
 from tests.tlsutil import CA
@@ -241,9 +241,9 @@ class _UpsdDenies(socketserver.StreamRequestHandler):
 
 
 def test_no_secret_in_any_log_line_or_metric(tmp_path: Path, agent_factory: Any) -> None:
-    from agent.config import load_agent_config
-    from collector.config import load_collector_config
-    from roomwatch.configbase import iter_secret_values
+    from roomwatch.agent.config import load_agent_config
+    from roomwatch.collector.config import load_collector_config
+    from roomwatch.core.configbase import iter_secret_values
 
     echo = HTTPServer(("127.0.0.1", 0), _EchoAuth)
     threading.Thread(target=echo.serve_forever, daemon=True).start()
@@ -291,8 +291,8 @@ def test_no_secret_in_any_log_line_or_metric(tmp_path: Path, agent_factory: Any)
 def test_listens_on_loopback_by_default(tmp_path: Path, collector: CollectorHandle) -> None:
     import psutil
 
-    from agent.config import AgentSection
-    from collector.config import CollectorConfig
+    from roomwatch.agent.config import AgentSection
+    from roomwatch.collector.config import CollectorConfig
 
     assert CollectorConfig().listen.startswith("127.0.0.1:")
     assert (AgentSection().listen or "").startswith("127.0.0.1:")

@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from agent.config import AgentConfig
-from agent.runtime import Agent
-from roomwatch.wire import EventRecord
+from roomwatch.agent.config import AgentConfig
+from roomwatch.agent.runtime import Agent
+from roomwatch.core.wire import EventRecord
 from tests.conftest import TOKENS
 from tests.helpers import free_port, http_get, metric_value, wait_for
 from tests.peers.nut import NutServer, nut_factory, write_dev  # noqa: F401

@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 
-from agent.config import AgentConfig
-from agent.runtime import Agent
-from drivers import vocabulary as v
-from drivers.base import Reading
-from drivers.snmp import SnmpConfig, SnmpDriver
+from roomwatch.agent.config import AgentConfig
+from roomwatch.agent.runtime import Agent
+from roomwatch.core import vocabulary as v
+from roomwatch.drivers.base import Reading
+from roomwatch.drivers.snmp import SnmpConfig, SnmpDriver
 from tests.helpers import ROOT, free_port
 from tests.peers.snmpd import Snmpd, snmpd  # noqa: F401
 from tests.peers.snmpsim import Snmpsim, start_snmpsim
@@ -260,8 +260,8 @@ def test_poll_budget_covers_retries() -> None:
 
 def test_demo_ups_is_served_over_real_snmp(tmp_path: Any) -> None:
     """`roomwatch demo`'s simulated UPS: snmpsim with the shipped recording, read by the driver."""
-    from roomwatch.demo import DemoContext, _stop
-    from roomwatch.sims import snmp_ups
+    from roomwatch.demo.run import DemoContext, _stop
+    from roomwatch.demo.sims import snmp_ups
 
     ctx = DemoContext(tmp_path)
     try:

@@ -9,11 +9,12 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from agent.config import load_agent_config
-from drivers import vocabulary as v
-from drivers.base import Reading
-from drivers.snmp import SnmpConfig
-from drivers.snmp.profile import (
+from roomwatch.agent.config import load_agent_config
+from roomwatch.core import vocabulary as v
+from roomwatch.core.configbase import ConfigError
+from roomwatch.drivers.base import Reading
+from roomwatch.drivers.snmp import SnmpConfig
+from roomwatch.drivers.snmp.profile import (
     Condition,
     Point,
     ProfileError,
@@ -22,8 +23,7 @@ from drivers.snmp.profile import (
     match_profile,
     parse_oid,
 )
-from drivers.snmp.readings import contact_readings, evaluate, parse_battery_date
-from roomwatch.configbase import ConfigError
+from roomwatch.drivers.snmp.readings import contact_readings, evaluate, parse_battery_date
 from tests.helpers import ROOT, run_cli
 
 UPS = (1, 3, 6, 1, 2, 1, 33, 1)

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from roomwatch.notice import notice_event
-from roomwatch.wire import Batch, EventRecord, SampleRecord, encode_batch
+from roomwatch.core.notice import notice_event
+from roomwatch.core.wire import Batch, EventRecord, SampleRecord, encode_batch
 from tests.conftest import TOKENS, CollectorHandle, start_collector
 from tests.helpers import ROOT, http_get, http_post
 from tests.peers.chromium import Page, browser_page  # noqa: F401

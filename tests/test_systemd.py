@@ -95,7 +95,7 @@ def test_install_script_stages_files_that_work(tmp_path: Path) -> None:
                             str(root / "etc/roomwatch/collector.yaml")], capture_output=True, text=True, env=env,
                            timeout=60, check=False, cwd=ROOT)
     assert check.returncode == 0, check.stdout + check.stderr
-    from agent.config import load_agent_config
+    from roomwatch.agent.config import load_agent_config
 
     old = os.environ.get("CREDENTIALS_DIRECTORY")
     os.environ["CREDENTIALS_DIRECTORY"] = str(creds)
@@ -235,7 +235,7 @@ def test_collector_notifies_ready_and_watchdog_on_a_filesystem_socket(tmp_path: 
 
 
 def test_no_notify_socket_means_no_notify(tmp_path: Path) -> None:
-    from roomwatch.sdnotify import notify, watchdog_interval
+    from roomwatch.core.sdnotify import notify, watchdog_interval
 
     assert notify("READY=1", "") is False
     assert watchdog_interval({"WATCHDOG_USEC": "30000000"}) == 15.0

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from drivers import vocabulary as v
+from roomwatch.core import vocabulary as v
 
 __all__ = ["ROOM_METRICS", "rooms_snapshot"]
 

@@ -8,6 +8,6 @@ Modules: :mod:`~drivers.mqtt.connection` (one paho client per broker),
 paho-mqtt is imported only when a device starts.
 """
 
-from drivers.mqtt.driver import MqttConfig, MqttDriver
+from roomwatch.drivers.mqtt.driver import MqttConfig, MqttDriver
 
 __all__ = ["MqttConfig", "MqttDriver"]

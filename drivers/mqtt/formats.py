@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from drivers.mqtt.payloads import (
+from roomwatch.drivers.mqtt.payloads import (
     Parsed,
     PayloadError,
     Value,

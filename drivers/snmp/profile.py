@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from drivers import vocabulary
+from roomwatch.core import vocabulary
 
 __all__ = ["OID", "Condition", "InfoField", "Point", "Profile", "Table", "all_profiles", "format_oid", "get_profile",
            "match_profile", "parse_oid"]
