@@ -11,10 +11,10 @@ from pathlib import Path
 
 from tests.door_rig import ROOM, SITE, SUMMARY, DoorPipeline
 from tests.helpers import http_get, metric_value
-from tests.peers.webhook_receiver import WebhookReceiver, webhook_receiver  # noqa: F401 - fixture
+from tests.peers.webhook_receiver import WebhookReceiver
 
 
-def test_door_opened_over_mqtt_reaches_the_webhook(tmp_path: Path, webhook_receiver: WebhookReceiver) -> None:  # noqa: F811
+def test_door_opened_over_mqtt_reaches_the_webhook(tmp_path: Path, webhook_receiver: WebhookReceiver) -> None:
     rig = DoorPipeline(tmp_path, webhook_receiver, ["door1"])
     try:
         for i in range(3):

@@ -16,7 +16,7 @@ from roomwatch.core.wire import decode_batch
 from tests.conftest import TOKENS, start_collector
 from tests.helpers import http_get, metric_value, wait_for
 from tests.peers.fake_modem import FakeModem
-from tests.peers.webhook_receiver import WebhookReceiver, webhook_receiver  # noqa: F401 - fixture
+from tests.peers.webhook_receiver import WebhookReceiver
 from tests.reliability_rig import CounterAgent
 
 PHONE = "+8613800138000"
@@ -38,7 +38,7 @@ def _spooled_events(spool: Path) -> list:
 
 @pytest.mark.timeout(150)
 def test_leak_while_the_link_is_down_is_sent_by_sms_once_and_not_again_by_the_collector(
-        tmp_path: Path, webhook_receiver: WebhookReceiver) -> None:  # noqa: F811
+        tmp_path: Path, webhook_receiver: WebhookReceiver) -> None:
     modem = FakeModem()
     state = tmp_path / "state"
     state.write_text("roomwatch_water_leak_detected 0\nroomwatch_smoke_detected 1\n")

@@ -16,7 +16,6 @@ import yaml
 
 from roomwatch.core.vocabulary import METRICS
 from tests.helpers import ROOT, RoomwatchProcess, http_get, require_binary, wait_for
-from tests.peers.prometheus import prometheus_factory  # noqa: F401
 
 GRAFANA = ROOT / "config" / "grafana"
 BOARDS = sorted((GRAFANA / "dashboards").glob("*.json"))
@@ -158,7 +157,7 @@ def demo(tmp_path: Path) -> Iterator[str]:
 
 
 @pytest.mark.slow
-def test_every_expression_evaluates_on_prometheus_scraping_the_demo(demo: str, prometheus_factory: Any) -> None:  # noqa: F811
+def test_every_expression_evaluates_on_prometheus_scraping_the_demo(demo: str, prometheus_factory: Any) -> None:
     """A real Prometheus scrapes the demo's collector; every dashboard query evaluates without error."""
     prom = prometheus_factory([demo.removeprefix("http://")])
     wait_for(lambda: prom.query("roomwatch_agent_up == 1"), timeout=90, what="Prometheus to scrape the demo's agent")

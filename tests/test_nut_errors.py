@@ -16,7 +16,7 @@ from roomwatch.core import vocabulary as v
 from roomwatch.core.configbase import ConfigError
 from roomwatch.drivers.nut_protocol import split_line
 from tests.helpers import free_port, write_yaml
-from tests.peers.nut import NutServer, nut_factory, write_dev  # noqa: F401
+from tests.peers.nut import NutServer, write_dev
 
 pytestmark = pytest.mark.peer("upsd")
 
@@ -24,7 +24,7 @@ ONLINE = {"ups.status": "OL", "battery.charge": "100", "battery.runtime": "1200"
 
 
 @pytest.fixture
-def upsd(nut_factory: Any, tmp_path: Path) -> NutServer:  # noqa: F811
+def upsd(nut_factory: Any, tmp_path: Path) -> NutServer:
     """upsd with two UPS units, ``alpha`` and ``beta``."""
     return nut_factory({"alpha": write_dev(tmp_path / "alpha.dev", ONLINE),
                         "beta": write_dev(tmp_path / "beta.dev", {**ONLINE, "battery.charge": "55"})})
@@ -197,7 +197,7 @@ def test_split_line(line: str, words: list[str]) -> None:
     assert split_line(line) == words
 
 
-async def test_starttls(nut_factory: Any, tmp_path: Path, make_agent: Any) -> None:  # noqa: F811
+async def test_starttls(nut_factory: Any, tmp_path: Path, make_agent: Any) -> None:
     """STARTTLS with upsd's CA: encrypted (upsd logs SSL) and logged in; without the CA: refused with the
     reason; STARTTLS to an upsd without TLS: upsd's ERR explained."""
     tls = nut_factory({"alpha": write_dev(tmp_path / "tls-alpha.dev", ONLINE)}, tls=True)

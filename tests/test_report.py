@@ -20,7 +20,7 @@ from roomwatch.collector.store import MIGRATIONS as HISTORY_MIGRATIONS
 from roomwatch.core.sqlite import ensure_schema
 from tests.conftest import start_collector
 from tests.helpers import http_get, run_cli, write_yaml
-from tests.peers.webhook_receiver import WebhookReceiver, webhook_receiver  # noqa: F401 - fixture
+from tests.peers.webhook_receiver import WebhookReceiver
 
 TZ = ZoneInfo("Asia/Shanghai")
 
@@ -320,7 +320,7 @@ def test_schedule_sends_once_and_catches_up_after_a_restart(tmp_path: Path) -> N
 
 
 def test_report_is_sent_through_a_configured_webhook(store_path: Path, tmp_path: Path,
-                                                     webhook_receiver: WebhookReceiver) -> None:  # noqa: F811
+                                                     webhook_receiver: WebhookReceiver) -> None:
     """Through the real webhook channel to a receiver that accepts only Alertmanager's v4 body."""
     conf = _collector_file(tmp_path, store_path,
                            channels=[{"name": "hook", "type": "webhook", "url": webhook_receiver.url + "/hook"}],

@@ -20,7 +20,7 @@ from roomwatch.core import vocabulary as v
 from roomwatch.drivers.base import Reading
 from roomwatch.drivers.snmp import SnmpConfig, SnmpDriver
 from tests.helpers import ROOT, free_port
-from tests.peers.snmpd import Snmpd, snmpd  # noqa: F401
+from tests.peers.snmpd import Snmpd
 from tests.peers.snmpsim import Snmpsim, start_snmpsim
 from tests.test_snmp_recordings import _Ctx, poll_once
 
@@ -89,7 +89,7 @@ async def test_getbulk_walks_tables_in_fewer_requests_than_getnext(sim: Snmpsim)
     assert bulk_requests <= 4 < next_requests
 
 
-async def test_snmpd_v2c_and_v3_users(snmpd: Snmpd) -> None:  # noqa: F811 - the fixture
+async def test_snmpd_v2c_and_v3_users(snmpd: Snmpd) -> None:
     """net-snmp's agent (UPS-MIB values pinned with `override`): each v3 user reads the same UPS."""
     users = [
         {"user": "monitor", "auth_protocol": "SHA", "auth_key": "authpass123", "priv_protocol": "AES",

@@ -19,7 +19,7 @@ from roomwatch.core.notice import notice_event
 from roomwatch.core.wire import Batch, EventRecord, SampleRecord, encode_batch
 from tests.conftest import TOKENS, CollectorHandle, start_collector
 from tests.helpers import ROOT, http_get, http_post
-from tests.peers.chromium import Page, browser_page  # noqa: F401
+from tests.peers.chromium import Page
 
 ARTIFACTS = ROOT / "test-artifacts"
 PLACE = {"agent": "agent-a", "site": "county-a", "room": "room-1"}
@@ -119,7 +119,7 @@ def _history_records(room: str, device: str, sensors: int, every: int, hours: in
 
 
 @pytest.mark.slow
-async def test_status_page_in_chromium(fed_collector: tuple[CollectorHandle, Feeder], browser_page: Page) -> None:  # noqa: F811
+async def test_status_page_in_chromium(fed_collector: tuple[CollectorHandle, Feeder], browser_page: Page) -> None:
     """Exact rendering of known values, the fallback note, and 24-hour charts of rooms with many sensors.
 
     (Login, acknowledge, silence and screenshots of a live room: tests/test_status_page_demo.py.)
