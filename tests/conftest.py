@@ -28,8 +28,8 @@ pytest_plugins = [
     "tests.peers.mosquitto",
     "tests.peers.nut",
     "tests.peers.prometheus",
+    "tests.peers.snmpsim",  # before snmpd, which imports it (a plugin must be loaded as one to be assert-rewritten)
     "tests.peers.snmpd",
-    "tests.peers.snmpsim",
     "tests.peers.webhook_receiver",
 ]
 
