@@ -247,6 +247,7 @@ devices:
     assert "agent.yaml:3" in str(err.value) and "at least 8 characters" in str(err.value)
 
 
+@pytest.mark.peer
 def test_check_config_accepts_the_contract_snmp_device_and_the_example(tmp_path: Path) -> None:
     path = _write(tmp_path, "agent.yaml", """
 agent:
