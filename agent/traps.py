@@ -1,12 +1,12 @@
 """The agent's SNMP trap listener: a trap from a polled card is an immediate poll and, where it says so, an event.
 
 ``traps:`` in the agent file turns it on (see docs/snmp.md, "Traps"). For each notification
-the engine accepts (:mod:`drivers.snmp.trap_receiver`: community or v3 user checked):
+the engine accepts (:mod:`roomwatch.drivers.snmp.trap_receiver`: community or v3 user checked):
 
 1. the sender is matched to the configured ``snmp`` devices by address (the UDP source, else
    the v1 agent-addr pysnmp passes on as snmpTrapAddress.0). No match: dropped, counted
    ``unknown_sender``.
-2. a notification that states a state (:mod:`drivers.snmp.traps`: on battery, low battery,
+2. a notification that states a state (:mod:`roomwatch.drivers.snmp.traps`: on battery, low battery,
    mains back, leak, smoke) is a reading of that state now: its sample and, when it changes
    the state, its event (``ups_on_battery`` …) are pushed at once. The card's own objects
    may lag its trap (many cards read the UPS over a serial link every few seconds), so for
@@ -33,13 +33,13 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
-from drivers import vocabulary as v
-from roomwatch.configbase import Duration, HostPort, Model, Secret, parse_hostport
-from roomwatch.wire import EventRecord, SampleRecord
+from roomwatch.core import vocabulary as v
+from roomwatch.core.configbase import Duration, HostPort, Model, Secret, parse_hostport
+from roomwatch.core.wire import EventRecord, SampleRecord
 
 if TYPE_CHECKING:
-    from agent.runtime import Agent, DeviceRunner
-    from drivers.snmp.trap_receiver import Notification
+    from roomwatch.agent.runtime import Agent, DeviceRunner
+    from roomwatch.drivers.snmp.trap_receiver import Notification
 
 __all__ = ["MIN_GAP", "TrapListenError", "TrapService", "TrapUserConfig", "TrapsConfig"]
 
@@ -70,7 +70,7 @@ class TrapUserConfig(Model):
 
     @model_validator(mode="after")
     def _check(self) -> TrapUserConfig:
-        from drivers.snmp.pysnmp_client import AUTH_PROTOCOLS, PRIV_PROTOCOLS
+        from roomwatch.drivers.snmp.pysnmp_client import AUTH_PROTOCOLS, PRIV_PROTOCOLS
 
         if self.auth_protocol not in AUTH_PROTOCOLS:
             raise ValueError(f"auth_protocol must be one of {', '.join(AUTH_PROTOCOLS)}")
@@ -163,7 +163,7 @@ class TrapService:
     # -- lifecycle -------------------------------------------------------------------
     async def start(self) -> None:
         """Resolve device addresses and open the socket; TrapListenError when it cannot bind."""
-        from drivers.snmp.trap_receiver import TrapReceiver, TrapUser
+        from roomwatch.drivers.snmp.trap_receiver import TrapReceiver, TrapUser
 
         await self._resolve()
         host, port = parse_hostport(self.config.listen, default_host="0.0.0.0")
@@ -233,7 +233,7 @@ class TrapService:
 
     # -- notifications (event loop) --------------------------------------------------------------------
     def _on_trap(self, n: Notification) -> None:
-        from drivers.snmp.traps import classify
+        from roomwatch.drivers.snmp.traps import classify
 
         source = _plain_ip(n.source)
         devices = self._by_address.get(source)

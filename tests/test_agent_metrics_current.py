@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from tests.helpers import http_get, metric_value, wait_for
-from tests.peers.mosquitto import Mosquitto, Publisher, mosquitto, publisher  # noqa: F401 - fixtures
+from tests.peers.mosquitto import Mosquitto, Publisher
 
 INVALID = "roomwatch_mqtt_messages_invalid_total"
 MESSAGES = "roomwatch_mqtt_messages_total"
@@ -27,7 +27,7 @@ def _scrape(url: str) -> str:
 
 @pytest.mark.peer("mosquitto")
 def test_a_bad_mqtt_message_shows_in_the_next_scrape_without_waiting_for_an_interval(
-        agent_factory: Any, mosquitto: Mosquitto, publisher: Publisher) -> None:  # noqa: F811
+        agent_factory: Any, mosquitto: Mosquitto, publisher: Publisher) -> None:
     _proc, url = agent_factory(None, host={"enabled": False},
                                devices=[{"name": "th1", "driver": "mqtt", "broker": mosquitto.url,
                                          "topic": "zigbee2mqtt/th1", "format": "zigbee2mqtt", "interval": "1h"}])

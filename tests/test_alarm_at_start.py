@@ -18,8 +18,8 @@ import pytest
 
 from tests.conftest import CollectorHandle
 from tests.helpers import http_get, metric_value, wait_for
-from tests.peers.mosquitto import Mosquitto, Publisher, mosquitto, publisher  # noqa: F401 - fixtures
-from tests.peers.nut import NutServer, nut_factory, write_dev  # noqa: F401 - fixture
+from tests.peers.mosquitto import Mosquitto, Publisher
+from tests.peers.nut import NutServer, write_dev
 
 PUSH_INTERVAL = 60.0
 
@@ -42,7 +42,7 @@ def _alert(collector: CollectorHandle, name: str, device: str) -> dict[str, Any]
 
 @pytest.mark.peer("upsd")
 def test_ups_already_on_battery_at_agent_start_is_pushed_at_once(
-        tmp_path: Path, collector: CollectorHandle, agent_factory: Any, nut_factory: Any) -> None:  # noqa: F811
+        tmp_path: Path, collector: CollectorHandle, agent_factory: Any, nut_factory: Any) -> None:
     nut: NutServer = nut_factory({"ups1": write_dev(tmp_path / "ups1.dev", ON_BATTERY_UPS)})
     started = time.monotonic()
     agent_factory(collector.url, collector={"push_interval": f"{PUSH_INTERVAL:g}s"}, host={"enabled": False},
@@ -57,7 +57,7 @@ def test_ups_already_on_battery_at_agent_start_is_pushed_at_once(
 
 @pytest.mark.peer("mosquitto")
 def test_door_open_at_first_message_is_pushed_at_once_and_a_closed_one_is_not_an_event(
-        collector: CollectorHandle, agent_factory: Any, mosquitto: Mosquitto, publisher: Publisher) -> None:  # noqa: F811
+        collector: CollectorHandle, agent_factory: Any, mosquitto: Mosquitto, publisher: Publisher) -> None:
     publisher.publish("zigbee2mqtt/door_closed", json.dumps({"contact": True}), retain=True)
     _proc, agent_url = agent_factory(
         collector.url, collector={"push_interval": f"{PUSH_INTERVAL:g}s"}, host={"enabled": False},

@@ -23,10 +23,10 @@ import pytest
 import yaml
 
 from tests.conftest import CollectorHandle
-from tests.discover_rig import TasmotaBoard, cards_factory, common_udp_port  # noqa: F401 - fixture
+from tests.discover_rig import TasmotaBoard, common_udp_port
 from tests.helpers import ROOT, http_get, metric_value, require_fixtures, run_cli, wait_for
-from tests.peers.mosquitto import Mosquitto, Publisher, mosquitto, publisher  # noqa: F401 - fixtures
-from tests.peers.nut import NutServer, nut_factory  # noqa: F401 - fixture
+from tests.peers.mosquitto import Mosquitto, Publisher
+from tests.peers.nut import NutServer
 
 pytestmark = [pytest.mark.peer("snmpsim"), pytest.mark.peer("upsd"), pytest.mark.peer("mosquitto")]
 
@@ -80,7 +80,7 @@ def _device_ok(text: str, name: str) -> bool:
     """Up, and at least one reading that is not the agent's own bookkeeping about the device."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    from drivers.vocabulary import HEALTH_METRICS
+    from roomwatch.core.vocabulary import HEALTH_METRICS
 
     if metric_value(text, "roomwatch_device_up", device=name) != 1:
         return False
@@ -89,8 +89,8 @@ def _device_ok(text: str, name: str) -> bool:
 
 
 def test_discover_finds_exactly_the_room_and_the_agent_reads_all_of_it(
-        tmp_path: Path, cards_factory: Any, nut_factory: Any, mosquitto: Mosquitto,  # noqa: F811
-        publisher: Publisher, collector: CollectorHandle, agent_factory: Any) -> None:  # noqa: F811
+        tmp_path: Path, cards_factory: Any, nut_factory: Any, mosquitto: Mosquitto,
+        publisher: Publisher, collector: CollectorHandle, agent_factory: Any) -> None:
     fixtures = require_fixtures()
     port = common_udp_port([*CARDS, "127.0.0.1"])
     cards_factory({addr: fixtures / "devices" / "snmp" / f"{rec}.snmprec" for addr, rec in CARDS.items()}, port)
@@ -137,8 +137,8 @@ def test_discover_finds_exactly_the_room_and_the_agent_reads_all_of_it(
         board.stop()
 
 
-def test_discover_output_is_stable_between_runs(tmp_path: Path, cards_factory: Any,  # noqa: F811
-                                                mosquitto: Mosquitto, publisher: Publisher) -> None:  # noqa: F811
+def test_discover_output_is_stable_between_runs(tmp_path: Path, cards_factory: Any,
+                                                mosquitto: Mosquitto, publisher: Publisher) -> None:
     """Run twice, the same devices under the same names (only the header's time may differ)."""
     fixtures = require_fixtures()
     port = common_udp_port(["127.0.0.41", "127.0.0.42"])

@@ -17,12 +17,11 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.discover_rig import TasmotaBoard, cards_factory, common_udp_port  # noqa: F401 - fixture
+from tests.discover_rig import TasmotaBoard, common_udp_port
 from tests.helpers import ROOT, free_port, require_fixtures, run_cli, wait_for
-from tests.peers.modbus import ModbusPeer, modbus_peer  # noqa: F401 - fixture
-from tests.peers.mosquitto import Mosquitto, Publisher, mosquitto, publisher  # noqa: F401 - fixtures
-from tests.peers.nut import NutServer, nut_factory, write_dev  # noqa: F401 - fixture
-from tests.peers.snmpsim import snmpsim_factory  # noqa: F401 - fixture
+from tests.peers.modbus import ModbusPeer
+from tests.peers.mosquitto import Mosquitto, Publisher
+from tests.peers.nut import NutServer, write_dev
 
 
 def _devices(stdout: str) -> list[dict[str, Any]]:
@@ -66,7 +65,7 @@ class _Sinks:
 
 
 @pytest.mark.peer("snmpsim")
-def test_silent_addresses_cost_one_timeout_together(tmp_path: Path, cards_factory: Any) -> None:  # noqa: F811
+def test_silent_addresses_cost_one_timeout_together(tmp_path: Path, cards_factory: Any) -> None:
     """16 addresses that take packets and never answer, beside one real card: every silent address gets
     exactly one probe per credential (no retries), all of them sent at once — while discover is still
     inside its first timeout — so the whole sweep costs one timeout, not one per address."""
@@ -105,7 +104,7 @@ def test_unreachable_sources_are_named_and_exit_1(tmp_path: Path) -> None:
 
 
 @pytest.mark.peer("snmpsim")
-def test_snmpv3_user_and_a_wrong_key(tmp_path: Path, snmpsim_factory: Any) -> None:  # noqa: F811
+def test_snmpv3_user_and_a_wrong_key(tmp_path: Path, snmpsim_factory: Any) -> None:
     rec = ROOT / "tests" / "data" / "snmp" / "ups-mib-online.snmprec"
     sim = snmpsim_factory({"ups": rec})
     r = run_cli("discover", "--snmp", "127.0.0.1", "--port", str(sim.port), "--v3-user", "monitor",
@@ -122,7 +121,7 @@ def test_snmpv3_user_and_a_wrong_key(tmp_path: Path, snmpsim_factory: Any) -> No
 
 
 @pytest.mark.peer("upsd")
-def test_upsd_with_a_login_writes_it_into_every_entry(tmp_path: Path, nut_factory: Any) -> None:  # noqa: F811
+def test_upsd_with_a_login_writes_it_into_every_entry(tmp_path: Path, nut_factory: Any) -> None:
     ups = {"ups.status": "OL", "battery.charge": "100", "ups.mfr": "Kehua", "ups.model": "KR1000"}
     nut: NutServer = nut_factory({"a": write_dev(tmp_path / "a.dev", ups), "b": write_dev(tmp_path / "b.dev", ups)})
     r = run_cli("discover", "--nut", f"127.0.0.1:{nut.port}", "--nut-user", "monitor", "--nut-password", "monpass")
@@ -138,7 +137,7 @@ def test_upsd_with_a_login_writes_it_into_every_entry(tmp_path: Path, nut_factor
 
 @pytest.mark.peer("mosquitto")
 def test_a_tasmota_board_heard_only_by_its_lwt_is_asked_for_its_sensors(
-        mosquitto: Mosquitto, publisher: Publisher) -> None:  # noqa: F811
+        mosquitto: Mosquitto, publisher: Publisher) -> None:
     board = TasmotaBoard(mosquitto, "th_rack", {"SHT3X": {"Temperature": 22.4, "Humidity": 38.5}}, period=0)
     quiet = TasmotaBoard(mosquitto, "th_quiet", {"DS18B20": {"Temperature": 20.0}}, period=0)
     try:
@@ -163,7 +162,7 @@ def _huawei_unit() -> dict[str, Any]:
 
 
 @pytest.mark.peer("modbus")
-async def test_modbus_units_get_the_map_that_reads_plausibly(modbus_peer: ModbusPeer) -> None:  # noqa: F811
+async def test_modbus_units_get_the_map_that_reads_plausibly(modbus_peer: ModbusPeer) -> None:
     await modbus_peer.start_tcp({
         1: {"input": {1: [235, 456]}},  # XY-MD02: input 1 temperature 23.5 °C, input 2 humidity 45.6 %
         2: {"holding": {0: [512, 0xFF9C]}},  # SHT3x module: holding 0 humidity 51.2 %, holding 1 -10.0 °C

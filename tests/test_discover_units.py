@@ -8,8 +8,7 @@ import time
 import pytest
 import yaml
 
-from drivers import vocabulary as v
-from drivers.base import Reading
+from roomwatch.core import vocabulary as v
 from roomwatch.discover.mqtt import Heard, classify, read_candidate
 from roomwatch.discover.probe import Shared
 from roomwatch.discover.report import Found, assign_names, clean_name, render, summarize, validate
@@ -21,6 +20,7 @@ from roomwatch.discover.targets import (
     parse_snmp_targets,
     parse_units,
 )
+from roomwatch.drivers.base import Reading
 from tests.helpers import run_cli
 
 
@@ -86,6 +86,7 @@ def test_endpoints_and_units() -> None:
             parse_units(bad)
 
 
+@pytest.mark.peer  # runs the roomwatch command
 def test_the_cli_refuses_a_too_large_sweep_before_sending_anything() -> None:
     r = run_cli("discover", "--snmp", "10.0.0.0/16")
     assert r.returncode == 2 and r.stdout == ""

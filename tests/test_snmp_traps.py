@@ -16,12 +16,11 @@ from typing import Any
 
 import pytest
 
-from drivers import vocabulary as v
-from drivers.snmp.profile import parse_oid
-from drivers.snmp.traps import classify
+from roomwatch.core import vocabulary as v
+from roomwatch.drivers.snmp.profile import parse_oid
+from roomwatch.drivers.snmp.traps import classify
 from tests.conftest import CollectorHandle
 from tests.helpers import ROOT, free_port, http_get, metric_value, require_binary, wait_for
-from tests.peers.snmpsim import snmpsim_factory  # noqa: F401 - fixture
 
 UPS_ONLINE = ROOT / "tests" / "data" / "snmp" / "ups-mib-online.snmprec"
 TRAPS = "roomwatch_snmp_traps_total"
@@ -87,7 +86,7 @@ def _start(agent_factory: Any, collector: CollectorHandle, sim_port: int, hold: 
 
 @pytest.mark.peer("snmpsim")
 def test_on_battery_trap_reaches_the_collector_at_once_and_polls_the_ups(
-        collector: CollectorHandle, agent_factory: Any, snmpsim_factory: Any) -> None:  # noqa: F811
+        collector: CollectorHandle, agent_factory: Any, snmpsim_factory: Any) -> None:
     sim = snmpsim_factory({"ups": UPS_ONLINE})
     _proc, url, trap_port = _start(agent_factory, collector, sim.port, hold="1h")
     assert _events(collector) == 0 and metric_value(collector.metrics(), v.UPS_ON_BATTERY, device="ups1") is None
@@ -115,7 +114,7 @@ def test_on_battery_trap_reaches_the_collector_at_once_and_polls_the_ups(
 
 @pytest.mark.peer("snmpsim")
 def test_any_trap_polls_the_device_and_without_hold_the_poll_decides(
-        collector: CollectorHandle, agent_factory: Any, snmpsim_factory: Any) -> None:  # noqa: F811
+        collector: CollectorHandle, agent_factory: Any, snmpsim_factory: Any) -> None:
     """hold 0s: the trap's on-battery goes out at once, and the poll it triggers (the card says on mains)
     brings it back to 0: the value 0 after the trap can only come from that poll (interval 1 h)."""
     sim = snmpsim_factory({"ups": UPS_ONLINE})
@@ -132,7 +131,7 @@ def test_any_trap_polls_the_device_and_without_hold_the_poll_decides(
 
 @pytest.mark.peer("snmpsim")
 def test_unknown_senders_wrong_communities_and_keys_are_dropped_and_counted(
-        collector: CollectorHandle, agent_factory: Any, snmpsim_factory: Any) -> None:  # noqa: F811
+        collector: CollectorHandle, agent_factory: Any, snmpsim_factory: Any) -> None:
     sim = snmpsim_factory({"ups": UPS_ONLINE})
     _proc, url, trap_port = _start(agent_factory, collector, sim.port, hold="1h", users=[
         {"user": "trapuser", "auth_key": "authpass123", "priv_key": "privpass123", "engine_id": ENGINE_ID}])
@@ -154,6 +153,7 @@ def test_unknown_senders_wrong_communities_and_keys_are_dropped_and_counted(
     assert "dropped SNMP trap: from 127.0.0.2" in log and "community not in traps.communities" in log
 
 
+@pytest.mark.peer  # runs a roomwatch agent
 def test_a_listener_that_cannot_bind_stops_the_agent_with_the_reason(tmp_path: Path) -> None:
     from tests.helpers import RoomwatchProcess, write_yaml
 
@@ -175,7 +175,7 @@ def test_a_listener_that_cannot_bind_stops_the_agent_with_the_reason(tmp_path: P
 def test_traps_config_is_checked() -> None:
     from pydantic import ValidationError
 
-    from agent.traps import TrapsConfig
+    from roomwatch.agent.traps import TrapsConfig
 
     assert TrapsConfig.model_validate({"communities": ["public"]}).listen == "0.0.0.0:162"
     for bad, says in [({}, "say whose traps"), ({"communities": [""]}, "must not be empty"),

@@ -27,9 +27,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from drivers.snmp.profile import OID
-from drivers.snmp.pysnmp_client import AUTH_PROTOCOLS, PRIV_PROTOCOLS, _py
-from drivers.snmp.traps import SNMP_TRAP_OID
+from roomwatch.drivers.snmp.profile import OID
+from roomwatch.drivers.snmp.pysnmp_client import AUTH_PROTOCOLS, PRIV_PROTOCOLS, _py
+from roomwatch.drivers.snmp.traps import SNMP_TRAP_OID
 
 __all__ = ["Notification", "TrapReceiver", "TrapUser"]
 
@@ -133,7 +133,7 @@ class TrapReceiver:
     # -- pysnmp callbacks (event loop) -----------------------------------------------------
     def _check_community(self, _engine: Any, _point: str, variables: dict[str, Any], _ctx: Any) -> None:
         community = variables.get("communityName")
-        raw = community.asOctets() if hasattr(community, "asOctets") else bytes(community or b"")
+        raw = community.asOctets() if community is not None and hasattr(community, "asOctets") else bytes(community or b"")
         if raw not in self._communities:
             info = variables.get("transportInformation") or (None, ("?", 0))
             self._on_bad_community(str(info[1][0]))

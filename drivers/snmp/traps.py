@@ -41,8 +41,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from drivers import vocabulary as v
-from drivers.snmp.profile import OID, format_oid, parse_oid
+from roomwatch.core import vocabulary as v
+from roomwatch.drivers.snmp.profile import OID, format_oid, parse_oid
 
 __all__ = ["SNMP_TRAP_OID", "TRAPS", "TrapMeaning", "classify"]
 

@@ -30,7 +30,7 @@ DEFAULT_CONCURRENCY = 256
 
 
 def _duration(text: str) -> float:
-    from roomwatch.configbase import parse_duration
+    from roomwatch.core.configbase import parse_duration
 
     try:
         value = parse_duration(text)
@@ -127,7 +127,7 @@ def _plan(args: argparse.Namespace) -> dict[str, Any]:
         parse_hostport_target(spec, 3493, "NUT")
     if (args.nut_user is None) != (args.nut_password is None):
         raise TargetError("give both --nut-user and --nut-password, or neither")
-    from drivers.mqtt.connection import parse_broker_url
+    from roomwatch.drivers.mqtt.connection import parse_broker_url
 
     for url in args.mqtt:
         parse_broker_url(url)

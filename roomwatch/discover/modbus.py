@@ -20,15 +20,15 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from drivers import vocabulary as v
-from drivers.base import DeviceError, Reading
-from drivers.modbus.bus import ModbusExceptionError
-from drivers.modbus.config import ModbusConfig, ProfileFile, load_profile, profile_names
-from drivers.modbus.driver import ModbusDriver
-from roomwatch.configbase import format_duration
+from roomwatch.core import vocabulary as v
+from roomwatch.core.configbase import format_duration
 from roomwatch.discover.probe import ProbeContext, Shared
 from roomwatch.discover.report import Found, Outcome
 from roomwatch.discover.targets import ModbusTarget
+from roomwatch.drivers.base import DeviceError, Reading
+from roomwatch.drivers.modbus.bus import ModbusExceptionError
+from roomwatch.drivers.modbus.config import ModbusConfig, ProfileFile, load_profile, profile_names
+from roomwatch.drivers.modbus.driver import ModbusDriver
 
 __all__ = ["PLAUSIBLE", "discover_line", "plausible"]
 

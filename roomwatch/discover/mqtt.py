@@ -2,7 +2,7 @@
 
 Everything on the broker (``#``, retained messages at once, live ones for ``timeout``) is heard
 through the MQTT driver's own connection, then sorted by the layouts of the firmwares the driver
-reads (:mod:`drivers.mqtt.formats`):
+reads (:mod:`roomwatch.drivers.mqtt.formats`):
 
 * **zigbee2mqtt**: ``<base>/<friendly_name>`` JSON states; ``<base>/bridge/…`` is zigbee2mqtt
   itself, never a device (its retained ``bridge/devices`` names vendor and model);
@@ -33,13 +33,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from drivers.base import Reading
-from drivers.mqtt.connection import BrokerConnection, BrokerSettings, Subscription, parse_broker_url
-from drivers.mqtt.driver import MqttConfig, MqttDriver
-from drivers.mqtt.formats import ESPHOME_NAME_HINTS, ZIGBEE2MQTT_KEYS
-from drivers.mqtt.payloads import QUANTITIES
 from roomwatch.discover.probe import ProbeContext, Shared
 from roomwatch.discover.report import Found, Outcome
+from roomwatch.drivers.base import Reading
+from roomwatch.drivers.mqtt.connection import BrokerConnection, BrokerSettings, Subscription, parse_broker_url
+from roomwatch.drivers.mqtt.driver import MqttConfig, MqttDriver
+from roomwatch.drivers.mqtt.formats import ESPHOME_NAME_HINTS, ZIGBEE2MQTT_KEYS
+from roomwatch.drivers.mqtt.payloads import QUANTITIES
 
 __all__ = ["MAX_TOPICS", "Candidate", "Heard", "classify", "discover_broker", "read_candidate"]
 
@@ -94,7 +94,7 @@ def _z2m(messages: dict[str, Heard], claimed: set[str]) -> list[Candidate]:
         devices = messages.get(f"{base}/bridge/devices")
         for dev in (_json(devices.payload) if devices else None) or []:
             if isinstance(dev, dict) and isinstance(dev.get("friendly_name"), str):
-                d = dev.get("definition") if isinstance(dev.get("definition"), dict) else {}
+                d: dict[str, Any] = dev["definition"] if isinstance(dev.get("definition"), dict) else {}
                 words = [str(d.get(k)) for k in ("vendor", "model") if d.get(k)]
                 if d.get("description"):
                     words.append(f"({d['description']})")

@@ -11,11 +11,11 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from drivers.nut import NutConfig, NutDriver
-from drivers.nut_protocol import NutClient
 from roomwatch.discover.probe import ProbeContext, Shared
 from roomwatch.discover.report import Found, Outcome
 from roomwatch.discover.targets import parse_hostport_target
+from roomwatch.drivers.nut import NutConfig, NutDriver
+from roomwatch.drivers.nut_protocol import NutClient
 
 __all__ = ["discover_upsd"]
 

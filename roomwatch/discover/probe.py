@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any, TypeVar
 
-from drivers.base import Event, Reading
+from roomwatch.drivers.base import Event, Reading
 
 __all__ = ["ProbeContext", "Shared"]
 
@@ -47,7 +47,7 @@ class Shared:
 
 
 class ProbeContext:
-    """A :class:`drivers.base.Context` for one driver run by discover: emitted readings are collected."""
+    """A :class:`roomwatch.drivers.base.Context` for one driver run by discover: emitted readings are collected."""
 
     def __init__(self, shared: Shared, name: str):
         self._shared = shared

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from drivers import vocabulary as v
-from drivers.base import Reading
+from roomwatch.core import vocabulary as v
+from roomwatch.drivers.base import Reading
 
 __all__ = ["Found", "Outcome", "assign_names", "clean_name", "render", "summarize", "validate"]
 
@@ -197,8 +197,8 @@ def render(found: Sequence[Found], header: Sequence[str] = (), footer: Sequence[
 
 def validate(text: str) -> list[str]:
     """Problems ``roomwatch check-config`` would report for ``text`` under a minimal agent file ([] = none)."""
-    from agent.config import load_agent_config
-    from roomwatch.configbase import ConfigError
+    from roomwatch.agent.config import load_agent_config
+    from roomwatch.core.configbase import ConfigError
 
     with tempfile.TemporaryDirectory(prefix="roomwatch-discover-") as tmp:
         path = Path(tmp) / "agent.yaml"

@@ -24,14 +24,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from drivers.snmp.driver import SYS_OBJECT_ID, SnmpConfig, SnmpDriver
-from drivers.snmp.profile import format_oid
-from drivers.snmp.readings import text
-from drivers.snmp.session import Credentials, Engine, SnmpError
-from roomwatch.configbase import format_duration
+from roomwatch.core.configbase import format_duration
 from roomwatch.discover.probe import ProbeContext, Shared
 from roomwatch.discover.report import Found
 from roomwatch.discover.targets import SnmpTarget
+from roomwatch.drivers.snmp.driver import SYS_OBJECT_ID, SnmpConfig, SnmpDriver
+from roomwatch.drivers.snmp.profile import format_oid
+from roomwatch.drivers.snmp.readings import text
+from roomwatch.drivers.snmp.session import Credentials, Engine, SnmpError
 
 __all__ = ["SYS_DESCR", "SYS_NAME", "SnmpCredential", "SnmpScan", "credentials_from"]
 

@@ -81,7 +81,7 @@ def _expand(text: str) -> list[SnmpTarget]:
             raise TargetError(f"{target!r} is not a CIDR block such as 192.168.1.0/24 ({exc})") from None
         if net.num_addresses > MAX_ADDRESSES + 2:
             raise _too_many(target, net.num_addresses)
-        hosts = list(net.hosts()) if net.num_addresses > 2 else list(net)
+        hosts: list[Address] = list(net.hosts()) if net.num_addresses > 2 else list(net)
         return [SnmpTarget(str(a), a) for a in hosts]
     first_text, dash, last_text = target.partition("-")
     if dash and _is_address(first_text):
