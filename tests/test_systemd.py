@@ -60,6 +60,7 @@ def test_unit_exposure_does_not_regress(unit: str, tmp_path: Path) -> None:
     assert score <= 2.0  # the project's goal ("OK")
 
 
+@pytest.mark.peer
 def test_trap_drop_in_grants_port_162_and_nothing_else(tmp_path: Path) -> None:
     """systemd/roomwatch-agent-traps.conf (docs/snmp.md, "Traps"): verifies clean on top of the agent unit,
     grants CAP_NET_BIND_SERVICE only, and keeps the unit's exposure within the project's goal."""
