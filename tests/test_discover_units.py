@@ -152,8 +152,14 @@ def _heard(doc: dict[str, object]) -> dict[str, Heard]:
 def test_mqtt_layouts_are_sorted_into_one_device_per_physical_sensor() -> None:
     msgs = _heard({
         "zigbee2mqtt/bridge/state": {"state": "online"},
-        "zigbee2mqtt/bridge/devices": [{"friendly_name": "th", "ieee_address": "0x1",
-                                        "definition": {"vendor": "Aqara", "model": "WSDCGQ11LM"}}],
+        "zigbee2mqtt/bridge/devices": [
+            {"friendly_name": "th", "ieee_address": "0x1", "definition": {"vendor": "Aqara", "model": "WSDCGQ11LM"}},
+            {"friendly_name": "quiet_door", "ieee_address": "0x2", "definition": {  # listed, silent while we listen
+                "vendor": "Aqara", "model": "MCCGQ11LM", "exposes": [{"type": "binary", "property": "contact"},
+                                                                     {"type": "numeric", "property": "battery"}]}},
+            {"friendly_name": "plug", "ieee_address": "0x3", "definition": {  # no room reading among its exposes
+                "vendor": "Xiaomi", "model": "ZNCZ02LM", "exposes": [{"type": "switch", "features": [
+                    {"type": "binary", "property": "state"}]}, {"type": "numeric", "property": "power"}]}}],
         "zigbee2mqtt/bridge/logging": {"level": "info", "message": "x"},
         "zigbee2mqtt/th": {"temperature": 21.5, "humidity": 40},
         "zigbee2mqtt/th/availability": {"state": "online"},
@@ -180,7 +186,8 @@ def test_mqtt_layouts_are_sorted_into_one_device_per_physical_sensor() -> None:
     })
     found = {c.entry["topic"]: c for c in classify(msgs)}
     assert sorted(found) == sorted([
-        "zigbee2mqtt/th", "zigbee2mqtt/attr/+", "tele/board1/SENSOR", "tele/dead/SENSOR", "livingroom/+/+/state",
+        "zigbee2mqtt/th", "zigbee2mqtt/attr/+", "zigbee2mqtt/quiet_door", "tele/board1/SENSOR", "tele/dead/SENSOR",
+        "livingroom/+/+/state",
         "shellyplusht-c049ef8b3a44/status/+", "shellies/shellyht-6A8B2C/sensor/temperature",
         "shellies/shellyht-6A8B2C/sensor/humidity"])
     assert found["zigbee2mqtt/th"].identity == "zigbee2mqtt device 'th': Aqara WSDCGQ11LM"
@@ -197,6 +204,8 @@ def test_mqtt_layouts_are_sorted_into_one_device_per_physical_sensor() -> None:
     assert read("zigbee2mqtt/attr/+") == {(v.TEMPERATURE, ""): 22.5, (v.HUMIDITY, ""): 0.41}
     assert read("tele/board1/SENSOR") == {(v.TEMPERATURE, "0316"): 19.5}  # from the answer to STATUS 10
     assert read("tele/dead/SENSOR") == {}  # offline board: nothing, so never written
+    assert read("zigbee2mqtt/quiet_door") == {}  # named at the end, not written
+    assert "listed by the bridge" in found["zigbee2mqtt/quiet_door"].identity
     assert read("livingroom/+/+/state") == {(v.TEMPERATURE, "room_temperature"): 23.25, (v.DOOR_OPEN, "back_door"): 0}
     assert read("shellyplusht-c049ef8b3a44/status/+") == {(v.TEMPERATURE, "temperature:0"): 20.1,
                                                          (v.HUMIDITY, "humidity:0"): 0.44}

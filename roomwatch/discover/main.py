@@ -25,7 +25,7 @@ if TYPE_CHECKING:  # the CLI builds its parser from this module for every comman
 
 __all__ = ["add_arguments", "run"]
 
-DEFAULT_TIMEOUT = 3.0
+DEFAULT_TIMEOUT = 5.0
 DEFAULT_CONCURRENCY = 256
 
 

@@ -91,6 +91,7 @@ def _z2m(messages: dict[str, Heard], claimed: set[str]) -> list[Candidate]:
     for base in sorted(bases):
         known: dict[str, str] = {}
         ieee: dict[str, str] = {}
+        sensors: list[str] = []  # listed by the bridge with a room quantity among their exposes
         devices = messages.get(f"{base}/bridge/devices")
         for dev in (_json(devices.payload) if devices else None) or []:
             if isinstance(dev, dict) and isinstance(dev.get("friendly_name"), str):
@@ -101,6 +102,8 @@ def _z2m(messages: dict[str, Heard], claimed: set[str]) -> list[Candidate]:
                 known[dev["friendly_name"]] = " ".join(words)
                 if isinstance(dev.get("ieee_address"), str):
                     ieee[dev["friendly_name"]] = dev["ieee_address"]
+                if _properties(d.get("exposes")) & _Z2M_ROOM:
+                    sensors.append(dev["friendly_name"])
         groups: dict[str, list[str]] = {}
         for topic in sorted(messages):
             if not topic.startswith(base + "/") or topic.startswith(base + "/bridge") or topic in claimed:
@@ -123,6 +126,29 @@ def _z2m(messages: dict[str, Heard], claimed: set[str]) -> list[Candidate]:
                                  ([avail] if avail in messages else []) + topics,
                                  fallback_name=f"zigbee-{ieee[friendly]}" if friendly in ieee else ""))
             claimed.update(topics)
+        # zigbee2mqtt retains no device state by default, and a sleepy sensor reports on change or about
+        # hourly: one the bridge lists but that said nothing meanwhile is named (it gives no reading, so it
+        # is listed at the end, not written).
+        heard = {name.removesuffix("/+") for name in groups}
+        for friendly in sensors:
+            if friendly not in heard:
+                out.append(Candidate("zigbee2mqtt", friendly, {"topic": f"{base}/{friendly}", "format": "zigbee2mqtt"},
+                                     f"zigbee2mqtt device {friendly!r}: {known[friendly]} (listed by the bridge)", []))
+    return out
+
+
+#: zigbee2mqtt expose properties that are room readings (not battery, link quality, buttons …).
+_Z2M_ROOM = frozenset({"temperature", "humidity", "contact", "water_leak", "smoke"})
+
+
+def _properties(exposes: Any) -> set[str]:
+    """Property names in a zigbee2mqtt ``exposes`` list (features nested in composite exposes included)."""
+    out: set[str] = set()
+    for e in exposes if isinstance(exposes, list) else []:
+        if isinstance(e, dict):
+            if isinstance(e.get("property"), str):
+                out.add(e["property"])
+            out |= _properties(e.get("features"))
     return out
 
 
@@ -347,7 +373,7 @@ async def discover_broker(url: str, username: str | None, password: str | None, 
             if readings:  # a smart plug's link quality, a board's Wi-Fi signal: not a room sensor
                 continue
             problems.append(f"MQTT {url}: {c.identity} on {c.entry['topic']} gave no reading in {duration:g}s "
-                            "(offline, or it has not published yet)")
+                            "(offline, or it has not published yet: a longer --timeout, or an entry by hand)")
             continue
         found.append(Found("mqtt", f"{url} {c.entry['topic']}", c.name_hint, {"driver": "mqtt", **broker, **c.entry},
                            c.identity, readings, c.notes, sort_key=(2, url, c.entry["topic"]),
