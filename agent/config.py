@@ -13,6 +13,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 import drivers
 from agent.actions import ActionEntry, check_actions
 from agent.fallback import FallbackConfig
+from agent.nut_server import NutServerConfig
 from drivers.base import DeviceConfig
 from drivers.host import HostConfig
 from roomwatch.configbase import (
@@ -120,6 +121,7 @@ class AgentConfig(Model):
     devices: list[DeviceEntry] = Field(default_factory=list)
     actions: list[ActionEntry] = Field(default_factory=list)  # type: ignore[valid-type]
     fallback: FallbackConfig | None = None
+    nut_server: NutServerConfig | None = Field(default=None, description="serve the UPS readings to NUT clients")
 
     def extra_checks(self) -> list[tuple[tuple[Any, ...], str]]:
         """Cross-field checks pydantic cannot locate: (path, message)."""

@@ -46,7 +46,14 @@ async def serve(config_path: str) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await agent.start()
+    try:
+        await agent.start()
+    except OSError as exc:  # the NUT server's address is taken or not ours
+        log.error("cannot listen on %s (nut_server.listen): %s", cfg.nut_server.listen if cfg.nut_server else "?",
+                  exc.strerror or exc)
+        if http is not None:
+            http.stop()
+        return 1
     notifier = Notifier()
     notifier.ready(f"agent {cfg.agent.id}: {len(cfg.all_devices())} devices")
     notifier.start_watchdog()

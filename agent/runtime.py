@@ -93,6 +93,10 @@ class Agent:
         #: Called with (device, samples, events) after every poll or message, on the event loop:
         #: the hook for actions (shutdown on low battery) and local fallback alerting.
         self.observers: list[Callable[[DeviceRunner, list[SampleRecord], list[EventRecord]], None]] = []
+        #: Called with (device, samples) of every poll or message before it is stored and pushed; each
+        #: returns extra samples of that device (battery health, the shutdown sequence's duration), so
+        #: they travel, and stay current at the collector, with the device's own readings.
+        self.enrichers: list[Callable[[DeviceRunner, list[SampleRecord]], list[SampleRecord]]] = []
         self._scheduler: Any = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._polls: set[asyncio.Task[Any]] = set()
@@ -117,6 +121,15 @@ class Agent:
             runner.driver = cls(dev_cfg, _DriverContext(self, dev_cfg.name))
             runner.timeout = runner.driver.poll_timeout(runner.timeout)
             self.devices[dev_cfg.name] = runner
+        self.nut_server: Any = None
+        if config.nut_server is not None:
+            from agent.nut_server import NutServer
+            from agent.nut_view import UpsTable
+
+            # Registered before the actions, so a shutdown action sees the table current.
+            self.ups_table = UpsTable(self)
+            self.observers.append(self.ups_table.observe)
+            self.nut_server = NutServer(config.nut_server, self.ups_table, on_fsd=self._on_fsd)
         self.actions = build_actions(self)  # each registers itself in self.observers
 
     # -- shared resources ----------------------------------------------------
@@ -154,10 +167,26 @@ class Agent:
             out.append(SampleRecord(r.metric, {**dev.labels, **r.labels} if r.labels else dev.labels, float(r.value), ms))
         return out
 
+    def _on_fsd(self, ups: Any, by: str) -> None:
+        """The NUT server latched forced shutdown on a UPS: tell the collector at once."""
+        runner = self.devices.get(ups.device)
+        labels = dict(runner.labels) if runner is not None else {**self.base_labels, "device": ups.device}
+        if ups.ups:
+            labels["ups"] = ups.ups
+        if self.pusher is not None:
+            self.pusher.add_events([EventRecord("ups_fsd", labels, int(time.time() * 1000), 1.0,
+                                                f"forced shutdown (FSD) set on UPS {ups.name} by {by}")])
+
     def _publish(self, dev: DeviceRunner, records: list[SampleRecord], replace: bool,
                  events: list[EventRecord] | None = None) -> None:
         """Store and queue readings; a changed door/leak/smoke/on-battery state becomes an event."""
         events = list(events or [])
+        if dev.up:
+            for enrich in self.enrichers:
+                try:
+                    records = records + enrich(dev, records)
+                except Exception:  # an enricher (battery health, shutdown action) must not stop polling
+                    log.exception("enricher %r failed", enrich)
         for rec in records:
             types = v.STATE_EVENTS.get(rec.metric)
             if types is None:
@@ -303,6 +332,10 @@ class Agent:
             out.append(SampleRecord(v.AGENT_CPU_SECONDS, labels, cpu.user + cpu.system, now_ms))
         except (ImportError, OSError):
             pass
+        if self.nut_server is not None:
+            out.append(SampleRecord(v.AGENT_NUT_CLIENTS, labels, float(self.nut_server.clients), now_ms))
+            for reason, n in self.nut_server.refused.items():
+                out.append(SampleRecord(v.AGENT_NUT_REFUSED, {**labels, "reason": reason}, float(n), now_ms))
         if self.pusher is not None:
             for result, n in self.pusher.stats.items():
                 out.append(SampleRecord(v.AGENT_PUSH_BATCHES, {**labels, "result": result}, float(n), now_ms))
@@ -326,6 +359,8 @@ class Agent:
         # poll_device never raises; the executor only "fails" when shutdown cancels a running poll.
         logging.getLogger("apscheduler.executors").setLevel(logging.CRITICAL)
         self._started_m = time.monotonic()
+        if self.nut_server is not None:
+            await self.nut_server.start()  # first: a taken port stops the start before anything runs
         sched = AsyncIOScheduler(job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 30})
 
         def on_skip(event: JobExecutionEvent) -> None:
@@ -372,6 +407,8 @@ class Agent:
             self._scheduler = None
         for action in self.actions:
             await action.aclose()  # drops pending timers; lets a started command finish
+        if self.nut_server is not None:
+            await self.nut_server.stop()
         if self.pusher is not None:
             self.pusher.stop()
         for task in self._tasks:
