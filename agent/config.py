@@ -140,7 +140,7 @@ class AgentConfig(Model):
                 problems.append((("fallback",), "local fallback alerting needs a collector section (it alerts when "
                                  "the collector cannot be reached)"))
             problems.extend(self.fallback.extra_checks())
-        problems.extend(check_actions(self.actions, self.all_devices()))
+        problems.extend(check_actions(self.actions, self.all_devices(), self.nut_server))
         return problems
 
     def all_devices(self) -> list[Any]:

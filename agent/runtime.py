@@ -348,6 +348,19 @@ class Agent:
         self.latest.update("__agent__", out, replace=True)
         return out
 
+    async def retire_device(self, name: str) -> None:
+        """Stop polling ``name`` and let its driver go (a followed upsd: LOGOUT, so its primary sees us leave)."""
+        dev = self.devices.get(name)
+        if dev is None:
+            return
+        if self._scheduler is not None and self._scheduler.get_job(name) is not None:
+            self._scheduler.remove_job(name)
+        release = getattr(dev.driver, "release", None)
+        try:
+            await asyncio.wait_for(release() if release is not None else dev.driver.stop(), 5.0)
+        except Exception as exc:  # best effort: the host is shutting down
+            log.warning("releasing %s: %s", name, _reason(exc))
+
     # -- lifecycle -----------------------------------------------------------------
     async def start(self) -> None:
         """Start drivers, the scheduler and the push loop (call inside a running loop)."""

@@ -231,6 +231,12 @@ class NutDriver(Driver):
             out.append(age)
         return out
 
+    async def release(self) -> None:
+        """Log out from upsd and poll no more (the agent's host is shutting down: its primary may go on)."""
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
+
     async def poll(self) -> Sequence[Reading]:
         client = self._client
         if client is None:

@@ -266,3 +266,19 @@ class NutClient:
             return {w[2]: (w[3] if len(w) > 3 else "") for w in rows if len(w) >= 3 and w[0] == "VAR"}
 
         return await self._run(job)
+
+    async def set_var(self, ups: str, var: str, value: str) -> None:
+        """``SET VAR ups var "value"`` (needs a user with ``actions = SET``); NutError on ERR."""
+
+        async def job() -> None:
+            await self._simple("SET", "VAR", ups, var, value, ups=ups)
+
+        await self._run(job)
+
+    async def instcmd(self, ups: str, command: str) -> None:
+        """``INSTCMD ups command`` (needs ``instcmds`` for it in upsd.users); NutError on ERR."""
+
+        async def job() -> None:
+            await self._simple("INSTCMD", ups, command, ups=ups)
+
+        await self._run(job)
