@@ -32,7 +32,7 @@ from alerts.outbox import Outbox
 from alerts.rules import compile_inhibit_rules, compile_rules
 from alerts.silences import Silence, SilenceStore
 from alerts.store import AlertStore
-from alerts.templates import AlertView, ack_url, format_expr, format_value, render_annotations, render_notification
+from alerts.templates import AlertView, ack_url, format_alert_value, format_expr, render_annotations, render_notification
 from alerts.timewindow import WorkingHours
 from drivers import vocabulary as v
 from roomwatch.configbase import parse_hostport
@@ -254,7 +254,7 @@ class AlertService:
         for (a, status), view in zip(alerts, views, strict=True):
             ann = render_annotations(view, self.lang, self.tz)
             # value and threshold as people read them, for SMS templates ({value}, {threshold})
-            ann.setdefault("value", format_value(a.metric, a.value, self.lang))
+            ann.setdefault("value", format_alert_value(a.metric, a.value, view.when, self.lang))
             if view.when:
                 ann.setdefault("threshold", format_expr(a.metric, view.when, self.lang))
             items.append(AlertItem(a.fp, status, dict(a.labels), ann,
