@@ -2,7 +2,9 @@
 
 Each action type is a config model with ``type: Literal[...]`` and a class built
 with ``(config, agent)`` that watches readings through ``Agent.observers``, so
-actions work without the collector. Types so far: ``shutdown`` (:mod:`agent.shutdown`).
+actions work without the collector; an action with an async ``run()`` is started
+as a task with the agent. Types: ``shutdown`` (:mod:`agent.shutdown`),
+``battery_test`` (:mod:`agent.battery_test`).
 Adding a type adds one row to :data:`ACTION_TYPES`.
 """
 
@@ -13,6 +15,7 @@ from typing import Annotated, Any, Union
 
 from pydantic import Field
 
+from agent.battery_test import BatteryTestAction, BatteryTestConfig
 from agent.shutdown import ShutdownAction, ShutdownActionConfig
 
 __all__ = ["ACTION_TYPES", "ActionEntry", "build_actions", "check_actions"]
@@ -20,7 +23,7 @@ __all__ = ["ACTION_TYPES", "ActionEntry", "build_actions", "check_actions"]
 log = logging.getLogger("roomwatch.action")
 
 #: config model → class that runs it
-ACTION_TYPES: dict[type[Any], type[Any]] = {ShutdownActionConfig: ShutdownAction}
+ACTION_TYPES: dict[type[Any], type[Any]] = {ShutdownActionConfig: ShutdownAction, BatteryTestConfig: BatteryTestAction}
 
 
 def _union() -> Any:
@@ -53,7 +56,11 @@ def check_actions(actions: list[Any], devices: list[Any], nut_server: Any = None
         elif getattr(dev, "driver", "") == "nut" and getattr(dev, "ups", "") is None and "ups" not in action.labels:
             problems.append((("actions", i, "labels"), f"device {ups!r} reports every UPS of its upsd: "
                              "pick one with labels: {ups: NAME}"))
-        problems.extend(_check_shutdown(action, i, dev, nut_server))
+        if isinstance(action, ShutdownActionConfig):
+            problems.extend(_check_shutdown(action, i, dev, nut_server))
+        elif dev is not None and getattr(dev, "driver", None) not in ("snmp", "nut") and action.method == "auto":
+            problems.append((("actions", i, "ups"), f"device {ups!r} ({getattr(dev, 'driver', '?')}) cannot be "
+                             "told to run a self-test: only snmp and nut devices can"))
     return problems
 
 

@@ -225,6 +225,10 @@ def _to_vars(got: dict[str, Any], today: dt.date) -> dict[str, str]:
         # A NUT-sourced UPS: its driver's own tokens (CHRG, DISCHRG, BYPASS, OVER, CAL, TRIM …), as read.
         # FSD is ours to add (a latch of this server), not to pass on from the upsd we read.
         tokens = [f for f in flags if f != "FSD"]
+        ob = got.get(v.UPS_ON_BATTERY)
+        if "OB" in tokens and isinstance(ob, float) and ob < 0.5:
+            # On battery for a self-test (the driver said so): serve mains, so no secondary pages anyone.
+            tokens = ["OL" if f == "OB" else f for f in tokens if f != "DISCHRG"]
         if tokens:
             out["ups.status"] = " ".join(tokens)
     else:

@@ -13,6 +13,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Hashable, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 from agent.actions import build_actions
@@ -32,6 +33,12 @@ log = logging.getLogger("roomwatch.agent")
 T = TypeVar("T")
 
 _HEALTH = v.HEALTH_METRICS  # device_up, poll errors, a driver's own link counters: kept while down
+
+
+def _is_ups(cfg: Any) -> bool:
+    from drivers.ups import UpsDeviceConfig
+
+    return isinstance(cfg, UpsDeviceConfig)
 
 
 def _reason(exc: BaseException) -> str:
@@ -97,6 +104,8 @@ class Agent:
         #: returns extra samples of that device (battery health, the shutdown sequence's duration), so
         #: they travel, and stay current at the collector, with the device's own readings.
         self.enrichers: list[Callable[[DeviceRunner, list[SampleRecord]], list[SampleRecord]]] = []
+        #: device → monotonic deadline of a self-test the agent started (its on-battery is not an outage)
+        self.testing: dict[str, float] = {}
         self._scheduler: Any = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._polls: set[asyncio.Task[Any]] = set()
@@ -121,6 +130,12 @@ class Agent:
             runner.driver = cls(dev_cfg, _DriverContext(self, dev_cfg.name))
             runner.timeout = runner.driver.poll_timeout(runner.timeout)
             self.devices[dev_cfg.name] = runner
+        self.battery: Any = None
+        if any(_is_ups(d) for d in config.all_devices()):
+            from agent.battery_health import BatteryHealth
+
+            spool = config.agent.spool
+            self.battery = BatteryHealth(self, str(Path(spool).parent / "battery.db") if spool else None)
         self.nut_server: Any = None
         if config.nut_server is not None:
             from agent.nut_server import NutServer
@@ -167,6 +182,21 @@ class Agent:
             out.append(SampleRecord(r.metric, {**dev.labels, **r.labels} if r.labels else dev.labels, float(r.value), ms))
         return out
 
+    def _mask_self_test(self, dev: DeviceRunner, records: list[SampleRecord]) -> list[SampleRecord]:
+        """During a self-test the agent started, the UPS is on battery on purpose: report mains, and the test."""
+        if time.monotonic() > self.testing[dev.name]:
+            del self.testing[dev.name]
+            return records
+        out = []
+        for rec in records:
+            if rec.metric == v.UPS_ON_BATTERY and rec.value >= 0.5:
+                rec = SampleRecord(rec.metric, rec.labels, 0.0, rec.ts)
+            out.append(rec)
+        if any(r.metric == v.UPS_ON_BATTERY for r in out):
+            base = next(r for r in out if r.metric == v.UPS_ON_BATTERY)
+            out.append(SampleRecord(v.UPS_SELF_TEST_IN_PROGRESS, base.labels, 1.0, base.ts))
+        return out
+
     def _on_fsd(self, ups: Any, by: str) -> None:
         """The NUT server latched forced shutdown on a UPS: tell the collector at once."""
         runner = self.devices.get(ups.device)
@@ -181,6 +211,8 @@ class Agent:
                  events: list[EventRecord] | None = None) -> None:
         """Store and queue readings; a changed door/leak/smoke/on-battery state becomes an event."""
         events = list(events or [])
+        if dev.name in self.testing:
+            records = self._mask_self_test(dev, records)
         if dev.up:
             for enrich in self.enrichers:
                 try:
@@ -405,6 +437,9 @@ class Agent:
             self._tasks.append(asyncio.create_task(self.pusher.run(), name="push"))
         if self.fallback is not None:
             self._tasks.append(asyncio.create_task(self.fallback.run(), name="fallback"))
+        for action in self.actions:
+            if callable(run := getattr(action, "run", None)):  # scheduled actions (battery self-tests)
+                self._tasks.append(asyncio.create_task(run(), name=f"action-{action.cfg.name}"))
         log.info("agent %s started: %d devices, pushing to %s", self.config.agent.id, len(self.devices),
                  ", ".join(self.config.collector.urls) if self.config.collector else "nobody (pull mode)")
 
@@ -422,6 +457,8 @@ class Agent:
             await action.aclose()  # drops pending timers; lets a started command finish
         if self.nut_server is not None:
             await self.nut_server.stop()
+        if self.battery is not None:
+            self.battery.close()
         if self.pusher is not None:
             self.pusher.stop()
         for task in self._tasks:

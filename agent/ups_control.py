@@ -27,6 +27,7 @@ LibreNMS mibs/XPPC-MIB (upsSmartControl, upsSmartTest).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -35,7 +36,8 @@ from pydantic import Field
 
 from roomwatch.configbase import Duration, Model, Secret
 
-__all__ = ["SnmpWrite", "UpsCommandError", "UpsControl", "UpsOffConfig", "family_of"]
+__all__ = ["RESULT_OIDS", "SnmpWrite", "UpsCommandError", "UpsControl", "UpsOffConfig", "decode_test_result",
+           "family_of", "off_plan", "parse_nut_result", "self_test_plan"]
 
 log = logging.getLogger("roomwatch.ups_control")
 
@@ -138,6 +140,42 @@ def self_test_plan(family: Family) -> list[SnmpWrite] | list[NutWrite]:
     return [NutWrite("INSTCMD", "test.battery.start.quick")]
 
 
+#: Where each dialect keeps the last self-test's result, and what its values mean:
+#: value → (failed: 1/0, or None for "no result"; in progress).
+RESULT_OIDS: dict[str, tuple[str, dict[int, tuple[int | None, bool]]]] = {
+    # upsTestResultsSummary: donePass(1) doneWarning(2) doneError(3) aborted(4) inProgress(5) noTestsInitiated(6)
+    "rfc1628": (f"{UPS_MIB}.7.3.0", {1: (0, False), 2: (0, False), 3: (1, False), 4: (None, False),
+                                     5: (None, True), 6: (None, False)}),
+    # upsAdvTestDiagnosticsResults: ok(1) failed(2) invalidTest(3) testInProgress(4)
+    "apc": (f"{APC}.7.2.3.0", {1: (0, False), 2: (1, False), 3: (None, False), 4: (None, True)}),
+    # upsSmartTestDiagnosticsResults: ok(1) failed(2) invalidTest(3) testInProgress(4)
+    "xppc": (f"{XPPC}.7.2.3.0", {1: (0, False), 2: (1, False), 3: (None, False), 4: (None, True)}),
+}
+
+
+def parse_nut_result(text: str) -> tuple[int | None, bool]:
+    """NUT ``ups.test.result`` → (failed, in progress): "Done and passed", "Done and error", "In progress" …"""
+    low = text.strip().lower()
+    if "progress" in low:
+        return None, True
+    if any(w in low for w in ("error", "fail", "bad", "replace")):
+        return 1, False
+    if "pass" in low or "warning" in low or low == "ok":
+        return 0, False
+    return None, False
+
+
+def decode_test_result(family: str, raw: Any) -> tuple[int | None, bool]:
+    """(failed, in progress) from what the device returned for its result object."""
+    if family == "nut":
+        return parse_nut_result(str(raw or ""))
+    table = RESULT_OIDS[family][1]
+    try:
+        return table.get(int(raw), (None, False))
+    except (TypeError, ValueError):
+        return None, False
+
+
 class UpsControl:
     """Sends plans to one device of the agent, with its own credentials (or those given)."""
 
@@ -164,30 +202,72 @@ class UpsControl:
             return await self._run_nut(plan, timeout)
         return await self._run_snmp(plan, timeout)
 
+    async def read_result(self, timeout: float = 10.0) -> tuple[int | None, bool]:
+        """The device's last self-test result: (failed 1/0 or None, in progress)."""
+        if self.family == "nut":
+            from drivers.base import DeviceError
+            from drivers.nut_protocol import NutClient
+
+            cfg = self.device.cfg
+            user, secret = self._username or cfg.username, self._password or cfg.password
+            client = NutClient(cfg.host, cfg.port, user, secret.get_secret_value() if secret else None)
+            try:
+                variables = await asyncio.wait_for(client.list_var(cfg.ups), timeout)
+            except (DeviceError, TimeoutError) as exc:
+                raise UpsCommandError(f"cannot read ups.test.result of {self.device.name}: {exc}") from None
+            finally:
+                await client.aclose()
+            return decode_test_result("nut", variables.get("ups.test.result"))
+        oid = RESULT_OIDS[self.family][0]
+        raw = await self._snmp_get(oid, timeout)
+        return decode_test_result(self.family, raw)
+
     # ------------------------------------------------------------ SNMP
+    def _snmp_auth(self, h: Any) -> tuple[Any, Any]:
+        from drivers.snmp.pysnmp_client import AUTH_PROTOCOLS, PRIV_PROTOCOLS
+
+        cfg = self.device.cfg
+        if cfg.version == "3":
+            auth = h.UsmUserData(
+                cfg.user, cfg.auth_key.get_secret_value() if cfg.auth_key else None,
+                cfg.priv_key.get_secret_value() if cfg.priv_key else None,
+                authProtocol=getattr(h, AUTH_PROTOCOLS[cfg.auth_protocol]) if cfg.auth_key else h.USM_AUTH_NONE,
+                privProtocol=getattr(h, PRIV_PROTOCOLS[cfg.priv_protocol]) if cfg.priv_key else h.USM_PRIV_NONE)
+            return auth, h.ContextData(contextName=cfg.context.encode())
+        secret = self._community or cfg.community
+        return h.CommunityData(secret.get_secret_value(), mpModel=0 if cfg.version == "1" else 1), h.ContextData()
+
+    async def _snmp_get(self, oid: str, timeout: float) -> Any:
+        from pysnmp.hlapi.v3arch import asyncio as h
+        from pysnmp.proto import rfc1905
+
+        cfg = self.device.cfg
+        engine = h.SnmpEngine()
+        try:
+            auth, context = self._snmp_auth(h)
+            target = await h.UdpTransportTarget.create((cfg.host, cfg.port), timeout=min(timeout, 5.0), retries=1)
+            err_ind, err_status, _, answer = await h.get_cmd(engine, auth, target, context,
+                                                             h.ObjectType(h.ObjectIdentity(oid)), lookupMib=False)
+        finally:
+            engine.close_dispatcher()
+        if err_ind or int(err_status):
+            raise UpsCommandError(f"cannot read {oid} from {self.device.name}: {err_ind or _status_name(int(err_status))}")
+        value = answer[0][1] if answer else None
+        if value is None or isinstance(value, (rfc1905.NoSuchObject, rfc1905.NoSuchInstance)):
+            return None
+        return int(value)
+
     async def _run_snmp(self, plan: list[SnmpWrite], timeout: float) -> list[str]:
         # pysnmp's high-level API (no MIB lookups): commands are rare (a shutdown, a monthly test), so the
         # agent's hand-tuned GET path (drivers.snmp.session) is not worth extending to SET.
         from pysnmp.hlapi.v3arch import asyncio as h
         from pysnmp.proto import rfc1902, rfc1905
 
-        from drivers.snmp.pysnmp_client import AUTH_PROTOCOLS, PRIV_PROTOCOLS
-
         cfg = self.device.cfg
         engine = h.SnmpEngine()
         done: list[str] = []
         try:
-            if cfg.version == "3":
-                auth: Any = h.UsmUserData(
-                    cfg.user, cfg.auth_key.get_secret_value() if cfg.auth_key else None,
-                    cfg.priv_key.get_secret_value() if cfg.priv_key else None,
-                    authProtocol=getattr(h, AUTH_PROTOCOLS[cfg.auth_protocol]) if cfg.auth_key else h.USM_AUTH_NONE,
-                    privProtocol=getattr(h, PRIV_PROTOCOLS[cfg.priv_protocol]) if cfg.priv_key else h.USM_PRIV_NONE)
-                context = h.ContextData(contextName=cfg.context.encode())
-            else:
-                secret = self._community or cfg.community
-                auth = h.CommunityData(secret.get_secret_value(), mpModel=0 if cfg.version == "1" else 1)
-                context = h.ContextData()
+            auth, context = self._snmp_auth(h)
             target = await h.UdpTransportTarget.create((cfg.host, cfg.port), timeout=min(timeout, 5.0), retries=1)
             for write in plan:
                 value: Any = {"int": rfc1902.Integer32, "ticks": rfc1902.TimeTicks,
@@ -210,8 +290,6 @@ class UpsControl:
 
     # ------------------------------------------------------------ NUT
     async def _run_nut(self, plan: list[NutWrite], timeout: float) -> list[str]:
-        import asyncio
-
         from drivers.base import DeviceError
         from drivers.nut_protocol import NutClient, NutError
 
