@@ -3,7 +3,7 @@
 Each action type is a config model with ``type: Literal[...]`` and a class built
 with ``(config, agent)`` that watches readings through ``Agent.observers``, so
 actions work without the collector; an action with an async ``run()`` is started
-as a task with the agent. Types: ``shutdown`` (:mod:`agent.shutdown`),
+as a task with the agent. Types: ``shutdown`` (:mod:`roomwatch.agent.shutdown`),
 ``battery_test`` (:mod:`agent.battery_test`).
 Adding a type adds one row to :data:`ACTION_TYPES`.
 """
@@ -15,8 +15,8 @@ from typing import Annotated, Any, Union
 
 from pydantic import Field
 
-from agent.battery_test import BatteryTestAction, BatteryTestConfig
-from agent.shutdown import ShutdownAction, ShutdownActionConfig
+from roomwatch.agent.battery_test import BatteryTestAction, BatteryTestConfig
+from roomwatch.agent.shutdown import ShutdownAction, ShutdownActionConfig
 
 __all__ = ["ACTION_TYPES", "ActionEntry", "build_actions", "check_actions"]
 

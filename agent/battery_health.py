@@ -34,8 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from drivers import vocabulary as v
-from roomwatch.wire import EventRecord, SampleRecord
+from roomwatch.core import vocabulary as v
+from roomwatch.core.wire import EventRecord, SampleRecord
 
 __all__ = ["KEEP_OUTAGES", "MAX_POINTS", "BatteryHealth", "Outage", "measure"]
 

@@ -27,10 +27,10 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from agent.ups_control import UpsCommandError, UpsControl, self_test_plan
-from drivers import vocabulary as v
-from roomwatch.configbase import Duration, Model, Secret, format_duration
-from roomwatch.wire import EventRecord, SampleRecord
+from roomwatch.agent.ups_control import UpsCommandError, UpsControl, self_test_plan
+from roomwatch.core import vocabulary as v
+from roomwatch.core.configbase import Duration, Model, Secret, format_duration
+from roomwatch.core.wire import EventRecord, SampleRecord
 
 __all__ = ["BatteryTestAction", "BatteryTestConfig", "next_due"]
 

@@ -38,11 +38,11 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BeforeValidator, Field, field_validator
 
-from agent.nut_view import DESCRIPTIONS, STRING_VARS, ServedUps, UpsTable
-from drivers.nut_protocol import quote, split_line
 from roomwatch import __version__
-from roomwatch.configbase import Duration, Model, Secret
-from roomwatch.tls import ServerTLS, server_context
+from roomwatch.agent.nut_view import DESCRIPTIONS, STRING_VARS, ServedUps, UpsTable
+from roomwatch.core.configbase import Duration, Model, Secret
+from roomwatch.core.tls import ServerTLS, server_context
+from roomwatch.drivers.nut_protocol import quote, split_line
 
 __all__ = ["DEFAULT_PORT", "NutServer", "NutServerConfig", "NutUser"]
 

@@ -29,8 +29,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from drivers import vocabulary as v
-from roomwatch.wire import EventRecord, SampleRecord
+from roomwatch.core import vocabulary as v
+from roomwatch.core.wire import EventRecord, SampleRecord
 
 __all__ = ["DESCRIPTIONS", "ServedUps", "UpsTable", "format_number", "nut_name"]
 
@@ -163,7 +163,7 @@ class ServedUps:
 
 
 def _is_ups_config(cfg: Any) -> bool:
-    from drivers.ups import UpsDeviceConfig
+    from roomwatch.drivers.ups import UpsDeviceConfig
 
     return isinstance(cfg, UpsDeviceConfig)
 

@@ -16,16 +16,16 @@ from collections.abc import Callable, Hashable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from agent.actions import build_actions
-from agent.config import AgentConfig
-from agent.latest import LatestValues
-from agent.push import Pusher
-from agent.spool import open_outbox, spool_samples
-from drivers import vocabulary as v
-from drivers.base import DeviceConfig, Driver, Event, Reading
-from drivers.registry import get as get_driver
 from roomwatch import __version__
-from roomwatch.wire import EventRecord, SampleRecord
+from roomwatch.agent.actions import build_actions
+from roomwatch.agent.config import AgentConfig
+from roomwatch.agent.latest import LatestValues
+from roomwatch.agent.push import Pusher
+from roomwatch.agent.spool import open_outbox, spool_samples
+from roomwatch.core import vocabulary as v
+from roomwatch.core.wire import EventRecord, SampleRecord
+from roomwatch.drivers.base import DeviceConfig, Driver, Event, Reading
+from roomwatch.drivers.registry import get as get_driver
 
 __all__ = ["Agent", "DeviceRunner"]
 
@@ -36,7 +36,7 @@ _HEALTH = v.HEALTH_METRICS  # device_up, poll errors, a driver's own link counte
 
 
 def _is_ups(cfg: Any) -> bool:
-    from drivers.ups import UpsDeviceConfig
+    from roomwatch.drivers.ups import UpsDeviceConfig
 
     return isinstance(cfg, UpsDeviceConfig)
 
@@ -72,7 +72,7 @@ class DeviceRunner:
 
 
 class _DriverContext:
-    """What a driver sees of the agent (see :class:`drivers.base.Context`)."""
+    """What a driver sees of the agent (see :class:`roomwatch.drivers.base.Context`)."""
 
     def __init__(self, agent: Agent, runner_name: str):
         self._agent = agent
@@ -116,7 +116,7 @@ class Agent:
             self.pusher = Pusher(a.id, config.collector, outbox=open_outbox(config), extra_samples=self._self_samples)
         self.fallback: Any = None
         if config.fallback is not None:
-            from agent.fallback import FallbackAlerter
+            from roomwatch.agent.fallback import FallbackAlerter
 
             self.fallback = FallbackAlerter(config.fallback, self)
             self.observers.append(self.fallback.observe)
@@ -132,14 +132,14 @@ class Agent:
             self.devices[dev_cfg.name] = runner
         self.battery: Any = None
         if any(_is_ups(d) for d in config.all_devices()):
-            from agent.battery_health import BatteryHealth
+            from roomwatch.agent.battery_health import BatteryHealth
 
             spool = config.agent.spool
             self.battery = BatteryHealth(self, str(Path(spool).parent / "battery.db") if spool else None)
         self.nut_server: Any = None
         if config.nut_server is not None:
-            from agent.nut_server import NutServer
-            from agent.nut_view import UpsTable
+            from roomwatch.agent.nut_server import NutServer
+            from roomwatch.agent.nut_view import UpsTable
 
             # Registered before the actions, so a shutdown action sees the table current.
             self.ups_table = UpsTable(self)

@@ -35,10 +35,10 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from agent.ups_control import UpsOffConfig
-from drivers import vocabulary as v
-from roomwatch.configbase import Duration, Model, format_duration
-from roomwatch.wire import EventRecord, SampleRecord
+from roomwatch.agent.ups_control import UpsOffConfig
+from roomwatch.core import vocabulary as v
+from roomwatch.core.configbase import Duration, Model, format_duration
+from roomwatch.core.wire import EventRecord, SampleRecord
 
 __all__ = ["ShutdownAction", "ShutdownActionConfig", "ShutdownLogic"]
 
@@ -277,7 +277,7 @@ class ShutdownAction:
         self.fired_at = time.time()
         self._timer = None
         self._task = asyncio.current_task()
-        from agent.shutdown_sequence import ShutdownSequence
+        from roomwatch.agent.shutdown_sequence import ShutdownSequence
 
         self.sequence = ShutdownSequence(self)
         await self.sequence.run()

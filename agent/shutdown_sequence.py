@@ -29,8 +29,8 @@ import shlex
 import time
 from typing import Any
 
-from agent.ups_control import UpsCommandError, UpsControl, off_plan
-from roomwatch.configbase import format_duration
+from roomwatch.agent.ups_control import UpsCommandError, UpsControl, off_plan
+from roomwatch.core.configbase import format_duration
 
 __all__ = ["COMMAND_WAIT", "NOTIFY_WAIT", "ShutdownSequence"]
 
@@ -43,7 +43,7 @@ COMMAND_WAIT = 120.0
 
 
 class ShutdownSequence:
-    """One run of the steps for a fired :class:`agent.shutdown.ShutdownAction`."""
+    """One run of the steps for a fired :class:`roomwatch.agent.shutdown.ShutdownAction`."""
 
     def __init__(self, action: Any):
         self.action = action

@@ -34,7 +34,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from roomwatch.configbase import Duration, Model, Secret
+from roomwatch.core.configbase import Duration, Model, Secret
 
 __all__ = ["RESULT_OIDS", "SnmpWrite", "UpsCommandError", "UpsControl", "UpsOffConfig", "decode_test_result",
            "family_of", "off_plan", "parse_nut_result", "self_test_plan"]
@@ -205,8 +205,8 @@ class UpsControl:
     async def read_result(self, timeout: float = 10.0) -> tuple[int | None, bool]:
         """The device's last self-test result: (failed 1/0 or None, in progress)."""
         if self.family == "nut":
-            from drivers.base import DeviceError
-            from drivers.nut_protocol import NutClient
+            from roomwatch.drivers.base import DeviceError
+            from roomwatch.drivers.nut_protocol import NutClient
 
             cfg = self.device.cfg
             user, secret = self._username or cfg.username, self._password or cfg.password
@@ -224,7 +224,7 @@ class UpsControl:
 
     # ------------------------------------------------------------ SNMP
     def _snmp_auth(self, h: Any) -> tuple[Any, Any]:
-        from drivers.snmp.pysnmp_client import AUTH_PROTOCOLS, PRIV_PROTOCOLS
+        from roomwatch.drivers.snmp.pysnmp_client import AUTH_PROTOCOLS, PRIV_PROTOCOLS
 
         cfg = self.device.cfg
         if cfg.version == "3":
@@ -290,8 +290,8 @@ class UpsControl:
 
     # ------------------------------------------------------------ NUT
     async def _run_nut(self, plan: list[NutWrite], timeout: float) -> list[str]:
-        from drivers.base import DeviceError
-        from drivers.nut_protocol import NutClient, NutError
+        from roomwatch.drivers.base import DeviceError
+        from roomwatch.drivers.nut_protocol import NutClient, NutError
 
         cfg = self.device.cfg
         user = self._username or cfg.username

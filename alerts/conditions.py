@@ -116,13 +116,13 @@ def _signed(n: float) -> str:
 
 
 def _dur(seconds: float) -> str:
-    from roomwatch.configbase import format_duration
+    from roomwatch.core.configbase import format_duration
 
     return format_duration(seconds)
 
 
 def _duration(text: str, where: str) -> float:
-    from roomwatch.configbase import parse_duration
+    from roomwatch.core.configbase import parse_duration
 
     try:
         seconds = parse_duration(text)

@@ -78,9 +78,9 @@ PACK = "default"
 
 
 def _collector(tmp: Path, name: str, alerting: bool) -> tuple[Any, Any]:
-    from alerts.rules import default_rule_names
-    from collector.config import CollectorConfig
-    from collector.core import Collector
+    from roomwatch.alerts.rules import default_rule_names
+    from roomwatch.collector.config import CollectorConfig
+    from roomwatch.collector.core import Collector
 
     overrides: dict[str, Any] = {"RoomTemperatureHigh": {"for": "0s"}}
     if PACK == "old":
@@ -93,14 +93,14 @@ def _collector(tmp: Path, name: str, alerting: bool) -> tuple[Any, Any]:
     c = Collector(cfg)
     svc = None
     if alerting:
-        from alerts.service import AlertService
+        from roomwatch.collector.main import build_alert_service
 
-        svc = AlertService(c)
+        svc = build_alert_service(c)
     return c, svc
 
 
 def run(rounds: int, hot: bool) -> dict[str, Any]:
-    from roomwatch.wire import Batch, SampleRecord
+    from roomwatch.core.wire import Batch, SampleRecord
 
     series = [_series(a) for a in range(AGENTS)]
     with tempfile.TemporaryDirectory() as d:

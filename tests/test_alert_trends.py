@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from alerts.conditions import check_hysteresis, parse_expr
-from alerts.templates import format_alert_value, format_expr
-from alerts.trend import MAX_POINTS, Trend
+from roomwatch.alerts.conditions import check_hysteresis, parse_expr
+from roomwatch.alerts.templates import format_alert_value, format_expr
+from roomwatch.alerts.trend import MAX_POINTS, Trend
 from tests.alert_harness import Harness
 
 TEMP = "roomwatch_temperature_celsius"
@@ -161,8 +161,8 @@ def test_grammar_and_errors() -> None:
 
 
 def test_config_errors_are_located(tmp_path: Path) -> None:
-    from collector.config import CollectorConfig
-    from roomwatch.configbase import ConfigError, load_model
+    from roomwatch.collector.config import CollectorConfig
+    from roomwatch.core.configbase import ConfigError, load_model
     from tests.helpers import write_yaml
 
     path = write_yaml(tmp_path / "c.yaml", {"agents": [{"id": "a1", "token": "t" * 20}], "rules": {"extra": [

@@ -14,15 +14,14 @@ from typing import Any
 
 import pytest
 
-from agent import battery_health as bh
-from agent.battery_health import BatteryHealth, Outage, measure
-from agent.battery_test import BatteryTestConfig, next_due
-from agent.config import AgentConfig
-from agent.runtime import Agent
-from drivers import vocabulary as v
-from roomwatch.wire import SampleRecord
-from tests.peers.nut import nut_factory, write_dev  # noqa: F401
-from tests.peers.snmpsim import snmpsim_factory  # noqa: F401
+from roomwatch.agent import battery_health as bh
+from roomwatch.agent.battery_health import BatteryHealth, Outage, measure
+from roomwatch.agent.battery_test import BatteryTestConfig, next_due
+from roomwatch.agent.config import AgentConfig
+from roomwatch.agent.runtime import Agent
+from roomwatch.core import vocabulary as v
+from roomwatch.core.wire import SampleRecord
+from tests.peers.nut import write_dev
 
 BASE = {"agent": "a1", "device": "ups1"}
 
@@ -142,7 +141,7 @@ def test_next_due_keeps_to_working_days_and_the_hour() -> None:
 
 
 @pytest.mark.peer("upsd")
-async def test_nut_self_test_on_battery_is_not_an_outage(nut_factory: Any, tmp_path: Path) -> None:  # noqa: F811
+async def test_nut_self_test_on_battery_is_not_an_outage(nut_factory: Any, tmp_path: Path) -> None:
     """dummy-ups reports OB while ups.test.result says "In progress": on_battery stays 0, no event, no outage,
     and the agent's NUT server serves OL to the secondaries. Then a real outage counts."""
     ups = await asyncio.to_thread(nut_factory, {"rack": write_dev(tmp_path / "rack.dev", {
@@ -192,7 +191,7 @@ def _snmp(cmd: str, port: int, *args: str) -> str:
 
 @pytest.mark.peer("snmpsim")
 async def test_scheduled_self_test_over_rfc1628_pages_nobody_and_reports_its_result(
-        snmpsim_factory: Any, tmp_path: Path) -> None:  # noqa: F811
+        snmpsim_factory: Any, tmp_path: Path) -> None:
     """The action sets upsTestId; the card (snmpsim, driven here like the UPS) goes on battery with its test
     in progress, then passes. Meanwhile on_battery stays 0 and no on-battery event is raised; afterwards
     roomwatch_ups_self_test_failed 0 and the test time go out with the UPS's readings."""
@@ -232,7 +231,7 @@ async def test_scheduled_self_test_over_rfc1628_pages_nobody_and_reports_its_res
 
 
 @pytest.mark.peer("snmpsim")
-async def test_ups_mib_test_in_progress_reads_as_mains(snmpsim_factory: Any) -> None:  # noqa: F811
+async def test_ups_mib_test_in_progress_reads_as_mains(snmpsim_factory: Any) -> None:
     """upsOutputSource battery(5) with upsTestResultsSummary inProgress(5): on_battery 0 (profile row)."""
     from tests.test_snmp_recordings import poll_once
 

@@ -16,9 +16,8 @@ from typing import Any
 import pytest
 
 from tests.helpers import free_port, require_fixtures, wait_for
-from tests.peers.nut import NutServer, nut_factory, write_dev  # noqa: F401
-from tests.peers.nut_clients import nut_clients, upsc, upsc_vars, wait_lines  # noqa: F401
-from tests.peers.snmpsim import snmpsim_factory  # noqa: F401
+from tests.peers.nut import NutServer, write_dev
+from tests.peers.nut_clients import upsc, upsc_vars, wait_lines
 
 #: truth key → (NUT variable, factor from the truth's unit to NUT's)
 TRUTH_VARS = {
@@ -72,7 +71,7 @@ def _check(served: dict[str, str], truth: dict[str, Any]) -> list[str]:
 
 
 @pytest.mark.peer("snmpsim", "upsc")
-def test_upsc_lists_and_reads_every_snmp_ups_recording(snmpsim_factory: Any, agent_factory: Any) -> None:  # noqa: F811
+def test_upsc_lists_and_reads_every_snmp_ups_recording(snmpsim_factory: Any, agent_factory: Any) -> None:
     """Acceptance: every SNMP UPS recording, read by one agent with nut_server on, is listed by
     `upsc -l` under its device name, and `upsc NAME@…` gives the unit's real values (truth files)."""
     recordings = _ups_recordings()
@@ -115,7 +114,7 @@ def _nut_agent(agent_factory: Any, ups: NutServer, port: int, **nut_server: Any)
 
 
 @pytest.mark.peer("upsd", "upsc")
-def test_nut_sourced_ups_keeps_its_flags_and_goes_stale_with_its_upsd(nut_factory: Any, agent_factory: Any,  # noqa: F811
+def test_nut_sourced_ups_keeps_its_flags_and_goes_stale_with_its_upsd(nut_factory: Any, agent_factory: Any,
                                                                       tmp_path: Path) -> None:
     """A UPS read from another upsd is served with NUT's own flags (CHRG), identity and battery date;
     when that upsd stops, upsc gets "Data stale" (not old values), and the data returns with it."""
@@ -136,8 +135,8 @@ def test_nut_sourced_ups_keeps_its_flags_and_goes_stale_with_its_upsd(nut_factor
 
 
 @pytest.mark.peer("upsd", "upsmon")
-def test_upsmon_primary_and_secondary_shut_down_in_order(nut_factory: Any, agent_factory: Any,  # noqa: F811
-                                                        nut_clients: Any, tmp_path: Path) -> None:  # noqa: F811
+def test_upsmon_primary_and_secondary_shut_down_in_order(nut_factory: Any, agent_factory: Any,
+                                                        nut_clients: Any, tmp_path: Path) -> None:
     """Two real upsmon processes on the agent's server: when the UPS reports OB LB, the primary sets FSD,
     the secondary sees it and shuts down (then logs out), and only then does the primary shut down."""
     ups = nut_factory({"rack": write_dev(tmp_path / "rack.dev", ONLINE)})
@@ -161,7 +160,7 @@ def test_upsmon_primary_and_secondary_shut_down_in_order(nut_factory: Any, agent
 
 
 @pytest.mark.peer("upsd", "upslog")
-def test_upslog_logs_the_agents_values(nut_factory: Any, agent_factory: Any, nut_clients: Any,  # noqa: F811
+def test_upslog_logs_the_agents_values(nut_factory: Any, agent_factory: Any, nut_clients: Any,
                                        tmp_path: Path) -> None:
     """upslog's default format (charge, input voltage, load, [status], temperature, frequency) from the agent."""
     ups = nut_factory({"rack": write_dev(tmp_path / "rack.dev", ONLINE)})
@@ -176,7 +175,7 @@ def test_upslog_logs_the_agents_values(nut_factory: Any, agent_factory: Any, nut
 
 
 @pytest.mark.peer("upsd", "upsc")
-def test_starttls_with_upsc_and_upsmon(nut_factory: Any, agent_factory: Any, nut_clients: Any,  # noqa: F811
+def test_starttls_with_upsc_and_upsmon(nut_factory: Any, agent_factory: Any, nut_clients: Any,
                                        tmp_path: Path) -> None:
     """With tls configured, upsc's opportunistic STARTTLS succeeds and a upsmon with FORCESSL logs in."""
     from tests.tlsutil import CA
@@ -221,7 +220,7 @@ def _replay(port: int) -> list[list[str]]:
 
 
 @pytest.mark.peer("upsd")
-def test_same_replies_as_upsd(nut_factory: Any, agent_factory: Any, tmp_path: Path) -> None:  # noqa: F811
+def test_same_replies_as_upsd(nut_factory: Any, agent_factory: Any, tmp_path: Path) -> None:
     """One transcript (reads, every error path, login, FSD refused to a secondary, case-blind names) against
     Debian's upsd and against the agent serving the same dummy-ups UPS under the same name: same replies."""
     ups = nut_factory({"rack": write_dev(tmp_path / "rack.dev", {**ONLINE, "ups.status": "OL"})})

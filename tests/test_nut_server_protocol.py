@@ -17,12 +17,12 @@ from typing import Any
 
 import pytest
 
-from agent import nut_server as ns
-from agent.nut_server import NutServer, NutServerConfig
-from agent.nut_view import UpsTable, format_number, nut_name, variables_from
-from drivers import vocabulary as v
-from roomwatch.configbase import ConfigError, load_model
-from roomwatch.wire import SampleRecord
+from roomwatch.agent import nut_server as ns
+from roomwatch.agent.nut_server import NutServer, NutServerConfig
+from roomwatch.agent.nut_view import UpsTable, format_number, nut_name, variables_from
+from roomwatch.core import vocabulary as v
+from roomwatch.core.configbase import ConfigError, load_model
+from roomwatch.core.wire import SampleRecord
 from tests.helpers import write_yaml
 
 BASE = {"agent": "a1", "device": "ups1"}
@@ -346,7 +346,7 @@ def test_variables_and_names() -> None:
 
 
 def test_environment_monitor_on_a_ups_driver_is_not_served() -> None:
-    from drivers.snmp import SnmpConfig
+    from roomwatch.drivers.snmp import SnmpConfig
 
     cfg = SnmpConfig.model_validate({"name": "env1", "driver": "snmp", "host": "127.0.0.1", "community": "p"})
     dev = SimpleNamespace(name="env1", labels={"device": "env1"}, up=None, interval=1.0, cfg=cfg)
@@ -366,7 +366,7 @@ def test_config(tmp_path: Path) -> None:
     (tmp_path / "pw").write_text("s3cret\n")
     path = write_yaml(tmp_path / "a.yaml", {"nut_server": {"listen": "127.0.0.1:3493", "users": [
         {"name": "m", "password_file": str(tmp_path / "pw")}]}})
-    from agent.config import AgentConfig
+    from roomwatch.agent.config import AgentConfig
 
     cfg = load_model(path, AgentConfig)
     assert cfg.nut_server is not None and cfg.nut_server.users[0].password.get_secret_value() == "s3cret"

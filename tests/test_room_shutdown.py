@@ -15,9 +15,8 @@ from typing import Any
 import pytest
 
 from tests.helpers import free_port, wait_for
-from tests.peers.nut import NutServer, nut_factory, write_dev  # noqa: F401
-from tests.peers.nut_clients import nut_clients, upsc, upsc_vars, wait_lines  # noqa: F401
-from tests.peers.snmpsim import snmpsim_factory  # noqa: F401
+from tests.peers.nut import write_dev
+from tests.peers.nut_clients import upsc, upsc_vars, wait_lines
 
 ONLINE = {"ups.status": "OL", "battery.charge": "100", "battery.runtime": "1800", "ups.mfr": "T", "ups.model": "M"}
 
@@ -35,7 +34,7 @@ def _lines(path: Path) -> list[str]:
 
 @pytest.mark.peer("upsd", "upsmon")
 def test_primary_sets_fsd_waits_for_upsmon_and_a_follower_agent_then_shuts_down(
-        nut_factory: Any, agent_factory: Any, nut_clients: Any, tmp_path: Path) -> None:  # noqa: F811
+        nut_factory: Any, agent_factory: Any, nut_clients: Any, tmp_path: Path) -> None:
     """The UPS goes on battery (no low battery: only the primary's own rule decides). The primary agent sets
     FSD; a real upsmon secondary and a second roomwatch agent (following over the NUT protocol) both shut
     down and log out; only then does the primary run its own command."""
@@ -99,7 +98,7 @@ def _snmp(cmd: str, port: int, community: str, *args: str) -> str:
 
 
 @pytest.mark.peer("snmpsim")
-def test_ups_told_to_switch_off_and_return_over_rfc1628(snmpsim_factory: Any, agent_factory: Any,  # noqa: F811
+def test_ups_told_to_switch_off_and_return_over_rfc1628(snmpsim_factory: Any, agent_factory: Any,
                                                          tmp_path: Path) -> None:
     """On battery with low battery: upsAutoRestart on(1) and upsShutdownAfterDelay 180 reach the card
     (snmpsim's writecache keeps SET values), before the host's own command runs."""
@@ -122,7 +121,7 @@ def test_ups_told_to_switch_off_and_return_over_rfc1628(snmpsim_factory: Any, ag
 
 
 @pytest.mark.peer("snmpsim")
-def test_apc_card_gets_powernet_sleep_command(snmpsim_factory: Any, agent_factory: Any, tmp_path: Path) -> None:  # noqa: F811
+def test_apc_card_gets_powernet_sleep_command(snmpsim_factory: Any, agent_factory: Any, tmp_path: Path) -> None:
     """The real APC recording, its status objects and control objects made writable: the agent picks the APC
     dialect from the profile (upsAdvConfigShutoffDelay in TimeTicks, upsBasicControlConserveBattery 2)."""
     from tests.helpers import require_fixtures
@@ -154,8 +153,8 @@ def test_apc_card_gets_powernet_sleep_command(snmpsim_factory: Any, agent_factor
 
 
 @pytest.mark.peer("upsd", "snmpsim")
-def test_dry_run_logs_every_step_and_changes_nothing(nut_factory: Any, agent_factory: Any,  # noqa: F811
-                                                     nut_clients: Any, tmp_path: Path) -> None:  # noqa: F811
+def test_dry_run_logs_every_step_and_changes_nothing(nut_factory: Any, agent_factory: Any,
+                                                     nut_clients: Any, tmp_path: Path) -> None:
     """dry_run with nut_primary and ups_off: each step is logged with what it would do (who is logged in,
     which SETs), yet FSD is not set, the secondary stays, and nothing is sent or run."""
     ups = nut_factory({"rack": write_dev(tmp_path / "rack.dev", ONLINE)})
@@ -191,11 +190,11 @@ def test_dry_run_logs_every_step_and_changes_nothing(nut_factory: Any, agent_fac
 
 @pytest.mark.peer("upsd")
 async def test_nut_ups_off_refused_by_upsd_is_reported_and_the_host_still_goes_down(
-        nut_factory: Any, tmp_path: Path) -> None:  # noqa: F811
+        nut_factory: Any, tmp_path: Path) -> None:
     """dummy-ups has no shutdown.return: upsd's ERR CMD-NOT-SUPPORTED is logged and pushed as
     shutdown_failed, and the command still runs."""
-    from agent.config import AgentConfig
-    from agent.runtime import Agent
+    from roomwatch.agent.config import AgentConfig
+    from roomwatch.agent.runtime import Agent
 
     ups = await asyncio.to_thread(nut_factory, {"rack": write_dev(tmp_path / "rack.dev", ONLINE)})
     shutdowns = tmp_path / "shutdowns.log"

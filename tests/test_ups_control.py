@@ -9,10 +9,9 @@ from typing import Any
 
 import pytest
 
-from agent.ups_control import UpsCommandError, UpsControl, family_of, off_plan, self_test_plan
-from drivers.nut import NutConfig
-from drivers.snmp import SnmpConfig
-from tests.peers.snmpsim import snmpsim_factory  # noqa: F401
+from roomwatch.agent.ups_control import UpsCommandError, UpsControl, family_of, off_plan, self_test_plan
+from roomwatch.drivers.nut import NutConfig
+from roomwatch.drivers.snmp import SnmpConfig
 
 
 class FakeUpsd:
@@ -116,7 +115,7 @@ def _get(port: int, oid: str, *auth: str) -> str:
 
 
 @pytest.mark.peer("snmpsim")
-async def test_snmp_sets_reach_the_card_v2c_and_v3(snmpsim_factory: Any) -> None:  # noqa: F811
+async def test_snmp_sets_reach_the_card_v2c_and_v3(snmpsim_factory: Any) -> None:
     sim = await asyncio.to_thread(snmpsim_factory, {"xppc": XPPC_REC})
     v2 = SnmpConfig.model_validate({"name": "x", "driver": "snmp", "host": "127.0.0.1", "port": sim.port,
                                     "community": "wrong", "profile": "ups-mib"})
