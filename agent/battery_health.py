@@ -102,8 +102,9 @@ def measure(outage: Outage) -> dict[str, float | None]:
         return out
     measured = (t1 - t0) * c0 / (c0 - c1)
     out["measured"] = measured
-    if out["expected"]:
-        out["health"] = round(min(measured / out["expected"], 5.0), 4)  # type: ignore[operator]
+    expected = out["expected"]
+    if expected:
+        out["health"] = round(min(measured / expected, 5.0), 4)
     return out
 
 
@@ -211,9 +212,9 @@ class BatteryHealth:
         last = self.last.setdefault(outage.ups, {})
         last["outage"], last["end"] = length, end
         if found["measured"] is not None:
-            last["measured"] = found["measured"]  # type: ignore[assignment]
+            last["measured"] = found["measured"]
             if found["health"] is not None:
-                last["health"] = found["health"]  # type: ignore[assignment]
+                last["health"] = found["health"]
             else:
                 last.pop("health", None)
         log.warning("UPS %s back on mains after %.0fs on battery%s", outage.ups, length,

@@ -38,6 +38,7 @@ log = logging.getLogger("roomwatch.action.battery_test")
 
 Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 _DAYS: list[Day] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+_WORKDAYS: list[Day] = _DAYS[:5]
 #: A test starts only with the battery at least this charged (not right after an outage).
 MIN_CHARGE = 0.9
 POLL = 5.0
@@ -52,7 +53,7 @@ class BatteryTestConfig(Model):
     labels: dict[str, str] = Field(default_factory=dict)
     every: Duration = Field(default=30 * 86400.0, ge=86400.0, description="time between tests (at least 1d)")
     at: dt.time = Field(default=dt.time(10, 0), description="local time of day to start")
-    days: list[Day] = Field(default_factory=lambda: ["mon", "tue", "wed", "thu", "fri"],
+    days: list[Day] = Field(default_factory=lambda: list(_WORKDAYS),
                             description="weekdays a test may run (someone should be there)")
     max_duration: Duration = Field(default=180.0, ge=10.0, le=3600.0,
                                    description="longest the test's on-battery is taken as the test")

@@ -181,7 +181,7 @@ def parse_expr(text: object) -> Expr:
     head = text.strip().split(None, 1)[0] if text.strip() else ""
     if m := _CMP_METRIC_RE.match(text):
         # A threshold that is another series of the same labels: "< roomwatch_ups_shutdown_sequence_seconds".
-        return Expr(((m.group(1), 0.0),), "value", within_metric=m.group(2))
+        return Expr((((m.group(1), 0.0),),), "value", within_metric=m.group(2))
     if head.startswith("rate"):
         return _parse_rate(text)
     if head == "reaches":

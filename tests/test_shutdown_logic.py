@@ -124,7 +124,7 @@ def test_check_config_names_file_line_key(tmp_path: Any) -> None:
     res = run_cli("check-config", str(path))
     assert res.returncode == 2, res
     assert "agent.yaml:16: actions[2].on_battery_for: 600 has no unit" in res.stderr + res.stdout
-    assert "actions[3].type: got 'reboot'; expected one of 'shutdown'" in res.stderr + res.stdout
+    assert "actions[3].type: unknown type 'reboot'; expected one of 'shutdown', 'battery_test'" in res.stderr + res.stdout
     ok = write_yaml(tmp_path / "ok.yaml", {
         "devices": [{"name": "nutbox", "driver": "nut"}],
         "actions": [{"type": "shutdown", "ups": "nosuch"},

@@ -1,13 +1,17 @@
 """Debian's real NUT clients (nut-client): ``upsc``, ``upslog`` and ``upsmon``, run against a NUT server.
 
 ``upsmon`` runs in the foreground (``-F``), privileged in one process (``-p``, so
-stopping it stops all of it), with its own temp config, state and pid directory
-(``NUT_CONFPATH``/``NUT_STATEPATH``/``NUT_ALTPIDPATH``): its ``SHUTDOWNCMD``
-appends a line to ``shutdown.log`` in that directory instead of powering off.
+stopping it stops all of it), with its own temp config and state directory
+(``NUT_CONFPATH``/``NUT_STATEPATH``): its ``SHUTDOWNCMD`` appends a line to
+``shutdown.log`` in that directory instead of powering off. As root, upsmon and
+upslog 2.8.0 write their pid to the compiled-in ``/run/nut/`` whatever the environment
+says, and upsmon refuses to start while that pid runs: each client therefore gets a
+private ``/run`` in its own mount namespace (``unshare -m``; ``-r`` too when not root).
 """
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 from collections.abc import Iterator
@@ -36,6 +40,12 @@ def upsc_vars(target: str) -> dict[str, str]:
     return dict(line.split(": ", 1) for line in out.stdout.splitlines() if ": " in line)
 
 
+def private_run() -> list[str]:
+    """argv prefix running a NUT client with its own empty ``/run`` (its pid file, not the host's)."""
+    return [require_binary("unshare"), "-m", *([] if os.geteuid() == 0 else ["-r"]), "sh", "-c",
+            'mount -t tmpfs tmpfs /run && mkdir -p /run/nut && exec "$@"', "nut-client"]
+
+
 class Upsmon:
     """A real upsmon monitoring ``target`` (``ups@host:port``) as ``role``, in ``workdir``."""
 
@@ -61,7 +71,7 @@ class Upsmon:
         conf.chmod(0o600)
         (workdir / "state").mkdir(mode=0o700, exist_ok=True)
         env = {"NUT_CONFPATH": str(workdir), "NUT_STATEPATH": str(workdir / "state"), "NUT_ALTPIDPATH": str(workdir)}
-        self.proc = PeerProcess(f"upsmon-{role}", [binary, "-F", "-D", "-p"], workdir, env)
+        self.proc = PeerProcess(f"upsmon-{role}", [*private_run(), binary, "-F", "-D", "-p"], workdir, env)
 
     def log(self) -> str:
         return self.proc.log()
@@ -81,8 +91,8 @@ class Upslog:
         workdir.mkdir(parents=True, exist_ok=True)
         self.path = workdir / "upslog.txt"
         env = {"NUT_STATEPATH": str(workdir), "NUT_ALTPIDPATH": str(workdir)}
-        self.proc = PeerProcess("upslog", [require_binary("upslog"), "-F", "-s", target, "-l", str(self.path), "-i",
-                                           str(interval)], workdir, env)
+        argv = [*private_run(), require_binary("upslog"), "-F", "-s", target, "-l", str(self.path), "-i", str(interval)]
+        self.proc = PeerProcess("upslog", argv, workdir, env)
 
     def lines(self) -> list[str]:
         return self.path.read_text().splitlines() if self.path.exists() else []
