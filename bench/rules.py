@@ -164,6 +164,10 @@ def _compare(ref: str, rounds: int, repeats: int = 3) -> dict[str, Any]:
         tree = subprocess.run(["git", "archive", ref, "alerts", "collector", "drivers", "roomwatch", "agent"],
                               cwd=ROOT, capture_output=True, check=True).stdout
         subprocess.run(["tar", "-x", "-C", str(base)], input=tree, check=True)
+        if (base / "roomwatch" / "core").is_dir():
+            # The one-package layout installs agent/ … as roomwatch.agent (package-dir): rebuild that here.
+            for name in ("agent", "alerts", "collector", "drivers"):
+                shutil.move(str(base / name), str(base / "roomwatch" / name))
         shutil.copytree(ROOT / "bench", base / "bench", ignore=shutil.ignore_patterns("results", "__pycache__"))
         runs: dict[str, list[list[dict[str, Any]]]] = {"before": [], "after": [], "after_old_pack": []}
         for i in range(repeats):
