@@ -13,6 +13,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 from roomwatch import drivers
 from roomwatch.agent.actions import ActionEntry, check_actions
 from roomwatch.agent.fallback import FallbackConfig
+from roomwatch.agent.nut_server import NutServerConfig
 from roomwatch.agent.traps import TrapsConfig
 from roomwatch.core.configbase import (
     ByteSize,
@@ -121,6 +122,7 @@ class AgentConfig(Model):
     devices: list[DeviceEntry] = Field(default_factory=list)
     actions: list[ActionEntry] = Field(default_factory=list)  # type: ignore[valid-type]
     fallback: FallbackConfig | None = None
+    nut_server: NutServerConfig | None = Field(default=None, description="serve the UPS readings to NUT clients")
     traps: TrapsConfig | None = None
 
     def extra_checks(self) -> list[tuple[tuple[Any, ...], str]]:
@@ -142,7 +144,7 @@ class AgentConfig(Model):
             problems.extend(self.fallback.extra_checks())
         if self.traps is not None and not any(d.driver == "snmp" for d in self.devices):
             problems.append((("traps",), "the trap listener matches senders to snmp devices, and this agent has none"))
-        problems.extend(check_actions(self.actions, self.all_devices()))
+        problems.extend(check_actions(self.actions, self.all_devices(), self.nut_server))
         return problems
 
     def all_devices(self) -> list[Any]:

@@ -40,8 +40,6 @@ async def serve(config_path: str) -> int:
         except OSError as exc:
             log.error("cannot listen on %s: %s", cfg.agent.listen, exc.strerror or exc)
             return 1
-        http.start()
-        log.info("serving /metrics and /healthz on http://%s:%d", host, http.port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -50,12 +48,22 @@ async def serve(config_path: str) -> int:
 
     try:
         await agent.start()
-    except TrapListenError as exc:
+    except TrapListenError as exc:  # traps.listen taken, or below 1024 without the capability
         log.error("%s", exc)
         await agent.stop()
         if http is not None:
-            http.stop()
+            http.close()
         return 1
+    except OSError as exc:  # the NUT server's address is taken or not ours
+        log.error("cannot listen on %s (nut_server.listen): %s", cfg.nut_server.listen if cfg.nut_server else "?",
+                  exc.strerror or exc)
+        if http is not None:
+            http.close()
+        return 1
+    if http is not None:
+        # Served once the agent runs: /healthz answering means the NUT server is listening too.
+        http.start()
+        log.info("serving /metrics and /healthz on http://%s:%d", host, http.port)
     notifier = Notifier()
     notifier.ready(f"agent {cfg.agent.id}: {len(cfg.all_devices())} devices")
     notifier.start_watchdog()
