@@ -7,6 +7,8 @@ from typing import Any
 from pydantic import Field, field_validator, model_validator
 
 from roomwatch.alerts.config import AlertsConfig, RouteConfig, RulesConfig, alerting_checks
+from roomwatch.alerts.rota import OncallConfig
+from roomwatch.alerts.timeintervals import TimeIntervalConfig
 from roomwatch.channels.config import ChannelEntry
 from roomwatch.collector.report.config import ReportConfig
 from roomwatch.core.configbase import (
@@ -133,6 +135,8 @@ class CollectorConfig(Model):
     rules: RulesConfig = Field(default_factory=RulesConfig)
     channels: list[ChannelEntry] = Field(default_factory=list)  # type: ignore[valid-type]
     routes: list[RouteConfig] = Field(default_factory=list)
+    time_intervals: list[TimeIntervalConfig] = Field(default_factory=list, description="named recurring intervals")
+    oncall: OncallConfig = Field(default_factory=OncallConfig)
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     web: WebConfig = Field(default_factory=WebConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)
@@ -172,10 +176,6 @@ class CollectorConfig(Model):
             rw_names.add(name)
             if rw.bearer_token is not None and rw.basic_auth is not None:
                 problems.append((("remote_write", i), "give bearer_token or basic_auth, not both"))
-        for i, r in enumerate(self.routes):
-            for j, ch in enumerate(r.channels):
-                if ch not in names:
-                    problems.append((("routes", i, "channels", j), f"no channel named {ch!r} in channels"))
         problems.extend(alerting_checks(self))
         return problems
 
