@@ -146,6 +146,15 @@ class Dispatcher:
     def muted(self, route: Route, now: float) -> bool:
         return bool(route.mute or route.active) and self.intervals.muted(route.mute, route.active, now)
 
+    def _channel_levels(self, route: Route, level: int, now: float) -> dict[str, int]:
+        """Channel → the lowest escalation level naming it, for the levels 0..``level`` (in the route's order);
+        with failover, only the channel of each level that is working."""
+        level_of: dict[str, int] = {}
+        for k in range(level + 1):
+            for ch in self._pick(route, route.levels[k], now):
+                level_of.setdefault(ch, k)
+        return level_of
+
     def _pick(self, route: Route, names: list[str], now: float) -> list[str]:
         """With failover, the first channel of ``names`` not failing for ``route.failover`` (or the first)."""
         if route.failover is None or len(names) < 2:
@@ -283,69 +292,77 @@ class Dispatcher:
         before = g.to_json()
         alerts = [a for fp in sorted(g.alerts) if (a := self._alert(fp)) is not None]
         firing = self.notifiable([a for a in alerts if a.state == FIRING], now)
-        firing_fps = {a.fp for a in firing}
-        level = self._level(g, firing, now)
-        g.level = level
-        route = g.route
-        active: list[str] = []
-        level_of: dict[str, int] = {}
-        for k in range(level + 1):
-            for ch in self._pick(route, route.levels[k], now):
-                if ch not in level_of:
-                    level_of[ch] = k
-                    active.append(ch)
-        names = active + [ch for ch, st in g.channels.items() if st.sent and ch not in level_of]
+        g.level = self._level(g, firing, now)
+        level_of = self._channel_levels(g.route, g.level, now)
+        # channels of a level no longer reached (acknowledged, resolved) still hear the resolutions they owe
+        told_before = [ch for ch, st in g.channels.items() if st.sent and ch not in level_of]
         out: list[Outgoing] = []
-        for ch in names:
-            channel = self.channel(ch)
-            st = g.channels.setdefault(ch, ChannelState())
-            in_active = ch in level_of
-            mine = [a for a in firing if _for_channel(a, ch)]
-            if not in_active:
-                mine = [a for a in mine if a.fp in st.sent]
-            elif level_of[ch] > 0:
-                # an escalation channel hears of an alert once that alert's own clock got there:
-                # a new alert in an already escalated group goes to the duty level first
-                mine = [a for a in mine if a.fp in st.sent or self._alert_level(g, a, now) >= level_of[ch]]
-            mine_fps = {a.fp for a in mine}
-            # a resolution the agent's local fallback already sent counts as told
-            resolved = [a for a in alerts if a.fp in st.sent and a.state == RESOLVED and not a.fallback_resolved]
-            send_resolved = bool(channel is None or getattr(channel.config, "send_resolved", True))
-            new = mine_fps - st.sent
-            reason = ""
-            if new:
-                reason = "escalation" if level_of.get(ch, 0) > 0 else "firing"
-            elif resolved and send_resolved:
-                reason = "resolved"
-            elif in_active and mine and st.last_sent is not None:
-                resend = getattr(channel, "resend_interval", None) if channel is not None else None
-                if any(a.ack_at is None for a in mine) and now - st.last_sent >= route.repeat_interval:
-                    reason = "repeat"
-                elif resend and now - st.last_sent >= resend:
-                    reason = "resend"
-            if reason and channel is not None:
-                out.append(Outgoing(ch, g, mine, resolved if send_resolved else [], reason, level_of.get(ch, 0)))
-                st.last_sent = now
-                if level_of.get(ch) == 0:
-                    for fp in new:
-                        g.first_notified.setdefault(fp, now)
-            st.sent = mine_fps
+        for ch in [*level_of, *told_before]:
+            o = self._flush_channel(g, ch, level_of.get(ch), alerts, firing, now)
+            if o is not None:
+                out.append(o)
+        self._forget_resolved(g)
+        self._restart_escalation_clocks(g, {a.fp for a in firing})
+        self._schedule_next(g, now, before)
+        return out
+
+    def _flush_channel(self, g: Group, ch: str, level: int | None, alerts: list[Alert], firing: list[Alert],
+                       now: float) -> Outgoing | None:
+        """The message for one channel of the group (None: nothing to say); ``level`` None: not an active level."""
+        channel = self.channel(ch)
+        st = g.channels.setdefault(ch, ChannelState())
+        mine = self._alerts_for(g, ch, level, st, firing, now)
+        mine_fps = {a.fp for a in mine}
+        # a resolution the agent's local fallback already sent counts as told
+        resolved = [a for a in alerts if a.fp in st.sent and a.state == RESOLVED and not a.fallback_resolved]
+        send_resolved = bool(channel is None or getattr(channel.config, "send_resolved", True))
+        new = mine_fps - st.sent
+        reason = _reason(g.route, channel, st, mine, bool(new), bool(resolved) and send_resolved, level, now)
+        out = None
+        if reason and channel is not None:
+            out = Outgoing(ch, g, mine, resolved if send_resolved else [], reason, level or 0)
+            st.last_sent = now
+            if level == 0:
+                for fp in new:
+                    g.first_notified.setdefault(fp, now)
+        st.sent = mine_fps
+        return out
+
+    def _alerts_for(self, g: Group, ch: str, level: int | None, st: ChannelState, firing: list[Alert],
+                    now: float) -> list[Alert]:
+        """The firing alerts channel ``ch`` is to know of."""
+        mine = [a for a in firing if _for_channel(a, ch)]
+        if level is None:
+            return [a for a in mine if a.fp in st.sent]
+        if level > 0:
+            # an escalation channel hears of an alert once that alert's own clock got there:
+            # a new alert in an already escalated group goes to the duty level first
+            return [a for a in mine if a.fp in st.sent or self._alert_level(g, a, now) >= level]
+        return mine
+
+    def _forget_resolved(self, g: Group) -> None:
+        """Resolved (or vanished) alerts leave the group once it told them."""
         for fp in [fp for fp in g.alerts if (a := self._alert(fp)) is None or a.state == RESOLVED]:
             g.alerts.discard(fp)
             g.first_notified.pop(fp, None)
             if not self._held_elsewhere(fp, g):
                 self.resolved.pop(fp, None)
+
+    @staticmethod
+    def _restart_escalation_clocks(g: Group, firing_fps: set[str]) -> None:
         for fp in list(g.first_notified):
             if fp not in firing_fps:
                 g.first_notified.pop(fp, None)  # silenced/inhibited: its escalation clock restarts when told again
+
+    def _schedule_next(self, g: Group, now: float, before: dict[str, Any]) -> None:
+        """Next flush after ``group_interval``; an empty group is deleted, a changed one marked for saving."""
         g.last_flush = now
-        g.next_flush = now + route.group_interval
+        g.next_flush = now + g.route.group_interval
         if not g.alerts:
             del self.groups[g.key]
             self.deleted.add(g.key)
         elif g.to_json() != before:
             self.dirty.add(g.key)
-        return out
 
     def _held_elsewhere(self, fp: str, g: Group) -> bool:
         return any(fp in other.alerts for other in self.groups.values() if other is not g)
@@ -354,3 +371,19 @@ class Dispatcher:
 def _for_channel(a: Alert, ch: str) -> bool:
     """A channel is not sent the alert about its own failure (the other channels carry it)."""
     return not (a.name == CHANNEL_FAILING and a.labels.get("channel") == split_target(ch)[0])
+
+
+def _reason(route: Route, channel: Channel | None, st: ChannelState, mine: list[Alert], new: bool, resolved: bool,
+            level: int | None, now: float) -> str:
+    """Why the channel is told now: firing, escalation, resolved, repeat, resend, or "" (not now)."""
+    if new:
+        return "escalation" if (level or 0) > 0 else "firing"
+    if resolved:
+        return "resolved"
+    if level is not None and mine and st.last_sent is not None:
+        if any(a.ack_at is None for a in mine) and now - st.last_sent >= route.repeat_interval:
+            return "repeat"
+        resend = getattr(channel, "resend_interval", None) if channel is not None else None
+        if resend and now - st.last_sent >= resend:
+            return "resend"
+    return ""

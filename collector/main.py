@@ -56,7 +56,8 @@ def build_app(collector: Collector, alerts: AlertService | None = None) -> web.A
     from roomwatch.collector.report import service as report
 
     svc = alerts if alerts is not None else build_alert_service(collector)
-    routes = [webauth.add_routes, partial(alerts_api.add_routes, svc=svc, user_of=webauth.require_user),
+    routes = [webauth.add_routes,
+              partial(alerts_api.add_routes, presenter=svc.presenter, commands=svc.commands, user_of=webauth.require_user),
               history.add_routes, status_page.add_routes, report.add_routes]
     return create_app(collector, alerts=svc, routes=routes)
 
