@@ -17,7 +17,8 @@ from roomwatch.alerts.conditions import check_hysteresis, parse_expr
 from roomwatch.alerts.matchers import parse_matcher
 from roomwatch.core.configbase import Duration, Model, Secret, TimeZoneName
 
-__all__ = ["AckLinksConfig", "AlertsConfig", "InhibitRuleConfig", "RouteConfig", "RouteLevel",
+__all__ = ["AckLinksConfig", "AlertsConfig", "CallbacksConfig", "DingtalkCallbackConfig", "InhibitRuleConfig",
+           "RouteConfig", "RouteLevel",
            "RuleConfig", "RuleOverride", "RulesConfig", "WorkingHoursConfig", "alerting_checks"]
 
 Language = Literal["zh-CN", "en"]
@@ -227,6 +228,21 @@ class AckLinksConfig(Model):
     secret: Secret | None = None
 
 
+class DingtalkCallbackConfig(Model):
+    """A DingTalk enterprise robot's message callback (消息接收地址): "@机器人 确认 4821" in the group acknowledges."""
+
+    #: The robot application's AppSecret: DingTalk signs each callback with it (headers timestamp, sign).
+    app_secret: Secret
+    #: group: anyone in the group may acknowledge; people: only oncall.people with their dingtalk id.
+    allow: Literal["group", "people"] = "group"
+
+
+class CallbacksConfig(Model):
+    """IM callbacks the collector receives (it must be reachable from the IM service: docs/oncall.md)."""
+
+    dingtalk: DingtalkCallbackConfig | None = None
+
+
 class AlertsConfig(Model):
     """How notifications are written and delivered."""
 
@@ -241,6 +257,7 @@ class AlertsConfig(Model):
                                             description="NotificationChannelFailing after failing this long")
     keep_history: Duration = Field(default=30 * 86400.0, gt=0, description="keep resolved alerts and sent messages")
     ack_links: AckLinksConfig = Field(default_factory=AckLinksConfig)
+    callbacks: CallbacksConfig = Field(default_factory=CallbacksConfig)
 
 
 # ------------------------------------------------------------------ routes
@@ -300,9 +317,8 @@ class RouteConfig(Model):
 
 def alerting_checks(cfg: Any) -> list[tuple[tuple[Any, ...], str]]:
     """Cross-section checks of a collector config (channels named in routes, overrides of known rules)."""
-    from roomwatch.alerts.rules import default_rule_names, override_problems
-
     from roomwatch.alerts.rota import ONCALL_PREFIX
+    from roomwatch.alerts.rules import default_rule_names, override_problems
 
     problems: list[tuple[tuple[Any, ...], str]] = []
     names = {c.name for c in cfg.channels}

@@ -25,6 +25,7 @@ class AgentState:
     token_hash: str
     timeout: float
     standby: bool = False  # failover collector for this agent: its silence here is not AgentDown
+    role: str = "agent"  # "collector": another collector's heartbeat (CollectorDown instead of AgentDown)
     seqs: SeqTracker = field(default_factory=SeqTracker)
     last_push: float | None = None  # Unix seconds of the last accepted push
     last_seq: int | None = None
@@ -62,6 +63,7 @@ class AgentRegistry:
             state = old.get(entry.id) or AgentState(entry.id, digest, entry.timeout or config.agent_timeout)
             state.token_hash, state.timeout = digest, entry.timeout or config.agent_timeout
             state.standby = entry.standby
+            state.role = entry.role
             self.agents[entry.id] = state
             self._by_hash[digest] = state
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from roomwatch.alerts.config import AlertsConfig, RouteConfig, RulesConfig, alerting_checks
+from roomwatch.alerts.heartbeat import HeartbeatConfig
 from roomwatch.alerts.rota import OncallConfig
 from roomwatch.alerts.timeintervals import TimeIntervalConfig
 from roomwatch.channels.config import ChannelEntry
@@ -36,6 +37,9 @@ class AgentEntry(Model):
     # Scale-out (docs/scaling.md): an agent whose home is another collector pushes here only while
     # its home is unreachable; its silence here is normal, so it must not raise AgentDown here.
     standby: bool = Field(default=False, description="this collector is the agent's failover, not its home")
+    #: collector: another roomwatch collector pushing heartbeats here (heartbeat.collector there); its silence
+    #: raises CollectorDown instead of AgentDown (docs/alerting.md, "Watching the alert path").
+    role: Literal["agent", "collector"] = "agent"
 
     @model_validator(mode="after")
     def _one_secret(self) -> AgentEntry:
@@ -140,6 +144,7 @@ class CollectorConfig(Model):
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     web: WebConfig = Field(default_factory=WebConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)
+    heartbeat: HeartbeatConfig = Field(default_factory=HeartbeatConfig)
     log_level: str = Field(default="info", pattern=r"^(?i:debug|info|warning|error)$")
 
     def extra_checks(self) -> list[tuple[tuple[Any, ...], str]]:

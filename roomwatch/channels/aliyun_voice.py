@@ -72,8 +72,9 @@ PARAMS_TOTAL = 249
 
 
 def firing_only(n: Notification) -> bool:
-    """A notification a phone call is for: something fires (a call for a resolution would wake people for nothing)."""
-    return n.status == "firing" and any(a.status == "firing" for a in n.alerts)
+    """A notification a phone call is for: something fires (a call for a resolution, a daily report or
+    heartbeat would wake people for nothing)."""
+    return n.status == "firing" and n.reason not in ("report", "heartbeat") and any(a.status == "firing" for a in n.alerts)
 
 
 class AliyunVoiceConfig(ChannelBase):

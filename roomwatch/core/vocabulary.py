@@ -185,6 +185,20 @@ NOTIFICATIONS = _def(
 )
 NOTIFICATIONS_PENDING = _def("roomwatch_notifications_pending", "Notifications queued and not yet delivered, by channel.")
 SILENCES = _def("roomwatch_silences", "Silences by state (active, pending).")
+ACKNOWLEDGEMENTS = _def("roomwatch_acknowledgements_total",
+                        "Alert episodes acknowledged, by how (login, link, sms, dingtalk).", "counter")
+ACK_LINKS_REFUSED = _def("roomwatch_ack_links_refused_total",
+                         "Acknowledge links refused, by reason (bad_signature, expired, malformed, gone, throttled).",
+                         "counter")
+SMS_REPLIES = _def("roomwatch_sms_replies_total",
+                   "SMS received by a modem, by result (acknowledged, answered, ignored: not from a known number).",
+                   "counter")
+MODEM_SIGNAL = _def("roomwatch_modem_signal_dbm", "GSM/4G modem signal at its last idle check (AT+CSQ), in dBm.")
+MODEM_REGISTERED = _def("roomwatch_modem_registered",
+                        "1 while the modem was registered on a network (AT+CREG? home or roaming) at its last check.")
+MODEM_CHECKED = _def("roomwatch_modem_last_check_timestamp_seconds", "Unix time of the modem's last idle check.")
+HEARTBEATS = _def("roomwatch_heartbeats_total",
+                  "Heartbeats sent by the collector, by kind (daily, ping, collector) and result (ok, failed).", "counter")
 
 # --- state metrics whose change is an event, pushed at once ------------------------------
 #: metric → (event type when it becomes 1, event type when it returns to 0)
