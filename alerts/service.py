@@ -36,6 +36,7 @@ from roomwatch.alerts.engine import RuleEngine
 from roomwatch.alerts.fallback import FallbackNotices
 from roomwatch.alerts.heartbeat import Pinger, daily_due, daily_text
 from roomwatch.alerts.host import Host, HostAgent, HostConfig
+from roomwatch.alerts.imcallback import DingtalkCallback
 from roomwatch.alerts.inhibit import Inhibitor
 from roomwatch.alerts.metrics import alert_families, counter_family
 from roomwatch.alerts.model import FIRING, Alert, fingerprint
@@ -127,6 +128,10 @@ class AlertService:
         self.commands = AlertCommands(self.engine, self.store, self.silences, self.clock)
         self.desk = ReplyDesk(self.codes, self.commands, self.renderer.describe, lang)
         self.ack_page = AckPage(links, self.commands, self.renderer, self.clock, external_url) if links else None
+        self.dingtalk: DingtalkCallback | None = None
+        if a.callbacks.dingtalk is not None:
+            people = {p.dingtalk: p.name for p in cfg.oncall.people if p.dingtalk}
+            self.dingtalk = DingtalkCallback(a.callbacks.dingtalk, self.desk, people, self.clock)
         self.sms_replies: Counter[str] = Counter()
         self.watches: list[ModemWatch] = build_watches(list(cfg.channels), self._modem_status, self.sms_reply)
         self.pinger = Pinger(cfg.heartbeat)
@@ -426,6 +431,9 @@ class AlertService:
         out = [counter_family(v.ACKNOWLEDGEMENTS, "via", self.commands.acks),
                counter_family(v.ACK_LINKS_REFUSED, "reason", self.ack_page.refused if self.ack_page else {}),
                counter_family(v.SMS_REPLIES, "result", self.sms_replies)]
+        if self.dingtalk is not None:
+            out.append(counter_family(v.IM_CALLBACKS, "", {("dingtalk", k): n for k, n in self.dingtalk.results.items()},
+                                      ("im", "result")))
         beats: dict[tuple[str, ...], int] = {("daily", "ok"): self.heartbeats["daily"]} if self.config.heartbeat.daily else {}
         beats.update(self.pinger.results)
         out.append(counter_family(v.HEARTBEATS, "", beats, ("kind", "result")))

@@ -23,7 +23,7 @@ from roomwatch.core.configbase import (
 )
 from roomwatch.core.tls import ClientTLS
 
-__all__ = ["AgentEntry", "CollectorConfig", "load_collector_config", "parse_bytes"]
+__all__ = ["AgentEntry", "CollectorConfig", "acknowledge_paths", "config_warnings", "load_collector_config", "parse_bytes"]
 
 
 class AgentEntry(Model):
@@ -183,6 +183,36 @@ class CollectorConfig(Model):
                 problems.append((("remote_write", i), "give bearer_token or basic_auth, not both"))
         problems.extend(alerting_checks(self))
         return problems
+
+
+def acknowledge_paths(cfg: CollectorConfig) -> list[str]:
+    """The ways someone can acknowledge an alert with this config (empty: nobody can)."""
+    paths = []
+    if cfg.web.users:
+        paths.append("web.users (status page, API)")
+    if cfg.alerts.ack_links.enabled and cfg.alerts.external_url:
+        paths.append("one-tap links under alerts.external_url")
+    if any(c.type == "gsm_modem" and getattr(c, "replies", False) for c in cfg.channels):
+        paths.append("SMS replies to the modem")
+    if cfg.alerts.callbacks.dingtalk is not None:
+        paths.append("DingTalk robot callback")
+    return paths
+
+
+def config_warnings(cfg: CollectorConfig) -> list[tuple[tuple[Any, ...], str]]:
+    """Valid but probably not what is meant: (key path, warning) pairs for ``check-config`` (exit 0)."""
+    out: list[tuple[tuple[Any, ...], str]] = []
+    escalating = [i for i, r in enumerate(cfg.routes) if r.levels]
+    if escalating and not acknowledge_paths(cfg):
+        out.append((("routes", escalating[0], "levels"),
+                    "this route escalates, but nobody can acknowledge (无人能确认告警, every alert will reach the last "
+                    "level): no web.users, no alerts.external_url for one-tap acknowledge links, no SMS reply path "
+                    "(gsm_modem replies: true). Set alerts.external_url (an address phones can open), or add a user "
+                    "(roomwatch hash-password)"))
+    elif escalating and cfg.alerts.ack_links.enabled and not cfg.alerts.external_url and not cfg.web.users:
+        out.append((("alerts", "external_url"), "acknowledge links point at the listen address; set alerts.external_url "
+                    "to an address the on-call phones can open"))
+    return out
 
 
 def load_collector_config(path: str) -> CollectorConfig:

@@ -59,6 +59,14 @@ def build_app(collector: Collector, alerts: AlertService | None = None) -> web.A
     routes = [webauth.add_routes,
               partial(alerts_api.add_routes, presenter=svc.presenter, commands=svc.commands, user_of=webauth.require_user),
               history.add_routes, status_page.add_routes, report.add_routes]
+    if svc.ack_page is not None:  # one-tap acknowledge links: no login, the signed link is the credential
+        from roomwatch.alerts import ackpage
+
+        routes.append(partial(ackpage.add_routes, page=svc.ack_page))
+    if svc.dingtalk is not None:
+        from roomwatch.alerts import imcallback
+
+        routes.append(partial(imcallback.add_routes, callback=svc.dingtalk))
     return create_app(collector, alerts=svc, routes=routes)
 
 

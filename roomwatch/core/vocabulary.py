@@ -193,6 +193,8 @@ ACK_LINKS_REFUSED = _def("roomwatch_ack_links_refused_total",
 SMS_REPLIES = _def("roomwatch_sms_replies_total",
                    "SMS received by a modem, by result (acknowledged, answered, ignored: not from a known number).",
                    "counter")
+IM_CALLBACKS = _def("roomwatch_im_callbacks_total",
+                    "IM robot callbacks received, by IM and result (acknowledged, answered, ignored, refused).", "counter")
 MODEM_SIGNAL = _def("roomwatch_modem_signal_dbm", "GSM/4G modem signal at its last idle check (AT+CSQ), in dBm.")
 MODEM_REGISTERED = _def("roomwatch_modem_registered",
                         "1 while the modem was registered on a network (AT+CREG? home or roaming) at its last check.")
