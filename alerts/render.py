@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Mapping
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from roomwatch.alerts.ackcodes import AckCodes
@@ -103,23 +104,30 @@ class Renderer:
                     break
         return AlertView(a.id, a.name, status or ("resolved" if a.state == "resolved" else "firing"), a.severity,
                          a.labels, a.metric, a.value, when, clear, for_, a.active_since, a.resolved_at, a.ack_by,
-                         templates, a.resolve_reason)
+                         self._with_reason(a, templates), a.resolve_reason)
 
     def annotations(self, a: Alert, lang: str | None = None) -> dict[str, str]:
         """Summary, description … of ``a`` in ``lang`` (default: the configured language)."""
-        ann = render_annotations(self.view(a), lang or self.lang, self.tz)
-        self._reason(a, ann, lang or self.lang)
-        return ann
+        return render_annotations(self.view(a), lang or self.lang, self.tz)
 
-    def _reason(self, a: Alert, ann: dict[str, str], lang: str) -> None:
+    def _with_reason(self, a: Alert, templates: Mapping[str, Any]) -> Mapping[str, Any]:
         """NotificationChannelFailing says why (the modem's check, the service's last answer)."""
         if a.metric != v.NOTIFICATION_CHANNEL_UP or a.state == "resolved":
-            return
+            return templates
         reason = self.channel_reason(a.labels.get("channel", ""))
-        if reason:
-            ann["reason"] = reason
-            tail = f"（原因：{reason}）" if lang == "zh-CN" else f" (reason: {reason})"
-            ann["description"] = ann.get("description", "") + tail
+        if not reason:
+            return templates
+        reason = reason.replace("{{", "{ {")
+
+        def tail(lang: str) -> str:
+            return f"（原因：{reason}）" if lang == "zh-CN" else f" (reason: {reason})"
+
+        desc = templates.get("description", "")
+        if isinstance(desc, Mapping):
+            desc = {lang: text + tail(lang) for lang, text in desc.items()}
+        else:
+            desc = str(desc) + tail(self.lang)
+        return {**templates, "description": desc, "reason": reason}
 
     def acks(self, o: Outgoing, now: float, channel: str, person: dict[str, str] | None) -> dict[str, AckInfo]:
         """How each firing alert of ``o`` is acknowledged from this message."""
@@ -171,7 +179,6 @@ class Renderer:
 
     def _item(self, a: Alert, status: str, view: AlertView, ack: AckInfo | None = None) -> AlertItem:
         ann = render_annotations(view, self.lang, self.tz)
-        self._reason(a, ann, self.lang)
         if ack is not None and ack.one_tap:
             ann["ack_url"] = ack.url  # webhook receivers get the one-tap link too
         # value and threshold as people read them, for SMS templates ({value}, {threshold})

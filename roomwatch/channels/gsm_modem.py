@@ -214,7 +214,9 @@ class Modem:
                 self.command("AT", min(2.0, cfg.timeout))
             except ModemError:
                 self.command("AT", min(2.0, cfg.timeout))  # the first AT after a quiet hour may be lost
-            status.sim = " ".join(self.command("AT+CPIN?", cfg.timeout)).replace("+CPIN:", "").strip() or "?"
+            self.command("ATE0", cfg.timeout)  # a modem that reset echoes again
+            cpin = [ln for ln in self.command("AT+CPIN?", cfg.timeout) if ln.startswith("+CPIN:")]
+            status.sim = cpin[0].split(":", 1)[1].strip() if cpin else "?"
             for line in self.command("AT+CSQ", cfg.timeout):
                 m = re.match(r"^\+CSQ:\s*(\d+)\s*,", line)
                 if m and int(m.group(1)) <= 31:
