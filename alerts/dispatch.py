@@ -164,6 +164,19 @@ class Dispatcher:
                 return [ch]
         return names[:1]
 
+    def handed_over(self, route: Route, old: str, new: str) -> None:
+        """``old``'s queued messages of ``route`` went to ``new`` (failover): ``new`` counts as told what ``old`` was,
+        so it is not sent the same alerts again; ``old`` still owes nothing (its messages left with them)."""
+        for g in self.groups.values():
+            if g.route is not route or old not in g.channels:
+                continue
+            src = g.channels[old]
+            dst = g.channels.setdefault(new, ChannelState())
+            dst.sent |= src.sent
+            dst.last_sent = max(filter(None, (dst.last_sent, src.last_sent)), default=None)
+            src.sent = set()
+            self.dirty.add(g.key)
+
     # -- membership -------------------------------------------------------------------
     def routes_for(self, alert: Alert) -> list[Route]:
         out = []

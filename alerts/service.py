@@ -131,7 +131,7 @@ class AlertService:
         self.dingtalk: DingtalkCallback | None = None
         if a.callbacks.dingtalk is not None:
             people = {p.dingtalk: p.name for p in cfg.oncall.people if p.dingtalk}
-            self.dingtalk = DingtalkCallback(a.callbacks.dingtalk, self.desk, people, self.clock)
+            self.dingtalk = DingtalkCallback(a.callbacks.dingtalk, self.desk, people)  # DingTalk's clock: real time
         self.sms_replies: Counter[str] = Counter()
         self.watches: list[ModemWatch] = build_watches(list(cfg.channels), self._modem_status, self.sms_reply)
         self.pinger = Pinger(cfg.heartbeat)
@@ -174,8 +174,8 @@ class AlertService:
         self._feed_channels(now)
         self._release_removed(now)
         self.engine.tick(now)
+        self._failover(now)  # before the flush: a channel handed over counts as told, nothing is sent twice
         self.process(now)
-        self._failover(now)
         self._daily_heartbeat(now)
         if now - self._last_purge >= PURGE_EVERY:
             self._last_purge = now
@@ -226,6 +226,9 @@ class AlertService:
                     person = self.renderer.person(rota, now) if rota else None
                     with self.store.transaction():
                         moved = self.outbox.hand_over(name, to, f"route{route.index}/", person)
+                        if moved:
+                            self.dispatcher.handed_over(route, target, nxt)
+                            self._store_groups(now)
                     if moved:
                         log.warning("channel %s failing for %.0fs: %d queued message(s) of route %d handed to %s",
                                     name, self.failing_for(name, now), moved, route.index, to)

@@ -104,7 +104,7 @@ def test_rota_config_mistakes() -> None:
     cfg = OncallConfig.model_validate({"people": [{"name": "a", "phone": "13800000001"}, {"name": "b"}],
                                        "rotas": [{"name": "x", "start": "2025-01-01", "people": ["a", "b", "c"],
                                                   "channels": ["call", "hook", "nope"]}]})
-    problems = dict((".".join(map(str, k)), m) for k, m in cfg.problems({"call": "phone", "hook": None}))
+    problems = {".".join(map(str, k)): m for k, m in cfg.problems({"call": "phone", "hook": None})}
     assert "no person named 'c'" in problems["oncall.rotas.0.people.2"]
     assert "cannot address one person" in problems["oncall.rotas.0.channels.1"]
     assert "no channel named 'nope'" in problems["oncall.rotas.0.channels.2"]

@@ -150,7 +150,8 @@ def test_a_modem_that_loses_registration_raises_the_alert_within_its_check_inter
 
 
 async def test_voice_call_repeats_until_acknowledged_then_a_queued_call_is_dropped(tmp_path: Path) -> None:
-    stub = await AliyunVoiceStub("LTAI5tVoiceKey00000000", "vS3cretVoiceKeyAbCdEfGhIjKlMnOp", {"TTS_1": ["alert", "room"]}).start()
+    stub = await AliyunVoiceStub("LTAI5tVoiceKey00000000", "vS3cretVoiceKeyAbCdEfGhIjKlMnOp",
+                                 {"TTS_1": ["alert", "room"]}).start()
     stub.limits.windows = ()  # the harness clock runs minutes in milliseconds
     h = Harness(tmp_path, channels=[
             {"name": "call", "type": "aliyun_voice", "access_key_id": "LTAI5tVoiceKey00000000",
