@@ -71,7 +71,7 @@ class AckPage:
         now = time.monotonic()
         while times and now - times[0] > THROTTLE_WINDOW:
             times.popleft()
-        return bool(times) and len(times) >= THROTTLE_LIMIT
+        return times is not None and len(times) >= THROTTLE_LIMIT
 
     def _refusal(self, address: str, reason: str) -> None:
         self.refused[reason] += 1

@@ -141,7 +141,7 @@ class Pinger:
         try:
             async with session.request(p.method, p.url, headers=headers, timeout=aiohttp.ClientTimeout(total=p.timeout)) as r:
                 await r.content.read(4096)
-                ok, detail = 200 <= r.status < 300, f"HTTP {r.status}"
+                ok, detail = bool(200 <= r.status < 300), f"HTTP {r.status}"
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             ok, detail = False, f"{type(exc).__name__}: {exc}"
         self._note("ping", ok, detail)
@@ -161,7 +161,7 @@ class Pinger:
             async with session.post(c.url.rstrip("/") + PUSH_PATH, data=body, headers=headers,
                                     timeout=aiohttp.ClientTimeout(total=c.timeout)) as r:
                 text = (await r.content.read(600)).decode("utf-8", "replace")
-                ok, detail = r.status == 200, f"HTTP {r.status}: {text}"
+                ok, detail = bool(r.status == 200), f"HTTP {r.status}: {text}"
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             ok, detail = False, f"{type(exc).__name__}: {exc}"
         self._note("collector", ok, detail)

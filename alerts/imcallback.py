@@ -102,9 +102,10 @@ class DingtalkCallback:
         return web.json_response(_text(result.answer))
 
 
-CALLBACK_KEY = web.AppKey("dingtalk_callback", DingtalkCallback)
+async def _not_configured(request: web.Request) -> web.Response:
+    return web.json_response({"error": "no DingTalk callback configured (alerts.callbacks.dingtalk)"}, status=404)
 
 
-def add_routes(app: web.Application, callback: DingtalkCallback) -> None:
-    app[CALLBACK_KEY] = callback
-    app.router.add_post("/api/v1/callbacks/dingtalk", callback.handle)
+def add_routes(app: web.Application, callback: DingtalkCallback | None) -> None:
+    """``POST /api/v1/callbacks/dingtalk``: the callback, or a 404 saying it is not configured."""
+    app.router.add_post("/api/v1/callbacks/dingtalk", callback.handle if callback is not None else _not_configured)

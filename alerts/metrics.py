@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Mapping
+from typing import Any
 
 from roomwatch.alerts.engine import RuleEngine
 from roomwatch.alerts.outbox import Outbox
@@ -16,8 +17,7 @@ __all__ = ["alert_families", "counter_family"]
 _OUTCOMES = ("delivered", "partial", "retry", "give_up", "expired", "cancelled")
 
 
-def counter_family(name: str, label: str, counts: Mapping[str, int] | Mapping[tuple[str, ...], int],
-                   labels: tuple[str, ...] = ()) -> Family:
+def counter_family(name: str, label: str, counts: Mapping[Any, int], labels: tuple[str, ...] = ()) -> Family:
     """A counter family from a mapping: key (or key tuple, named ``labels``) → count."""
     samples = []
     for key, n in sorted(counts.items()):

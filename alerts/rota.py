@@ -142,16 +142,16 @@ class OncallConfig(Model):
                 if ch not in channel_keys:
                     out.append(((*where, "channels", j), f"no channel named {ch!r} in channels"))
                     continue
-                key = channel_keys[ch]
-                if key is None:
+                found = channel_keys[ch]
+                if found is None:
                     out.append(((*where, "channels", j), f"channel {ch!r} cannot address one person (a webhook, an "
                                  "Alertmanager or a channel without recipients of its own); use a voice, SMS, "
                                  "WeCom, DingTalk or e-mail channel"))
                     continue
                 for who in dict.fromkeys(r.people + r.off_day_people + [o.person for o in r.overrides]):
                     p = self.person(who)
-                    if p is not None and not any(person_ids(p).get(k) for k in key.split("|")):
-                        out.append(((*where, "channels", j), f"{who} has no {key.replace('|', ' or ')} for channel "
+                    if p is not None and not any(person_ids(p).get(k) for k in found.split("|")):
+                        out.append(((*where, "channels", j), f"{who} has no {found.replace('|', ' or ')} for channel "
                                      f"{ch!r}: add it to the person in oncall.people"))
         return out
 

@@ -437,7 +437,7 @@ class AlertService:
         if self.dingtalk is not None:
             out.append(counter_family(v.IM_CALLBACKS, "", {("dingtalk", k): n for k, n in self.dingtalk.results.items()},
                                       ("im", "result")))
-        beats: dict[tuple[str, ...], int] = {("daily", "ok"): self.heartbeats["daily"]} if self.config.heartbeat.daily else {}
+        beats: dict[tuple[str, str], int] = {("daily", "ok"): self.heartbeats["daily"]} if self.config.heartbeat.daily else {}
         beats.update(self.pinger.results)
         out.append(counter_family(v.HEARTBEATS, "", beats, ("kind", "result")))
         signal, registered, checked = [], [], []

@@ -63,10 +63,9 @@ def build_app(collector: Collector, alerts: AlertService | None = None) -> web.A
         from roomwatch.alerts import ackpage
 
         routes.append(partial(ackpage.add_routes, page=svc.ack_page))
-    if svc.dingtalk is not None:
-        from roomwatch.alerts import imcallback
+    from roomwatch.alerts import imcallback
 
-        routes.append(partial(imcallback.add_routes, callback=svc.dingtalk))
+    routes.append(partial(imcallback.add_routes, callback=svc.dingtalk))  # a 404 unless alerts.callbacks.dingtalk
     return create_app(collector, alerts=svc, routes=routes)
 
 

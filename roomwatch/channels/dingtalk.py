@@ -88,7 +88,7 @@ class DingtalkChannel(HttpChannel):
             users = [person["dingtalk"]] if person.get("dingtalk") else []
             at_all = False
         mentions = " ".join(f"@{m}" for m in mobiles + users)
-        at: dict = {"atMobiles": mobiles, "isAtAll": at_all}
+        at: dict[str, object] = {"atMobiles": mobiles, "isAtAll": at_all}
         if users:
             at["atUserIds"] = users
         if c.message_type == "markdown" and n.markdown:

@@ -75,7 +75,9 @@ def schedule_lines(cfg: Any, at: float, handovers: int = 3) -> list[str]:
                     f" via {', '.join(rota.cfg.channels)}" + (f" [{reach}]" if reach else ""))
         ch = channels.get(name)
         who = _recipients(ch) if ch is not None else "no such channel"
-        return f"{name}" + (f" ({getattr(ch, 'type', '?')}: {who})" if ch is not None else f": {who}")
+        if ch is None:
+            return f"{name}: {who}"
+        return f"{name} ({ch.type}: {who})" if who else f"{name} ({ch.type})"
 
     if not cfg.routes:
         lines.append("no routes: alerts are sent nowhere")
