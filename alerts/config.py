@@ -229,6 +229,8 @@ class AlertsConfig(Model):
     channel_failing_after: Duration = Field(default=60.0, gt=0,
                                             description="NotificationChannelFailing after failing this long")
     keep_history: Duration = Field(default=30 * 86400.0, gt=0, description="keep resolved alerts and sent messages")
+    silence_max_duration: Duration = Field(default=90 * 86400.0, gt=0, le=3660 * 86400.0,
+                                           description="longest silence accepted (endsAt - startsAt)")
 
 
 # ------------------------------------------------------------------ routes

@@ -90,7 +90,7 @@ class AlertService:
         self.tz = ZoneInfo(cfg.rules.timezone)
         self.external_url = (cfg.alerts.external_url or default_external_url(cfg)).rstrip("/")
         self.store = AlertStore(cfg.storage)
-        self.silences = SilenceStore(self.store.conn)
+        self.silences = SilenceStore(self.store.conn, max_duration=cfg.alerts.silence_max_duration)
         self.notices = FallbackNotices(self.store.conn)
         self.rules = compile_rules(cfg.rules)
         hours = WorkingHours.from_config(cfg.rules.working_hours, cfg.rules.timezone)
