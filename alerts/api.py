@@ -134,6 +134,7 @@ async def post_silence(request: web.Request) -> web.Response:
     return web.json_response({"silenceID": s.id, "silence": s.to_json(svc.clock())})
 
 
+@route_limits(0)  # reads no body
 async def delete_silence(request: web.Request) -> web.Response:
     svc = request.app[ALERTS_KEY]
     await require_user(request)

@@ -59,15 +59,20 @@ log = logging.getLogger("roomwatch.collector.http")
 _BODYLESS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
+def limits_of_handler(handler: object, method: str) -> RouteLimits:
+    """The limits ``handler`` declared, or the defaults for ``method``."""
+    declared = declared_limits(handler)
+    if declared is not None:
+        return declared
+    return DEFAULT_GET if method in _BODYLESS else DEFAULT_CHANGE
+
+
 def limits_of(request: web.Request) -> RouteLimits:
     """The limits of the route ``request`` matched (unknown paths and wrong methods read nothing)."""
     match = request.match_info
     if match.http_exception is not None:
         return DEFAULT_GET
-    declared = declared_limits(match.handler)
-    if declared is not None:
-        return declared
-    return DEFAULT_GET if request.method in _BODYLESS else DEFAULT_CHANGE
+    return limits_of_handler(match.handler, request.method)
 
 
 def refuse(status: int, reason: str, **headers: str) -> web.Response:
