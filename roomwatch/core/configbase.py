@@ -397,7 +397,7 @@ def _plain_message(err: dict[str, Any]) -> str:
     got = err.get("input")
     shown = repr(got) if not isinstance(got, (dict, list)) else type(got).__name__
     if any(isinstance(part, str) and part in SECRET_KEYS for part in err.get("loc", ())):
-        shown = f"a {type(got).__name__ if got is not None else 'null'} (value not shown: it is a secret)"
+        shown = "a value (not shown: it is a secret)"
     if kind == "extra_forbidden":
         return "unknown key (check the spelling; see the example config for valid keys)"
     if kind == "missing":
