@@ -4,7 +4,7 @@
 
 1. ``/healthz`` latency of a real collector process, asked on one kept-alive connection
    one request after another, idle and then while each attack class runs from threads of
-   this process (each phase ``--phase-seconds``): gzip bombs on ``/login`` (4 × 512 MiB
+   this process (each phase ``--phase-seconds``; the prober is a process of its own): gzip bombs on ``/login`` (4 × 512 MiB
    inflated), compressed bodies on ``/healthz``, ``/metrics`` and the push API without a
    token (256 MiB), 50 slow ``/login`` bodies, bursts of 60 wrong logins, poisoned batches
    (lone surrogate) among good pushes, one agent creating 200,000 series. Reported per
@@ -69,43 +69,44 @@ def _start_collector(tmp: Path) -> tuple[subprocess.Popen[bytes], int]:
     raise RuntimeError("collector did not start: " + (tmp / "c.log").read_text()[-2000:])
 
 
+def _probe(port: int, stop: Any, out: Any) -> None:
+    """In its own process (the attackers' threads must not hold its GIL): /healthz one after another."""
+    samples: list[tuple[float, float | None]] = []  # (wall time, latency ms or None for a failure)
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    while not stop.is_set():
+        t0 = time.perf_counter()
+        at = time.time()
+        try:
+            conn.request("GET", "/healthz")
+            resp = conn.getresponse()
+            resp.read()
+            samples.append((at, (time.perf_counter() - t0) * 1000 if resp.status == 200 else None))
+        except (OSError, http.client.HTTPException):
+            samples.append((at, None))
+            conn.close()
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        time.sleep(0.01)
+    out.send(samples)
+
+
 class Prober:
-    """Asks /healthz continuously on one kept-alive connection; latencies per phase."""
+    """Asks /healthz continuously on one kept-alive connection, from a process of its own."""
 
     def __init__(self, port: int):
-        self.port = port
-        self.phase = "idle"
-        self.samples: dict[str, list[float]] = {}
-        self.failures: dict[str, int] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        import multiprocessing as mp
+
+        self._stop = mp.Event()
+        self._recv, send = mp.Pipe(duplex=False)
+        self._proc = mp.Process(target=_probe, args=(port, self._stop, send), daemon=True)
+        self.samples: list[tuple[float, float | None]] = []
 
     def start(self) -> None:
-        self._thread.start()
+        self._proc.start()
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(30)
-
-    def _run(self) -> None:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-        while not self._stop.is_set():
-            phase = self.phase
-            t0 = time.perf_counter()
-            try:
-                conn.request("GET", "/healthz")
-                resp = conn.getresponse()
-                resp.read()
-                ok = resp.status == 200
-            except (OSError, http.client.HTTPException):
-                ok = False
-                conn.close()
-                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-            if ok:
-                self.samples.setdefault(phase, []).append((time.perf_counter() - t0) * 1000)
-            else:
-                self.failures[phase] = self.failures.get(phase, 0) + 1
-            time.sleep(0.01)
+        self.samples = self._recv.recv()
+        self._proc.join(30)
 
 
 # ------------------------------------------------------------------------ attack classes
@@ -181,8 +182,12 @@ def attack_classes(port: int, quick: bool) -> dict[str, Callable[[threading.Even
         return _loop(stop, bad, 2) + _loop(stop, good, 2)
 
     def series(stop: threading.Event) -> list[threading.Thread]:
+        # made before the phase: encoding 200,000 samples here would be the benchmark measuring itself
+        bodies = [body for _, body in series_batches("agent-b", 40_000 if quick else 200_000, 5_000,
+                                                     start_seq=_seq() * 100)]
+
         def flood() -> None:
-            for _, body in series_batches("agent-b", 40_000 if quick else 200_000, 5_000, start_seq=_seq() * 100):
+            for body in bodies:
                 if stop.is_set():
                     return
                 send_raw(port, "POST", "/api/v1/push", push_b, body)
@@ -200,27 +205,29 @@ def run_attacks(phase_seconds: float, quick: bool) -> dict[str, Any]:
     proc, port = _start_collector(tmp)
     prober = Prober(port)
     phases: list[dict[str, Any]] = []
+    windows: list[tuple[str, float, float]] = []  # phase, from, to (wall clock)
     try:
         classes = attack_classes(port, quick)
         prober.start()
-        time.sleep(phase_seconds)  # idle
+        t0 = time.time()
+        time.sleep(phase_seconds)
+        windows.append(("idle", t0, time.time()))
         for name, start in classes.items():
-            _, hwm_before = rss(proc.pid)
-            rss_before, _ = rss(proc.pid)
+            rss_before, hwm_before = rss(proc.pid)
             stop = threading.Event()
-            prober.phase = name
             threads = start(stop)
+            t0 = time.time()
             time.sleep(phase_seconds)
-            prober.phase = "between"
+            windows.append((name, t0, time.time()))
             stop.set()
             for t in threads:
                 t.join(120)
             _, hwm = rss(proc.pid)
-            phases.append({"name": name, "rss_growth_mib": max(0, hwm - max(rss_before, hwm_before)) / MiB,
-                           "hwm_minus_start_rss_mib": (hwm - rss_before) / MiB})
+            phases.append({"name": name, "rss_growth_mib": max(0, hwm - max(rss_before, hwm_before)) / MiB})
             print(f"{name}: done", flush=True)
-        prober.phase = "idle after"
+        t0 = time.time()
         time.sleep(phase_seconds)
+        windows.append(("idle after", t0, time.time()))
     finally:
         prober.stop()
         proc.terminate()
@@ -228,9 +235,10 @@ def run_attacks(phase_seconds: float, quick: bool) -> dict[str, Any]:
         log = (tmp / "c.log").read_text(errors="replace")
         shutil.rmtree(tmp, ignore_errors=True)
     out = []
-    for name in ["idle", *[p["name"] for p in phases], "idle after"]:
-        lat = prober.samples.get(name, [])
-        row = {"phase": name, "answers": len(lat), "failures": prober.failures.get(name, 0),
+    for name, lo, hi in windows:
+        got = [ms for at, ms in prober.samples if lo <= at < hi]
+        lat = [ms for ms in got if ms is not None]
+        row = {"phase": name, "answers": len(lat), "failures": len(got) - len(lat),
                "p50_ms": median(lat) if lat else None, "p99_ms": percentile(lat, 99) if lat else None,
                "max_ms": max(lat) if lat else None}
         row.update(next((p for p in phases if p["name"] == name), {}))

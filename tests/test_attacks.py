@@ -24,8 +24,8 @@ from typing import Any
 
 import pytest
 
-from roomwatch.collector.webauth import hash_password
 from bench.attack_tools import MiB, batch_body, gzip_bomb, raw_json_body, rss, send_raw, series_batches
+from roomwatch.collector.webauth import hash_password
 from tests.conftest import TOKENS, CollectorHandle, start_collector
 from tests.helpers import ROOT, free_port, http_get, http_json, metric_value, wait_for, write_yaml
 
