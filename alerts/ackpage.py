@@ -6,7 +6,8 @@ sent to). GET never acknowledges: link previews in chat apps and mail scanners o
 A refused link is answered 403 (forged, for another alert, expired) or 404 (malformed, the
 episode is over), counted by reason in ``roomwatch_ack_links_refused_total``, and an address
 that keeps sending refused links is answered 429 for a while. The route reads no body (the
-button sends none); a request announcing more than :data:`MAX_BODY` bytes is refused.
+button sends none): it declares ``route_limits(0)``, so the collector's body guard never reads
+one and closes the connection of a request that brings one anyway.
 """
 
 from __future__ import annotations
@@ -24,10 +25,10 @@ from roomwatch.alerts.model import FIRING, Alert
 from roomwatch.alerts.render import Renderer
 from roomwatch.alerts.templates import format_value, where
 from roomwatch.alerts.timewindow import format_time
+from roomwatch.core.httplimits import route_limits
 
-__all__ = ["MAX_BODY", "AckPage", "add_routes"]
+__all__ = ["AckPage", "add_routes"]
 
-MAX_BODY = 4096
 THROTTLE_WINDOW, THROTTLE_LIMIT = 600.0, 30  # refused links per address before 429
 _MAX_ADDRESSES = 10_000
 
@@ -123,14 +124,21 @@ class AckPage:
         return a if a is not None and a.id == alert_id and a.state == FIRING else None
 
     # -- handlers -----------------------------------------------------------------------
+    async def handle_get(self, request: web.Request) -> web.Response:
+        """GET (and HEAD): the page; never acknowledges."""
+        return await self.handle(request)
+
+    @route_limits(0)  # the button sends no body; one that comes anyway is never read (collector/limits.py)
+    async def handle_post(self, request: web.Request) -> web.Response:
+        """POST: acknowledge."""
+        return await self.handle(request)
+
     async def handle(self, request: web.Request) -> web.Response:
         address = request.remote or ""
         if self.throttled(address):
             self.refused["throttled"] += 1
             return web.Response(status=429, text="too many invalid links from this address; wait a few minutes",
                                 headers={"Retry-After": "600"})
-        if request.method == "POST" and (request.content_length or 0) > MAX_BODY:
-            return web.Response(status=413, text=f"no body expected (at most {MAX_BODY} bytes)")
         alert_id = request.match_info["id"]
         try:
             claim = self.links.verify(alert_id, request.query, self.clock())
@@ -163,5 +171,5 @@ ACKPAGE_KEY = web.AppKey("ack_page", AckPage)
 def add_routes(app: web.Application, page: AckPage) -> None:
     """``GET`` and ``POST /ack/{id}`` (no login: the signed link is the credential)."""
     app[ACKPAGE_KEY] = page
-    app.router.add_get("/ack/{id}", page.handle)
-    app.router.add_post("/ack/{id}", page.handle)
+    app.router.add_get("/ack/{id}", page.handle_get)
+    app.router.add_post("/ack/{id}", page.handle_post)

@@ -258,6 +258,8 @@ class AlertsConfig(Model):
     keep_history: Duration = Field(default=30 * 86400.0, gt=0, description="keep resolved alerts and sent messages")
     ack_links: AckLinksConfig = Field(default_factory=AckLinksConfig)
     callbacks: CallbacksConfig = Field(default_factory=CallbacksConfig)
+    silence_max_duration: Duration = Field(default=90 * 86400.0, gt=0, le=3660 * 86400.0,
+                                           description="longest silence accepted (endsAt - startsAt)")
 
 
 # ------------------------------------------------------------------ routes

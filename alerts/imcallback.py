@@ -30,6 +30,7 @@ from aiohttp import web
 
 from roomwatch.alerts.config import DingtalkCallbackConfig
 from roomwatch.alerts.replies import ReplyDesk, parse_reply
+from roomwatch.core.httplimits import route_limits
 
 __all__ = ["MAX_BODY", "DingtalkCallback", "add_routes", "dingtalk_sign"]
 
@@ -66,13 +67,14 @@ class DingtalkCallback:
             return False
         return hmac.compare_digest(sign.encode(), dingtalk_sign(self.secret, timestamp).encode())
 
+    @route_limits(MAX_BODY)
     async def handle(self, request: web.Request) -> web.Response:
         if (request.content_length or 0) > MAX_BODY:
             return web.json_response({"error": f"body larger than {MAX_BODY} bytes"}, status=413)
         if not self.verify(request.headers.get("timestamp", ""), request.headers.get("sign", "")):
             self.results["refused"] += 1
             return web.json_response({"error": "not signed by DingTalk with this app's secret (or too old)"}, status=401)
-        raw = await request.content.read(MAX_BODY + 1)
+        raw = await request.read()  # the body guard read it already, bounded (collector/limits.py)
         if len(raw) > MAX_BODY:
             return web.json_response({"error": f"body larger than {MAX_BODY} bytes"}, status=413)
         try:
@@ -102,6 +104,7 @@ class DingtalkCallback:
         return web.json_response(_text(result.answer))
 
 
+@route_limits(MAX_BODY)
 async def _not_configured(request: web.Request) -> web.Response:
     return web.json_response({"error": "no DingTalk callback configured (alerts.callbacks.dingtalk)"}, status=404)
 

@@ -95,7 +95,7 @@ class AlertService:
         lang = cfg.alerts.language or cfg.web.language
         external_url = (cfg.alerts.external_url or default_external_url(cfg)).rstrip("/")
         self.store = AlertStore(cfg.storage)
-        self.silences = SilenceStore(self.store.conn)
+        self.silences = SilenceStore(self.store.conn, max_duration=cfg.alerts.silence_max_duration)
         self.notices = FallbackNotices(self.store.conn)
         self.rules = compile_rules(cfg.rules)
         hours = WorkingHours.from_config(cfg.rules.working_hours, cfg.rules.timezone)

@@ -40,12 +40,27 @@ class AgentEntry(Model):
     #: collector: another roomwatch collector pushing heartbeats here (heartbeat.collector there); its silence
     #: raises CollectorDown instead of AgentDown (docs/alerting.md, "Watching the alert path").
     role: Literal["agent", "collector"] = "agent"
+    # Where the agent's readings may come from (docs/security.md): samples or events labelled with another
+    # site or room are refused with 400; unlabelled ones get these values.
+    site: str | None = Field(default=None, min_length=1, max_length=1024, description="the only site label allowed")
+    room: str | None = Field(default=None, min_length=1, max_length=1024, description="the only room label allowed")
+    rooms: list[str] | None = Field(default=None, min_length=1, description="the room labels allowed (several rooms)")
+    max_series: int | None = Field(default=None, ge=1, le=10_000_000,
+                                   description="series this agent may hold at once (default limits.series_per_agent)")
 
     @model_validator(mode="after")
     def _one_secret(self) -> AgentEntry:
         if (self.token is None) == (self.token_hash is None):
             raise ValueError("give exactly one of token, token_file or token_hash")
+        if self.room is not None and self.rooms is not None:
+            raise ValueError("give room or rooms, not both")
         return self
+
+    def bound_rooms(self) -> frozenset[str] | None:
+        """The room labels this agent may write, or None (any)."""
+        if self.room is not None:
+            return frozenset({self.room})
+        return frozenset(self.rooms) if self.rooms is not None else None
 
 
 class ServerTLS(Model):
@@ -71,10 +86,13 @@ class WebUser(Model):
 
 
 class WebConfig(Model):
-    """Status page settings (login for mutating actions)."""
+    """Status page settings (login for mutating actions; optionally for reading too)."""
 
     language: str = Field(default="zh-CN", pattern=r"^(zh-CN|en)$")
     users: list[WebUser] = Field(default_factory=list)
+    # anonymous: anyone who reaches the port reads the status page data, the read APIs and /metrics
+    # (docs/security.md lists what); login: every read needs a session or HTTP Basic of a web user.
+    read_access: str = Field(default="anonymous", pattern=r"^(anonymous|login)$")
 
 
 class HistoryConfig(Model):
@@ -120,6 +138,14 @@ class RateLimit(Model):
     per_address_burst: int = Field(default=150, ge=1)
 
 
+class Limits(Model):
+    """Series an agent may create (docs/security.md): beyond them samples are refused and counted."""
+
+    series_per_agent: int = Field(default=10_000, ge=1, le=10_000_000,
+                                  description="series one agent may hold at once; agents[].max_series overrides it")
+    new_series_per_push: int = Field(default=5_000, ge=1, le=10_000_000, description="new series in one push")
+
+
 class CollectorConfig(Model):
     """The whole collector file."""
 
@@ -134,6 +160,7 @@ class CollectorConfig(Model):
     body_timeout: Duration = Field(default=30.0, gt=0, description="a push body must arrive within this time")
     idle_timeout: Duration = Field(default=60.0, gt=0, description="close connections idle or sending headers this long")
     rate_limit: RateLimit = Field(default_factory=RateLimit)
+    limits: Limits = Field(default_factory=Limits)
     history: HistoryConfig = Field(default_factory=HistoryConfig)
     remote_write: list[RemoteWriteTarget] = Field(default_factory=list)
     rules: RulesConfig = Field(default_factory=RulesConfig)
@@ -181,6 +208,9 @@ class CollectorConfig(Model):
             rw_names.add(name)
             if rw.bearer_token is not None and rw.basic_auth is not None:
                 problems.append((("remote_write", i), "give bearer_token or basic_auth, not both"))
+        if self.web.read_access == "login" and not self.web.users:
+            problems.append((("web", "read_access"), "read_access: login needs at least one user in web.users "
+                             "(roomwatch hash-password makes the hash)"))
         problems.extend(alerting_checks(self))
         return problems
 

@@ -53,7 +53,7 @@ def _kind_of(data: Any, forced: str | None) -> str | None:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     """Validate each file; print every problem as file:line: key: message."""
-    from roomwatch.core.configbase import ConfigError, load_yaml
+    from roomwatch.core.configbase import ConfigError, load_yaml, weak_secrets
 
     bad = 0
     warnings: list[str] = []
@@ -87,6 +87,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
                 print(problem, file=sys.stderr)
             bad += 1
             continue
+        for warning in weak_secrets(cfg):  # a working file with a guessable token: said, not refused
+            print(f"{path}: WARNING: {warning}")
         if not args.quiet:
             print(f"{path}: OK ({summary})")
     for line in warnings:  # valid files: on stdout with the OK lines, exit 0
