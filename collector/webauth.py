@@ -366,6 +366,9 @@ async def require_user(request: web.Request) -> str:
 #: the login itself, liveness and readiness (systemd, load balancers).
 OPEN_PATHS = frozenset({"/", "/login", "/logout", "/api/v1/session", "/healthz", "/readyz", "/static/app.js",
                         "/static/style.css"})
+#: Routes that carry their own credential and stay open too: one-tap acknowledge links (a signature bound to one
+#: alert episode, docs/oncall.md) and the DingTalk callback (DingTalk's signature).
+SELF_SIGNED_PREFIXES = ("/ack/", "/api/v1/callbacks/")
 
 
 @web.middleware
@@ -375,7 +378,7 @@ async def read_guard(request: web.Request, handler: Callable[[web.Request], Awai
     from roomwatch.core.wire import PUSH_PATH
 
     path = request.path
-    if path in OPEN_PATHS or path == PUSH_PATH:
+    if path in OPEN_PATHS or path == PUSH_PATH or path.startswith(SELF_SIGNED_PREFIXES):
         return await handler(request)
     ident = await request.app[AUTH_KEY].identify(request)
     if ident is None:

@@ -185,3 +185,45 @@ def test_links_off_and_metrics_text(tmp_path: Path) -> None:
 
     text = "".join(render_parts(h.svc.families(), "text/plain; version=0.0.4"))
     assert metric_value(text, "roomwatch_notifications_total", channel="duty", outcome="cancelled") == 0
+
+
+async def test_links_work_under_read_access_login(tmp_path: Path) -> None:
+    """web.read_access: login closes every read, but a one-tap link carries its own credential."""
+    from roomwatch.collector.config import CollectorConfig
+    from roomwatch.collector.core import Collector
+    from roomwatch.collector.main import build_alert_service, build_app
+    from roomwatch.collector.webauth import hash_password
+    from tests.alert_harness import Clock
+
+    cfg = CollectorConfig.model_validate({
+        "storage": str(tmp_path / "c.db"), "agents": [{"id": "a1", "token": "t" * 20}],
+        "channels": [{"name": "duty", "type": "webhook", "url": "http://127.0.0.1:9/duty"}],
+        "routes": [{"channels": ["duty"]}], "alerts": {"external_url": EXTERNAL},
+        "web": {"read_access": "login", "users": [{"name": "zhangsan", "password_hash": hash_password("x" * 12)}]}})
+    collector = Collector(cfg)
+    svc = build_alert_service(collector, clock=Clock())
+    app = build_app(collector, svc)
+    from roomwatch.core.wire import Batch, SampleRecord
+
+    collector.ingest(collector.agents.agents["a1"], Batch("a1", 1, [SampleRecord(
+        "roomwatch_water_leak_detected", dict(LEAK), 1.0, int(svc.clock() * 1000))], [], None), now=svc.clock())
+    payload = svc.store.conn.execute("SELECT payload FROM outbox").fetchone()[0]
+    import json
+
+    url = json.loads(payload)["alerts"][0]["annotations"]["ack_url"]
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        async with ClientSession() as session:
+            base = str(server.make_url("")).rstrip("/")
+            async with session.get(base + "/api/v1/alerts") as r:
+                assert r.status == 401
+            async with session.get(local(url, base)) as r:
+                assert r.status == 200
+            async with session.post(local(url, base), data=b"x" * 100) as r:  # a body is never read, still fine
+                assert r.status == 200
+            async with session.post(local(url, base)[:-2] + "zz") as r:
+                assert r.status == 403
+        assert svc.engine.active and next(iter(svc.engine.active.values())).ack_via == "link"
+    finally:
+        await server.close()
