@@ -234,10 +234,21 @@ class Rota:
 
     def _count(self, day: dt.date, workdays: bool) -> int:
         """Working (or non-working) days from ``start`` up to ``day`` excluded; negative, counting ``day``, before it."""
-        start, workday = self.cfg.start, self.hours.is_workday
+        start = self.cfg.start
         if day >= start:
-            return sum(1 for k in range((day - start).days) if workday(start + dt.timedelta(days=k)) == workdays)
-        return -sum(1 for k in range((start - day).days) if workday(day + dt.timedelta(days=k)) == workdays)
+            return self._between(start, day, workdays)
+        return -self._between(day, start, workdays)
+
+    def _between(self, lo: dt.date, hi: dt.date, workdays: bool) -> int:
+        """Working (or non-working) days in [lo, hi): whole weeks by the weekday pattern, then the calendar's
+        exceptions in the range (a loop over days would cost a millisecond a lookup five years after start)."""
+        h = self.hours
+        n = (hi - lo).days
+        weeks, rest = divmod(n, 7)
+        work = weeks * len(h.days) + sum(1 for k in range(rest) if (lo.weekday() + k) % 7 in h.days)
+        work -= sum(1 for d in h.holidays if lo <= d < hi and d.weekday() in h.days)
+        work += sum(1 for d in h.extra_workdays if lo <= d < hi and d.weekday() not in h.days and d not in h.holidays)
+        return work if workdays else n - work
 
     # -- public -----------------------------------------------------------------------
     def at(self, ts: float) -> Shift:

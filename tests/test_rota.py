@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from roomwatch.alerts.rota import OncallConfig, Rota, RotaConfig
@@ -148,3 +150,14 @@ def test_oncall_command(tmp_path: Path) -> None:
     broken = write_yaml(tmp_path / "b.yaml", {**COLLECTOR, "routes": [{"channels": ["oncall:nobody"]}]})
     res = run_cli("oncall", "-c", str(broken))
     assert res.returncode == 2 and "no rota named 'nobody'" in res.stderr
+
+
+@given(st.dates(dt.date(2024, 1, 1), dt.date(2027, 12, 31)), st.dates(dt.date(2024, 1, 1), dt.date(2027, 12, 31)),
+       st.booleans())
+@settings(max_examples=300, deadline=None)
+def test_working_day_count_equals_walking_the_days(day: dt.date, start: dt.date, workdays: bool) -> None:
+    """The week arithmetic with the calendar's exceptions counts what a walk over every day counts."""
+    r = rota(calendar="working_days", start=str(start))
+    lo, hi = min(day, start), max(day, start)
+    walked = sum(1 for k in range((hi - lo).days) if HOURS.is_workday(lo + dt.timedelta(days=k)) == workdays)
+    assert r._between(lo, hi, workdays) == walked
