@@ -10,7 +10,7 @@
   message; the anchor is A.
 * **Who is on duty**: ``Rota.at`` for a daily rota counting every day, and for one counting
   working days of the calendar (holidays, 调休), one and five years after the rota's start
-  (the working-day count walks the days since ``start``).
+  (the working-day count is week arithmetic plus the calendar's exceptions).
 * **A link**: making and verifying one signed link.
 """
 
@@ -158,8 +158,8 @@ def markdown(res: dict[str, Any]) -> str:
                       f"Rendering: medians of {res['render']['rounds']} A/B rounds of 100 messages each, in one process, each "
                       "rendered and queued in one store transaction as the service does (B's reply codes and its "
                       "recipients' last message are store rows in the same transaction). Rota lookups: "
-                      "one year and five years after the rota's start; the working-days calendar counts the days since "
-                      "start at every lookup, which stays far below a message's own cost. A message is rendered once per "
+                      "one year and five years after the rota's start; the working-days calendar counts whole weeks plus "
+                      "the calendar's holidays and 调休 days in the range, so a lookup stays flat over the years. A message is rendered once per "
                       "channel and person, so these costs are per notification, not per sample."])
 
 
