@@ -1,7 +1,9 @@
 """Messages for people: annotations and notification title/text/markdown, zh-CN by default, English by config.
 
 Every message says what (summary), where (site / room / device), the value and
-the threshold, since when, and how to acknowledge (a link to the status page).
+the threshold, since when, and how to acknowledge: a one-tap link (:class:`AckInfo`,
+made by :mod:`roomwatch.alerts.acklink`; the status page's link when links are off) and,
+for a channel that takes replies, the reply ("回复 1 或 ACK 4821 确认") near the top.
 Channels never format text: they take ``title``, ``text`` or ``markdown`` from
 the :class:`~roomwatch.channels.base.Notification`; text is rendered here to fit
 the channel's ``max_bytes``, dropping whole alerts first ("… and N more").
