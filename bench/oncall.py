@@ -159,8 +159,9 @@ def markdown(res: dict[str, Any]) -> str:
                       "rendered and queued in one store transaction as the service does (B's reply codes and its "
                       "recipients' last message are store rows in the same transaction). Rota lookups: "
                       "one year and five years after the rota's start; the working-days calendar counts whole weeks plus "
-                      "the calendar's holidays and 调休 days in the range, so a lookup stays flat over the years. A message is rendered once per "
-                      "channel and person, so these costs are per notification, not per sample."])
+                      "the calendar's holidays and 调休 days in the range, so a lookup stays flat over the years. "
+                      "A message is rendered once per channel and person, so these costs are per notification, not per "
+                      "sample."])
 
 
 if __name__ == "__main__":
