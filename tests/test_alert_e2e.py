@@ -19,6 +19,8 @@ from tests.helpers import http_get, http_post, metric_value, wait_for
 from tests.peers.prometheus import promtool_check_metrics
 from tests.peers.webhook_receiver import WebhookReceiver
 
+pytestmark = pytest.mark.peer  # every test here starts a process
+
 DOOR = {"site": "县政务中心", "room": "1号机房", "device": "door1"}
 PASSWORD = "correct horse battery"
 

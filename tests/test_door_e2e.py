@@ -9,9 +9,13 @@ import re
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.door_rig import ROOM, SITE, SUMMARY, DoorPipeline
 from tests.helpers import http_get, metric_value
 from tests.peers.webhook_receiver import WebhookReceiver
+
+pytestmark = pytest.mark.peer  # every test here starts a process
 
 
 def test_door_opened_over_mqtt_reaches_the_webhook(tmp_path: Path, webhook_receiver: WebhookReceiver) -> None:

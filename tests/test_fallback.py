@@ -36,6 +36,7 @@ def _spooled_events(spool: Path) -> list:
     return [e for (body,) in rows for e in decode_batch(zlib.decompress(body)).events]
 
 
+@pytest.mark.peer
 @pytest.mark.timeout(150)
 def test_leak_while_the_link_is_down_is_sent_by_sms_once_and_not_again_by_the_collector(
         tmp_path: Path, webhook_receiver: WebhookReceiver) -> None:

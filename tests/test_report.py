@@ -200,6 +200,7 @@ def _collector_file(tmp_path: Path, store: Path, **extra: Any) -> Path:
     return write_yaml(tmp_path / "c.yaml", {"listen": "127.0.0.1:9640", "storage": str(store), **extra})
 
 
+@pytest.mark.peer
 def test_cli_prints_the_report(store_path: Path, tmp_path: Path) -> None:
     conf = _collector_file(tmp_path, store_path)
     r = run_cli("report", "-c", str(conf), "--date", DAY.isoformat(), "--format", "json")
@@ -214,6 +215,7 @@ def test_cli_prints_the_report(store_path: Path, tmp_path: Path) -> None:
     assert r.returncode == 2 and "YYYY-MM-DD" in r.stderr
 
 
+@pytest.mark.peer
 def test_the_report_measures_against_the_rules(store_path: Path, tmp_path: Path) -> None:
     """rules.overrides and rules.working_hours (holidays, make-up days) change the report; report keys still win."""
     friday, saturday = DAY - dt.timedelta(days=1), DAY
@@ -247,6 +249,7 @@ def test_the_report_measures_against_the_rules(store_path: Path, tmp_path: Path)
     assert room["doors"][0]["out_of_hours"] == 3  # the holiday still counts; Sat 07:50 is now before 08:30
 
 
+@pytest.mark.peer
 def test_report_from_a_running_collectors_api(store_path: Path, tmp_path: Path) -> None:
     """``roomwatch report --url``: the same figures through /api/v1/history and /api/v1/alerts/history."""
     c = start_collector(tmp_path, storage=str(store_path))
@@ -277,6 +280,7 @@ def test_report_from_a_running_collectors_api(store_path: Path, tmp_path: Path) 
         c.proc.stop()
 
 
+@pytest.mark.peer
 def test_report_page_and_json_from_a_running_collector(store_path: Path, tmp_path: Path) -> None:
     c = start_collector(tmp_path, storage=str(store_path))
     try:
@@ -319,6 +323,7 @@ def test_schedule_sends_once_and_catches_up_after_a_restart(tmp_path: Path) -> N
     fresh.close()
 
 
+@pytest.mark.peer
 def test_report_is_sent_through_a_configured_webhook(store_path: Path, tmp_path: Path,
                                                      webhook_receiver: WebhookReceiver) -> None:
     """Through the real webhook channel to a receiver that accepts only Alertmanager's v4 body."""

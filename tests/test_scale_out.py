@@ -126,6 +126,7 @@ def _wait_notifications(receiver: WebhookReceiver, expected: list[str], settle: 
     assert _leak_notifications(receiver) == expected
 
 
+@pytest.mark.peer
 def test_shipped_scale_out_configs_are_valid() -> None:
     """What users copy must pass each engine's own checker."""
     for name in ("collector-a.yaml", "collector-b.yaml", "agent.yaml"):

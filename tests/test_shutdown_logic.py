@@ -110,6 +110,7 @@ def test_observation_from_samples() -> None:
     assert obs.up is False
 
 
+@pytest.mark.peer
 def test_check_config_names_file_line_key(tmp_path: Any) -> None:
     """Action mistakes exit 2 with file:line: key: what is wrong."""
     from tests.helpers import run_cli, write_yaml

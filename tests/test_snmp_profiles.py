@@ -147,7 +147,7 @@ def _write(tmp_path: Path, name: str, text: str) -> Path:
 
 
 @pytest.mark.parametrize(("body", "message"), [
-    ("name: x\npoints: [{metric: roomwatch_nope, oid: 1.3.6.1}]", "not in drivers/vocabulary.py"),
+    ("name: x\npoints: [{metric: roomwatch_nope, oid: 1.3.6.1}]", "not in roomwatch/core/vocabulary.py"),
     ("name: x\npoints: [{metric: roomwatch_ups_load_ratio, oid: 1.3.x}]", "not a numeric OID"),
     ("name: x\npoints: [{metric: roomwatch_ups_load_ratio, oid: 1.3.6.1, convert: rankine}]", "unknown convert"),
     ("name: x\npoints: [{metric: roomwatch_ups_load_ratio, oid: 1.3.6.1, scale: 0}]", "non-zero"),
@@ -247,6 +247,7 @@ devices:
     assert "agent.yaml:3" in str(err.value) and "at least 8 characters" in str(err.value)
 
 
+@pytest.mark.peer
 def test_check_config_accepts_the_contract_snmp_device_and_the_example(tmp_path: Path) -> None:
     path = _write(tmp_path, "agent.yaml", """
 agent:
