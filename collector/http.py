@@ -104,16 +104,20 @@ async def handle_push(request: web.Request) -> web.Response:
         raw = await read_raw(request, cfg.max_body, cfg.body_timeout)
         body = inflate(raw, encoding, cfg.max_body_decompressed)
     except BodyError as exc:
-        if exc.status == 408:
-            log.warning("push from %s (agent %s): body not received within %gs", peer, agent.id, cfg.body_timeout)
+        if exc.status == 408 and limits["agent"].should_log("slow:" + agent.id):
+            log.warning("push from %s (agent %s): body not received within %gs (logged once a minute)", peer, agent.id,
+                        cfg.body_timeout)
         return _error(exc.status, exc.reason, c)
     try:
         batch = decode_batch(body)
     except WireError as exc:
-        log.info("push from %s (agent %s) rejected: %s", peer, agent.id, exc)
+        if limits["agent"].should_log("bad:" + agent.id):
+            log.info("push from %s (agent %s) rejected: %s (such refusals logged once a minute per agent)", peer,
+                     agent.id, exc)
         return _error(400, str(exc), c, keep=True)
     if batch.agent != agent.id:
-        log.warning("agent %s tried to push as %r from %s", agent.id, batch.agent, peer)
+        if limits["agent"].should_log("as:" + agent.id):
+            log.warning("agent %s tried to push as %r from %s (logged once a minute)", agent.id, batch.agent, peer)
         return _error(403, f"this token belongs to agent {agent.id!r}, not {batch.agent!r}", c, keep=True)
     try:
         result = await c.accept(agent, batch, peer)

@@ -120,6 +120,8 @@ async def read_raw(request: web.Request, max_body: int, timeout: float) -> bytes
         raise BodyError(400, "body ended before Content-Length bytes arrived") from None
     except RequestPayloadError as exc:  # a malformed chunked encoding
         raise BodyError(400, f"body could not be read: {str(exc).splitlines()[-1].strip()}") from None
+    except ConnectionError:  # the client went away mid-body: nobody to answer, nothing to log
+        raise BodyError(400, "connection lost while the body was arriving") from None
 
 
 #: Content-Encodings :func:`inflate` undoes, with zlib's window bits (31: gzip header, 15: zlib header).

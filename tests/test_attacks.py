@@ -300,6 +300,7 @@ def test_poisoned_batches_do_not_fail_other_agents_pushes(target: CollectorHandl
     event = _doc(_seq(), events='[{"type":"door_open","labels":{"door":"\\udfff"},"ts":'
                  + str(int(time.time() * 1000)) + '}]')
     assert _push(target, raw_json_body(event), TOKENS["agent-b"])[0] == 400
+    assert target.proc.log().count("lone UTF-16 surrogate") <= 2  # 31 refusals, logged once a minute
 
 
 # ----------------------------------------------------------------- 5. cardinality
