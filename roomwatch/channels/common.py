@@ -26,7 +26,7 @@ from roomwatch.core.configbase import iter_secret_values
 if TYPE_CHECKING:
     import aiohttp
 
-__all__ = ["ELLIPSIS", "JSON_HEADERS", "HttpChannel", "HttpClient", "HttpReply", "Redactor", "TransportError", "fit_json",
+__all__ = ["ACK", "ELLIPSIS", "JSON_HEADERS", "HttpChannel", "HttpClient", "HttpReply", "Redactor", "TransportError", "fit_json",
            "message_text", "render_params", "template_fields", "truncate_chars", "truncate_utf8", "validate_param_specs"]
 
 log = logging.getLogger("roomwatch.channels")
@@ -241,7 +241,9 @@ class HttpChannel(Channel):
 CST = dt.timezone(dt.timedelta(hours=8), "CST")
 _FIELD_RE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_]+)?)\}")
 FIELDS = frozenset({"alert", "alertname", "summary", "severity", "site", "room", "device", "agent", "value", "threshold",
-                    "status", "status_text", "since", "count", "title", "text"})
+                    "status", "status_text", "since", "count", "title", "text", "ack_url", "ack_code"})
+#: Key of ``Notification.extra`` with the first firing alert's one-tap link and reply code: {"url", "code"}.
+ACK = "ack"
 
 
 def template_fields(n: Notification) -> dict[str, str]:
@@ -262,6 +264,7 @@ def template_fields(n: Notification) -> dict[str, str]:
         "status": n.status, "status_text": "恢复" if n.status == "resolved" else "告警",
         "since": first.starts_at.astimezone(CST).strftime("%m-%d %H:%M") if first else "",
         "count": str(len(n.alerts)), "title": n.title, "text": n.text,
+        "ack_url": str((n.extra.get(ACK) or {}).get("url", "")), "ack_code": str((n.extra.get(ACK) or {}).get("code", "")),
     }
     for key in ("severity", "site", "room", "device", "agent"):
         fields[key] = labels.get(key, "")
