@@ -23,8 +23,8 @@ room its temperature:
   ``_info``), which would make ``/metrics`` invalid OpenMetrics;
 * ``series_limit``: a new series beyond the agent's ``max_series`` (default
   ``limits.series_per_agent``, 10,000) series currently held;
-* ``new_series_limit``: a new series beyond ``limits.new_series_per_push`` (5,000)
-  in one push.
+* ``new_series_limit``: a new series beyond ``limits.new_series_per_push`` (10,000) in one
+  push (an agent allowed more series must not create them all in one push).
 
 A series is held from its first sample until ``series_expire`` without one, so an
 agent creates at most ``max_series`` series per ``series_expire``. The exact

@@ -143,7 +143,7 @@ class Limits(Model):
 
     series_per_agent: int = Field(default=10_000, ge=1, le=10_000_000,
                                   description="series one agent may hold at once; agents[].max_series overrides it")
-    new_series_per_push: int = Field(default=5_000, ge=1, le=10_000_000, description="new series in one push")
+    new_series_per_push: int = Field(default=10_000, ge=1, le=10_000_000, description="new series in one push")
 
 
 class CollectorConfig(Model):

@@ -30,6 +30,7 @@ from roomwatch.collector.limits import (
     BodyError,
     body_guard,
     content_encoding,
+    discard,
     inflate,
     read_raw,
     refuse,
@@ -107,6 +108,10 @@ async def handle_push(request: web.Request) -> web.Response:
         if exc.status == 408 and limits["agent"].should_log("slow:" + agent.id):
             log.warning("push from %s (agent %s): body not received within %gs (logged once a minute)", peer, agent.id,
                         cfg.body_timeout)
+        if exc.status == 413 and not request.content.at_eof():
+            # The agent reads the answer only after sending everything: let it (a bounded amount, as sent)
+            # so it gets the 413 that makes it split the batch, not a broken connection.
+            await discard(request, 4 * cfg.max_body, cfg.body_timeout)
         return _error(exc.status, exc.reason, c)
     try:
         batch = decode_batch(body)

@@ -52,7 +52,7 @@ from aiohttp.web_protocol import RequestPayloadError
 from roomwatch.core.httplimits import DEFAULT_CHANGE, DEFAULT_GET, RouteLimits, declared_limits, route_limits
 
 __all__ = ["DEFAULT_CHANGE", "DEFAULT_GET", "BodyError", "RateLimitedLoopErrors", "RouteLimits", "body_guard",
-           "inflate", "raise_nofile_limit", "read_raw", "refuse", "route_limits"]
+           "discard", "inflate", "raise_nofile_limit", "read_raw", "refuse", "route_limits"]
 
 log = logging.getLogger("roomwatch.collector.http")
 
@@ -122,6 +122,27 @@ async def read_raw(request: web.Request, max_body: int, timeout: float) -> bytes
         raise BodyError(400, f"body could not be read: {str(exc).splitlines()[-1].strip()}") from None
     except ConnectionError:  # the client went away mid-body: nobody to answer, nothing to log
         raise BodyError(400, "connection lost while the body was arriving") from None
+
+
+async def discard(request: web.Request, limit: int, timeout: float) -> None:
+    """Read and drop what is left of the body, at most ``limit`` bytes within ``timeout`` (as sent, never inflated).
+
+    Only for an authenticated push refused as too large: an agent sends its whole body before it
+    reads the answer, so without this it would see a broken connection instead of the 413 that
+    tells it to split the batch. Anyone else's refused body is never read.
+    """
+    async def drop() -> None:
+        left = limit
+        while left > 0:
+            chunk = await request.content.readany()
+            if not chunk:
+                return
+            left -= len(chunk)
+
+    try:
+        await asyncio.wait_for(drop(), timeout)
+    except (TimeoutError, ConnectionError, RequestPayloadError):
+        pass
 
 
 #: Content-Encodings :func:`inflate` undoes, with zlib's window bits (31: gzip header, 15: zlib header).
