@@ -63,8 +63,9 @@ def truncate_chars(text: str, max_chars: int, ellipsis: str = ELLIPSIS) -> str:
 def fit_json(build: Callable[[str], Any], text: str, max_bytes: int) -> bytes:
     """Encode ``build(text)`` as compact UTF-8 JSON no larger than ``max_bytes``, cutting ``text`` as needed.
 
-    JSON escaping (quotes, newlines) makes the text's share of the body bigger than the
-    text itself, so the cut is scaled by the escaping ratio and checked again.
+    A cut text ends with the ellipsis. JSON escaping (quotes, newlines, control characters
+    as ``\\u0001``) makes a character cost up to six bytes in the body, so the longest
+    prefix that fits is found by bisection on the encoded body itself.
     """
 
     def encode(t: str) -> bytes:
@@ -73,17 +74,16 @@ def fit_json(build: Callable[[str], Any], text: str, max_bytes: int) -> bytes:
     body = encode(text)
     if len(body) <= max_bytes:
         return body
-    skeleton = len(encode(""))
-    budget = max_bytes - skeleton
-    if budget <= 0:
-        raise ValueError(f"message skeleton alone is {skeleton} bytes, over the {max_bytes} byte limit")
-    size = len(text.encode("utf-8"))
-    while True:
-        escaped = len(body) - skeleton
-        size = min(size * budget // max(escaped, 1), size - 1)
-        body = encode(truncate_utf8(text, max(size, 0)))
-        if len(body) <= max_bytes:
-            return body
+    if len(encode(ELLIPSIS)) > max_bytes:
+        raise ValueError(f"message skeleton alone is {len(encode(''))} bytes, over the {max_bytes} byte limit")
+    keep, too_many = 0, len(text)  # encode(text[:keep] + ELLIPSIS) fits; text[:too_many] + ELLIPSIS does not
+    while too_many - keep > 1:
+        mid = (keep + too_many) // 2
+        if len(encode(text[:mid] + ELLIPSIS)) <= max_bytes:
+            keep = mid
+        else:
+            too_many = mid
+    return encode(text[:keep] + ELLIPSIS)
 
 
 def message_text(n: Notification) -> str:
