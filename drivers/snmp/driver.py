@@ -227,14 +227,13 @@ class SnmpDriver(Driver):
         scalars = await target.get(profile.scalar_oids) if profile.scalar_oids else {}
         tables: dict[OID, dict[OID, dict[int, Any]]] = {}
         if profile.tables:
-            columns = [t.entry + (c,) for t in profile.tables for c in t.columns()]
+            columns = list(dict.fromkeys(oid for t in profile.tables for oid in t.walked()))
             walked = await target.walk(columns, self.config.max_repetitions)
-            for table in profile.tables:
-                rows: dict[OID, dict[int, Any]] = {}
-                for col in table.columns():
-                    for index, value in walked.get(table.entry + (col,), {}).items():
-                        rows.setdefault(index, {})[col] = value
-                tables[table.entry] = rows
+            for column in columns:
+                entry, col = column[:-1], column[-1]
+                rows = tables.setdefault(entry, {})
+                for index, value in walked.get(column, {}).items():
+                    rows.setdefault(index, {})[col] = value
         result = evaluate(profile, scalars, tables)
         readings = result.readings + contact_readings(result.readings, self._contacts)
         if not result.readings:

@@ -7,7 +7,15 @@ replacement date. Each point says how the raw value becomes the vocabulary's
 base unit: ``scale`` (tenths of volts: 0.1, minutes: 60, TimeTicks: 0.01,
 percent → ratio: 0.01), ``map`` (status enums → 0/1), ``absent`` (sentinels
 such as 65535 that mean "no reading"), ``valid`` (raw range) and ``when``
-(conditions on other OIDs or columns, e.g. the unit column of a sensor table).
+(conditions on other OIDs or columns, e.g. the unit column of a sensor table,
+numeric or text). A table of probes (environment monitors) also has per-row
+conversions: ``scale_column``/``scale_map`` (ENTITY-SENSOR-MIB's scale),
+``precision_column`` (decimal places given by the row), ``agree`` (a fine
+column used only while it agrees with a coarse one); its sensors are named by
+a name column, of the same table or of another one with the same index
+(``sensor_entry``: ENTITY-MIB's entPhysicalName), else by ``sensor_fallback``.
+``probe`` lists objects whose answer shows the device speaks the profile's MIB
+(for ``profile: auto`` when the sysObjectID says nothing).
 
 Files are read and checked once; converters are looked up at load time, so a
 poll only walks prepared rows. A profile may ``include`` others: its own rows
@@ -64,13 +72,16 @@ class Condition:
 
     oid: OID | None
     column: int | None
-    values: frozenset[int]
+    values: frozenset[int | str]
     negate: bool = False
 
     def holds(self, scalars: Mapping[OID, Any], row: Mapping[int, Any] | None) -> bool:
         raw = scalars.get(self.oid) if self.oid is not None else (row or {}).get(self.column)  # type: ignore[arg-type]
         number = as_number(raw)
         inside = number is not None and number in self.values
+        if not inside and isinstance(raw, str):
+            # A unit column written as text ("C", "F", "%"): compared without case or padding.
+            inside = raw.replace("\x00", "").strip().lower() in self.values
         return inside != self.negate
 
 
@@ -89,6 +100,38 @@ class Point:
     when: tuple[Condition, ...] = ()
     sensor: str | None = None
     sensor_oid: OID | None = None
+    scale_column: int | None = None
+    scale_map: Mapping[int, float] | None = None
+    precision_column: int | None = None
+    agree: tuple[int, float, float] | None = None  # (column, its scale, largest difference)
+
+    def row_value(self, row: Mapping[int, Any]) -> float | None:
+        """The reading of a table row: the column's value with the row's own scale, precision and checks."""
+        raw = row.get(self.column)  # type: ignore[arg-type]
+        number = as_number(raw)
+        if number is None or number in self.absent:
+            return None
+        if self.valid is not None and not self.valid[0] <= number <= self.valid[1]:
+            return None
+        factor = 1.0
+        if self.scale_column is not None:
+            unit = as_number(row.get(self.scale_column))
+            if unit is None or self.scale_map is None or unit not in self.scale_map:
+                return None  # a scale the profile does not know: absent beats a wrong power of ten
+            factor = self.scale_map[unit]
+        if self.precision_column is not None:
+            digits = as_number(row.get(self.precision_column))
+            if digits is None or digits != int(digits) or not -9 <= digits <= 9:
+                return None
+            factor *= 10.0 ** -int(digits)
+        if self.agree is not None:
+            column, scale, within = self.agree
+            coarse = as_number(row.get(column))
+            if coarse is None or abs(number * self.scale * factor - coarse * scale) > within:
+                return None  # the fine column disagrees (or is an A/D count): the coarse row point is used
+        if factor != 1.0 and self.mapping is not None:
+            return None
+        return self._convert(number, factor)
 
     def value(self, raw: Any) -> float | None:
         """The reading for a raw SNMP value, or None when the device gives no usable reading."""
@@ -97,9 +140,12 @@ class Point:
             return None
         if self.valid is not None and not self.valid[0] <= number <= self.valid[1]:
             return None
+        return self._convert(number)
+
+    def _convert(self, number: float, factor: float = 1.0) -> float | None:
         if self.mapping is not None:
             return self.mapping.get(int(number)) if number == int(number) else None
-        out = number * self.scale
+        out = number * factor * self.scale
         if self.convert is not None:
             out = self.convert(out)
         # 1191 × 0.1 is 119.10000000000001 in binary floating point: no device is that precise.
@@ -113,13 +159,34 @@ class Table:
     entry: OID
     sensor_column: int | None
     points: tuple[Point, ...]
+    #: Further name columns tried in turn when the first is empty (entPhysicalName, then entPhysicalDescr).
+    sensor_columns: tuple[int, ...] = ()
+    #: The table holding the name columns, when it is not this one (same index).
+    sensor_entry: OID | None = None
+    #: Name of a row without a name object or with an empty one; ``{index}`` is the row's index.
+    sensor_fallback: str = "{index}"
+
+    def name_columns(self) -> tuple[int, ...]:
+        first = (self.sensor_column,) if self.sensor_column is not None else ()
+        return first + tuple(c for c in self.sensor_columns if c != self.sensor_column)
 
     def columns(self) -> tuple[int, ...]:
+        """The columns of this table a poll walks (value, condition, scale and name columns)."""
         cols = {p.column for p in self.points if p.column is not None}
         cols.update(c.column for p in self.points for c in p.when if c.column is not None)
-        if self.sensor_column is not None:
-            cols.add(self.sensor_column)
+        for p in self.points:
+            cols.update(c for c in (p.scale_column, p.precision_column, p.agree[0] if p.agree else None)
+                        if c is not None)
+        if self.sensor_entry is None:
+            cols.update(self.name_columns())
         return tuple(sorted(cols))
+
+    def walked(self) -> tuple[OID, ...]:
+        """Every column OID a poll walks for this table, name columns of another table included."""
+        own = tuple(self.entry + (c,) for c in self.columns())
+        if self.sensor_entry is None:
+            return own
+        return own + tuple(self.sensor_entry + (c,) for c in self.name_columns())
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +212,8 @@ class Profile:
     battery_date: tuple[OID, ...]
     file: str = ""
     scalar_oids: tuple[OID, ...] = field(default=())
+    #: Objects (or subtrees) whose answer shows that a device speaks this profile's MIB.
+    probe: tuple[OID, ...] = ()
 
     def __post_init__(self) -> None:
         oids: dict[OID, None] = {}
@@ -191,14 +260,35 @@ def _condition(spec: Any, where: str) -> Condition:
     if ("in" in spec) == ("not_in" in spec):
         raise ProfileError(f"{where}: a condition needs exactly one of in or not_in")
     values = spec.get("in", spec.get("not_in"))
-    if not isinstance(values, list) or not all(isinstance(v, int) for v in values):
-        raise ProfileError(f"{where}: in/not_in must be a list of integers")
+    if not isinstance(values, list) or not values or not all(
+            isinstance(v, (int, str)) and not isinstance(v, bool) for v in values):
+        raise ProfileError(f"{where}: in/not_in must be a list of integers or texts")
     return Condition(oid=parse_oid(spec["oid"]) if "oid" in spec else None, column=spec.get("column"),
-                     values=frozenset(values), negate="not_in" in spec)
+                     values=frozenset(v.strip().lower() if isinstance(v, str) else v for v in values),
+                     negate="not_in" in spec)
 
 
 _POINT_KEYS = {"metric", "oid", "column", "scale", "convert", "map", "absent", "valid", "when", "sensor", "sensor_oid",
-               "comment"}
+               "comment", "scale_column", "scale_map", "precision_column", "agree"}
+_ROW_KEYS = ("scale_column", "scale_map", "precision_column", "agree")
+
+
+def _number_map(spec: Any, where: str, key: str) -> dict[int, float] | None:
+    if spec is None:
+        return None
+    if not isinstance(spec, dict) or not spec or not all(
+            isinstance(k, int) and isinstance(v, (int, float)) and not isinstance(v, bool) for k, v in spec.items()):
+        raise ProfileError(f"{where}: {key} must map integers to numbers")
+    return {int(k): float(v) for k, v in spec.items()}
+
+
+def _agree(spec: Any, where: str) -> tuple[int, float, float] | None:
+    if spec is None:
+        return None
+    if not isinstance(spec, dict) or set(spec) - {"column", "scale", "within"} or not isinstance(spec.get("column"), int) \
+            or not all(isinstance(spec.get(k, 1), (int, float)) for k in ("scale", "within")) or "within" not in spec:
+        raise ProfileError(f"{where}: agree is {{column: N, scale: S, within: D}}")
+    return int(spec["column"]), float(spec.get("scale", 1)), float(spec["within"])
 
 
 def _point(spec: Any, where: str, in_table: bool) -> Point:
@@ -212,6 +302,13 @@ def _point(spec: Any, where: str, in_table: bool) -> Point:
         raise ProfileError(f"{where}: metric {metric!r} is not in drivers/vocabulary.py")
     if in_table and not isinstance(spec.get("column"), int):
         raise ProfileError(f"{where}: a table point needs an integer column")
+    if not in_table and any(k in spec for k in _ROW_KEYS):
+        raise ProfileError(f"{where}: {', '.join(k for k in _ROW_KEYS if k in spec)} only work in a table")
+    if ("scale_column" in spec) != ("scale_map" in spec):
+        raise ProfileError(f"{where}: scale_column and scale_map go together")
+    for key in ("scale_column", "precision_column"):
+        if key in spec and not isinstance(spec[key], int):
+            raise ProfileError(f"{where}: {key} must be a column number")
     if not in_table and "oid" not in spec:
         raise ProfileError(f"{where}: a point needs an oid")
     convert = None
@@ -219,10 +316,7 @@ def _point(spec: Any, where: str, in_table: bool) -> Point:
         convert = CONVERTERS.get(spec["convert"])
         if convert is None:
             raise ProfileError(f"{where}: unknown convert {spec['convert']!r}; known: {sorted(CONVERTERS)}")
-    mapping = spec.get("map")
-    if mapping is not None and (not isinstance(mapping, dict) or not all(
-            isinstance(k, int) and isinstance(v, (int, float)) for k, v in mapping.items())):
-        raise ProfileError(f"{where}: map must map integers to numbers")
+    mapping = _number_map(spec.get("map"), where, "map")
     valid = spec.get("valid")
     if valid is not None and (not isinstance(valid, list) or len(valid) != 2):
         raise ProfileError(f"{where}: valid must be [min, max]")
@@ -237,13 +331,47 @@ def _point(spec: Any, where: str, in_table: bool) -> Point:
         column=spec.get("column"),
         scale=float(scale),
         convert=convert,
-        mapping={int(k): float(v) for k, v in mapping.items()} if mapping else None,
+        mapping=mapping,
         absent=frozenset(spec.get("absent", [])),
         valid=(float(valid[0]), float(valid[1])) if valid else None,
         when=tuple(_condition(c, f"{where}.when[{i}]") for i, c in enumerate(when)),
         sensor=str(spec["sensor"]) if "sensor" in spec else None,
         sensor_oid=parse_oid(spec["sensor_oid"]) if "sensor_oid" in spec else None,
+        scale_column=spec.get("scale_column"),
+        scale_map=_number_map(spec.get("scale_map"), where, "scale_map"),
+        precision_column=spec.get("precision_column"),
+        agree=_agree(spec.get("agree"), where),
     )
+
+
+_TABLE_KEYS = {"entry", "points", "sensor_column", "sensor_entry", "sensor_fallback", "comment"}
+
+
+def _table(spec: Any, where: str) -> Table:
+    if not isinstance(spec, dict) or "entry" not in spec or not spec.get("points"):
+        raise ProfileError(f"{where}: a table needs entry and points")
+    unknown = set(spec) - _TABLE_KEYS
+    if unknown:
+        raise ProfileError(f"{where}: unknown keys {sorted(unknown)}")
+    names = spec.get("sensor_column")
+    names = [names] if isinstance(names, int) else names
+    if names is not None and (not isinstance(names, list) or not names or not all(
+            isinstance(c, int) and not isinstance(c, bool) for c in names)):
+        raise ProfileError(f"{where}: sensor_column is a column number or a list of them (tried in turn)")
+    if "sensor_entry" in spec and not names:
+        raise ProfileError(f"{where}: sensor_entry needs sensor_column (the name column of that table)")
+    fallback = spec.get("sensor_fallback", "{index}")
+    if not isinstance(fallback, str) or not fallback.strip():
+        raise ProfileError(f"{where}: sensor_fallback must be a text such as 'Probe {{index}}'")
+    try:
+        fallback.format(index="1")
+    except (KeyError, IndexError, ValueError):
+        raise ProfileError(f"{where}: sensor_fallback may only use {{index}}") from None
+    return Table(entry=parse_oid(spec["entry"]), sensor_column=names[0] if names else None,
+                 sensor_columns=tuple(names[1:]) if names else (),
+                 sensor_entry=parse_oid(spec["sensor_entry"]) if "sensor_entry" in spec else None,
+                 sensor_fallback=fallback,
+                 points=tuple(_point(p, f"{where}.points[{j}]", True) for j, p in enumerate(spec["points"])))
 
 
 def _info(spec: Any, where: str) -> tuple[InfoField, ...]:
@@ -268,7 +396,8 @@ def _parse_file(path: Path) -> dict[str, Any]:
     where = path.name
     if not isinstance(doc, dict) or not isinstance(doc.get("name"), str):
         raise ProfileError(f"{where}: a profile file is a mapping with a name")
-    unknown = set(doc) - {"name", "description", "source", "match", "include", "points", "tables", "info", "battery_date"}
+    unknown = set(doc) - {"name", "description", "source", "match", "include", "points", "tables", "info", "battery_date",
+                          "probe"}
     if unknown:
         raise ProfileError(f"{where}: unknown keys {sorted(unknown)}")
     try:
@@ -276,19 +405,17 @@ def _parse_file(path: Path) -> dict[str, Any]:
         tables = []
         for i, t in enumerate(doc.get("tables") or []):
             tw = f"{where}: tables[{i}]"
-            if not isinstance(t, dict) or "entry" not in t or not t.get("points"):
-                raise ProfileError(f"{tw}: a table needs entry and points")
-            tables.append(Table(entry=parse_oid(t["entry"]), sensor_column=t.get("sensor_column"),
-                                points=tuple(_point(p, f"{tw}.points[{j}]", True) for j, p in enumerate(t["points"]))))
+            tables.append(_table(t, tw))
         info = _info(doc.get("info") or {}, where)
         battery_date = tuple(parse_oid(o) for o in ([doc["battery_date"]] if isinstance(doc.get("battery_date"), str)
                                                     else doc.get("battery_date") or []))
         match = tuple(parse_oid(m) for m in doc.get("match") or [])
+        probe = tuple(parse_oid(m) for m in doc.get("probe") or [])
     except ValueError as exc:
         raise ProfileError(exc if isinstance(exc, ProfileError) else f"{where}: {exc}") from None
     return {"name": doc["name"], "description": str(doc.get("description", "")), "source": str(doc.get("source", "")),
             "include": list(doc.get("include") or []), "points": points, "tables": tables, "info": info,
-            "battery_date": battery_date, "match": match, "file": path.name}
+            "battery_date": battery_date, "match": match, "probe": probe, "file": path.name}
 
 
 def _resolve(name: str, raw: dict[str, dict[str, Any]], seen: tuple[str, ...]) -> dict[str, Any]:
@@ -320,7 +447,7 @@ def load_profiles(directory: Path = PROFILE_DIR) -> dict[str, Profile]:
         d = _resolve(name, raw, ())
         out[name] = Profile(name=name, description=d["description"], source=d["source"], match=d["match"],
                             points=tuple(d["points"]), tables=tuple(d["tables"]), info=tuple(d["info"]),
-                            battery_date=tuple(d["battery_date"]), file=d["file"])
+                            battery_date=tuple(d["battery_date"]), file=d["file"], probe=d["probe"])
     if FALLBACK not in out:
         raise ProfileError(f"the fallback profile {FALLBACK!r} is missing from {directory}")
     return out

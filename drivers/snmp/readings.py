@@ -56,11 +56,16 @@ def parse_battery_date(raw: Any, today: dt.date | None = None) -> dt.date | None
     return None
 
 
-def _sensor_names(table: Table, rows: Rows) -> dict[OID, str]:
+def _sensor_names(table: Table, rows: Rows, name_rows: Rows | None = None) -> dict[OID, str]:
+    """Each row's probe name: the first non-empty name column (of ``name_rows`` when the names live in
+    another table with the same index), else the table's fallback built from the index."""
     names = {}
-    for index, row in rows.items():
-        name = text(row.get(table.sensor_column)) if table.sensor_column is not None else ""
-        names[index] = name or format_oid(index)
+    columns = table.name_columns()
+    source = rows if name_rows is None else name_rows
+    for index in rows:
+        row = source.get(index) or {}
+        name = next((t for t in (text(row.get(c))[:64] for c in columns) if t), "")
+        names[index] = name or table.sensor_fallback.format(index=format_oid(index))
     counts: dict[str, int] = {}
     for name in names.values():
         counts[name] = counts.get(name, 0) + 1
@@ -93,13 +98,13 @@ def evaluate(profile: Profile, scalars: Mapping[OID, Any], tables: Mapping[OID, 
 
     for table in profile.tables:
         rows = tables.get(table.entry) or {}
-        names = _sensor_names(table, rows)
+        names = _sensor_names(table, rows, tables.get(table.sensor_entry) if table.sensor_entry else None)
         for index in sorted(rows):
             row = rows[index]
             for point in table.points:
                 if not all(c.holds(scalars, row) for c in point.when):
                     continue
-                value = point.value(row.get(point.column))  # type: ignore[arg-type]
+                value = point.row_value(row)
                 if value is not None:
                     add(point.metric, value, names[index])
 
