@@ -74,9 +74,13 @@ class Condition:
     column: int | None
     values: frozenset[int | str]
     negate: bool = False
+    pattern: re.Pattern[str] | None = None  # ``like``: a regular expression searched in the text
 
     def holds(self, scalars: Mapping[OID, Any], row: Mapping[int, Any] | None) -> bool:
         raw = scalars.get(self.oid) if self.oid is not None else (row or {}).get(self.column)  # type: ignore[arg-type]
+        if self.pattern is not None:
+            inside = isinstance(raw, str) and self.pattern.search(raw.replace("\x00", "").strip()) is not None
+            return inside != self.negate
         number = as_number(raw)
         inside = number is not None and number in self.values
         if not inside and isinstance(raw, str):
@@ -165,6 +169,10 @@ class Table:
     sensor_entry: OID | None = None
     #: Name of a row without a name object or with an empty one; ``{index}`` is the row's index.
     sensor_fallback: str = "{index}"
+    #: The label made of a found name (``{name}``) and the index (two inputs of one probe: "{name} input 1").
+    sensor_format: str = "{name}"
+    #: Names for a name column holding an OID (Liebert's lgpEnvTemperatureDescrDegC: which air it measures).
+    sensor_oid_names: Mapping[OID, str] = field(default_factory=dict)
 
     def name_columns(self) -> tuple[int, ...]:
         first = (self.sensor_column,) if self.sensor_column is not None else ()
@@ -257,8 +265,18 @@ class ProfileError(ValueError):
 def _condition(spec: Any, where: str) -> Condition:
     if not isinstance(spec, dict) or ("oid" in spec) == ("column" in spec):
         raise ProfileError(f"{where}: a condition needs exactly one of oid or column")
-    if ("in" in spec) == ("not_in" in spec):
-        raise ProfileError(f"{where}: a condition needs exactly one of in or not_in")
+    ops = [k for k in ("in", "not_in", "like", "not_like") if k in spec]
+    if len(ops) != 1 or set(spec) - {"oid", "column", "comment", *ops}:
+        raise ProfileError(f"{where}: a condition needs exactly one of in or not_in (or like / not_like for text)")
+    if ops[0] in ("like", "not_like"):
+        if not isinstance(spec[ops[0]], str):
+            raise ProfileError(f"{where}: {ops[0]} must be a regular expression (text)")
+        try:
+            pattern = re.compile(spec[ops[0]], re.IGNORECASE)
+        except re.error as exc:
+            raise ProfileError(f"{where}: {ops[0]}: bad regular expression: {exc}") from None
+        return Condition(oid=parse_oid(spec["oid"]) if "oid" in spec else None, column=spec.get("column"),
+                         values=frozenset(), negate=ops[0] == "not_like", pattern=pattern)
     values = spec.get("in", spec.get("not_in"))
     if not isinstance(values, list) or not values or not all(
             isinstance(v, (int, str)) and not isinstance(v, bool) for v in values):
@@ -344,7 +362,16 @@ def _point(spec: Any, where: str, in_table: bool) -> Point:
     )
 
 
-_TABLE_KEYS = {"entry", "points", "sensor_column", "sensor_entry", "sensor_fallback", "comment"}
+_TABLE_KEYS = {"entry", "points", "sensor_column", "sensor_entry", "sensor_fallback", "sensor_format", "sensor_oid_names",
+               "comment"}
+
+
+def _oid_names(spec: Any, where: str) -> dict[OID, str]:
+    if spec is None:
+        return {}
+    if not isinstance(spec, dict) or not all(isinstance(v, str) and v.strip() for v in spec.values()):
+        raise ProfileError(f"{where}: sensor_oid_names maps OIDs to names")
+    return {parse_oid(k): v.strip() for k, v in spec.items()}
 
 
 def _table(spec: Any, where: str) -> Table:
@@ -363,14 +390,18 @@ def _table(spec: Any, where: str) -> Table:
     fallback = spec.get("sensor_fallback", "{index}")
     if not isinstance(fallback, str) or not fallback.strip():
         raise ProfileError(f"{where}: sensor_fallback must be a text such as 'Probe {{index}}'")
+    fmt = spec.get("sensor_format", "{name}")
     try:
         fallback.format(index="1")
+        if not isinstance(fmt, str):
+            raise ValueError
+        fmt.format(name="n", index="1")
     except (KeyError, IndexError, ValueError):
-        raise ProfileError(f"{where}: sensor_fallback may only use {{index}}") from None
+        raise ProfileError(f"{where}: sensor_fallback may use {{index}}, sensor_format {{name}} and {{index}}") from None
     return Table(entry=parse_oid(spec["entry"]), sensor_column=names[0] if names else None,
                  sensor_columns=tuple(names[1:]) if names else (),
                  sensor_entry=parse_oid(spec["sensor_entry"]) if "sensor_entry" in spec else None,
-                 sensor_fallback=fallback,
+                 sensor_fallback=fallback, sensor_format=fmt, sensor_oid_names=_oid_names(spec.get("sensor_oid_names"), where),
                  points=tuple(_point(p, f"{where}.points[{j}]", True) for j, p in enumerate(spec["points"])))
 
 

@@ -56,6 +56,13 @@ def parse_battery_date(raw: Any, today: dt.date | None = None) -> dt.date | None
     return None
 
 
+def _name(table: Table, raw: Any) -> str:
+    """A name column's text; an OID value (an AutonomousType saying what is measured) by the profile's map."""
+    if isinstance(raw, tuple):
+        return table.sensor_oid_names.get(raw, "") or ("oid " + format_oid(raw[-2:]) if raw else "")
+    return text(raw)[:64]
+
+
 def _sensor_names(table: Table, rows: Rows, name_rows: Rows | None = None) -> dict[OID, str]:
     """Each row's probe name: the first non-empty name column (of ``name_rows`` when the names live in
     another table with the same index), else the table's fallback built from the index."""
@@ -63,9 +70,13 @@ def _sensor_names(table: Table, rows: Rows, name_rows: Rows | None = None) -> di
     columns = table.name_columns()
     source = rows if name_rows is None else name_rows
     for index in rows:
-        row = source.get(index) or {}
-        name = next((t for t in (text(row.get(c))[:64] for c in columns) if t), "")
-        names[index] = name or table.sensor_fallback.format(index=format_oid(index))
+        # A name table may be indexed by the probe while the values are indexed by probe.channel
+        # (EATON-EMP-MIB: sensorName.n, temperatureValue.n.1): the longest index prefix with a row.
+        row = next((source[index[:n]] for n in range(len(index), 0, -1) if index[:n] in source), {})
+        name = next((t for t in (_name(table, row.get(c)) for c in columns) if t), "")
+        shown = format_oid(index)
+        names[index] = table.sensor_format.format(name=name, index=shown) if name else \
+            table.sensor_fallback.format(index=shown)
     counts: dict[str, int] = {}
     for name in names.values():
         counts[name] = counts.get(name, 0) + 1
