@@ -23,6 +23,7 @@ from drivers.base import DeviceError, Driver, Reading
 from drivers.registry import register
 from drivers.snmp.profile import OID, Profile, all_profiles, format_oid, get_profile, match_profile
 from drivers.snmp.readings import contact_readings, evaluate
+from drivers.snmp.select import choose_by_probe, probe_objects
 from drivers.ups import UpsDeviceConfig, battery_age_reading
 from roomwatch.configbase import Duration, Model, Secret
 
@@ -203,9 +204,16 @@ class SnmpDriver(Driver):
         found = (await self._target.get([SYS_OBJECT_ID])).get(SYS_OBJECT_ID)
         oid = found if isinstance(found, tuple) else None
         profile = match_profile(oid)
+        how = "sysObjectID"
+        if not any(oid[:len(m)] == m for m in profile.match) if oid else True:
+            # No vendor prefix: ask which MIB the device answers (one GETNEXT for every probe object).
+            profiles = all_profiles()
+            answered = await self._target.answers_under(probe_objects(profiles))
+            profile = choose_by_probe(profiles, answered) or profile
+            how = "answering MIB"
         if profile is not self._profile:
-            self.log.info("%s: sysObjectID %s → profile %s", self.config.name,
-                          format_oid(oid) if oid else "(none)", profile.name)
+            self.log.info("%s: sysObjectID %s → profile %s (by %s)", self.config.name,
+                          format_oid(oid) if oid else "(none)", profile.name, how)
         return profile
 
     async def poll(self) -> Sequence[Reading]:

@@ -165,6 +165,23 @@ class Target(abc.ABC):
                 raise SnmpError(f"{self.where} answered error-status {status} to a GET")
         return out
 
+    async def answers_under(self, prefixes: Sequence[OID]) -> set[OID]:
+        """Which ``prefixes`` hold at least one object: one GETNEXT for all of them (one each on SNMPv1 errors)."""
+        found: set[OID] = set()
+        if not prefixes:
+            return found
+        status, _, answer = await self._request("next", list(prefixes))
+        if status:
+            if len(prefixes) == 1:
+                return found
+            for prefix in prefixes:  # an SNMPv1 noSuchName fails the whole PDU: ask one by one
+                found |= await self.answers_under([prefix])
+            return found
+        for prefix, (oid, value) in zip(prefixes, answer, strict=False):
+            if value is not END_OF_MIB and oid[:len(prefix)] == prefix:
+                found.add(prefix)
+        return found
+
     async def walk(self, columns: Sequence[OID], max_repetitions: int) -> dict[OID, dict[OID, Any]]:
         """Walk table columns side by side: column OID → {index suffix → value}.
 
