@@ -178,7 +178,10 @@ class Target(abc.ABC):
                 found |= await self.answers_under([prefix])
             return found
         for prefix, (oid, value) in zip(prefixes, answer, strict=False):
-            if value is not END_OF_MIB and oid[:len(prefix)] == prefix:
+            # An object strictly below the prefix, with a value (clients report the end of the MIB as
+            # END_OF_MIB or None at the asked OID).
+            if value is not END_OF_MIB and value is not None and len(oid) > len(prefix) \
+                    and oid[:len(prefix)] == prefix:
                 found.add(prefix)
         return found
 
