@@ -22,6 +22,7 @@ from agent.push import Pusher
 from agent.spool import open_outbox, spool_samples
 from drivers import vocabulary as v
 from drivers.base import DeviceConfig, Driver, Event, Reading
+from drivers.plausible import screen
 from drivers.registry import get as get_driver
 from roomwatch import __version__
 from roomwatch.wire import EventRecord, SampleRecord
@@ -129,7 +130,9 @@ class Agent:
     def _records(self, dev: DeviceRunner, readings: Sequence[Reading], now: float) -> list[SampleRecord]:
         base = dev.labels
         out = []
-        for r in readings:
+        # Every driver's readings meet the vocabulary's physical ranges here, whatever the driver
+        # checked itself: a value outside is left out and counted (drivers/plausible.py).
+        for r in screen(readings, dev.driver.drops):
             labels = {**base, **r.labels} if r.labels else dict(base)
             out.append(SampleRecord(r.metric, labels, float(r.value), int((r.ts or now) * 1000)))
         return out
@@ -146,10 +149,10 @@ class Agent:
             if dev.duration is not None:
                 out.append(SampleRecord(v.DEVICE_POLL_DURATION, dev.labels, dev.duration, ms))
         try:
-            own = dev.driver.health()
+            own = [*dev.driver.health(), *dev.driver.drops.readings()]
         except Exception:  # a driver's statistics must not stop its readings
             log.exception("health of %s", dev.name)
-            own = ()
+            own = []
         for r in own:
             out.append(SampleRecord(r.metric, {**dev.labels, **r.labels} if r.labels else dev.labels, float(r.value), ms))
         return out

@@ -293,7 +293,10 @@ ENTITY_SCALES = {8: 0.001, 9: 1.0}
 ])
 def test_row_scale_and_precision(row: dict[int, Any], expected: float | None) -> None:
     point = Point("m", column=4, scale_column=2, scale_map=ENTITY_SCALES, precision_column=3)
-    assert point.row_value(row) == expected
+    got = point.read_row(row)
+    assert (got if isinstance(got, float) else None) == expected
+    if expected is None:
+        assert got == "invalid"  # left out and counted, with the reason
 
 
 @pytest.mark.parametrize(("row", "expected"), [
@@ -302,7 +305,7 @@ def test_row_scale_and_precision(row: dict[int, Any], expected: float | None) ->
     ({14: 231}, None),  # nothing to agree with
 ])
 def test_agree_with_coarse_column(row: dict[int, Any], expected: float | None) -> None:
-    assert Point("m", column=14, scale=0.1, agree=(3, 1.0, 1.5)).row_value(row) == expected
+    assert Point("m", column=14, scale=0.1, agree=(3, 1.0, 1.5)).read_row(row) == expected
 
 
 @pytest.mark.parametrize(("spec", "raw", "holds"), [
@@ -316,7 +319,7 @@ def test_agree_with_coarse_column(row: dict[int, Any], expected: float | None) -
     ({"column": 5, "like": "temp"}, 21, False),  # a number is not text
 ])
 def test_text_conditions(spec: dict[str, Any], raw: Any, holds: bool) -> None:
-    from drivers.snmp.profile import _condition
+    from drivers.snmp.profile_load import _condition
 
     assert _condition(spec, "t").holds({}, {5: raw}) is holds
 
@@ -359,18 +362,20 @@ def test_oid_valued_name_column() -> None:
     assert got == {"Supply Air": 18.1, "oid 1.77": 30.0}
 
 
-def test_auto_by_probe_prefers_vendor_then_ups_mib_then_entity_sensor() -> None:
-    from drivers.snmp.select import choose_by_probe, probe_objects
+def test_auto_by_probe_prefers_vendor_then_standard_mibs() -> None:
+    from drivers.snmp.autoselect import probe_order
 
     profiles = all_profiles()
-    objects = probe_objects(profiles)
-    assert objects[-1] == parse_oid("1.3.6.1.2.1.99.1.1.1.4") and len(objects) == len(set(objects))
     entity, ups = parse_oid("1.3.6.1.2.1.99.1.1.1.4"), parse_oid("1.3.6.1.2.1.33.1.2")
     akcp = parse_oid("1.3.6.1.4.1.3854.3.5.2.1.2")
-    assert choose_by_probe(profiles, [entity]).name == "entity-sensor"  # type: ignore[union-attr]
-    assert choose_by_probe(profiles, [entity, ups]).name == "ups-mib"  # type: ignore[union-attr]
-    assert choose_by_probe(profiles, [entity, ups, akcp]).name == "akcp"  # type: ignore[union-attr]
-    assert choose_by_probe(profiles, []) is None
+
+    def answers(*prefixes: tuple[int, ...]) -> dict[Any, Any]:
+        return {p: (p + (1, 0), 1) for p in prefixes}
+
+    assert [p.name for p in probe_order(profiles, answers(entity))] == ["entity-sensor"]
+    assert probe_order(profiles, answers(entity, akcp))[0].name == "akcp"  # the vendor's own MIB first
+    assert "ups-mib" in [p.name for p in probe_order(profiles, answers(entity, ups))]
+    assert probe_order(profiles, {}) == []
 
 
 def test_every_profile_cites_its_mib_and_can_be_found() -> None:

@@ -165,25 +165,35 @@ class Target(abc.ABC):
                 raise SnmpError(f"{self.where} answered error-status {status} to a GET")
         return out
 
-    async def answers_under(self, prefixes: Sequence[OID]) -> set[OID]:
-        """Which ``prefixes`` hold at least one object: one GETNEXT for all of them (one each on SNMPv1 errors)."""
-        found: set[OID] = set()
-        if not prefixes:
-            return found
-        status, _, answer = await self._request("next", list(prefixes))
-        if status:
-            if len(prefixes) == 1:
-                return found
-            for prefix in prefixes:  # an SNMPv1 noSuchName fails the whole PDU: ask one by one
-                found |= await self.answers_under([prefix])
-            return found
-        for prefix, (oid, value) in zip(prefixes, answer, strict=False):
-            # An object strictly below the prefix, with a value (clients report the end of the MIB as
-            # END_OF_MIB or None at the asked OID).
-            if value is not END_OF_MIB and value is not None and len(oid) > len(prefix) \
-                    and oid[:len(prefix)] == prefix:
-                found.add(prefix)
-        return found
+    async def next(self, oids: Sequence[OID]) -> dict[OID, tuple[OID, Any] | None]:
+        """One GETNEXT step from each of ``oids``: oid → (next OID, its value), or None at the end of the MIB.
+
+        ``profile: auto`` asks this of each profile's probe subtrees to see which MIBs answer.
+        SNMPv1 fails a whole PDU for one OID at the end of the MIB (noSuchName): that one is set
+        aside and the rest asked again, as :meth:`get` does.
+        """
+        out: dict[OID, tuple[OID, Any] | None] = {}
+        pending = [list(oids[i:i + MAX_GET_OIDS]) for i in range(0, len(oids), MAX_GET_OIDS)]
+        while pending:
+            chunk = pending.pop()
+            status, index, answer = await self._request("next", chunk)
+            if status == 0:
+                if len(answer) != len(chunk):
+                    raise SnmpError(f"{self.where} answered {len(answer)} values for {len(chunk)} OIDs")
+                for oid, (name, value) in zip(chunk, answer, strict=True):
+                    out[oid] = None if value is END_OF_MIB else (tuple(name), value)
+            elif status == NO_SUCH_NAME and 1 <= index <= len(chunk):
+                out[chunk.pop(index - 1)] = None
+                if chunk:
+                    pending.append(chunk)
+            elif status in (TOO_BIG, GEN_ERR, NO_SUCH_NAME) and len(chunk) > 1:
+                half = len(chunk) // 2
+                pending += [chunk[:half], chunk[half:]]
+            elif status in (TOO_BIG, GEN_ERR, NO_SUCH_NAME):
+                out[chunk[0]] = None
+            else:
+                raise SnmpError(f"{self.where} answered error-status {status} to a GETNEXT")
+        return out
 
     async def walk(self, columns: Sequence[OID], max_repetitions: int) -> dict[OID, dict[OID, Any]]:
         """Walk table columns side by side: column OID → {index suffix → value}.
