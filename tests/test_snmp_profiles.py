@@ -366,7 +366,7 @@ def test_auto_by_probe_prefers_vendor_then_standard_mibs() -> None:
     from drivers.snmp.autoselect import probe_order
 
     profiles = all_profiles()
-    entity, ups = parse_oid("1.3.6.1.2.1.99.1.1.1.4"), parse_oid("1.3.6.1.2.1.33.1.2")
+    entity, ups = parse_oid("1.3.6.1.2.1.99.1.1.1.4"), all_profiles()["ups-mib"].probe[0]
     akcp = parse_oid("1.3.6.1.4.1.3854.3.5.2.1.2")
 
     def answers(*prefixes: tuple[int, ...]) -> dict[Any, Any]:

@@ -233,6 +233,8 @@ def _alarm_table(spec: Any, where: str) -> AlarmTable:
         metrics[metric] = frozenset(parse_oid(o) for o in (oids if isinstance(oids, list) else [oids]))
     flags: dict[OID, str] = {}
     for oid, flag in (spec.get("flags") or {}).items():
+        if isinstance(flag, bool):
+            raise ProfileError(f"{where}: flags: YAML read a flag as {flag}: write \"OFF\" or \"ON\" in quotes")
         if flag not in FLAGS:
             raise ProfileError(f"{where}: flags: {flag!r} is not one of {', '.join(sorted(FLAGS))}")
         flags[parse_oid(oid)] = flag
