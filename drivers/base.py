@@ -23,7 +23,7 @@ from typing import Any, ClassVar, Literal, Protocol, TypeVar
 
 from pydantic import Field
 
-from roomwatch.configbase import Duration, Labels, Model
+from roomwatch.core.configbase import Duration, Labels, Model
 
 __all__ = ["Context", "DeviceConfig", "DeviceError", "Driver", "Event", "Reading"]
 
@@ -88,7 +88,7 @@ class Driver(abc.ABC):
     requires: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: Any, context: Context):
-        from drivers.plausible import Drops  # drivers.plausible imports Reading from here
+        from roomwatch.drivers.plausible import Drops  # roomwatch.drivers.plausible imports Reading from here
 
         self.config = config
         self.context = context

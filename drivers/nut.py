@@ -7,7 +7,7 @@ With ``ups`` unset the device reports every UPS upsd lists (``LIST UPS``),
 each series labelled ``ups="<name>"``; with ``ups`` set, there is no ``ups``
 label, so the series look like those of an SNMP or Modbus UPS.
 
-The wire protocol lives in :mod:`drivers.nut_protocol` (no well-kept asyncio
+The wire protocol lives in :mod:`roomwatch.drivers.nut_protocol` (no well-kept asyncio
 NUT client exists). Variable names: https://networkupstools.org/docs/developer-guide.chunked/apas01.html
 """
 
@@ -24,13 +24,13 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from drivers import vocabulary as v
-from drivers.base import DeviceError, Driver, Reading
-from drivers.nut_protocol import NutClient, NutError
-from drivers.plausible import Drops
-from drivers.registry import register
-from drivers.ups import UpsDeviceConfig, battery_age_reading
-from roomwatch.configbase import Secret
+from roomwatch.core import vocabulary as v
+from roomwatch.core.configbase import Secret
+from roomwatch.drivers.base import DeviceError, Driver, Reading
+from roomwatch.drivers.nut_protocol import NutClient, NutError
+from roomwatch.drivers.plausible import Drops
+from roomwatch.drivers.registry import register
+from roomwatch.drivers.ups import UpsDeviceConfig, battery_age_reading
 
 PHASES = ("L1", "L2", "L3")
 
@@ -72,7 +72,7 @@ class NutPoint:
     ``battery.runtime: -60``). ``zero_unknown``: exactly 0 is "no probe" (liebert-esp2 and other
     serial drivers publish ``battery.temperature: 0.0`` on units without one; a UPS at exactly 0 °C
     in a server room is not credible). Both count as sentinels; anything outside the metric's
-    physical range (drivers/vocabulary.py) is dropped too.
+    physical range (roomwatch/core/vocabulary.py) is dropped too.
     """
 
     var: str

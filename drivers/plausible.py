@@ -1,7 +1,7 @@
 """Readings that are not believed: the drop counter and its log-once rule, shared by every driver.
 
 A device value that lies outside its quantity's physical range (the table
-``RANGES`` in :mod:`drivers.vocabulary`), equals a "no reading" sentinel its
+``RANGES`` in :mod:`roomwatch.core.vocabulary`), equals a "no reading" sentinel its
 profile declares (−273, 65535, 9999 minutes …) or is not a number at all is
 *absent*: never 0, never clamped. Each such drop is counted per device,
 metric and reason — ``roomwatch_device_readings_dropped_total`` — and logged
@@ -21,8 +21,8 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
-from drivers import vocabulary as v
-from drivers.base import Reading
+from roomwatch.core import vocabulary as v
+from roomwatch.drivers.base import Reading
 
 __all__ = ["REASONS", "Drops", "screen"]
 

@@ -9,11 +9,12 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from agent.config import load_agent_config
-from drivers import vocabulary as v
-from drivers.base import Reading
-from drivers.snmp import SnmpConfig
-from drivers.snmp.profile import (
+from roomwatch.agent.config import load_agent_config
+from roomwatch.core import vocabulary as v
+from roomwatch.core.configbase import ConfigError
+from roomwatch.drivers.base import Reading
+from roomwatch.drivers.snmp import SnmpConfig
+from roomwatch.drivers.snmp.profile import (
     Condition,
     Point,
     ProfileError,
@@ -22,8 +23,7 @@ from drivers.snmp.profile import (
     match_profile,
     parse_oid,
 )
-from drivers.snmp.readings import contact_readings, evaluate, parse_battery_date
-from roomwatch.configbase import ConfigError
+from roomwatch.drivers.snmp.readings import contact_readings, evaluate, parse_battery_date
 from tests.helpers import ROOT, run_cli
 
 UPS = (1, 3, 6, 1, 2, 1, 33, 1)
@@ -150,7 +150,7 @@ def _write(tmp_path: Path, name: str, text: str) -> Path:
 
 
 @pytest.mark.parametrize(("body", "message"), [
-    ("name: x\npoints: [{metric: roomwatch_nope, oid: 1.3.6.1}]", "not in drivers/vocabulary.py"),
+    ("name: x\npoints: [{metric: roomwatch_nope, oid: 1.3.6.1}]", "not in roomwatch/core/vocabulary.py"),
     ("name: x\npoints: [{metric: roomwatch_ups_load_ratio, oid: 1.3.x}]", "not a numeric OID"),
     ("name: x\npoints: [{metric: roomwatch_ups_load_ratio, oid: 1.3.6.1, convert: rankine}]", "unknown convert"),
     ("name: x\npoints: [{metric: roomwatch_ups_load_ratio, oid: 1.3.6.1, scale: 0}]", "non-zero"),
@@ -258,6 +258,7 @@ devices:
     assert "agent.yaml:3" in str(err.value) and "at least 8 characters" in str(err.value)
 
 
+@pytest.mark.peer
 def test_check_config_accepts_the_contract_snmp_device_and_the_example(tmp_path: Path) -> None:
     path = _write(tmp_path, "agent.yaml", """
 agent:
@@ -319,7 +320,7 @@ def test_agree_with_coarse_column(row: dict[int, Any], expected: float | None) -
     ({"column": 5, "like": "temp"}, 21, False),  # a number is not text
 ])
 def test_text_conditions(spec: dict[str, Any], raw: Any, holds: bool) -> None:
-    from drivers.snmp.profile_load import _condition
+    from roomwatch.drivers.snmp.profile_load import _condition
 
     assert _condition(spec, "t").holds({}, {5: raw}) is holds
 
@@ -363,7 +364,7 @@ def test_oid_valued_name_column() -> None:
 
 
 def test_auto_by_probe_prefers_vendor_then_standard_mibs() -> None:
-    from drivers.snmp.autoselect import probe_order
+    from roomwatch.drivers.snmp.autoselect import probe_order
 
     profiles = all_profiles()
     entity, ups = parse_oid("1.3.6.1.2.1.99.1.1.1.4"), all_profiles()["ups-mib"].probe[0]
@@ -394,6 +395,6 @@ def test_every_profile_cites_its_mib_and_can_be_found() -> None:
     ("°F".encode(), "°F"),
 ])
 def test_decode_text_keeps_latin1_degree_signs(raw: bytes, text: str) -> None:
-    from drivers.snmp.session import decode_text
+    from roomwatch.drivers.snmp.session import decode_text
 
     assert decode_text(raw) == text

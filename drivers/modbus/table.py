@@ -19,9 +19,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from drivers import vocabulary as v
-from drivers.base import Reading
-from drivers.plausible import Drops
+from roomwatch.core import vocabulary as v
+from roomwatch.drivers.base import Reading
+from roomwatch.drivers.plausible import Drops
 
 __all__ = [
     "FUNCTIONS",
@@ -293,7 +293,7 @@ def decode_block(request: Request, data: Sequence[int], drops: Drops | None = No
 
     A row whose value the map calls not available, or that is no finite number or outside its
     ``valid`` range, gives no reading and is counted in ``drops``; the agent then checks every
-    reading against the metric's physical range (drivers/vocabulary.py)."""
+    reading against the metric's physical range (roomwatch/core/vocabulary.py)."""
     out: list[Reading] = []
     base = request.address
     for c in request.rows:

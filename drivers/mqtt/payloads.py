@@ -17,7 +17,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from drivers import vocabulary as v
+from roomwatch.core import vocabulary as v
 
 __all__ = [
     "MAX_PAYLOAD",
@@ -74,7 +74,7 @@ class Quantity:
     meta: bool = False  # about the sensor itself (battery, radio), reported whatever ``kind`` says
 
 
-#: The plausible ranges are the vocabulary's (drivers/vocabulary.py, one table for every driver):
+#: The plausible ranges are the vocabulary's (roomwatch/core/vocabulary.py, one table for every driver):
 #: -40..100 °C covers an unheated store room in a northern winter and a room on fire, while a 900 °C
 #: reading (an overflowed register, a °F value read as K …) is refused. Humidity is a ratio after
 #: conversion; link quality is Zigbee's LQI (0..255); Wi-Fi signal is in dBm.

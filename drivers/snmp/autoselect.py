@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from drivers.snmp.profile import FALLBACK, OID, Profile, format_oid, match_profile
+from roomwatch.drivers.snmp.profile import FALLBACK, OID, Profile, format_oid, match_profile
 
 __all__ = ["MAX_TRIES", "Choice", "choose", "probe_order"]
 

@@ -4,9 +4,9 @@ A poll is one GET of the profile's scalar OIDs (batched) plus, when the
 profile has sensor tables (or an alarm table with alarms present), one
 side-by-side GETBULK walk of their columns (GETNEXT on SNMPv1). ``profile:
 auto`` reads sysObjectID once and picks the profile by it and, when that gives
-nothing, by which MIBs answer (:mod:`drivers.snmp.autoselect`); after a failed
+nothing, by which MIBs answer (:mod:`roomwatch.drivers.snmp.autoselect`); after a failed
 poll it chooses again, in case the card was swapped. The mapping itself is data
-(``drivers/snmp/profiles/*.yaml``) evaluated by :mod:`drivers.snmp.readings`.
+(``drivers/snmp/profiles/*.yaml``) evaluated by :mod:`roomwatch.drivers.snmp.readings`.
 """
 
 from __future__ import annotations
@@ -19,14 +19,14 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
-from drivers import vocabulary as v
-from drivers.base import DeviceError, Driver, Reading
-from drivers.registry import register
-from drivers.snmp.autoselect import choose
-from drivers.snmp.profile import FALLBACK, OID, Profile, all_profiles, get_profile
-from drivers.snmp.readings import contact_readings, evaluate
-from drivers.ups import UpsDeviceConfig, battery_age_reading
-from roomwatch.configbase import Duration, Model, Secret
+from roomwatch.core import vocabulary as v
+from roomwatch.core.configbase import Duration, Model, Secret
+from roomwatch.drivers.base import DeviceError, Driver, Reading
+from roomwatch.drivers.registry import register
+from roomwatch.drivers.snmp.autoselect import choose
+from roomwatch.drivers.snmp.profile import FALLBACK, OID, Profile, all_profiles, get_profile
+from roomwatch.drivers.snmp.readings import contact_readings, evaluate
+from roomwatch.drivers.ups import UpsDeviceConfig, battery_age_reading
 
 __all__ = ["ContactConfig", "SnmpConfig", "SnmpDriver"]
 
@@ -158,7 +158,7 @@ class SnmpDriver(Driver):
         return max(10.0, 3 * self._attempt * (self.config.retries + 1) + 1.0)
 
     def _credentials(self) -> Any:
-        from drivers.snmp.session import Credentials
+        from roomwatch.drivers.snmp.session import Credentials
 
         c: SnmpConfig = self.config
 
@@ -182,7 +182,7 @@ class SnmpDriver(Driver):
 
     async def start(self) -> None:
         """Register the device with the agent's shared SNMP engine."""
-        from drivers.snmp.session import Engine
+        from roomwatch.drivers.snmp.session import Engine
 
         self._engine = self.context.shared(("snmp", "engine"), lambda: Engine(MAX_IN_FLIGHT))
         address, ipv6 = await self._resolve()
@@ -204,7 +204,7 @@ class SnmpDriver(Driver):
         return found if isinstance(found, tuple) else None
 
     async def _choose(self) -> tuple[Profile, list[Reading]]:
-        """The profile for this device (fixed, or chosen by :mod:`drivers.snmp.autoselect`) and a first read."""
+        """The profile for this device (fixed, or chosen by :mod:`roomwatch.drivers.snmp.autoselect`) and a first read."""
         if self._fixed is not None:
             profile = self._fixed
             if profile.scale_rules:  # a rule may depend on the card (sysObjectID)

@@ -16,14 +16,14 @@ A table of probes (environment monitors) also has per-row conversions:
 agrees with a coarse one); its sensors are named by name columns of the same
 table or of another one with the same index (``sensor_entry``: ENTITY-MIB's
 entPhysicalName), else by ``sensor_fallback``. Every converted value must also lie in its
-quantity's physical range (``drivers/vocabulary.py``), or it is absent and
+quantity's physical range (``roomwatch/core/vocabulary.py``), or it is absent and
 counted as dropped.
 
 For ``profile: auto`` a profile names the sysObjectID prefixes it is for
 (``match``) and the subtrees whose presence shows its MIB answers (``probe``;
-by default the profile's own first objects): see :mod:`drivers.snmp.autoselect`.
+by default the profile's own first objects): see :mod:`roomwatch.drivers.snmp.autoselect`.
 
-Files are read and checked once (:mod:`drivers.snmp.profile_load`); converters
+Files are read and checked once (:mod:`roomwatch.drivers.snmp.profile_load`); converters
 are looked up at load time, so a poll only walks prepared rows. A profile may
 ``include`` others: its own rows come first, and for each metric (sensor,
 phase) the first row that yields a plausible value wins — which is how vendor
@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from drivers import vocabulary
+from roomwatch.core import vocabulary
 
 __all__ = ["OID", "AlarmTable", "Condition", "InfoField", "Point", "Profile", "ProfileError", "ScaleRule", "Table",
            "all_profiles", "as_number", "format_oid", "get_profile", "load_profiles", "match_profile", "parse_oid"]
@@ -387,4 +387,4 @@ def match_profile(sys_object_id: OID | None, profiles: Mapping[str, Profile] | N
 
 
 # The loader needs the classes above; it lives in its own module (profile files, checks, includes).
-from drivers.snmp.profile_load import ProfileError, load_profiles  # noqa: E402
+from roomwatch.drivers.snmp.profile_load import ProfileError, load_profiles  # noqa: E402

@@ -11,8 +11,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from drivers import vocabulary
-from drivers.snmp.profile import (
+from roomwatch.core import vocabulary
+from roomwatch.drivers.snmp.profile import (
     CONVERTERS,
     FALLBACK,
     FLAGS,
@@ -102,7 +102,7 @@ def _point(spec: Any, where: str, in_table: bool) -> Point:
         raise ProfileError(f"{where}: unknown keys {sorted(unknown)}")
     metric = spec.get("metric")
     if metric not in vocabulary.METRICS:
-        raise ProfileError(f"{where}: metric {metric!r} is not in drivers/vocabulary.py")
+        raise ProfileError(f"{where}: metric {metric!r} is not in roomwatch/core/vocabulary.py")
     if in_table and not isinstance(spec.get("column"), int):
         raise ProfileError(f"{where}: a table point needs an integer column")
     if not in_table and "oid" not in spec:
@@ -229,7 +229,7 @@ def _alarm_table(spec: Any, where: str) -> AlarmTable:
     metrics: dict[str, frozenset[OID]] = {}
     for metric, oids in (spec.get("metrics") or {}).items():
         if metric not in vocabulary.METRICS or vocabulary.RANGES.get(metric) != vocabulary.BINARY:
-            raise ProfileError(f"{where}: metrics: {metric!r} is not a 0/1 metric of drivers/vocabulary.py")
+            raise ProfileError(f"{where}: metrics: {metric!r} is not a 0/1 metric of roomwatch/core/vocabulary.py")
         metrics[metric] = frozenset(parse_oid(o) for o in (oids if isinstance(oids, list) else [oids]))
     flags: dict[OID, str] = {}
     for oid, flag in (spec.get("flags") or {}).items():
@@ -255,7 +255,7 @@ def _scale_rule(spec: Any, where: str) -> ScaleRule:
     metrics = spec["metrics"] if isinstance(spec["metrics"], list) else [spec["metrics"]]
     for m in metrics:
         if m not in vocabulary.METRICS:
-            raise ProfileError(f"{where}: metric {m!r} is not in drivers/vocabulary.py")
+            raise ProfileError(f"{where}: metric {m!r} is not in roomwatch/core/vocabulary.py")
     scale = spec["scale"]
     if not isinstance(scale, (int, float)) or isinstance(scale, bool) or scale <= 0:
         raise ProfileError(f"{where}: scale must be a positive number")
@@ -306,7 +306,7 @@ def _parse_file(path: Path) -> dict[str, Any]:
         probe = _oid_list(doc["probe"]) if "probe" in doc else _default_probe(points, tables, info)
         lines = doc.get("lines") or {}
         if not isinstance(lines, dict) or not all(m in vocabulary.METRICS for m in lines):
-            raise ProfileError(f"{where}: lines must map metrics of drivers/vocabulary.py to OIDs")
+            raise ProfileError(f"{where}: lines must map metrics of roomwatch/core/vocabulary.py to OIDs")
         alarms = [_alarm_table(a, f"{where}: alarms[{i}]") for i, a in enumerate(doc.get("alarms") or [])]
         rules = [_scale_rule(r, f"{where}: scale[{i}]") for i, r in enumerate(doc.get("scale") or [])]
     except ValueError as exc:
