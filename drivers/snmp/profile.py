@@ -47,7 +47,7 @@ __all__ = ["OID", "AlarmTable", "Condition", "InfoField", "Point", "Profile", "P
            "all_profiles", "as_number", "format_oid", "get_profile", "load_profiles", "match_profile", "parse_oid"]
 
 OID = tuple[int, ...]
-PROFILE_DIR = Path(__file__).with_name("profiles")
+PROFILE_DIR: Path = Path(__file__).with_name("profiles")
 #: The profile used when ``profile: auto`` finds nothing better (sysObjectID unknown, no vendor MIB answers).
 FALLBACK = "ups-mib"
 #: Phase labels (three-phase units); bounded, so a card cannot invent series.
@@ -159,7 +159,7 @@ class Point:
             unit = as_number(row.get(self.scale_column))
             if unit is None or self.scale_map is None or unit not in self.scale_map:
                 return "invalid"  # a scale the profile does not know: absent beats a wrong power of ten
-            factor = self.scale_map[unit]
+            factor = self.scale_map[int(unit)]
         if self.precision_column is not None:
             digits = as_number(row.get(self.precision_column))
             if digits is None or digits != int(digits) or not -9 <= digits <= 9:

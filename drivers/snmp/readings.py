@@ -202,7 +202,7 @@ def _phases(profile: Profile, scalars: Mapping[OID, Any],
         lines_oid = profile.lines.get(metric)
         count = as_number(scalars.get(lines_oid)) if lines_oid is not None else None
         if count is not None and 1 <= count <= len(PHASES):
-            gone = [k for k in others if PHASES.index(k[2]) >= count]  # type: ignore[arg-type]
+            gone = [k for k in others if PHASES.index(k[2]) >= count]
         elif all(found[k][0] == 0 for k in others):
             gone = others
         else:
