@@ -95,6 +95,8 @@ def _point(spec: Any, where: str, in_table: bool) -> Point:
     if phase is not None and phase not in PHASES:
         raise ProfileError(f"{where}: phase must be one of {', '.join(PHASES)}")
     flag = spec.get("flag")
+    if isinstance(flag, bool):
+        raise ProfileError(f"{where}: YAML read the flag as {flag}: write \"OFF\" or \"ON\" in quotes")
     if (flag is not None) != (metric == vocabulary.UPS_STATUS_FLAG):
         raise ProfileError(f"{where}: {vocabulary.UPS_STATUS_FLAG} needs a flag (and only it takes one)")
     if flag is not None and flag not in FLAGS:
