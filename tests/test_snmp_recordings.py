@@ -69,8 +69,10 @@ METRIC_KEYS: dict[str, tuple[str, float, str | None]] = {
 INFORMATIONAL = {"output_source", "battery_abm_status", "battery_status", "ups_status_flags"}
 #: Contact states that say whether the contact is closed (roomwatch_contact_closed).
 CLOSED_STATES = {"closed": 1.0, "on": 1.0, "open": 0.0, "off": 0.0}
+#: A truth contact's ``kind`` when the device says what the input is → the metric it is reported as.
+TYPED_CONTACTS = {"door": v.DOOR_OPEN, "leak": v.WATER_LEAK, "water": v.WATER_LEAK, "smoke": v.SMOKE}
 #: Checked sensor by sensor against the truth's ``environment`` lists (and ``ups_ambient_temperature_c``).
-ENVIRONMENT_METRICS = {v.TEMPERATURE, v.HUMIDITY, v.CONTACT_ALARM, v.CONTACT_CLOSED}
+ENVIRONMENT_METRICS = {v.TEMPERATURE, v.HUMIDITY, v.CONTACT_ALARM, v.CONTACT_CLOSED, *TYPED_CONTACTS.values()}
 #: Identity labels, not a measurement: the truth format has nothing to compare them with. (Status
 #: flags are checked where a hand-written truth lists them: ``ups_status_flags``.)
 IDENTITY_METRICS = {v.UPS_INFO, v.UPS_STATUS_FLAG}
@@ -256,9 +258,29 @@ def check_against_truth(readings: list[Reading], truth: dict[str, Any]) -> list[
                 continue
             problems.append(f"{metric}{{sensor={sensor!r}}} is not in the truth file (invented?)")
 
+    # A contact the device itself types (NetBotz door switch, HW group WLD leak cable, NetBotz 50 smoke
+    # detector) is a door/leak/smoke reading, judged by the entry's alarm state; raw dry contacts are
+    # judged as contact_closed / contact_alarm below.
+    typed = [e for e in env.get("contacts", []) if e.get("kind") in TYPED_CONTACTS]
+    for metric in set(TYPED_CONTACTS.values()):
+        reported = {s: vals[0] for (m, s), vals in by_key.items() if m == metric}
+        for entry in (e for e in typed if TYPED_CONTACTS[e["kind"]] == metric):
+            found = [s for s in reported if s is not None and _matches(s, entry["name"])]
+            want = entry.get("alarm")
+            if want is None:
+                if found:
+                    problems.append(f"{metric}{{sensor={found[0]!r}}}: the device has no reading, yet it was reported")
+                continue
+            if not found:
+                problems.append(f"{metric}{{sensor={entry['name']!r}}} not reported (expected {float(want)})")
+                continue
+            got = reported.pop(found[0])
+            if got != float(want):
+                problems.append(f"{metric}{{sensor={found[0]!r}}} = {got}, expected {float(want)}")
+        problems += [f"{metric}{{sensor={s!r}}} is not in the truth file (invented?)" for s in reported]
     for metric in (v.CONTACT_ALARM, v.CONTACT_CLOSED):
         reported = {s: vals[0] for (m, s), vals in by_key.items() if m == metric}
-        for entry in env.get("contacts", []):
+        for entry in (e for e in env.get("contacts", []) if e.get("kind") not in TYPED_CONTACTS):
             found = [s for s in reported if s is not None and _matches(s, entry["name"])]
             if metric == v.CONTACT_ALARM:
                 want = entry.get("alarm")

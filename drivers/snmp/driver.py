@@ -74,7 +74,8 @@ class SnmpConfig(UpsDeviceConfig):
     security_level: Literal["noAuthNoPriv", "authNoPriv", "authPriv"] | None = Field(
         default=None, description="default: authPriv with priv_key, authNoPriv with only auth_key")
     context: str = Field(default="", description="SNMPv3 context name (snmpsim: the recording's name)")
-    profile: str = Field(default="auto", description="auto (by sysObjectID, then by which MIB answers) or a profile name from docs/snmp.md")
+    profile: str = Field(default="auto", description="auto (by sysObjectID, then by which MIB answers) or a profile "
+                                                     "name from docs/snmp.md")
     timeout: Duration | None = Field(default=None, gt=0, description="wait per SNMP attempt (default 2s)")
     retries: int = Field(default=1, ge=0, le=10, description="attempts after the first one that timed out")
     max_repetitions: int = Field(default=10, ge=0, le=100, description="GETBULK rows per request; 0 = GETNEXT")
@@ -249,18 +250,17 @@ class SnmpDriver(Driver):
         target = self._target
         scalars = await target.get(profile.scalar_oids) if profile.scalar_oids else {}
         tables: dict[OID, dict[OID, dict[int, Any]]] = {}
-        columns = [t.entry + (c,) for t in profile.tables for c in t.columns()]
+        # Table columns, and the name columns of the tables that name their rows from another table.
+        table_columns = list(dict.fromkeys(oid for t in profile.tables for oid in t.walked()))
         # An alarm table is walked only when its count of alarms is not 0 (the usual case: one PDU saved).
         alarms = [a for a in profile.alarms if a.present is None or scalars.get(a.present) not in (0, None)]
-        columns += [a.walked for a in alarms]
+        columns = table_columns + [a.walked for a in alarms]
         if columns:
             walked = await target.walk(columns, self.config.max_repetitions)
-            for table in profile.tables:
-                rows: dict[OID, dict[int, Any]] = {}
-                for col in table.columns():
-                    for index, value in walked.get(table.entry + (col,), {}).items():
-                        rows.setdefault(index, {})[col] = value
-                tables[table.entry] = rows
+            for column in table_columns:
+                rows = tables.setdefault(column[:-1], {})
+                for index, value in walked.get(column, {}).items():
+                    rows.setdefault(index, {})[column[-1]] = value
             for alarm in alarms:
                 tables[alarm.entry] = {i: {alarm.column: val} for i, val in walked.get(alarm.walked, {}).items()}
         result = evaluate(profile, scalars, tables, self.drops)

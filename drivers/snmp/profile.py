@@ -9,7 +9,13 @@ raw value becomes the vocabulary's base unit: ``scale`` (tenths of volts: 0.1,
 minutes: 60, TimeTicks: 0.01, percent → ratio: 0.01), ``map`` (status enums →
 0/1), ``absent`` (sentinels such as 65535 that mean "no reading"), ``valid``
 (raw range) and ``when`` (conditions on other OIDs or columns, e.g. the unit
-column of a sensor table). Every converted value must also lie in its
+column of a sensor table, numeric or text, or ``like`` a regular expression).
+A table of probes (environment monitors) also has per-row conversions:
+``scale_column``/``scale_map`` (ENTITY-SENSOR-MIB's scale), ``precision_column``
+(decimal places given by the row), ``agree`` (a fine column used only while it
+agrees with a coarse one); its sensors are named by name columns of the same
+table or of another one with the same index (``sensor_entry``: ENTITY-MIB's
+entPhysicalName), else by ``sensor_fallback``. Every converted value must also lie in its
 quantity's physical range (``drivers/vocabulary.py``), or it is absent and
 counted as dropped.
 
@@ -95,13 +101,20 @@ class Condition:
 
     oid: OID | None
     column: int | None
-    values: frozenset[int]
+    values: frozenset[int | str]
     negate: bool = False
+    pattern: re.Pattern[str] | None = None  # ``like``: a regular expression searched in the text
 
     def holds(self, scalars: Mapping[OID, Any], row: Mapping[int, Any] | None) -> bool:
         raw = scalars.get(self.oid) if self.oid is not None else (row or {}).get(self.column)  # type: ignore[arg-type]
+        if self.pattern is not None:
+            inside = isinstance(raw, str) and self.pattern.search(raw.replace("\x00", "").strip()) is not None
+            return inside != self.negate
         number = as_number(raw)
         inside = number is not None and number in self.values
+        if not inside and isinstance(raw, str):
+            # A unit column written as text ("C", "F", "%"): compared without case or padding.
+            inside = raw.replace("\x00", "").strip().lower() in self.values
         return inside != self.negate
 
 
@@ -122,12 +135,48 @@ class Point:
     sensor_oid: OID | None = None
     phase: str | None = None  # L1/L2/L3 of a three-phase unit
     flag: str | None = None  # roomwatch_ups_status_flag{flag}: reported only while the value is 1
+    scale_column: int | None = None  # a table's column whose enum picks the row's power of ten …
+    scale_map: Mapping[int, float] | None = None  # … by this map (ENTITY-SENSOR-MIB entPhySensorScale)
+    precision_column: int | None = None  # decimal places given by the row (entPhySensorPrecision)
+    agree: tuple[int, float, float] | None = None  # (coarse column, its scale, largest difference)
     #: The metric's physical range (from the vocabulary), looked up once.
     bounds: tuple[float, float] | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if self.bounds is None:
             object.__setattr__(self, "bounds", vocabulary.RANGES.get(self.metric))
+
+    def read_row(self, row: Mapping[int, Any]) -> float | str | None:
+        """:meth:`read` for a table row: the column's value with the row's own scale, precision and checks."""
+        raw = row.get(self.column)  # type: ignore[arg-type]
+        if self.scale_column is None and self.precision_column is None and self.agree is None:
+            return self.read(raw)
+        number = as_number(raw)
+        if number is None:
+            return None if raw is None else "invalid"
+        factor = 1.0
+        if self.scale_column is not None:
+            unit = as_number(row.get(self.scale_column))
+            if unit is None or self.scale_map is None or unit not in self.scale_map:
+                return "invalid"  # a scale the profile does not know: absent beats a wrong power of ten
+            factor = self.scale_map[unit]
+        if self.precision_column is not None:
+            digits = as_number(row.get(self.precision_column))
+            if digits is None or digits != int(digits) or not -9 <= digits <= 9:
+                return "invalid"
+            factor *= 10.0 ** -int(digits)
+        if self.agree is not None:
+            column, scale, within = self.agree
+            coarse = as_number(row.get(column))
+            if coarse is None or abs(number * self.scale * factor - coarse * scale) > within:
+                return None  # the fine column disagrees (an A/D count): the coarse row point is used
+        if factor == 1.0:
+            return self.read(number)
+        if self.mapping is not None or number in self.absent:
+            return "invalid" if self.mapping is not None else "sentinel"
+        if self.valid is not None and not self.valid[0] <= number <= self.valid[1]:
+            return "out_of_range"
+        return self._convert(number * factor)
 
     def read(self, raw: Any) -> float | str | None:
         """The reading for a raw SNMP value: a number; the reason it is left out (``sentinel``,
@@ -142,6 +191,9 @@ class Point:
             return "out_of_range"
         if self.mapping is not None:
             return self.mapping.get(int(number)) if number == int(number) else "invalid"
+        return self._convert(number)
+
+    def _convert(self, number: float) -> float | str:
         out = number * self.scale
         if self.convert is not None:
             out = self.convert(out)
@@ -166,13 +218,38 @@ class Table:
     entry: OID
     sensor_column: int | None
     points: tuple[Point, ...]
+    #: Further name columns tried in turn when the first is empty (entPhysicalName, then entPhysicalDescr).
+    sensor_columns: tuple[int, ...] = ()
+    #: The table holding the name columns, when it is not this one (same index, or a prefix of it).
+    sensor_entry: OID | None = None
+    #: Name of a row without a name object or with an empty one; ``{index}`` is the row's index.
+    sensor_fallback: str = "{index}"
+    #: The label made of a found name (``{name}``) and the index (two inputs of one probe: "{name} alarm 1").
+    sensor_format: str = "{name}"
+    #: Names for a name column holding an OID (Liebert's lgpEnvTemperatureDescrDegC: which air it measures).
+    sensor_oid_names: Mapping[OID, str] = field(default_factory=dict)
+
+    def name_columns(self) -> tuple[int, ...]:
+        first = (self.sensor_column,) if self.sensor_column is not None else ()
+        return first + tuple(c for c in self.sensor_columns if c != self.sensor_column)
 
     def columns(self) -> tuple[int, ...]:
+        """The columns of this table a poll walks (value, condition, scale and name columns)."""
         cols = {p.column for p in self.points if p.column is not None}
         cols.update(c.column for p in self.points for c in p.when if c.column is not None)
-        if self.sensor_column is not None:
-            cols.add(self.sensor_column)
+        for p in self.points:
+            cols.update(c for c in (p.scale_column, p.precision_column, p.agree[0] if p.agree else None)
+                        if c is not None)
+        if self.sensor_entry is None:
+            cols.update(self.name_columns())
         return tuple(sorted(cols))
+
+    def walked(self) -> tuple[OID, ...]:
+        """Every column OID a poll walks for this table, name columns of another table included."""
+        own = tuple(self.entry + (c,) for c in self.columns())
+        if self.sensor_entry is None:
+            return own
+        return own + tuple(self.sensor_entry + (c,) for c in self.name_columns())
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,7 @@ at the first poll. The keys are documented in docs/snmp.md, "Adding a profile".
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -42,17 +43,49 @@ class ProfileError(ValueError):
 def _condition(spec: Any, where: str) -> Condition:
     if not isinstance(spec, dict) or ("oid" in spec) == ("column" in spec):
         raise ProfileError(f"{where}: a condition needs exactly one of oid or column")
-    if ("in" in spec) == ("not_in" in spec):
-        raise ProfileError(f"{where}: a condition needs exactly one of in or not_in")
-    values = spec.get("in", spec.get("not_in"))
-    if not isinstance(values, list) or not all(isinstance(v, int) for v in values):
-        raise ProfileError(f"{where}: in/not_in must be a list of integers")
-    return Condition(oid=parse_oid(spec["oid"]) if "oid" in spec else None, column=spec.get("column"),
-                     values=frozenset(values), negate="not_in" in spec)
+    ops = [k for k in ("in", "not_in", "like", "not_like") if k in spec]
+    if len(ops) != 1 or set(spec) - {"oid", "column", "comment", *ops}:
+        raise ProfileError(f"{where}: a condition needs exactly one of in or not_in (or like / not_like for text)")
+    where_at = parse_oid(spec["oid"]) if "oid" in spec else None
+    if ops[0] in ("like", "not_like"):
+        if not isinstance(spec[ops[0]], str):
+            raise ProfileError(f"{where}: {ops[0]} must be a regular expression (text)")
+        try:
+            pattern = re.compile(spec[ops[0]], re.IGNORECASE)
+        except re.error as exc:
+            raise ProfileError(f"{where}: {ops[0]}: bad regular expression: {exc}") from None
+        return Condition(oid=where_at, column=spec.get("column"), values=frozenset(), negate=ops[0] == "not_like",
+                         pattern=pattern)
+    values = spec[ops[0]]
+    if not isinstance(values, list) or not values or not all(
+            isinstance(v, (int, str)) and not isinstance(v, bool) for v in values):
+        raise ProfileError(f"{where}: in/not_in must be a list of integers or texts")
+    return Condition(oid=where_at, column=spec.get("column"),
+                     values=frozenset(v.strip().lower() if isinstance(v, str) else v for v in values),
+                     negate="not_in" in spec)
 
 
 _POINT_KEYS = {"metric", "oid", "column", "scale", "convert", "map", "absent", "valid", "when", "sensor", "sensor_oid",
-               "phase", "flag", "comment"}
+               "phase", "flag", "comment", "scale_column", "scale_map", "precision_column", "agree"}
+_ROW_KEYS = ("scale_column", "scale_map", "precision_column", "agree")
+
+
+def _number_map(spec: Any, where: str, key: str) -> dict[int, float] | None:
+    if spec is None:
+        return None
+    if not isinstance(spec, dict) or not spec or not all(
+            isinstance(k, int) and isinstance(v, (int, float)) and not isinstance(v, bool) for k, v in spec.items()):
+        raise ProfileError(f"{where}: {key} must map integers to numbers")
+    return {int(k): float(v) for k, v in spec.items()}
+
+
+def _agree(spec: Any, where: str) -> tuple[int, float, float] | None:
+    if spec is None:
+        return None
+    if not isinstance(spec, dict) or set(spec) - {"column", "scale", "within"} or not isinstance(spec.get("column"), int) \
+            or not all(isinstance(spec.get(k, 1), (int, float)) for k in ("scale", "within")) or "within" not in spec:
+        raise ProfileError(f"{where}: agree is {{column: N, scale: S, within: D}}")
+    return int(spec["column"]), float(spec.get("scale", 1)), float(spec["within"])
 
 
 def _number_list(value: Any, where: str, key: str) -> list[float]:
@@ -74,6 +107,13 @@ def _point(spec: Any, where: str, in_table: bool) -> Point:
         raise ProfileError(f"{where}: a table point needs an integer column")
     if not in_table and "oid" not in spec:
         raise ProfileError(f"{where}: a point needs an oid")
+    if not in_table and any(k in spec for k in _ROW_KEYS):
+        raise ProfileError(f"{where}: {', '.join(k for k in _ROW_KEYS if k in spec)} only work in a table")
+    if ("scale_column" in spec) != ("scale_map" in spec):
+        raise ProfileError(f"{where}: scale_column and scale_map go together")
+    for key in ("scale_column", "precision_column"):
+        if key in spec and not isinstance(spec[key], int):
+            raise ProfileError(f"{where}: {key} must be a column number")
     convert = None
     if "convert" in spec:
         convert = CONVERTERS.get(spec["convert"])
@@ -115,6 +155,10 @@ def _point(spec: Any, where: str, in_table: bool) -> Point:
         sensor_oid=parse_oid(spec["sensor_oid"]) if "sensor_oid" in spec else None,
         phase=phase,
         flag=flag,
+        scale_column=spec.get("scale_column"),
+        scale_map=_number_map(spec.get("scale_map"), where, "scale_map"),
+        precision_column=spec.get("precision_column"),
+        agree=_agree(spec.get("agree"), where),
     )
 
 
@@ -131,6 +175,48 @@ def _info(spec: Any, where: str) -> tuple[InfoField, ...]:
             oids = val if isinstance(val, list) else [val]
             out.append(InfoField(label, oids=tuple(parse_oid(o) for o in oids)))
     return tuple(out)
+
+
+_TABLE_KEYS = {"entry", "points", "sensor_column", "sensor_entry", "sensor_fallback", "sensor_format", "sensor_oid_names",
+               "comment"}
+
+
+def _oid_names(spec: Any, where: str) -> dict[OID, str]:
+    if spec is None:
+        return {}
+    if not isinstance(spec, dict) or not all(isinstance(v, str) and v.strip() for v in spec.values()):
+        raise ProfileError(f"{where}: sensor_oid_names maps OIDs to names")
+    return {parse_oid(k): v.strip() for k, v in spec.items()}
+
+
+def _table(spec: Any, where: str) -> Table:
+    """A table of probes: its points, and how its rows are named (see docs/snmp.md, "Tables of probes")."""
+    if not isinstance(spec, dict) or "entry" not in spec or not spec.get("points"):
+        raise ProfileError(f"{where}: a table needs entry and points")
+    unknown = set(spec) - _TABLE_KEYS
+    if unknown:
+        raise ProfileError(f"{where}: unknown keys {sorted(unknown)}")
+    names = spec.get("sensor_column")
+    names = [names] if isinstance(names, int) and not isinstance(names, bool) else names
+    if names is not None and (not isinstance(names, list) or not names or not all(
+            isinstance(c, int) and not isinstance(c, bool) for c in names)):
+        raise ProfileError(f"{where}: sensor_column is a column number or a list of them (tried in turn)")
+    if "sensor_entry" in spec and not names:
+        raise ProfileError(f"{where}: sensor_entry needs sensor_column (the name column of that table)")
+    fallback = spec.get("sensor_fallback", "{index}")
+    fmt = spec.get("sensor_format", "{name}")
+    try:
+        if not isinstance(fallback, str) or not fallback.strip() or not isinstance(fmt, str):
+            raise ValueError
+        fallback.format(index="1")
+        fmt.format(name="n", index="1")
+    except (KeyError, IndexError, ValueError):
+        raise ProfileError(f"{where}: sensor_fallback may use {{index}}, sensor_format {{name}} and {{index}}") from None
+    return Table(entry=parse_oid(spec["entry"]), sensor_column=names[0] if names else None,
+                 sensor_columns=tuple(names[1:]) if names else (),
+                 sensor_entry=parse_oid(spec["sensor_entry"]) if "sensor_entry" in spec else None,
+                 sensor_fallback=fallback, sensor_format=fmt, sensor_oid_names=_oid_names(spec.get("sensor_oid_names"), where),
+                 points=tuple(_point(p, f"{where}.points[{j}]", True) for j, p in enumerate(spec["points"])))
 
 
 _ALARM_KEYS = {"entry", "column", "present", "metrics", "flags", "other_flag", "comment"}
@@ -215,10 +301,7 @@ def _parse_file(path: Path) -> dict[str, Any]:
         tables = []
         for i, t in enumerate(doc.get("tables") or []):
             tw = f"{where}: tables[{i}]"
-            if not isinstance(t, dict) or "entry" not in t or not t.get("points"):
-                raise ProfileError(f"{tw}: a table needs entry and points")
-            tables.append(Table(entry=parse_oid(t["entry"]), sensor_column=t.get("sensor_column"),
-                                points=tuple(_point(p, f"{tw}.points[{j}]", True) for j, p in enumerate(t["points"]))))
+            tables.append(_table(t, tw))
         info = _info(doc.get("info") or {}, where)
         battery_date = tuple(_oid_list(doc.get("battery_date")))
         match = tuple(_oid_list(doc.get("match")))

@@ -57,11 +57,27 @@ def parse_battery_date(raw: Any, today: dt.date | None = None) -> dt.date | None
     return None
 
 
-def _sensor_names(table: Table, rows: Rows) -> dict[OID, str]:
+def _name(table: Table, raw: Any) -> str:
+    """A name column's text; an OID value (an AutonomousType saying what is measured) by the profile's map."""
+    if isinstance(raw, tuple):
+        return table.sensor_oid_names.get(raw, "") or ("oid " + format_oid(raw[-2:]) if raw else "")
+    return text(raw)[:64]
+
+
+def _sensor_names(table: Table, rows: Rows, name_rows: Rows | None = None) -> dict[OID, str]:
+    """Each row's probe name: the first non-empty name column (of ``name_rows`` when the names live in
+    another table with the same index), else the table's fallback built from the index."""
     names = {}
-    for index, row in rows.items():
-        name = text(row.get(table.sensor_column)) if table.sensor_column is not None else ""
-        names[index] = name or format_oid(index)
+    columns = table.name_columns()
+    source = rows if name_rows is None else name_rows
+    for index in rows:
+        # A name table may be indexed by the probe while the values are indexed by probe.channel
+        # (EATON-EMP-MIB: sensorName.n, temperatureValue.n.1): the longest index prefix with a row.
+        row = next((source[index[:n]] for n in range(len(index), 0, -1) if index[:n] in source), {})
+        name = next((t for t in (_name(table, row.get(c)) for c in columns) if t), "")
+        shown = format_oid(index)
+        names[index] = table.sensor_format.format(name=name, index=shown) if name else \
+            table.sensor_fallback.format(index=shown)
     counts: dict[str, int] = {}
     for name in names.values():
         counts[name] = counts.get(name, 0) + 1
@@ -79,11 +95,13 @@ def evaluate(profile: Profile, scalars: Mapping[OID, Any], tables: Mapping[OID, 
     found: dict[tuple[str, str | None, str | None], tuple[float, str | None]] = {}
     dropped: dict[tuple[str, str | None, str | None], tuple[str, Any]] = {}
 
-    def take(point: Point, raw: Any, sensor: str | None) -> None:
+    def take(point: Point, raw: Any, sensor: str | None, in_row: bool = False) -> None:
         key = (point.metric, point.flag or sensor, point.phase if point.phase != "L1" else None)
         if key in found:  # an earlier row (the vendor's own object) already gave this quantity
             return
-        value = point.read(raw)
+        value = point.read_row(raw) if in_row else point.read(raw)
+        if in_row:
+            raw = raw.get(point.column)
         if isinstance(value, float):
             found[key] = (value, point.phase)
         elif value is not None:
@@ -99,13 +117,13 @@ def evaluate(profile: Profile, scalars: Mapping[OID, Any], tables: Mapping[OID, 
 
     for table in profile.tables:
         rows = tables.get(table.entry) or {}
-        names = _sensor_names(table, rows)
+        names = _sensor_names(table, rows, tables.get(table.sensor_entry) if table.sensor_entry else None)
         for index in sorted(rows):
             row = rows[index]
             for point in table.points:
                 if point.when and not all(c.holds(scalars, row) for c in point.when):
                     continue
-                take(point, row.get(point.column), names[index])  # type: ignore[arg-type]
+                take(point, row, names[index], in_row=True)
 
     for alarm in profile.alarms:
         _alarm_readings(alarm, scalars, tables.get(alarm.entry), found)

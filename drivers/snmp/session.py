@@ -75,8 +75,17 @@ class Credentials:
 
 
 def decode_text(raw: bytes) -> str:
-    """OCTET STRING → text: UTF-8, else GB18030 (Chinese-made cards often name sensors in GBK), else Latin-1."""
-    for codec in ("utf-8", "gb18030"):
+    """OCTET STRING → text: UTF-8, else GB18030 (Chinese-made cards often name sensors in GBK), else Latin-1.
+
+    ASCII with Latin-1 degree signs (Comet's ``b"\\xb0C"`` unit column) stays Latin-1: read as GB18030,
+    ``\\xb0C`` would become one Chinese character and the unit would be lost."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        pass
+    if all(b < 0x80 or b == 0xB0 for b in raw):
+        return raw.decode("latin-1")
+    for codec in ("gb18030",):
         try:
             return raw.decode(codec)
         except UnicodeDecodeError:
