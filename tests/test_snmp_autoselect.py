@@ -193,3 +193,29 @@ def test_include_first_puts_the_standard_mib_before_the_vendor_rows() -> None:
     liebert = all_profiles()["liebert-gp"]
     first_charge = next(p for p in liebert.points if p.metric == v.UPS_BATTERY_CHARGE)
     assert first_charge.oid == parse_oid("1.3.6.1.2.1.33.1.2.4.0")
+
+
+@pytest.mark.peer("snmpsim")
+def test_dropped_readings_reach_the_collector(sim: Snmpsim, agent_factory: Any, collector: Any) -> None:
+    """A real agent reading the tenths-of-volts card pushes roomwatch_device_readings_dropped_total to a real
+    collector (and serves it itself), lint-clean; the input voltage itself appears nowhere."""
+    from tests.helpers import http_get, metric_value, wait_for
+    from tests.peers.prometheus import promtool_check_metrics
+
+    devices = [{"name": "ups-t", "driver": "snmp", "host": "127.0.0.1", "port": sim.port, "community": "ups-mib-tenths",
+                "interval": "1s"}]
+    _, url = agent_factory(collector.url, devices=devices)
+
+    def dropped(base: str) -> Any:
+        text = http_get(base + "/metrics")[1].decode()
+        got = metric_value(text, v.DEVICE_READINGS_DROPPED, device="ups-t", metric=v.UPS_INPUT_VOLTAGE,
+                           reason="out_of_range")
+        return text if got is not None and got >= 1 else None
+
+    agent_text = wait_for(lambda: dropped(url), timeout=20, what="the drop counter on the agent")
+    collector_text = wait_for(lambda: dropped(collector.url), timeout=20, what="the drop counter at the collector")
+    for text in (agent_text, collector_text):
+        assert metric_value(text, v.UPS_INPUT_VOLTAGE, device="ups-t") is None
+        assert metric_value(text, v.UPS_OUTPUT_VOLTAGE, device="ups-t") == 230.0
+    done = promtool_check_metrics(agent_text.encode())
+    assert done.returncode == 0 and not done.stdout.strip(), done.stdout + done.stderr
