@@ -182,6 +182,13 @@ def test_nut_three_phase_variables() -> None:
     assert one == {(v.UPS_INPUT_VOLTAGE, None): 230}
     lone, _ = _nut({"input.L1-N.voltage": "228"})  # only line 1 published: no phase label
     assert lone == {(v.UPS_INPUT_VOLTAGE, None): 228}
+    counted_only, _ = _nut({"input.phases": "3", "input.voltage": "231"})  # no per-phase variables: the one there is
+    assert counted_only == {(v.UPS_INPUT_VOLTAGE, None): 231}
+    both, _ = _nut({"output.phases": "3", "ups.load": "40", "output.L1.power.percent": "35",
+                    "output.L2.power.percent": "45", "output.L3.power.percent": "40"})
+    assert both == {(v.UPS_LOAD, None): 0.4}  # the unit's total first
+    per_phase, _ = _nut({"output.L1.power.percent": "35", "output.L2.power.percent": "45"})
+    assert per_phase == {(v.UPS_LOAD, "L1"): 0.35, (v.UPS_LOAD, "L2"): 0.45}
 
 
 # ----------------------------------------------------------------- Modbus and MQTT
