@@ -193,7 +193,7 @@ class _Reader:
             if self.drops is not None:
                 self.drops.add(metric, reason, text, f"NUT {var}")
             return None
-        return x * factor  # type: ignore[operator]
+        return round(x * factor, 9)  # type: ignore[operator]  # 35 × 0.01 is 0.35000000000000003 in binary
 
     def add(self, metric: str, value: float, phase: str | None = None) -> None:
         labels = dict(self.labels or {})
@@ -202,11 +202,13 @@ class _Reader:
         self.out.append(Reading(metric, value, labels or None))
 
     def phased(self, metric: str, single: str, factor: float, per_phase: tuple[str, ...], count_var: str) -> None:
-        """A three-phase unit (``*.phases`` = 3, or two or more per-phase variables) reports L1..L3;
-        otherwise the single-phase variable (or, lacking it, line 1) without a phase label."""
+        """A unit that publishes two or more per-phase variables (and not ``*.phases: 1``) reports them as
+        L1..L3; otherwise the single-phase variable (or, lacking it, line 1) without a phase label."""
         count = _number(self.variables.get(count_var))
         present = [var for var in per_phase if var in self.variables]
-        if count != 1 and (count == 3 or len(present) >= 2):
+        # ups.load is the unit's total: per-phase loads only stand in when it is missing.
+        total_first = metric == v.UPS_LOAD and single in self.variables
+        if count != 1 and len(present) >= 2 and not total_first:
             for phase, var in zip(PHASES, per_phase, strict=True):
                 if var in self.variables:
                     x = self.value(var, metric, factor, negative_unknown=True)

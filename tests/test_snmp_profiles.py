@@ -50,7 +50,12 @@ def test_shipped_profiles_load_and_use_vocabulary_metrics() -> None:
     ("1.3.6.1.4.1.534.1", "eaton-xups"),
     ("1.3.6.1.4.1.3808", "cyberpower"),
     ("1.3.6.1.4.1.38080", "ups-mib"),  # a prefix matches whole components only
-    ("1.3.6.1.4.1.2011.6.174.4.1.2.4", "ups-mib"),
+    ("1.3.6.1.4.1.2011.6.174.4.1.2.4", "huawei"),
+    ("1.3.6.1.4.1.935.1.1.1", "xppc"),
+    ("1.3.6.1.4.1.935.10.1", "eppc"),  # the longest prefix wins: PowerWalker, not the older NetAgent
+    ("1.3.6.1.4.1.850.1", "tripplite"),
+    ("1.3.6.1.4.1.476.1.42.2.1", "liebert-gp"),
+    ("1.3.6.1.4.1.6050.5", "gamatronic"),
     ("1.3.6.1.4.1.21796.3.3", "hwg-poseidon"),
     ("1.3.6.1.4.1.8072.3.2.10", "ups-mib"),  # net-snmp: unknown, falls back on UPS-MIB
 ])

@@ -74,7 +74,8 @@ class SnmpConfig(UpsDeviceConfig):
     security_level: Literal["noAuthNoPriv", "authNoPriv", "authPriv"] | None = Field(
         default=None, description="default: authPriv with priv_key, authNoPriv with only auth_key")
     context: str = Field(default="", description="SNMPv3 context name (snmpsim: the recording's name)")
-    profile: str = Field(default="auto", description="auto (by sysObjectID) or a profile name from docs/snmp.md")
+    profile: str = Field(default="auto", description="auto (by sysObjectID, then by which MIB answers) or a profile "
+                                                     "name from docs/snmp.md")
     timeout: Duration | None = Field(default=None, gt=0, description="wait per SNMP attempt (default 2s)")
     retries: int = Field(default=1, ge=0, le=10, description="attempts after the first one that timed out")
     max_repetitions: int = Field(default=10, ge=0, le=100, description="GETBULK rows per request; 0 = GETNEXT")

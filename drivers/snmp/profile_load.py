@@ -135,6 +135,8 @@ def _point(spec: Any, where: str, in_table: bool) -> Point:
     if phase is not None and phase not in PHASES:
         raise ProfileError(f"{where}: phase must be one of {', '.join(PHASES)}")
     flag = spec.get("flag")
+    if isinstance(flag, bool):
+        raise ProfileError(f"{where}: YAML read the flag as {flag}: write \"OFF\" or \"ON\" in quotes")
     if (flag is not None) != (metric == vocabulary.UPS_STATUS_FLAG):
         raise ProfileError(f"{where}: {vocabulary.UPS_STATUS_FLAG} needs a flag (and only it takes one)")
     if flag is not None and flag not in FLAGS:
@@ -280,8 +282,8 @@ def _default_probe(points: list[Point], tables: list[Table], info: tuple[InfoFie
     return list(seen)
 
 
-_FILE_KEYS = {"name", "description", "source", "match", "include", "points", "tables", "info", "battery_date",
-              "probe", "lines", "alarms", "scale"}
+_FILE_KEYS = {"name", "description", "source", "match", "include", "include_first", "points", "tables", "info",
+              "battery_date", "probe", "lines", "alarms", "scale"}
 
 
 def _parse_file(path: Path) -> dict[str, Any]:
@@ -312,7 +314,8 @@ def _parse_file(path: Path) -> dict[str, Any]:
     except ValueError as exc:
         raise ProfileError(exc if isinstance(exc, ProfileError) else f"{where}: {exc}") from None
     return {"name": doc["name"], "description": str(doc.get("description", "")), "source": str(doc.get("source", "")),
-            "include": list(doc.get("include") or []), "points": points, "tables": tables, "info": info,
+            "include": list(doc.get("include") or []), "include_first": list(doc.get("include_first") or []),
+            "points": points, "tables": tables, "info": info,
             "battery_date": battery_date, "match": match, "file": path.name, "probe": tuple(probe),
             "lines": {m: parse_oid(o) for m, o in lines.items()}, "alarms": alarms, "scale_rules": rules}
 
@@ -321,12 +324,23 @@ def _resolve(name: str, raw: dict[str, dict[str, Any]], seen: tuple[str, ...]) -
     if name in seen:
         raise ProfileError(f"profile {name!r} includes itself ({' → '.join((*seen, name))})")
     doc = raw[name]
-    points, tables, info, dates = list(doc["points"]), list(doc["tables"]), list(doc["info"]), list(doc["battery_date"])
-    lines, alarms, rules = dict(doc["lines"]), list(doc["alarms"]), list(doc["scale_rules"])
-    for inc in doc["include"]:
-        if inc not in raw:
+    # include_first: those profiles' rows before the file's own (a standard MIB preferred, the vendor's
+    # objects as the fallback); include: after them.
+    order = [(inc, True) for inc in doc["include_first"]] + [(None, False)] + [(inc, False) for inc in doc["include"]]
+    points: list[Point] = []
+    tables: list[Table] = []
+    info: list[InfoField] = []
+    dates: list[OID] = []
+    lines: dict[str, OID] = {}
+    alarms: list[AlarmTable] = []
+    rules: list[ScaleRule] = []
+    for inc, _first in order:
+        if inc is None:
+            sub = doc
+        elif inc not in raw:
             raise ProfileError(f"{doc['file']}: includes unknown profile {inc!r}")
-        sub = _resolve(inc, raw, (*seen, name))
+        else:
+            sub = _resolve(inc, raw, (*seen, name))
         points += sub["points"]
         tables += sub["tables"]
         info += sub["info"]  # per label, the first field with a value wins (see readings.evaluate)
