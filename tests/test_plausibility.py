@@ -13,18 +13,18 @@ from typing import Any, ClassVar, Literal
 
 import pytest
 
-from agent.config import AgentConfig
-from agent.runtime import Agent
-from drivers import vocabulary as v
-from drivers.base import DeviceConfig, Driver, Reading
-from drivers.modbus.config import load_profile, profile_names
-from drivers.modbus.table import Register, compile_row, decode_block, plan_requests
-from drivers.mqtt.payloads import QUANTITIES
-from drivers.nut import PHASED, POINTS, readings_from
-from drivers.plausible import Drops, screen
-from drivers.registry import register
-from drivers.snmp.profile import Point, all_profiles, parse_oid
-from drivers.snmp.readings import evaluate
+from roomwatch.agent.config import AgentConfig
+from roomwatch.agent.runtime import Agent
+from roomwatch.core import vocabulary as v
+from roomwatch.drivers.base import DeviceConfig, Driver, Reading
+from roomwatch.drivers.modbus.config import load_profile, profile_names
+from roomwatch.drivers.modbus.table import Register, compile_row, decode_block, plan_requests
+from roomwatch.drivers.mqtt.payloads import QUANTITIES
+from roomwatch.drivers.nut import PHASED, POINTS, readings_from
+from roomwatch.drivers.plausible import Drops, screen
+from roomwatch.drivers.registry import register
+from roomwatch.drivers.snmp.profile import Point, all_profiles, parse_oid
+from roomwatch.drivers.snmp.readings import evaluate
 
 UPS = "1.3.6.1.2.1.33.1"
 
@@ -38,7 +38,7 @@ def _oid(text: str) -> tuple[int, ...]:
 
 def test_every_quantity_a_profile_can_emit_has_a_physical_range() -> None:
     """Every SNMP profile row, alarm table and line count, every NUT variable, Modbus profile row and MQTT
-    quantity reports a metric with a range in drivers/vocabulary.py (a new profile or metric without one fails)."""
+    quantity reports a metric with a range in roomwatch/core/vocabulary.py (a new profile or metric without one fails)."""
     missing = set()
     for prof in all_profiles().values():
         metrics = [p.metric for p in prof.points] + [p.metric for t in prof.tables for p in t.points]

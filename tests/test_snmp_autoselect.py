@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 
-from drivers import vocabulary as v
-from drivers.base import Reading
-from drivers.snmp.autoselect import MAX_TRIES, choose, probe_order
-from drivers.snmp.profile import OID, Profile, ProfileError, all_profiles, load_profiles, match_profile, parse_oid
+from roomwatch.core import vocabulary as v
+from roomwatch.drivers.base import Reading
+from roomwatch.drivers.snmp.autoselect import MAX_TRIES, choose, probe_order
+from roomwatch.drivers.snmp.profile import OID, Profile, ProfileError, all_profiles, load_profiles, match_profile, parse_oid
 from tests.helpers import ROOT
 from tests.peers.snmpsim import Snmpsim, start_snmpsim
 from tests.test_snmp_recordings import poll_once
@@ -160,7 +160,7 @@ def _write(tmp_path: Path, name: str, text: str) -> Path:
     ("name: x\nalarms: [{entry: 1.3.6.1.2, column: 2, metrics: {roomwatch_ups_load_ratio: 1.3.6.1.9}}]", "0/1 metric"),
     ("name: x\nalarms: [{entry: 1.3.6.1.2}]", "integer column"),
     ("name: x\nscale: [{metrics: roomwatch_ups_input_voltage_volts, scale: 0}]", "positive number"),
-    ("name: x\nscale: [{metrics: roomwatch_nope, scale: 0.1}]", "not in drivers/vocabulary.py"),
+    ("name: x\nscale: [{metrics: roomwatch_nope, scale: 0.1}]", "not in roomwatch/core/vocabulary.py"),
     ("name: x\nlines: {roomwatch_nope: 1.3.6.1.1.0}", "lines must map"),
     ("name: x\ninclude_first: [nowhere]", "unknown profile"),
     ("name: x\nprobe: [1.3.x]", "not a numeric OID"),
