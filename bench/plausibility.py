@@ -9,10 +9,10 @@ alternating rounds (before, after, before, after …) in this process:
   sample; "after" runs the vocabulary's range screen on each (one dict lookup,
   two comparisons), "before" skips it. Batches of 20 readings, the size of one
   UPS poll.
-* **snmp** — ``drivers.snmp.readings.evaluate`` of one UPS-MIB poll (charge,
+* **snmp** — ``roomwatch.drivers.snmp.readings.evaluate`` of one UPS-MIB poll (charge,
   runtime, status, battery, three lines of input/output/load, an empty alarm
   table); "before" evaluates the same rows with no range attached.
-* **nut** — ``drivers.nut.readings_from`` of one UPS's variables; "before" with
+* **nut** — ``roomwatch.drivers.nut.readings_from`` of one UPS's variables; "before" with
   the range test answering "plausible" at once.
 
 Figures are CPU time (``time.process_time``) per reading, medians of the rounds.
@@ -46,11 +46,11 @@ def _timed(fn: Callable[[], Any], repeat: int) -> float:
 
 
 def _agent_stage() -> tuple[Callable[[], Any], Callable[[], Any], int]:
-    import agent.runtime as runtime
-    from agent.config import AgentConfig
-    from agent.runtime import Agent
-    from drivers import vocabulary as v
-    from drivers.base import Reading
+    import roomwatch.agent.runtime as runtime
+    from roomwatch.agent.config import AgentConfig
+    from roomwatch.agent.runtime import Agent
+    from roomwatch.core import vocabulary as v
+    from roomwatch.drivers.base import Reading
 
     cfg = AgentConfig.model_validate({"agent": {"id": "bench", "site": "s", "room": "r"}, "host": {"enabled": False},
                                       "devices": [{"name": "ups1", "driver": "nut", "ups": "u"}]})
@@ -79,9 +79,9 @@ def _agent_stage() -> tuple[Callable[[], Any], Callable[[], Any], int]:
 
 
 def _snmp_stage() -> tuple[Callable[[], Any], Callable[[], Any], int]:
-    from drivers.plausible import Drops
-    from drivers.snmp.profile import load_profiles
-    from drivers.snmp.readings import evaluate
+    from roomwatch.drivers.plausible import Drops
+    from roomwatch.drivers.snmp.profile import load_profiles
+    from roomwatch.drivers.snmp.readings import evaluate
 
     checked = load_profiles()["ups-mib"]
     points = []
@@ -103,13 +103,13 @@ def _snmp_stage() -> tuple[Callable[[], Any], Callable[[], Any], int]:
 
 
 def _nut_stage() -> tuple[Callable[[], Any], Callable[[], Any], int]:
-    from drivers.nut import readings_from
-    from drivers.plausible import Drops
+    from roomwatch.drivers.nut import readings_from
+    from roomwatch.drivers.plausible import Drops
 
     variables = {"battery.charge": "100", "battery.runtime": "2520", "battery.voltage": "27.3",
                  "battery.temperature": "25.0", "ups.temperature": "31.0", "input.voltage": "231.0",
                  "output.voltage": "230.0", "ups.load": "23", "ups.status": "OL CHRG", "ups.mfr": "X", "ups.model": "Y"}
-    from drivers import vocabulary as v
+    from roomwatch.core import vocabulary as v
 
     drops = Drops("bench")
     n = len(readings_from(variables, None, drops))
