@@ -34,7 +34,8 @@ from roomwatch.drivers.ups import UpsDeviceConfig, battery_age_reading
 
 PHASES = ("L1", "L2", "L3")
 
-__all__ = ["INFO_VARS", "PHASED", "POINTS", "STATUS_FLAGS", "NutConfig", "NutDriver", "battery_installed_from", "readings_from"]
+__all__ = ["INFO_VARS", "PHASED", "POINTS", "STATUS_FLAGS", "NutConfig", "NutDriver", "battery_installed_from",
+           "in_self_test", "readings_from"]
 
 
 class NutConfig(UpsDeviceConfig):
@@ -167,6 +168,15 @@ def _number(text: str | None) -> float | None:
     return x if math.isfinite(x) else None
 
 
+#: Status tokens of a UPS on battery on purpose: runtime calibration (CAL), a battery test (TEST, NUT 2.8.1+).
+TEST_TOKENS = frozenset({"CAL", "TEST"})
+
+
+def in_self_test(status: Sequence[str], variables: Mapping[str, str]) -> bool:
+    """True while the UPS runs a self-test or calibration (status CAL/TEST, or ups.test.result "In progress")."""
+    return bool(TEST_TOKENS.intersection(status)) or "in progress" in variables.get("ups.test.result", "").lower()
+
+
 class _Reader:
     """Turns one UPS's variables into readings, counting what it leaves out."""
 
@@ -241,8 +251,10 @@ def readings_from(variables: Mapping[str, str], labels: Mapping[str, str] | None
     if status and status != ["WAIT"]:
         # OB: on battery; OL: on line (also with BYPASS, TRIM, BOOST). Neither (OFF alone, a lone
         # CAL or BYPASS from an odd driver) says nothing about mains: no on-battery reading, not a guess.
+        # On battery during a self-test or calibration: mains is fine, nobody must be paged.
         if "OB" in status or "OL" in status:
-            out.append(Reading(v.UPS_ON_BATTERY, 1.0 if "OB" in status else 0.0, labels))
+            testing = in_self_test(status, variables)
+            out.append(Reading(v.UPS_ON_BATTERY, 1.0 if "OB" in status and not testing else 0.0, labels))
         for token, metric in STATUS_FLAGS.items():
             if metric != v.UPS_ON_BATTERY:
                 out.append(Reading(metric, 1.0 if token in status else 0.0, labels))
@@ -306,6 +318,12 @@ class NutDriver(Driver):
         if age is not None:
             out.append(age)
         return out
+
+    async def release(self) -> None:
+        """Log out from upsd and poll no more (the agent's host is shutting down: its primary may go on)."""
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
 
     async def poll(self) -> Sequence[Reading]:
         client = self._client
