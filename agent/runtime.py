@@ -26,6 +26,7 @@ from roomwatch.agent.spool import open_outbox, spool_samples
 from roomwatch.core import vocabulary as v
 from roomwatch.core.wire import EventRecord, SampleRecord
 from roomwatch.drivers.base import DeviceConfig, Driver, Event, Reading
+from roomwatch.drivers.plausible import screen
 from roomwatch.drivers.registry import get as get_driver
 
 __all__ = ["Agent", "DeviceRunner"]
@@ -166,7 +167,9 @@ class Agent:
     def _records(self, dev: DeviceRunner, readings: Sequence[Reading], now: float) -> list[SampleRecord]:
         base = dev.labels
         out = []
-        for r in readings:
+        # Every driver's readings meet the vocabulary's physical ranges here, whatever the driver
+        # checked itself: a value outside is left out and counted (drivers/plausible.py).
+        for r in screen(readings, dev.driver.drops):
             labels = {**base, **r.labels} if r.labels else dict(base)
             out.append(SampleRecord(r.metric, labels, float(r.value), int((r.ts or now) * 1000)))
         return out
@@ -183,10 +186,10 @@ class Agent:
             if dev.duration is not None:
                 out.append(SampleRecord(v.DEVICE_POLL_DURATION, dev.labels, dev.duration, ms))
         try:
-            own = dev.driver.health()
+            own = [*dev.driver.health(), *dev.driver.drops.readings()]
         except Exception:  # a driver's statistics must not stop its readings
             log.exception("health of %s", dev.name)
-            own = ()
+            own = []
         for r in own:
             out.append(SampleRecord(r.metric, {**dev.labels, **r.labels} if r.labels else dev.labels, float(r.value), ms))
         return out

@@ -46,6 +46,7 @@ BENCHMARKS: list[Benchmark] = [
     Benchmark("agent_footprint", ["--minutes", "10"]),  # issue 2: agent RSS/CPU beside node_exporter
     Benchmark("snmp"),             # issue 3: one agent polling 100 UPS agents vs snmp_exporter
     Benchmark("traps"),            # issue 13: agent memory with the trap listener, trap → collector latency
+    Benchmark("plausibility"),     # issue 13: range/sentinel checks on the agent's hot path, with and without
     Benchmark("mqtt"),             # issue 4: MQTT ingest rate, CPU per 1k messages, memory per sensor
     Benchmark("spool"),            # issue 6: spool throughput, backlog drain, history cost
     Benchmark("collector"),        # issue 2: ingest and /metrics render vs prometheus_client

@@ -88,9 +88,14 @@ class Driver(abc.ABC):
     requires: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: Any, context: Context):
+        from roomwatch.drivers.plausible import Drops  # roomwatch.drivers.plausible imports Reading from here
+
         self.config = config
         self.context = context
         self.log = context.log
+        #: Readings left out as implausible (out of range, sentinel, not a number); the agent sends
+        #: the counts as roomwatch_device_readings_dropped_total with the device's health series.
+        self.drops = Drops(getattr(config, "name", "?"), self.log)
 
     def poll_timeout(self, default: float) -> float:
         """How long the agent lets one poll run; ``default`` comes from the device's ``timeout`` option.

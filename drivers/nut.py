@@ -18,7 +18,7 @@ import hashlib
 import math
 import re
 import ssl
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -28,11 +28,14 @@ from roomwatch.core import vocabulary as v
 from roomwatch.core.configbase import Secret
 from roomwatch.drivers.base import DeviceError, Driver, Reading
 from roomwatch.drivers.nut_protocol import NutClient, NutError
+from roomwatch.drivers.plausible import Drops
 from roomwatch.drivers.registry import register
 from roomwatch.drivers.ups import UpsDeviceConfig, battery_age_reading
 
-__all__ = ["INFO_VARS", "POINTS", "STATUS_FLAGS", "NutConfig", "NutDriver", "battery_installed_from", "in_self_test",
-           "readings_from"]
+PHASES = ("L1", "L2", "L3")
+
+__all__ = ["INFO_VARS", "PHASED", "POINTS", "STATUS_FLAGS", "NutConfig", "NutDriver", "battery_installed_from",
+           "in_self_test", "readings_from"]
 
 
 class NutConfig(UpsDeviceConfig):
@@ -61,40 +64,46 @@ class NutConfig(UpsDeviceConfig):
 # ------------------------------------------------------------------ the tables
 
 
-def _percent(x: float) -> float | None:
-    return x / 100.0 if x >= 0 else None
-
-
-def _non_negative(x: float) -> float | None:
-    # battery.runtime -60 is snmp-ups passing on UPS-MIB's "-1 minute = unknown"; negative volts are no reading.
-    return x if x >= 0 else None
-
-
-def _temperature(x: float) -> float | None:
-    # liebert-esp2 and other serial drivers publish exactly 0.0 when the UPS has no such probe;
-    # a UPS or battery at exactly 0 °C in a server room is not credible. -40..100 °C bounds real probes.
-    return x if x != 0.0 and -40.0 < x < 100.0 else None
-
-
 @dataclass(frozen=True, slots=True)
 class NutPoint:
-    """One NUT variable → one vocabulary metric, with its conversion (None = no reading)."""
+    """One NUT variable → one vocabulary metric.
+
+    ``factor`` turns NUT's unit into the metric's (percent → ratio). ``negative_unknown``: a value
+    below 0 is a driver's placeholder for "unknown" (snmp-ups passes UPS-MIB's "-1 minute" on as
+    ``battery.runtime: -60``). ``zero_unknown``: exactly 0 is "no probe" (liebert-esp2 and other
+    serial drivers publish ``battery.temperature: 0.0`` on units without one; a UPS at exactly 0 °C
+    in a server room is not credible). Both count as sentinels; anything outside the metric's
+    physical range (roomwatch/core/vocabulary.py) is dropped too.
+    """
 
     var: str
     metric: str
-    convert: Callable[[float], float | None]
+    factor: float = 1.0
+    negative_unknown: bool = False
+    zero_unknown: bool = False
 
 
-#: NUT variable → contract metric. NUT units: % for charge and load, seconds, volts, °C.
+#: NUT variable → contract metric (voltages and load: PHASED). NUT units: % for charge and load, seconds, volts, °C
+#: (https://networkupstools.org/docs/developer-guide.chunked/apas01.html).
 POINTS: tuple[NutPoint, ...] = (
-    NutPoint("battery.charge", v.UPS_BATTERY_CHARGE, _percent),
-    NutPoint("battery.runtime", v.UPS_BATTERY_RUNTIME, _non_negative),
-    NutPoint("battery.voltage", v.UPS_BATTERY_VOLTAGE, _non_negative),
-    NutPoint("battery.temperature", v.UPS_BATTERY_TEMPERATURE, _temperature),
-    NutPoint("ups.temperature", v.UPS_TEMPERATURE, _temperature),
-    NutPoint("input.voltage", v.UPS_INPUT_VOLTAGE, _non_negative),
-    NutPoint("output.voltage", v.UPS_OUTPUT_VOLTAGE, _non_negative),
-    NutPoint("ups.load", v.UPS_LOAD, _percent),
+    NutPoint("battery.charge", v.UPS_BATTERY_CHARGE, 0.01, negative_unknown=True),
+    NutPoint("battery.runtime", v.UPS_BATTERY_RUNTIME, negative_unknown=True),
+    NutPoint("battery.voltage", v.UPS_BATTERY_VOLTAGE, negative_unknown=True),
+    # battery.temperature only: ups.temperature is the cabinet or inverter, not the battery, and has
+    # its own metric (an APC Smart-UPS on apcsmart publishes ups.temperature without a battery probe).
+    NutPoint("battery.temperature", v.UPS_BATTERY_TEMPERATURE, zero_unknown=True),
+    NutPoint("ups.temperature", v.UPS_TEMPERATURE, zero_unknown=True),
+)
+
+#: Per-line quantities: the single-phase variable, then a three-phase unit's per-phase ones (NUT
+#: names phases L1..L3: input.L1-N.voltage, output.L2.power.percent), and the count of phases.
+PHASED: tuple[tuple[str, str, float, tuple[str, str, str], str], ...] = (
+    (v.UPS_INPUT_VOLTAGE, "input.voltage", 1.0,
+     ("input.L1-N.voltage", "input.L2-N.voltage", "input.L3-N.voltage"), "input.phases"),
+    (v.UPS_OUTPUT_VOLTAGE, "output.voltage", 1.0,
+     ("output.L1-N.voltage", "output.L2-N.voltage", "output.L3-N.voltage"), "output.phases"),
+    (v.UPS_LOAD, "ups.load", 0.01,
+     ("output.L1.power.percent", "output.L2.power.percent", "output.L3.power.percent"), "output.phases"),
 )
 
 #: ``ups.status`` token → 0/1 metric (1 while the token is present). Tokens:
@@ -168,21 +177,87 @@ def in_self_test(status: Sequence[str], variables: Mapping[str, str]) -> bool:
     return bool(TEST_TOKENS.intersection(status)) or "in progress" in variables.get("ups.test.result", "").lower()
 
 
-def readings_from(variables: Mapping[str, str], labels: Mapping[str, str] | None = None) -> list[Reading]:
-    """Map one UPS's NUT variables to readings; a variable the UPS lacks gives no reading."""
-    out: list[Reading] = []
+class _Reader:
+    """Turns one UPS's variables into readings, counting what it leaves out."""
+
+    def __init__(self, variables: Mapping[str, str], labels: Mapping[str, str] | None, drops: Drops | None):
+        self.variables = variables
+        self.labels = labels
+        self.drops = drops
+        self.out: list[Reading] = []
+
+    def value(self, var: str, metric: str, factor: float = 1.0, negative_unknown: bool = False,
+              zero_unknown: bool = False) -> float | None:
+        text = self.variables.get(var)
+        if text is None:
+            return None
+        x = _number(text)
+        reason = None
+        if x is None:
+            reason = "invalid"  # "unknown", "n/a" … where NUT promises a number
+        elif (negative_unknown and x < 0) or (zero_unknown and x == 0):
+            reason = "sentinel"
+        elif not v.plausible(metric, x * factor):
+            reason = "out_of_range"
+        if reason is not None:
+            if self.drops is not None:
+                self.drops.add(metric, reason, text, f"NUT {var}")
+            return None
+        return round(x * factor, 9)  # type: ignore[operator]  # 35 × 0.01 is 0.35000000000000003 in binary
+
+    def add(self, metric: str, value: float, phase: str | None = None) -> None:
+        labels = dict(self.labels or {})
+        if phase is not None:
+            labels["phase"] = phase
+        self.out.append(Reading(metric, value, labels or None))
+
+    def phased(self, metric: str, single: str, factor: float, per_phase: tuple[str, ...], count_var: str) -> None:
+        """A unit that publishes two or more per-phase variables (and not ``*.phases: 1``) reports them as
+        L1..L3; otherwise the single-phase variable (or, lacking it, line 1) without a phase label."""
+        count = _number(self.variables.get(count_var))
+        present = [var for var in per_phase if var in self.variables]
+        # ups.load is the unit's total: per-phase loads only stand in when it is missing.
+        total_first = metric == v.UPS_LOAD and single in self.variables
+        if count != 1 and len(present) >= 2 and not total_first:
+            for phase, var in zip(PHASES, per_phase, strict=True):
+                if var in self.variables:
+                    x = self.value(var, metric, factor, negative_unknown=True)
+                    if x is not None:
+                        self.add(metric, x, phase)
+            return
+        for var in (single, per_phase[0]):
+            if var in self.variables:
+                x = self.value(var, metric, factor, negative_unknown=True)
+                if x is not None:
+                    self.add(metric, x)
+                return
+
+
+def readings_from(variables: Mapping[str, str], labels: Mapping[str, str] | None = None,
+                  drops: Drops | None = None) -> list[Reading]:
+    """Map one UPS's NUT variables to readings; a variable the UPS lacks gives no reading.
+
+    Placeholders and values outside the physical range are left out and counted in ``drops``.
+    """
+    r = _Reader(variables, labels, drops)
     for point in POINTS:
-        x = _number(variables.get(point.var))
-        value = point.convert(x) if x is not None else None
-        if value is not None:
-            out.append(Reading(point.metric, value, labels))
+        x = r.value(point.var, point.metric, point.factor, point.negative_unknown, point.zero_unknown)
+        if x is not None:
+            r.add(point.metric, x)
+    for metric, single, factor, per_phase, count_var in PHASED:
+        r.phased(metric, single, factor, per_phase, count_var)
+    out = r.out
     status = variables.get("ups.status", "").split()
     if status and status != ["WAIT"]:
-        testing = in_self_test(status, variables)
+        # OB: on battery; OL: on line (also with BYPASS, TRIM, BOOST). Neither (OFF alone, a lone
+        # CAL or BYPASS from an odd driver) says nothing about mains: no on-battery reading, not a guess.
+        # On battery during a self-test or calibration: mains is fine, nobody must be paged.
+        if "OB" in status or "OL" in status:
+            testing = in_self_test(status, variables)
+            out.append(Reading(v.UPS_ON_BATTERY, 1.0 if "OB" in status and not testing else 0.0, labels))
         for token, metric in STATUS_FLAGS.items():
-            # On battery during a self-test or calibration: mains is fine, nobody must be paged.
-            on = token in status and not (testing and metric == v.UPS_ON_BATTERY)
-            out.append(Reading(metric, 1.0 if on else 0.0, labels))
+            if metric != v.UPS_ON_BATTERY:
+                out.append(Reading(metric, 1.0 if token in status else 0.0, labels))
         for token in dict.fromkeys(status):
             out.append(Reading(v.UPS_STATUS_FLAG, 1.0, {**(labels or {}), "flag": token}))
     info = {}
@@ -238,7 +313,7 @@ class NutDriver(Driver):
         return Reading(reading.metric, reading.value, labels)
 
     def _ups_readings(self, variables: Mapping[str, str], labels: Mapping[str, str] | None) -> list[Reading]:
-        out = readings_from(variables, labels)
+        out = readings_from(variables, labels, self.drops)
         age = self._age(variables, labels)
         if age is not None:
             out.append(age)

@@ -189,11 +189,11 @@ def ups_detail() -> Board:
             w=8, unit="percentunit", minmax=(0, 1))
     b.panel("timeseries", "剩余时间 Runtime left", [(f"roomwatch_ups_battery_runtime_seconds{{{SEL}}}", "{{device}}")],
             w=8, unit="s", minmax=(0, None), steps=[(None, "red"), (600, "orange"), (900, "green")], threshold_lines=True)
-    b.panel("timeseries", "负载 Load", [(f"roomwatch_ups_load_ratio{{{SEL}}}", "{{device}}")],
+    b.panel("timeseries", "负载 Load", [(f"roomwatch_ups_load_ratio{{{SEL}}}", "{{device}} {{phase}}")],
             w=8, unit="percentunit", minmax=(0, None), steps=[(None, "green"), (0.8, "orange"), (0.95, "red")])
     b.panel("timeseries", "输入 / 输出电压 Input and output voltage",
-            [(f"roomwatch_ups_input_voltage_volts{{{SEL}}}", "输入 in {{device}}"),
-             (f"roomwatch_ups_output_voltage_volts{{{SEL}}}", "输出 out {{device}}")], w=8, unit="volt")
+            [(f"roomwatch_ups_input_voltage_volts{{{SEL}}}", "输入 in {{device}} {{phase}}"),
+             (f"roomwatch_ups_output_voltage_volts{{{SEL}}}", "输出 out {{device}} {{phase}}")], w=8, unit="volt")
     b.panel("timeseries", "电池电压 Battery voltage", [(f"roomwatch_ups_battery_voltage_volts{{{SEL}}}", "{{device}}")],
             w=8, unit="volt")
     b.panel("timeseries", "电池温度 Battery temperature",

@@ -50,7 +50,12 @@ def test_shipped_profiles_load_and_use_vocabulary_metrics() -> None:
     ("1.3.6.1.4.1.534.1", "eaton-xups"),
     ("1.3.6.1.4.1.3808", "cyberpower"),
     ("1.3.6.1.4.1.38080", "ups-mib"),  # a prefix matches whole components only
-    ("1.3.6.1.4.1.2011.6.174.4.1.2.4", "ups-mib"),
+    ("1.3.6.1.4.1.2011.6.174.4.1.2.4", "huawei"),
+    ("1.3.6.1.4.1.935.1.1.1", "xppc"),
+    ("1.3.6.1.4.1.935.10.1", "eppc"),  # the longest prefix wins: PowerWalker, not the older NetAgent
+    ("1.3.6.1.4.1.850.1", "tripplite"),
+    ("1.3.6.1.4.1.476.1.42.2.1", "liebert-gp"),
+    ("1.3.6.1.4.1.6050.5", "gamatronic"),
     ("1.3.6.1.4.1.21796.3.3", "hwg-poseidon"),
     ("1.3.6.1.4.1.8072.3.2.10", "ups-mib"),  # net-snmp: unknown, falls back on UPS-MIB
 ])
@@ -141,6 +146,9 @@ def test_contact_readings() -> None:
         (v.DOOR_OPEN, 0.0, {"sensor": "S1"}), (v.WATER_LEAK, 1.0, {"sensor": "S2"})]
 
 
+_T = "metric: roomwatch_temperature_celsius, column: 4"
+
+
 def _write(tmp_path: Path, name: str, text: str) -> Path:
     (tmp_path / name).write_text(text)
     return tmp_path
@@ -158,6 +166,14 @@ def _write(tmp_path: Path, name: str, text: str) -> Path:
     ("name: x\ninclude: [x]\npoints: []", "includes itself"),
     ("name: x\ninfo: {colour: 1.3.6.1}", "info label"),
     ("name: x\nwhatever: 1", "unknown keys"),
+    ("name: x\npoints: [{metric: roomwatch_ups_load_ratio, oid: 1.3.6.1, precision_column: 3}]", "only work in a table"),
+    (f"name: x\ntables: [{{entry: 1.3.6.1, points: [{{{_T}, scale_column: 2}}]}}]", "go together"),
+    (f"name: x\ntables: [{{entry: 1.3.6.1, points: [{{{_T}, agree: {{column: 3}}}}]}}]", "agree is"),
+    (f"name: x\ntables: [{{entry: 1.3.6.1, sensor_fallback: 'T {{n}}', points: [{{{_T}}}]}}]", "sensor_fallback may"),
+    (f"name: x\ntables: [{{entry: 1.3.6.1, sensor_entry: 1.3.6.2, points: [{{{_T}}}]}}]", "needs sensor_column"),
+    (f"name: x\ntables: [{{entry: 1.3.6.1, colour: 1, points: [{{{_T}}}]}}]", "unknown keys"),
+    (f"name: x\ntables: [{{entry: 1.3.6.1, points: [{{{_T}, when: {{column: 3, like: '(('}}}}]}}]", "bad regular"),
+    (f"name: x\ntables: [{{entry: 1.3.6.1, points: [{{{_T}, when: {{column: 3, in: [1], like: c}}}}]}}]", "exactly one"),
 ])
 def test_bad_profile_files_are_refused_with_the_file_and_row(tmp_path: Path, body: str, message: str) -> None:
     _write(tmp_path, "ups-mib.yaml", "name: ups-mib\npoints: []\n")
@@ -193,7 +209,7 @@ def test_config_defaults_and_versions() -> None:
     ({"version": 3, "user": "m", "priv_key": "privpass123", "auth_key": "authpass123", "security_level": "authNoPriv"},
      "priv_key is given"),
     ({"version": "2", "community": "x"}, "'1', '2c' or '3'"),
-    ({"community": "x", "profile": "nonesuch"}, "unknown SNMP profile 'nonesuch'; known: auto, apc"),
+    ({"community": "x", "profile": "nonesuch"}, "unknown SNMP profile 'nonesuch'; known: auto, "),
     ({"community": "x", "auth_protocol": "SHA1"}, "SHA256"),
     ({"community": "x", "timeout": 2}, "has no unit"),
     ({"community": "x", "contacts": {"Door": {"kind": "window", "active": "open"}}}, "door"),
@@ -266,3 +282,124 @@ devices:
 """) / "agent.yaml"
     done = run_cli("check-config", str(path), str(ROOT / "config" / "agent.example.yaml"))
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+# --- tables of probes (environment monitors) ---------------------------------------------------------
+
+ENTITY_SCALES = {8: 0.001, 9: 1.0}
+
+
+@pytest.mark.parametrize(("row", "expected"), [
+    ({4: 235, 2: 9, 3: 1}, 23.5),  # units, one decimal
+    ({4: 27125, 2: 8, 3: 0}, 27.125),  # milli
+    ({4: 3, 2: 9, 3: -1}, 30.0),  # precision -1: tens
+    ({4: 20, 2: 99, 3: 0}, None),  # a scale the profile does not know: absent, not a guess
+    ({4: 20, 2: 9, 3: 12}, None),  # precision out of RFC 3433's range
+    ({4: 20, 3: 0}, None),  # no scale column
+])
+def test_row_scale_and_precision(row: dict[int, Any], expected: float | None) -> None:
+    point = Point("m", column=4, scale_column=2, scale_map=ENTITY_SCALES, precision_column=3)
+    got = point.read_row(row)
+    assert (got if isinstance(got, float) else None) == expected
+    if expected is None:
+        assert got == "invalid"  # left out and counted, with the reason
+
+
+@pytest.mark.parametrize(("row", "expected"), [
+    ({14: 231, 3: 23}, 23.1),  # the fine column agrees with the coarse one
+    ({14: 512, 3: 38}, None),  # an A/D count, not tenths: left to the coarse row point
+    ({14: 231}, None),  # nothing to agree with
+])
+def test_agree_with_coarse_column(row: dict[int, Any], expected: float | None) -> None:
+    assert Point("m", column=14, scale=0.1, agree=(3, 1.0, 1.5)).read_row(row) == expected
+
+
+@pytest.mark.parametrize(("spec", "raw", "holds"), [
+    ({"column": 5, "in": ["F", "°F"]}, "F", True),
+    ({"column": 5, "in": ["F", "°F"]}, " °f\x00", True),
+    ({"column": 5, "in": ["F"]}, "C", False),
+    ({"column": 5, "not_in": ["F"]}, None, True),  # no unit column: the default unit
+    ({"column": 5, "like": "%|rh"}, "%RH", True),
+    ({"column": 5, "like": "f$"}, "°C", False),
+    ({"column": 5, "not_like": "f$"}, None, True),
+    ({"column": 5, "like": "temp"}, 21, False),  # a number is not text
+])
+def test_text_conditions(spec: dict[str, Any], raw: Any, holds: bool) -> None:
+    from roomwatch.drivers.snmp.profile_load import _condition
+
+    assert _condition(spec, "t").holds({}, {5: raw}) is holds
+
+
+def _env_profile(tmp_path: Path, tables: str) -> Any:
+    ups = (ROOT / "drivers" / "snmp" / "profiles" / "ups-mib.yaml").read_text()
+    _write(tmp_path, "ups-mib.yaml", ups)
+    _write(tmp_path, "env.yaml", "name: env\n" + tables)
+    return load_profiles(tmp_path)["env"]
+
+
+def test_names_from_another_table_by_index_prefix_and_fallbacks(tmp_path: Path) -> None:
+    prof = _env_profile(tmp_path, """tables:
+  - entry: 1.3.6.1.9.2.1
+    sensor_entry: 1.3.6.1.9.1.1
+    sensor_column: [1, 2]
+    sensor_fallback: "Probe {index}"
+    points: [{metric: roomwatch_temperature_celsius, column: 3, scale: 0.1}]
+  - entry: 1.3.6.1.9.3.1
+    sensor_column: 2
+    sensor_format: "{name} alarm 1"
+    points: [{metric: roomwatch_contact_alarm, column: 7, map: {3: 1, 4: 0}}]
+""")
+    names = {(1,): {1: "EMP rack 1"}, (2,): {1: "", 2: "Descr 2"}}
+    tables = {(1, 3, 6, 1, 9, 2, 1): {(1, 1): {3: 254}, (2, 1): {3: 221}, (3, 1): {3: 200}},
+              (1, 3, 6, 1, 9, 1, 1): names,
+              (1, 3, 6, 1, 9, 3, 1): {(1,): {2: "Rack A", 7: 3}}}
+    got = {(r.metric, (r.labels or {}).get("sensor")): r.value for r in evaluate(prof, {}, tables).readings}
+    assert got == {(v.TEMPERATURE, "EMP rack 1"): 25.4, (v.TEMPERATURE, "Descr 2"): 22.1,
+                   (v.TEMPERATURE, "Probe 3.1"): 20.0, (v.CONTACT_ALARM, "Rack A alarm 1"): 1.0}
+    assert prof.tables[0].walked() == ((1, 3, 6, 1, 9, 2, 1, 3), (1, 3, 6, 1, 9, 1, 1, 1), (1, 3, 6, 1, 9, 1, 1, 2))
+
+
+def test_oid_valued_name_column() -> None:
+    liebert = all_profiles()["liebert-env"]
+    entry = liebert.tables[0].entry
+    tables = {entry: {(1,): {2: parse_oid("1.3.6.1.4.1.476.1.42.3.4.1.1.3"), 3: 18, 50: 181},
+                      (2,): {2: parse_oid("1.3.6.1.4.1.476.1.42.3.4.1.1.77"), 3: 30}}}
+    got = {(r.labels or {}).get("sensor"): r.value for r in evaluate(liebert, {}, tables).readings}
+    assert got == {"Supply Air": 18.1, "oid 1.77": 30.0}
+
+
+def test_auto_by_probe_prefers_vendor_then_standard_mibs() -> None:
+    from roomwatch.drivers.snmp.autoselect import probe_order
+
+    profiles = all_profiles()
+    entity, ups = parse_oid("1.3.6.1.2.1.99.1.1.1.4"), all_profiles()["ups-mib"].probe[0]
+    akcp = parse_oid("1.3.6.1.4.1.3854.3.5.2.1.2")
+
+    def answers(*prefixes: tuple[int, ...]) -> dict[Any, Any]:
+        return {p: (p + (1, 0), 1) for p in prefixes}
+
+    assert [p.name for p in probe_order(profiles, answers(entity))] == ["entity-sensor"]
+    assert probe_order(profiles, answers(entity, akcp))[0].name == "akcp"  # the vendor's own MIB first
+    assert "ups-mib" in [p.name for p in probe_order(profiles, answers(entity, ups))]
+    assert probe_order(profiles, {}) == []
+
+
+def test_every_profile_cites_its_mib_and_can_be_found() -> None:
+    """Issue 13: each profile says where its objects come from, and profile: auto can reach it."""
+    for prof in all_profiles().values():
+        assert prof.source.strip(), prof.name
+        assert prof.match or prof.probe, f"{prof.name}: neither a sysObjectID prefix nor a probe object"
+        for other in all_profiles().values():
+            if other.name != prof.name:
+                assert not set(prof.match) & set(other.match), (prof.name, other.name)
+
+
+@pytest.mark.parametrize(("raw", "text"), [
+    (b"\xb0C", "°C"),  # Comet's unit column in Latin-1: not one GB18030 character
+    ("温度".encode("gb18030"), "温度"),
+    ("°F".encode(), "°F"),
+])
+def test_decode_text_keeps_latin1_degree_signs(raw: bytes, text: str) -> None:
+    from roomwatch.drivers.snmp.session import decode_text
+
+    assert decode_text(raw) == text

@@ -66,13 +66,16 @@ METRIC_KEYS: dict[str, tuple[str, float, str | None]] = {
 }
 #: Enum names the truth records for people; the contract has no metric for them (their 0/1 meaning is
 #: checked through on_battery / low_battery).
-INFORMATIONAL = {"output_source", "battery_abm_status", "battery_status"}
+INFORMATIONAL = {"output_source", "battery_abm_status", "battery_status", "ups_status_flags"}
 #: Contact states that say whether the contact is closed (roomwatch_contact_closed).
 CLOSED_STATES = {"closed": 1.0, "on": 1.0, "open": 0.0, "off": 0.0}
+#: A truth contact's ``kind`` when the device says what the input is → the metric it is reported as.
+TYPED_CONTACTS = {"door": v.DOOR_OPEN, "leak": v.WATER_LEAK, "water": v.WATER_LEAK, "smoke": v.SMOKE}
 #: Checked sensor by sensor against the truth's ``environment`` lists (and ``ups_ambient_temperature_c``).
-ENVIRONMENT_METRICS = {v.TEMPERATURE, v.HUMIDITY, v.CONTACT_ALARM, v.CONTACT_CLOSED}
-#: Identity labels, not a measurement: the truth format has nothing to compare them with.
-IDENTITY_METRICS = {v.UPS_INFO}
+ENVIRONMENT_METRICS = {v.TEMPERATURE, v.HUMIDITY, v.CONTACT_ALARM, v.CONTACT_CLOSED, *TYPED_CONTACTS.values()}
+#: Identity labels, not a measurement: the truth format has nothing to compare them with. (Status
+#: flags are checked where a hand-written truth lists them: ``ups_status_flags``.)
+IDENTITY_METRICS = {v.UPS_INFO, v.UPS_STATUS_FLAG}
 
 
 def _cases() -> list[Any]:
@@ -162,13 +165,45 @@ def _matches(sensor: str, name: str) -> bool:
     return sensor == name or sensor.startswith(f"{name} #")
 
 
+def _phase_and_flag_problems(truth: dict[str, Any], phased: dict[tuple[str, str], float], flags: list[str]) -> list[str]:
+    """Checks only hand-written truth files make: ``phases`` of an entry (L1..L3 values; ``{}`` = no phase
+    label at all) and ``ups_status_flags`` (the roomwatch_ups_status_flag series expected)."""
+    problems = []
+    metrics = truth.get("metrics", {})
+    for key, entry in metrics.items():
+        if key not in METRIC_KEYS or "phases" not in entry:
+            continue
+        metric, factor, _ = METRIC_KEYS[key]
+        want = {p: float(x) * factor for p, x in (entry["phases"] or {}).items()}
+        got = {p: x for (m, p), x in phased.items() if m == metric}
+        if set(got) != set(want) or any(not math.isclose(got[p], want[p], abs_tol=1e-6) for p in want):
+            problems.append(f"{key}: phases {got}, expected {want}")
+    if "ups_status_flags" in metrics and sorted(flags) != sorted(metrics["ups_status_flags"]["value"]):
+        problems.append(f"status flags {sorted(flags)}, expected {sorted(metrics['ups_status_flags']['value'])}")
+    return problems
+
+
 def check_against_truth(readings: list[Reading], truth: dict[str, Any]) -> list[str]:
     """Every rule of the module docstring; returns the problems (empty when all hold)."""
     problems: list[str] = []
     by_key: dict[tuple[str, str | None], list[float]] = {}
+    phased: dict[tuple[str, str], float] = {}
+    flags: list[str] = []
     for r in readings:
         assert r.metric in v.METRICS, f"{r.metric} is not in the vocabulary"
-        by_key.setdefault((r.metric, (r.labels or {}).get("sensor")), []).append(r.value)
+        labels = r.labels or {}
+        if r.metric == v.UPS_STATUS_FLAG:
+            flags.append(labels.get("flag", ""))
+            continue
+        phase = labels.get("phase")
+        if phase is not None:
+            if (r.metric, phase) in phased:
+                problems.append(f"{r.metric}{{phase={phase!r}}} reported twice")
+            phased[(r.metric, phase)] = r.value
+            if phase != "L1":  # the truth's single value is line 1 (phase 1 of a three-phase unit)
+                continue
+        by_key.setdefault((r.metric, labels.get("sensor")), []).append(r.value)
+    problems += _phase_and_flag_problems(truth, phased, flags)
     for key, values in by_key.items():
         if len(values) > 1 and key[0] != v.UPS_INFO:
             problems.append(f"{key} reported {len(values)} times")
@@ -223,9 +258,29 @@ def check_against_truth(readings: list[Reading], truth: dict[str, Any]) -> list[
                 continue
             problems.append(f"{metric}{{sensor={sensor!r}}} is not in the truth file (invented?)")
 
+    # A contact the device itself types (NetBotz door switch, HW group WLD leak cable, NetBotz 50 smoke
+    # detector) is a door/leak/smoke reading, judged by the entry's alarm state; raw dry contacts are
+    # judged as contact_closed / contact_alarm below.
+    typed = [e for e in env.get("contacts", []) if e.get("kind") in TYPED_CONTACTS]
+    for metric in set(TYPED_CONTACTS.values()):
+        reported = {s: vals[0] for (m, s), vals in by_key.items() if m == metric}
+        for entry in (e for e in typed if TYPED_CONTACTS[e["kind"]] == metric):
+            found = [s for s in reported if s is not None and _matches(s, entry["name"])]
+            want = entry.get("alarm")
+            if want is None:
+                if found:
+                    problems.append(f"{metric}{{sensor={found[0]!r}}}: the device has no reading, yet it was reported")
+                continue
+            if not found:
+                problems.append(f"{metric}{{sensor={entry['name']!r}}} not reported (expected {float(want)})")
+                continue
+            got = reported.pop(found[0])
+            if got != float(want):
+                problems.append(f"{metric}{{sensor={found[0]!r}}} = {got}, expected {float(want)}")
+        problems += [f"{metric}{{sensor={s!r}}} is not in the truth file (invented?)" for s in reported]
     for metric in (v.CONTACT_ALARM, v.CONTACT_CLOSED):
         reported = {s: vals[0] for (m, s), vals in by_key.items() if m == metric}
-        for entry in env.get("contacts", []):
+        for entry in (e for e in env.get("contacts", []) if e.get("kind") not in TYPED_CONTACTS):
             found = [s for s in reported if s is not None and _matches(s, entry["name"])]
             if metric == v.CONTACT_ALARM:
                 want = entry.get("alarm")

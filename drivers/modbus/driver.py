@@ -50,7 +50,7 @@ class ModbusDriver(Driver):
         out: list[Reading] = []
         for request in cfg.requests:
             data = await self._bus.read(cfg.unit, request, cfg.request_timeout, cfg.retries)
-            out.extend(decode_block(request, data))
+            out.extend(decode_block(request, data, self.drops))
         if cfg.is_ups:
             age = battery_age_reading(cfg.battery_installed)
             if age is not None:

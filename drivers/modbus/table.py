@@ -21,6 +21,7 @@ from typing import Literal
 
 from roomwatch.core import vocabulary as v
 from roomwatch.drivers.base import Reading
+from roomwatch.drivers.plausible import Drops
 
 __all__ = [
     "FUNCTIONS",
@@ -189,12 +190,19 @@ class CompiledRow:
 
     def value(self, words: Sequence[int]) -> float | None:
         """The reading's value from the row's words, or None when the device says "not available"."""
+        out = self.read(words)
+        return out if isinstance(out, float) else None
+
+    def read(self, words: Sequence[int]) -> float | str | None:
+        """The reading's value; or why it is left out (``sentinel``: a raw value the map calls
+        ``invalid``; ``invalid``: not a finite number; ``out_of_range``: outside ``valid``); or
+        None for an enum value the row does not map."""
         r = self.row
         raw = self.decode(words)
         if r.invalid and raw in r.invalid:
-            return None
+            return "sentinel"
         if isinstance(raw, float) and not math.isfinite(raw):
-            return None
+            return "invalid"
         if r.bit is not None:
             raw = (int(raw) >> r.bit) & 1
         elif r.mask is not None:
@@ -208,9 +216,9 @@ class CompiledRow:
             raw = 0 if raw else 1
         out = (raw / self.divisor if self.divisor else raw * self.factor) + self.addend
         if not math.isfinite(out):  # a float64 near its limit times the scale overflows: garbage, not a reading
-            return None
+            return "invalid"
         if r.valid is not None and not r.valid[0] <= out <= r.valid[1]:
-            return None
+            return "out_of_range"
         return float(out)
 
 
@@ -280,8 +288,12 @@ def plan_requests(rows: Sequence[Register], max_gap: int = 0) -> tuple[Request, 
     return tuple(out)
 
 
-def decode_block(request: Request, data: Sequence[int]) -> list[Reading]:
-    """Readings of every row of ``request`` from the words (or bits) the device returned."""
+def decode_block(request: Request, data: Sequence[int], drops: Drops | None = None) -> list[Reading]:
+    """Readings of every row of ``request`` from the words (or bits) the device returned.
+
+    A row whose value the map calls not available, or that is no finite number or outside its
+    ``valid`` range, gives no reading and is counted in ``drops``; the agent then checks every
+    reading against the metric's physical range (roomwatch/core/vocabulary.py)."""
     out: list[Reading] = []
     base = request.address
     for c in request.rows:
@@ -289,7 +301,9 @@ def decode_block(request: Request, data: Sequence[int]) -> list[Reading]:
         words = data[start:start + c.row.words]
         if len(words) < c.row.words:
             continue  # short reply; the bus layer already refuses those, this is belt and braces
-        value = c.value(words)
-        if value is not None:
+        value = c.read(words)
+        if isinstance(value, float):
             out.append(Reading(c.row.metric, value, c.labels))
+        elif value is not None and drops is not None:
+            drops.add(c.row.metric, value, words[0] if len(words) == 1 else list(words), f"register {c.row.name}")
     return out

@@ -322,6 +322,7 @@ class MqttDriver(Driver):
                 continue  # this device reports one kind; the payload has more
             if not q.low <= val.value <= q.high:
                 problems.append(PayloadError("out_of_range", f"{val.quantity} {val.value:g} outside {q.low:g}..{q.high:g}"))
+                self.drops.add(q.metric, "out_of_range", val.value, f"MQTT {topic[:100]}")
                 continue
             labels = {"sensor": val.sensor} if val.sensor else None
             self._quantities.add(val.quantity)

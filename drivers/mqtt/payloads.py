@@ -74,19 +74,19 @@ class Quantity:
     meta: bool = False  # about the sensor itself (battery, radio), reported whatever ``kind`` says
 
 
-#: Plausible ranges are wide enough for any room sensor and narrow enough to catch garbage:
-#: -50..100 °C covers an unheated store room in Heilongjiang and a room on fire, while a 900 °C
+#: The plausible ranges are the vocabulary's (roomwatch/core/vocabulary.py, one table for every driver):
+#: -40..100 °C covers an unheated store room in a northern winter and a room on fire, while a 900 °C
 #: reading (an overflowed register, a °F value read as K …) is refused. Humidity is a ratio after
 #: conversion; link quality is Zigbee's LQI (0..255); Wi-Fi signal is in dBm.
 QUANTITIES: dict[str, Quantity] = {
-    "temperature": Quantity(v.TEMPERATURE, -50.0, 100.0),
-    "humidity": Quantity(v.HUMIDITY, 0.0, 1.0),
-    "door": Quantity(v.DOOR_OPEN, 0.0, 1.0, state=True),
-    "leak": Quantity(v.WATER_LEAK, 0.0, 1.0, state=True),
-    "smoke": Quantity(v.SMOKE, 0.0, 1.0, state=True),
-    "battery": Quantity(v.SENSOR_BATTERY, 0.0, 1.0, meta=True),
-    "link_quality": Quantity(v.SENSOR_LINK_QUALITY, 0.0, 255.0, meta=True),
-    "signal": Quantity(v.SENSOR_SIGNAL, -130.0, 0.0, meta=True),
+    "temperature": Quantity(v.TEMPERATURE, *v.RANGES[v.TEMPERATURE]),
+    "humidity": Quantity(v.HUMIDITY, *v.RANGES[v.HUMIDITY]),
+    "door": Quantity(v.DOOR_OPEN, *v.RANGES[v.DOOR_OPEN], state=True),
+    "leak": Quantity(v.WATER_LEAK, *v.RANGES[v.WATER_LEAK], state=True),
+    "smoke": Quantity(v.SMOKE, *v.RANGES[v.SMOKE], state=True),
+    "battery": Quantity(v.SENSOR_BATTERY, *v.RANGES[v.SENSOR_BATTERY], meta=True),
+    "link_quality": Quantity(v.SENSOR_LINK_QUALITY, *v.RANGES[v.SENSOR_LINK_QUALITY], meta=True),
+    "signal": Quantity(v.SENSOR_SIGNAL, *v.RANGES[v.SENSOR_SIGNAL], meta=True),
 }
 
 #: Words a sensor may use for a two-state value (compared case-insensitively): active = 1.

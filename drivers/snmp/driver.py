@@ -1,10 +1,11 @@
 """``snmp`` driver: UPS units and environment monitors read over SNMP v1, v2c or v3.
 
 A poll is one GET of the profile's scalar OIDs (batched) plus, when the
-profile has sensor tables, one side-by-side GETBULK walk of their columns
-(GETNEXT on SNMPv1). ``profile: auto`` reads sysObjectID once and picks the
-vendor profile (UPS-MIB when none matches); after a failed poll it is read
-again, in case the card was swapped. The mapping itself is data
+profile has sensor tables (or an alarm table with alarms present), one
+side-by-side GETBULK walk of their columns (GETNEXT on SNMPv1). ``profile:
+auto`` reads sysObjectID once and picks the profile by it and, when that gives
+nothing, by which MIBs answer (:mod:`roomwatch.drivers.snmp.autoselect`); after a failed
+poll it chooses again, in case the card was swapped. The mapping itself is data
 (``drivers/snmp/profiles/*.yaml``) evaluated by :mod:`roomwatch.drivers.snmp.readings`.
 """
 
@@ -22,7 +23,8 @@ from roomwatch.core import vocabulary as v
 from roomwatch.core.configbase import Duration, Model, Secret
 from roomwatch.drivers.base import DeviceError, Driver, Reading
 from roomwatch.drivers.registry import register
-from roomwatch.drivers.snmp.profile import OID, Profile, all_profiles, format_oid, get_profile, match_profile
+from roomwatch.drivers.snmp.autoselect import choose
+from roomwatch.drivers.snmp.profile import FALLBACK, OID, Profile, all_profiles, get_profile
 from roomwatch.drivers.snmp.readings import contact_readings, evaluate
 from roomwatch.drivers.ups import UpsDeviceConfig, battery_age_reading
 
@@ -72,7 +74,8 @@ class SnmpConfig(UpsDeviceConfig):
     security_level: Literal["noAuthNoPriv", "authNoPriv", "authPriv"] | None = Field(
         default=None, description="default: authPriv with priv_key, authNoPriv with only auth_key")
     context: str = Field(default="", description="SNMPv3 context name (snmpsim: the recording's name)")
-    profile: str = Field(default="auto", description="auto (by sysObjectID) or a profile name from docs/snmp.md")
+    profile: str = Field(default="auto", description="auto (by sysObjectID, then by which MIB answers) or a profile "
+                                                     "name from docs/snmp.md")
     timeout: Duration | None = Field(default=None, gt=0, description="wait per SNMP attempt (default 2s)")
     retries: int = Field(default=1, ge=0, le=10, description="attempts after the first one that timed out")
     max_repetitions: int = Field(default=10, ge=0, le=100, description="GETBULK rows per request; 0 = GETNEXT")
@@ -202,16 +205,28 @@ class SnmpDriver(Driver):
                                                      self.config.retries, self.config.client)
             self._address = address
 
-    async def _pick_profile(self) -> Profile:
-        if self._fixed is not None:
-            return self._fixed
+    async def _sys_object_id(self) -> OID | None:
         found = (await self._target.get([SYS_OBJECT_ID])).get(SYS_OBJECT_ID)
-        oid = found if isinstance(found, tuple) else None
-        profile = match_profile(oid)
-        if profile is not self._profile:
-            self.log.info("%s: sysObjectID %s → profile %s", self.config.name,
-                          format_oid(oid) if oid else "(none)", profile.name)
-        return profile
+        return found if isinstance(found, tuple) else None
+
+    async def _choose(self) -> tuple[Profile, list[Reading]]:
+        """The profile for this device (fixed, or chosen by :mod:`roomwatch.drivers.snmp.autoselect`) and a first read."""
+        if self._fixed is not None:
+            profile = self._fixed
+            if profile.scale_rules:  # a rule may depend on the card (sysObjectID)
+                profile = profile.for_device(await self._sys_object_id())
+            return profile, await self._read(profile)
+        sys_oid = await self._sys_object_id()
+        profiles = {name: prof.for_device(sys_oid) for name, prof in all_profiles().items()}
+        choice = await choose(profiles, sys_oid, self._collect, self._target.next)
+        if choice is None:
+            # Nothing usable (every object absent or of a wrong type): as good as down, and the
+            # DeviceDown alert gets someone to look at the card or the profile.
+            raise DeviceError(f"the device answers but gives no usable value for profile {FALLBACK} or any profile "
+                              f"its sysObjectID or MIBs point to; see docs/snmp.md, \"My device is not listed\"")
+        if self._profile is None or choice.profile.name != self._profile.name:
+            self.log.info("%s: profile %s (%s)", self.config.name, choice.profile.name, choice.how)
+        return choice.profile, choice.readings
 
     async def poll(self) -> Sequence[Reading]:
         """Read the device once; any SNMP failure raises (the agent marks the device down)."""
@@ -219,8 +234,9 @@ class SnmpDriver(Driver):
             if self._stale and not _is_ip(self.config.host):
                 await self._refresh_address()
             if self._profile is None or self._stale:
-                self._profile = await self._pick_profile()
-            readings = await self._read(self._profile)
+                self._profile, readings = await self._choose()
+            else:
+                readings = await self._read(self._profile)
         except BaseException:
             self._stale = True
             raise
@@ -228,25 +244,34 @@ class SnmpDriver(Driver):
         return readings
 
     async def _read(self, profile: Profile) -> list[Reading]:
+        readings = await self._collect(profile)
+        if not readings:
+            raise DeviceError(f"the device answers but gives no usable value for profile {profile.name} "
+                              f"(objects missing or of the wrong type); try profile: one of {', '.join(sorted(all_profiles()))}")
+        return readings
+
+    async def _collect(self, profile: Profile) -> list[Reading]:
+        """One read of the device with ``profile``: its readings, empty when nothing usable came back."""
         target = self._target
         scalars = await target.get(profile.scalar_oids) if profile.scalar_oids else {}
         tables: dict[OID, dict[OID, dict[int, Any]]] = {}
-        if profile.tables:
-            columns = [t.entry + (c,) for t in profile.tables for c in t.columns()]
+        # Table columns, and the name columns of the tables that name their rows from another table.
+        table_columns = list(dict.fromkeys(oid for t in profile.tables for oid in t.walked()))
+        # An alarm table is walked only when its count of alarms is not 0 (the usual case: one PDU saved).
+        alarms = [a for a in profile.alarms if a.present is None or scalars.get(a.present) not in (0, None)]
+        columns = table_columns + [a.walked for a in alarms]
+        if columns:
             walked = await target.walk(columns, self.config.max_repetitions)
-            for table in profile.tables:
-                rows: dict[OID, dict[int, Any]] = {}
-                for col in table.columns():
-                    for index, value in walked.get(table.entry + (col,), {}).items():
-                        rows.setdefault(index, {})[col] = value
-                tables[table.entry] = rows
-        result = evaluate(profile, scalars, tables)
-        readings = result.readings + contact_readings(result.readings, self._contacts)
+            for column in table_columns:
+                rows = tables.setdefault(column[:-1], {})
+                for index, value in walked.get(column, {}).items():
+                    rows.setdefault(index, {})[column[-1]] = value
+            for alarm in alarms:
+                tables[alarm.entry] = {i: {alarm.column: val} for i, val in walked.get(alarm.walked, {}).items()}
+        result = evaluate(profile, scalars, tables, self.drops)
         if not result.readings:
-            # Nothing usable (every object absent or of a wrong type): as good as down, and the
-            # DeviceDown alert gets someone to look at the card or the profile.
-            raise DeviceError(f"the device answers but gives no usable value for profile {profile.name} "
-                              f"(objects missing or of the wrong type); try profile: one of {', '.join(sorted(all_profiles()))}")
+            return []
+        readings = result.readings + contact_readings(result.readings, self._contacts)
         if result.info:
             readings.append(Reading(v.UPS_INFO, 1.0, result.info))
         age = battery_age_reading(self.config.battery_installed or result.battery_date)

@@ -1,23 +1,38 @@
 """SNMP vendor profiles: OID → metric tables kept as data in ``drivers/snmp/profiles/*.yaml``.
 
 A profile is a list of *points* (one scalar OID → one metric), *tables* (an
-SNMP table whose rows are sensors, each reported with a ``sensor`` label), the
-``roomwatch_ups_info`` labels and, where the MIB has one, the battery
-replacement date. Each point says how the raw value becomes the vocabulary's
-base unit: ``scale`` (tenths of volts: 0.1, minutes: 60, TimeTicks: 0.01,
-percent → ratio: 0.01), ``map`` (status enums → 0/1), ``absent`` (sentinels
-such as 65535 that mean "no reading"), ``valid`` (raw range) and ``when``
-(conditions on other OIDs or columns, e.g. the unit column of a sensor table).
+SNMP table whose rows are sensors, each reported with a ``sensor`` label),
+*alarm tables* (RFC 1628 ``upsAlarmTable``: the OIDs of the alarms present
+become 0/1 metrics and status flags), the ``roomwatch_ups_info`` labels and,
+where the MIB has one, the battery replacement date. Each point says how the
+raw value becomes the vocabulary's base unit: ``scale`` (tenths of volts: 0.1,
+minutes: 60, TimeTicks: 0.01, percent → ratio: 0.01), ``map`` (status enums →
+0/1), ``absent`` (sentinels such as 65535 that mean "no reading"), ``valid``
+(raw range) and ``when`` (conditions on other OIDs or columns, e.g. the unit
+column of a sensor table, numeric or text, or ``like`` a regular expression).
+A table of probes (environment monitors) also has per-row conversions:
+``scale_column``/``scale_map`` (ENTITY-SENSOR-MIB's scale), ``precision_column``
+(decimal places given by the row), ``agree`` (a fine column used only while it
+agrees with a coarse one); its sensors are named by name columns of the same
+table or of another one with the same index (``sensor_entry``: ENTITY-MIB's
+entPhysicalName), else by ``sensor_fallback``. Every converted value must also lie in its
+quantity's physical range (``roomwatch/core/vocabulary.py``), or it is absent and
+counted as dropped.
 
-Files are read and checked once; converters are looked up at load time, so a
-poll only walks prepared rows. A profile may ``include`` others: its own rows
-come first, and for each metric (and sensor) the first row that yields a value
-wins — which is how vendor rows fall back on the standard UPS-MIB.
-See docs/snmp.md, "Adding a profile".
+For ``profile: auto`` a profile names the sysObjectID prefixes it is for
+(``match``) and the subtrees whose presence shows its MIB answers (``probe``;
+by default the profile's own first objects): see :mod:`roomwatch.drivers.snmp.autoselect`.
+
+Files are read and checked once (:mod:`roomwatch.drivers.snmp.profile_load`); converters
+are looked up at load time, so a poll only walks prepared rows. A profile may
+``include`` others: its own rows come first, and for each metric (sensor,
+phase) the first row that yields a plausible value wins — which is how vendor
+rows fall back on the standard UPS-MIB. See docs/snmp.md, "Adding a profile".
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import re
@@ -28,13 +43,20 @@ from typing import Any
 
 from roomwatch.core import vocabulary
 
-__all__ = ["OID", "Condition", "InfoField", "Point", "Profile", "Table", "all_profiles", "format_oid", "get_profile",
-           "match_profile", "parse_oid"]
+__all__ = ["OID", "AlarmTable", "Condition", "InfoField", "Point", "Profile", "ProfileError", "ScaleRule", "Table",
+           "all_profiles", "as_number", "format_oid", "get_profile", "load_profiles", "match_profile", "parse_oid"]
 
 OID = tuple[int, ...]
-PROFILE_DIR = Path(__file__).with_name("profiles")
-#: The profile used when ``profile: auto`` finds no match for the sysObjectID.
+PROFILE_DIR: Path = Path(__file__).with_name("profiles")
+#: The profile used when ``profile: auto`` finds nothing better (sysObjectID unknown, no vendor MIB answers).
 FALLBACK = "ups-mib"
+#: Phase labels (three-phase units); bounded, so a card cannot invent series.
+PHASES = ("L1", "L2", "L3")
+#: Status flags a profile may report in roomwatch_ups_status_flag{flag}: NUT's ups.status words.
+FLAGS = frozenset({"OL", "OB", "LB", "HB", "RB", "CHRG", "DISCHRG", "BYPASS", "CAL", "OFF", "OVER", "TRIM",
+                   "BOOST", "FSD", "ALARM", "TEST", "ECO"})
+#: The enterprises arc: probes under it belong to one vendor's MIB, and are preferred over standard MIBs.
+ENTERPRISES: OID = (1, 3, 6, 1, 4, 1)
 
 _OID_RE = re.compile(r"^\.?(\d+)(\.\d+)+$")
 
@@ -58,19 +80,41 @@ def format_oid(oid: OID) -> str:
     return ".".join(map(str, oid))
 
 
+def as_number(raw: Any) -> float | None:
+    """An SNMP value as a number: integers as they are, numeric text parsed, anything else None."""
+    if isinstance(raw, bool) or raw is None:
+        return None
+    if isinstance(raw, (int, float)):
+        return float(raw)
+    if isinstance(raw, str):
+        try:
+            number = float(raw.strip())
+        except ValueError:
+            return None
+        return number if math.isfinite(number) else None
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class Condition:
     """Holds when the value at ``oid`` (a scalar) or ``column`` (same table row) is (not) one of ``values``."""
 
     oid: OID | None
     column: int | None
-    values: frozenset[int]
+    values: frozenset[int | str]
     negate: bool = False
+    pattern: re.Pattern[str] | None = None  # ``like``: a regular expression searched in the text
 
     def holds(self, scalars: Mapping[OID, Any], row: Mapping[int, Any] | None) -> bool:
         raw = scalars.get(self.oid) if self.oid is not None else (row or {}).get(self.column)  # type: ignore[arg-type]
+        if self.pattern is not None:
+            inside = isinstance(raw, str) and self.pattern.search(raw.replace("\x00", "").strip()) is not None
+            return inside != self.negate
         number = as_number(raw)
         inside = number is not None and number in self.values
+        if not inside and isinstance(raw, str):
+            # A unit column written as text ("C", "F", "%"): compared without case or padding.
+            inside = raw.replace("\x00", "").strip().lower() in self.values
         return inside != self.negate
 
 
@@ -84,26 +128,87 @@ class Point:
     scale: float = 1.0
     convert: Callable[[float], float] | None = None
     mapping: Mapping[int, float] | None = None
-    absent: frozenset[int] = frozenset()
+    absent: frozenset[float] = frozenset()
     valid: tuple[float, float] | None = None
     when: tuple[Condition, ...] = ()
     sensor: str | None = None
     sensor_oid: OID | None = None
+    phase: str | None = None  # L1/L2/L3 of a three-phase unit
+    flag: str | None = None  # roomwatch_ups_status_flag{flag}: reported only while the value is 1
+    scale_column: int | None = None  # a table's column whose enum picks the row's power of ten …
+    scale_map: Mapping[int, float] | None = None  # … by this map (ENTITY-SENSOR-MIB entPhySensorScale)
+    precision_column: int | None = None  # decimal places given by the row (entPhySensorPrecision)
+    agree: tuple[int, float, float] | None = None  # (coarse column, its scale, largest difference)
+    #: The metric's physical range (from the vocabulary), looked up once.
+    bounds: tuple[float, float] | None = field(default=None, compare=False)
 
-    def value(self, raw: Any) -> float | None:
-        """The reading for a raw SNMP value, or None when the device gives no usable reading."""
+    def __post_init__(self) -> None:
+        if self.bounds is None:
+            object.__setattr__(self, "bounds", vocabulary.RANGES.get(self.metric))
+
+    def read_row(self, row: Mapping[int, Any]) -> float | str | None:
+        """:meth:`read` for a table row: the column's value with the row's own scale, precision and checks."""
+        raw = row.get(self.column)  # type: ignore[arg-type]
+        if self.scale_column is None and self.precision_column is None and self.agree is None:
+            return self.read(raw)
         number = as_number(raw)
-        if number is None or number in self.absent:
-            return None
+        if number is None:
+            return None if raw is None else "invalid"
+        factor = 1.0
+        if self.scale_column is not None:
+            unit = as_number(row.get(self.scale_column))
+            if unit is None or self.scale_map is None or unit not in self.scale_map:
+                return "invalid"  # a scale the profile does not know: absent beats a wrong power of ten
+            factor = self.scale_map[int(unit)]
+        if self.precision_column is not None:
+            digits = as_number(row.get(self.precision_column))
+            if digits is None or digits != int(digits) or not -9 <= digits <= 9:
+                return "invalid"
+            factor *= 10.0 ** -int(digits)
+        if self.agree is not None:
+            column, scale, within = self.agree
+            coarse = as_number(row.get(column))
+            if coarse is None or abs(number * self.scale * factor - coarse * scale) > within:
+                return None  # the fine column disagrees (an A/D count): the coarse row point is used
+        if factor == 1.0:
+            return self.read(number)
+        if self.mapping is not None or number in self.absent:
+            return "invalid" if self.mapping is not None else "sentinel"
         if self.valid is not None and not self.valid[0] <= number <= self.valid[1]:
-            return None
+            return "out_of_range"
+        return self._convert(number * factor)
+
+    def read(self, raw: Any) -> float | str | None:
+        """The reading for a raw SNMP value: a number; the reason it is left out (``sentinel``,
+        ``out_of_range``, ``invalid``); or None when the device has no such value (an object it
+        lacks, a status the MIB calls unknown)."""
+        number = as_number(raw)
+        if number is None:
+            return None if raw is None else "invalid"
+        if number in self.absent:
+            return "sentinel"
+        if self.valid is not None and not self.valid[0] <= number <= self.valid[1]:
+            return "out_of_range"
         if self.mapping is not None:
-            return self.mapping.get(int(number)) if number == int(number) else None
+            return self.mapping.get(int(number)) if number == int(number) else "invalid"
+        return self._convert(number)
+
+    def _convert(self, number: float) -> float | str:
         out = number * self.scale
         if self.convert is not None:
             out = self.convert(out)
+        if not math.isfinite(out):
+            return "invalid"
+        bounds = self.bounds
+        if bounds is not None and not bounds[0] <= out <= bounds[1]:
+            return "out_of_range"
         # 1191 × 0.1 is 119.10000000000001 in binary floating point: no device is that precise.
-        return round(out, 9) if math.isfinite(out) else None
+        return round(out, 9)
+
+    def value(self, raw: Any) -> float | None:
+        """The reading for a raw SNMP value, or None when the device gives no usable reading."""
+        out = self.read(raw)
+        return out if isinstance(out, float) else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,13 +218,77 @@ class Table:
     entry: OID
     sensor_column: int | None
     points: tuple[Point, ...]
+    #: Further name columns tried in turn when the first is empty (entPhysicalName, then entPhysicalDescr).
+    sensor_columns: tuple[int, ...] = ()
+    #: The table holding the name columns, when it is not this one (same index, or a prefix of it).
+    sensor_entry: OID | None = None
+    #: Name of a row without a name object or with an empty one; ``{index}`` is the row's index.
+    sensor_fallback: str = "{index}"
+    #: The label made of a found name (``{name}``) and the index (two inputs of one probe: "{name} alarm 1").
+    sensor_format: str = "{name}"
+    #: Names for a name column holding an OID (Liebert's lgpEnvTemperatureDescrDegC: which air it measures).
+    sensor_oid_names: Mapping[OID, str] = field(default_factory=dict)
+
+    def name_columns(self) -> tuple[int, ...]:
+        first = (self.sensor_column,) if self.sensor_column is not None else ()
+        return first + tuple(c for c in self.sensor_columns if c != self.sensor_column)
 
     def columns(self) -> tuple[int, ...]:
+        """The columns of this table a poll walks (value, condition, scale and name columns)."""
         cols = {p.column for p in self.points if p.column is not None}
         cols.update(c.column for p in self.points for c in p.when if c.column is not None)
-        if self.sensor_column is not None:
-            cols.add(self.sensor_column)
+        for p in self.points:
+            cols.update(c for c in (p.scale_column, p.precision_column, p.agree[0] if p.agree else None)
+                        if c is not None)
+        if self.sensor_entry is None:
+            cols.update(self.name_columns())
         return tuple(sorted(cols))
+
+    def walked(self) -> tuple[OID, ...]:
+        """Every column OID a poll walks for this table, name columns of another table included."""
+        own = tuple(self.entry + (c,) for c in self.columns())
+        if self.sensor_entry is None:
+            return own
+        return own + tuple(self.sensor_entry + (c,) for c in self.name_columns())
+
+
+@dataclass(frozen=True, slots=True)
+class AlarmTable:
+    """A table of the alarms present now, each row naming its alarm by an OID (RFC 1628 ``upsAlarmTable``).
+
+    ``present`` (the count of alarms) answering 0 means no alarm: every metric of ``metrics`` is 0.
+    Otherwise the rows' ``column`` values say which alarms are on: a metric is 1 while one of its
+    alarm OIDs is in the table, else 0; each alarm present reports its status flag (``flags``, or
+    ``other_flag`` for an alarm the profile does not name). When neither answers, nothing is reported.
+    """
+
+    entry: OID
+    column: int
+    present: OID | None
+    metrics: Mapping[str, frozenset[OID]]
+    flags: Mapping[OID, str]
+    other_flag: str | None = None
+
+    @property
+    def walked(self) -> OID:
+        return self.entry + (self.column,)
+
+
+@dataclass(frozen=True, slots=True)
+class ScaleRule:
+    """A known quirk: cards whose sysObjectID starts with one of ``sysobjectid`` send ``metrics`` scaled by
+    ``scale`` (tenths of volts in a volts object); applies to the rows reading objects under ``under``."""
+
+    metrics: frozenset[str]
+    scale: float
+    sysobjectid: tuple[OID, ...] = ()
+    under: OID | None = None
+    note: str = ""
+
+    def applies(self, sys_object_id: OID | None) -> bool:
+        if not self.sysobjectid:
+            return True
+        return sys_object_id is not None and any(sys_object_id[:len(p)] == p for p in self.sysobjectid)
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +313,12 @@ class Profile:
     info: tuple[InfoField, ...]
     battery_date: tuple[OID, ...]
     file: str = ""
+    #: Subtrees (GETNEXT prefixes) whose presence shows the profile's MIB answers (auto-selection).
+    probe: tuple[OID, ...] = ()
+    #: metric → OID of the device's number of lines (phases) for it (UPS-MIB upsInputNumLines …).
+    lines: Mapping[str, OID] = field(default_factory=dict)
+    alarms: tuple[AlarmTable, ...] = ()
+    scale_rules: tuple[ScaleRule, ...] = ()
     scalar_oids: tuple[OID, ...] = field(default=())
 
     def __post_init__(self) -> None:
@@ -160,170 +335,29 @@ class Profile:
         for f in self.info:
             oids.update(dict.fromkeys(f.oids))
         oids.update(dict.fromkeys(self.battery_date))
+        oids.update(dict.fromkeys(self.lines.values()))
+        oids.update(dict.fromkeys(a.present for a in self.alarms if a.present is not None))
         object.__setattr__(self, "scalar_oids", tuple(oids))
 
+    @property
+    def vendor_specific(self) -> bool:
+        """Whether the profile's probes lie in a vendor's own (enterprise) MIB rather than a standard one."""
+        return any(p[:len(ENTERPRISES)] == ENTERPRISES for p in self.probe)
 
-def as_number(raw: Any) -> float | None:
-    """An SNMP value as a number: integers as they are, numeric text parsed, anything else None."""
-    if isinstance(raw, bool) or raw is None:
-        return None
-    if isinstance(raw, (int, float)):
-        return float(raw)
-    if isinstance(raw, str):
-        try:
-            number = float(raw.strip())
-        except ValueError:
-            return None
-        return number if math.isfinite(number) else None
-    return None
+    def for_device(self, sys_object_id: OID | None) -> Profile:
+        """This profile with the scale rules that apply to a device of ``sys_object_id`` applied to its rows."""
+        rules = [r for r in self.scale_rules if r.applies(sys_object_id)]
+        if not rules:
+            return self
 
+        def fix(p: Point) -> Point:
+            for r in rules:
+                if p.metric in r.metrics and p.mapping is None and (
+                        r.under is None or (p.oid is not None and p.oid[:len(r.under)] == r.under)):
+                    return dataclasses.replace(p, scale=p.scale * r.scale)
+            return p
 
-# ------------------------------------------------------------------ loading
-
-
-class ProfileError(ValueError):
-    """A profile file is wrong; the message names the file and the row."""
-
-
-def _condition(spec: Any, where: str) -> Condition:
-    if not isinstance(spec, dict) or ("oid" in spec) == ("column" in spec):
-        raise ProfileError(f"{where}: a condition needs exactly one of oid or column")
-    if ("in" in spec) == ("not_in" in spec):
-        raise ProfileError(f"{where}: a condition needs exactly one of in or not_in")
-    values = spec.get("in", spec.get("not_in"))
-    if not isinstance(values, list) or not all(isinstance(v, int) for v in values):
-        raise ProfileError(f"{where}: in/not_in must be a list of integers")
-    return Condition(oid=parse_oid(spec["oid"]) if "oid" in spec else None, column=spec.get("column"),
-                     values=frozenset(values), negate="not_in" in spec)
-
-
-_POINT_KEYS = {"metric", "oid", "column", "scale", "convert", "map", "absent", "valid", "when", "sensor", "sensor_oid",
-               "comment"}
-
-
-def _point(spec: Any, where: str, in_table: bool) -> Point:
-    if not isinstance(spec, dict):
-        raise ProfileError(f"{where}: expected a mapping")
-    unknown = set(spec) - _POINT_KEYS
-    if unknown:
-        raise ProfileError(f"{where}: unknown keys {sorted(unknown)}")
-    metric = spec.get("metric")
-    if metric not in vocabulary.METRICS:
-        raise ProfileError(f"{where}: metric {metric!r} is not in roomwatch/core/vocabulary.py")
-    if in_table and not isinstance(spec.get("column"), int):
-        raise ProfileError(f"{where}: a table point needs an integer column")
-    if not in_table and "oid" not in spec:
-        raise ProfileError(f"{where}: a point needs an oid")
-    convert = None
-    if "convert" in spec:
-        convert = CONVERTERS.get(spec["convert"])
-        if convert is None:
-            raise ProfileError(f"{where}: unknown convert {spec['convert']!r}; known: {sorted(CONVERTERS)}")
-    mapping = spec.get("map")
-    if mapping is not None and (not isinstance(mapping, dict) or not all(
-            isinstance(k, int) and isinstance(v, (int, float)) for k, v in mapping.items())):
-        raise ProfileError(f"{where}: map must map integers to numbers")
-    valid = spec.get("valid")
-    if valid is not None and (not isinstance(valid, list) or len(valid) != 2):
-        raise ProfileError(f"{where}: valid must be [min, max]")
-    when = spec.get("when", [])
-    when = [when] if isinstance(when, dict) else when
-    scale = spec.get("scale", 1)
-    if not isinstance(scale, (int, float)) or scale == 0:
-        raise ProfileError(f"{where}: scale must be a non-zero number")
-    return Point(
-        metric=metric,
-        oid=parse_oid(spec["oid"]) if "oid" in spec else None,
-        column=spec.get("column"),
-        scale=float(scale),
-        convert=convert,
-        mapping={int(k): float(v) for k, v in mapping.items()} if mapping else None,
-        absent=frozenset(spec.get("absent", [])),
-        valid=(float(valid[0]), float(valid[1])) if valid else None,
-        when=tuple(_condition(c, f"{where}.when[{i}]") for i, c in enumerate(when)),
-        sensor=str(spec["sensor"]) if "sensor" in spec else None,
-        sensor_oid=parse_oid(spec["sensor_oid"]) if "sensor_oid" in spec else None,
-    )
-
-
-def _info(spec: Any, where: str) -> tuple[InfoField, ...]:
-    if not isinstance(spec, dict):
-        raise ProfileError(f"{where}: info must map labels to OIDs")
-    out = []
-    for label, val in spec.items():
-        if label not in INFO_LABELS:
-            raise ProfileError(f"{where}: info label {label!r} is not one of {INFO_LABELS}")
-        if isinstance(val, dict) and set(val) == {"value"}:
-            out.append(InfoField(label, literal=str(val["value"])))
-        else:
-            oids = val if isinstance(val, list) else [val]
-            out.append(InfoField(label, oids=tuple(parse_oid(o) for o in oids)))
-    return tuple(out)
-
-
-def _parse_file(path: Path) -> dict[str, Any]:
-    import yaml
-
-    doc = yaml.safe_load(path.read_text(encoding="utf-8"))
-    where = path.name
-    if not isinstance(doc, dict) or not isinstance(doc.get("name"), str):
-        raise ProfileError(f"{where}: a profile file is a mapping with a name")
-    unknown = set(doc) - {"name", "description", "source", "match", "include", "points", "tables", "info", "battery_date"}
-    if unknown:
-        raise ProfileError(f"{where}: unknown keys {sorted(unknown)}")
-    try:
-        points = [_point(p, f"{where}: points[{i}]", False) for i, p in enumerate(doc.get("points") or [])]
-        tables = []
-        for i, t in enumerate(doc.get("tables") or []):
-            tw = f"{where}: tables[{i}]"
-            if not isinstance(t, dict) or "entry" not in t or not t.get("points"):
-                raise ProfileError(f"{tw}: a table needs entry and points")
-            tables.append(Table(entry=parse_oid(t["entry"]), sensor_column=t.get("sensor_column"),
-                                points=tuple(_point(p, f"{tw}.points[{j}]", True) for j, p in enumerate(t["points"]))))
-        info = _info(doc.get("info") or {}, where)
-        battery_date = tuple(parse_oid(o) for o in ([doc["battery_date"]] if isinstance(doc.get("battery_date"), str)
-                                                    else doc.get("battery_date") or []))
-        match = tuple(parse_oid(m) for m in doc.get("match") or [])
-    except ValueError as exc:
-        raise ProfileError(exc if isinstance(exc, ProfileError) else f"{where}: {exc}") from None
-    return {"name": doc["name"], "description": str(doc.get("description", "")), "source": str(doc.get("source", "")),
-            "include": list(doc.get("include") or []), "points": points, "tables": tables, "info": info,
-            "battery_date": battery_date, "match": match, "file": path.name}
-
-
-def _resolve(name: str, raw: dict[str, dict[str, Any]], seen: tuple[str, ...]) -> dict[str, Any]:
-    if name in seen:
-        raise ProfileError(f"profile {name!r} includes itself ({' → '.join((*seen, name))})")
-    doc = raw[name]
-    points, tables, info, dates = list(doc["points"]), list(doc["tables"]), list(doc["info"]), list(doc["battery_date"])
-    for inc in doc["include"]:
-        if inc not in raw:
-            raise ProfileError(f"{doc['file']}: includes unknown profile {inc!r}")
-        sub = _resolve(inc, raw, (*seen, name))
-        points += sub["points"]
-        tables += sub["tables"]
-        info += sub["info"]  # per label, the first field with a value wins (see readings.evaluate)
-        dates += [d for d in sub["battery_date"] if d not in dates]
-    return {**doc, "points": points, "tables": tables, "info": info, "battery_date": dates}
-
-
-def load_profiles(directory: Path = PROFILE_DIR) -> dict[str, Profile]:
-    """Read every ``*.yaml`` profile in ``directory``; raise :class:`ProfileError` on the first bad row."""
-    raw: dict[str, dict[str, Any]] = {}
-    for path in sorted(directory.glob("*.yaml")):
-        doc = _parse_file(path)
-        if doc["name"] in raw:
-            raise ProfileError(f"{path.name}: profile name {doc['name']!r} is also used by {raw[doc['name']]['file']}")
-        raw[doc["name"]] = doc
-    out = {}
-    for name in raw:
-        d = _resolve(name, raw, ())
-        out[name] = Profile(name=name, description=d["description"], source=d["source"], match=d["match"],
-                            points=tuple(d["points"]), tables=tuple(d["tables"]), info=tuple(d["info"]),
-                            battery_date=tuple(d["battery_date"]), file=d["file"])
-    if FALLBACK not in out:
-        raise ProfileError(f"the fallback profile {FALLBACK!r} is missing from {directory}")
-    return out
+        return dataclasses.replace(self, points=tuple(fix(p) for p in self.points), scale_rules=())
 
 
 @functools.cache
@@ -350,3 +384,7 @@ def match_profile(sys_object_id: OID | None, profiles: Mapping[str, Profile] | N
                 if len(prefix) > best_len and sys_object_id[:len(prefix)] == prefix:
                     best, best_len = prof, len(prefix)
     return best
+
+
+# The loader needs the classes above; it lives in its own module (profile files, checks, includes).
+from roomwatch.drivers.snmp.profile_load import ProfileError, load_profiles  # noqa: E402

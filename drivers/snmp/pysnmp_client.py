@@ -56,6 +56,10 @@ def _py(value: Any) -> Any:
     from pyasn1.type import univ
     from pysnmp.proto import rfc1902, rfc1905
 
+    if isinstance(value, rfc1905.EndOfMibView):
+        return END_OF_MIB
+    if isinstance(value, univ.Null):  # noSuchObject, noSuchInstance and Null (pyasn1's Null is an OctetString)
+        return None
     if isinstance(value, univ.Integer):
         return int(value)
     if isinstance(value, rfc1902.IpAddress):
@@ -66,9 +70,7 @@ def _py(value: Any) -> Any:
         return decode_text(value.asOctets())
     if isinstance(value, univ.ObjectIdentifier):
         return tuple(value)
-    if isinstance(value, rfc1905.EndOfMibView):
-        return END_OF_MIB
-    return None  # Null, noSuchObject, noSuchInstance
+    return None
 
 
 def _user_spec(creds: Credentials) -> tuple[Any, ...]:

@@ -75,8 +75,17 @@ class Credentials:
 
 
 def decode_text(raw: bytes) -> str:
-    """OCTET STRING → text: UTF-8, else GB18030 (Chinese-made cards often name sensors in GBK), else Latin-1."""
-    for codec in ("utf-8", "gb18030"):
+    """OCTET STRING → text: UTF-8, else GB18030 (Chinese-made cards often name sensors in GBK), else Latin-1.
+
+    ASCII with Latin-1 degree signs (Comet's ``b"\\xb0C"`` unit column) stays Latin-1: read as GB18030,
+    ``\\xb0C`` would become one Chinese character and the unit would be lost."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        pass
+    if all(b < 0x80 or b == 0xB0 for b in raw):
+        return raw.decode("latin-1")
+    for codec in ("gb18030",):
         try:
             return raw.decode(codec)
         except UnicodeDecodeError:
@@ -154,6 +163,36 @@ class Target(abc.ABC):
                 out[chunk[0]] = None
             else:
                 raise SnmpError(f"{self.where} answered error-status {status} to a GET")
+        return out
+
+    async def next(self, oids: Sequence[OID]) -> dict[OID, tuple[OID, Any] | None]:
+        """One GETNEXT step from each of ``oids``: oid → (next OID, its value), or None at the end of the MIB.
+
+        ``profile: auto`` asks this of each profile's probe subtrees to see which MIBs answer.
+        SNMPv1 fails a whole PDU for one OID at the end of the MIB (noSuchName): that one is set
+        aside and the rest asked again, as :meth:`get` does.
+        """
+        out: dict[OID, tuple[OID, Any] | None] = {}
+        pending = [list(oids[i:i + MAX_GET_OIDS]) for i in range(0, len(oids), MAX_GET_OIDS)]
+        while pending:
+            chunk = pending.pop()
+            status, index, answer = await self._request("next", chunk)
+            if status == 0:
+                if len(answer) != len(chunk):
+                    raise SnmpError(f"{self.where} answered {len(answer)} values for {len(chunk)} OIDs")
+                for oid, (name, value) in zip(chunk, answer, strict=True):
+                    out[oid] = None if value is END_OF_MIB else (tuple(name), value)
+            elif status == NO_SUCH_NAME and 1 <= index <= len(chunk):
+                out[chunk.pop(index - 1)] = None
+                if chunk:
+                    pending.append(chunk)
+            elif status in (TOO_BIG, GEN_ERR, NO_SUCH_NAME) and len(chunk) > 1:
+                half = len(chunk) // 2
+                pending += [chunk[:half], chunk[half:]]
+            elif status in (TOO_BIG, GEN_ERR, NO_SUCH_NAME):
+                out[chunk[0]] = None
+            else:
+                raise SnmpError(f"{self.where} answered error-status {status} to a GETNEXT")
         return out
 
     async def walk(self, columns: Sequence[OID], max_repetitions: int) -> dict[OID, dict[OID, Any]]:

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["HEALTH_METRICS", "METRICS", "MetricDef", "collector_owned", "describe", "family_base"]
+__all__ = ["HEALTH_METRICS", "METRICS", "RANGES", "MetricDef", "collector_owned", "describe", "family_base",
+           "plausible"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,23 +19,64 @@ class MetricDef:
     name: str
     help: str
     type: str = "gauge"  # gauge | counter | info
+    #: The physical range of a reading in the base unit (inclusive); None = no bound is known.
+    #: A device value outside it is absent, never clamped (see drivers/plausible.py).
+    range: tuple[float, float] | None = None
 
 
 METRICS: dict[str, MetricDef] = {}
 #: Metrics about a device's link rather than the room (up, poll errors, bad messages): the agent
 #: and the collector keep showing them while the device is down, since they tell why it is down.
 HEALTH_METRICS: set[str] = set()
+#: metric → (low, high): the plausible range of every device quantity, in one place. Every driver
+#: (SNMP, NUT, Modbus, MQTT, host, GPIO) drops a reading outside it and counts the drop in
+#: roomwatch_device_readings_dropped_total{reason="out_of_range"}.
+RANGES: dict[str, tuple[float, float]] = {}
 
 
-def _def(name: str, help_text: str, kind: str = "gauge", health: bool = False) -> str:
+def _def(name: str, help_text: str, kind: str = "gauge", health: bool = False,
+         valid: tuple[float, float] | None = None) -> str:
     if name in METRICS:
         raise ValueError(f"metric {name} defined twice")
     if kind == "counter" and not name.endswith("_total"):
         raise ValueError(f"counter {name} must end in _total")
-    METRICS[name] = MetricDef(name, help_text, kind)
+    if valid is not None and not valid[0] < valid[1]:
+        raise ValueError(f"metric {name}: range {valid} must be (low, high) with low < high")
+    METRICS[name] = MetricDef(name, help_text, kind, valid)
     if health:
         HEALTH_METRICS.add(name)
+    if valid is not None:
+        RANGES[name] = (float(valid[0]), float(valid[1]))
     return name
+
+
+def plausible(metric: str, value: float) -> bool:
+    """Whether ``value`` lies in the physical range of ``metric`` (True for metrics without one)."""
+    bounds = RANGES.get(metric)
+    return bounds is None or bounds[0] <= value <= bounds[1]
+
+
+# --- physical ranges (base units) ------------------------------------------------------
+#: Room and equipment temperatures: an unheated store room in winter to a room on fire. A probe
+#: that is not there reads -273 (0 K), 850 (a DS18B20's power-on value) or 3276.7: all outside.
+TEMPERATURE_RANGE = (-40.0, 100.0)
+#: Host hardware sensors (CPU package, disks): up to 150 °C, past a CPU's throttle point.
+HOST_TEMPERATURE_RANGE = (-40.0, 150.0)
+#: AC voltages: 0 V (mains failed) up to 480 V three-phase line-to-line, with margin. A card that
+#: sends tenths of volts in a volts object (2313 for 231.3 V) lands outside and is dropped.
+AC_VOLTAGE_RANGE = (0.0, 500.0)
+#: Battery string voltages: 12 V for a small line-interactive unit, up to ±400 V strings (UPS5000,
+#: Masterys) read as one figure (about 800 V); 1000 V leaves margin for nothing real above it.
+DC_VOLTAGE_RANGE = (0.0, 1000.0)
+#: Runtime estimates: up to four days. An idle Smart-UPS honestly estimates 30 hours; 9999 or
+#: 65535 minutes (7 and 45 days) are cards saying "unknown".
+RUNTIME_RANGE = (0.0, 4 * 86400.0)
+#: Load: up to 250 % of the rating (an overload the UPS rides through for a second).
+LOAD_RANGE = (0.0, 2.5)
+RATIO = (0.0, 1.0)
+BINARY = (0.0, 1.0)
+#: A battery installed up to 50 years ago: anything older is a wrong date, not an old battery.
+BATTERY_AGE_RANGE = (0.0, 50 * 365.25 * 86400)
 
 
 def describe(name: str) -> MetricDef:
@@ -50,32 +92,38 @@ def describe(name: str) -> MetricDef:
 
 
 # --- UPS ---------------------------------------------------------------------
-UPS_BATTERY_CHARGE = _def("roomwatch_ups_battery_charge_ratio", "UPS battery charge, 0..1.")
-UPS_BATTERY_RUNTIME = _def("roomwatch_ups_battery_runtime_seconds", "Estimated UPS runtime left on battery, in seconds.")
-UPS_ON_BATTERY = _def("roomwatch_ups_on_battery", "1 while mains has failed and the UPS runs on battery.")
-UPS_BATTERY_LOW = _def("roomwatch_ups_battery_low", "1 when the UPS itself reports low battery.")
-UPS_BATTERY_REPLACE = _def("roomwatch_ups_battery_replace_needed", "1 when the UPS asks for a battery replacement.")
-UPS_BATTERY_VOLTAGE = _def("roomwatch_ups_battery_voltage_volts", "UPS battery voltage.")
-UPS_BATTERY_TEMPERATURE = _def("roomwatch_ups_battery_temperature_celsius", "UPS battery temperature.")
-UPS_INPUT_VOLTAGE = _def("roomwatch_ups_input_voltage_volts", "UPS input (mains) voltage.")
-UPS_OUTPUT_VOLTAGE = _def("roomwatch_ups_output_voltage_volts", "UPS output voltage.")
-UPS_LOAD = _def("roomwatch_ups_load_ratio", "UPS output load, 0..1.")
-UPS_BATTERY_AGE = _def("roomwatch_ups_battery_age_seconds", "Time since the UPS battery was installed or last replaced.")
+UPS_BATTERY_CHARGE = _def("roomwatch_ups_battery_charge_ratio", "UPS battery charge, 0..1.", valid=RATIO)
+UPS_BATTERY_RUNTIME = _def("roomwatch_ups_battery_runtime_seconds", "Estimated UPS runtime left on battery, in seconds.",
+                           valid=RUNTIME_RANGE)
+UPS_ON_BATTERY = _def("roomwatch_ups_on_battery", "1 while mains has failed and the UPS runs on battery.", valid=BINARY)
+UPS_BATTERY_LOW = _def("roomwatch_ups_battery_low", "1 when the UPS itself reports low battery.", valid=BINARY)
+UPS_BATTERY_REPLACE = _def("roomwatch_ups_battery_replace_needed", "1 when the UPS asks for a battery replacement.",
+                           valid=BINARY)
+UPS_BATTERY_VOLTAGE = _def("roomwatch_ups_battery_voltage_volts", "UPS battery voltage.", valid=DC_VOLTAGE_RANGE)
+UPS_BATTERY_TEMPERATURE = _def("roomwatch_ups_battery_temperature_celsius", "UPS battery temperature.",
+                               valid=TEMPERATURE_RANGE)
+UPS_INPUT_VOLTAGE = _def("roomwatch_ups_input_voltage_volts", "UPS input (mains) voltage.", valid=AC_VOLTAGE_RANGE)
+UPS_OUTPUT_VOLTAGE = _def("roomwatch_ups_output_voltage_volts", "UPS output voltage.", valid=AC_VOLTAGE_RANGE)
+UPS_LOAD = _def("roomwatch_ups_load_ratio", "UPS output load, 0..1.", valid=LOAD_RANGE)
+UPS_BATTERY_AGE = _def("roomwatch_ups_battery_age_seconds", "Time since the UPS battery was installed or last replaced.",
+                       valid=BATTERY_AGE_RANGE)
 UPS_INFO = _def("roomwatch_ups_info", "UPS identity (manufacturer, model, serial, firmware as labels); always 1.", "info")
 
 # --- UPS: NUT driver additions ----------------------------------------------------
-UPS_TEMPERATURE = _def("roomwatch_ups_temperature_celsius", "UPS internal (cabinet or inverter) temperature.")
+UPS_TEMPERATURE = _def("roomwatch_ups_temperature_celsius", "UPS internal (cabinet or inverter) temperature.",
+                       valid=TEMPERATURE_RANGE)
 UPS_STATUS_FLAG = _def(
     "roomwatch_ups_status_flag", "1 for each status flag the UPS reports now (NUT ups.status tokens: OL, OB, LB, RB, "
-    "BYPASS, CHRG, ...), in label flag; a flag not reported has no series."
+    "BYPASS, CHRG, ...), in label flag; a flag not reported has no series.", valid=BINARY
 )
 
 # --- UPS: self-tests, measured battery health, shutdown sequence (issue 15) --------------------
 UPS_SELF_TEST_IN_PROGRESS = _def(
-    "roomwatch_ups_self_test_in_progress", "1 while the UPS runs a battery self-test (its on-battery is then not an outage).")
+    "roomwatch_ups_self_test_in_progress", "1 while the UPS runs a battery self-test (its on-battery is then not an outage).",
+    valid=BINARY)
 UPS_SELF_TEST_FAILED = _def(
     "roomwatch_ups_self_test_failed", "1 when the UPS's last battery self-test failed, 0 when it passed; absent when the "
-    "UPS has no result.")
+    "UPS has no result.", valid=BINARY)
 UPS_LAST_SELF_TEST = _def(
     "roomwatch_ups_last_self_test_timestamp_seconds", "Unix time the agent last started a scheduled self-test of the UPS.")
 UPS_BATTERY_HEALTH = _def(
@@ -94,33 +142,39 @@ UPS_SHUTDOWN_SEQUENCE = _def(
     "reading to the end of the host's shutdown (confirmation, grace, secondaries' logout, poweroff).")
 
 # --- environment ---------------------------------------------------------------
-TEMPERATURE = _def("roomwatch_temperature_celsius", "Ambient temperature.")
-HUMIDITY = _def("roomwatch_humidity_ratio", "Relative humidity, 0..1.")
-DOOR_OPEN = _def("roomwatch_door_open", "1 when the door is open, 0 when closed.")
-WATER_LEAK = _def("roomwatch_water_leak_detected", "1 when a leak sensor is wet.")
-SMOKE = _def("roomwatch_smoke_detected", "1 when a smoke sensor alarms.")
+TEMPERATURE = _def("roomwatch_temperature_celsius", "Ambient temperature.", valid=TEMPERATURE_RANGE)
+HUMIDITY = _def("roomwatch_humidity_ratio", "Relative humidity, 0..1.", valid=RATIO)
+DOOR_OPEN = _def("roomwatch_door_open", "1 when the door is open, 0 when closed.", valid=BINARY)
+WATER_LEAK = _def("roomwatch_water_leak_detected", "1 when a leak sensor is wet.", valid=BINARY)
+SMOKE = _def("roomwatch_smoke_detected", "1 when a smoke sensor alarms.", valid=BINARY)
 
 # --- dry contacts (SNMP environment monitors: APC, AVTECH Room Alert, HW-group Poseidon) ---
 # A contact input is often wired to something the monitor cannot name (a door reed switch, a
 # leak rope, an air-conditioner alarm relay): report what the device knows, and let the device's
 # `contacts:` option say which contact is a door, a leak or smoke (see docs/snmp.md).
-CONTACT_CLOSED = _def("roomwatch_contact_closed", "1 when a dry-contact input is closed, 0 when open.")
+CONTACT_CLOSED = _def("roomwatch_contact_closed", "1 when a dry-contact input is closed, 0 when open.", valid=BINARY)
 CONTACT_ALARM = _def(
-    "roomwatch_contact_alarm", "1 when a dry-contact input is in the state its device calls alarm, 0 when normal."
-)
+    "roomwatch_contact_alarm", "1 when a dry-contact input is in the state its device calls alarm, 0 when normal.",
+    valid=BINARY)
 
 # --- device health (the agent adds these for every device) -----------------------
 DEVICE_UP = _def("roomwatch_device_up", "1 when the last poll or message of the device succeeded in time.", health=True)
 DEVICE_POLL_DURATION = _def("roomwatch_device_poll_duration_seconds", "Duration of the device's last poll.", health=True)
 DEVICE_POLL_ERRORS = _def("roomwatch_device_poll_errors_total", "Polls of the device that failed or timed out.", "counter",
                           health=True)
+DEVICE_READINGS_DROPPED = _def(
+    "roomwatch_device_readings_dropped_total",
+    "Readings of the device left out as implausible, by metric and reason (out_of_range: outside the "
+    "quantity's physical range; sentinel: a value the device's profile calls \"no reading\"; invalid: not a "
+    "number).", "counter", health=True)
 DEVICE_POLL_SKIPPED = _def(
     "roomwatch_device_poll_skipped_total", "Polls skipped because the previous poll of the device was still running.", "counter",
     health=True,
 )
 
 # --- host (psutil) -------------------------------------------------------------------
-HOST_CPU_USAGE = _def("roomwatch_host_cpu_usage_ratio", "Share of CPU time not idle since the previous poll, 0..1.")
+HOST_CPU_USAGE = _def("roomwatch_host_cpu_usage_ratio", "Share of CPU time not idle since the previous poll, 0..1.",
+                      valid=RATIO)
 HOST_CPU_COUNT = _def("roomwatch_host_cpus", "Number of logical CPUs.")
 HOST_LOAD1 = _def("roomwatch_host_load1", "1-minute load average.")
 HOST_LOAD5 = _def("roomwatch_host_load5", "5-minute load average.")
@@ -134,7 +188,8 @@ HOST_NET_RX = _def("roomwatch_host_network_receive_bytes_total", "Bytes received
 HOST_NET_TX = _def("roomwatch_host_network_transmit_bytes_total", "Bytes sent by the interface.", "counter")
 HOST_NET_RX_ERR = _def("roomwatch_host_network_receive_errors_total", "Receive errors on the interface.", "counter")
 HOST_NET_TX_ERR = _def("roomwatch_host_network_transmit_errors_total", "Transmit errors on the interface.", "counter")
-HOST_HW_TEMPERATURE = _def("roomwatch_host_hardware_temperature_celsius", "Hardware sensor temperature (CPU, board, disk).")
+HOST_HW_TEMPERATURE = _def("roomwatch_host_hardware_temperature_celsius", "Hardware sensor temperature (CPU, board, disk).",
+                           valid=HOST_TEMPERATURE_RANGE)
 HOST_BOOT_TIME = _def("roomwatch_host_boot_time_seconds", "Unix time the host booted.")
 
 # --- agent self-monitoring ----------------------------------------------------------------
@@ -252,10 +307,12 @@ STATE_EVENTS: dict[str, tuple[str, str]] = {
 }
 
 # --- room sensors: the sensor's own state, and MQTT ingest health (issue 4) ---------------
-SENSOR_BATTERY = _def("roomwatch_sensor_battery_ratio", "Battery level the sensor reports, 0..1.")
+SENSOR_BATTERY = _def("roomwatch_sensor_battery_ratio", "Battery level the sensor reports, 0..1.", valid=RATIO)
 SENSOR_LINK_QUALITY = _def(
-    "roomwatch_sensor_link_quality", "Radio link quality the sensor reports (Zigbee LQI, 0..255; higher is better).")
-SENSOR_SIGNAL = _def("roomwatch_sensor_signal_strength_dbm", "Wi-Fi signal strength the sensor reports (RSSI), in dBm.")
+    "roomwatch_sensor_link_quality", "Radio link quality the sensor reports (Zigbee LQI, 0..255; higher is better).",
+    valid=(0.0, 255.0))
+SENSOR_SIGNAL = _def("roomwatch_sensor_signal_strength_dbm", "Wi-Fi signal strength the sensor reports (RSSI), in dBm.",
+                     valid=(-130.0, 0.0))
 MQTT_MESSAGES = _def("roomwatch_mqtt_messages_total",
                      "MQTT messages received for the device, by result (ok, ignored, invalid, availability).",
                      "counter", health=True)
