@@ -83,7 +83,10 @@ fi
 py_ok() { "$1" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; }
 if [ -z "$root" ]; then
   if [ -z "$python" ]; then
-    for c in python3.13 python3.12 python3.11 /usr/bin/python3 python3; do
+    # The system's interpreters first: the service user must be able to run the venv's Python
+    # (one under /root, e.g. pyenv's, is not readable by it).
+    for c in /usr/bin/python3.13 /usr/bin/python3.12 /usr/bin/python3.11 /usr/bin/python3 \
+             /usr/local/bin/python3.13 /usr/local/bin/python3.12 /usr/local/bin/python3.11 python3.13 python3.12 python3.11 python3; do
       if command -v "$c" >/dev/null && py_ok "$c"; then python="$(command -v "$c")"; break; fi
     done
   fi
@@ -110,7 +113,8 @@ if [ -z "$root" ]; then
       pipwhl="$(ls "$wheels"/pip-*.whl | head -n1)"
       pip=("$prefix/bin/python" "$pipwhl/pip")  # pip runs from its own wheel to install itself
     fi
-    PIP_CONFIG_FILE=/dev/null "${pip[@]}" install -q --disable-pip-version-check --no-index --find-links "$wheels" \
+    env -u PIP_FIND_LINKS -u PIP_INDEX_URL -u PIP_EXTRA_INDEX_URL -u PIP_CONSTRAINT PIP_CONFIG_FILE=/dev/null \
+        "${pip[@]}" install -q --disable-pip-version-check --no-index --find-links "$wheels" \
         --upgrade pip "roomwatch$extras"
   else
     say "installing roomwatch from $source into $prefix"
