@@ -118,6 +118,12 @@ def cmd_gen_token(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_setup(args: argparse.Namespace) -> int:
+    from roomwatch.setup import run_setup
+
+    return run_setup(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="roomwatch",
@@ -165,6 +171,16 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Print a random agent token and the sha256 hash for the collector's agents list.")
     p.set_defaults(func=cmd_gen_token)
 
+    from roomwatch.setup import add_arguments as setup_arguments
+
+    p = sub.add_parser("setup", help="first run: a few questions, working config files, a test message",
+                       description="First-run setup in plain words (zh-CN or English): the role of this machine, site "
+                                   "and room, the collector's address, one notification channel; writes the files "
+                                   "(generated token, private secrets), checks them and sends a test message. Every "
+                                   "question can be answered by an option; --yes never asks (for scripts).")
+    setup_arguments(p)
+    p.set_defaults(func=cmd_setup)
+
     for name, (help_text, add_args, run) in EXTRA_COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         add_args(p)
@@ -174,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 #: Commands owned by other packages (they add themselves to EXTRA_COMMANDS when imported).
 EXTRA_MODULES = {"test-alert": "alerts.cli", "hash-password": "alerts.cli", "report": "collector.report.cli"}
-CORE_COMMANDS = frozenset({"agent", "collector", "demo", "check-config", "gen-token"})
+CORE_COMMANDS = frozenset({"agent", "collector", "demo", "check-config", "gen-token", "setup"})
 
 
 def _load_extra_commands(argv: Sequence[str]) -> None:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import io
 import os
 import re
 import shutil
@@ -168,7 +167,8 @@ def system_root(root: Path, tree: Path, unit_dir: str, udev_dir: str) -> None:
         _write(root / unit_dir.lstrip("/") / unit, text)
     shutil.copy2(tree / "systemd/polkit/50-roomwatch-poweroff.rules",
                  _mkparent(root / "usr/share/polkit-1/rules.d/50-roomwatch-poweroff.rules"))
-    shutil.copy2(tree / "systemd/udev/60-roomwatch-gpio.rules", _mkparent(root / udev_dir.lstrip("/") / "60-roomwatch-gpio.rules"))
+    shutil.copy2(tree / "systemd/udev/60-roomwatch-gpio.rules",
+                 _mkparent(root / udev_dir.lstrip("/") / "60-roomwatch-gpio.rules"))
     for name in ("agent.example.yaml", "collector.example.yaml"):
         shutil.copy2(tree / "config" / name, _mkparent(root / "etc/roomwatch" / name))
     doc = root / "usr/share/doc/roomwatch"
@@ -196,7 +196,7 @@ def build_deb(tree: Path, version: str, arch: str, out: Path, work: Path) -> Pat
     _write(control / "conffiles", "\n".join(conffiles) + "\n")
     for script in ("postinst", "prerm", "postrm"):
         _write(control / script, (PKG / "debian" / script).read_text(), 0o755)
-    sums = [f"{hashlib.md5(p.read_bytes()).hexdigest()}  {p.relative_to(root)}"  # noqa: S324 - dpkg's format
+    sums = [f"{hashlib.md5(p.read_bytes()).hexdigest()}  {p.relative_to(root)}"
             for p in sorted(root.rglob("*")) if p.is_file() and "DEBIAN" not in p.parts]
     _write(control / "md5sums", "\n".join(sums) + "\n")
     path = out / f"roomwatch_{version}-1_{deb_arch}.deb"
