@@ -2,7 +2,7 @@
 
 Each action type is a config model with ``type: Literal[...]`` and a class built
 with ``(config, agent)`` that watches readings through ``Agent.observers``, so
-actions work without the collector. Types so far: ``shutdown`` (:mod:`agent.shutdown`).
+actions work without the collector. Types so far: ``shutdown`` (:mod:`roomwatch.agent.shutdown`).
 Adding a type adds one row to :data:`ACTION_TYPES`.
 """
 
@@ -13,7 +13,7 @@ from typing import Annotated, Any, Union
 
 from pydantic import Field
 
-from agent.shutdown import ShutdownAction, ShutdownActionConfig
+from roomwatch.agent.shutdown import ShutdownAction, ShutdownActionConfig
 
 __all__ = ["ACTION_TYPES", "ActionEntry", "build_actions", "check_actions"]
 

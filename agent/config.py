@@ -10,12 +10,10 @@ from typing import Annotated, Any
 from pydantic import Field, PlainValidator, ValidationError, field_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-import drivers
-from agent.actions import ActionEntry, check_actions
-from agent.fallback import FallbackConfig
-from drivers.base import DeviceConfig
-from drivers.host import HostConfig
-from roomwatch.configbase import (
+from roomwatch import drivers
+from roomwatch.agent.actions import ActionEntry, check_actions
+from roomwatch.agent.fallback import FallbackConfig
+from roomwatch.core.configbase import (
     ByteSize,
     Duration,
     HostPort,
@@ -24,7 +22,9 @@ from roomwatch.configbase import (
     Secret,
     load_model,
 )
-from roomwatch.tls import ClientTLS
+from roomwatch.core.tls import ClientTLS
+from roomwatch.drivers.base import DeviceConfig
+from roomwatch.drivers.host import HostConfig
 
 __all__ = ["AgentConfig", "load_agent_config"]
 

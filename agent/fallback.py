@@ -29,13 +29,13 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, TypeAdapter
 
-from drivers import vocabulary as v
-from roomwatch.configbase import Duration, Model
-from roomwatch.notice import EVENT_TYPE, notice_event
-from roomwatch.wire import Batch, EventRecord, SampleRecord
+from roomwatch.core import vocabulary as v
+from roomwatch.core.configbase import Duration, Model
+from roomwatch.core.notice import EVENT_TYPE, notice_event
+from roomwatch.core.wire import Batch, EventRecord, SampleRecord
 
 if TYPE_CHECKING:
-    from agent.runtime import Agent, DeviceRunner
+    from roomwatch.agent.runtime import Agent, DeviceRunner
 
 __all__ = ["EVENT_TYPE", "FallbackAlerter", "FallbackConfig"]
 
@@ -65,14 +65,14 @@ class FallbackConfig(Model):
 
     def channel_models(self) -> list[Any]:
         """Validate the channel entries with the alerting package's models (imported only when used)."""
-        from alerts.config import ChannelEntry
+        from roomwatch.channels.config import ChannelEntry
 
         adapter: TypeAdapter[Any] = TypeAdapter(ChannelEntry)
         return [adapter.validate_python(c) for c in self.channels]
 
     def secret_values(self) -> list[str]:
         """Secrets of the channel entries (PINs, API keys), for log redaction."""
-        from roomwatch.configbase import iter_secret_values
+        from roomwatch.core.configbase import iter_secret_values
 
         out: list[str] = []
         for model in self.channel_models():
@@ -85,7 +85,7 @@ class FallbackConfig(Model):
         problems: list[tuple[tuple[Any, ...], str]] = []
         for i, entry in enumerate(self.channels):
             try:
-                from alerts.config import ChannelEntry
+                from roomwatch.channels.config import ChannelEntry
 
                 TypeAdapter(ChannelEntry).validate_python(entry)
             except ValidationError as exc:
@@ -119,7 +119,7 @@ class FallbackAlerter:
     """Watches readings (an :attr:`Agent.observers` hook) and alerts locally while the link is down."""
 
     def __init__(self, config: FallbackConfig, agent: Agent):
-        from alerts.channels.base import get_channel_type
+        from roomwatch.channels.base import get_channel_type
 
         self.config = config
         self.agent = agent
@@ -245,7 +245,7 @@ class FallbackAlerter:
         limit) keeps that progress with the condition: the next check sends only to the others,
         after the service's retry delay, and the collector is told at once (the first recipient
         reached), so it does not notify people again."""
-        from alerts.channels.base import PROGRESS, AlertItem, Notification, Outcome
+        from roomwatch.channels.base import PROGRESS, AlertItem, Notification, Outcome
 
         title, text = self._text(cond, status, offline)
         labels = {**cond.labels, "alertname": cond.alertname, "severity": "critical"}

@@ -16,7 +16,7 @@ from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from roomwatch.exposition import negotiate, render
+from roomwatch.core.exposition import negotiate, render
 
 __all__ = ["AgentHTTP"]
 
@@ -34,7 +34,7 @@ class _QuietHandler(WSGIRequestHandler):
 
 
 class AgentHTTP:
-    """Serves a running :class:`agent.runtime.Agent` on ``host:port``."""
+    """Serves a running :class:`roomwatch.agent.runtime.Agent` on ``host:port``."""
 
     def __init__(self, agent: Any, host: str, port: int):
         self.agent = agent

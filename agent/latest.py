@@ -10,9 +10,9 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable
 
-from drivers.vocabulary import describe
-from roomwatch.exposition import Family, render_labels
-from roomwatch.wire import SampleRecord
+from roomwatch.core.exposition import Family, render_labels
+from roomwatch.core.vocabulary import describe
+from roomwatch.core.wire import SampleRecord
 
 __all__ = ["LatestValues"]
 

@@ -7,9 +7,9 @@ import logging
 import signal
 import sys
 
-from roomwatch.configbase import ConfigError, iter_secret_values, parse_hostport
-from roomwatch.logsetup import setup_logging
-from roomwatch.sdnotify import Notifier
+from roomwatch.core.configbase import ConfigError, iter_secret_values, parse_hostport
+from roomwatch.core.logsetup import setup_logging
+from roomwatch.core.sdnotify import Notifier
 
 __all__ = ["main", "serve"]
 
@@ -18,14 +18,14 @@ log = logging.getLogger("roomwatch.agent")
 
 async def serve(config_path: str) -> int:
     """Run the agent of ``config_path`` until a stop signal; return the exit code."""
-    from agent.config import load_agent_config
-    from agent.http import AgentHTTP
-    from agent.runtime import Agent
+    from roomwatch.agent.config import load_agent_config
+    from roomwatch.agent.http import AgentHTTP
+    from roomwatch.agent.runtime import Agent
 
     cfg = load_agent_config(config_path)
     secrets = list(iter_secret_values(cfg)) + (cfg.fallback.secret_values() if cfg.fallback is not None else [])
     setup_logging(cfg.agent.log_level, secrets=secrets)
-    from agent.spool import SpoolError
+    from roomwatch.agent.spool import SpoolError
 
     try:
         agent = Agent(cfg)

@@ -11,8 +11,8 @@ import logging
 from collections import deque
 from typing import Protocol
 
-from roomwatch.notice import carries_notice
-from roomwatch.wire import Batch
+from roomwatch.core.notice import carries_notice
+from roomwatch.core.wire import Batch
 
 __all__ = ["MemoryOutbox", "Outbox"]
 

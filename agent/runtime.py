@@ -15,16 +15,16 @@ import time
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any, TypeVar
 
-from agent.actions import build_actions
-from agent.config import AgentConfig
-from agent.latest import LatestValues
-from agent.push import Pusher
-from agent.spool import open_outbox, spool_samples
-from drivers import vocabulary as v
-from drivers.base import DeviceConfig, Driver, Event, Reading
-from drivers.registry import get as get_driver
 from roomwatch import __version__
-from roomwatch.wire import EventRecord, SampleRecord
+from roomwatch.agent.actions import build_actions
+from roomwatch.agent.config import AgentConfig
+from roomwatch.agent.latest import LatestValues
+from roomwatch.agent.push import Pusher
+from roomwatch.agent.spool import open_outbox, spool_samples
+from roomwatch.core import vocabulary as v
+from roomwatch.core.wire import EventRecord, SampleRecord
+from roomwatch.drivers.base import DeviceConfig, Driver, Event, Reading
+from roomwatch.drivers.registry import get as get_driver
 
 __all__ = ["Agent", "DeviceRunner"]
 
@@ -65,7 +65,7 @@ class DeviceRunner:
 
 
 class _DriverContext:
-    """What a driver sees of the agent (see :class:`drivers.base.Context`)."""
+    """What a driver sees of the agent (see :class:`roomwatch.drivers.base.Context`)."""
 
     def __init__(self, agent: Agent, runner_name: str):
         self._agent = agent
@@ -103,7 +103,7 @@ class Agent:
             self.pusher = Pusher(a.id, config.collector, outbox=open_outbox(config), extra_samples=self._self_samples)
         self.fallback: Any = None
         if config.fallback is not None:
-            from agent.fallback import FallbackAlerter
+            from roomwatch.agent.fallback import FallbackAlerter
 
             self.fallback = FallbackAlerter(config.fallback, self)
             self.observers.append(self.fallback.observe)

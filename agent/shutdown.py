@@ -30,9 +30,9 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from drivers import vocabulary as v
-from roomwatch.configbase import Duration, Model, format_duration
-from roomwatch.wire import EventRecord, SampleRecord
+from roomwatch.core import vocabulary as v
+from roomwatch.core.configbase import Duration, Model, format_duration
+from roomwatch.core.wire import EventRecord, SampleRecord
 
 __all__ = ["ShutdownAction", "ShutdownActionConfig", "ShutdownLogic"]
 

@@ -37,13 +37,13 @@ such drop is counted per reason and kind (``dropped``, persisted in ``meta``)
 and logged.
 
 Disk full or I/O error: a batch SQLite refuses is held in RAM, compressed and
-bounded (:mod:`agent.spool_hold`; at the bound the same policy as the cap,
+bounded (:mod:`roomwatch.agent.spool_hold`; at the bound the same policy as the cap,
 counted as ``unwritable``); every later :meth:`Spool.put` tries the disk again
 and moves what is held onto it in one transaction. A deletion the disk refuses
 is remembered (the batch is never offered again) and done with that write.
 
 ``seq`` stays increasing across restarts: the highest seq ever stored is kept
-in the ``meta`` table and :class:`agent.push.Pusher` starts above it.
+in the ``meta`` table and :class:`roomwatch.agent.push.Pusher` starts above it.
 """
 
 from __future__ import annotations
@@ -59,20 +59,20 @@ import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agent.spool_hold import Entry, Hold, decode_body, encode_body, span
-from drivers import vocabulary as v
-from roomwatch.storeversion import apply_migrations, too_new_message
-from roomwatch.wire import Batch, SampleRecord, WireError
+from roomwatch.agent.spool_hold import Entry, Hold, decode_body, encode_body, span
+from roomwatch.core import vocabulary as v
+from roomwatch.core.storeversion import apply_migrations, too_new_message
+from roomwatch.core.wire import Batch, SampleRecord, WireError
 
 if TYPE_CHECKING:
-    from agent.config import AgentConfig
+    from roomwatch.agent.config import AgentConfig
 
 __all__ = ["DROP_REASONS", "Spool", "SpoolError", "open_outbox", "spool_samples"]
 
 log = logging.getLogger("roomwatch.agent.spool")
 
 #: The spool's schema, one script per version (``PRAGMA user_version``); append a migration, never
-#: edit one (roomwatch/storeversion.py). 1: the first release; 2: batch priority (fallback notices).
+#: edit one (roomwatch/core/storeversion.py). 1: the first release; 2: batch priority (fallback notices).
 MIGRATIONS = [
     """CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS batches (
@@ -106,7 +106,7 @@ class SpoolError(Exception):
 
 
 class Spool:
-    """SQLite outbox implementing :class:`agent.outbox.Outbox`; ``path=":memory:"`` keeps it in RAM."""
+    """SQLite outbox implementing :class:`roomwatch.agent.outbox.Outbox`; ``path=":memory:"`` keeps it in RAM."""
 
     def __init__(self, path: str, agent_id: str = "", max_bytes: int = 100 * 2**20, backlog_rate: float = 0.0,
                  fresh_window: float = 30.0, max_samples: int | None = None, fallback_max_records: int = 100_000):
@@ -230,7 +230,7 @@ class Spool:
     def put(self, batch: Batch) -> None:
         """Commit ``batch`` (fsync'ed) before it is pushed; enforce the size cap in the same transaction.
 
-        When SQLite cannot write, the batch is held in RAM (bounded, see :mod:`agent.spool_hold`) and
+        When SQLite cannot write, the batch is held in RAM (bounded, see :mod:`roomwatch.agent.spool_hold`) and
         every later ``put`` tries the disk again, moving what is held onto it once it works.
         """
         entry = Entry.of(batch)

@@ -6,7 +6,7 @@ delivery order needs. :class:`Hold` keeps entries in memory while SQLite refuses
 Python objects, and bounded, because the agent must keep monitoring within its memory budget
 however long the disk stays full. At the bound it drops by the same policy as the spool's
 size cap (oldest plain batches, then the samples of event batches, events last, never the
-newest) and reports what it dropped; :class:`agent.spool.Spool` counts and logs it.
+newest) and reports what it dropped; :class:`roomwatch.agent.spool.Spool` counts and logs it.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import time
 import zlib
 from dataclasses import dataclass
 
-from roomwatch.notice import carries_notice
-from roomwatch.wire import Batch, WireError, decode_batch, encode_batch
+from roomwatch.core.notice import carries_notice
+from roomwatch.core.wire import Batch, WireError, decode_batch, encode_batch
 
 __all__ = ["Entry", "Hold", "decode_body", "encode_body", "span"]
 

@@ -9,25 +9,35 @@
 | ``DELETE /api/v1/silences/{id}`` (or ``?id=``) | expire a silence (login) |
 | ``GET /api/v1/alerts/history?since=&until=`` | past episodes (for reports) |
 
-Importing this module adds the alert service to every collector app built by
-:func:`collector.http.create_app` (through ``ROUTE_HOOKS``).
+The collector's composition root (:func:`roomwatch.collector.main.build_app`)
+adds these routes with :func:`add_routes`, handing in the alert service and the
+check that names the logged-in user of a mutating request (the collector's login);
+this module knows nothing else of the collector.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 
-from alerts.service import AckError, AlertService
-from alerts.silences import SilenceError
-from collector.http import ROUTE_HOOKS
-from collector.webauth import require_user
+from roomwatch.alerts.service import AckError, AlertService
+from roomwatch.alerts.silences import SilenceError
 
-__all__ = ["ALERTS_KEY", "install"]
+__all__ = ["ALERTS_KEY", "RequireUser", "add_routes"]
+
+#: The user of a mutating request, or an HTTP error raised (401 not logged in, 403 CSRF, 429 throttled).
+RequireUser = Callable[[web.Request], Awaitable[str]]
 
 ALERTS_KEY = web.AppKey("alerts", AlertService)
+USER_KEY: web.AppKey[RequireUser] = web.AppKey("alerts_require_user")
+
+
+async def require_user(request: web.Request) -> str:
+    return await request.app[USER_KEY](request)
+
 MAX_BODY = 64 * 1024
 
 
@@ -124,19 +134,10 @@ async def delete_silence(request: web.Request) -> web.Response:
     return web.json_response({"silence": s.to_json(svc.clock())})
 
 
-def install(app: web.Application, collector: Any) -> None:
-    """ROUTE_HOOKS entry: start the alert service with the app, add its routes."""
-    svc = AlertService(collector)
+def add_routes(app: web.Application, svc: AlertService, user_of: RequireUser) -> None:
+    """The alerts and silences API of ``svc``; changes need the user ``user_of`` names."""
     app[ALERTS_KEY] = svc
-
-    async def start(_app: web.Application) -> None:
-        await svc.start()
-
-    async def stop(_app: web.Application) -> None:
-        await svc.stop()
-
-    app.on_startup.append(start)
-    app.on_cleanup.append(stop)
+    app[USER_KEY] = user_of
     app.router.add_get("/api/v1/alerts", get_alerts)
     app.router.add_get("/api/v1/alerts/history", alert_history)
     app.router.add_post("/api/v1/alerts/{id}/ack", ack_alert)
@@ -145,6 +146,3 @@ def install(app: web.Application, collector: Any) -> None:
     app.router.add_delete("/api/v1/silences", delete_silence)
     app.router.add_delete("/api/v1/silences/{id}", delete_silence)
 
-
-if install not in ROUTE_HOOKS:
-    ROUTE_HOOKS.append(install)

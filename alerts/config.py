@@ -1,9 +1,7 @@
-"""Config schema of the alerting side of the collector: rules, channels, routes, alert settings.
+"""Config schema of the alerting side of the collector: rules, routes, alert settings.
 
-Channel types are a discriminated union on ``type`` built from the channel
-registry (:mod:`alerts.channels.all` imports every channel module); the union
-is built on first use of :data:`ChannelEntry`, so channel modules may import
-:class:`ChannelBase` from here without an import cycle.
+The channels' own schema (one model per channel type) lives with the channels, in
+:mod:`roomwatch.channels.config`.
 """
 
 from __future__ import annotations
@@ -11,66 +9,19 @@ from __future__ import annotations
 import datetime as dt
 import glob
 import re
-from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import AfterValidator, BeforeValidator, Field, PrivateAttr, field_validator, model_validator
 
-from alerts.conditions import check_hysteresis, parse_expr
-from alerts.matchers import parse_matcher
-from roomwatch.configbase import Duration, Model, TimeZoneName
+from roomwatch.alerts.conditions import check_hysteresis, parse_expr
+from roomwatch.alerts.matchers import parse_matcher
+from roomwatch.core.configbase import Duration, Model, TimeZoneName
 
-__all__ = ["AlertsConfig", "ChannelBase", "ChannelEntry", "InhibitRuleConfig", "RouteConfig", "RouteLevel",
-           "RuleConfig", "RuleOverride", "RulesConfig", "WebhookChannel", "WorkingHoursConfig", "alerting_checks"]
+__all__ = ["AlertsConfig", "InhibitRuleConfig", "RouteConfig", "RouteLevel",
+           "RuleConfig", "RuleOverride", "RulesConfig", "WorkingHoursConfig", "alerting_checks"]
 
 Language = Literal["zh-CN", "en"]
 Severity = Literal["info", "warning", "critical"]
-
-
-# ------------------------------------------------------------------ channels
-
-
-class ChannelBase(Model):
-    """Options every notification channel has."""
-
-    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    type: str
-    send_resolved: bool = True
-    timeout: Duration = Field(default=10.0, gt=0)
-
-
-_UNION: Any = None
-
-
-def _channel_union() -> Any:
-    """The discriminated union of every registered channel's config model (built once)."""
-    global _UNION
-    if _UNION is None:
-        import alerts.channels.all  # noqa: F401 - registers the channel types
-        from alerts.channels.base import channel_types
-
-        models = tuple(cls.config_model for _, cls in sorted(channel_types().items()))
-        _UNION = models[0] if len(models) == 1 else Annotated[Union[models], Field(discriminator="type")]  # noqa: UP007
-    return _UNION
-
-
-def __getattr__(name: str) -> Any:  # PEP 562: lazy names that need the channel registry
-    if name == "ChannelEntry":
-        return _channel_union()
-    if name == "CHANNEL_MODELS":
-        import alerts.channels.all  # noqa: F401
-        from alerts.channels.base import channel_types
-
-        return tuple(cls.config_model for _, cls in sorted(channel_types().items()))
-    if name == "WebhookChannel":
-        from alerts.channels.webhook import WebhookChannel
-
-        return WebhookChannel
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-if TYPE_CHECKING:
-    ChannelEntry = ChannelBase
-    from alerts.channels.webhook import WebhookChannel
 
 
 # ------------------------------------------------------------------ shared types
@@ -233,7 +184,7 @@ class RulesConfig(Model):
     @model_validator(mode="after")
     def _load_files(self) -> RulesConfig:
         """Read rule files now, so check-config reports their problems with file and line."""
-        from alerts.rules import load_rule_file  # reads YAML; kept out of module import
+        from roomwatch.alerts.rules import load_rule_file  # reads YAML; kept out of module import
 
         problems: list[str] = []
         loaded: list[tuple[str, int, RuleConfig]] = []
@@ -329,7 +280,7 @@ class RouteConfig(Model):
 
 def alerting_checks(cfg: Any) -> list[tuple[tuple[Any, ...], str]]:
     """Cross-section checks of a collector config (channels named in routes, overrides of known rules)."""
-    from alerts.rules import default_rule_names, override_problems
+    from roomwatch.alerts.rules import default_rule_names, override_problems
 
     problems: list[tuple[tuple[Any, ...], str]] = []
     names = {c.name for c in cfg.channels}

@@ -29,10 +29,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from alerts.channels.base import Channel
-from alerts.config import RouteConfig
-from alerts.matchers import Matcher, parse_matchers
-from alerts.model import FIRING, RESOLVED, Alert
+from roomwatch.alerts.config import RouteConfig
+from roomwatch.alerts.matchers import Matcher, parse_matchers
+from roomwatch.alerts.model import FIRING, RESOLVED, Alert
+from roomwatch.channels.base import Channel
 
 __all__ = ["Dispatcher", "Group", "Route"]
 

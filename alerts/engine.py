@@ -34,13 +34,13 @@ import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from alerts.model import FIRING, PENDING, RESOLVED, Alert, fingerprint
-from alerts.rules import Rule
-from alerts.timewindow import WorkingHours
-from drivers.vocabulary import STATE_EVENTS
-from roomwatch.interning import label_pairs, string
-from roomwatch.interning import labels as interned_labels
-from roomwatch.wire import EventRecord, SampleRecord
+from roomwatch.alerts.model import FIRING, PENDING, RESOLVED, Alert, fingerprint
+from roomwatch.alerts.rules import Rule
+from roomwatch.alerts.timewindow import WorkingHours
+from roomwatch.core.interning import label_pairs, string
+from roomwatch.core.interning import labels as interned_labels
+from roomwatch.core.vocabulary import STATE_EVENTS
+from roomwatch.core.wire import EventRecord, SampleRecord
 
 __all__ = ["RuleEngine", "SeriesState"]
 

@@ -5,7 +5,7 @@ through a GSM modem, ``agent/fallback.py``) and pushes a notice for each message
 answers again (format and matching rule: ``roomwatch/notice.py``). Here:
 
 * a ``firing`` notice marks the matching alert episode as already notified: the level-0 channels
-  of its routes count as told at the notice's time (:meth:`alerts.dispatch.Dispatcher.mark_told`),
+  of its routes count as told at the notice's time (:meth:`roomwatch.alerts.dispatch.Dispatcher.mark_told`),
   so they do not send it again; repeats, escalation and the resolution then follow from that
   time as for any alert;
 * a ``resolved`` notice marks that episode's end as told too: no channel sends the resolution;
@@ -25,10 +25,10 @@ from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from alerts.model import FIRING, PENDING, RESOLVED, Alert
-from alerts.timewindow import format_time
-from roomwatch.notice import EPISODE_SLACK, Identity, Notice, covers, identity, parse_notice
-from roomwatch.wire import EventRecord
+from roomwatch.alerts.model import FIRING, PENDING, RESOLVED, Alert
+from roomwatch.alerts.timewindow import format_time
+from roomwatch.core.notice import EPISODE_SLACK, Identity, Notice, covers, identity, parse_notice
+from roomwatch.core.wire import EventRecord
 
 __all__ = ["KEEP", "FallbackNotices", "note"]
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import NamedTuple
 
-from alerts.model import FIRING, Alert
-from alerts.rules import InhibitRule
+from roomwatch.alerts.model import FIRING, Alert
+from roomwatch.alerts.rules import InhibitRule
 
 __all__ = ["Inhibitor"]
 

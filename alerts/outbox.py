@@ -34,7 +34,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from alerts.channels.base import PROGRESS, AlertItem, Channel, Notification, Outcome, SendResult, remember_progress
+from roomwatch.channels.base import PROGRESS, AlertItem, Channel, Notification, Outcome, SendResult, remember_progress
 
 __all__ = ["ChannelStatus", "Outbox", "notification_from_json", "notification_to_json"]
 

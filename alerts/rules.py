@@ -15,10 +15,10 @@ from typing import Any
 
 from pydantic import Field, ValidationError
 
-from alerts.conditions import Expr, parse_expr
-from alerts.config import InhibitRuleConfig, RuleConfig, RulesConfig
-from alerts.matchers import Matcher, parse_matcher, parse_matchers
-from roomwatch.configbase import ConfigError, Model, load_model, load_yaml
+from roomwatch.alerts.conditions import Expr, parse_expr
+from roomwatch.alerts.config import InhibitRuleConfig, RuleConfig, RulesConfig
+from roomwatch.alerts.matchers import Matcher, parse_matcher, parse_matchers
+from roomwatch.core.configbase import ConfigError, Model, load_model, load_yaml
 
 __all__ = ["Cond", "InhibitRule", "Rule", "compile_rules", "default_inhibit_rules", "default_rule_names",
            "load_rule_file", "override_problems", "rule_configs"]

@@ -1,11 +1,14 @@
-"""The alerting service inside the collector: engine + store + dispatcher + outbox, wired to :class:`Collector`.
+"""The alerting service inside the collector: engine + store + dispatcher + outbox.
 
-* ``Collector.listeners``: every accepted batch is evaluated in the ingest call;
+The collector's composition root (:func:`roomwatch.collector.main.build_alert_service`)
+connects it to the collector:
+
+* :meth:`AlertService.on_ingest` as an ingest listener: every accepted batch is evaluated in the ingest call;
   alerts that fire are routed and queued before the push is answered.
 * a timer (``rules.evaluation_interval``) feeds ``roomwatch_agent_up`` and
   ``roomwatch_notification_channel_up``, promotes ``for`` alerts, resolves
   silent series and flushes groups whose interval is up.
-* ``Collector.family_sources``: ``roomwatch_alerts`` and notification metrics on /metrics.
+* :meth:`AlertService.families` as a metrics source: ``roomwatch_alerts`` and notification metrics on /metrics.
 
 The clock is injected, so tests drive time.
 """
@@ -22,21 +25,21 @@ from collections.abc import Callable
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from alerts.channels.base import AlertItem, Channel, Notification, get_channel_type
-from alerts.dispatch import Dispatcher, Outgoing
-from alerts.engine import RuleEngine
-from alerts.fallback import FallbackNotices, note
-from alerts.inhibit import Inhibitor
-from alerts.model import FIRING, Alert
-from alerts.outbox import Outbox
-from alerts.rules import compile_inhibit_rules, compile_rules
-from alerts.silences import Silence, SilenceStore
-from alerts.store import AlertStore
-from alerts.templates import AlertView, ack_url, format_expr, format_value, render_annotations, render_notification
-from alerts.timewindow import WorkingHours
-from drivers import vocabulary as v
-from roomwatch.configbase import parse_hostport
-from roomwatch.exposition import Family, render_labels
+from roomwatch.alerts.dispatch import Dispatcher, Outgoing
+from roomwatch.alerts.engine import RuleEngine
+from roomwatch.alerts.fallback import FallbackNotices, note
+from roomwatch.alerts.inhibit import Inhibitor
+from roomwatch.alerts.model import FIRING, Alert
+from roomwatch.alerts.outbox import Outbox
+from roomwatch.alerts.rules import compile_inhibit_rules, compile_rules
+from roomwatch.alerts.silences import Silence, SilenceStore
+from roomwatch.alerts.store import AlertStore
+from roomwatch.alerts.templates import AlertView, ack_url, format_expr, format_value, render_annotations, render_notification
+from roomwatch.alerts.timewindow import WorkingHours
+from roomwatch.channels.base import AlertItem, Channel, Notification, get_channel_type
+from roomwatch.core import vocabulary as v
+from roomwatch.core.configbase import parse_hostport
+from roomwatch.core.exposition import Family, render_labels
 
 __all__ = ["AckError", "AlertService", "build_channels"]
 
@@ -48,7 +51,7 @@ PURGE_EVERY = 3600.0
 
 def build_channels(configs: list[Any]) -> dict[str, Channel]:
     """One channel instance per configured channel."""
-    import alerts.channels.all  # noqa: F401 - registers the types
+    import roomwatch.channels.all  # noqa: F401 - registers the types
 
     return {c.name: get_channel_type(c.type)(c) for c in configs}
 
@@ -105,8 +108,6 @@ class AlertService:
         self._timer_task: asyncio.Task[None] | None = None
         self._flush_handle: asyncio.TimerHandle | None = None
         self._restore()
-        collector.listeners.append(self.on_ingest)
-        collector.family_sources.append(self.families)
 
     # -- wiring -----------------------------------------------------------------------
     def _restore(self) -> None:

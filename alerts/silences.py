@@ -16,8 +16,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from alerts.matchers import Matcher, parse_matcher
-from roomwatch.configbase import parse_duration
+from roomwatch.alerts.matchers import Matcher, parse_matcher
+from roomwatch.core.configbase import parse_duration
 
 __all__ = ["Silence", "SilenceError", "SilenceStore", "parse_time"]
 

@@ -15,8 +15,8 @@ import sqlite3
 from collections.abc import Iterator
 from typing import Any
 
-from alerts.model import Alert
-from collector.db import ensure_schema, open_db
+from roomwatch.alerts.model import Alert
+from roomwatch.core.sqlite import ensure_schema, open_db
 
 __all__ = ["AlertStore"]
 

@@ -3,7 +3,7 @@
 Every message says what (summary), where (site / room / device), the value and
 the threshold, since when, and how to acknowledge (a link to the status page).
 Channels never format text: they take ``title``, ``text`` or ``markdown`` from
-the :class:`~alerts.channels.base.Notification`; text is rendered here to fit
+the :class:`~roomwatch.channels.base.Notification`; text is rendered here to fit
 the channel's ``max_bytes``, dropping whole alerts first ("… and N more").
 """
 
@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from alerts.conditions import Expr, parse_expr
-from alerts.timewindow import format_time
+from roomwatch.alerts.conditions import Expr, parse_expr
+from roomwatch.alerts.timewindow import format_time
 
 __all__ = ["AlertView", "cut_bytes", "format_seconds", "format_value", "render_annotations", "render_notification"]
 

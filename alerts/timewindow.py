@@ -27,7 +27,7 @@ class WorkingHours:
 
     @classmethod
     def from_config(cls, cfg: object, timezone: str) -> WorkingHours:
-        """Build from :class:`alerts.config.WorkingHoursConfig`."""
+        """Build from :class:`roomwatch.alerts.config.WorkingHoursConfig`."""
         return cls(
             ZoneInfo(timezone),
             frozenset(DAY_NAMES.index(d) for d in cfg.days),  # type: ignore[attr-defined]

@@ -39,7 +39,7 @@ METRICS = ["roomwatch_temperature_celsius", "roomwatch_humidity_ratio", "roomwat
 
 def _batches(agent: str, n_batches: int, batch_size: int, series_per_agent: int, start_seq: int = 1) -> list[bytes]:
     """Encoded (uncompressed) push bodies cycling over ``series_per_agent`` series."""
-    from roomwatch.wire import Batch, SampleRecord, encode_batch
+    from roomwatch.core.wire import Batch, SampleRecord, encode_batch
 
     now = int(time.time() * 1000)
     out = []
@@ -57,9 +57,9 @@ def _batches(agent: str, n_batches: int, batch_size: int, series_per_agent: int,
 
 
 def bench_ingest_inprocess(n_agents: int, batches_per_agent: int) -> dict[str, Any]:
-    from collector.config import CollectorConfig
-    from collector.core import Collector
-    from roomwatch.wire import decode_batch
+    from roomwatch.collector.config import CollectorConfig
+    from roomwatch.collector.core import Collector
+    from roomwatch.core.wire import decode_batch
 
     cfg = CollectorConfig.model_validate({"agents": [{"id": f"a{i}", "token": f"t{i:06d}xxxx"} for i in range(n_agents)],
                                           "storage": ":memory:"})
@@ -143,9 +143,9 @@ def bench_render(n_series: int, repeat: int) -> dict[str, Any]:
     from prometheus_client.core import GaugeMetricFamily
     from prometheus_client.registry import Collector as PCCollector
 
-    from collector.series import SeriesStore
-    from roomwatch.exposition import render
-    from roomwatch.wire import SampleRecord
+    from roomwatch.collector.series import SeriesStore
+    from roomwatch.core.exposition import render
+    from roomwatch.core.wire import SampleRecord
 
     store = SeriesStore(3600)
     now = int(time.time() * 1000)

@@ -7,7 +7,7 @@ humidity, UPS charge and runtime, device_up on 20 devices; 100k series for
 1,000 agents), one push body per agent per round, steady state (warm-up rounds
 create the series first). Per round and stage, CPU time of this process:
 
-* decode — ``roomwatch.wire.decode_batch`` of the uncompressed JSON body;
+* decode — ``roomwatch.core.wire.decode_batch`` of the uncompressed JSON body;
 * series — ``Collector.ingest`` without listeners (dedup, clock skew, current values);
 * alerts — the same ingest with the alert service listening (default rule pack), minus "series";
 * history — ``IngestStore.commit`` of every batch (SQLite writer thread included, one fsync per group);
@@ -41,7 +41,7 @@ STAGES = ["decode", "series", "alerts", "history", "render", "tick"]
 
 def _bodies(agents: int, rnd: int, t_ms: int) -> list[bytes]:
     from bench.fleet import KINDS, agent_name
-    from roomwatch.wire import Batch, SampleRecord, encode_batch
+    from roomwatch.core.wire import Batch, SampleRecord, encode_batch
 
     out = []
     ts = t_ms + rnd * 10_000
@@ -57,7 +57,7 @@ def _bodies(agents: int, rnd: int, t_ms: int) -> list[bytes]:
 
 def _config(tmp: Path, name: str, agents: int) -> Any:
     from bench.fleet import agent_name, token_of
-    from collector.config import CollectorConfig
+    from roomwatch.collector.config import CollectorConfig
 
     return CollectorConfig.model_validate({
         "storage": str(tmp / f"{name}.db"), "agent_timeout": "1h",
@@ -101,11 +101,11 @@ def _timed(fn: Any, prof: cProfile.Profile | None) -> float:
 
 def run(agents: int, rounds: int, profile: bool) -> dict[str, Any]:
 
-    from alerts.service import AlertService
-    from collector.core import Collector
-    from collector.store import IngestStore
-    from roomwatch.exposition import render
-    from roomwatch.wire import decode_batch
+    from roomwatch.collector.core import Collector
+    from roomwatch.collector.main import build_alert_service
+    from roomwatch.collector.store import IngestStore
+    from roomwatch.core.exposition import render
+    from roomwatch.core.wire import decode_batch
 
     profs = _Profiles(profile)
     t_ms = int(time.time() * 1000) - 3_600_000
@@ -116,7 +116,7 @@ def run(agents: int, rounds: int, profile: bool) -> dict[str, Any]:
         plain = Collector(_config(tmp, "plain", agents))
         alerting = Collector(_config(tmp, "alerting", agents))
         clock = [0.0]
-        svc = AlertService(alerting, clock=lambda: clock[0])
+        svc = build_alert_service(alerting, clock=lambda: clock[0])
         store = IngestStore(str(tmp / "history.db"))
         if profile:  # the writer thread is not the thread cProfile watches: wrap its commit
             hprof = profs.get("history")

@@ -63,8 +63,8 @@ def _values(series: list[tuple[str, dict[str, str], float]], agent: int, rnd: in
 
 
 def _collector(tmp: Path, name: str, alerting: bool) -> tuple[Any, Any]:
-    from collector.config import CollectorConfig
-    from collector.core import Collector
+    from roomwatch.collector.config import CollectorConfig
+    from roomwatch.collector.core import Collector
 
     cfg = CollectorConfig.model_validate({
         "storage": str(tmp / f"{name}.db"), "agent_timeout": "1h",
@@ -74,14 +74,14 @@ def _collector(tmp: Path, name: str, alerting: bool) -> tuple[Any, Any]:
     c = Collector(cfg)
     svc = None
     if alerting:
-        from alerts.service import AlertService
+        from roomwatch.collector.main import build_alert_service
 
-        svc = AlertService(c)
+        svc = build_alert_service(c)
     return c, svc
 
 
 def run(rounds: int, hot: bool) -> dict[str, Any]:
-    from roomwatch.wire import Batch, SampleRecord
+    from roomwatch.core.wire import Batch, SampleRecord
 
     series = [_series(a) for a in range(AGENTS)]
     with tempfile.TemporaryDirectory() as d:

@@ -4,7 +4,7 @@
 
 * 100 simulated UPS agents: snmpsim (two processes, 50 loopback UDP endpoints each) serving one
   UPS-MIB recording (tests/data/snmp/ups-mib-online.snmprec).
-* A = roomwatch: an ``agent.runtime.Agent`` with the 100 ``snmp`` devices (profile auto, default
+* A = roomwatch: an ``roomwatch.agent.runtime.Agent`` with the 100 ``snmp`` devices (profile auto, default
   ``client: pysnmp``), each
   poll run as the agent runs it (``Agent.poll_device``: driver poll, records, latest values), all
   100 at once; CPU is this process's CPU time (nothing else runs in it meanwhile).
@@ -106,7 +106,7 @@ class Procs:
 
 
 def start_snmpsim(procs: Procs, work: Path, ports: list[int], processes: int = 2) -> None:
-    from roomwatch.sims.snmp_ups import snmp_ping, snmpsim_command
+    from roomwatch.demo.sims.snmp_ups import snmp_ping, snmpsim_command
 
     command = snmpsim_command()
     if command is None:
@@ -164,8 +164,8 @@ def start_exporter(procs: Procs, work: Path) -> tuple[subprocess.Popen[bytes], s
 
 
 def build_agent(ports: list[int], client: str = "pysnmp") -> Any:
-    from agent.config import AgentConfig
-    from agent.runtime import Agent
+    from roomwatch.agent.config import AgentConfig
+    from roomwatch.agent.runtime import Agent
 
     cfg = AgentConfig.model_validate({
         "agent": {"id": "bench", "listen": None}, "host": {"enabled": False},

@@ -37,7 +37,7 @@ HOUR_POLLS = int(3600 / POLL)
 
 def _hour(agent: str, seq0: int, per_device_batches: bool) -> list[Any]:
     """One hour of DEVICES devices as batches, timestamps over the past hour."""
-    from roomwatch.wire import Batch, SampleRecord
+    from roomwatch.core.wire import Batch, SampleRecord
 
     start = int(time.time() * 1000) - 3_600_000
     out: list[Any] = []
@@ -60,7 +60,7 @@ def _hour(agent: str, seq0: int, per_device_batches: bool) -> list[Any]:
 
 
 def bench_spool(tmp: Path, per_device: bool, limit: int | None) -> dict[str, Any]:
-    from agent.spool import Spool
+    from roomwatch.agent.spool import Spool
 
     batches = _hour("bench", 1, per_device)[: limit or None]
     samples = sum(len(b.samples) for b in batches)
@@ -107,9 +107,9 @@ def _start_collector(tmp: Path, name: str, agents: list[dict[str, str]], history
 
 def bench_drain(tmp: Path, limit: int | None) -> dict[str, Any]:
     """A real Pusher drains an hour of backlog from a disk spool into a real collector (history on)."""
-    from agent.config import CollectorTarget
-    from agent.push import Pusher
-    from agent.spool import Spool
+    from roomwatch.agent.config import CollectorTarget
+    from roomwatch.agent.push import Pusher
+    from roomwatch.agent.spool import Spool
 
     token = "bench-token-xxxxxxxxxxxx"
     proc, url = _start_collector(tmp, "drain", [{"id": "bench", "token": token}], history=True)

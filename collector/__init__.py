@@ -1,10 +1,10 @@
 """The roomwatch collector: receives pushes from agents, exposes /metrics, evaluates alerts.
 
 Public surface: :func:`main` (the ``roomwatch collector`` command),
-:class:`~collector.core.Collector`, :func:`~collector.http.create_app`,
-:func:`~collector.config.load_collector_config`.
+:class:`~roomwatch.collector.core.Collector`, :func:`~roomwatch.collector.http.create_app`,
+:func:`~roomwatch.collector.config.load_collector_config`.
 """
 
-from collector.main import main
+from roomwatch.collector.main import main
 
 __all__ = ["main"]

@@ -7,8 +7,8 @@ import hmac
 import time
 from dataclasses import dataclass, field
 
-from collector.config import CollectorConfig
-from collector.seqs import SeqTracker
+from roomwatch.collector.config import CollectorConfig
+from roomwatch.collector.seqs import SeqTracker
 
 __all__ = ["AgentRegistry", "AgentState", "hash_token"]
 

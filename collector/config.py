@@ -6,9 +6,10 @@ from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 
-from alerts.config import AlertsConfig, ChannelEntry, RouteConfig, RulesConfig, alerting_checks
-from collector.report.config import ReportConfig
-from roomwatch.configbase import (
+from roomwatch.alerts.config import AlertsConfig, RouteConfig, RulesConfig, alerting_checks
+from roomwatch.channels.config import ChannelEntry
+from roomwatch.collector.report.config import ReportConfig
+from roomwatch.core.configbase import (
     ByteSize,
     Duration,
     HostPort,
@@ -17,7 +18,7 @@ from roomwatch.configbase import (
     load_model,
     parse_bytes,
 )
-from roomwatch.tls import ClientTLS
+from roomwatch.core.tls import ClientTLS
 
 __all__ = ["AgentEntry", "CollectorConfig", "load_collector_config", "parse_bytes"]
 
@@ -58,7 +59,7 @@ class WebUser(Model):
     @field_validator("password_hash")
     @classmethod
     def _hash(cls, value: str) -> str:
-        from collector.webauth import check_hash
+        from roomwatch.collector.webauth import check_hash
 
         return check_hash(value)
 
@@ -143,7 +144,7 @@ class CollectorConfig(Model):
         for j, ch in enumerate(self.report.channels):
             if ch not in channel_names:
                 problems.append((("report", "channels", j), f"no channel named {ch!r} in channels"))
-        from collector.agents import hash_token  # here: collector.agents imports this module
+        from roomwatch.collector.agents import hash_token  # here: collector.agents imports this module
 
         seen: set[str] = set()
         tokens: dict[str, str] = {}

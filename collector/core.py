@@ -15,13 +15,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from collector.agents import AgentRegistry, AgentState
-from collector.config import CollectorConfig
-from collector.series import Series, SeriesStore
-from drivers import vocabulary as v
 from roomwatch import __version__
-from roomwatch.exposition import Family, render_labels
-from roomwatch.wire import Batch, EventRecord
+from roomwatch.collector.agents import AgentRegistry, AgentState
+from roomwatch.collector.config import CollectorConfig
+from roomwatch.collector.series import Series, SeriesStore
+from roomwatch.core import vocabulary as v
+from roomwatch.core.exposition import Family, render_labels
+from roomwatch.core.wire import Batch, EventRecord
 
 __all__ = ["Collector", "IngestResult", "Listener"]
 
@@ -33,7 +33,7 @@ Listener = Callable[[AgentState, list[Series], list[EventRecord], Batch], None]
 
 
 class DurableStore(Protocol):
-    """What :meth:`Collector.accept` needs from the store (see :class:`collector.store.IngestStore`)."""
+    """What :meth:`Collector.accept` needs from the store (see :class:`roomwatch.collector.store.IngestStore`)."""
 
     async def commit(self, agent_id: str, batch: Batch, skew_ms: int) -> bool:
         """Commit the batch's dedup record (and history); False if ``seq`` was already committed."""

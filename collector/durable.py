@@ -1,8 +1,8 @@
 """Wires the durable parts into a collector: the ingest store, history pruning, remote write.
 
-``collector.main`` calls :class:`Durable` once after building the
-:class:`~collector.core.Collector` and before building the HTTP app (importing
-:mod:`collector.history` adds ``/api/v1/history`` to the app).
+``roomwatch.collector.main`` calls :class:`Durable` once after building the
+:class:`~roomwatch.collector.core.Collector` and before building the HTTP app
+(whose ``/api/v1/history`` reads the store set up here).
 """
 
 from __future__ import annotations
@@ -12,13 +12,12 @@ import contextlib
 import logging
 from typing import Any
 
-import collector.history  # noqa: F401 - registers GET /api/v1/history
-from collector.core import Collector
-from collector.remote_write import RemoteWriter, remote_write_families, target_name
-from collector.seqs import SeqTracker
-from collector.store import IngestStore
-from drivers import vocabulary as v
-from roomwatch.exposition import Family
+from roomwatch.collector.core import Collector
+from roomwatch.collector.remote_write import RemoteWriter, remote_write_families, target_name
+from roomwatch.collector.seqs import SeqTracker
+from roomwatch.collector.store import IngestStore
+from roomwatch.core import vocabulary as v
+from roomwatch.core.exposition import Family
 
 __all__ = ["Durable"]
 

@@ -36,8 +36,8 @@ from typing import Any
 
 from aiohttp import web
 
-from collector.core import Collector
-from collector.http import COLLECTOR_KEY, ROUTE_HOOKS
+from roomwatch.collector.core import Collector
+from roomwatch.collector.http import COLLECTOR_KEY
 
 __all__ = ["HistoryQueryError", "parse_step", "parse_time", "query_history"]
 
@@ -71,7 +71,7 @@ def parse_time(text: str, name: str) -> float:
 
 def parse_step(text: str) -> float:
     """``step=``: a duration (``5m``, ``300s``, ``1h``) or a number of seconds (``300``), at least 1 s."""
-    from roomwatch.configbase import parse_duration
+    from roomwatch.core.configbase import parse_duration
 
     try:
         value = float(text)
@@ -167,8 +167,6 @@ async def handle_history(request: web.Request) -> web.Response:
     return web.json_response({"series": series})
 
 
-def _routes(app: web.Application, collector: Collector) -> None:
+def add_routes(app: web.Application) -> None:
+    """``GET /api/v1/history``."""
     app.router.add_get("/api/v1/history", handle_history)
-
-
-ROUTE_HOOKS.append(_routes)

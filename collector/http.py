@@ -1,7 +1,9 @@
 """The collector's HTTP API (aiohttp): push ingest, /metrics, agents, health.
 
-Other parts (alerts API, history, status page) add their routes through
-:data:`ROUTE_HOOKS`, so this module stays the one place that builds the app.
+:func:`create_app` builds the application from what the composition root
+(:func:`roomwatch.collector.main.build_app`) hands it: the collector, the alert
+service whose life follows the app's, and the other parts' routes (login, alerts
+API, history, status page, report), each a function that adds its routes.
 """
 
 from __future__ import annotations
@@ -9,24 +11,32 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
 
-from collector.core import Collector
-from collector.ratelimit import RateLimiter, retry_after
-from collector.store import StoreError
-from roomwatch.exposition import negotiate, render_parts
-from roomwatch.wire import PUSH_PATH, WireError, decode_batch
+from roomwatch.collector.core import Collector
+from roomwatch.collector.ratelimit import RateLimiter, retry_after
+from roomwatch.collector.store import StoreError
+from roomwatch.core.exposition import negotiate, render_parts
+from roomwatch.core.wire import PUSH_PATH, WireError, decode_batch
 
-__all__ = ["ROUTE_HOOKS", "create_app"]
+__all__ = ["COLLECTOR_KEY", "RouteSetup", "Service", "create_app"]
 
 log = logging.getLogger("roomwatch.collector.http")
 
-#: Functions called with (app, collector) while the app is built, to add routes.
-ROUTE_HOOKS: list[Callable[[web.Application, Collector], None]] = []
+#: A part of the collector that adds its routes (and startup/cleanup hooks) to the app being built.
+RouteSetup = Callable[[web.Application], None]
+
+
+class Service(Protocol):
+    """Something that runs while the app serves (the alert service): started at startup, stopped at cleanup."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
 
 COLLECTOR_KEY = web.AppKey("collector", Collector)
 LIMITS_KEY = web.AppKey("push_limits", dict)
@@ -186,8 +196,12 @@ class _ProtocolErrorFilter(logging.Filter):
         return True
 
 
-def create_app(collector: Collector) -> web.Application:
-    """The aiohttp application serving ``collector``."""
+def create_app(collector: Collector, *, alerts: Service | None = None,
+               routes: Sequence[RouteSetup] = ()) -> web.Application:
+    """The aiohttp application serving ``collector``: its own routes, then each of ``routes``.
+
+    ``alerts`` (the alert service) is started when the app starts and stopped when it is cleaned up.
+    """
     # client_max_size bounds request.read(); aiohttp answers 413 past it.
     cfg = collector.config
     server_log = logging.getLogger("aiohttp.server")
@@ -205,6 +219,17 @@ def create_app(collector: Collector) -> web.Application:
     app.router.add_get("/api/v1/agents", handle_agents)
     app.router.add_get("/healthz", handle_healthz)
     app.router.add_get("/readyz", handle_readyz)
-    for hook in ROUTE_HOOKS:
-        hook(app, collector)
+    if alerts is not None:
+        service = alerts
+
+        async def start(_app: web.Application) -> None:
+            await service.start()
+
+        async def stop(_app: web.Application) -> None:
+            await service.stop()
+
+        app.on_startup.append(start)
+        app.on_cleanup.append(stop)
+    for add_routes in routes:
+        add_routes(app)
     return app

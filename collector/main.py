@@ -1,4 +1,10 @@
-"""``roomwatch collector -c FILE``: serve the ingest API, /metrics and the API until stopped."""
+"""``roomwatch collector -c FILE``: serve the ingest API, /metrics and the API until stopped.
+
+This module is the collector's composition root: :func:`build_app` builds the
+alert service, connects it to the collector, and hands it and every part's routes
+(login, alerts API, history, status page, report) to
+:func:`~roomwatch.collector.http.create_app`. Nothing registers itself on import.
+"""
 
 from __future__ import annotations
 
@@ -9,19 +15,50 @@ import signal
 import sqlite3
 import ssl
 import sys
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from roomwatch.configbase import ConfigError, iter_secret_values, parse_hostport
-from roomwatch.logsetup import setup_logging
-from roomwatch.sdnotify import Notifier
+from roomwatch.core.configbase import ConfigError, iter_secret_values, parse_hostport
+from roomwatch.core.logsetup import setup_logging
+from roomwatch.core.sdnotify import Notifier
 
-__all__ = ["main", "serve"]
+if TYPE_CHECKING:
+    from aiohttp import web
+
+    from roomwatch.alerts.service import AlertService
+    from roomwatch.channels.base import Channel
+    from roomwatch.collector.core import Collector
+
+__all__ = ["build_alert_service", "build_app", "main", "serve"]
 
 log = logging.getLogger("roomwatch.collector")
 
-#: Modules that add themselves to the collector app through collector.http.ROUTE_HOOKS.
-COMPONENTS = ("collector.webauth", "alerts.api", "collector.web", "collector.report.service")
+
+def build_alert_service(collector: Collector, clock: Callable[[], float] | None = None,
+                        channels: dict[str, Channel] | None = None) -> AlertService:
+    """The alert service of ``collector``'s config, listening to its ingest and adding to its /metrics."""
+    from roomwatch.alerts.service import AlertService
+
+    svc = AlertService(collector, clock=clock, channels=channels)
+    collector.listeners.append(svc.on_ingest)
+    collector.family_sources.append(svc.families)
+    return svc
+
+
+def build_app(collector: Collector, alerts: AlertService | None = None) -> web.Application:
+    """The collector's HTTP app with every part: login, alerts API (and the alert service), history, page, report."""
+    from roomwatch.alerts import api as alerts_api
+    from roomwatch.collector import history, webauth
+    from roomwatch.collector import web as status_page
+    from roomwatch.collector.http import create_app
+    from roomwatch.collector.report import service as report
+
+    svc = alerts if alerts is not None else build_alert_service(collector)
+    routes = [webauth.add_routes, partial(alerts_api.add_routes, svc=svc, user_of=webauth.require_user),
+              history.add_routes, status_page.add_routes, report.add_routes]
+    return create_app(collector, alerts=svc, routes=routes)
 
 
 def _ssl_context(cfg: object) -> ssl.SSLContext | None:
@@ -61,26 +98,21 @@ async def serve(config_path: str) -> int:
     """Run the collector of ``config_path`` until a stop signal; return the exit code."""
     from aiohttp import web
 
-    from collector.config import load_collector_config
-    from collector.core import Collector
-    from collector.durable import Durable
-    from collector.http import create_app
+    from roomwatch.collector.config import load_collector_config
+    from roomwatch.collector.core import Collector
+    from roomwatch.collector.durable import Durable
 
     cfg = load_collector_config(config_path)
     setup_logging(cfg.log_level, secrets=list(iter_secret_values(cfg)))
     _prepare_storage(cfg)
     collector = Collector(cfg)
-    import importlib
-
-    for module in COMPONENTS:
-        importlib.import_module(module)
     try:
         durable = Durable(collector)  # push dedup + history: a 200 means committed, so no store, no ingest
     except (OSError, sqlite3.Error) as exc:
         log.error("cannot open the storage %s: %s", cfg.storage, exc)
         return 1
     try:
-        app = create_app(collector)
+        app = build_app(collector)
     except (OSError, sqlite3.Error) as exc:  # the storage directory does not exist; a store of a newer release
         log.error("cannot start: %s", exc)
         await durable.stop()
@@ -98,7 +130,7 @@ async def serve(config_path: str) -> int:
         return 1
     await collector.start()
     await durable.start()
-    from collector.gcfreeze import freeze_while_growing
+    from roomwatch.collector.gcfreeze import freeze_while_growing
 
     freezer = asyncio.create_task(freeze_while_growing(lambda: len(collector.series)), name="gc-freeze")
     notifier = Notifier()

@@ -8,7 +8,7 @@ package (the messages are declared below as a descriptor, so no ``protoc`` step
 is needed), snappy from ``cramjam``.
 
 The queue is durable: ingest appends every accepted sample to ``rw_log`` in the
-same transaction as its history (see :mod:`collector.store`), and each endpoint
+same transaction as its history (see :mod:`roomwatch.collector.store`), and each endpoint
 keeps a cursor in ``rw_cursor``, so a collector restart or a remote outage loses
 nothing up to ``queue_max_samples`` (beyond it the oldest are dropped, counted
 and logged). Retries follow the spec: 5xx, 429 and network errors are retried
@@ -33,12 +33,12 @@ from collections import Counter
 from functools import cache
 from typing import Any
 
-from collector.config import RemoteWriteTarget
-from collector.store import IngestStore
-from drivers import vocabulary as v
 from roomwatch import __version__
-from roomwatch.exposition import Family, render_labels
-from roomwatch.tls import client_context
+from roomwatch.collector.config import RemoteWriteTarget
+from roomwatch.collector.store import IngestStore
+from roomwatch.core import vocabulary as v
+from roomwatch.core.exposition import Family, render_labels
+from roomwatch.core.tls import client_context
 
 __all__ = ["RemoteWriter", "encode_write_request", "target_name"]
 

@@ -14,11 +14,11 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from drivers.vocabulary import DEVICE_UP, HEALTH_METRICS, describe
-from roomwatch.exposition import Family, render_labels
-from roomwatch.interning import label_pairs, string
-from roomwatch.interning import labels as interned_labels
-from roomwatch.wire import SampleRecord
+from roomwatch.core.exposition import Family, render_labels
+from roomwatch.core.interning import label_pairs, string
+from roomwatch.core.interning import labels as interned_labels
+from roomwatch.core.vocabulary import DEVICE_UP, HEALTH_METRICS, describe
+from roomwatch.core.wire import SampleRecord
 
 __all__ = ["Series", "SeriesStore"]
 

@@ -7,9 +7,9 @@ dedup record and history rows are committed (``synchronous=FULL``: durable
 against power loss). Readers (history API, remote write) use their own
 connections; WAL lets them read while the writer writes.
 
-Tables (component ``ingest`` in :func:`collector.db.ensure_schema`):
+Tables (component ``ingest`` in :func:`roomwatch.core.sqlite.ensure_schema`):
 
-* ``ingest_seq_ranges(agent, lo, hi)`` — the :class:`~collector.seqs.SeqTracker`
+* ``ingest_seq_ranges(agent, lo, hi)`` — the :class:`~roomwatch.collector.seqs.SeqTracker`
   ranges of every agent, rewritten incrementally in the batch's transaction;
 * ``ingest_agents(agent, batches, samples, events)`` — what was accepted, ever
   (a ledger: a batch counted twice would show here);
@@ -37,10 +37,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from collector.db import ensure_schema, open_db
-from collector.seqs import SeqTracker
-from roomwatch.interning import label_pairs, string
-from roomwatch.wire import Batch
+from roomwatch.collector.seqs import SeqTracker
+from roomwatch.core.interning import label_pairs, string
+from roomwatch.core.sqlite import ensure_schema, open_db
+from roomwatch.core.wire import Batch
 
 __all__ = ["IngestStore", "StoreError"]
 
@@ -144,7 +144,7 @@ class IngestStore:
         conn.execute("COMMIT")
 
     def seq_ranges(self) -> dict[str, list[tuple[int, int]]]:
-        """Committed seq ranges per agent (to seed :class:`~collector.agents.AgentState` at start)."""
+        """Committed seq ranges per agent (to seed :class:`~roomwatch.collector.agents.AgentState` at start)."""
         return {agent: t.ranges() for agent, t in self._ranges.items()}
 
     def reader(self) -> sqlite3.Connection:

@@ -152,7 +152,7 @@ class WebAuth:
         self._basic_ok: dict[str, float] = {}  # sha256(user:password:hash) → expiry: scrypt once per 5 min
         self._fails: dict[str, list[float]] = {}
         if conn is not None:
-            from collector.db import ensure_schema
+            from roomwatch.core.sqlite import ensure_schema
 
             ensure_schema(conn, "webauth", MIGRATIONS)
 
@@ -321,11 +321,12 @@ async def handle_session(request: web.Request) -> web.Response:
     return web.json_response({"user": ident.user, "csrf_token": ident.csrf})
 
 
-def install(app: web.Application, collector: Any) -> None:
-    """ROUTE_HOOKS entry: the auth object and /login, /logout, /api/v1/session."""
-    from collector.db import open_db
+def add_routes(app: web.Application) -> None:
+    """The auth object (:data:`AUTH_KEY`, read by :func:`require_user`) and /login, /logout, /api/v1/session."""
+    from roomwatch.collector.http import COLLECTOR_KEY
+    from roomwatch.core.sqlite import open_db
 
-    cfg = collector.config
+    cfg = app[COLLECTOR_KEY].config
     users = {u.name: u.password_hash for u in cfg.web.users}
     conn = open_db(cfg.storage)
     app[AUTH_KEY] = WebAuth(users, conn, secure_cookies=cfg.tls is not None)
@@ -339,17 +340,13 @@ def install(app: web.Application, collector: Any) -> None:
     app.router.add_get("/api/v1/session", handle_session)
 
 
-def _register() -> None:
-    from collector.http import ROUTE_HOOKS
-
-    if install not in ROUTE_HOOKS:
-        ROUTE_HOOKS.append(install)
-
-
-_register()
-
-
 # ---------------------------------------------------------------------- CLI
+
+
+def add_hash_password_arguments(p: Any) -> None:
+    """``roomwatch hash-password`` options."""
+    p.add_argument("--stdin", action="store_true", help="read the password from the first line of stdin")
+    p.add_argument("--scheme", choices=["scrypt", "pbkdf2-sha256"], default="scrypt", help="default scrypt")
 
 
 def cmd_hash_password(args: Any) -> int:

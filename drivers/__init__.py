@@ -6,8 +6,8 @@ Public surface: :class:`Driver`, :class:`DeviceConfig`, :class:`Reading`,
 an agent that polls no SNMP device never pays for pysnmp.
 """
 
-from drivers.base import Context, DeviceConfig, DeviceError, Driver, Event, Reading
-from drivers.registry import get, load_builtin, names, register, registered
+from roomwatch.drivers.base import Context, DeviceConfig, DeviceError, Driver, Event, Reading
+from roomwatch.drivers.registry import get, load_builtin, names, register, registered
 
 __all__ = [
     "Context",

@@ -5,10 +5,10 @@ agent without SNMP devices never pays (in memory) for the SNMP driver's code.
 """
 
 BUILTIN: dict[str, str] = {
-    "gpio": "drivers.gpio",
-    "host": "drivers.host",
-    "modbus": "drivers.modbus",
-    "mqtt": "drivers.mqtt",
-    "nut": "drivers.nut",
-    "snmp": "drivers.snmp",
+    "gpio": "roomwatch.drivers.gpio",
+    "host": "roomwatch.drivers.host",
+    "modbus": "roomwatch.drivers.modbus",
+    "mqtt": "roomwatch.drivers.mqtt",
+    "nut": "roomwatch.drivers.nut",
+    "snmp": "roomwatch.drivers.snmp",
 }

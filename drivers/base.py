@@ -23,7 +23,7 @@ from typing import Any, ClassVar, Literal, Protocol, TypeVar
 
 from pydantic import Field
 
-from roomwatch.configbase import Duration, Labels, Model
+from roomwatch.core.configbase import Duration, Labels, Model
 
 __all__ = ["Context", "DeviceConfig", "DeviceError", "Driver", "Event", "Reading"]
 

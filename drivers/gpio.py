@@ -23,10 +23,10 @@ from typing import Any, Literal, Protocol
 
 from pydantic import Field
 
-from drivers import vocabulary as v
-from drivers.base import DeviceConfig, DeviceError, Driver, Event, Reading
-from drivers.registry import register
-from roomwatch.configbase import Duration
+from roomwatch.core import vocabulary as v
+from roomwatch.core.configbase import Duration
+from roomwatch.drivers.base import DeviceConfig, DeviceError, Driver, Event, Reading
+from roomwatch.drivers.registry import register
 
 __all__ = ["Contact", "Edge", "GpioConfig", "GpioDriver", "GpiodLineSource", "LineSource"]
 

@@ -15,9 +15,9 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from drivers import vocabulary as v
-from drivers.base import DeviceConfig, DeviceError, Driver, Reading
-from drivers.registry import register
+from roomwatch.core import vocabulary as v
+from roomwatch.drivers.base import DeviceConfig, DeviceError, Driver, Reading
+from roomwatch.drivers.registry import register
 
 # Filesystems that hold no data worth watching (kernel views, RAM, images).
 _PSEUDO_FS = frozenset(

@@ -7,7 +7,7 @@ With ``ups`` unset the device reports every UPS upsd lists (``LIST UPS``),
 each series labelled ``ups="<name>"``; with ``ups`` set, there is no ``ups``
 label, so the series look like those of an SNMP or Modbus UPS.
 
-The wire protocol lives in :mod:`drivers.nut_protocol` (no well-kept asyncio
+The wire protocol lives in :mod:`roomwatch.drivers.nut_protocol` (no well-kept asyncio
 NUT client exists). Variable names: https://networkupstools.org/docs/developer-guide.chunked/apas01.html
 """
 
@@ -24,12 +24,12 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from drivers import vocabulary as v
-from drivers.base import DeviceError, Driver, Reading
-from drivers.nut_protocol import NutClient, NutError
-from drivers.registry import register
-from drivers.ups import UpsDeviceConfig, battery_age_reading
-from roomwatch.configbase import Secret
+from roomwatch.core import vocabulary as v
+from roomwatch.core.configbase import Secret
+from roomwatch.drivers.base import DeviceError, Driver, Reading
+from roomwatch.drivers.nut_protocol import NutClient, NutError
+from roomwatch.drivers.registry import register
+from roomwatch.drivers.ups import UpsDeviceConfig, battery_age_reading
 
 __all__ = ["INFO_VARS", "POINTS", "STATUS_FLAGS", "NutConfig", "NutDriver", "battery_installed_from", "readings_from"]
 

@@ -23,7 +23,7 @@ import ssl
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from drivers.base import DeviceError
+from roomwatch.drivers.base import DeviceError
 
 __all__ = ["ERR_MESSAGES", "NutClient", "NutError", "split_line"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 
-from drivers.base import Driver
+from roomwatch.drivers.base import Driver
 
 __all__ = ["get", "load_builtin", "names", "register", "registered"]
 
@@ -26,7 +26,7 @@ def register(cls: type[Driver]) -> type[Driver]:
 def get(name: str) -> type[Driver]:
     """The driver class for ``name``, importing a built-in driver's module on first use."""
     if name not in _DRIVERS:
-        from drivers.all import BUILTIN
+        from roomwatch.drivers.all import BUILTIN
 
         if name in BUILTIN:
             importlib.import_module(BUILTIN[name])
@@ -38,7 +38,7 @@ def get(name: str) -> type[Driver]:
 
 def names() -> list[str]:
     """Every driver name: registered ones and built-in ones not imported yet."""
-    from drivers.all import BUILTIN
+    from roomwatch.drivers.all import BUILTIN
 
     return sorted(set(_DRIVERS) | set(BUILTIN))
 
@@ -51,7 +51,7 @@ def registered() -> dict[str, type[Driver]]:
 
 def load_builtin() -> None:
     """Import every built-in driver module (each registers itself)."""
-    from drivers.all import BUILTIN
+    from roomwatch.drivers.all import BUILTIN
 
     for module in BUILTIN.values():
         importlib.import_module(module)

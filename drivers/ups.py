@@ -11,8 +11,8 @@ import datetime as dt
 
 from pydantic import Field
 
-from drivers import vocabulary as v
-from drivers.base import DeviceConfig, Reading
+from roomwatch.core import vocabulary as v
+from roomwatch.drivers.base import DeviceConfig, Reading
 
 __all__ = ["UpsDeviceConfig", "battery_age_reading"]
 

@@ -1,4 +1,4 @@
-"""The ``roomwatch`` command: agent, collector, demo, check-config, gen-token.
+"""The ``roomwatch`` command: agent, collector, demo, check-config, gen-token, setup, test-alert, report ….
 
 Exit codes: 0 ok, 2 bad usage or bad config, 1 runtime failure.
 Heavy imports happen inside each command so ``--help`` and ``check-config``
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from roomwatch import __version__
@@ -20,8 +20,21 @@ AGENT_KEYS = frozenset({"agent", "collector", "host", "devices", "actions"})
 COLLECTOR_KEYS = frozenset({"listen", "tls", "storage", "agents", "rules", "channels", "routes", "web", "alerts",
                             "agent_timeout", "series_expire", "max_body", "max_body_decompressed", "body_timeout"})
 
-#: Extra subcommands contributed by other modules: name → (help, add_arguments, run).
-EXTRA_COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {}
+#: Commands whose options and body live in their own module, imported only when the command (or the full
+#: ``--help`` listing) needs it: ``roomwatch agent`` must not import the collector's and the alerting's code (the
+#: agent's memory budget is tight, and those imports cost it about 2 MiB).
+#: name → (help, module, function adding its arguments, function running it).
+LAZY_COMMANDS: dict[str, tuple[str, str, str, str]] = {
+    "test-alert": ("send a test notification through a configured channel and print its reply",
+                   "roomwatch.commands.test_alert", "add_arguments", "run"),
+    "hash-password": ("print a password hash for web.users (login for acknowledge and silences)",
+                      "roomwatch.collector.webauth", "add_hash_password_arguments", "cmd_hash_password"),
+    "report": ("print (or send) the daily inspection report (巡检日报)",
+               "roomwatch.collector.report.cli", "add_arguments", "run"),
+    "setup": ("first run: a few questions (role, site, room, collector, one channel), working config files, a test "
+              "message; every question has an option, --yes never asks",
+              "roomwatch.commands.setup", "add_arguments", "run_setup"),
+}
 
 
 def _kind_of(data: Any, forced: str | None) -> str | None:
@@ -40,7 +53,7 @@ def _kind_of(data: Any, forced: str | None) -> str | None:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     """Validate each file; print every problem as file:line: key: message."""
-    from roomwatch.configbase import ConfigError, load_yaml
+    from roomwatch.core.configbase import ConfigError, load_yaml
 
     bad = 0
     for path in args.files:
@@ -48,13 +61,13 @@ def cmd_check_config(args: argparse.Namespace) -> int:
             data, _ = load_yaml(path)
             kind = _kind_of(data, args.kind)
             if kind == "agent":
-                from agent.config import load_agent_config
+                from roomwatch.agent.config import load_agent_config
 
                 cfg: Any = load_agent_config(path)
                 n = len(cfg.all_devices())
                 summary = f"agent config for {cfg.agent.id!r}, {n} device{'s' if n != 1 else ''}"
             elif kind == "collector":
-                from collector.config import load_collector_config
+                from roomwatch.collector.config import load_collector_config
 
                 cfg = load_collector_config(path)
                 summary = f"collector config, {len(cfg.agents)} agents, {len(cfg.channels)} channels"
@@ -75,25 +88,25 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_agent(args: argparse.Namespace) -> int:
-    from agent.main import main as agent_main
+    from roomwatch.agent.main import main as agent_main
 
     return agent_main(args.config)
 
 
 def cmd_collector(args: argparse.Namespace) -> int:
-    from collector.main import main as collector_main
+    from roomwatch.collector.main import main as collector_main
 
     return collector_main(args.config)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from roomwatch.demo import run_demo
+    from roomwatch.demo.run import run_demo
 
     return run_demo(args)
 
 
 def _demo_duration(text: str) -> float:
-    from roomwatch.configbase import parse_duration
+    from roomwatch.core.configbase import parse_duration
 
     try:
         value = parse_duration(text)
@@ -108,7 +121,7 @@ def cmd_gen_token(args: argparse.Namespace) -> int:
     """Print a new random agent token and the hash to put in the collector config."""
     import secrets
 
-    from collector.agents import hash_token
+    from roomwatch.collector.agents import hash_token
 
     token = secrets.token_urlsafe(32)
     print(f"token:      {token}")
@@ -118,13 +131,8 @@ def cmd_gen_token(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_setup(args: argparse.Namespace) -> int:
-    from roomwatch.setup import run_setup
-
-    return run_setup(args)
-
-
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(wanted: str | None = None) -> argparse.ArgumentParser:
+    """The parser; ``wanted`` (the command given) limits which commands' modules are imported."""
     parser = argparse.ArgumentParser(
         prog="roomwatch",
         description="Server-room monitor: UPS, temperature, humidity, doors, leaks; agent + collector.",
@@ -171,47 +179,21 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Print a random agent token and the sha256 hash for the collector's agents list.")
     p.set_defaults(func=cmd_gen_token)
 
-    from roomwatch.setup import add_arguments as setup_arguments
+    import importlib
 
-    p = sub.add_parser("setup", help="first run: a few questions, working config files, a test message",
-                       description="First-run setup in plain words (zh-CN or English): the role of this machine, site "
-                                   "and room, the collector's address, one notification channel; writes the files "
-                                   "(generated token, private secrets), checks them and sends a test message. Every "
-                                   "question can be answered by an option; --yes never asks (for scripts).")
-    setup_arguments(p)
-    p.set_defaults(func=cmd_setup)
-
-    for name, (help_text, add_args, run) in EXTRA_COMMANDS.items():
+    for name, (help_text, module_name, add_name, run_name) in LAZY_COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
-        add_args(p)
-        p.set_defaults(func=run)
+        if wanted is None or wanted == name or (wanted not in sub.choices and wanted not in LAZY_COMMANDS):
+            # this command (or the listing, or a mistyped name): its module gives its options
+            module = importlib.import_module(module_name)
+            getattr(module, add_name)(p)
+            p.set_defaults(func=getattr(module, run_name))
     return parser
 
 
-#: Commands owned by other packages (they add themselves to EXTRA_COMMANDS when imported).
-EXTRA_MODULES = {"test-alert": "alerts.cli", "hash-password": "alerts.cli", "report": "collector.report.cli"}
-CORE_COMMANDS = frozenset({"agent", "collector", "demo", "check-config", "gen-token", "setup"})
-
-
-def _load_extra_commands(argv: Sequence[str]) -> None:
-    """Import the modules of the other packages' commands, but only when they can be needed.
-
-    ``roomwatch agent`` must not import the collector's and the alerting's code: the
-    agent's memory budget is tight, and those imports cost it about 2 MiB.
-    """
-    import importlib
-
-    wanted = next((a for a in argv if not a.startswith("-")), None)
-    if wanted in CORE_COMMANDS:
-        return
-    modules = [EXTRA_MODULES[wanted]] if wanted in EXTRA_MODULES else sorted(set(EXTRA_MODULES.values()))
-    for module in modules:  # for `roomwatch --help` or a mistyped command: every command, for the listing
-        importlib.import_module(module)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    _load_extra_commands(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
+    args_in = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(next((a for a in args_in if not a.startswith("-")), None))
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()

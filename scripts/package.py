@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tarfile
 import tomllib
+import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -65,13 +66,41 @@ def pip(*args: str) -> None:
     subprocess.run([sys.executable, "-m", "pip", "--disable-pip-version-check", *args], check=True)
 
 
-def build_wheel(out: Path) -> Path:
-    """roomwatch's own wheel (pure Python)."""
+def source_tree(dest: Path) -> Path:
+    """The checkout's files (tracked, or new and not ignored) copied to ``dest``: the wheel is built from
+    these alone, so a stale ``build/`` or ``*.egg-info`` of an older layout cannot leak into it."""
+    if dest.exists():
+        shutil.rmtree(dest)
+    listed = subprocess.run(["git", "-C", str(ROOT), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                            capture_output=True, check=False)
+    if listed.returncode == 0:
+        names = [n for n in listed.stdout.decode().split("\0") if n]
+    else:  # an exported tree (no .git): everything but the usual leftovers
+        skip = {".git", ".venv", ".cache", "build", "dist", "test-artifacts", ".typecheck", "__pycache__"}
+        names = [str(p.relative_to(ROOT)) for p in ROOT.rglob("*") if p.is_file()
+                 and not skip & set(p.relative_to(ROOT).parts) and not p.name.endswith(".egg-info")]
+    for name in names:
+        src = ROOT / name
+        if src.is_file():  # a deleted but still listed file is left out
+            shutil.copy2(src, _mkparent(dest / name))
+    return dest
+
+
+def build_wheel(out: Path, work: Path) -> Path:
+    """roomwatch's own wheel (pure Python), from a clean copy of the source; it holds only ``roomwatch/``."""
     out.mkdir(parents=True, exist_ok=True)
     for old in out.glob("roomwatch-*.whl"):
         old.unlink()
-    pip("wheel", "-q", "--no-deps", "-w", str(out), str(ROOT))
-    return next(out.glob("roomwatch-*.whl"))
+    src = source_tree(work / "src")
+    pip("wheel", "-q", "--no-deps", "-w", str(out), str(src))
+    wheel = next(out.glob("roomwatch-*.whl"))
+    with zipfile.ZipFile(wheel) as z:
+        top = {n.split("/", 1)[0] for n in z.namelist()}
+    stray = sorted(t for t in top if t != "roomwatch" and not t.endswith(".dist-info"))
+    if stray:
+        raise SystemExit(f"{wheel.name} holds {stray} besides roomwatch/: check pyproject.toml's package-dir")
+    shutil.rmtree(src)
+    return wheel
 
 
 def download_wheels(arch: str, requirements: list[str], cache: Path, pythons: tuple[str, ...]) -> Path:
@@ -254,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     version, requirements, optional = project()
     requirements += [r for extra in EXTRAS for r in optional.get(extra, [])]
-    own = build_wheel(work / "own")
+    own = build_wheel(work / "own", work)
     say(f"roomwatch {version}: {own.name}")
     made: list[Path] = []
     for arch in arches:

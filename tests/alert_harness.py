@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from alerts.outbox import notification_from_json
-from alerts.service import AlertService
-from collector.config import CollectorConfig
-from collector.core import Collector
-from roomwatch.wire import Batch, EventRecord, SampleRecord
+from roomwatch.alerts.outbox import notification_from_json
+from roomwatch.collector.config import CollectorConfig
+from roomwatch.collector.core import Collector
+from roomwatch.collector.main import build_alert_service
+from roomwatch.core.wire import Batch, EventRecord, SampleRecord
 
 
 def at(text: str) -> float:
@@ -59,7 +59,7 @@ class Harness:
     def start(self) -> None:
         cfg = CollectorConfig.model_validate(json.loads(json.dumps(self.config_data)))
         self.collector = Collector(cfg)
-        self.svc = AlertService(self.collector, clock=self.clock)
+        self.svc = build_alert_service(self.collector, clock=self.clock)
 
     def restart(self) -> None:
         """A new collector and service on the same store (what a process restart does)."""

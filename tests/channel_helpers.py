@@ -6,7 +6,7 @@ import datetime as dt
 
 import pytest
 
-from alerts.channels.base import AlertItem, Notification, SendResult
+from roomwatch.channels.base import AlertItem, Notification, SendResult
 
 START = dt.datetime(2024, 7, 1, 2, 30, tzinfo=dt.UTC)  # 10:30 in Beijing
 

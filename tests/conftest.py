@@ -1,7 +1,18 @@
-"""Fixtures shared by many tests: a running collector process and an agent process factory."""
+"""Fixtures shared by many tests: a running collector process and an agent process factory; the peers.
+
+Every peer fixture (mosquitto, snmpsim, upsd, Prometheus …) comes from its module in
+``tests/peers`` through :data:`pytest_plugins`, so a test just names it as an argument.
+
+The ``peer`` marker: a test that starts a process (a peer program, or roomwatch itself)
+carries it, so ``./dev test -m "not peer"`` is the fast unit subset. Tests using a
+process-starting fixture get it automatically; any other test that starts a process
+without it fails, naming itself (see :func:`_processes_need_the_peer_marker`).
+"""
 
 from __future__ import annotations
 
+import os
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -9,6 +20,55 @@ from typing import Any
 import pytest
 
 from tests.helpers import RoomwatchProcess, free_port, http_get, wait_for, write_yaml
+
+pytest_plugins = [
+    "tests.peers.alertmanager",
+    "tests.peers.chromium",
+    "tests.peers.modbus",
+    "tests.peers.mosquitto",
+    "tests.peers.nut",
+    "tests.peers.prometheus",
+    "tests.peers.snmpsim",  # before snmpd, which imports it (a plugin must be loaded as one to be assert-rewritten)
+    "tests.peers.snmpd",
+    "tests.peers.webhook_receiver",
+]
+
+#: Fixtures that start a process: a test using one (directly or through another fixture) is a ``peer`` test.
+PROCESS_FIXTURES = frozenset({"alertmanager", "browser_page", "mosquitto", "mosquitto_tls", "publisher", "nut_factory",
+                              "prometheus_factory", "snmpd", "snmpsim_factory", "serial_pair", "collector",
+                              "agent_factory",
+                              # module-scoped ones of single test modules (set up before the guard could see them)
+                              "sim", "fuzz_collector", "nut_all"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if PROCESS_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.peer)
+
+
+@pytest.fixture(autouse=True)
+def _processes_need_the_peer_marker(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A test without the ``peer`` marker may not start a process: the unit subset must stay fast and self-contained.
+
+    ``ROOMWATCH_PEER_AUDIT=FILE`` lists such tests in FILE instead of failing them (for marking a suite).
+    """
+    if request.node.get_closest_marker("peer") is not None:
+        return
+    real_init = subprocess.Popen.__init__
+    audit = os.environ.get("ROOMWATCH_PEER_AUDIT")
+    nodeid = request.node.nodeid
+
+    def guarded(self: subprocess.Popen[Any], args: Any, *rest: Any, **kwargs: Any) -> None:
+        if not audit:
+            raise AssertionError(f"{nodeid} starts a process ({args!r:.120}) without the peer marker: "
+                                 f"add @pytest.mark.peer (or use a peer fixture)")
+        with open(audit, "a", encoding="utf-8") as f:
+            f.write(nodeid + "\n")
+        real_init(self, args, *rest, **kwargs)
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", guarded)
+
 
 TOKENS = {"agent-a": "token-aaaaaaaaaaaaaaaa", "agent-b": "token-bbbbbbbbbbbbbbbb"}
 

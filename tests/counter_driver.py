@@ -19,8 +19,8 @@ import time
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from drivers.base import DeviceConfig, Driver, Reading
-from drivers.registry import register
+from roomwatch.drivers.base import DeviceConfig, Driver, Reading
+from roomwatch.drivers.registry import register
 
 COUNTER = "roomwatch_test_counter"
 FILLER = "roomwatch_test_filler"

@@ -7,9 +7,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from agent.config import AgentConfig
-from agent.runtime import Agent
-from roomwatch.exposition import render
+from roomwatch.agent.config import AgentConfig
+from roomwatch.agent.runtime import Agent
+from roomwatch.core.exposition import render
 from tests.helpers import metric_value
 
 

@@ -9,9 +9,9 @@ from typing import Any, ClassVar, Literal
 
 import pytest
 
-from agent.config import AgentConfig
-from agent.runtime import Agent
-from drivers import DeviceConfig, DeviceError, Driver, Reading, register
+from roomwatch.agent.config import AgentConfig
+from roomwatch.agent.runtime import Agent
+from roomwatch.drivers import DeviceConfig, DeviceError, Driver, Reading, register
 
 
 class FakeConfig(DeviceConfig):
@@ -145,7 +145,7 @@ async def test_labels_are_layered() -> None:
 
 
 def test_default_poll_timeout_is_min_of_10s_and_interval() -> None:
-    from agent.runtime import DeviceRunner
+    from roomwatch.agent.runtime import DeviceRunner
 
     runner: Any = DeviceRunner(FakeConfig(name="x", driver="fake-test", interval="60s"), FakeDriver.__new__(FakeDriver),
                                {}, 60.0)
@@ -155,7 +155,7 @@ def test_default_poll_timeout_is_min_of_10s_and_interval() -> None:
 
 
 async def test_state_change_becomes_an_event_for_observers() -> None:
-    from drivers.base import Reading as R
+    from roomwatch.drivers.base import Reading as R
 
     FakeDriver.polls.clear()
     dev = FakeConfig(name="door", driver="fake-test", interval="100ms")

@@ -11,17 +11,17 @@ from typing import Any, ClassVar, Literal
 
 import pytest
 
-from alerts.channels.alertmanager import AlertmanagerChannel, AlertmanagerSender
-from alerts.channels.base import AlertItem, Channel, Notification, Outcome, SendResult
-from alerts.channels.webhook import WebhookChannel, WebhookSender
-from alerts.config import ChannelBase
-from alerts.outbox import Outbox
-from alerts.store import MIGRATIONS as STORE_MIGRATIONS
-from alerts.store import AlertStore
-from alerts.templates import AlertView, render_notification
+from roomwatch.alerts.outbox import Outbox
+from roomwatch.alerts.store import MIGRATIONS as STORE_MIGRATIONS
+from roomwatch.alerts.store import AlertStore
+from roomwatch.alerts.templates import AlertView, render_notification
+from roomwatch.channels.alertmanager import AlertmanagerChannel, AlertmanagerSender
+from roomwatch.channels.base import AlertItem, Channel, Notification, Outcome, SendResult
+from roomwatch.channels.config import ChannelBase
+from roomwatch.channels.webhook import WebhookChannel, WebhookSender
 from tests.helpers import free_port, run_cli, wait_for, write_yaml
-from tests.peers.alertmanager import Alertmanager, alertmanager  # noqa: F401 - fixture
-from tests.peers.webhook_receiver import WebhookReceiver, webhook_receiver  # noqa: F401 - fixture
+from tests.peers.alertmanager import Alertmanager
+from tests.peers.webhook_receiver import WebhookReceiver
 
 NOW = dt.datetime(2024, 12, 2, 2, 0, tzinfo=dt.UTC)
 
@@ -44,7 +44,7 @@ def webhook(url: str, **kw: Any) -> WebhookSender:
     return WebhookSender(WebhookChannel(name="hook", type="webhook", url=url, timeout=kw.pop("timeout", "2s"), **kw))
 
 
-async def test_webhook_posts_alertmanager_v4(webhook_receiver: WebhookReceiver) -> None:  # noqa: F811
+async def test_webhook_posts_alertmanager_v4(webhook_receiver: WebhookReceiver) -> None:
     ch = webhook(webhook_receiver.url + "/alerts")
     try:
         result = await ch.send(notification([item("00000000000000a1"), item("00000000000000a2", "resolved", "leak2")]))
@@ -65,7 +65,7 @@ async def test_webhook_posts_alertmanager_v4(webhook_receiver: WebhookReceiver) 
     assert resolved["status"] == "resolved" and resolved["endsAt"] == "2024-12-02T02:05:00.000Z"
 
 
-async def test_webhook_max_alerts_truncates(webhook_receiver: WebhookReceiver) -> None:  # noqa: F811
+async def test_webhook_max_alerts_truncates(webhook_receiver: WebhookReceiver) -> None:
     ch = webhook(webhook_receiver.url, max_alerts=2)
     try:
         await ch.send(notification([item(f"{i:016x}", device=f"leak{i}") for i in range(5)]))
@@ -77,7 +77,7 @@ async def test_webhook_max_alerts_truncates(webhook_receiver: WebhookReceiver) -
 
 @pytest.mark.parametrize(("status", "outcome"), [(500, Outcome.RETRY), (503, Outcome.RETRY), (429, Outcome.RETRY),
                                                   (404, Outcome.GIVE_UP), (401, Outcome.GIVE_UP)])
-async def test_webhook_status_means(webhook_receiver: WebhookReceiver, status: int, outcome: Outcome) -> None:  # noqa: F811
+async def test_webhook_status_means(webhook_receiver: WebhookReceiver, status: int, outcome: Outcome) -> None:
     webhook_receiver.status = status
     ch = webhook(webhook_receiver.url)
     try:
@@ -110,7 +110,7 @@ async def test_webhook_down_or_slow_is_retried() -> None:
 
 
 @pytest.mark.peer("alertmanager")
-async def test_alertmanager_channel_pushes_and_resolves(alertmanager: Alertmanager) -> None:  # noqa: F811
+async def test_alertmanager_channel_pushes_and_resolves(alertmanager: Alertmanager) -> None:
     cfg = AlertmanagerChannel(name="am", type="alertmanager", urls=[alertmanager.url, f"http://127.0.0.1:{free_port()}"],
                               resend_interval="1m")
     ch = AlertmanagerSender(cfg)
@@ -137,7 +137,7 @@ async def test_alertmanager_channel_pushes_and_resolves(alertmanager: Alertmanag
 
 
 @pytest.mark.peer("alertmanager")
-async def test_alertmanager_rejects_bad_alert_as_give_up(alertmanager: Alertmanager) -> None:  # noqa: F811
+async def test_alertmanager_rejects_bad_alert_as_give_up(alertmanager: Alertmanager) -> None:
     ch = AlertmanagerSender(AlertmanagerChannel(name="am", type="alertmanager", urls=[alertmanager.url]))
     bad = item("00000000000000c1")
     bad.labels = {"alertname": "X", "bad-label": "v"}  # not a Prometheus label name: Alertmanager answers 400
@@ -263,7 +263,8 @@ def _collector_file(tmp_path: Path, url: str) -> Path:
         "routes": [{"channels": ["hook"]}], "alerts": {"language": "en"}})
 
 
-def test_test_alert_command(tmp_path: Path, webhook_receiver: WebhookReceiver) -> None:  # noqa: F811
+@pytest.mark.peer
+def test_test_alert_command(tmp_path: Path, webhook_receiver: WebhookReceiver) -> None:
     path = _collector_file(tmp_path, webhook_receiver.url)
     res = run_cli("test-alert", "-c", str(path), "--channel", "hook")
     assert res.returncode == 0, res.stderr
@@ -298,7 +299,7 @@ def test_store_schema_is_versioned(tmp_path: Path) -> None:
 
 def test_store_of_the_first_release_is_migrated_keeping_its_alerts(tmp_path: Path) -> None:
     """A version-1 store (before local fallback notices) gets the new column and table; its episodes stay."""
-    from collector.db import ensure_schema, open_db
+    from roomwatch.core.sqlite import ensure_schema, open_db
 
     conn = open_db(tmp_path / "old.db")
     ensure_schema(conn, "alerts", STORE_MIGRATIONS[:1])

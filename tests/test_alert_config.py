@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from alerts.rules import compile_rules
-from collector.config import CollectorConfig, load_collector_config
+from roomwatch.alerts.rules import compile_rules
+from roomwatch.collector.config import CollectorConfig, load_collector_config
 from tests.helpers import ROOT, run_cli
 
 BASE = "listen: 127.0.0.1:9640\nchannels:\n  - {name: hook, type: webhook, url: 'http://127.0.0.1:9999/'}\n"
@@ -31,6 +31,7 @@ def test_example_overrides_restate_the_defaults() -> None:
     assert "ASHRAE" in text and "18–27 °C" in text
 
 
+@pytest.mark.peer
 def test_smallest_contract_file_is_valid(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
     path.write_text("listen: 127.0.0.1:9640\nagents:\n  - id: room1-agent\n    token: s3cret-token\nchannels:\n"
@@ -67,6 +68,7 @@ def test_smallest_contract_file_is_valid(tmp_path: Path) -> None:
     ("web:\n  users: [{name: a, password_hash: secret}]\n", 5, "web.users[0].password_hash", "not a password hash"),
     ("alerts:\n  language: fr\n", 5, "alerts.language", "expected one of"),
 ])
+@pytest.mark.peer
 def test_alerting_mistakes_are_located(tmp_path: Path, text: str, line: int, key: str, message: str) -> None:
     path = tmp_path / "collector.yaml"
     path.write_text(BASE + text)
@@ -75,6 +77,7 @@ def test_alerting_mistakes_are_located(tmp_path: Path, text: str, line: int, key
     assert f"{path}:{line}: {key}: " in res.stderr and message in res.stderr, res.stderr
 
 
+@pytest.mark.peer
 def test_rule_file_problems_name_the_rule_file(tmp_path: Path) -> None:
     rules = tmp_path / "rules.yaml"
     rules.write_text("rules:\n  - alert: Hot\n    metric: roomwatch_temperature_celsius\n    when: '> 30'\n"

@@ -12,12 +12,14 @@ from typing import Any
 
 import pytest
 
-from collector.webauth import hash_password
-from roomwatch.wire import Batch, EventRecord, SampleRecord, encode_batch
+from roomwatch.collector.webauth import hash_password
+from roomwatch.core.wire import Batch, EventRecord, SampleRecord, encode_batch
 from tests.conftest import TOKENS, CollectorHandle, start_collector
 from tests.helpers import http_get, http_post, metric_value, wait_for
 from tests.peers.prometheus import promtool_check_metrics
-from tests.peers.webhook_receiver import WebhookReceiver, webhook_receiver  # noqa: F401 - fixture
+from tests.peers.webhook_receiver import WebhookReceiver
+
+pytestmark = pytest.mark.peer  # every test here starts a process
 
 DOOR = {"site": "县政务中心", "room": "1号机房", "device": "door1"}
 PASSWORD = "correct horse battery"
@@ -57,7 +59,7 @@ def _collector(tmp_path: Path, receiver_url: str, **extra: Any) -> CollectorHand
 
 
 @pytest.fixture
-def hooked(tmp_path: Path, webhook_receiver: WebhookReceiver) -> Any:  # noqa: F811
+def hooked(tmp_path: Path, webhook_receiver: WebhookReceiver) -> Any:
     handle = _collector(tmp_path, webhook_receiver.url)
     yield handle, webhook_receiver
     handle.proc.stop()
@@ -203,7 +205,7 @@ def _login_cookie(url: str) -> dict[str, str]:
 
 
 @pytest.mark.slow
-def test_kill_9_with_undelivered_notifications(tmp_path: Path, webhook_receiver: WebhookReceiver) -> None:  # noqa: F811
+def test_kill_9_with_undelivered_notifications(tmp_path: Path, webhook_receiver: WebhookReceiver) -> None:
     """Queued messages survive kill -9 and are delivered once after the restart; delivered ones are not re-sent."""
     receiver = webhook_receiver
     collector = _collector(tmp_path, receiver.url)

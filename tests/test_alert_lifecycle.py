@@ -65,7 +65,7 @@ def test_silence_keeps_alert_visible_but_quiet(tmp_path: Path) -> None:
 def test_expired_silence_and_bad_silences(tmp_path: Path) -> None:
     import pytest
 
-    from alerts.silences import SilenceError
+    from roomwatch.alerts.silences import SilenceError
 
     h = Harness(tmp_path)
     with pytest.raises(SilenceError, match="must not cover everything"):
@@ -295,7 +295,7 @@ def test_alert_of_an_agent_removed_from_the_config_resolves(tmp_path: Path) -> N
 
 def test_an_ack_names_one_episode(tmp_path: Path) -> None:
     """An ack link from an earlier episode never acknowledges a new incident of the same rule and labels."""
-    from alerts.service import AckError
+    from roomwatch.alerts.service import AckError
 
     h = Harness(tmp_path, routes=[{"channels": ["duty"], "repeat_interval": "1h"}])
     leak(h, True)

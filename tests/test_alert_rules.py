@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from roomwatch.exposition import render
+from roomwatch.core.exposition import render
 from tests.alert_harness import Harness, at
 
 TEMP = "roomwatch_temperature_celsius"

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from alerts.channels.base import Channel, Outcome, get_channel_type
-from alerts.config import ChannelBase
+from roomwatch.channels.base import Channel, Outcome, get_channel_type
+from roomwatch.channels.config import ChannelBase
 from tests.channel_helpers import assert_no_leak, notification
 from tests.helpers import free_port
 from tests.peers.chat_stubs import DingtalkStub, FeishuStub, ServerchanStub, WecomAppStub, WecomRobotStub
@@ -329,7 +329,7 @@ async def test_serverchan_turbo_and_sc3(stubs: list[StubServer], caplog: pytest.
 
 
 def test_serverchan_urls() -> None:
-    from alerts.channels.serverchan import send_url
+    from roomwatch.channels.serverchan import send_url
 
     assert send_url(SCT_KEY) == f"https://sctapi.ftqq.com/{SCT_KEY}.send"
     assert send_url(SC3_KEY) == f"https://4321.push.ft07.com/send/{SC3_KEY}.send"

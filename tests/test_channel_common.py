@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from alerts.channels.base import channel_types
-from alerts.channels.common import Redactor, fit_json, render_params, template_fields, truncate_chars, truncate_utf8
+from roomwatch.channels.base import channel_types
+from roomwatch.channels.common import Redactor, fit_json, render_params, template_fields, truncate_chars, truncate_utf8
 from tests.channel_helpers import alert, notification
 from tests.helpers import ROOT, run_cli
 
@@ -74,20 +74,23 @@ def test_every_channel_registered_with_limits() -> None:
     assert types["feishu"].rate_limit == (100, 60.0) and types["feishu"].max_bytes == 20 * 1024
 
 
-@pytest.mark.parametrize("module", ["alerts.channels.gsm_modem", "alerts.channels.base", "alerts.config", "collector.config"])
+@pytest.mark.parametrize("module", ["roomwatch.channels.gsm_modem", "roomwatch.channels.base", "roomwatch.alerts.config",
+                                    "roomwatch.collector.config"])
+@pytest.mark.peer
 def test_any_import_order_builds_the_full_union(module: str) -> None:
     """Whichever module a program imports first, every channel type is in the config union; gsm_modem alone
     (the agent's local fallback) loads neither aiohttp nor pyserial nor the collector until it sends."""
     code = (f"import sys, {module}\n"
-            "import alerts.config as c\n"
+            "import roomwatch.channels.config as c\n"
             "print(sorted(m.model_fields['type'].annotation.__args__[0] for m in c.CHANNEL_MODELS))\n"
-            "print('aiohttp' in sys.modules, 'serial' in sys.modules, 'collector.core' in sys.modules)\n")
+            "print('aiohttp' in sys.modules, 'serial' in sys.modules, 'roomwatch.collector.core' in sys.modules)\n")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout.splitlines()
     assert set(eval(out[0])) >= CHANNELS
-    if module == "alerts.channels.gsm_modem":
+    if module == "roomwatch.channels.gsm_modem":
         assert out[1] == "False False False"
 
 
+@pytest.mark.peer
 def test_check_config_accepts_every_channel(tmp_path: Path) -> None:
     conf = tmp_path / "collector.yaml"
     conf.write_text(
@@ -127,7 +130,7 @@ def test_fit_json_always_fits(text: str, limit: int) -> None:
 
 def test_commented_channel_examples_are_valid(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The commented examples in config/collector.example.yaml pass check-config once uncommented."""
-    from collector.config import load_collector_config
+    from roomwatch.collector.config import load_collector_config
 
     text = (ROOT / "config" / "collector.example.yaml").read_text(encoding="utf-8")
     block = text.split("# --- channel examples", 1)[1].split("\n", 1)[1].split("# --- end of channel examples", 1)[0]

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from alerts.channels.base import Outcome, remember_progress
-from alerts.channels.mail import EmailChannel, EmailConfig
+from roomwatch.channels.base import Outcome, remember_progress
+from roomwatch.channels.mail import EmailChannel, EmailConfig
 from tests.channel_helpers import assert_no_leak, notification
 from tests.helpers import free_port
 from tests.peers.smtp import SmtpServer

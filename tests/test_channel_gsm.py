@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from alerts.channels.base import Outcome, remember_progress
-from alerts.channels.gsm_modem import GsmModemChannel, GsmModemConfig, Modem
+from roomwatch.channels.base import Outcome, remember_progress
+from roomwatch.channels.gsm_modem import GsmModemChannel, GsmModemConfig, Modem
 from tests.channel_helpers import assert_no_leak, notification
 from tests.peers.fake_modem import FakeModem
 
@@ -191,7 +191,7 @@ async def test_missing_port_is_retried() -> None:
 
 async def test_standalone_use_as_in_the_docs(modem: FakeModem) -> None:
     """The agent's fallback builds the channel from its config model alone and sends a bare notification."""
-    from alerts.channels.base import Notification
+    from roomwatch.channels.base import Notification
 
     sms = GsmModemChannel(GsmModemConfig(name="local", type="gsm_modem", port=modem.path, phone_numbers=["+8613800138000"]))
     result = await sms.send(Notification(group_key="g", status="firing", receiver="local", alerts=[], title="机房告警",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from urllib.parse import quote
 
-from alerts.channels import aliyun_sms, dingtalk, feishu, tencent_sms
+from roomwatch.channels import aliyun_sms, dingtalk, feishu, tencent_sms
 from tests.peers import vendor_sign
 
 ALIYUN_PARAMS = {

@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from alerts.channels.aliyun_sms import AliyunSmsChannel, AliyunSmsConfig
-from alerts.channels.base import Outcome, remember_progress
-from alerts.channels.tencent_sms import TencentSmsChannel, TencentSmsConfig
-from alerts.outbox import Outbox
-from alerts.store import AlertStore
+from roomwatch.alerts.outbox import Outbox
+from roomwatch.alerts.store import AlertStore
+from roomwatch.channels.aliyun_sms import AliyunSmsChannel, AliyunSmsConfig
+from roomwatch.channels.base import Outcome, remember_progress
+from roomwatch.channels.tencent_sms import TencentSmsChannel, TencentSmsConfig
 from tests.alert_harness import T0, Clock
 from tests.channel_helpers import alert, assert_no_leak, notification
 from tests.peers.sms_stubs import AliyunSmsStub, TencentSmsStub

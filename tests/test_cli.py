@@ -15,6 +15,8 @@ import pytest
 from roomwatch import __version__
 from tests.helpers import ROOT, http_json, run_cli, wait_for
 
+pytestmark = pytest.mark.peer  # every test here starts a process
+
 
 def test_version() -> None:
     res = run_cli("--version")
@@ -45,7 +47,7 @@ def test_bad_config_is_exit_2_for_agent_and_collector(tmp_path) -> None:
 
 
 def test_gen_token_hash_matches() -> None:
-    from collector.agents import hash_token
+    from roomwatch.collector.agents import hash_token
 
     res = run_cli("gen-token")
     token = re.search(r"token:\s+(\S+)", res.stdout).group(1)

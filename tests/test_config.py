@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from roomwatch.configbase import ConfigError, load_yaml, parse_duration
+from roomwatch.core.configbase import ConfigError, load_yaml, parse_duration
 from tests.helpers import ROOT, run_cli
 
 EXAMPLES = sorted((ROOT / "config").glob("*.example.yaml"))
@@ -19,6 +19,7 @@ def test_examples_exist() -> None:
     assert {"agent.example.yaml", "collector.example.yaml"} <= names
 
 
+@pytest.mark.peer
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
 def test_examples_pass_check_config(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # The agent example reads its token as systemd hands it over (the installer generates it).
@@ -29,13 +30,14 @@ def test_examples_pass_check_config(path: Path, tmp_path: Path, monkeypatch: pyt
     assert "OK" in res.stdout
 
 
+@pytest.mark.peer
 def test_examples_carry_no_usable_token(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """No token in the examples: the agent's comes from a file, the collector's hash matches nothing."""
     text = "\n".join(p.read_text(encoding="utf-8") for p in EXAMPLES)
     assert "s3cret" not in text
     assert re.search(r"^\s+token:", text, re.M) is None, "an example sets a literal token"
     monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
-    from collector.config import load_collector_config
+    from roomwatch.collector.config import load_collector_config
 
     cfg = load_collector_config(str(ROOT / "config" / "collector.example.yaml"))
     assert [a.token_hash for a in cfg.agents] == ["sha256:" + "0" * 64]
@@ -82,6 +84,7 @@ collector:
     ids=["unknown-key", "wrong-type-list", "wrong-type-bool", "wrong-type-int", "bad-duration", "duration-no-unit",
          "missing-required", "unknown-driver", "duplicate-name"],
 )
+@pytest.mark.peer
 def test_agent_mistakes_name_file_line_key(tmp_path: Path, text: str, line: int, key: str, words: str) -> None:
     rc, err = _check(tmp_path, text)
     assert rc == 2, err
@@ -113,6 +116,7 @@ agents:
     ids=["unknown-key", "bad-size", "missing-token", "unknown-channel", "bad-listen", "shared-token",
          "shared-token-hash"],
 )
+@pytest.mark.peer
 def test_collector_mistakes_name_file_line_key(tmp_path: Path, text: str, line: int, key: str, words: str) -> None:
     rc, err = _check(tmp_path, text)
     assert rc == 2, err
@@ -120,31 +124,35 @@ def test_collector_mistakes_name_file_line_key(tmp_path: Path, text: str, line: 
     assert words in err, err
 
 
+@pytest.mark.peer
 def test_yaml_syntax_error_names_line(tmp_path: Path) -> None:
     rc, err = _check(tmp_path, "agent:\n  id: a1\n  site: [unclosed\ncollector:\n  urls: []\n")
     assert rc == 2
     assert re.search(r"conf\.yaml:\d+: YAML syntax error", err), err
 
 
+@pytest.mark.peer
 def test_every_problem_reported_together(tmp_path: Path) -> None:
     rc, err = _check(tmp_path, AGENT_OK + "  push_interval: soon\n  bogus: 1\n")
     assert rc == 2
     assert "collector.push_interval" in err and "collector.bogus" in err
 
 
+@pytest.mark.peer
 def test_missing_file_is_exit_2(tmp_path: Path) -> None:
     res = run_cli("check-config", str(tmp_path / "nope.yaml"))
     assert res.returncode == 2
     assert "nope.yaml: file not found" in res.stderr
 
 
+@pytest.mark.peer
 def test_unknown_kind_is_exit_2(tmp_path: Path) -> None:
     rc, err = _check(tmp_path, "something: else\n")
     assert rc == 2 and "agent or a collector" in err
 
 
 def test_secret_from_file_and_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from agent.config import load_agent_config
+    from roomwatch.agent.config import load_agent_config
 
     (tmp_path / "tok").write_text("from-file\n")
     f = tmp_path / "a.yaml"
@@ -158,17 +166,20 @@ def test_secret_from_file_and_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert "from-env" not in repr(cfg)  # secrets never appear in reprs (and so in logs)
 
 
+@pytest.mark.peer
 def test_unset_env_var_is_an_error_with_line(tmp_path: Path) -> None:
     rc, err = _check(tmp_path, "agent: {id: a1}\ncollector:\n  urls: [http://x:1]\n  token: ${RW_NOT_SET_ANYWHERE}\n")
     assert rc == 2
     assert "conf.yaml:4: collector.token: environment variable RW_NOT_SET_ANYWHERE is not set" in err
 
 
+@pytest.mark.peer
 def test_unreadable_token_file(tmp_path: Path) -> None:
     rc, err = _check(tmp_path, AGENT_OK.replace("token: t0ken", f"token_file: {tmp_path / 'missing'}"))
     assert rc == 2 and "cannot read" in err
 
 
+@pytest.mark.peer
 def test_contract_smallest_collector_file_is_accepted(tmp_path: Path) -> None:
     rc, err = _check(tmp_path, """\
 listen: 127.0.0.1:9640
@@ -204,6 +215,7 @@ def test_duplicate_yaml_key_is_an_error(tmp_path: Path) -> None:
     assert "d.yaml:3: agent.id: this key appears twice" in str(err.value)
 
 
+@pytest.mark.peer
 def test_contract_smallest_agent_file_is_accepted(tmp_path: Path) -> None:
     rc, err = _check(tmp_path, """\
 agent:
@@ -234,12 +246,14 @@ devices:
     ("{device: other}", "label 'device' is set by roomwatch itself"),
     ("{__name__: x}", "not a valid label name"),
 ])
+@pytest.mark.peer
 def test_bad_label_names_are_refused_at_load(tmp_path: Path, labels: str, words: str) -> None:
     # A label name the wire format refuses would make the collector reject every batch.
     rc, err = _check(tmp_path, AGENT_OK.replace("  id: a1", f"  id: a1\n  labels: {labels}"))
     assert rc == 2 and "conf.yaml:3: agent.labels:" in err and words in err, err
 
 
+@pytest.mark.peer
 def test_collector_url_with_credentials_is_refused(tmp_path: Path) -> None:
     rc, err = _check(tmp_path, AGENT_OK.replace("http://127.0.0.1:9640", "http://user:pa55@127.0.0.1:9640"))
     assert rc == 2 and "must not carry a user or password" in err
@@ -247,8 +261,8 @@ def test_collector_url_with_credentials_is_refused(tmp_path: Path) -> None:
 
 
 def test_default_storage_directory_is_created(tmp_path: Path) -> None:
-    from collector.config import CollectorConfig
-    from collector.main import _prepare_storage
+    from roomwatch.collector.config import CollectorConfig
+    from roomwatch.collector.main import _prepare_storage
 
     cfg = CollectorConfig.model_validate({"agents": []})
     cfg.storage = str(tmp_path / "var-lib-roomwatch" / "collector.db")

@@ -9,12 +9,16 @@ import re
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.door_rig import ROOM, SITE, SUMMARY, DoorPipeline
 from tests.helpers import http_get, metric_value
-from tests.peers.webhook_receiver import WebhookReceiver, webhook_receiver  # noqa: F401 - fixture
+from tests.peers.webhook_receiver import WebhookReceiver
+
+pytestmark = pytest.mark.peer  # every test here starts a process
 
 
-def test_door_opened_over_mqtt_reaches_the_webhook(tmp_path: Path, webhook_receiver: WebhookReceiver) -> None:  # noqa: F811
+def test_door_opened_over_mqtt_reaches_the_webhook(tmp_path: Path, webhook_receiver: WebhookReceiver) -> None:
     rig = DoorPipeline(tmp_path, webhook_receiver, ["door1"])
     try:
         for i in range(3):

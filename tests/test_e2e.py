@@ -8,7 +8,7 @@ from typing import Any
 
 from tests.conftest import CollectorHandle
 from tests.helpers import http_get, http_json, metric_value, wait_for
-from tests.peers.prometheus import prometheus_factory, promtool_check_metrics  # noqa: F401 - fixture
+from tests.peers.prometheus import promtool_check_metrics
 
 pytest_plugins: list[str] = []
 
@@ -63,7 +63,7 @@ def test_openmetrics_when_asked(collector: CollectorHandle, agent_factory: Any) 
 
 
 def test_real_prometheus_scrapes_collector(collector: CollectorHandle, agent_factory: Any,
-                                           prometheus_factory: Any, tmp_path: Path) -> None:  # noqa: F811
+                                           prometheus_factory: Any, tmp_path: Path) -> None:
     agent_factory(collector.url)
     prom = prometheus_factory([f"127.0.0.1:{collector.port}"])
     result = wait_for(lambda: prom.query('roomwatch_host_memory_total_bytes{agent="agent-a"}'), timeout=40,

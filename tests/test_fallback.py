@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from roomwatch.wire import decode_batch
+from roomwatch.core.wire import decode_batch
 from tests.conftest import TOKENS, start_collector
 from tests.helpers import http_get, metric_value, wait_for
 from tests.peers.fake_modem import FakeModem
-from tests.peers.webhook_receiver import WebhookReceiver, webhook_receiver  # noqa: F401 - fixture
+from tests.peers.webhook_receiver import WebhookReceiver
 from tests.reliability_rig import CounterAgent
 
 PHONE = "+8613800138000"
@@ -36,9 +36,10 @@ def _spooled_events(spool: Path) -> list:
     return [e for (body,) in rows for e in decode_batch(zlib.decompress(body)).events]
 
 
+@pytest.mark.peer
 @pytest.mark.timeout(150)
 def test_leak_while_the_link_is_down_is_sent_by_sms_once_and_not_again_by_the_collector(
-        tmp_path: Path, webhook_receiver: WebhookReceiver) -> None:  # noqa: F811
+        tmp_path: Path, webhook_receiver: WebhookReceiver) -> None:
     modem = FakeModem()
     state = tmp_path / "state"
     state.write_text("roomwatch_water_leak_detected 0\nroomwatch_smoke_detected 1\n")
@@ -122,8 +123,8 @@ def test_leak_while_the_link_is_down_is_sent_by_sms_once_and_not_again_by_the_co
 
 
 def test_fallback_config_is_checked_with_the_channel_models(tmp_path: Path) -> None:
-    from agent.config import load_agent_config
-    from roomwatch.configbase import ConfigError
+    from roomwatch.agent.config import load_agent_config
+    from roomwatch.core.configbase import ConfigError
     from tests.helpers import write_yaml
 
     base = {"agent": {"id": "a", "spool": None}, "collector": {"urls": ["http://127.0.0.1:9640"], "token": "x" * 16}}
@@ -145,8 +146,8 @@ async def test_a_number_over_its_limit_is_retried_alone_and_the_collector_told_o
     (fallback_notified) is queued once, when the first number had it."""
     from types import SimpleNamespace
 
-    from agent import fallback as fb
-    from alerts.channels.gsm_modem import Modem
+    from roomwatch.agent import fallback as fb
+    from roomwatch.channels.gsm_modem import Modem
 
     monkeypatch.setattr(fb, "_RETRY_REMAINDER", 0.0, raising=False)
     monkeypatch.setattr(Modem, "PIN_SETTLE", 0.0)

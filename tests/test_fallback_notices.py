@@ -7,8 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from roomwatch.notice import notice_event
-from roomwatch.wire import Batch, EventRecord, SampleRecord
+from roomwatch.core.notice import notice_event
+from roomwatch.core.wire import Batch, EventRecord, SampleRecord
 from tests.alert_harness import Harness
 
 LEAK = {"agent": "a1", "site": "县政务中心", "room": "1号机房", "device": "leak1"}

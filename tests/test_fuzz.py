@@ -164,10 +164,10 @@ config_doc = st.recursive(_VALUES, lambda inner: st.one_of(st.lists(inner, max_s
 @given(doc=st.one_of(config_doc, st.dictionaries(st.sampled_from(_KEYS), config_doc, max_size=6)),
        raw=st.one_of(st.none(), st.text(max_size=200)))
 def test_config_loader_never_crashes(tmp_path: Path, doc: Any, raw: str | None) -> None:
-    from agent.config import load_agent_config
-    from collector.config import load_collector_config
+    from roomwatch.agent.config import load_agent_config
     from roomwatch.cli import main as cli_main
-    from roomwatch.configbase import ConfigError
+    from roomwatch.collector.config import load_collector_config
+    from roomwatch.core.configbase import ConfigError
 
     path = tmp_path / "fuzz.yaml"
     path.write_text(raw if raw is not None else yaml.safe_dump(doc, allow_unicode=True))
@@ -183,19 +183,13 @@ def test_config_loader_never_crashes(tmp_path: Path, doc: Any, raw: str | None) 
 
 def test_openapi_description_covers_every_route(tmp_path: Path) -> None:
     """docs/openapi.yaml describes every route the collector serves, with its methods, and no other."""
-    import importlib
-
-    from collector.config import CollectorConfig
-    from collector.core import Collector
-    from collector.http import create_app
-    from collector.main import COMPONENTS
-    from roomwatch.wire import MAX_EVENTS, MAX_SAMPLES
+    from roomwatch.collector.config import CollectorConfig
+    from roomwatch.collector.core import Collector
+    from roomwatch.collector.main import build_app
+    from roomwatch.core.wire import MAX_EVENTS, MAX_SAMPLES
 
     doc = yaml.safe_load((Path(__file__).resolve().parent.parent / "docs" / "openapi.yaml").read_text())
-    for module in ("collector.history", *COMPONENTS):  # what `roomwatch collector` loads
-        importlib.import_module(module)
-
-    app = create_app(Collector(CollectorConfig(storage=str(tmp_path / "c.db"))))
+    app = build_app(Collector(CollectorConfig(storage=str(tmp_path / "c.db"))))  # what `roomwatch collector` serves
     served = {(r.resource.canonical, r.method.lower()) for r in app.router.routes()
               if r.resource is not None and r.method != "HEAD"}  # aiohttp adds HEAD to every GET
     documented = {(path, method) for path, item in doc["paths"].items() for method in item

@@ -7,8 +7,8 @@ import gc
 
 import pytest
 
-import collector.gcfreeze as gcfreeze
-from collector.gcfreeze import MIN_SERIES, freeze_while_growing
+import roomwatch.collector.gcfreeze as gcfreeze
+from roomwatch.collector.gcfreeze import MIN_SERIES, freeze_while_growing
 
 
 def test_freezes_when_grown_and_not_otherwise(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from drivers.gpio import Contact, Edge, GpioConfig, GpioDriver
+from roomwatch.drivers.gpio import Contact, Edge, GpioConfig, GpioDriver
 from tests.mqtt_helpers import current, make_agent, until
 
 DOOR = "roomwatch_door_open"

@@ -7,7 +7,7 @@ import logging
 from collections import namedtuple
 from typing import Any
 
-from drivers.host import HostConfig, HostDriver
+from roomwatch.drivers.host import HostConfig, HostDriver
 
 
 class _Ctx:

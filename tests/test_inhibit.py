@@ -7,10 +7,10 @@ from collections.abc import Iterable
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from alerts.config import InhibitRuleConfig
-from alerts.inhibit import Inhibitor
-from alerts.model import FIRING, PENDING, Alert, fingerprint
-from alerts.rules import InhibitRule, compile_inhibit_rules
+from roomwatch.alerts.config import InhibitRuleConfig
+from roomwatch.alerts.inhibit import Inhibitor
+from roomwatch.alerts.model import FIRING, PENDING, Alert, fingerprint
+from roomwatch.alerts.rules import InhibitRule, compile_inhibit_rules
 
 NAMES = ["AgentDown", "DeviceDown", "UPSOnBattery", "UPSInputVoltageLow", "RoomTemperatureCritical",
          "RoomTemperatureHigh", "DoorOpenedOutOfHours"]

@@ -7,13 +7,13 @@ import time
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import TOKENS, CollectorHandle, collector  # noqa: F401 - fixture
+from tests.conftest import TOKENS, CollectorHandle
 from tests.helpers import http_get, http_post
 
 N = 6000  # above collector.http._RENDER_INLINE
 
 
-def test_a_large_exposition_is_complete_and_parses(collector: CollectorHandle) -> None:  # noqa: F811
+def test_a_large_exposition_is_complete_and_parses(collector: CollectorHandle) -> None:
     ts = int(time.time() * 1000)
     samples = [{"metric": "roomwatch_temperature_celsius", "labels": {"device": f"th{i}", "room": "A"},
                 "value": 20 + i / 1000, "ts": ts} for i in range(N)]

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from agent.config import AgentConfig
-from agent.runtime import Agent
-from drivers import vocabulary as v
-from tests.peers.modbus import ModbusPeer, modbus_peer, serial_pair  # noqa: F401
+from roomwatch.agent.config import AgentConfig
+from roomwatch.agent.runtime import Agent
+from roomwatch.core import vocabulary as v
+from tests.peers.modbus import ModbusPeer
 
 
 def _series(agent: Agent, metric: str) -> dict[str, float]:
@@ -39,7 +39,7 @@ async def _until(check: Any, timeout: float = 10.0) -> None:
         await asyncio.sleep(0.05)
 
 
-async def test_dead_unit_is_down_others_keep_reading_over_tcp(modbus_peer: ModbusPeer,  # noqa: F811
+async def test_dead_unit_is_down_others_keep_reading_over_tcp(modbus_peer: ModbusPeer,
                                                               caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="roomwatch")
     await modbus_peer.start_tcp({1: {"input": {1: [221, 480]}}, 2: {"holding": {0: [1]}}}, silent=[3])
@@ -68,7 +68,7 @@ async def test_dead_unit_is_down_others_keep_reading_over_tcp(modbus_peer: Modbu
     assert not [r for r in caplog.records if r.name.startswith("pymodbus") and r.levelno >= logging.ERROR]
 
 
-async def test_rtu_bus_shared_by_agent_devices(modbus_peer: ModbusPeer, serial_pair: tuple[str, str]) -> None:  # noqa: F811
+async def test_rtu_bus_shared_by_agent_devices(modbus_peer: ModbusPeer, serial_pair: tuple[str, str]) -> None:
     server_tty, client_tty = serial_pair
     await modbus_peer.start_rtu(server_tty, {1: {"input": {1: [200, 400]}}, 2: {"holding": {0: [555, 241]}}},
                                 silent=[7])

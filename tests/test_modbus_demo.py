@@ -10,12 +10,14 @@ from collections.abc import Callable, Hashable
 from pathlib import Path
 from typing import Any, TypeVar
 
-import drivers
-from drivers import vocabulary as v
-from drivers.modbus.config import ModbusConfig
-from drivers.modbus.driver import ModbusDriver
-from roomwatch.demo import DemoContext, _stop
-from roomwatch.sims import modbus_server, modbus_th
+import pytest
+
+from roomwatch import drivers
+from roomwatch.core import vocabulary as v
+from roomwatch.demo.run import DemoContext, _stop
+from roomwatch.demo.sims import modbus_server, modbus_th
+from roomwatch.drivers.modbus.config import ModbusConfig
+from roomwatch.drivers.modbus.driver import ModbusDriver
 
 drivers.load_builtin()
 T = TypeVar("T")
@@ -55,6 +57,7 @@ async def _poll_all(entries: list[dict[str, Any]]) -> dict[str, dict[str, float]
     return got
 
 
+@pytest.mark.peer
 def test_demo_modbus_server_is_read_by_the_shipped_profiles(tmp_path: Path) -> None:
     dctx = DemoContext(tmp_path)
     try:

@@ -12,10 +12,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-import drivers
-from drivers import vocabulary as v
-from drivers.modbus.config import ModbusConfig, load_profile, profile_names
-from drivers.modbus.table import TYPES, Register, compile_row, decode_block, make_decoder, plan_requests, resolve_metric
+from roomwatch import drivers
+from roomwatch.core import vocabulary as v
+from roomwatch.drivers.modbus.config import ModbusConfig, load_profile, profile_names
+from roomwatch.drivers.modbus.table import TYPES, Register, compile_row, decode_block, make_decoder, plan_requests, resolve_metric
 
 drivers.load_builtin()
 
@@ -248,8 +248,8 @@ def test_huawei_ups2000_plan_matches_the_protocol_blocks() -> None:
 
 
 def test_agent_config_reports_modbus_problems_with_file_line_and_key(tmp_path: Path) -> None:
-    from agent.config import load_agent_config
-    from roomwatch.configbase import ConfigError
+    from roomwatch.agent.config import load_agent_config
+    from roomwatch.core.configbase import ConfigError
 
     path = tmp_path / "agent.yaml"
     path.write_text(

@@ -12,12 +12,12 @@ from typing import Any, TypeVar
 
 import pytest
 
-import drivers
-from drivers import vocabulary as v
-from drivers.base import DeviceError, Reading
-from drivers.modbus.config import ModbusConfig
-from drivers.modbus.driver import ModbusDriver
-from tests.peers.modbus import ModbusPeer, modbus_peer, serial_pair  # noqa: F401
+from roomwatch import drivers
+from roomwatch.core import vocabulary as v
+from roomwatch.drivers.base import DeviceError, Reading
+from roomwatch.drivers.modbus.config import ModbusConfig
+from roomwatch.drivers.modbus.driver import ModbusDriver
+from tests.peers.modbus import ModbusPeer
 
 drivers.load_builtin()
 T = TypeVar("T")
@@ -78,7 +78,7 @@ def close(a: float, b: float) -> bool:
 
 # --- TCP ------------------------------------------------------------------------------------
 
-async def test_types_word_order_scaling_and_bit_functions_over_tcp(modbus_peer: ModbusPeer, ctx: Ctx) -> None:  # noqa: F811
+async def test_types_word_order_scaling_and_bit_functions_over_tcp(modbus_peer: ModbusPeer, ctx: Ctx) -> None:
     unit = {
         "holding": {100: [235, 0xFF33, *words("i", -70000), *words("f", 21.5)[::-1], *words("I", 86400)]},
         "input": {0: [651, 0b0100_0100]},
@@ -123,7 +123,7 @@ async def test_types_word_order_scaling_and_bit_functions_over_tcp(modbus_peer: 
     assert got[(v.SMOKE, None)] == 1.0  # active-low input released: alarm
 
 
-async def test_xy_md02_profile_over_tcp(modbus_peer: ModbusPeer, ctx: Ctx) -> None:  # noqa: F811
+async def test_xy_md02_profile_over_tcp(modbus_peer: ModbusPeer, ctx: Ctx) -> None:
     await modbus_peer.start_tcp({1: {"input": {1: [0xFF33, 455]}}})
     drv = driver(ctx, host="127.0.0.1", port=modbus_peer.port, profile="xy-md02")
     assert values(await drv.poll()) == {(v.TEMPERATURE, None): -20.5, (v.HUMIDITY, None): 0.455}
@@ -141,7 +141,7 @@ def _huawei_unit(mode: int, status_bits: int, alarm_bits: int) -> dict[str, Any]
                         41188: [alarm_bits]}}
 
 
-async def test_huawei_ups2000_profile_over_tcp(modbus_peer: ModbusPeer, ctx: Ctx) -> None:  # noqa: F811
+async def test_huawei_ups2000_profile_over_tcp(modbus_peer: ModbusPeer, ctx: Ctx) -> None:
     await modbus_peer.start_tcp({1: _huawei_unit(mode=2, status_bits=0, alarm_bits=0)})
     drv = driver(ctx, host="127.0.0.1", port=modbus_peer.port, profile="huawei-ups2000", battery_installed="2021-06-01")
     got = values(await drv.poll())
@@ -166,7 +166,7 @@ async def test_huawei_ups2000_profile_over_tcp(modbus_peer: ModbusPeer, ctx: Ctx
     assert (v.UPS_OUTPUT_VOLTAGE, None) not in got
 
 
-async def test_dry_contact_module_inputs_over_tcp(modbus_peer: ModbusPeer, ctx: Ctx) -> None:  # noqa: F811
+async def test_dry_contact_module_inputs_over_tcp(modbus_peer: ModbusPeer, ctx: Ctx) -> None:
     # DI1 door reed switch (normally closed: reads 1 while the door is shut), DI2 leak rope, DI5 smoke relay
     await modbus_peer.start_tcp({3: {"discrete": {0: [1, 0, 0, 0, 1, 0, 0, 0]}}})
     drv = driver(ctx, host="127.0.0.1", port=modbus_peer.port, unit=3, profile="waveshare-io-8ch",
@@ -180,7 +180,7 @@ async def test_dry_contact_module_inputs_over_tcp(modbus_peer: ModbusPeer, ctx: 
     assert got[(v.DOOR_OPEN, "front-door")] == 1.0 and got[(v.WATER_LEAK, "in2")] == 1.0
 
 
-async def test_exception_reply_names_register_and_code(modbus_peer: ModbusPeer, ctx: Ctx) -> None:  # noqa: F811
+async def test_exception_reply_names_register_and_code(modbus_peer: ModbusPeer, ctx: Ctx) -> None:
     await modbus_peer.start_tcp({1: {"holding": {0: [1, 2, 3]}}})
     drv = driver(ctx, host="127.0.0.1", port=modbus_peer.port,
                  registers=[{"name": "inlet", "metric": "temperature", "address": 500}])
@@ -191,7 +191,7 @@ async def test_exception_reply_names_register_and_code(modbus_peer: ModbusPeer, 
     assert "holding registers 500" in msg and "[inlet]" in msg
 
 
-async def test_silent_unit_times_out_and_shared_connection_keeps_serving_others(modbus_peer: ModbusPeer, ctx: Ctx) -> None:  # noqa: F811
+async def test_silent_unit_times_out_and_shared_connection_keeps_serving_others(modbus_peer: ModbusPeer, ctx: Ctx) -> None:
     await modbus_peer.start_tcp({1: {"input": {1: [215, 500]}}}, silent=[9])
     good = driver(ctx, name="good", host="127.0.0.1", port=modbus_peer.port, unit=1, profile="xy-md02")
     dead = driver(ctx, name="dead", host="127.0.0.1", port=modbus_peer.port, unit=9, profile="xy-md02",
@@ -206,7 +206,7 @@ async def test_silent_unit_times_out_and_shared_connection_keeps_serving_others(
     assert len(modbus_peer.reads_of(9)) == 4  # one request per poll: the poll stops at the first timeout
 
 
-async def test_retries_repeat_an_unanswered_request(modbus_peer: ModbusPeer, ctx: Ctx) -> None:  # noqa: F811
+async def test_retries_repeat_an_unanswered_request(modbus_peer: ModbusPeer, ctx: Ctx) -> None:
     await modbus_peer.start_tcp({1: {"input": {1: [215, 500]}}}, silent=[9])
     dead = driver(ctx, host="127.0.0.1", port=modbus_peer.port, unit=9, profile="xy-md02", request_timeout="200ms",
                   retries=2)
@@ -243,7 +243,7 @@ async def test_reconnects_after_the_server_restarts(ctx: Ctx) -> None:
         await second.stop()
 
 
-async def test_rtu_frames_over_tcp_for_transparent_serial_servers(modbus_peer: ModbusPeer, ctx: Ctx) -> None:  # noqa: F811
+async def test_rtu_frames_over_tcp_for_transparent_serial_servers(modbus_peer: ModbusPeer, ctx: Ctx) -> None:
     await modbus_peer.start_tcp({4: {"holding": {0: [655, 0xFFC4]}}}, rtu_framing=True)
     drv = driver(ctx, transport="rtu-over-tcp", host="127.0.0.1", port=modbus_peer.port, unit=4, profile="sht3x-rs485")
     assert values(await drv.poll()) == {(v.HUMIDITY, None): 0.655, (v.TEMPERATURE, None): -6.0}
@@ -252,7 +252,7 @@ async def test_rtu_frames_over_tcp_for_transparent_serial_servers(modbus_peer: M
 # --- RTU over a pseudo-terminal pair ---------------------------------------------------------------
 
 async def test_rtu_units_on_one_bus_polled_concurrently_without_collisions(
-        modbus_peer: ModbusPeer, serial_pair: tuple[str, str], ctx: Ctx) -> None:  # noqa: F811
+        modbus_peer: ModbusPeer, serial_pair: tuple[str, str], ctx: Ctx) -> None:
     server_tty, client_tty = serial_pair
     units = {u: {"input": {1: [200 + u, 400 + u]}, "holding": {0: [u] * 20}} for u in (1, 2, 3)}
     await modbus_peer.start_rtu(server_tty, units, baudrate=19200)
@@ -280,7 +280,7 @@ async def test_rtu_units_on_one_bus_polled_concurrently_without_collisions(
 
 
 async def test_rtu_silent_unit_costs_one_timeout_and_others_keep_reading(
-        modbus_peer: ModbusPeer, serial_pair: tuple[str, str], ctx: Ctx) -> None:  # noqa: F811
+        modbus_peer: ModbusPeer, serial_pair: tuple[str, str], ctx: Ctx) -> None:
     server_tty, client_tty = serial_pair
     await modbus_peer.start_rtu(server_tty, {1: {"input": {1: [215, 500]}}}, silent=[5])
     good = driver(ctx, name="good", transport="rtu", serial_port=client_tty, baudrate=19200, unit=1, profile="xy-md02")
@@ -304,7 +304,7 @@ async def test_rtu_silent_unit_costs_one_timeout_and_others_keep_reading(
     assert len(modbus_peer.reads_of(1)) == 6
 
 
-async def test_rtu_missing_port_and_clashing_line_settings(serial_pair: tuple[str, str], ctx: Ctx) -> None:  # noqa: F811
+async def test_rtu_missing_port_and_clashing_line_settings(serial_pair: tuple[str, str], ctx: Ctx) -> None:
     missing = driver(ctx, name="m", transport="rtu", serial_port="/dev/ttyNOSUCH9", profile="xy-md02")
     with pytest.raises(DeviceError, match=r"serial port /dev/ttyNOSUCH9 does not exist"):
         await missing.poll()

@@ -20,12 +20,12 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from drivers.mqtt.availability import Availability, read_availability, topic_matches
-from drivers.mqtt.connection import BrokerConnection
-from drivers.mqtt.driver import MqttConfig, MqttDriver
-from drivers.mqtt.payloads import REASONS, PayloadError
+from roomwatch.drivers.mqtt.availability import Availability, read_availability, topic_matches
+from roomwatch.drivers.mqtt.connection import BrokerConnection
+from roomwatch.drivers.mqtt.driver import MqttConfig, MqttDriver
+from roomwatch.drivers.mqtt.payloads import REASONS, PayloadError
 from tests.mqtt_helpers import current, make_agent, publish, until
-from tests.peers.mosquitto import Mosquitto, Publisher, mosquitto, publisher  # noqa: F401
+from tests.peers.mosquitto import Mosquitto, Publisher
 from tests.test_mqtt_formats import RecordingContext
 
 CORPUS = yaml.safe_load((Path(__file__).parent / "data" / "mqtt" / "availability.yaml").read_text(encoding="utf-8"))
@@ -121,7 +121,7 @@ FORMATS: dict[str, tuple[tuple[str, str], dict[str, Any], str, str, str, str, st
 
 def _temp(agent: Any, name: str) -> float | None:
     """The device's temperature, whatever its sensor label."""
-    from roomwatch.exposition import render
+    from roomwatch.core.exposition import render
 
     for line in render(agent.latest.families()).decode().splitlines():
         if line.startswith(T + "{") and f'device="{name}"' in line:
@@ -130,7 +130,7 @@ def _temp(agent: Any, name: str) -> float | None:
 
 
 async def test_offline_turns_each_format_down_at_once_and_online_plus_a_value_brings_it_back(
-        mosquitto: Mosquitto, publisher: Publisher) -> None:  # noqa: F811
+        mosquitto: Mosquitto, publisher: Publisher) -> None:
     agent = make_agent([dev(name, mosquitto, *args, **extra) for name, (args, extra, *_) in FORMATS.items()])
     await agent.start()
     try:
@@ -175,7 +175,7 @@ async def test_offline_turns_each_format_down_at_once_and_online_plus_a_value_br
         await agent.stop()
 
 
-async def test_retained_offline_at_startup_counts(mosquitto: Mosquitto, publisher: Publisher) -> None:  # noqa: F811
+async def test_retained_offline_at_startup_counts(mosquitto: Mosquitto, publisher: Publisher) -> None:
     # zigbee2mqtt retains availability; a state retained too is what the sensor said before it went away.
     publisher.publish("zigbee2mqtt/gone", json.dumps({"temperature": 19.5}), retain=True)
     publisher.publish("zigbee2mqtt/gone/availability", json.dumps({"state": "offline"}), retain=True)
@@ -202,7 +202,7 @@ async def test_retained_offline_at_startup_counts(mosquitto: Mosquitto, publishe
 
 
 async def test_garbage_availability_is_counted_and_changes_nothing(
-        mosquitto: Mosquitto, publisher: Publisher) -> None:  # noqa: F811
+        mosquitto: Mosquitto, publisher: Publisher) -> None:
     agent = make_agent([dev("z", mosquitto, "zigbee2mqtt/th", "zigbee2mqtt"),
                         dev("t", mosquitto, "tele/rack/+", "tasmota")])
     await agent.start()
@@ -227,7 +227,7 @@ async def test_garbage_availability_is_counted_and_changes_nothing(
         await agent.stop()
 
 
-async def test_empty_availability_topic_turns_it_off(mosquitto: Mosquitto, publisher: Publisher) -> None:  # noqa: F811
+async def test_empty_availability_topic_turns_it_off(mosquitto: Mosquitto, publisher: Publisher) -> None:
     agent = make_agent([dev("t", mosquitto, "tele/rack/SENSOR", "tasmota", availability_topic=""),
                         dev("z", mosquitto, "zigbee2mqtt/th/+", "zigbee2mqtt", availability_topic="")])
     await agent.start()

@@ -9,6 +9,8 @@ import yaml
 
 from tests.helpers import ROOT, run_cli, write_yaml
 
+pytestmark = pytest.mark.peer  # every test here starts a process
+
 
 def _examples() -> str:
     text = (ROOT / "config" / "agent.example.yaml").read_text(encoding="utf-8")

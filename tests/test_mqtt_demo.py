@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from roomwatch.demo import DemoContext, _stop
-from roomwatch.sims.mqtt_publisher import Room
+from roomwatch.demo.run import DemoContext, _stop
+from roomwatch.demo.sims.mqtt_publisher import Room
 from tests.helpers import require_binary
 
 
@@ -30,13 +30,14 @@ def test_values_drift_slowly_and_stay_plausible() -> None:
     assert max(abs(a - b) for a, b in itertools.pairwise(temps)) < 1.0  # drifts, does not jump
 
 
+@pytest.mark.peer
 @pytest.mark.parametrize("broker", ["mosquitto", "amqtt"])
 def test_demo_simulator_publishes_zigbee2mqtt_messages(tmp_path: Path, broker: str,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     """With mosquitto, or without it (amqtt from the demo extra): the four sensors publish."""
     import paho.mqtt.client as mqtt
 
-    from roomwatch.sims import mqtt_room
+    from roomwatch.demo.sims import mqtt_room
 
     if broker == "mosquitto":
         require_binary("/usr/sbin/mosquitto")
@@ -78,7 +79,7 @@ def test_demo_simulator_publishes_zigbee2mqtt_messages(tmp_path: Path, broker: s
 
 
 def test_door_schedule_follows_door_every() -> None:
-    from roomwatch.sims.mqtt_room import door_schedule
+    from roomwatch.demo.sims.mqtt_room import door_schedule
 
     assert door_schedule(180) == (40, 30)  # the default: open 40 s every 3 min, first after 30 s
     assert door_schedule(20) == (10, 10)  # roomwatch demo --door-every 20s: half open, half closed

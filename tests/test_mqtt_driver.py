@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from drivers.mqtt import connection
-from drivers.mqtt.connection import BrokerConnection
+from roomwatch.drivers.mqtt import connection
+from roomwatch.drivers.mqtt.connection import BrokerConnection
 from tests.mqtt_helpers import current, make_agent, publish, until
-from tests.peers.mosquitto import PASSWORD, USER, Mosquitto, Publisher, mosquitto, mosquitto_tls, publisher  # noqa: F401
+from tests.peers.mosquitto import PASSWORD, USER, Mosquitto, Publisher
 
 T = "roomwatch_temperature_celsius"
 H = "roomwatch_humidity_ratio"
@@ -23,7 +23,7 @@ def dev(name: str, peer: Mosquitto, topic: str, fmt: str, **extra: Any) -> dict[
     return {"name": name, "driver": "mqtt", "broker": peer.url, "topic": topic, "format": fmt, **extra}
 
 
-async def test_every_format_over_one_shared_connection(mosquitto: Mosquitto, publisher: Publisher) -> None:  # noqa: F811
+async def test_every_format_over_one_shared_connection(mosquitto: Mosquitto, publisher: Publisher) -> None:
     agent = make_agent([
         dev("v1", mosquitto, "plain/t1", "value", kind="temperature"),
         dev("j1", mosquitto, "json/room", "json", field="sensors[1].rh", kind="humidity"),
@@ -69,7 +69,7 @@ async def test_every_format_over_one_shared_connection(mosquitto: Mosquitto, pub
         await agent.stop()
 
 
-async def test_retained_state_is_taken_on_subscribe(mosquitto: Mosquitto, publisher: Publisher) -> None:  # noqa: F811
+async def test_retained_state_is_taken_on_subscribe(mosquitto: Mosquitto, publisher: Publisher) -> None:
     publisher.publish("zigbee2mqtt/door2", json.dumps({"contact": True}), retain=True)
     publisher.publish("zigbee2mqtt/th2", json.dumps({"temperature": 19.5}), retain=True)
     agent = make_agent([dev("d2", mosquitto, "zigbee2mqtt/door2", "zigbee2mqtt"),
@@ -85,7 +85,7 @@ async def test_retained_state_is_taken_on_subscribe(mosquitto: Mosquitto, publis
         await agent.stop()
 
 
-async def test_broker_restart_resubscribes_without_agent_restart(mosquitto: Mosquitto) -> None:  # noqa: F811
+async def test_broker_restart_resubscribes_without_agent_restart(mosquitto: Mosquitto) -> None:
     agent = make_agent([dev("t3", mosquitto, "sensors/+/temperature", "value", kind="temperature", qos=0)])
     await agent.start()
     pub = Publisher(mosquitto)
@@ -109,7 +109,7 @@ async def test_broker_restart_resubscribes_without_agent_restart(mosquitto: Mosq
 
 # paho leaves the socket of a failed TLS handshake to the garbage collector (client.py _ssl_wrap_socket).
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
-async def test_tls_and_password_on_second_listener(mosquitto_tls: Mosquitto,  # noqa: F811
+async def test_tls_and_password_on_second_listener(mosquitto_tls: Mosquitto,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(connection, "DOWN_GRACE", 1.0)
     assert mosquitto_tls.tls is not None
@@ -145,8 +145,8 @@ async def test_tls_and_password_on_second_listener(mosquitto_tls: Mosquitto,  # 
         await agent.stop()
 
 
-async def test_bad_messages_are_counted_and_the_last_good_value_stays(mosquitto: Mosquitto,  # noqa: F811
-                                                                      publisher: Publisher,  # noqa: F811
+async def test_bad_messages_are_counted_and_the_last_good_value_stays(mosquitto: Mosquitto,
+                                                                      publisher: Publisher,
                                                                       caplog: pytest.LogCaptureFixture) -> None:
     import logging
 
@@ -179,7 +179,7 @@ async def test_bad_messages_are_counted_and_the_last_good_value_stays(mosquitto:
         await agent.stop()
 
 
-async def test_max_age_marks_device_down_and_hides_values(mosquitto: Mosquitto, publisher: Publisher) -> None:  # noqa: F811
+async def test_max_age_marks_device_down_and_hides_values(mosquitto: Mosquitto, publisher: Publisher) -> None:
     agent = make_agent([dev("z", mosquitto, "zigbee2mqtt/th", "zigbee2mqtt", max_age="2s", interval="1s")])
     await agent.start()
     try:
@@ -198,7 +198,7 @@ async def test_max_age_marks_device_down_and_hides_values(mosquitto: Mosquitto, 
         await agent.stop()
 
 
-async def test_door_events_carry_the_transition_time(mosquitto: Mosquitto, publisher: Publisher) -> None:  # noqa: F811
+async def test_door_events_carry_the_transition_time(mosquitto: Mosquitto, publisher: Publisher) -> None:
     agent = make_agent([dev("d", mosquitto, "zigbee2mqtt/door", "zigbee2mqtt"),
                         dev("s", mosquitto, "shelly1/events/rpc", "shelly", kind="door")])
     events: list[Any] = []
@@ -264,10 +264,10 @@ class _Broker:  # a broker URL for config-only tests (nothing connects)
 
 
 async def test_sensor_that_never_spoke_goes_down_after_the_default_max_age(
-        mosquitto: Mosquitto, publisher: Publisher, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+        mosquitto: Mosquitto, publisher: Publisher, monkeypatch: pytest.MonkeyPatch) -> None:
     # The format default (15 min for ESPHome measurements) shortened, so the test can wait it out:
     # the device entry sets no max_age, as a user with a wrong topic would have it.
-    from drivers.mqtt import formats
+    from roomwatch.drivers.mqtt import formats
 
     monkeypatch.setitem(formats.FORMAT_DEFAULT_MAX_AGE, "esphome", (2.0, None))
     agent = make_agent([dev("wrong-topic", mosquitto, "esp-rom/#", "esphome", interval="1s"),
@@ -294,7 +294,7 @@ async def test_sensor_that_never_spoke_goes_down_after_the_default_max_age(
 
 
 async def test_a_dead_probe_of_a_talking_board_is_not_resent_as_current(
-        mosquitto: Mosquitto, publisher: Publisher) -> None:  # noqa: F811
+        mosquitto: Mosquitto, publisher: Publisher) -> None:
     """One board, two probes and a door: the humidity probe dies, the board keeps talking."""
     agent = make_agent([dev("esp", mosquitto, "esp-room/#", "esphome", max_age="2s", interval="1s")])
     sent: list[Any] = []

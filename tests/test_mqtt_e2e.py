@@ -17,7 +17,7 @@ from typing import Any
 
 from tests.conftest import CollectorHandle, start_collector
 from tests.helpers import ROOT, http_get, metric_value, wait_for
-from tests.peers.mosquitto import Mosquitto, Publisher, mosquitto, publisher  # noqa: F401
+from tests.peers.mosquitto import Mosquitto, Publisher
 from tests.peers.prometheus import promtool_check_metrics
 
 DOOR = "roomwatch_door_open"
@@ -28,7 +28,7 @@ def _events(c: CollectorHandle) -> float:
 
 
 def test_door_event_reaches_the_collector_at_once(collector: CollectorHandle, agent_factory: Any,
-                                                  mosquitto: Mosquitto, publisher: Publisher) -> None:  # noqa: F811
+                                                  mosquitto: Mosquitto, publisher: Publisher) -> None:
     # A 60 s push interval: anything that arrives within the wait below came as an immediate event.
     proc, agent_url = agent_factory(collector.url, collector={"push_interval": "60s"}, host={"enabled": False},
                                     devices=[{"name": "door1", "driver": "mqtt", "broker": mosquitto.url,
@@ -70,7 +70,7 @@ def test_door_event_reaches_the_collector_at_once(collector: CollectorHandle, ag
 
 
 def test_silent_sensor_goes_down_at_the_collector_and_quiet_door_stays_current(
-        tmp_path: Path, agent_factory: Any, mosquitto: Mosquitto, publisher: Publisher) -> None:  # noqa: F811
+        tmp_path: Path, agent_factory: Any, mosquitto: Mosquitto, publisher: Publisher) -> None:
     c = start_collector(tmp_path, name="short", series_expire="4s")
     try:
         broker = mosquitto.url

@@ -19,10 +19,10 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from drivers.base import Event, Reading
-from drivers.mqtt.driver import MqttConfig, MqttDriver
-from drivers.mqtt.formats import FORMATS, ParseOptions, parse
-from drivers.mqtt.payloads import REASONS, PayloadError
+from roomwatch.drivers.base import Event, Reading
+from roomwatch.drivers.mqtt.driver import MqttConfig, MqttDriver
+from roomwatch.drivers.mqtt.formats import FORMATS, ParseOptions, parse
+from roomwatch.drivers.mqtt.payloads import REASONS, PayloadError
 
 DATA = Path(__file__).parent / "data" / "mqtt"
 GOOD_FILES = ["zigbee2mqtt", "tasmota", "esphome", "shelly", "value", "json"]

@@ -6,14 +6,15 @@ from pathlib import Path
 
 import pytest
 
-import roomwatch.sims.nut_ups as sim
-from agent.config import AgentConfig
-from agent.runtime import Agent
-from drivers import vocabulary as v
-from roomwatch.demo import DemoContext, _stop
+import roomwatch.demo.sims.nut_ups as sim
+from roomwatch.agent.config import AgentConfig
+from roomwatch.agent.runtime import Agent
+from roomwatch.core import vocabulary as v
+from roomwatch.demo.run import DemoContext, _stop
 from tests.helpers import require_binary
 
 
+@pytest.mark.peer
 async def test_demo_ups_is_read_by_the_agent(tmp_path: Path) -> None:
     require_binary(str(sim.NUT_BIN / "upsd"))
     ctx = DemoContext(tmp_path)

@@ -17,10 +17,10 @@ from typing import Any
 
 import pytest
 
-from agent.config import AgentConfig
-from agent.runtime import Agent
-from drivers import vocabulary as v
-from roomwatch.wire import SampleRecord
+from roomwatch.agent.config import AgentConfig
+from roomwatch.agent.runtime import Agent
+from roomwatch.core import vocabulary as v
+from roomwatch.core.wire import SampleRecord
 from tests.helpers import fixtures_dir, require_fixtures
 from tests.peers.nut import NutServer
 from tests.truth import BATTERY_AGE_TOLERANCE_S, BATTERY_INSTALLED, battery_age_seconds, judges, load_truth

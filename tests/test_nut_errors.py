@@ -10,13 +10,13 @@ from typing import Any
 
 import pytest
 
-from agent.config import AgentConfig
-from agent.runtime import Agent
-from drivers import vocabulary as v
-from drivers.nut_protocol import split_line
-from roomwatch.configbase import ConfigError
+from roomwatch.agent.config import AgentConfig
+from roomwatch.agent.runtime import Agent
+from roomwatch.core import vocabulary as v
+from roomwatch.core.configbase import ConfigError
+from roomwatch.drivers.nut_protocol import split_line
 from tests.helpers import free_port, write_yaml
-from tests.peers.nut import NutServer, nut_factory, write_dev  # noqa: F401
+from tests.peers.nut import NutServer, write_dev
 
 pytestmark = pytest.mark.peer("upsd")
 
@@ -24,7 +24,7 @@ ONLINE = {"ups.status": "OL", "battery.charge": "100", "battery.runtime": "1200"
 
 
 @pytest.fixture
-def upsd(nut_factory: Any, tmp_path: Path) -> NutServer:  # noqa: F811
+def upsd(nut_factory: Any, tmp_path: Path) -> NutServer:
     """upsd with two UPS units, ``alpha`` and ``beta``."""
     return nut_factory({"alpha": write_dev(tmp_path / "alpha.dev", ONLINE),
                         "beta": write_dev(tmp_path / "beta.dev", {**ONLINE, "battery.charge": "55"})})
@@ -174,7 +174,7 @@ async def test_unreachable_and_garbage_peers(upsd: NutServer, make_agent: Any) -
 
 def test_config_errors(tmp_path: Path) -> None:
     """username without password (and the reverse) is refused at load time, with file and line."""
-    from agent.config import load_agent_config
+    from roomwatch.agent.config import load_agent_config
 
     path = write_yaml(tmp_path / "a.yaml", {"devices": [
         {"name": "u1", "driver": "nut", "username": "monitor"},
@@ -197,7 +197,7 @@ def test_split_line(line: str, words: list[str]) -> None:
     assert split_line(line) == words
 
 
-async def test_starttls(nut_factory: Any, tmp_path: Path, make_agent: Any) -> None:  # noqa: F811
+async def test_starttls(nut_factory: Any, tmp_path: Path, make_agent: Any) -> None:
     """STARTTLS with upsd's CA: encrypted (upsd logs SSL) and logged in; without the CA: refused with the
     reason; STARTTLS to an upsd without TLS: upsd's ERR explained."""
     tls = nut_factory({"alpha": write_dev(tmp_path / "tls-alpha.dev", ONLINE)}, tls=True)

@@ -10,14 +10,14 @@ import time
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from alerts.channels.aliyun_sms import AliyunSmsChannel
-from alerts.channels.base import Channel, Notification, Outcome, SendResult
-from alerts.channels.tencent_sms import TencentSmsChannel
-from alerts.channels.wecom_app import WecomAppChannel
-from alerts.channels.wecom_robot import WecomRobotChannel
-from alerts.config import ChannelBase
-from alerts.outbox import Outbox
-from alerts.store import AlertStore
+from roomwatch.alerts.outbox import Outbox
+from roomwatch.alerts.store import AlertStore
+from roomwatch.channels.aliyun_sms import AliyunSmsChannel
+from roomwatch.channels.base import Channel, Notification, Outcome, SendResult
+from roomwatch.channels.config import ChannelBase
+from roomwatch.channels.tencent_sms import TencentSmsChannel
+from roomwatch.channels.wecom_app import WecomAppChannel
+from roomwatch.channels.wecom_robot import WecomRobotChannel
 from tests.alert_harness import T0, Clock
 from tests.test_alert_channels import item, notification
 

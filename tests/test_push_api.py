@@ -6,7 +6,9 @@ import gzip
 import json
 import time
 
-from roomwatch.wire import Batch, SampleRecord, encode_batch
+import pytest
+
+from roomwatch.core.wire import Batch, SampleRecord, encode_batch
 from tests.conftest import TOKENS, CollectorHandle
 from tests.helpers import http_json, http_post, metric_value
 
@@ -87,6 +89,7 @@ def test_malformed_json_is_400_with_reason(collector: CollectorHandle) -> None:
     assert status == 400
 
 
+@pytest.mark.peer
 def test_oversize_is_413(tmp_path) -> None:
     from tests.conftest import start_collector
 
@@ -199,7 +202,7 @@ def test_a_sample_stamped_in_the_future_is_stored_at_its_receive_time(collector:
     """One sample 30 days ahead must not freeze the series: history, current value and alerts agree."""
     import urllib.parse
 
-    from roomwatch.wire import EventRecord
+    from roomwatch.core.wire import EventRecord
     from tests.helpers import http_get
 
     labels = {"agent": "agent-a", "device": "th", "room": "r1"}

@@ -11,16 +11,16 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from alerts.store import MIGRATIONS as ALERT_MIGRATIONS
-from collector.db import ensure_schema
-from collector.report.compute import compute_report, hold_segments, report_window, true_intervals
-from collector.report.config import ReportConfig
-from collector.report.render import duration_text, render_text
-from collector.report.sources import SQLiteSource
-from collector.store import MIGRATIONS as HISTORY_MIGRATIONS
+from roomwatch.alerts.store import MIGRATIONS as ALERT_MIGRATIONS
+from roomwatch.collector.report.compute import compute_report, hold_segments, report_window, true_intervals
+from roomwatch.collector.report.config import ReportConfig
+from roomwatch.collector.report.render import duration_text, render_text
+from roomwatch.collector.report.sources import SQLiteSource
+from roomwatch.collector.store import MIGRATIONS as HISTORY_MIGRATIONS
+from roomwatch.core.sqlite import ensure_schema
 from tests.conftest import start_collector
 from tests.helpers import http_get, run_cli, write_yaml
-from tests.peers.webhook_receiver import WebhookReceiver, webhook_receiver  # noqa: F401 - fixture
+from tests.peers.webhook_receiver import WebhookReceiver
 
 TZ = ZoneInfo("Asia/Shanghai")
 
@@ -45,7 +45,7 @@ def _make_schema(conn: sqlite3.Connection) -> None:
 
 class Store:
     def __init__(self, path: Path):
-        from collector.db import open_db
+        from roomwatch.core.sqlite import open_db
 
         self.conn = open_db(path)
         _make_schema(self.conn)
@@ -187,7 +187,7 @@ def test_helpers_on_edges() -> None:
 
 
 def test_missing_tables_say_not_available(tmp_path: Path) -> None:
-    from collector.db import open_db
+    from roomwatch.core.sqlite import open_db
 
     open_db(tmp_path / "empty.db").close()
     src = SQLiteSource(tmp_path / "empty.db")
@@ -200,6 +200,7 @@ def _collector_file(tmp_path: Path, store: Path, **extra: Any) -> Path:
     return write_yaml(tmp_path / "c.yaml", {"listen": "127.0.0.1:9640", "storage": str(store), **extra})
 
 
+@pytest.mark.peer
 def test_cli_prints_the_report(store_path: Path, tmp_path: Path) -> None:
     conf = _collector_file(tmp_path, store_path)
     r = run_cli("report", "-c", str(conf), "--date", DAY.isoformat(), "--format", "json")
@@ -214,6 +215,7 @@ def test_cli_prints_the_report(store_path: Path, tmp_path: Path) -> None:
     assert r.returncode == 2 and "YYYY-MM-DD" in r.stderr
 
 
+@pytest.mark.peer
 def test_the_report_measures_against_the_rules(store_path: Path, tmp_path: Path) -> None:
     """rules.overrides and rules.working_hours (holidays, make-up days) change the report; report keys still win."""
     friday, saturday = DAY - dt.timedelta(days=1), DAY
@@ -247,6 +249,7 @@ def test_the_report_measures_against_the_rules(store_path: Path, tmp_path: Path)
     assert room["doors"][0]["out_of_hours"] == 3  # the holiday still counts; Sat 07:50 is now before 08:30
 
 
+@pytest.mark.peer
 def test_report_from_a_running_collectors_api(store_path: Path, tmp_path: Path) -> None:
     """``roomwatch report --url``: the same figures through /api/v1/history and /api/v1/alerts/history."""
     c = start_collector(tmp_path, storage=str(store_path))
@@ -277,6 +280,7 @@ def test_report_from_a_running_collectors_api(store_path: Path, tmp_path: Path) 
         c.proc.stop()
 
 
+@pytest.mark.peer
 def test_report_page_and_json_from_a_running_collector(store_path: Path, tmp_path: Path) -> None:
     c = start_collector(tmp_path, storage=str(store_path))
     try:
@@ -292,8 +296,8 @@ def test_report_page_and_json_from_a_running_collector(store_path: Path, tmp_pat
 
 
 def test_schedule_sends_once_and_catches_up_after_a_restart(tmp_path: Path) -> None:
-    from collector.config import CollectorConfig
-    from collector.report.service import CATCH_UP, ReportScheduler
+    from roomwatch.collector.config import CollectorConfig
+    from roomwatch.collector.report.service import CATCH_UP, ReportScheduler
 
     cfg = CollectorConfig.model_validate({"storage": str(tmp_path / "c.db")})
 
@@ -319,8 +323,9 @@ def test_schedule_sends_once_and_catches_up_after_a_restart(tmp_path: Path) -> N
     fresh.close()
 
 
+@pytest.mark.peer
 def test_report_is_sent_through_a_configured_webhook(store_path: Path, tmp_path: Path,
-                                                     webhook_receiver: WebhookReceiver) -> None:  # noqa: F811
+                                                     webhook_receiver: WebhookReceiver) -> None:
     """Through the real webhook channel to a receiver that accepts only Alertmanager's v4 body."""
     conf = _collector_file(tmp_path, store_path,
                            channels=[{"name": "hook", "type": "webhook", "url": webhook_receiver.url + "/hook"}],

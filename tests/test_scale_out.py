@@ -40,7 +40,7 @@ from tests.helpers import (
     write_yaml,
 )
 from tests.peers.alertmanager import Alertmanager, start_alertmanager
-from tests.peers.webhook_receiver import WebhookReceiver, webhook_receiver  # noqa: F401 - fixture
+from tests.peers.webhook_receiver import WebhookReceiver
 from tests.reliability_rig import AGENT_BOOT, Proc
 
 SCALE = ROOT / "config" / "scale-out"
@@ -126,6 +126,7 @@ def _wait_notifications(receiver: WebhookReceiver, expected: list[str], settle: 
     assert _leak_notifications(receiver) == expected
 
 
+@pytest.mark.peer
 def test_shipped_scale_out_configs_are_valid() -> None:
     """What users copy must pass each engine's own checker."""
     for name in ("collector-a.yaml", "collector-b.yaml", "agent.yaml"):
@@ -161,7 +162,7 @@ def stack(tmp_path: Path) -> Iterator[list[Any]]:
 
 @pytest.mark.peer("alertmanager")
 def test_two_collectors_two_clustered_alertmanagers_one_notification(
-        tmp_path: Path, webhook_receiver: WebhookReceiver, stack: list[Any]) -> None:  # noqa: F811
+        tmp_path: Path, webhook_receiver: WebhookReceiver, stack: list[Any]) -> None:
     cluster_ports = {"10.0.0.21:9094": free_port(), "10.0.0.22:9094": free_port()}
     ams = []
     for n in (1, 2):
@@ -199,7 +200,7 @@ def test_two_collectors_two_clustered_alertmanagers_one_notification(
 
 @pytest.mark.peer("alertmanager")
 def test_agent_failing_over_between_collectors_one_alertmanager_one_notification(
-        tmp_path: Path, webhook_receiver: WebhookReceiver, stack: list[Any]) -> None:  # noqa: F811
+        tmp_path: Path, webhook_receiver: WebhookReceiver, stack: list[Any]) -> None:
     """Issue 6 item 4: the same agent's alert from two collectors, one Alertmanager: one notification."""
     d = tmp_path / "am"
     d.mkdir()

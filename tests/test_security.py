@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from roomwatch.wire import Batch, SampleRecord, encode_batch
+from roomwatch.core.wire import Batch, SampleRecord, encode_batch
 from tests.conftest import TOKENS, CollectorHandle, start_collector
 from tests.helpers import RoomwatchProcess, free_port, http_json, metric_value, wait_for, write_yaml
 from tests.tlsutil import CA
@@ -125,6 +125,7 @@ def strict(tmp_path: Path) -> Any:
     c.proc.stop()
 
 
+@pytest.mark.peer
 def test_each_refusal_as_the_contract_says(strict: CollectorHandle) -> None:
     url = strict.url
     assert _post(url, _body(), None)[0] == 401
@@ -146,6 +147,7 @@ def test_each_refusal_as_the_contract_says(strict: CollectorHandle) -> None:
     assert strict.proc.alive()
 
 
+@pytest.mark.peer
 def test_slow_body_gets_408_and_slow_headers_are_cut(strict: CollectorHandle) -> None:
     # slowloris on the body: headers complete, body trickles
     s = socket.create_connection(("127.0.0.1", strict.port), timeout=10)
@@ -177,6 +179,7 @@ def test_slow_body_gets_408_and_slow_headers_are_cut(strict: CollectorHandle) ->
     assert "body not received within 2s" in strict.proc.log()
 
 
+@pytest.mark.peer
 def test_rate_limits_per_address_and_per_agent(tmp_path: Path) -> None:
     c = start_collector(tmp_path, rate_limit={"per_agent": 1, "per_agent_burst": 3, "per_address": 1000,
                                               "per_address_burst": 1000})
@@ -241,9 +244,9 @@ class _UpsdDenies(socketserver.StreamRequestHandler):
 
 
 def test_no_secret_in_any_log_line_or_metric(tmp_path: Path, agent_factory: Any) -> None:
-    from agent.config import load_agent_config
-    from collector.config import load_collector_config
-    from roomwatch.configbase import iter_secret_values
+    from roomwatch.agent.config import load_agent_config
+    from roomwatch.collector.config import load_collector_config
+    from roomwatch.core.configbase import iter_secret_values
 
     echo = HTTPServer(("127.0.0.1", 0), _EchoAuth)
     threading.Thread(target=echo.serve_forever, daemon=True).start()
@@ -291,8 +294,8 @@ def test_no_secret_in_any_log_line_or_metric(tmp_path: Path, agent_factory: Any)
 def test_listens_on_loopback_by_default(tmp_path: Path, collector: CollectorHandle) -> None:
     import psutil
 
-    from agent.config import AgentSection
-    from collector.config import CollectorConfig
+    from roomwatch.agent.config import AgentSection
+    from roomwatch.collector.config import CollectorConfig
 
     assert CollectorConfig().listen.startswith("127.0.0.1:")
     assert (AgentSection().listen or "").startswith("127.0.0.1:")

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collector.series import SeriesStore
-from roomwatch.wire import SampleRecord
+from roomwatch.collector.series import SeriesStore
+from roomwatch.core.wire import SampleRecord
 
 T0 = 1_700_000_000_000  # ms
 M = "roomwatch_temperature_celsius"

@@ -22,6 +22,8 @@ from tests.peers.chat_stubs import DingtalkStub, WecomRobotStub
 ROBOT_KEY = "693axxx6-7aoc-4bc4-97a0-0ec2sifa5aaa"
 DING_TOKEN, DING_SECRET = "dt-access-token-0123456789", "SEC0123456789abcdef0123456789abcdef"
 
+pytestmark = pytest.mark.peer  # every test runs `roomwatch setup` as a process
+
 
 async def _setup(args: list[str], answers: str = "", lang_env: str = "") -> tuple[int, str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}

@@ -13,12 +13,12 @@ from typing import Any
 
 import pytest
 
-from agent.config import AgentConfig
-from agent.runtime import Agent
-from roomwatch.wire import EventRecord
+from roomwatch.agent.config import AgentConfig
+from roomwatch.agent.runtime import Agent
+from roomwatch.core.wire import EventRecord
 from tests.conftest import TOKENS
 from tests.helpers import free_port, http_get, metric_value, wait_for
-from tests.peers.nut import NutServer, nut_factory, write_dev  # noqa: F401
+from tests.peers.nut import NutServer, write_dev
 
 pytestmark = pytest.mark.peer("upsd")
 
@@ -26,7 +26,7 @@ ONLINE = {"ups.status": "OL", "battery.charge": "100", "battery.runtime": "1800"
 
 
 @pytest.fixture
-def ups(nut_factory: Any, tmp_path: Path) -> NutServer:  # noqa: F811
+def ups(nut_factory: Any, tmp_path: Path) -> NutServer:
     return nut_factory({"rack": write_dev(tmp_path / "rack.dev", ONLINE)})
 
 

@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from agent.shutdown import Observation, ShutdownActionConfig, ShutdownLogic, observation_from
-from drivers import vocabulary as v
-from roomwatch.wire import SampleRecord
+from roomwatch.agent.shutdown import Observation, ShutdownActionConfig, ShutdownLogic, observation_from
+from roomwatch.core import vocabulary as v
+from roomwatch.core.wire import SampleRecord
 
 CFG = {"type": "shutdown", "ups": "ups1", "runtime_below": "5m", "on_battery_for": "10m",
        "unreachable_on_battery": "2m", "confirm_readings": 2}
@@ -110,6 +110,7 @@ def test_observation_from_samples() -> None:
     assert obs.up is False
 
 
+@pytest.mark.peer
 def test_check_config_names_file_line_key(tmp_path: Any) -> None:
     """Action mistakes exit 2 with file:line: key: what is wrong."""
     from tests.helpers import run_cli, write_yaml

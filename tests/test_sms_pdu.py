@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from alerts.channels.sms_pdu import encode_address, encode_sms, fit_text, is_gsm7, split_units
+from roomwatch.channels.sms_pdu import encode_address, encode_sms, fit_text, is_gsm7, split_units
 from tests.peers.fake_modem import decode_submit
 
 CN = "+8613800138000"

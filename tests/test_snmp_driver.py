@@ -14,13 +14,13 @@ from typing import Any
 
 import pytest
 
-from agent.config import AgentConfig
-from agent.runtime import Agent
-from drivers import vocabulary as v
-from drivers.base import Reading
-from drivers.snmp import SnmpConfig, SnmpDriver
+from roomwatch.agent.config import AgentConfig
+from roomwatch.agent.runtime import Agent
+from roomwatch.core import vocabulary as v
+from roomwatch.drivers.base import Reading
+from roomwatch.drivers.snmp import SnmpConfig, SnmpDriver
 from tests.helpers import ROOT, free_port
-from tests.peers.snmpd import Snmpd, snmpd  # noqa: F401
+from tests.peers.snmpd import Snmpd
 from tests.peers.snmpsim import Snmpsim, start_snmpsim
 from tests.test_snmp_recordings import _Ctx, poll_once
 
@@ -89,7 +89,7 @@ async def test_getbulk_walks_tables_in_fewer_requests_than_getnext(sim: Snmpsim)
     assert bulk_requests <= 4 < next_requests
 
 
-async def test_snmpd_v2c_and_v3_users(snmpd: Snmpd) -> None:  # noqa: F811 - the fixture
+async def test_snmpd_v2c_and_v3_users(snmpd: Snmpd) -> None:
     """net-snmp's agent (UPS-MIB values pinned with `override`): each v3 user reads the same UPS."""
     users = [
         {"user": "monitor", "auth_protocol": "SHA", "auth_key": "authpass123", "priv_protocol": "AES",
@@ -260,8 +260,8 @@ def test_poll_budget_covers_retries() -> None:
 
 def test_demo_ups_is_served_over_real_snmp(tmp_path: Any) -> None:
     """`roomwatch demo`'s simulated UPS: snmpsim with the shipped recording, read by the driver."""
-    from roomwatch.demo import DemoContext, _stop
-    from roomwatch.sims import snmp_ups
+    from roomwatch.demo.run import DemoContext, _stop
+    from roomwatch.demo.sims import snmp_ups
 
     ctx = DemoContext(tmp_path)
     try:

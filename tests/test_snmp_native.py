@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 from pyasn1.codec.ber import encoder
 from pysnmp.proto import api, rfc1902, rfc1905
 
-from drivers.snmp.native import BerError, NativeTransport, decode_message, encode_oid, encode_request
-from drivers.snmp.session import END_OF_MIB, Credentials, Engine, SnmpError
+from roomwatch.drivers.snmp.native import BerError, NativeTransport, decode_message, encode_oid, encode_request
+from roomwatch.drivers.snmp.session import END_OF_MIB, Credentials, Engine, SnmpError
 
 OIDS = [(1, 3, 6, 1, 2, 1, 33, 1, 2, 4, 0), (1, 3, 6, 1, 4, 1, 318, 1, 1, 1, 2, 3, 1, 0),
         (1, 3, 6, 1, 4, 1, 4294967295, 128, 16383, 16384), (2, 999, 3), (0, 0)]

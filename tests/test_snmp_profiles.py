@@ -9,11 +9,12 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from agent.config import load_agent_config
-from drivers import vocabulary as v
-from drivers.base import Reading
-from drivers.snmp import SnmpConfig
-from drivers.snmp.profile import (
+from roomwatch.agent.config import load_agent_config
+from roomwatch.core import vocabulary as v
+from roomwatch.core.configbase import ConfigError
+from roomwatch.drivers.base import Reading
+from roomwatch.drivers.snmp import SnmpConfig
+from roomwatch.drivers.snmp.profile import (
     Condition,
     Point,
     ProfileError,
@@ -22,8 +23,7 @@ from drivers.snmp.profile import (
     match_profile,
     parse_oid,
 )
-from drivers.snmp.readings import contact_readings, evaluate, parse_battery_date
-from roomwatch.configbase import ConfigError
+from roomwatch.drivers.snmp.readings import contact_readings, evaluate, parse_battery_date
 from tests.helpers import ROOT, run_cli
 
 UPS = (1, 3, 6, 1, 2, 1, 33, 1)
@@ -147,7 +147,7 @@ def _write(tmp_path: Path, name: str, text: str) -> Path:
 
 
 @pytest.mark.parametrize(("body", "message"), [
-    ("name: x\npoints: [{metric: roomwatch_nope, oid: 1.3.6.1}]", "not in drivers/vocabulary.py"),
+    ("name: x\npoints: [{metric: roomwatch_nope, oid: 1.3.6.1}]", "not in roomwatch/core/vocabulary.py"),
     ("name: x\npoints: [{metric: roomwatch_ups_load_ratio, oid: 1.3.x}]", "not a numeric OID"),
     ("name: x\npoints: [{metric: roomwatch_ups_load_ratio, oid: 1.3.6.1, convert: rankine}]", "unknown convert"),
     ("name: x\npoints: [{metric: roomwatch_ups_load_ratio, oid: 1.3.6.1, scale: 0}]", "non-zero"),
@@ -247,6 +247,7 @@ devices:
     assert "agent.yaml:3" in str(err.value) and "at least 8 characters" in str(err.value)
 
 
+@pytest.mark.peer
 def test_check_config_accepts_the_contract_snmp_device_and_the_example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = _write(tmp_path, "agent.yaml", """
 agent:

@@ -31,9 +31,9 @@ from typing import Any
 
 import pytest
 
-from drivers import vocabulary as v
-from drivers.base import Reading
-from drivers.snmp import SnmpConfig, SnmpDriver
+from roomwatch.core import vocabulary as v
+from roomwatch.drivers.base import Reading
+from roomwatch.drivers.snmp import SnmpConfig, SnmpDriver
 from tests.helpers import ROOT, fixtures_dir
 from tests.peers.snmpsim import Snmpsim, start_snmpsim
 from tests.truth import (

@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 
-from agent.spool import Spool, SpoolError, spool_samples
-from agent.spool_hold import Entry, Hold
-from drivers import vocabulary as v
-from roomwatch.wire import Batch, EventRecord, SampleRecord
+from roomwatch.agent.spool import Spool, SpoolError, spool_samples
+from roomwatch.agent.spool_hold import Entry, Hold
+from roomwatch.core import vocabulary as v
+from roomwatch.core.wire import Batch, EventRecord, SampleRecord
 from tests.conftest import TOKENS
 from tests.helpers import free_port, http_get, http_json, wait_for, write_yaml
 from tests.reliability_rig import Proc
@@ -60,8 +60,8 @@ def test_fallback_notices_go_before_the_backlog_that_raises_their_alert(tmp_path
     before the priority column existed too, and survives a reopen with its priority."""
     import sqlite3
 
-    from agent.outbox import MemoryOutbox
-    from roomwatch.notice import notice_event
+    from roomwatch.agent.outbox import MemoryOutbox
+    from roomwatch.core.notice import notice_event
 
     path = tmp_path / "s.db"
     old = sqlite3.connect(path)  # the spool table as the first release created it
@@ -108,8 +108,8 @@ def test_batches_and_seq_survive_reopen(tmp_path: Path) -> None:
 
 
 def test_restarted_pusher_never_reuses_a_seq_even_with_the_clock_set_back(tmp_path: Path) -> None:
-    from agent.config import CollectorTarget
-    from agent.push import Pusher
+    from roomwatch.agent.config import CollectorTarget
+    from roomwatch.agent.push import Pusher
 
     path = str(tmp_path / "s.db")
     s = Spool(path, "agent-a")
@@ -215,8 +215,8 @@ def test_after_an_outage_with_many_events_fresh_data_beats_the_paced_backlog(tmp
     """A real Pusher seals an outage's worth of door events and samples, then drains them to a real collector:
     the events go first in the order they happened, then the fresh reading, then the old samples, no faster
     than backlog_rate (a token bucket of one second's worth); each batch once."""
-    from agent.config import CollectorTarget
-    from agent.push import Pusher
+    from roomwatch.agent.config import CollectorTarget
+    from roomwatch.agent.push import Pusher
 
     rate = 200.0
     s = Spool(str(tmp_path / "s.db"), "agent-a", backlog_rate=rate, fresh_window=30)
@@ -365,7 +365,7 @@ def test_renamed_agent_sends_its_backlog_under_the_new_id(tmp_path: Path) -> Non
 
 # A collector of an (imagined) older release that allowed at most 8 labels per sample: the same code as
 # `roomwatch collector`, with the wire format's limit lowered before the app is built.
-_OLD_COLLECTOR = ("import sys, roomwatch.wire as wire; wire.MAX_LABELS = 8; from roomwatch.cli import main; "
+_OLD_COLLECTOR = ("import sys, roomwatch.core.wire as wire; wire.MAX_LABELS = 8; from roomwatch.cli import main; "
                   "sys.exit(main(sys.argv[1:]))")
 
 
@@ -385,13 +385,14 @@ def _drop_metrics(spool: Spool) -> dict[tuple[str, str], float]:
             if r.metric == v.AGENT_SPOOL_DROPPED}
 
 
+@pytest.mark.peer
 def test_a_batch_the_collector_refuses_with_400_is_dropped_counted_and_logged(tmp_path: Path,
                                                                             caplog: pytest.LogCaptureFixture) -> None:
     """The documented exception to "nothing leaves the spool without a 200": a batch a real collector answers
     400 would be refused forever, so it is dropped so as not to block the rest, but counted (reason rejected,
     persisted) and logged as an error with the collector's reason. The batches around it are delivered."""
-    from agent.config import CollectorTarget
-    from agent.push import Pusher
+    from roomwatch.agent.config import CollectorTarget
+    from roomwatch.agent.push import Pusher
 
     proc, url = _older_collector(tmp_path)
     try:
@@ -438,8 +439,8 @@ def test_a_400_from_something_that_is_not_the_collector_keeps_the_batch(tmp_path
     import http.server
     import threading
 
-    from agent.config import CollectorTarget
-    from agent.push import Pusher
+    from roomwatch.agent.config import CollectorTarget
+    from roomwatch.agent.push import Pusher
 
     class Proxy(http.server.BaseHTTPRequestHandler):
         def do_POST(self) -> None:
@@ -475,7 +476,7 @@ def test_an_agent_booted_with_its_clock_at_1970_numbers_batches_apart_from_earli
         monkeypatch: pytest.MonkeyPatch) -> None:
     """Without a persistent spool, seq starts at the clock; a clock at 1970 would restart in the range an
     earlier boot used and the collector would drop the new batches as duplicates."""
-    from agent import push
+    from roomwatch.agent import push
 
     monkeypatch.setattr(time, "time_ns", lambda: 90 * 10**9)  # 90 s after 1970-01-01
     starts = {push._seq_start() for _ in range(3)}

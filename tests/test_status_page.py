@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 
-from roomwatch.notice import notice_event
-from roomwatch.wire import Batch, EventRecord, SampleRecord, encode_batch
+from roomwatch.core.notice import notice_event
+from roomwatch.core.wire import Batch, EventRecord, SampleRecord, encode_batch
 from tests.conftest import TOKENS, CollectorHandle, start_collector
 from tests.helpers import ROOT, http_get, http_post
-from tests.peers.chromium import Page, browser_page  # noqa: F401
+from tests.peers.chromium import Page
 
 ARTIFACTS = ROOT / "test-artifacts"
 PLACE = {"agent": "agent-a", "site": "county-a", "room": "room-1"}
@@ -70,6 +70,7 @@ def fed_collector(tmp_path: Path) -> Iterator[tuple[CollectorHandle, Feeder]]:
     handle.proc.stop()
 
 
+@pytest.mark.peer
 def test_rooms_api_groups_current_values(fed_collector: tuple[CollectorHandle, Feeder]) -> None:
     c, _ = fed_collector
     status, body = http_get(c.url + "/api/v1/rooms")
@@ -88,6 +89,7 @@ def test_rooms_api_groups_current_values(fed_collector: tuple[CollectorHandle, F
     assert [a["id"] for a in doc["down"]["agents"]] == ["agent-b"]  # listed in the config, never pushed
 
 
+@pytest.mark.peer
 def test_static_files_and_headers(fed_collector: tuple[CollectorHandle, Feeder]) -> None:
     c, _ = fed_collector
     status, body = http_get(c.url + "/")
@@ -119,7 +121,7 @@ def _history_records(room: str, device: str, sensors: int, every: int, hours: in
 
 
 @pytest.mark.slow
-async def test_status_page_in_chromium(fed_collector: tuple[CollectorHandle, Feeder], browser_page: Page) -> None:  # noqa: F811
+async def test_status_page_in_chromium(fed_collector: tuple[CollectorHandle, Feeder], browser_page: Page) -> None:
     """Exact rendering of known values, the fallback note, and 24-hour charts of rooms with many sensors.
 
     (Login, acknowledge, silence and screenshots of a live room: tests/test_status_page_demo.py.)

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from tests.helpers import ROOT, RoomwatchProcess, http_get, http_json, wait_for
-from tests.peers.chromium import Page, browser_page  # noqa: F401
+from tests.peers.chromium import Page
 
 ARTIFACTS = ROOT / "test-artifacts"
 SITE, ROOM = "demo-county", "server-room-1"
@@ -140,7 +140,7 @@ def _demo_alert(demo: Demo) -> dict[str, Any] | None:
 
 @pytest.mark.slow
 @pytest.mark.timeout(420)
-async def test_status_page_tour_of_the_demo(demo: Demo, browser_page: Page) -> None:  # noqa: F811
+async def test_status_page_tour_of_the_demo(demo: Demo, browser_page: Page) -> None:
     page = browser_page
     wait_for(lambda: _all_devices_report(demo), timeout=90, interval=0.5, proc=demo.proc.proc,
              what="every simulated device (SNMP, NUT, Modbus, MQTT) to report through the agent")

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from collector.store import IngestStore, StoreError
-from roomwatch.wire import Batch, SampleRecord
+from roomwatch.collector.store import IngestStore, StoreError
+from roomwatch.core.wire import Batch, SampleRecord
 
 NOW = int(time.time() * 1000)
 

@@ -36,7 +36,7 @@ def _digest(path: Path) -> str:
 # ------------------------------------------------------------------ agent spool
 
 def test_previous_release_spool_opens_with_its_batches(tmp_path: Path) -> None:
-    from agent.spool import MIGRATIONS, Spool
+    from roomwatch.agent.spool import MIGRATIONS, Spool
 
     path = _copy("agent-spool.db", tmp_path)
     s = Spool(str(path), AGENT)
@@ -59,7 +59,7 @@ def test_previous_release_spool_opens_with_its_batches(tmp_path: Path) -> None:
 
 
 def test_spool_of_a_newer_release_is_refused_untouched(tmp_path: Path) -> None:
-    from agent.spool import MIGRATIONS, Spool, SpoolError
+    from roomwatch.agent.spool import MIGRATIONS, Spool, SpoolError
 
     path = tmp_path / "spool.db"
     Spool(str(path), AGENT).close()
@@ -77,9 +77,9 @@ def test_spool_of_a_newer_release_is_refused_untouched(tmp_path: Path) -> None:
 # ------------------------------------------------------------------ collector store
 
 def test_previous_release_collector_store_opens_with_its_data(tmp_path: Path) -> None:
-    from alerts.store import AlertStore
-    from collector.store import IngestStore
-    from roomwatch.wire import Batch
+    from roomwatch.alerts.store import AlertStore
+    from roomwatch.collector.store import IngestStore
+    from roomwatch.core.wire import Batch
 
     path = _copy("collector.db", tmp_path)
 
@@ -113,8 +113,8 @@ def _bump(path: Path, component: str) -> None:
 
 
 def test_collector_store_of_a_newer_release_is_refused_untouched(tmp_path: Path) -> None:
-    from collector.db import StoreTooNew
-    from collector.store import IngestStore
+    from roomwatch.collector.store import IngestStore
+    from roomwatch.core.sqlite import StoreTooNew
 
     path = _copy("collector.db", tmp_path)
     IngestStore(str(path)).close()  # migrated to the current version first
@@ -128,9 +128,10 @@ def test_collector_store_of_a_newer_release_is_refused_untouched(tmp_path: Path)
     assert _digest(path) == before
 
 
+@pytest.mark.peer
 def test_collector_process_refuses_a_newer_store_with_a_clear_line(tmp_path: Path) -> None:
     """`roomwatch collector` on a store from a newer release exits 1 and says what to do; the file stays."""
-    from alerts.store import AlertStore
+    from roomwatch.alerts.store import AlertStore
 
     path = _copy("collector.db", tmp_path)
     AlertStore(str(path)).close()

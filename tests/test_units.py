@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from collector.seqs import SeqTracker
-from roomwatch.exposition import (
+from roomwatch.collector.seqs import SeqTracker
+from roomwatch.core.exposition import (
     CONTENT_TYPE_OPENMETRICS,
     CONTENT_TYPE_TEXT,
     Family,
@@ -19,7 +19,7 @@ from roomwatch.exposition import (
     render_labels,
     render_parts,
 )
-from roomwatch.wire import Batch, EventRecord, SampleRecord, WireError, decode_batch, encode_batch
+from roomwatch.core.wire import Batch, EventRecord, SampleRecord, WireError, decode_batch, encode_batch
 
 
 def test_wire_roundtrip() -> None:

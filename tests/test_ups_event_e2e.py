@@ -18,7 +18,7 @@ from typing import Any
 
 from tests.conftest import CollectorHandle
 from tests.helpers import http_get, metric_value, wait_for
-from tests.peers.nut import NutServer, nut_factory, write_dev  # noqa: F401 - fixture
+from tests.peers.nut import NutServer, write_dev
 
 PUSH_INTERVAL = 60.0  # s; nothing reaches the collector on the interval before this
 ON_BATTERY = "roomwatch_ups_on_battery"
@@ -49,7 +49,7 @@ def _ups_alert(collector: CollectorHandle) -> dict[str, Any] | None:
 
 
 def test_polled_ups_on_battery_reaches_the_collector_before_the_push_interval(
-        tmp_path: Path, collector: CollectorHandle, agent_factory: Any, nut_factory: Any) -> None:  # noqa: F811
+        tmp_path: Path, collector: CollectorHandle, agent_factory: Any, nut_factory: Any) -> None:
     """The UPS flips to OB: within the same push interval the collector holds the ups_on_battery event
     (its per-agent event count grows), the new value 1 and a pending UPSOnBattery alert for that UPS;
     back on mains, the ups_on_mains event brings 0 and the alert leaves, again without waiting."""

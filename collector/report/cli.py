@@ -8,12 +8,10 @@ import datetime as dt
 import json
 import sys
 
-from roomwatch.cli import EXTRA_COMMANDS
-
-__all__ = ["run"]
+__all__ = ["add_arguments", "run"]
 
 
-def _add_arguments(p: argparse.ArgumentParser) -> None:
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-c", "--config", required=True, metavar="FILE", help="collector YAML file (its storage: is read)")
     p.add_argument("--date", metavar="YYYY-MM-DD",
                    help="the report sent on this day (24 h ending at report.time); default: the latest")
@@ -26,12 +24,12 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from collector.config import load_collector_config
-    from collector.report.compute import compute_report, report_window
-    from collector.report.render import render_html, render_markdown, render_text
-    from collector.report.service import build_report, send_report
-    from collector.report.sources import HTTPHistory
-    from roomwatch.configbase import ConfigError
+    from roomwatch.collector.config import load_collector_config
+    from roomwatch.collector.report.compute import compute_report, report_window
+    from roomwatch.collector.report.render import render_html, render_markdown, render_text
+    from roomwatch.collector.report.service import build_report, send_report
+    from roomwatch.collector.report.sources import HTTPHistory
+    from roomwatch.core.configbase import ConfigError
 
     try:
         cfg = load_collector_config(args.config)
@@ -73,6 +71,3 @@ def run(args: argparse.Namespace) -> int:
             return 1
         return 0 if all(x.startswith("delivered") for x in results.values()) else 1
     return 0
-
-
-EXTRA_COMMANDS["report"] = ("print (or send) the daily inspection report (巡检日报)", _add_arguments, run)

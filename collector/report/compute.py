@@ -15,9 +15,9 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from collector.report.config import ReportConfig, ReportLimits, parse_hhmm
-from collector.report.sources import AlertSource, Episode, HistorySource, SeriesData
-from drivers import vocabulary as v
+from roomwatch.collector.report.config import ReportConfig, ReportLimits, parse_hhmm
+from roomwatch.collector.report.sources import AlertSource, Episode, HistorySource, SeriesData
+from roomwatch.core import vocabulary as v
 
 __all__ = ["MAX_HOLD", "Report", "RoomReport", "compute_report", "report_window"]
 

@@ -17,11 +17,11 @@ from zoneinfo import ZoneInfo
 
 from pydantic import Field, field_validator
 
-from alerts.timewindow import WorkingHours
-from roomwatch.configbase import Duration, Model, TimeZoneName
+from roomwatch.alerts.timewindow import WorkingHours
+from roomwatch.core.configbase import Duration, Model, TimeZoneName
 
 if TYPE_CHECKING:
-    from alerts.config import RulesConfig
+    from roomwatch.alerts.config import RulesConfig
 
 __all__ = ["ReportConfig", "ReportLimits", "parse_hhmm"]
 
@@ -66,8 +66,8 @@ class ReportLimits:
 
 def _rule_limits(rules: RulesConfig) -> dict[str, float]:
     """Thresholds of the default pack's temperature and humidity rules, after ``rules.overrides``."""
-    from alerts.conditions import parse_expr
-    from alerts.rules import rule_configs
+    from roomwatch.alerts.conditions import parse_expr
+    from roomwatch.alerts.rules import rule_configs
 
     found: dict[str, float] = {}
     by_uid = dict(rule_configs(rules))  # enabled rules only
@@ -146,7 +146,7 @@ class ReportConfig(Model):
         ``working_days``/``working_hours`` override the days or the times.
         """
         if rules is None:
-            from alerts.config import RulesConfig
+            from roomwatch.alerts.config import RulesConfig
 
             rules = RulesConfig()
         hours = WorkingHours.from_config(rules.working_hours, rules.timezone)

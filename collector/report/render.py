@@ -6,7 +6,7 @@ import datetime as dt
 import html
 from zoneinfo import ZoneInfo
 
-from collector.report.compute import Report, RoomReport
+from roomwatch.collector.report.compute import Report, RoomReport
 
 __all__ = ["duration_text", "render_html", "render_markdown", "render_text", "title_text"]
 

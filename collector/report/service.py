@@ -17,10 +17,10 @@ from typing import Any
 
 from aiohttp import web
 
-from collector.http import COLLECTOR_KEY, ROUTE_HOOKS
-from collector.report.compute import Report, compute_report, report_window
-from collector.report.render import render_html, render_markdown, render_text, title_text
-from collector.report.sources import SQLiteSource
+from roomwatch.collector.http import COLLECTOR_KEY
+from roomwatch.collector.report.compute import Report, compute_report, report_window
+from roomwatch.collector.report.render import render_html, render_markdown, render_text, title_text
+from roomwatch.collector.report.sources import SQLiteSource
 
 __all__ = ["build_report", "channels_for_report", "send_report"]
 
@@ -72,7 +72,7 @@ def channels_for_report(cfg: Any) -> list[str]:
             continue
         matchers = getattr(route, "matchers", None) or []
         if matchers:
-            from alerts.matchers import parse_matcher  # type: ignore[import-not-found]
+            from roomwatch.alerts.matchers import parse_matcher  # type: ignore[import-not-found]
 
             if not all(parse_matcher(m).matches(labels) for m in matchers):
                 continue
@@ -84,9 +84,9 @@ def channels_for_report(cfg: Any) -> list[str]:
 
 async def send_report(cfg: Any, report: Report, lang: str | None = None) -> dict[str, str]:
     """Send through each channel; return channel → outcome text (delivered / partial / retry / give_up: detail)."""
-    import alerts.channels.all  # noqa: F401 - registers the channel types
-    from alerts.channels.base import AlertItem, Notification, Outcome, get_channel_type, remember_progress
-    from alerts.model import fingerprint
+    import roomwatch.channels.all  # noqa: F401 - registers the channel types
+    from roomwatch.alerts.model import fingerprint
+    from roomwatch.channels.base import AlertItem, Notification, Outcome, get_channel_type, remember_progress
 
     lang = _lang(cfg, lang)
     by_name = {c.name: c for c in cfg.channels}
@@ -141,7 +141,7 @@ class ReportScheduler:
 
     def _log_conn(self) -> Any:
         if self._conn is None:
-            from collector.db import ensure_schema, open_db
+            from roomwatch.core.sqlite import ensure_schema, open_db
 
             self._conn = open_db(self.cfg.storage)
             ensure_schema(self._conn, "report", _LOG_SCHEMA)
@@ -207,7 +207,7 @@ async def handle_report_page(request: web.Request) -> web.Response:
     report = await asyncio.to_thread(build_report, cfg, day)
     end_day = dt.datetime.fromtimestamp(report.end, cfg.report.zone()).date()
     links = (f"?date={end_day - dt.timedelta(days=1)}&lang={lang}", f"?date={end_day + dt.timedelta(days=1)}&lang={lang}")
-    from collector.web import _HEADERS
+    from roomwatch.collector.web import _HEADERS
 
     return web.Response(text=render_html(report, lang, links), content_type="text/html", headers=_HEADERS)
 
@@ -219,7 +219,9 @@ async def handle_report_json(request: web.Request) -> web.Response:
     return web.json_response(report.to_dict())
 
 
-def _routes(app: web.Application, collector: Any) -> None:
+def add_routes(app: web.Application) -> None:
+    """``GET /report``, ``GET /api/v1/report`` and, when ``report.enabled``, the daily schedule."""
+    collector = app[COLLECTOR_KEY]
     app.router.add_get("/report", handle_report_page)
     app.router.add_get("/api/v1/report", handle_report_json)
     if not collector.config.report.enabled:
@@ -236,5 +238,3 @@ def _routes(app: web.Application, collector: Any) -> None:
 
     app.cleanup_ctx.append(schedule)
 
-
-ROUTE_HOOKS.append(_routes)

@@ -1,10 +1,10 @@
-"""The web status page at ``/`` and its JSON (``GET /api/v1/rooms``), added through ROUTE_HOOKS.
+"""The web status page at ``/`` and its JSON (``GET /api/v1/rooms``), added by :func:`add_routes`.
 
 Static files sit next to this module (package data, no build step): ``index.html``,
 ``app.js`` (vanilla JS, own SVG charts), ``style.css``. Nothing is fetched from the
 internet; the Content-Security-Policy header forbids it. Mutating actions
 (acknowledge, silence) go to the alerting API with the login session and CSRF
-token of :mod:`collector.webauth`; the page shows "not available" for any API
+token of :mod:`roomwatch.collector.webauth`; the page shows "not available" for any API
 this collector lacks.
 """
 
@@ -15,8 +15,8 @@ from typing import Any
 
 from aiohttp import web
 
-from collector.http import COLLECTOR_KEY, ROUTE_HOOKS
-from collector.web.rooms import rooms_snapshot
+from roomwatch.collector.http import COLLECTOR_KEY
+from roomwatch.collector.web.rooms import rooms_snapshot
 
 __all__ = ["STATIC_FILES", "add_routes"]
 
@@ -62,10 +62,9 @@ async def handle_rooms(request: web.Request) -> web.Response:
     return web.json_response(doc)
 
 
-def add_routes(app: web.Application, collector: Any) -> None:
+def add_routes(app: web.Application) -> None:
+    """The status page (``/``, ``/static/...``) and ``GET /api/v1/rooms``."""
     app.router.add_get("/", handle_index)
     app.router.add_get("/static/{name}", handle_static)
     app.router.add_get("/api/v1/rooms", handle_rooms)
 
-
-ROUTE_HOOKS.append(add_routes)

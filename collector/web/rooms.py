@@ -1,6 +1,6 @@
 """Current state grouped by site → room → device, for the status page (``GET /api/v1/rooms``).
 
-Built from the collector's :class:`~collector.series.SeriesStore` (current values
+Built from the collector's :class:`~roomwatch.collector.series.SeriesStore` (current values
 only: a down device's readings are already hidden there) and its agent registry.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from drivers import vocabulary as v
+from roomwatch.core import vocabulary as v
 
 __all__ = ["ROOM_METRICS", "rooms_snapshot"]
 

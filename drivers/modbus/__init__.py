@@ -7,7 +7,7 @@ Shipped register maps live in ``profiles/*.yaml``, each naming its source.
 pymodbus is imported only when a device first connects.
 """
 
-from drivers.modbus.config import ModbusConfig, load_profile, profile_names
-from drivers.modbus.driver import ModbusDriver
+from roomwatch.drivers.modbus.config import ModbusConfig, load_profile, profile_names
+from roomwatch.drivers.modbus.driver import ModbusDriver
 
 __all__ = ["ModbusConfig", "ModbusDriver", "load_profile", "profile_names"]

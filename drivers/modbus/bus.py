@@ -22,8 +22,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from drivers.base import DeviceError
-from drivers.modbus.table import FUNCTIONS, Request
+from roomwatch.drivers.base import DeviceError
+from roomwatch.drivers.modbus.table import FUNCTIONS, Request
 
 __all__ = ["EXCEPTION_CODES", "LineSettings", "ModbusBus", "ModbusExceptionError", "bus_key"]
 

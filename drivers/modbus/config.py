@@ -16,10 +16,10 @@ from typing import Any, Literal
 
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 
-from drivers import vocabulary as v
-from drivers.modbus.table import FUNCTIONS, TYPES, UNITS, Register, Request, plan_requests, resolve_metric
-from drivers.ups import UpsDeviceConfig
-from roomwatch.configbase import ConfigError, Duration, Model, load_model
+from roomwatch.core import vocabulary as v
+from roomwatch.core.configbase import ConfigError, Duration, Model, load_model
+from roomwatch.drivers.modbus.table import FUNCTIONS, TYPES, UNITS, Register, Request, plan_requests, resolve_metric
+from roomwatch.drivers.ups import UpsDeviceConfig
 
 __all__ = ["PROFILE_DIR", "InputSpec", "ModbusConfig", "ProfileFile", "RegisterSpec", "load_profile", "profile_names"]
 

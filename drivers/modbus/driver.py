@@ -1,8 +1,8 @@
 """``modbus`` driver: UPS units, temperature/humidity modules and dry-contact I/O over Modbus TCP or RTU.
 
-The config (:mod:`drivers.modbus.config`) holds the read plan computed at load;
+The config (:mod:`roomwatch.drivers.modbus.config`) holds the read plan computed at load;
 a poll walks it: one request per planned block through the line's shared
-:class:`~drivers.modbus.bus.ModbusBus`, then :func:`~drivers.modbus.table.decode_block`.
+:class:`~roomwatch.drivers.modbus.bus.ModbusBus`, then :func:`~roomwatch.drivers.modbus.table.decode_block`.
 The first failing request ends the poll with a :class:`DeviceError` (the
 agent shows the device down with that reason), so a silent unit costs the
 line a single timeout per poll.
@@ -13,12 +13,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from drivers.base import Driver, Reading
-from drivers.modbus.bus import LineSettings, ModbusBus, bus_key
-from drivers.modbus.config import ModbusConfig
-from drivers.modbus.table import decode_block
-from drivers.registry import register
-from drivers.ups import battery_age_reading
+from roomwatch.drivers.base import Driver, Reading
+from roomwatch.drivers.modbus.bus import LineSettings, ModbusBus, bus_key
+from roomwatch.drivers.modbus.config import ModbusConfig
+from roomwatch.drivers.modbus.table import decode_block
+from roomwatch.drivers.registry import register
+from roomwatch.drivers.ups import battery_age_reading
 
 __all__ = ["ModbusDriver"]
 

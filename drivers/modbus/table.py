@@ -19,8 +19,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from drivers import vocabulary as v
-from drivers.base import Reading
+from roomwatch.core import vocabulary as v
+from roomwatch.drivers.base import Reading
 
 __all__ = [
     "FUNCTIONS",

@@ -31,8 +31,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from drivers.mqtt.formats import ZIGBEE2MQTT_KEYS
-from drivers.mqtt.payloads import PayloadError, decode_json, decode_text
+from roomwatch.drivers.mqtt.formats import ZIGBEE2MQTT_KEYS
+from roomwatch.drivers.mqtt.payloads import PayloadError, decode_json, decode_text
 
 __all__ = ["FORMAT_AVAILABILITY", "Availability", "derive_topic", "read_availability", "resolve", "topic_matches"]
 

@@ -32,7 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from roomwatch.tls import client_context
+from roomwatch.core.tls import client_context
 
 __all__ = ["BrokerConnection", "BrokerSettings", "Subscription", "parse_broker_url"]
 

@@ -1,14 +1,14 @@
 """``mqtt`` driver: room sensors that publish over MQTT (zigbee2mqtt, Tasmota, ESPHome, Shelly, plain values).
 
 A listening driver: :meth:`MqttDriver.start` subscribes the device's topic (and
-its availability topic, :mod:`drivers.mqtt.availability`) on the connection
+its availability topic, :mod:`roomwatch.drivers.mqtt.availability`) on the connection
 shared by every device of the same broker (``context.shared``). While the
 device says it is offline, :meth:`MqttDriver.problem` reports it, so the
 agent's silence watch calls it down within a second, and its messages are not
 taken as current until it says online again.
 Each message is parsed on the event loop by the device's format
-(:mod:`drivers.mqtt.formats`), checked against the plausible range of its
-quantity (:data:`~drivers.mqtt.payloads.QUANTITIES`) and emitted. Bad input is
+(:mod:`roomwatch.drivers.mqtt.formats`), checked against the plausible range of its
+quantity (:data:`~roomwatch.drivers.mqtt.payloads.QUANTITIES`) and emitted. Bad input is
 counted by reason, logged at most once a minute per device, and dropped; the
 last good value stays. A change of a door/leak/smoke state becomes an event
 stamped with the payload's own time when it has one, else the arrival time.
@@ -24,15 +24,15 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
-from drivers import vocabulary as v
-from drivers.base import DeviceConfig, DeviceError, Driver, Event, Reading
-from drivers.mqtt.availability import Availability, read_availability, resolve, topic_matches
-from drivers.mqtt.connection import BrokerConnection, BrokerSettings, Subscription, parse_broker_url
-from drivers.mqtt.formats import FORMAT_DEFAULT_MAX_AGE, ParseOptions, default_max_age, parse
-from drivers.mqtt.payloads import MAX_PAYLOAD, QUANTITIES, Parsed, PayloadError
-from drivers.registry import register
-from roomwatch.configbase import Duration, Secret
-from roomwatch.tls import ClientTLS
+from roomwatch.core import vocabulary as v
+from roomwatch.core.configbase import Duration, Secret
+from roomwatch.core.tls import ClientTLS
+from roomwatch.drivers.base import DeviceConfig, DeviceError, Driver, Event, Reading
+from roomwatch.drivers.mqtt.availability import Availability, read_availability, resolve, topic_matches
+from roomwatch.drivers.mqtt.connection import BrokerConnection, BrokerSettings, Subscription, parse_broker_url
+from roomwatch.drivers.mqtt.formats import FORMAT_DEFAULT_MAX_AGE, ParseOptions, default_max_age, parse
+from roomwatch.drivers.mqtt.payloads import MAX_PAYLOAD, QUANTITIES, Parsed, PayloadError
+from roomwatch.drivers.registry import register
 
 __all__ = ["MqttConfig", "MqttDriver", "MqttTLS"]
 

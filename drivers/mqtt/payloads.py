@@ -17,7 +17,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from drivers import vocabulary as v
+from roomwatch.core import vocabulary as v
 
 __all__ = [
     "MAX_PAYLOAD",

@@ -5,6 +5,6 @@ tables (``profiles/*.yaml``), ``readings`` maps raw values to metrics, and
 ``session`` speaks SNMP through pysnmp (imported only when a device starts).
 """
 
-from drivers.snmp.driver import ContactConfig, SnmpConfig, SnmpDriver
+from roomwatch.drivers.snmp.driver import ContactConfig, SnmpConfig, SnmpDriver
 
 __all__ = ["ContactConfig", "SnmpConfig", "SnmpDriver"]

@@ -5,7 +5,7 @@ profile has sensor tables, one side-by-side GETBULK walk of their columns
 (GETNEXT on SNMPv1). ``profile: auto`` reads sysObjectID once and picks the
 vendor profile (UPS-MIB when none matches); after a failed poll it is read
 again, in case the card was swapped. The mapping itself is data
-(``drivers/snmp/profiles/*.yaml``) evaluated by :mod:`drivers.snmp.readings`.
+(``drivers/snmp/profiles/*.yaml``) evaluated by :mod:`roomwatch.drivers.snmp.readings`.
 """
 
 from __future__ import annotations
@@ -18,13 +18,13 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
-from drivers import vocabulary as v
-from drivers.base import DeviceError, Driver, Reading
-from drivers.registry import register
-from drivers.snmp.profile import OID, Profile, all_profiles, format_oid, get_profile, match_profile
-from drivers.snmp.readings import contact_readings, evaluate
-from drivers.ups import UpsDeviceConfig, battery_age_reading
-from roomwatch.configbase import Duration, Model, Secret
+from roomwatch.core import vocabulary as v
+from roomwatch.core.configbase import Duration, Model, Secret
+from roomwatch.drivers.base import DeviceError, Driver, Reading
+from roomwatch.drivers.registry import register
+from roomwatch.drivers.snmp.profile import OID, Profile, all_profiles, format_oid, get_profile, match_profile
+from roomwatch.drivers.snmp.readings import contact_readings, evaluate
+from roomwatch.drivers.ups import UpsDeviceConfig, battery_age_reading
 
 __all__ = ["ContactConfig", "SnmpConfig", "SnmpDriver"]
 
@@ -156,7 +156,7 @@ class SnmpDriver(Driver):
         return max(10.0, 3 * self._attempt * (self.config.retries + 1) + 1.0)
 
     def _credentials(self) -> Any:
-        from drivers.snmp.session import Credentials
+        from roomwatch.drivers.snmp.session import Credentials
 
         c: SnmpConfig = self.config
 
@@ -180,7 +180,7 @@ class SnmpDriver(Driver):
 
     async def start(self) -> None:
         """Register the device with the agent's shared SNMP engine."""
-        from drivers.snmp.session import Engine
+        from roomwatch.drivers.snmp.session import Engine
 
         self._engine = self.context.shared(("snmp", "engine"), lambda: Engine(MAX_IN_FLIGHT))
         address, ipv6 = await self._resolve()

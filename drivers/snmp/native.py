@@ -4,7 +4,7 @@ Only what a poller needs: GetRequest, GetNextRequest and GetBulkRequest out,
 Response in (RFC 1157 for v1, RFC 3416 for the v2c PDUs, X.690 for BER). A
 response is accepted only from the device's address, with its request-id, our
 version and community; anything else on the socket is dropped. Values decode
-to the plain Python of :mod:`drivers.snmp.session`; a type we do not know is
+to the plain Python of :mod:`roomwatch.drivers.snmp.session`; a type we do not know is
 ``None`` (absent), never an error.
 """
 
@@ -16,8 +16,8 @@ import socket
 from collections.abc import Sequence
 from typing import Any
 
-from drivers.snmp.profile import OID
-from drivers.snmp.session import END_OF_MIB, Credentials, Engine, SnmpError, Target, decode_text
+from roomwatch.drivers.snmp.profile import OID
+from roomwatch.drivers.snmp.session import END_OF_MIB, Credentials, Engine, SnmpError, Target, decode_text
 
 __all__ = ["BerError", "NativeTarget", "NativeTransport", "decode_message", "encode_request"]
 

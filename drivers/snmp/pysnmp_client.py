@@ -16,8 +16,8 @@ import itertools
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from drivers.snmp.profile import OID
-from drivers.snmp.session import END_OF_MIB, Credentials, Engine, SnmpError, Target, decode_text
+from roomwatch.drivers.snmp.profile import OID
+from roomwatch.drivers.snmp.session import END_OF_MIB, Credentials, Engine, SnmpError, Target, decode_text
 
 __all__ = ["AUTH_PROTOCOLS", "PRIV_PROTOCOLS", "PysnmpEngines", "PysnmpTarget"]
 
@@ -52,7 +52,7 @@ _ERROR_HINTS = {
 
 
 def _py(value: Any) -> Any:
-    """A pysnmp value as plain Python (see :mod:`drivers.snmp.session`)."""
+    """A pysnmp value as plain Python (see :mod:`roomwatch.drivers.snmp.session`)."""
     from pyasn1.type import univ
     from pysnmp.proto import rfc1902, rfc1905
 

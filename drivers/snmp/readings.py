@@ -12,9 +12,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from drivers import vocabulary as v
-from drivers.base import Reading
-from drivers.snmp.profile import OID, Profile, Table, format_oid
+from roomwatch.core import vocabulary as v
+from roomwatch.drivers.base import Reading
+from roomwatch.drivers.snmp.profile import OID, Profile, Table, format_oid
 
 __all__ = ["Evaluation", "contact_readings", "evaluate", "parse_battery_date", "text"]
 

@@ -2,9 +2,9 @@
 
 Two clients speak SNMP, behind one :class:`Target` interface:
 
-* :mod:`drivers.snmp.pysnmp_client` — pysnmp 7.1's asyncio command generators:
+* :mod:`roomwatch.drivers.snmp.pysnmp_client` — pysnmp 7.1's asyncio command generators:
   the default for every version, and always for SNMPv3 (USM authentication and privacy).
-* :mod:`drivers.snmp.native` — roomwatch's own v1/v2c client (``client: builtin``):
+* :mod:`roomwatch.drivers.snmp.native` — roomwatch's own v1/v2c client (``client: builtin``):
   a BER codec for the four PDU types we send and one UDP socket for every
   device. pysnmp spends about 1.2 ms of CPU per GET in pyasn1 — twice
   snmp_exporter's cost per target — and its import (with cryptography) adds
@@ -25,8 +25,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from drivers.base import DeviceError
-from drivers.snmp.profile import OID
+from roomwatch.drivers.base import DeviceError
+from roomwatch.drivers.snmp.profile import OID
 
 __all__ = ["END_OF_MIB", "Credentials", "Engine", "SnmpError", "Target", "decode_text"]
 
@@ -225,7 +225,7 @@ class Engine:
             raise SnmpError("the SNMP engine is closed")
         where = f"[{address[0]}]:{address[1]}" if ipv6 else f"{address[0]}:{address[1]}"
         if creds.version != "3" and client == "builtin":
-            from drivers.snmp.native import NativeTarget, NativeTransport
+            from roomwatch.drivers.snmp.native import NativeTarget, NativeTransport
 
             async with self._opening:  # devices start concurrently: open each socket once
                 transport = self._native.get(ipv6)
@@ -233,7 +233,7 @@ class Engine:
                     transport = self._native[ipv6] = await NativeTransport.open(ipv6)
             return NativeTarget(self, transport, creds, address, where, timeout, retries)
         if self._pysnmp is None:
-            from drivers.snmp.pysnmp_client import PysnmpEngines
+            from roomwatch.drivers.snmp.pysnmp_client import PysnmpEngines
 
             self._pysnmp = PysnmpEngines()
         return self._pysnmp.target(self, creds, address, ipv6, where, timeout, retries)

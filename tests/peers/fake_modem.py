@@ -4,7 +4,7 @@ No real modem can run in a test, so this one speaks the wire protocol (3GPP TS 2
 and checks what a modem and the network check: PDU mode set, the AT+CMGS length equal to the
 TPDU octet count, a well-formed TPDU (address, DCS, UDL, concatenation header), Ctrl-Z at the
 end. It answers ``OK``, ``> ``, ``+CMGS: <mr>`` or ``+CMS ERROR: <n>`` and can be scripted to fail.
-The decoder here is written from the standard, independently of ``alerts.channels.sms_pdu``.
+The decoder here is written from the standard, independently of ``roomwatch.channels.sms_pdu``.
 """
 
 from __future__ import annotations

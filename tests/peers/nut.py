@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from roomwatch.sims.nut_ups import NUT_BIN, start_nut, upsd_ready, write_nut_config
+from roomwatch.demo.sims.nut_ups import NUT_BIN, start_nut, upsd_ready, write_nut_config
 from tests.helpers import free_port, require_binary, wait_for
 from tests.peers.process import PeerProcess
 

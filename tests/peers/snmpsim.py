@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from roomwatch.sims.snmp_ups import snmp_ping
+from roomwatch.demo.sims.snmp_ups import snmp_ping
 from tests.helpers import free_port, require_binary
 from tests.peers.process import PeerProcess
 

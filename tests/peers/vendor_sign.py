@@ -1,6 +1,6 @@
 """The vendors' request-signing algorithms, written again for the test servers.
 
-Kept apart from ``alerts.channels`` on purpose: a test server that verified with the
+Kept apart from ``roomwatch.channels`` on purpose: a test server that verified with the
 channel's own function would accept whatever that function got wrong. Both sides are
 checked against the published vectors of CHANNELS.md (tests/test_channel_signing.py).
 """

@@ -24,7 +24,7 @@ T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z in ms: fixed, so the files do not
 
 
 def _samples(seq: int) -> list:
-    from roomwatch.wire import SampleRecord
+    from roomwatch.core.wire import SampleRecord
 
     return [SampleRecord("roomwatch_temperature_celsius", {"device": "th1", "sensor": "inlet"}, 20.0 + seq, T0 + seq * 10_000),
             SampleRecord("roomwatch_ups_on_battery", {"device": "ups1"}, float(seq % 2), T0 + seq * 10_000)]
@@ -32,8 +32,8 @@ def _samples(seq: int) -> list:
 
 def write_spool(path: Path) -> None:
     """Batches 1..4 spooled (2 delivered and acked), one with a door event."""
-    from agent.spool import Spool
-    from roomwatch.wire import Batch, EventRecord
+    from roomwatch.agent.spool import Spool
+    from roomwatch.core.wire import Batch, EventRecord
 
     s = Spool(str(path), AGENT)
     for seq in (1, 2, 3, 4):
@@ -45,12 +45,12 @@ def write_spool(path: Path) -> None:
 
 def write_collector(path: Path) -> None:
     """Pushes 1..3 committed (dedup ledger and history), one open alert, a web session table."""
-    from alerts.model import Alert
-    from alerts.store import AlertStore
-    from collector.db import ensure_schema, open_db
-    from collector.store import IngestStore
-    from collector.webauth import MIGRATIONS as WEB_MIGRATIONS
-    from roomwatch.wire import Batch
+    from roomwatch.alerts.model import Alert
+    from roomwatch.alerts.store import AlertStore
+    from roomwatch.collector.store import IngestStore
+    from roomwatch.collector.webauth import MIGRATIONS as WEB_MIGRATIONS
+    from roomwatch.core.sqlite import ensure_schema, open_db
+    from roomwatch.core.wire import Batch
 
     async def ingest() -> None:
         store = IngestStore(str(path))

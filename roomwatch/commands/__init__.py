@@ -1,0 +1,1 @@
+"""Command bodies that combine layers (collector config + channels …); :mod:`roomwatch.cli` dispatches to them."""

@@ -1,6 +1,0 @@
-"""Simulated devices for ``roomwatch demo``: each module appends a Simulator to roomwatch.demo.SIMULATORS.
-
-A simulator starts a real server on 127.0.0.1 (snmpsim, upsd with dummy-ups,
-mosquitto, a pymodbus server …) and returns the agent device entries that read
-it. Modules are loaded in name order.
-"""
