@@ -13,7 +13,8 @@
 #   --prefix DIR           the venv (default /opt/roomwatch); with --no-systemd also the
 #                          configs (DIR/etc/roomwatch) and the data (DIR/var/lib/roomwatch)
 #   --no-systemd           no system user, no units, no systemctl: a trial or test install
-#   --python PATH          the interpreter for the venv (Python >= 3.11; default: the newest found)
+#   --python PATH          the interpreter for the venv: a Python >= 3.11 of this system; default: the
+#                          bundle's own Python 3.11 (python/, any glibc), else the newest system one found
 #   --wheels DIR           install offline from these wheels (default: the bundle's wheels/)
 #   --source PATH|WHEEL    what pip installs when there are no wheels (a checkout: this one)
 #   --gpio                 also the gpio extra (libgpiod bindings) for GPIO contacts
@@ -41,7 +42,7 @@ while [ $# -gt 0 ]; do
     --root) root="$(realpath -m "$2")"; shift ;;
     --package) package="$2"; shift ;;
     --no-venv) ;;  # accepted for old callers: an existing venv is kept and upgraded anyway
-    -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown option: $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -81,8 +82,47 @@ fi
 
 # 2. The program: a venv under $prefix, roomwatch installed into it (from wheels: no network).
 py_ok() { "$1" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; }
+rt_field() { sed -n "s/^$1=//p" "$src/python/RUNTIME"; }
+# The bundle's own Python (scripts/pyruntime.py): Debian 12's CPython 3.11 with its own glibc loader and
+# libraries, so it runs where the system's Python is older (Kylin V10, UOS 20, openEuler 22.03, Debian 11)
+# and whatever the system's glibc. Its interpreter learns where its loader is: the loader's absolute path is
+# written into the space left for it (PT_INTERP) once the runtime is in place under $prefix/python.
+install_runtime() {
+  local rt="$prefix/python" new="$prefix/python.new" old="$prefix/python.old" loader offset size path len
+  loader="$(rt_field loader)" offset="$(rt_field interp_offset)" size="$(rt_field interp_size)"
+  path="$rt/lib/$loader"
+  len="$(printf '%s' "$path" | wc -c)"
+  if [ "$len" -ge "$size" ]; then
+    echo "the install folder's path is too long for the bundled Python ($len bytes, at most $((size - 1)))" >&2; exit 2
+  fi
+  say "installing the bundled Python $(rt_field python) into $rt"
+  rm -rf "$new" "$old"
+  mkdir -p "$prefix"
+  cp -a "$src/python" "$new"
+  { printf '%s' "$path"; head -c "$((size - len))" /dev/zero; } \
+    | dd of="$new/bin/python$(rt_field python)" bs=1 seek="$offset" conv=notrunc status=none
+  # Swap in (a running service keeps the files it has open), then check it starts; else put the old one back.
+  [ -e "$rt" ] && mv "$rt" "$old"
+  mv "$new" "$rt"
+  if ! "$rt/bin/python3" -I -c 'import ssl, sqlite3, ctypes, zlib' >/dev/null; then
+    rm -rf "$rt"; [ -e "$old" ] && mv "$old" "$rt"
+    echo "the bundled Python does not start on this machine (kernel $(uname -r), $(uname -m)); pass --python PATH" \
+         "to a Python >= 3.11 of this system instead (docs/install.md)" >&2
+    exit 1
+  fi
+  rm -rf "$old"
+  # Byte-code once (unchecked-hash: valid whatever the files' times), as the service user cannot write it.
+  "$rt/bin/python3" -I -m compileall -q -j 0 --invalidation-mode unchecked-hash "$rt/lib" >/dev/null || true
+  python="$rt/bin/python$(rt_field python)"
+}
+if [ -z "$root" ] && [ -f "$src/python/RUNTIME" ] && [ "$(rt_field arch)" != "$(uname -m)" ]; then
+  echo "this bundle is for $(rt_field arch), this machine is $(uname -m): use roomwatch-<version>-offline-$(uname -m)" >&2
+  exit 2
+fi
 if [ -z "$root" ]; then
-  if [ -z "$python" ]; then
+  if [ -z "$python" ] && [ -f "$src/python/RUNTIME" ]; then
+    install_runtime
+  elif [ -z "$python" ]; then
     # The system's interpreters first: the service user must be able to run the venv's Python
     # (one under /root, e.g. pyenv's, is not readable by it).
     for c in /usr/bin/python3.13 /usr/bin/python3.12 /usr/bin/python3.11 /usr/bin/python3 \
@@ -91,13 +131,14 @@ if [ -z "$root" ]; then
     done
   fi
   if [ -z "$python" ] || ! py_ok "$python"; then
-    echo "roomwatch needs Python 3.11 or newer (found: ${python:-none}); docs/install.md lists where" \
-         "each distribution gets one; then: $0 --python /path/to/python3.11" >&2
+    echo "roomwatch needs Python 3.11 or newer (found: ${python:-none}); the offline bundle and the packages" \
+         "bring their own; docs/install.md lists where each distribution gets one; then: $0 --python /path/to/python3.11" >&2
     exit 2
   fi
-  # A venv made by another interpreter (the system's Python was upgraded) is made anew.
-  if [ -x "$prefix/bin/python" ] && [ "$("$prefix/bin/python" -c 'import sys; print(sys.version_info[:2])' 2>/dev/null)" \
-        != "$("$python" -c 'import sys; print(sys.version_info[:2])')" ]; then
+  # A system Python chosen now: the bundled one of an earlier install is no longer used.
+  case "$python" in "$prefix/python/"*) ;; *) rm -rf "$prefix/python" ;; esac
+  # A venv made by another interpreter (the system's Python was upgraded, or the bundled one replaces it) is made anew.
+  if [ -e "$prefix/pyvenv.cfg" ] && [ "$(readlink -f "$prefix/bin/python")" != "$(readlink -f "$python")" ]; then
     say "the venv $prefix was made by another Python: making it anew"
     rm -rf "$prefix/bin" "$prefix/lib" "$prefix/lib64" "$prefix/include" "$prefix/pyvenv.cfg"
   fi

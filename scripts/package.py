@@ -3,24 +3,26 @@
 For each architecture (x86_64, aarch64):
 
 * ``roomwatch-<version>-offline-<arch>.tar.gz``: ``install.sh`` (scripts/install.sh, the one
-  installer), ``wheels/`` with roomwatch and every dependency for each supported CPython
-  (:data:`PYTHONS`; manylinux wheels, so no compiler and no network on the target), the
-  example configs and the systemd units;
+  installer), ``python/`` — CPython 3.11 with its own glibc loader and libraries, made from Debian 12's
+  packages (scripts/pyruntime.py), so the bundle installs where the system's Python is older or its glibc
+  is — ``wheels/`` with roomwatch and every dependency for each supported CPython (:data:`PYTHONS`;
+  manylinux wheels, so no compiler and no network on the target), the example configs and the systemd units;
 * ``roomwatch_<version>-1_<amd64|arm64>.deb`` (dpkg-deb): the same tree under /usr/lib/roomwatch,
   the units in /lib/systemd/system, the examples in /etc/roomwatch as conffiles; its maintainer
-  scripts run ``install.sh --package deb`` (venv /opt/roomwatch from the shipped wheels,
-  the ``roomwatch`` user, generated secrets) and purge cleanly (scripts/pkg/debian/);
+  scripts run ``install.sh --package deb`` (the runtime into /opt/roomwatch/python, a venv /opt/roomwatch
+  from the shipped wheels, the ``roomwatch`` user, generated secrets) and purge cleanly (scripts/pkg/debian/);
 * ``roomwatch-<version>-1.<arch>.rpm`` (rpmbuild, from Debian's ``rpm`` package) likewise.
 
-Wheels are downloaded once into ``.cache/packaging/wheels/<arch>/`` (gitignored) with pip's
-cross-platform download (``--platform/--python-version --only-binary=:all:``); a dependency
-that publishes no wheel for a target fails the build naming it, instead of shipping a bundle
-that would need a compiler offline.
+Downloads are kept in ``$ROOMWATCH_CACHE/packaging/`` (default ``.cache/packaging/``, gitignored): wheels
+by pip's cross-platform download (``--platform/--python-version --only-binary=:all:``) — a dependency
+that publishes no wheel for a target fails the build naming it, instead of shipping a bundle that would
+need a compiler offline — and the runtime's Debian packages by apt (``runtime/``).
 """
 
 from __future__ import annotations
 
 import argparse
+import fcntl
 import hashlib
 import os
 import re
@@ -28,11 +30,16 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import tempfile
+import time
 import tomllib
 import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import pyruntime  # noqa: E402  (scripts/pyruntime.py: the bundled Python)
+
 PKG = ROOT / "scripts" / "pkg"
 #: CPython versions the bundle carries wheels for: Debian 12 and openEuler 24.03 (3.11), Ubuntu 24.04 (3.12),
 #: Debian 13 (3.13), and the python3.11/3.12 packages of Ubuntu 22.04, RHEL/Rocky/Alma 8 and 9 (docs/install.md).
@@ -44,6 +51,11 @@ EXTRAS = ("gpio",)  # optional extras whose wheels ride along (install.sh --gpio
 SHIPPED = ["config/agent.example.yaml", "config/collector.example.yaml", "systemd/roomwatch-agent.service",
            "systemd/roomwatch-collector.service", "systemd/polkit/50-roomwatch-poweroff.rules",
            "systemd/udev/60-roomwatch-gpio.rules", "docs/install.md"]
+
+
+def cache_root() -> Path:
+    """Where downloads are kept between runs: ``$ROOMWATCH_CACHE`` (CI keeps it outside its fresh clone), else .cache/."""
+    return Path(os.environ.get("ROOMWATCH_CACHE") or ROOT / ".cache")
 
 
 def say(msg: str) -> None:
@@ -103,16 +115,29 @@ def build_wheel(out: Path, work: Path) -> Path:
     return wheel
 
 
-def download_wheels(arch: str, requirements: list[str], cache: Path, pythons: tuple[str, ...]) -> Path:
-    """Every dependency as a wheel for ``arch`` and each Python in ``pythons``, into ``cache/<arch>``."""
+def download_wheels(arch: str, requirements: list[str], cache: Path, pythons: tuple[str, ...],
+                    refresh: bool = False) -> Path:
+    """Every dependency as a wheel for ``arch`` and each Python in ``pythons``, into ``cache/<arch>``.
+
+    Resolved once per set of requirements (a stamp in the folder): a later build is offline and takes the
+    same versions; ``refresh`` (``--refresh``) resolves again, taking new releases.
+    """
     dest = cache / arch
     dest.mkdir(parents=True, exist_ok=True)
     platforms = [a for tag in MANYLINUX for a in ("--platform", f"{tag}_{arch}")]
+    key = hashlib.sha256(repr((sorted(requirements), pythons, MANYLINUX)).encode()).hexdigest()[:16]
+    stamp = dest / f".resolved-{key}"
+    if stamp.exists() and not refresh:
+        say(f"wheels for {arch}: as resolved on {stamp.read_text().strip()} (--refresh to resolve again)")
+        return dest
     for py in pythons:
         abi = "cp" + py.replace(".", "")
         say(f"wheels for {arch}, CPython {py}")
         pip("download", "-q", "--only-binary=:all:", "--implementation", "cp", "--python-version", py,
             "--abi", abi, "--abi", "abi3", "--abi", "none", *platforms, "-d", str(dest), "pip", *requirements)
+    for old in dest.glob(".resolved-*"):
+        old.unlink()
+    stamp.write_text(time.strftime("%Y-%m-%d %H:%M") + "\n")
     return dest
 
 
@@ -135,7 +160,7 @@ def wheel_set(dest: Path, pythons: tuple[str, ...]) -> list[Path]:
 
 
 def stage_tree(dest: Path, wheels: list[Path], own_wheel: Path) -> None:
-    """The installer's tree: install.sh, wheels/, config/, systemd/, docs/."""
+    """The installer's tree: install.sh, wheels/, config/, systemd/, docs/ (the Python runtime comes after)."""
     if dest.exists():
         shutil.rmtree(dest)
     (dest / "wheels").mkdir(parents=True)
@@ -146,9 +171,13 @@ def stage_tree(dest: Path, wheels: list[Path], own_wheel: Path) -> None:
         shutil.copy2(ROOT / rel, dest / rel)
     for w in [*wheels, own_wheel]:
         shutil.copy2(w, dest / "wheels" / w.name)
-    sums = [f"{hashlib.sha256(p.read_bytes()).hexdigest()}  {p.relative_to(dest)}"
-            for p in sorted(dest.rglob("*")) if p.is_file()]
-    (dest / "SHA256SUMS").write_text("\n".join(sums) + "\n")
+
+
+def write_sums(tree: Path) -> None:
+    """SHA256SUMS of every file of the tree (``sha256sum -c SHA256SUMS`` on the target)."""
+    sums = [f"{hashlib.sha256(p.read_bytes()).hexdigest()}  {p.relative_to(tree)}"
+            for p in sorted(tree.rglob("*")) if p.is_file() and not p.is_symlink() and p.name != "SHA256SUMS"]
+    (tree / "SHA256SUMS").write_text("\n".join(sums) + "\n")
 
 
 def _tar_filter(mtime: int):  # type: ignore[no-untyped-def]
@@ -170,7 +199,7 @@ def make_bundle(tree: Path, out: Path) -> Path:
     """tar.gz of ``tree`` (its folder name as the top directory), files in sorted order."""
     path = out / f"{tree.name}.tar.gz"
     mtime = source_date()
-    with tarfile.open(path, "w:gz", compresslevel=9) as tar:
+    with tarfile.open(path, "w:gz", compresslevel=6) as tar:  # mostly wheels (zip): 9 is 4x slower for 0.2 %
         for p in [tree, *sorted(tree.rglob("*"))]:
             tar.add(p, arcname=str(p.relative_to(tree.parent)), recursive=False, filter=_tar_filter(mtime))
     return path
@@ -190,7 +219,7 @@ def _fill(template: str, **values: str) -> str:
 
 def system_root(root: Path, tree: Path, unit_dir: str, udev_dir: str) -> None:
     """The files a .deb/.rpm installs, laid out under ``root``."""
-    shutil.copytree(tree, root / "usr/lib/roomwatch")
+    shutil.copytree(tree, root / "usr/lib/roomwatch", symlinks=True)
     for unit in ("roomwatch-agent.service", "roomwatch-collector.service"):
         text = (tree / "systemd" / unit).read_text().replace("scripts/install.sh", "the roomwatch package")
         _write(root / unit_dir.lstrip("/") / unit, text)
@@ -203,6 +232,10 @@ def system_root(root: Path, tree: Path, unit_dir: str, udev_dir: str) -> None:
     doc = root / "usr/share/doc/roomwatch"
     shutil.copy2(tree / "docs/install.md", _mkparent(doc / "install.md"))
     _write(doc / "copyright", (PKG / "copyright").read_text())
+
+
+def _du(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
 
 
 def _mkparent(path: Path) -> Path:
@@ -218,7 +251,7 @@ def build_deb(tree: Path, version: str, arch: str, out: Path, work: Path) -> Pat
         shutil.rmtree(root)
     system_root(root, tree, "/lib/systemd/system", "/lib/udev/rules.d")
     control = root / "DEBIAN"
-    size_kib = sum(p.stat().st_size for p in root.rglob("*") if p.is_file()) // 1024
+    size_kib = sum(p.stat().st_size for p in root.rglob("*") if p.is_file() and not p.is_symlink()) // 1024
     _write(control / "control", _fill((PKG / "debian" / "control").read_text(), VERSION=f"{version}-1", ARCH=deb_arch,
                                       SIZE=str(size_kib)))
     conffiles = sorted("/" + str(p.relative_to(root)) for p in (root / "etc").rglob("*") if p.is_file())
@@ -226,11 +259,11 @@ def build_deb(tree: Path, version: str, arch: str, out: Path, work: Path) -> Pat
     for script in ("postinst", "prerm", "postrm"):
         _write(control / script, (PKG / "debian" / script).read_text(), 0o755)
     sums = [f"{hashlib.md5(p.read_bytes()).hexdigest()}  {p.relative_to(root)}"
-            for p in sorted(root.rglob("*")) if p.is_file() and "DEBIAN" not in p.parts]
+            for p in sorted(root.rglob("*")) if p.is_file() and not p.is_symlink() and "DEBIAN" not in p.parts]
     _write(control / "md5sums", "\n".join(sums) + "\n")
     path = out / f"roomwatch_{version}-1_{deb_arch}.deb"
     env = {**os.environ, "SOURCE_DATE_EPOCH": str(source_date())}
-    subprocess.run(["dpkg-deb", "--root-owner-group", "-Zxz", "--build", str(root), str(path)], check=True,
+    subprocess.run(["dpkg-deb", "--root-owner-group", "-Zxz", "-z2", "--build", str(root), str(path)], check=True,
                    env=env, stdout=subprocess.DEVNULL)
     return path
 
@@ -267,9 +300,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--arch", default=",".join(ARCHES), help="comma-separated: x86_64,aarch64 (default: both)")
     parser.add_argument("--python", default=",".join(PYTHONS), help="CPython versions to carry wheels for")
     parser.add_argument("--out", default=str(ROOT / "dist"), help="output folder (default dist/)")
-    parser.add_argument("--cache", default=str(ROOT / ".cache" / "packaging"), help="downloaded wheels are kept here")
+    parser.add_argument("--cache", default=str(cache_root() / "packaging"),
+                        help="downloads are kept here (default $ROOMWATCH_CACHE/packaging, or .cache/packaging)")
     parser.add_argument("--only", choices=["bundle", "deb", "rpm"], action="append",
                         help="build only these kinds (repeatable; default all)")
+    parser.add_argument("--refresh", action="store_true",
+                        help="resolve the wheels again (new releases); otherwise a build reuses the cached set")
+    parser.add_argument("--no-python", action="store_true",
+                        help="leave the bundled Python out (install.sh then needs a system Python >= 3.11)")
     args = parser.parse_args(argv)
     arches = [a.strip() for a in args.arch.split(",") if a.strip()]
     for a in arches:
@@ -279,27 +317,41 @@ def main(argv: list[str] | None = None) -> int:
     kinds = set(args.only or ["bundle", "deb", "rpm"])
     out, cache = Path(args.out), Path(args.cache)
     out.mkdir(parents=True, exist_ok=True)
-    work = cache / "work"
-    work.mkdir(parents=True, exist_ok=True)
+    cache.mkdir(parents=True, exist_ok=True)
+    # One build at a time per cache (CI and worktrees may share one); the staging is private to this build.
+    with open(cache / ".lock", "w") as lock, tempfile.TemporaryDirectory(prefix="roomwatch-package-") as tmp:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        made = build_all(args, arches, pythons, kinds, out, cache, Path(tmp))
+    for p in made:
+        say(f"{p.relative_to(out.parent) if out.parent in p.parents else p}  {p.stat().st_size / 2**20:.1f} MiB")
+    return 0
+
+
+def build_all(args: argparse.Namespace, arches: list[str], pythons: tuple[str, ...], kinds: set[str], out: Path,
+              cache: Path, work: Path) -> list[Path]:
     version, requirements, optional = project()
     requirements += [r for extra in EXTRAS for r in optional.get(extra, [])]
     own = build_wheel(work / "own", work)
     say(f"roomwatch {version}: {own.name}")
     made: list[Path] = []
     for arch in arches:
-        wheels = wheel_set(download_wheels(arch, requirements, cache / "wheels", pythons), pythons)
+        wheels = wheel_set(download_wheels(arch, requirements, cache / "wheels", pythons, args.refresh), pythons)
         tree = work / f"roomwatch-{version}-offline-{arch}"
         stage_tree(tree, wheels, own)
+        if not args.no_python:
+            debs = pyruntime.fetch_debs(arch, cache / "runtime", say)
+            rt = pyruntime.build_runtime(arch, debs, wheels, tree / "python", work)
+            say(f"Python {rt['python']} for {arch} from Debian {pyruntime.SUITE}: {len(rt['libraries'])} libraries, "  # type: ignore[arg-type]
+                f"{_du(tree / 'python') / 2**20:.1f} MiB")
+        write_sums(tree)
         if "bundle" in kinds:
             made.append(make_bundle(tree, out))
         if "deb" in kinds:
             made.append(build_deb(tree, version, arch, out, work))
         if "rpm" in kinds and (rpm := build_rpm(tree, version, arch, out, work)):
             made.append(rpm)
-    for p in made:
-        say(f"{p.relative_to(out.parent) if out.parent in p.parents else p}  {p.stat().st_size / 2**20:.1f} MiB")
-    return 0
-
+        shutil.rmtree(tree)
+    return made
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -16,37 +16,21 @@ import subprocess
 import sys
 import tarfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import ROOT, require_binary
+from tests.helpers import require_binary
+from tests.peers.debian_root import unavailable
+from tests.peers.dist import builder, version
 
-pytestmark = [pytest.mark.slow, pytest.mark.peer("dpkg-deb")]
-
-sys.path.insert(0, str(ROOT / "scripts"))
-import package as builder  # noqa: E402  (scripts/package.py)
+pytestmark = [pytest.mark.slow, pytest.mark.peer("dpkg-deb"), pytest.mark.timeout(900)]
 
 WELL_KNOWN = b"s3cret-token"
 
 
-@pytest.fixture(scope="module")
-def dist(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """dist/ as ./dev package makes it, both architectures."""
-    for tool in ("dpkg-deb", "rpmbuild", "unshare"):
-        require_binary(tool)
-    out = tmp_path_factory.mktemp("dist")
-    started = time.monotonic()
-    assert builder.main(["--out", str(out)]) == 0
-    print(f"\n[figure] ./dev package (both architectures): {time.monotonic() - started:.0f} s")
-    for p in sorted(out.iterdir()):
-        print(f"[figure] {p.name}: {p.stat().st_size / 2**20:.1f} MiB")
-    yield out
-
-
 def _version() -> str:
-    return builder.project()[0]
+    return version()
 
 
 def _unpack(dist: Path, arch: str, dest: Path) -> Path:
@@ -75,12 +59,17 @@ def test_dist_has_every_kind_for_both_architectures(dist: Path) -> None:
 
 
 def test_bundle_installs_with_no_network_and_no_well_known_secret(dist: Path, tmp_path: Path) -> None:
+    """Offline, on this machine's own Python 3.11 (``--python``); then again with the bundle's Python (the default)."""
     bundle = _unpack(dist, "x86_64", tmp_path)
     prefix = tmp_path / "prefix"
+    system_python = shutil.which("python3.11", path="/usr/bin")
+    assert system_python, "Debian 12's python3.11"
     started = time.monotonic()
-    r = _offline("bash", str(bundle / "install.sh"), "--prefix", str(prefix), "--no-systemd")
-    print(f"\n[figure] offline install (unshare -n, --prefix): {time.monotonic() - started:.1f} s")
+    r = _offline("bash", str(bundle / "install.sh"), "--prefix", str(prefix), "--no-systemd", "--python", system_python)
+    print(f"\n[figure] offline install (unshare -n, --prefix, the system's Python): {time.monotonic() - started:.1f} s")
     assert r.returncode == 0, r.stdout + r.stderr
+    assert (prefix / "bin" / "python").resolve() == Path(system_python).resolve()
+    assert not (prefix / "python").exists()
     rw = prefix / "bin" / "roomwatch"
     assert _offline(str(rw), "--version").stdout.strip() == f"roomwatch {_version()}"
     tok = _offline(str(rw), "gen-token")
@@ -105,13 +94,20 @@ def test_bundle_installs_with_no_network_and_no_well_known_secret(dist: Path, tm
         assert [ln for ln in live if "/var/lib/roomwatch" in ln or "/etc/roomwatch" in ln], cfg
         assert all(str(prefix) in ln for ln in live if "/var/lib/roomwatch" in ln or "/etc/roomwatch" in ln), cfg
 
-    # Again (an upgrade): the token and the admin's edits stay.
+    # Again (an upgrade), now on the bundle's own Python: the venv is made anew on it; the token and the
+    # admin's edits stay.
     (etc / "agent.yaml").write_text((etc / "agent.yaml").read_text() + "# edited by the admin\n")
+    started = time.monotonic()
     r = _offline("bash", str(bundle / "install.sh"), "--prefix", str(prefix), "--no-systemd")
+    print(f"[figure] offline install over it (unshare -n, --prefix, the bundled Python): {time.monotonic() - started:.1f} s")
     assert r.returncode == 0, r.stdout + r.stderr
+    assert "made by another Python: making it anew" in r.stdout
+    assert (prefix / "bin" / "python").resolve() == prefix / "python" / "bin" / "python3.11"
+    assert _offline(str(rw), "--version").stdout.strip() == f"roomwatch {_version()}"
     assert token_file.read_text().strip() == token
     assert (etc / "agent.yaml").read_text().endswith("# edited by the admin\n")
     assert "keeping the existing agent token" in r.stdout
+    assert _files_containing(prefix, WELL_KNOWN) == []
 
 
 @pytest.mark.parametrize("arch", ["x86_64", "aarch64"])
@@ -133,7 +129,7 @@ def test_deb_carries_units_conffiles_and_maintainer_scripts(dist: Path) -> None:
     for arch in ("amd64", "arm64"):
         deb = dist / f"roomwatch_{_version()}-1_{arch}.deb"
         info = subprocess.run(["dpkg-deb", "-I", str(deb)], capture_output=True, text=True, check=True).stdout
-        assert f"Architecture: {arch}" in info and "Depends: python3 (>= 3.11)" in info
+        assert f"Architecture: {arch}" in info and "Depends: passwd\n" in info  # no Python: it brings its own
         for script in ("postinst", "prerm", "postrm", "conffiles"):
             assert script in info
         listing = subprocess.run(["dpkg-deb", "-c", str(deb)], capture_output=True, text=True, check=True).stdout
@@ -182,6 +178,7 @@ set -u
 say() { echo "## $*"; }
 dpkg -i /tmp/roomwatch.deb >/tmp/log 2>&1 || { cat /tmp/log; exit 1; }
 say installed $(/opt/roomwatch/bin/roomwatch --version)
+say python $(readlink -f /opt/roomwatch/bin/python)
 say user $(id -u roomwatch >/dev/null && echo yes)
 say token $(stat -c '%a %U' /etc/roomwatch/agent-token)
 say config $(stat -c '%a %U:%G' /etc/roomwatch/agent.yaml)
@@ -206,7 +203,7 @@ say purged $([ -e /etc/roomwatch ] || [ -e /var/lib/roomwatch ] || [ -e /opt/roo
 def test_deb_installs_upgrades_removes_and_purges_offline(dist: Path, tmp_path: Path) -> None:
     """The real dpkg, the real maintainer scripts, in an overlay of this machine with no network."""
     if os.geteuid() != 0:
-        pytest.skip("needs root for the overlay")
+        unavailable("needs root for the overlay")
     base = tmp_path / "ovl"
     base.mkdir()
     (tmp_path / "overlay.sh").write_text(_OVERLAY)
@@ -218,12 +215,13 @@ def test_deb_installs_upgrades_removes_and_purges_offline(dist: Path, tmp_path: 
                        check=False)
     print(f"\n[figure] .deb install+upgrade+remove+purge offline: {time.monotonic() - started:.1f} s")
     if r.returncode != 0 and "overlay" in r.stderr and "mount" in r.stderr:
-        pytest.skip(f"no overlayfs here: {r.stderr.strip()}")
+        unavailable(f"no overlayfs here: {r.stderr.strip()}")
     out = r.stdout
     assert r.returncode == 0, out + r.stderr
     got = dict(line[3:].split(" ", 1) if " " in line[3:] else (line[3:], "") for line in out.splitlines()
                if line.startswith("## "))
     assert got["installed"] == f"roomwatch {_version()}", out
+    assert got["python"] == "/opt/roomwatch/python/bin/python3.11", out  # the package's own Python
     assert got["user"] == "yes"
     assert got["token"] == "600 root"
     assert got["config"] == "640 root:roomwatch"
