@@ -42,7 +42,7 @@ while [ $# -gt 0 ]; do
     --root) root="$(realpath -m "$2")"; shift ;;
     --package) package="$2"; shift ;;
     --no-venv) ;;  # accepted for old callers: an existing venv is kept and upgraded anyway
-    -h|--help) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown option: $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
