@@ -34,7 +34,14 @@ from roomwatch.alerts.outbox import Outbox
 from roomwatch.alerts.rules import compile_inhibit_rules, compile_rules
 from roomwatch.alerts.silences import Silence, SilenceStore
 from roomwatch.alerts.store import AlertStore
-from roomwatch.alerts.templates import AlertView, ack_url, format_expr, format_value, render_annotations, render_notification
+from roomwatch.alerts.templates import (
+    AlertView,
+    ack_url,
+    format_alert_value,
+    format_expr,
+    render_annotations,
+    render_notification,
+)
 from roomwatch.alerts.timewindow import WorkingHours
 from roomwatch.channels.base import AlertItem, Channel, Notification, get_channel_type
 from roomwatch.core import vocabulary as v
@@ -255,7 +262,7 @@ class AlertService:
         for (a, status), view in zip(alerts, views, strict=True):
             ann = render_annotations(view, self.lang, self.tz)
             # value and threshold as people read them, for SMS templates ({value}, {threshold})
-            ann.setdefault("value", format_value(a.metric, a.value, self.lang))
+            ann.setdefault("value", format_alert_value(a.metric, a.value, view.when, self.lang))
             if view.when:
                 ann.setdefault("threshold", format_expr(a.metric, view.when, self.lang))
             items.append(AlertItem(a.fp, status, dict(a.labels), ann,
