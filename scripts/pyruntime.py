@@ -152,6 +152,9 @@ def _apt_options(root: Path) -> list[str]:
 
 def fetch_debs(arch: str, cache: Path, say=print) -> list[Path]:  # type: ignore[no-untyped-def]
     """bookworm's current .deb of each of :data:`PACKAGES` for ``arch``, downloaded once into the cache."""
+    if shutil.which("apt-get") is None or shutil.which("dpkg-deb") is None:
+        raise SystemExit("the bundled Python is made from Debian's packages with apt-get and dpkg-deb: build on "
+                         "Debian or Ubuntu, or leave it out with --no-python")
     if not Path(KEYRING).exists():
         raise SystemExit(f"{KEYRING} missing: apt-get install debian-archive-keyring")
     deb_arch = ARCH[arch][0]
