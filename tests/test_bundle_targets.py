@@ -13,14 +13,13 @@ root by this machine's ``rpm --root``: its scriptlets run there as on an RPM sys
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import tarfile
 from pathlib import Path
 
 import pytest
 
-from tests.peers.debian_root import debian_root, ensure_binfmt, report, run_in_root
+from tests.peers.debian_root import debian_root, ensure_binfmt, host_arch, report, run_in_root
 from tests.peers.dist import version
 
 pytestmark = [pytest.mark.slow, pytest.mark.peer("debootstrap"), pytest.mark.timeout(2400)]
@@ -123,20 +122,34 @@ def test_bundle_installs_and_runs_on_debian_11(dist: Path, tmp_path: Path, arch:
     assert got["again"] == f"roomwatch {version()} token-kept", out
 
 
+def _unpacked(dist: Path, arch: str, dest: Path) -> Path:
+    with tarfile.open(_bundle(dist, arch)) as tar:
+        tar.extractall(dest, filter="data")
+    return dest / f"roomwatch-{version()}-offline-{arch}"
+
+
+def _install(bundle: Path, prefix: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["bash", str(bundle / "install.sh"), "--prefix", str(prefix), "--no-systemd"],
+                          capture_output=True, text=True, timeout=120, check=False)
+
+
 def test_bundle_for_another_architecture_is_refused_clearly(dist: Path, tmp_path: Path) -> None:
     """The aarch64 bundle on an x86_64 machine (or the reverse) stops before touching anything, naming the right file."""
-    other = "aarch64" if subprocess.run(["uname", "-m"], capture_output=True, text=True).stdout.strip() == "x86_64" \
-        else "x86_64"
-    with tarfile.open(_bundle(dist, other)) as tar:
-        tar.extractall(tmp_path, filter="data")
-    bundle = tmp_path / f"roomwatch-{version()}-offline-{other}"
+    other = "aarch64" if host_arch() == "x86_64" else "x86_64"
     prefix = tmp_path / "prefix"
-    r = subprocess.run(["bash", str(bundle / "install.sh"), "--prefix", str(prefix), "--no-systemd"],
-                       capture_output=True, text=True, timeout=120, check=False)
+    r = _install(_unpacked(dist, other, tmp_path), prefix)
     assert r.returncode == 2
     assert f"this bundle is for {other}" in r.stderr and "offline-" in r.stderr
     assert not prefix.exists()
-    shutil.rmtree(bundle)
+
+
+def test_install_folder_too_long_for_the_bundled_python_is_refused(dist: Path, tmp_path: Path) -> None:
+    """The loader's path must fit the space left for it in the interpreter: a longer one is refused up front."""
+    prefix = tmp_path / ("x" * 200) / ("y" * 200) / ("z" * 200) / "prefix"  # each name within NAME_MAX
+    r = _install(_unpacked(dist, host_arch(), tmp_path), prefix)
+    assert r.returncode == 2
+    assert "too long for the bundled Python" in r.stderr
+    assert not prefix.exists()
 
 
 _RPM_STEPS = r"""
