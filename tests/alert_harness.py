@@ -97,10 +97,10 @@ class Harness:
         return [notification_from_json(r[1]) for r in rows]
 
     def alert(self, name: str) -> dict[str, Any] | None:
-        for a in self.svc.list_alerts():
+        for a in self.svc.presenter.list_alerts():
             if a["alertname"] == name:
                 return a
         return None
 
     def states(self) -> dict[str, str]:
-        return {a["alertname"]: a["state"] for a in self.svc.list_alerts()}
+        return {a["alertname"]: a["state"] for a in self.svc.presenter.list_alerts()}

@@ -36,7 +36,7 @@ def test_repeat_until_acknowledged(tmp_path: Path) -> None:
     h.advance(31)  # repeats ride on the group_interval timer (30s)
     [n] = h.queued()
     assert n.reason == "repeat" and "仍未确认" in n.text
-    assert h.svc.ack(episode_id(n.alerts[0]), "张三", "已到现场") is not None
+    assert h.svc.commands.ack(episode_id(n.alerts[0]), "张三", "已到现场") is not None
     h.advance(5 * 3600)
     assert h.queued() == []  # acknowledged: no more repeats
     assert h.alert("WaterLeak")["ack"]["by"] == "张三"
@@ -48,7 +48,7 @@ def test_repeat_until_acknowledged(tmp_path: Path) -> None:
 
 def test_silence_keeps_alert_visible_but_quiet(tmp_path: Path) -> None:
     h = Harness(tmp_path)
-    s = h.svc.add_silence({"matchers": ['room="1号机房"', 'alertname=~"Water.*"'], "duration": "2h",
+    s = h.svc.commands.add_silence({"matchers": ['room="1号机房"', 'alertname=~"Water.*"'], "duration": "2h",
                            "comment": "地板下管道检修"}, "李四")
     leak(h, True)
     a = h.alert("WaterLeak")
@@ -69,13 +69,13 @@ def test_expired_silence_and_bad_silences(tmp_path: Path) -> None:
 
     h = Harness(tmp_path)
     with pytest.raises(SilenceError, match="must not cover everything"):
-        h.svc.add_silence({"matchers": ['room=~".*"'], "duration": "1h", "comment": "x"}, "a")
+        h.svc.commands.add_silence({"matchers": ['room=~".*"'], "duration": "1h", "comment": "x"}, "a")
     with pytest.raises(SilenceError, match="comment is required"):
-        h.svc.add_silence({"matchers": ['room="A"'], "duration": "1h"}, "a")
+        h.svc.commands.add_silence({"matchers": ['room="A"'], "duration": "1h"}, "a")
     with pytest.raises(SilenceError, match=r"endsAt .* or duration"):
-        h.svc.add_silence({"matchers": ['room="A"'], "comment": "x"}, "a")
+        h.svc.commands.add_silence({"matchers": ['room="A"'], "comment": "x"}, "a")
     with pytest.raises(SilenceError, match="not a matcher"):
-        h.svc.add_silence({"matchers": ["room is A"], "duration": "1h", "comment": "x"}, "a")
+        h.svc.commands.add_silence({"matchers": ["room is A"], "duration": "1h", "comment": "x"}, "a")
     # The real reason, not "value must be quoted": a broken regex, a missing quote, text after the quote.
     for matcher, reason in (("device=~(ups1,ups2", "bad regular expression '(ups1,ups2': missing )"),
                             ('device=~"(ups1|ups2"', "bad regular expression '(ups1|ups2'"),
@@ -83,14 +83,14 @@ def test_expired_silence_and_bad_silences(tmp_path: Path) -> None:
                             ('room="A" or room="B"', "unexpected ' or room=\"B\"' after the quoted value"),
                             ("device=~ups{1,2}", 'must be quoted: write device=~"ups{1,2}"')):
         with pytest.raises(SilenceError) as err:
-            h.svc.add_silence({"matchers": [matcher], "duration": "1h", "comment": "x"}, "a")
+            h.svc.commands.add_silence({"matchers": [matcher], "duration": "1h", "comment": "x"}, "a")
         assert reason in str(err.value), (matcher, str(err.value))
     # A regex keeps its escapes, as in Alertmanager: \. is a dot, not any character.
-    s = h.svc.add_silence({"matchers": ['instance=~"10\\.0\\.0\\.1"'], "duration": "1h", "comment": "x"}, "a")
+    s = h.svc.commands.add_silence({"matchers": ['instance=~"10\\.0\\.0\\.1"'], "duration": "1h", "comment": "x"}, "a")
     assert s.matchers[0].value == "10\\.0\\.0\\.1" and not s.matchers[0].matches({"instance": "10a0b0c1"})
-    h.svc.expire_silence(s.id)
-    s = h.svc.add_silence({"matchers": ['device="leak1"'], "duration": "1h", "comment": "测试"}, "a")
-    h.svc.expire_silence(s.id)
+    h.svc.commands.expire_silence(s.id)
+    s = h.svc.commands.add_silence({"matchers": ['device="leak1"'], "duration": "1h", "comment": "测试"}, "a")
+    h.svc.commands.expire_silence(s.id)
     leak(h, True)
     assert len(h.queued()) == 1
 
@@ -159,7 +159,7 @@ def test_escalation_to_the_supervisor(tmp_path: Path) -> None:
     [n] = h.queued()
     assert (n.receiver, n.reason, n.level) == ("chief", "escalation", 1)
     assert "15 分钟内无人确认" in n.text
-    h.svc.ack(episode_id(n.alerts[0]), "王科长")
+    h.svc.commands.ack(episode_id(n.alerts[0]), "王科长")
     h.advance(3 * 3600)
     assert h.queued() == []  # acknowledged: no repeats to either level
     leak(h, False)
@@ -172,7 +172,7 @@ def test_acknowledged_in_time_never_escalates(tmp_path: Path) -> None:
     leak(h, True)
     [n] = h.queued()
     h.advance(600)
-    h.svc.ack(episode_id(n.alerts[0]), "值班员")
+    h.svc.commands.ack(episode_id(n.alerts[0]), "值班员")
     h.advance(3600)
     assert h.queued() == []
     leak(h, True, "leak2")  # a new, unacknowledged alert restarts the clock for itself only
@@ -228,13 +228,13 @@ def test_state_acks_silences_survive_restart(tmp_path: Path) -> None:
             (TEMP, TH1, 29.0)])  # two leaks fire, the temperature is pending for 5m
     [n] = h.queued()
     fp = {a.labels["device"]: episode_id(a) for a in n.alerts}
-    h.svc.ack(fp["leak1"], "张三")
-    s = h.svc.add_silence({"matchers": ['device="leak3"'], "duration": "1d", "comment": "传感器更换"}, "李四")
+    h.svc.commands.ack(fp["leak1"], "张三")
+    s = h.svc.commands.add_silence({"matchers": ['device="leak3"'], "duration": "1d", "comment": "传感器更换"}, "李四")
     h.advance(120)
     h.restart()
     assert h.states() == {"WaterLeak": "firing", "RoomTemperatureHigh": "pending"}
     assert h.alert("WaterLeak") is not None
-    assert {a["labels"]["device"]: a["acknowledged"] for a in h.svc.list_alerts() if a["alertname"] == "WaterLeak"} == {
+    assert {a["labels"]["device"]: a["acknowledged"] for a in h.svc.presenter.list_alerts() if a["alertname"] == "WaterLeak"} == {
         "leak1": True, "leak2": False}
     assert [x.id for x in h.svc.silences.listing(h.now)] == [s.id]
     h.advance(5)
@@ -295,7 +295,7 @@ def test_alert_of_an_agent_removed_from_the_config_resolves(tmp_path: Path) -> N
 
 def test_an_ack_names_one_episode(tmp_path: Path) -> None:
     """An ack link from an earlier episode never acknowledges a new incident of the same rule and labels."""
-    from roomwatch.alerts.service import AckError
+    from roomwatch.alerts.commands import AckError
 
     h = Harness(tmp_path, routes=[{"channels": ["duty"], "repeat_interval": "1h"}])
     leak(h, True)
@@ -313,7 +313,7 @@ def test_an_ack_names_one_episode(tmp_path: Path) -> None:
     assert new_id.startswith(fp + "-") and new_id != old_id
     for stale, status, words in ((old_id, 409, "has resolved"), (fp, 409, "names one episode")):
         try:
-            h.svc.ack(stale, "张三")
+            h.svc.commands.ack(stale, "张三")
         except AckError as exc:
             assert exc.status == status and words in str(exc) and new_id in str(exc)
         else:
@@ -322,9 +322,9 @@ def test_an_ack_names_one_episode(tmp_path: Path) -> None:
     h.advance(3600)
     assert [n.reason for n in h.queued()] == ["repeat"]  # still reminded: nobody acknowledged it
     try:
-        h.svc.ack("0123456789abcdef-1", "张三")
+        h.svc.commands.ack("0123456789abcdef-1", "张三")
     except AckError as exc:
         assert exc.status == 404
     else:
         raise AssertionError("an unknown alert was acknowledged")
-    assert h.svc.ack(new_id, "张三").ack_by == "张三"
+    assert h.svc.commands.ack(new_id, "张三").ack_by == "张三"

@@ -216,15 +216,41 @@ def _sensor(kind: str, s: SeriesData, start: float, end: float, th: ReportLimits
 
 def compute_report(history: HistorySource, alerts: AlertSource | None, cfg: ReportConfig,
                    start: float, end: float, rules: Any = None) -> Report:
-    """Figures per room for the window [start, end); working hours and limits from ``rules`` (a RulesConfig)."""
+    """Figures per room for the window [start, end); working hours and limits from ``rules`` (a RulesConfig).
+
+    The steps run in this order (a room is first named by the series read first, and an agent's
+    room by its first labelled series): sensors, doors, UPS, devices down, alerts.
+    """
     limits = cfg.limits(rules)
     rooms = _Rooms()
-    for kind, metric, dest in (("temperature", v.TEMPERATURE, "temperature"), ("humidity", v.HUMIDITY, "humidity")):
+    _add_sensors(rooms, history, start, end, limits)
+    _add_doors(rooms, history, start, end, limits)
+    _add_ups(rooms, history, start, end, limits)
+    _add_devices_down(rooms, history, start, end)
+    episodes: list[Episode] = alerts.episodes(start, end) if alerts is not None else []
+    _add_alerts(rooms, episodes, start, end)
+    _sort(rooms)
+    th = limits
+    title = cfg.title or "、".join(sorted({r.site for r in rooms.rooms.values() if r.site}))
+    return Report(start, end, cfg.timezone, title, [rooms.rooms[k] for k in sorted(rooms.rooms)],
+                  history.available, bool(alerts is not None and alerts.alerts_available),
+                  {"temperature_high": th.temperature_high, "temperature_critical": th.temperature_critical,
+                   "humidity_low": th.humidity_low, "humidity_high": th.humidity_high,
+                   "battery_max_age_seconds": th.battery_max_age})
+
+
+def _add_sensors(rooms: _Rooms, history: HistorySource, start: float, end: float, limits: ReportLimits) -> None:
+    """Temperature and humidity: min/avg/max and the time outside the limits, per sensor."""
+    for kind, metric in (("temperature", v.TEMPERATURE), ("humidity", v.HUMIDITY)):
         for s in history.series(metric, start, end):
             stats = _sensor(kind, s, start, end, limits)
             if stats is not None:
-                getattr(rooms.of(s.labels), dest).append(stats)
+                room = rooms.of(s.labels)
+                (room.temperature if kind == "temperature" else room.humidity).append(stats)
 
+
+def _add_doors(rooms: _Rooms, history: HistorySource, start: float, end: float, limits: ReportLimits) -> None:
+    """Openings, longest and total open time, openings outside working hours, per door."""
     for s in history.series(v.DOOR_OPEN, start, end):
         spans = true_intervals(s.samples, start, end)
         openings = [t0 for t0, _, began_inside in spans if began_inside]
@@ -236,6 +262,9 @@ def compute_report(history: HistorySource, alerts: AlertSource | None, cfg: Repo
             max((t1 - t0 for t0, t1, _ in spans), default=0.0), sum(t1 - t0 for t0, t1, _ in spans),
             len(ooh), ooh, bool(s.samples) and s.samples[-1][1] >= 0.5))
 
+
+def _add_ups(rooms: _Rooms, history: HistorySource, start: float, end: float, limits: ReportLimits) -> None:
+    """Per UPS: time on battery, lowest charge and runtime, battery low, replacement due."""
     ups: dict[tuple[str, str], UPSStats] = {}
 
     def ups_of(s: SeriesData) -> UPSStats:
@@ -277,6 +306,9 @@ def compute_report(history: HistorySource, alerts: AlertSource | None, cfg: Repo
                          or bool(u.self_test_failed)
                          or (u.health_ratio is not None and u.health_ratio < HEALTH_REPLACE_BELOW))
 
+
+def _add_devices_down(rooms: _Rooms, history: HistorySource, start: float, end: float) -> None:
+    """Per device: how often and how long it was down (``roomwatch_device_up`` 0)."""
     for s in history.series(v.DEVICE_UP, start, end):
         if "device" not in s.labels:
             continue
@@ -289,7 +321,9 @@ def compute_report(history: HistorySource, alerts: AlertSource | None, cfg: Repo
         else:
             rooms.of(s.labels)  # the room exists even when all went well
 
-    episodes: list[Episode] = alerts.episodes(start, end) if alerts is not None else []
+
+def _add_alerts(rooms: _Rooms, episodes: list[Episode], start: float, end: float) -> None:
+    """Agents down (from AgentDown episodes) and the alerts raised and acknowledged, per room."""
     per_room: dict[tuple[str, str], list[Episode]] = {}
     for e in episodes:
         room = rooms.of(e.labels)
@@ -300,18 +334,25 @@ def compute_report(history: HistorySource, alerts: AlertSource | None, cfg: Repo
             room.agents_down.append(DownStats(e.labels.get("agent", ""), "", 1 if e.fired_at >= start else 0,
                                               max(0.0, t1 - max(e.fired_at, start)), still))
     for key, eps in per_room.items():
-        raised = [e for e in eps if e.fired_at is not None and start <= e.fired_at < end]
-        delays = [e.ack_at - e.fired_at for e in raised if e.ack_at is not None and e.fired_at is not None]
-        stats = rooms.rooms[key].alerts
-        stats.raised = len(raised)
-        for e in raised:
-            stats.by_name[e.alertname] = stats.by_name.get(e.alertname, 0) + 1
-        stats.critical = sum(1 for e in raised if e.severity == "critical")
-        stats.acknowledged = len(delays)
-        stats.unacknowledged = len(raised) - len(delays)
-        stats.ack_median_seconds = statistics.median(delays) if delays else None
-        stats.ack_max_seconds = max(delays) if delays else None
+        _alert_stats(rooms.rooms[key].alerts, eps, start, end)
 
+
+def _alert_stats(stats: AlertStats, episodes: list[Episode], start: float, end: float) -> None:
+    """Count the episodes raised in the window by name and severity, and how fast they were acknowledged."""
+    raised = [e for e in episodes if e.fired_at is not None and start <= e.fired_at < end]
+    delays = [e.ack_at - e.fired_at for e in raised if e.ack_at is not None and e.fired_at is not None]
+    stats.raised = len(raised)
+    for e in raised:
+        stats.by_name[e.alertname] = stats.by_name.get(e.alertname, 0) + 1
+    stats.critical = sum(1 for e in raised if e.severity == "critical")
+    stats.acknowledged = len(delays)
+    stats.unacknowledged = len(raised) - len(delays)
+    stats.ack_median_seconds = statistics.median(delays) if delays else None
+    stats.ack_max_seconds = max(delays) if delays else None
+
+
+def _sort(rooms: _Rooms) -> None:
+    """Stable order inside each room: by agent, device, sensor."""
     for room in rooms.rooms.values():
         room.agents.sort()
         for lst in (room.temperature, room.humidity):
@@ -319,10 +360,3 @@ def compute_report(history: HistorySource, alerts: AlertSource | None, cfg: Repo
         room.doors.sort(key=lambda x: (x.agent, x.device))
         room.ups.sort(key=lambda x: (x.agent, x.device))
         room.devices_down.sort(key=lambda x: (x.agent, x.device))
-    th = limits
-    title = cfg.title or "、".join(sorted({r.site for r in rooms.rooms.values() if r.site}))
-    return Report(start, end, cfg.timezone, title, [rooms.rooms[k] for k in sorted(rooms.rooms)],
-                  history.available, bool(alerts is not None and alerts.alerts_available),
-                  {"temperature_high": th.temperature_high, "temperature_critical": th.temperature_critical,
-                   "humidity_low": th.humidity_low, "humidity_high": th.humidity_high,
-                   "battery_max_age_seconds": th.battery_max_age})
