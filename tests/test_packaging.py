@@ -182,7 +182,9 @@ say python $(readlink -f /opt/roomwatch/bin/python)
 say user $(id -u roomwatch >/dev/null && echo yes)
 say token $(stat -c '%a %U' /etc/roomwatch/agent-token)
 say config $(stat -c '%a %U:%G' /etc/roomwatch/agent.yaml)
-say check $(/opt/roomwatch/bin/roomwatch check-config -q /etc/roomwatch/*.yaml && echo ok)
+say check $(/opt/roomwatch/bin/roomwatch check-config -q /etc/roomwatch/agent.yaml /etc/roomwatch/collector.yaml && echo ok)
+# The examples are valid too (the collector's warns that its placeholder hash lets no agent in).
+say examples $(/opt/roomwatch/bin/roomwatch check-config -q /etc/roomwatch/*.example.yaml >/dev/null 2>&1 && echo ok)
 say secret $(grep -rl s3cret-token /opt/roomwatch /etc/roomwatch /usr/lib/roomwatch | wc -l)
 say conffiles $(dpkg-query -W -f='${Conffiles}' roomwatch | awk '{print $1}' | tr '\n' ' ')
 sum=$(sha256sum /etc/roomwatch/agent-token)
@@ -225,7 +227,7 @@ def test_deb_installs_upgrades_removes_and_purges_offline(dist: Path, tmp_path: 
     assert got["user"] == "yes"
     assert got["token"] == "600 root"
     assert got["config"] == "640 root:roomwatch"
-    assert got["check"] == "ok", out
+    assert got["check"] == "ok" and got["examples"] == "ok", out
     assert got["secret"] == "0"
     assert got["conffiles"].split() == ["/etc/roomwatch/agent.example.yaml", "/etc/roomwatch/collector.example.yaml"]
     assert got["upgrade-token"] == "kept" and got["upgrade-config"] == "# edited"
