@@ -5,6 +5,7 @@
 * ``roomwatch.alerts`` imports the ground, never the collector, the agent or the drivers;
 * ``roomwatch.agent`` and ``roomwatch.collector`` do not import each other;
 * only the top (``roomwatch.cli``, ``roomwatch.demo``, ``roomwatch.commands``) imports across everything;
+  ``roomwatch.discover`` (``roomwatch discover``) imports the agent and the drivers;
 * no module imports the old top-level names (``agent``, ``collector``, ``drivers``, ``alerts``);
 * pyproject.toml lists every package of the tree, mapped to its folder.
 
@@ -35,8 +36,9 @@ ALLOWED: dict[str, set[str]] = {
     "agent": {"drivers"},
     "collector": {"alerts"},
     "commands": {"agent", "collector", "alerts", "drivers"},
+    "discover": {"agent", "drivers"},  # runs the drivers once, checks its output with the agent's config
     "demo": {"agent", "collector", "alerts", "drivers", "commands"},
-    "cli": {"agent", "collector", "alerts", "drivers", "demo", "commands"},
+    "cli": {"agent", "collector", "alerts", "drivers", "demo", "commands", "discover"},
     "__main__": {"cli"},
 }
 
