@@ -61,6 +61,7 @@ from typing import TYPE_CHECKING, Any
 
 from roomwatch.agent.spool_hold import Entry, Hold, decode_body, encode_body, span
 from roomwatch.core import vocabulary as v
+from roomwatch.core.storeversion import apply_migrations, too_new_message
 from roomwatch.core.wire import Batch, SampleRecord, WireError
 
 if TYPE_CHECKING:
@@ -70,8 +71,10 @@ __all__ = ["DROP_REASONS", "Spool", "SpoolError", "open_outbox", "spool_samples"
 
 log = logging.getLogger("roomwatch.agent.spool")
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+#: The spool's schema, one script per version (``PRAGMA user_version``); append a migration, never
+#: edit one (roomwatch/core/storeversion.py). 1: the first release; 2: batch priority (fallback notices).
+MIGRATIONS = [
+    """CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS batches (
     seq INTEGER PRIMARY KEY,
     newest_ms INTEGER NOT NULL,
@@ -79,12 +82,12 @@ CREATE TABLE IF NOT EXISTS batches (
     n_samples INTEGER NOT NULL,
     n_events INTEGER NOT NULL,
     size INTEGER NOT NULL,
-    body BLOB NOT NULL,
-    priority INTEGER NOT NULL DEFAULT 0
+    body BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS batches_newest ON batches (newest_ms);
-CREATE INDEX IF NOT EXISTS batches_events ON batches (seq) WHERE n_events > 0;
-"""
+CREATE INDEX IF NOT EXISTS batches_events ON batches (seq) WHERE n_events > 0""",
+    "ALTER TABLE batches ADD COLUMN priority INTEGER NOT NULL DEFAULT 0",
+]
 #: Why a batch (or part of one) left the spool without the collector's 200; the ``reason`` label of
 #: roomwatch_agent_spool_dropped_total. cap: the size cap; unwritable: SQLite could not write and the
 #: fallback in RAM was full; rejected: the collector answered 400 (it would refuse the batch forever);
@@ -218,13 +221,28 @@ class Spool:
         # The agent's memory budget is small and the spool is read mostly front to back: 512 KiB of page
         # cache instead of SQLite's default 2 MiB.
         conn.execute("PRAGMA cache_size=-512")
-        conn.executescript(_SCHEMA)
-        if "priority" not in {row[1] for row in conn.execute("PRAGMA table_info(batches)")}:
-            conn.execute("ALTER TABLE batches ADD COLUMN priority INTEGER NOT NULL DEFAULT 0")  # older spool file
+        self._migrate(conn)
         if self.path != ":memory:":
             with contextlib.suppress(OSError):
                 os.chmod(self.path, 0o600)  # readings of a government room are nobody else's business
         return conn
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        """Bring the file to :data:`MIGRATIONS`' version; refuse (SpoolError) one written by a newer release."""
+        record = "PRAGMA user_version = {version}"
+        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(batches)")}
+        if version == 0 and columns:
+            # Written before the spool had a version: script 1 only adds what such a file may lack
+            # (IF NOT EXISTS); the priority column tells whether it was at version 2 already.
+            apply_migrations(conn, 0, MIGRATIONS[:1], record)
+            version = 2 if "priority" in columns else 1
+            conn.execute(record.format(version=version))
+        if version > len(MIGRATIONS):
+            conn.close()
+            self.close()
+            raise SpoolError(too_new_message(self.path, "spool", version, len(MIGRATIONS)))
+        apply_migrations(conn, version, MIGRATIONS, record)
 
     def _lock(self) -> None:
         fd = os.open(self.path + ".lock", os.O_RDWR | os.O_CREAT, 0o600)

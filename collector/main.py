@@ -128,7 +128,7 @@ async def serve(config_path: str) -> int:
         return 1
     try:
         app = build_app(collector)
-    except OSError as exc:  # e.g. the storage directory does not exist
+    except (OSError, sqlite3.Error) as exc:  # the storage directory does not exist; a store of a newer release
         log.error("cannot start: %s", exc)
         await durable.stop()
         return 1

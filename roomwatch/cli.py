@@ -1,4 +1,4 @@
-"""The ``roomwatch`` command: agent, collector, demo, check-config, gen-token.
+"""The ``roomwatch`` command: agent, collector, demo, check-config, gen-token, setup, test-alert, report ….
 
 Exit codes: 0 ok, 2 bad usage or bad config, 1 runtime failure.
 Heavy imports happen inside each command so ``--help`` and ``check-config``
@@ -34,6 +34,9 @@ LAZY_COMMANDS: dict[str, tuple[str, str, str, str]] = {
                       "roomwatch.collector.webauth", "add_hash_password_arguments", "cmd_hash_password"),
     "report": ("print (or send) the daily inspection report (巡检日报)",
                "roomwatch.collector.report.cli", "add_arguments", "run"),
+    "setup": ("first run: a few questions (role, site, room, collector, one channel), working config files, a test "
+              "message; every question has an option, --yes never asks",
+              "roomwatch.commands.setup", "add_arguments", "run_setup"),
     "oncall": ("print who is on duty for every route and level, and the next handover (值班表)",
                "roomwatch.commands.oncall", "add_arguments", "run"),
 }

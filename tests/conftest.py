@@ -24,6 +24,7 @@ from tests.helpers import RoomwatchProcess, free_port, http_get, wait_for, write
 pytest_plugins = [
     "tests.peers.alertmanager",
     "tests.peers.chromium",
+    "tests.peers.dist",
     "tests.peers.modbus",
     "tests.peers.mosquitto",
     "tests.peers.nut",
@@ -39,7 +40,7 @@ pytest_plugins = [
 PROCESS_FIXTURES = frozenset({"alertmanager", "browser_page", "mosquitto", "mosquitto_tls", "publisher", "nut_factory",
                               "nut_clients", "prometheus_factory", "snmpd", "snmpsim_factory", "cards_factory", "serial_pair",
                               "collector",
-                              "agent_factory",
+                              "agent_factory", "dist",
                               # module-scoped ones of single test modules (set up before the guard could see them)
                               "sim", "fuzz_collector", "nut_all"})
 

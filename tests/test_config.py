@@ -22,10 +22,28 @@ def test_examples_exist() -> None:
 
 @pytest.mark.peer
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
-def test_examples_pass_check_config(path: Path) -> None:
+def test_examples_pass_check_config(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The agent example reads its token as systemd hands it over (the installer generates it).
+    (tmp_path / "agent-token").write_text("a-generated-token-0123456789abcdef\n")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
     res = run_cli("check-config", str(path))
     assert res.returncode == 0, res.stderr
     assert "OK" in res.stdout
+
+
+@pytest.mark.peer
+def test_examples_carry_no_usable_token(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No token in the examples: the agent's comes from a file, the collector's hash matches nothing."""
+    text = "\n".join(p.read_text(encoding="utf-8") for p in EXAMPLES)
+    assert "s3cret" not in text
+    assert re.search(r"^\s+token:", text, re.M) is None, "an example sets a literal token"
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    from roomwatch.collector.config import load_collector_config
+
+    cfg = load_collector_config(str(ROOT / "config" / "collector.example.yaml"))
+    assert [a.token_hash for a in cfg.agents] == ["sha256:" + "0" * 64]
+    res = run_cli("check-config", str(ROOT / "config" / "agent.example.yaml"))
+    assert res.returncode == 2 and "agent-token" in res.stderr  # without the generated file it cannot run
 
 
 def _check(tmp_path: Path, text: str, name: str = "conf.yaml") -> tuple[int, str]:

@@ -264,7 +264,7 @@ devices:
 
 
 @pytest.mark.peer
-def test_check_config_accepts_the_contract_snmp_device_and_the_example(tmp_path: Path) -> None:
+def test_check_config_accepts_the_contract_snmp_device_and_the_example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = _write(tmp_path, "agent.yaml", """
 agent:
   id: room1-agent
@@ -280,6 +280,8 @@ devices:
     version: 2c
     community: public
 """) / "agent.yaml"
+    (tmp_path / "agent-token").write_text("a-generated-token-0123456789abcdef\n")  # the example reads it
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
     done = run_cli("check-config", str(path), str(ROOT / "config" / "agent.example.yaml"))
     assert done.returncode == 0, done.stdout + done.stderr
 

@@ -490,18 +490,45 @@ def iter_secret_values(model: BaseModel) -> Iterator[str]:
                     yield from iter_secret_values(item)
 
 
-#: Values from documentation, tutorials and examples: anyone can guess them.
-WELL_KNOWN_TOKENS = frozenset({"s3cret-token", "secret-token", "s3cret", "secret", "changeme", "change-me", "change_me",
-                               "token", "mytoken", "password", "passw0rd", "admin", "123456", "12345678", "roomwatch",
-                               "example", "test", "xxxxxxxx"})
+#: Values from documentation, tutorials and examples, which anyone can guess: the token of the first example
+#: config, then "secret-token", "s3cret", "secret", "changeme", "change-me", "change_me", "token", "mytoken",
+#: "password", "passw0rd", "admin", "123456", "12345678", "roomwatch", "example", "test", "xxxxxxxx" — kept as
+#: their sha256 (the ``token_hash`` form), so that no installed file carries the old example token itself
+#: (docs/install.md: an install is checked for it).
+WELL_KNOWN_TOKEN_HASHES = frozenset({
+    "sha256:a81e611a041b13f078bf8ebe5dab4d4fd63fcc5594661c918bec093a2f416a7e",
+    "sha256:930bbdc51b6aed5c2a5678fd6e28dee7a05e8a4b643cfc0b4427c3efb86c0d94",
+    "sha256:1ec1c26b50d5d3c58d9583181af8076655fe00756bf7285940ba3670f99fcba0",
+    "sha256:2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b",
+    "sha256:057ba03d6c44104863dc7361fe4578965d1887360f90a0895882e58a6248fc86",
+    "sha256:e2186dbdb1bb4193608605e84f33208765b5693b55edd4f730a719a100eeea6f",
+    "sha256:fb86fb757d1241d512865070e05ccb5d17dfaa11a4b2ca04b89bacad17530ad4",
+    "sha256:3c469e9d6c5875d37a43f353d4f88e61fcf812c66eee3457465a40b0da4153e0",
+    "sha256:1a17ea3569204d6c4114794ca73fa257457fc0612928c7bf024801659b77dba8",
+    "sha256:5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8",
+    "sha256:8f0e2f76e22b43e2855189877e7dc1e1e7d98c226c95db247cd1d547928334a9",
+    "sha256:8c6976e5b5410415bde908bd4dee15dfb167a9c873fc4bb8a81f6f2ab448a918",
+    "sha256:8d969eef6ecad3c29a3a629280e686cf0c3f5d5a86aff3ca12020c923adc6c92",
+    "sha256:ef797c8118f02dfb649607dd5d3f8c7623048c9c063d532cc95c5ed7a898a64f",
+    "sha256:9ae650aba5699106be998935ca631a6821a589104229cc98639e0c1b78554180",
+    "sha256:50d858e0985ecc7f60418aaf0cc5ab587f42c2570a884095a9e8ccacd0f6545c",
+    "sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+    "sha256:4cf0c1012276f46af31e44d2fbb03ae7af56f03c9996eb9452b99b3e6273698e",
+})
 #: The ``token_hash`` the example collector file ships: it matches no token, so the example accepts no push.
 PLACEHOLDER_TOKEN_HASH = "sha256:" + "0" * 64
 #: A token shorter than this is guessable over the network despite the rate limits (gen-token makes 43).
 MIN_TOKEN_LENGTH = 16
 
 
+def _sha256(value: str) -> str:
+    import hashlib
+
+    return "sha256:" + hashlib.sha256(value.encode()).hexdigest()
+
+
 def _weak(value: str) -> str | None:
-    if value.strip().lower() in WELL_KNOWN_TOKENS:
+    if _sha256(value.strip().lower()) in WELL_KNOWN_TOKEN_HASHES:
         return "is a value from the documentation's examples, which anyone can guess"
     if len(value) < MIN_TOKEN_LENGTH:
         return f"is shorter than {MIN_TOKEN_LENGTH} characters"
@@ -514,9 +541,6 @@ def weak_secrets(model: BaseModel, path: tuple[Any, ...] = ()) -> list[str]:
     Only ``token`` keys (and ``token_hash``, against the hashes of the well-known values) are looked at:
     other secrets (SMS keys, passwords) are issued by their services.
     """
-    import hashlib
-
-    known_hashes = {"sha256:" + hashlib.sha256(t.encode()).hexdigest() for t in WELL_KNOWN_TOKENS}
     out: list[str] = []
     for name in type(model).model_fields:
         value = getattr(model, name, None)
@@ -527,7 +551,7 @@ def weak_secrets(model: BaseModel, path: tuple[Any, ...] = ()) -> list[str]:
         elif name == "token_hash" and value == PLACEHOLDER_TOKEN_HASH:
             out.append(f"{where} is the example's placeholder: no agent can push with it; put the token_hash "
                        "`roomwatch gen-token` prints (and the token into the agent's file)")
-        elif name == "token_hash" and isinstance(value, str) and value in known_hashes:
+        elif name == "token_hash" and isinstance(value, str) and value in WELL_KNOWN_TOKEN_HASHES:
             out.append(f"{where} is the hash of a value from the documentation's examples: anyone could push as "
                        "this agent; make a token with `roomwatch gen-token`")
         elif isinstance(value, BaseModel):
