@@ -118,7 +118,7 @@ class AgentConfig(Model):
     collector: CollectorTarget | None = None
     host: HostSection = Field(default_factory=HostSection)
     devices: list[DeviceEntry] = Field(default_factory=list)
-    actions: list[ActionEntry] = Field(default_factory=list)  # type: ignore[valid-type]
+    actions: list[ActionEntry] = Field(default_factory=list)
     fallback: FallbackConfig | None = None
 
     def extra_checks(self) -> list[tuple[tuple[Any, ...], str]]:

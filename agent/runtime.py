@@ -113,8 +113,7 @@ class Agent:
             cls = get_driver(dev_cfg.driver)
             # host: {} without an interval falls back on the agent's default, like any device.
             interval = dev_cfg.interval or (config.host.interval if dev_cfg.driver == "host" else None) or a.interval
-            runner = DeviceRunner(dev_cfg, None, self.base_labels, interval)  # type: ignore[arg-type]
-            runner.driver = cls(dev_cfg, _DriverContext(self, dev_cfg.name))
+            runner = DeviceRunner(dev_cfg, cls(dev_cfg, _DriverContext(self, dev_cfg.name)), self.base_labels, interval)
             runner.timeout = runner.driver.poll_timeout(runner.timeout)
             self.devices[dev_cfg.name] = runner
         self.actions = build_actions(self)  # each registers itself in self.observers
@@ -123,7 +122,8 @@ class Agent:
     def shared(self, key: Hashable, factory: Callable[[], T]) -> T:
         if key not in self._shared:
             self._shared[key] = factory()
-        return self._shared[key]
+        found: T = self._shared[key]
+        return found
 
     # -- readings ---------------------------------------------------------------
     def _records(self, dev: DeviceRunner, readings: Sequence[Reading], now: float) -> list[SampleRecord]:

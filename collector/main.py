@@ -52,11 +52,11 @@ def build_app(collector: Collector, alerts: AlertService | None = None) -> web.A
     from roomwatch.alerts import api as alerts_api
     from roomwatch.collector import history, webauth
     from roomwatch.collector import web as status_page
-    from roomwatch.collector.http import create_app
+    from roomwatch.collector.http import RouteSetup, create_app
     from roomwatch.collector.report import service as report
 
     svc = alerts if alerts is not None else build_alert_service(collector)
-    routes = [webauth.add_routes,
+    routes: list[RouteSetup] = [webauth.add_routes,
               partial(alerts_api.add_routes, presenter=svc.presenter, commands=svc.commands, user_of=webauth.require_user),
               history.add_routes, status_page.add_routes, report.add_routes]
     return create_app(collector, alerts=svc, routes=routes)

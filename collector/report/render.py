@@ -89,7 +89,10 @@ def room_lines(room: RoomReport, report: Report, lang: str) -> list[tuple[str, s
     """(topic, text) lines of one room, shared by text, Markdown and HTML."""
     t = _t(lang)
     th = report.thresholds
-    d = lambda s: duration_text(s, lang)  # noqa: E731 - local shorthand
+
+    def d(seconds: float | None) -> str:
+        return duration_text(seconds, lang)
+
     lines: list[tuple[str, str]] = []
     for s in room.temperature:
         text = t["minavgmax"].format(min=f"{s.min:.1f}°C", avg=f"{s.avg:.1f}°C", max=f"{s.max:.1f}°C")

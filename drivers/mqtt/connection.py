@@ -188,6 +188,7 @@ class BrokerConnection:
 
     def _make_client(self) -> Any:
         import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
 
         s = self.settings
         v5 = s.protocol == "5"
@@ -195,7 +196,7 @@ class BrokerConnection:
                                   "protocol": mqtt.MQTTv5 if v5 else mqtt.MQTTv311}
         if not v5:
             kwargs["clean_session"] = True  # first connect clean; see _on_connect
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, **kwargs)
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, **kwargs)
         # paho's own logger stays off: it reports every failed reconnect; we log state changes once.
         client.reconnect_delay_set(RECONNECT_MIN, RECONNECT_MAX)
         if s.username is not None:
@@ -214,7 +215,7 @@ class BrokerConnection:
         from paho.mqtt.packettypes import PacketTypes
         from paho.mqtt.properties import Properties
 
-        props = Properties(PacketTypes.CONNECT)
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # paho-mqtt leaves it unannotated
         props.SessionExpiryInterval = SESSION_EXPIRY
         return {"properties": props}
 

@@ -68,7 +68,11 @@ class Condition:
     negate: bool = False
 
     def holds(self, scalars: Mapping[OID, Any], row: Mapping[int, Any] | None) -> bool:
-        raw = scalars.get(self.oid) if self.oid is not None else (row or {}).get(self.column)  # type: ignore[arg-type]
+        raw: Any = None
+        if self.oid is not None:
+            raw = scalars.get(self.oid)
+        elif self.column is not None and row is not None:
+            raw = row.get(self.column)
         number = as_number(raw)
         inside = number is not None and number in self.values
         return inside != self.negate

@@ -129,7 +129,8 @@ class _Slot:
             transport = (udp6.Udp6AsyncioTransport if ipv6 else udp.UdpAsyncioTransport)().open_client_mode()
             self._config.add_transport(self.engine, mod.DOMAIN_NAME, transport)
             self.domains.add(mod.DOMAIN_NAME)
-        return mod.DOMAIN_NAME
+        name: tuple[int, ...] = mod.DOMAIN_NAME
+        return name
 
 
 class PysnmpEngines:

@@ -83,7 +83,7 @@ def evaluate(profile: Profile, scalars: Mapping[OID, Any], tables: Mapping[OID, 
     for point in profile.points:
         if not all(c.holds(scalars, None) for c in point.when):
             continue
-        value = point.value(scalars.get(point.oid))  # type: ignore[arg-type]
+        value = point.value(scalars.get(point.oid) if point.oid is not None else None)
         if value is None:
             continue
         sensor = point.sensor
@@ -99,7 +99,7 @@ def evaluate(profile: Profile, scalars: Mapping[OID, Any], tables: Mapping[OID, 
             for point in table.points:
                 if not all(c.holds(scalars, row) for c in point.when):
                     continue
-                value = point.value(row.get(point.column))  # type: ignore[arg-type]
+                value = point.value(row.get(point.column) if point.column is not None else None)
                 if value is not None:
                     add(point.metric, value, names[index])
 

@@ -5,7 +5,7 @@ Doc: WeCom "群机器人配置说明" (developer.work.weixin.qq.com/document/pat
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
@@ -68,12 +68,12 @@ class WecomRobotChannel(HttpChannel):
     max_bytes = MARKDOWN_MAX
     config: WecomRobotConfig
 
-    def body(self, n: Notification) -> dict:
+    def body(self, n: Notification) -> dict[str, Any]:
         """The robot message for a notification, cut to the type's byte limit."""
         c = self.config
         if c.message_type == "markdown" and n.markdown:
             return {"msgtype": "markdown", "markdown": {"content": truncate_utf8(n.markdown, MARKDOWN_MAX)}}
-        text: dict = {"content": truncate_utf8(message_text(n), TEXT_MAX)}
+        text: dict[str, Any] = {"content": truncate_utf8(message_text(n), TEXT_MAX)}
         if c.mentioned_list:
             text["mentioned_list"] = c.mentioned_list
         if c.mentioned_mobile_list:
