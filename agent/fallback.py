@@ -136,18 +136,19 @@ class FallbackAlerter:
 
         self.config = config
         self.agent = agent
+        self.clock = agent.clock
         self.channels = [get_channel_type(m.type)(m) for m in config.channel_models()]
         self.rules = config.rules()
         self.conditions: dict[tuple[str, tuple[tuple[str, str], ...]], _Condition] = {}
         self.sent = 0
         self._kick = asyncio.Event()
-        self._started = time.time()
+        self._started = self.clock.time()
 
     # -- watching ------------------------------------------------------------------
     def observe(self, dev: DeviceRunner, samples: list[SampleRecord], events: list[EventRecord]) -> None:
         """Update conditions from one poll's samples (runs on the event loop, must be quick)."""
         lang = self.config.language
-        now = time.time()
+        now = self.clock.time()
         for s in samples:
             rule = self.rules.get(s.metric)
             if rule is None:
@@ -186,7 +187,7 @@ class FallbackAlerter:
         """Seconds since a collector last accepted a push (since start if none ever did)."""
         pusher = self.agent.pusher
         last = pusher.last_ok if pusher is not None and pusher.last_ok else self._started
-        return max(0.0, time.time() - last)
+        return max(0.0, self.clock.time() - last)
 
     def accepted(self, batch: Batch) -> None:
         """A collector accepted ``batch`` (a :attr:`Pusher.on_accepted` hook): it has seen what the batch shows."""
@@ -270,7 +271,7 @@ class FallbackAlerter:
         delivered = False
         for ch in self.channels:
             key = f"{status}/{ch.name}"
-            if time.monotonic() < cond.extra.get(f"next/{key}", 0.0):
+            if self.clock.monotonic() < cond.extra.get(f"next/{key}", 0.0):
                 continue  # its remaining recipients wait for the service's retry delay
             n = Notification(group_key=f"fallback/{cond.alertname}", status=status, receiver=ch.name, alerts=[item],
                              title=title, text=text, reason=status)
@@ -285,7 +286,7 @@ class FallbackAlerter:
             progress = result.progress if result.outcome is Outcome.RETRY else None
             if progress:
                 cond.extra[f"progress/{key}"] = progress
-                cond.extra[f"next/{key}"] = time.monotonic() + (result.retry_after or _RETRY_REMAINDER)
+                cond.extra[f"next/{key}"] = self.clock.monotonic() + (result.retry_after or _RETRY_REMAINDER)
             if (done or (progress and progress.get("reached"))) and not cond.extra.get(f"noticed/{key}"):
                 cond.extra[f"noticed/{key}"] = True
                 self.sent += 1
@@ -294,7 +295,7 @@ class FallbackAlerter:
                             "" if done else " (some recipients still to be retried)")
                 if self.agent.pusher is not None:
                     self.agent.pusher.add_notice(notice_event(cond.alertname, cond.labels, status, ch.name,
-                                                              ch.type, int(time.time() * 1000), cond.since, text))
+                                                              ch.type, int(self.clock.time() * 1000), cond.since, text))
             if done:
                 delivered = True
             else:

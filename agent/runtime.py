@@ -4,6 +4,12 @@ Each polled device is an APScheduler interval job with jitter and
 ``max_instances=1`` (a poll still running at the next tick skips that tick and
 counts it). Every poll runs under a timeout, so one hung device never delays
 the others. A device's state changes (up → down, down → up) are logged once.
+
+Time: APScheduler decides when a poll runs; everything the agent concludes from
+time — sample stamps, poll durations, ``max_age`` of listening devices
+(:meth:`Agent.check_silence`), push intervals and backoff, the spool's pacing —
+reads the injected :class:`~roomwatch.core.clock.Clock`, so tests set the time and
+call :meth:`Agent.poll_device` or :meth:`Agent.check_silence` themselves.
 """
 
 from __future__ import annotations
@@ -11,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import time
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any, TypeVar
 
@@ -22,6 +27,7 @@ from roomwatch.agent.latest import LatestValues
 from roomwatch.agent.push import Pusher
 from roomwatch.agent.spool import open_outbox, spool_samples
 from roomwatch.core import vocabulary as v
+from roomwatch.core.clock import SYSTEM, Clock
 from roomwatch.core.wire import EventRecord, SampleRecord
 from roomwatch.drivers.base import DeviceConfig, Driver, Event, Reading
 from roomwatch.drivers.registry import get as get_driver
@@ -42,7 +48,8 @@ def _reason(exc: BaseException) -> str:
 class DeviceRunner:
     """One configured device: its driver, labels and health state."""
 
-    def __init__(self, cfg: DeviceConfig, driver: Driver, base_labels: dict[str, str], interval: float):
+    def __init__(self, cfg: DeviceConfig, driver: Driver, base_labels: dict[str, str], interval: float,
+                 clock: Clock = SYSTEM):
         self.cfg = cfg
         self.driver = driver
         self.name = cfg.name
@@ -51,7 +58,7 @@ class DeviceRunner:
         self.labels = {**base_labels, **cfg.labels, "device": cfg.name}
         self.up: bool | None = None
         self.reason = ""
-        self.changed_at = time.time()
+        self.changed_at = clock.time()
         self.last_seen = 0.0
         self.errors = 0
         self.skipped = 0
@@ -82,8 +89,10 @@ class _DriverContext:
 class Agent:
     """Runs the devices of one agent config until :meth:`stop`."""
 
-    def __init__(self, config: AgentConfig):
+    def __init__(self, config: AgentConfig, clock: Clock = SYSTEM):
         self.config = config
+        #: Every time the agent reads (stamps, durations, max_age, push intervals, pacing): tests inject their own.
+        self.clock = clock
         a = config.agent
         self.base_labels = {k: val for k, val in {"agent": a.id, "site": a.site, "room": a.room, **a.labels}.items() if val}
         self.latest = LatestValues()
@@ -97,10 +106,12 @@ class Agent:
         self._tasks: list[asyncio.Task[Any]] = []
         self._polls: set[asyncio.Task[Any]] = set()
         self._stopped = asyncio.Event()
-        self.started_at = time.time()
+        self.started_at = clock.time()
+        self._started_m = clock.monotonic()  # start() sets it again
         self.pusher: Pusher | None = None
         if config.collector is not None:
-            self.pusher = Pusher(a.id, config.collector, outbox=open_outbox(config), extra_samples=self._self_samples)
+            self.pusher = Pusher(a.id, config.collector, outbox=open_outbox(config, clock), extra_samples=self._self_samples,
+                                 clock=clock)
         self.fallback: Any = None
         if config.fallback is not None:
             from roomwatch.agent.fallback import FallbackAlerter
@@ -113,7 +124,8 @@ class Agent:
             cls = get_driver(dev_cfg.driver)
             # host: {} without an interval falls back on the agent's default, like any device.
             interval = dev_cfg.interval or (config.host.interval if dev_cfg.driver == "host" else None) or a.interval
-            runner = DeviceRunner(dev_cfg, cls(dev_cfg, _DriverContext(self, dev_cfg.name)), self.base_labels, interval)
+            runner = DeviceRunner(dev_cfg, cls(dev_cfg, _DriverContext(self, dev_cfg.name)), self.base_labels, interval,
+                                  clock)
             runner.timeout = runner.driver.poll_timeout(runner.timeout)
             self.devices[dev_cfg.name] = runner
         self.actions = build_actions(self)  # each registers itself in self.observers
@@ -184,11 +196,11 @@ class Agent:
     def _set_up(self, dev: DeviceRunner, up: bool, reason: str = "") -> None:
         if up and dev.up is not True:
             if dev.up is False:
-                log.info("device %s is back up after %.0fs down", dev.name, time.time() - dev.changed_at)
-            dev.changed_at = time.time()
+                log.info("device %s is back up after %.0fs down", dev.name, self.clock.time() - dev.changed_at)
+            dev.changed_at = self.clock.time()
         elif not up and dev.up is not False:
             log.warning("device %s is down: %s", dev.name, reason)
-            dev.changed_at = time.time()
+            dev.changed_at = self.clock.time()
         elif not up and reason != dev.reason:
             log.debug("device %s still down: %s", dev.name, reason)
         dev.up = up
@@ -197,8 +209,8 @@ class Agent:
     def on_emit(self, name: str, readings: Sequence[Reading], events: Sequence[Event] = ()) -> None:
         """A listening driver spoke: store its readings, push events at once."""
         dev = self.devices[name]
-        now = time.time()
-        dev.last_seen = time.monotonic()
+        now = self.clock.time()
+        dev.last_seen = self.clock.monotonic()
         self._set_up(dev, True)
         records = self._records(dev, readings, now)
         for rec in records:
@@ -215,8 +227,8 @@ class Agent:
         if task is not None:
             self._polls.add(task)
             task.add_done_callback(self._polls.discard)
-        started = time.monotonic()
-        now = time.time()
+        started = self.clock.monotonic()
+        now = self.clock.time()
         try:
             if not dev.started:
                 await asyncio.wait_for(dev.driver.start(), dev.timeout)
@@ -237,10 +249,10 @@ class Agent:
         else:
             self._set_up(dev, True)
             records = self._records(dev, readings, now)
-        dev.duration = time.monotonic() - started
+        dev.duration = self.clock.monotonic() - started
         self._publish(dev, records + self._health(dev, now), replace=bool(records))
 
-    async def _check_silence(self) -> None:
+    async def check_silence(self) -> None:
         """Watch listening devices (every second).
 
         A device goes down when it is silent past its ``max_age`` (counted from the agent's start
@@ -251,8 +263,8 @@ class Agent:
         refreshed within ``max_age`` (one dead probe of a board that still talks) is not re-sent
         and leaves /metrics. While down, device_up 0 is re-sent the same way.
         """
-        now_m = time.monotonic()
-        now = time.time()
+        now_m = self.clock.monotonic()
+        now = self.clock.time()
         for dev in self.devices.values():
             if dev.driver.mode != "listen":
                 continue
@@ -325,7 +337,7 @@ class Agent:
         logging.getLogger("apscheduler").setLevel(logging.ERROR)
         # poll_device never raises; the executor only "fails" when shutdown cancels a running poll.
         logging.getLogger("apscheduler.executors").setLevel(logging.CRITICAL)
-        self._started_m = time.monotonic()
+        self._started_m = self.clock.monotonic()
         sched = AsyncIOScheduler(job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 30})
 
         def on_skip(event: JobExecutionEvent) -> None:
@@ -343,14 +355,14 @@ class Agent:
                     dev.started = True
                 except Exception as exc:  # the driver reconnects on its own; show it down meanwhile
                     self._set_up(dev, False, _reason(exc))
-                    self._publish(dev, self._health(dev, time.time()), replace=False)
+                    self._publish(dev, self._health(dev, self.clock.time()), replace=False)
                 continue
             # Spread first polls over a short window so devices do not all fire together.
             first = datetime.now().astimezone() + timedelta(seconds=random.uniform(0, min(1.0, dev.interval / 10)))
             sched.add_job(self.poll_device, "interval", args=[dev], id=dev.name, seconds=dev.interval,
                           jitter=min(dev.interval * 0.1, 5.0), next_run_time=first)
         if any(d.driver.mode == "listen" for d in self.devices.values()):
-            sched.add_job(self._check_silence, "interval", seconds=1.0, id="__silence__")
+            sched.add_job(self.check_silence, "interval", seconds=1.0, id="__silence__")
         sched.start()
         self._scheduler = sched
         if self.pusher is not None:

@@ -48,22 +48,21 @@ in the ``meta`` table and :class:`roomwatch.agent.push.Pusher` starts above it.
 :class:`Spool` puts two halves together: :mod:`roomwatch.agent.spool_store` (storage:
 the SQLite file, the cap, the RAM hold, drop counters) and
 :mod:`roomwatch.agent.spool_pacing` (the delivery order and the backlog's token
-bucket). Its clocks are injectable (``clock`` for sample ages, ``monotonic`` for pacing).
+bucket). Its clock is injectable (wall time for sample ages, monotonic time for pacing).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import time
 import zlib
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from roomwatch.agent.spool_hold import Entry
 from roomwatch.agent.spool_pacing import TokenBucket, select
 from roomwatch.agent.spool_store import DROP_REASONS, SpoolError, SpoolStore
 from roomwatch.core import vocabulary as v
+from roomwatch.core.clock import SYSTEM, Clock
 from roomwatch.core.wire import Batch, SampleRecord, WireError
 
 if TYPE_CHECKING:
@@ -79,15 +78,15 @@ class Spool:
 
     def __init__(self, path: str, agent_id: str = "", max_bytes: int = 100 * 2**20, backlog_rate: float = 0.0,
                  fresh_window: float = 30.0, max_samples: int | None = None, fallback_max_records: int = 100_000,
-                 clock: Callable[[], float] = time.time, monotonic: Callable[[], float] = time.monotonic):
+                 clock: Clock = SYSTEM):
         self.path = path
         self.agent_id = agent_id
         self.backlog_rate = backlog_rate
         self.fresh_window_ms = int(fresh_window * 1000)
         self.clock = clock
-        self.bucket = TokenBucket(backlog_rate, monotonic)
+        self.bucket = TokenBucket(backlog_rate, clock.monotonic)
         self._offered_backlog: dict[int, int] = {}  # seq → samples that pay tokens when the collector has them
-        self.store = SpoolStore(path, max_bytes, max_samples, fallback_max_records, clock, monotonic)
+        self.store = SpoolStore(path, max_bytes, max_samples, fallback_max_records, clock.time, clock.monotonic)
 
     @property
     def max_bytes(self) -> int:
@@ -144,7 +143,7 @@ class Spool:
         return out
 
     def _select(self, limit: int) -> tuple[list[tuple[Entry, bool]], float]:
-        cutoff = int(self.clock() * 1000) - self.fresh_window_ms
+        cutoff = int(self.clock.time() * 1000) - self.fresh_window_ms
         return select(self.store, self.bucket, limit, cutoff)
 
     def _decode(self, entry: Entry) -> Batch | None:
@@ -201,7 +200,7 @@ class Spool:
         return f"Spool({self.path!r}, {json.dumps(self.stats(), default=str)})"
 
 
-def open_outbox(config: AgentConfig) -> Spool:
+def open_outbox(config: AgentConfig, clock: Clock = SYSTEM) -> Spool:
     """The agent's outbox per ``agent.spool``: on disk, or in memory for ``spool: null``.
 
     A *defaulted* spool path whose directory is missing (no systemd ``StateDirectory=``)
@@ -210,7 +209,7 @@ def open_outbox(config: AgentConfig) -> Spool:
     """
     a, c = config.agent, config.collector
     assert c is not None
-    opts: dict[str, Any] = {"agent_id": a.id, "max_bytes": a.spool_max_bytes, "backlog_rate": c.backlog_rate,
+    opts: dict[str, Any] = {"clock": clock, "agent_id": a.id, "max_bytes": a.spool_max_bytes, "backlog_rate": c.backlog_rate,
                             # while the disk refuses writes: the same RAM bound as a spool-less agent's queue
                             "fallback_max_records": c.queue_max_samples,
                             # "fresh" = newer than three pushes: the room's present state, sent before any backlog

@@ -58,6 +58,37 @@ def wait_for(check: Callable[[], Any], timeout: float = 30.0, interval: float = 
     raise AssertionError(f"timed out after {timeout}s waiting for {what}" + (f" (last error: {last_exc})" if last_exc else ""))
 
 
+async def async_wait_for(check: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
+    """:func:`wait_for` inside an event loop: yields to it between checks (the agent's tasks run meanwhile)."""
+    import asyncio
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+class ManualClock:
+    """A :class:`roomwatch.core.clock.Clock` that moves only when a test says so."""
+
+    def __init__(self, t: float = 1_733_000_000.0):
+        self.t = t
+        self.m = 1_000.0
+
+    def time(self) -> float:
+        return self.t
+
+    def monotonic(self) -> float:
+        return self.m
+
+    def advance(self, seconds: float) -> None:
+        self.t += seconds
+        self.m += seconds
+
+
 def http_get(url: str, timeout: float = 5.0, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
     req = urllib.request.Request(url, headers=headers or {})
     try:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from roomwatch.core.clock import SYSTEM
 from roomwatch.core.wire import decode_batch
 from tests.conftest import TOKENS, start_collector
 from tests.helpers import http_get, metric_value, wait_for
@@ -158,7 +159,7 @@ async def test_a_number_over_its_limit_is_retried_alone_and_the_collector_told_o
                                           "phone_numbers": [PHONE, other], "timeout": "2s", "send_timeout": "2s"}]})
         notices: list[object] = []
         agent = SimpleNamespace(config=SimpleNamespace(agent=SimpleNamespace(site="县机关", room="一号机房", id="a")),
-                                pusher=SimpleNamespace(add_notice=notices.append))
+                                pusher=SimpleNamespace(add_notice=notices.append), clock=SYSTEM)
         alerter = fb.FallbackAlerter(config, agent)  # type: ignore[arg-type]
         cond = fb._Condition("WaterLeak", {"device": "leak1"}, "漏水", time.time(), 1.0, firing=True)
         modem.cms_errors = [None, 331]  # the first number gets it, then no network

@@ -14,6 +14,7 @@ from roomwatch.alerts.config import RulesConfig
 from roomwatch.alerts.pack import local_fallback_rules
 from roomwatch.alerts.rules import compile_rules
 from roomwatch.core import vocabulary as v
+from roomwatch.core.clock import SYSTEM
 from roomwatch.core.wire import SampleRecord
 
 CHANNELS = [{"name": "sms", "type": "webhook", "url": "http://127.0.0.1:9/sms"}]
@@ -22,7 +23,7 @@ CHANNELS = [{"name": "sms", "type": "webhook", "url": "http://127.0.0.1:9/sms"}]
 def _alerter(**section: Any) -> FallbackAlerter:
     config = FallbackConfig.model_validate({"channels": CHANNELS, **section})
     agent = SimpleNamespace(config=SimpleNamespace(agent=SimpleNamespace(site="县机关", room="一号机房", id="a")),
-                            pusher=None)
+                            pusher=None, clock=SYSTEM)
     return FallbackAlerter(config, agent)  # type: ignore[arg-type]
 
 
