@@ -71,6 +71,23 @@ async def async_wait_for(check: Callable[[], Any], timeout: float = 30.0, what: 
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
+def alerting_settled(db: str | Path, since: float) -> bool:
+    """The collector's alerting has nothing more to say: every notification group was flushed at or after
+    ``since`` (a flush is where a duplicate or a re-send would be decided) and nothing queued is unsent.
+
+    Read from the collector's store, so a test asserts "nothing more comes" on this evidence, not after a sleep.
+    """
+    import sqlite3
+
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+    try:
+        pending = conn.execute("SELECT COUNT(*) FROM outbox WHERE state = 'pending'").fetchone()[0]
+        flushed = [json.loads(data).get("last_flush") or 0.0 for (data,) in conn.execute("SELECT data FROM notify_groups")]
+    finally:
+        conn.close()
+    return pending == 0 and all(t >= since for t in flushed)
+
+
 class ManualClock:
     """A :class:`roomwatch.core.clock.Clock` that moves only when a test says so."""
 
@@ -173,6 +190,35 @@ def run_cli(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[st
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.run([sys.executable, "-m", "roomwatch", *args], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=timeout, check=False)
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``roomwatch ARGS`` in this process (a unit test: no interpreter to start), output captured.
+
+    Same code path as ``python -m roomwatch`` (:func:`roomwatch.cli.main`); :func:`run_cli` starts the
+    real process where the entry point itself is under test (those tests carry the ``peer`` marker).
+    """
+    import contextlib
+    import io
+    import logging
+
+    from roomwatch.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(list(args))
+            except SystemExit as exc:  # argparse's usage errors
+                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+    finally:  # a command that configured logging must not leave a handler on the captured stream behind
+        for h in root.handlers[:]:
+            if h not in handlers:
+                root.removeHandler(h)
+        root.setLevel(level)
+    return subprocess.CompletedProcess(["roomwatch", *args], code, out.getvalue(), err.getvalue())
 
 
 def fixtures_dir() -> Path | None:

@@ -263,6 +263,7 @@ def _collector_file(tmp_path: Path, url: str) -> Path:
         "routes": [{"channels": ["hook"]}], "alerts": {"language": "en"}})
 
 
+@pytest.mark.peer
 def test_test_alert_command(tmp_path: Path, webhook_receiver: WebhookReceiver) -> None:
     path = _collector_file(tmp_path, webhook_receiver.url)
     res = run_cli("test-alert", "-c", str(path), "--channel", "hook")

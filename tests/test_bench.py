@@ -9,12 +9,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from bench.__main__ import BENCHMARKS, update_doc
 from bench.common import ROOT
 
 SECTION = re.compile(r"<!-- bench:collector -->\n(.*?)\n<!-- /bench:collector -->", re.S)
 
 
+@pytest.mark.peer
 def test_quick_run_rewrites_only_its_section(tmp_path: Path) -> None:
     doc = tmp_path / "BENCHMARKS.md"
     original = (ROOT / "BENCHMARKS.md").read_text()
@@ -38,6 +41,7 @@ def test_quick_run_rewrites_only_its_section(tmp_path: Path) -> None:
     assert result["benchmark"] == "collector" and result["command"].startswith("python -m bench.collector --quick")
 
 
+@pytest.mark.peer
 def test_unknown_benchmark_is_refused() -> None:
     res = subprocess.run([sys.executable, "-m", "bench", "--only", "nosuch"], cwd=ROOT, capture_output=True,
                          text=True, timeout=60, check=False)

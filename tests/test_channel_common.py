@@ -76,6 +76,7 @@ def test_every_channel_registered_with_limits() -> None:
 
 @pytest.mark.parametrize("module", ["roomwatch.channels.gsm_modem", "roomwatch.channels.base", "roomwatch.alerts.config",
                                     "roomwatch.collector.config"])
+@pytest.mark.peer
 def test_any_import_order_builds_the_full_union(module: str) -> None:
     """Whichever module a program imports first, every channel type is in the config union; gsm_modem alone
     (the agent's local fallback) loads neither aiohttp nor pyserial nor the collector until it sends."""
@@ -89,6 +90,7 @@ def test_any_import_order_builds_the_full_union(module: str) -> None:
         assert out[1] == "False False False"
 
 
+@pytest.mark.peer
 def test_check_config_accepts_every_channel(tmp_path: Path) -> None:
     conf = tmp_path / "collector.yaml"
     conf.write_text(

@@ -15,6 +15,7 @@ import pytest
 from roomwatch import __version__
 from tests.helpers import ROOT, http_json, run_cli, wait_for
 
+pytestmark = pytest.mark.peer  # every test here starts a process
 
 def test_version() -> None:
     res = run_cli("--version")

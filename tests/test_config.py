@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from roomwatch.core.configbase import ConfigError, load_yaml, parse_duration
-from tests.helpers import ROOT, run_cli
+from tests.helpers import ROOT, cli
 
 EXAMPLES = sorted((ROOT / "config").glob("*.example.yaml"))
 
@@ -21,7 +21,7 @@ def test_examples_exist() -> None:
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
 def test_examples_pass_check_config(path: Path) -> None:
-    res = run_cli("check-config", str(path))
+    res = cli("check-config", str(path))
     assert res.returncode == 0, res.stderr
     assert "OK" in res.stdout
 
@@ -29,7 +29,7 @@ def test_examples_pass_check_config(path: Path) -> None:
 def _check(tmp_path: Path, text: str, name: str = "conf.yaml") -> tuple[int, str]:
     f = tmp_path / name
     f.write_text(text)
-    res = run_cli("check-config", str(f))
+    res = cli("check-config", str(f))
     return res.returncode, res.stderr
 
 
@@ -116,7 +116,7 @@ def test_every_problem_reported_together(tmp_path: Path) -> None:
 
 
 def test_missing_file_is_exit_2(tmp_path: Path) -> None:
-    res = run_cli("check-config", str(tmp_path / "nope.yaml"))
+    res = cli("check-config", str(tmp_path / "nope.yaml"))
     assert res.returncode == 2
     assert "nope.yaml: file not found" in res.stderr
 

@@ -11,6 +11,8 @@ import time
 import urllib.parse
 from pathlib import Path
 
+import pytest
+
 from roomwatch.core.wire import Batch, EventRecord, SampleRecord, encode_batch
 from tests.conftest import TOKENS, CollectorHandle, start_collector
 from tests.helpers import ROOT, http_get, http_json, http_post, metric_value, write_yaml
@@ -36,6 +38,7 @@ def _restart(c: CollectorHandle, tmp_path: Path, sig: int) -> CollectorHandle:
     return start_collector(tmp_path, listen=f"127.0.0.1:{c.port}")
 
 
+@pytest.mark.peer
 def test_dedup_survives_restart_and_kill(tmp_path: Path) -> None:
     c = start_collector(tmp_path)
     now = int(time.time() * 1000)
@@ -77,6 +80,7 @@ def test_history_keeps_original_timestamps_and_late_samples_stay_history(collect
     assert len(_history(collector, metric=T, start=start)[1]["series"][0]["samples"]) == 1
 
 
+@pytest.mark.peer
 def test_history_refuses_bad_and_oversized_queries(tmp_path: Path) -> None:
     c = start_collector(tmp_path, history={"max_samples": 100})
     try:
@@ -95,6 +99,7 @@ def test_history_refuses_bad_and_oversized_queries(tmp_path: Path) -> None:
         c.proc.stop()
 
 
+@pytest.mark.peer
 def test_history_can_be_turned_off_and_dedup_still_persists(tmp_path: Path) -> None:
     c = start_collector(tmp_path, history={"enabled": False})
     now = int(time.time() * 1000)
@@ -107,6 +112,7 @@ def test_history_can_be_turned_off_and_dedup_still_persists(tmp_path: Path) -> N
     c.proc.stop()
 
 
+@pytest.mark.peer
 def test_unwritable_storage_is_a_clear_startup_error(tmp_path: Path) -> None:
     path = write_yaml(tmp_path / "c.yaml", {"listen": "127.0.0.1:0", "storage": str(tmp_path / "nope" / "c.db"),
                                             "agents": [{"id": "a", "token": "x" * 16}]})

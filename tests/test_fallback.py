@@ -9,13 +9,14 @@ import sqlite3
 import time
 import zlib
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from roomwatch.core.clock import SYSTEM
 from roomwatch.core.wire import decode_batch
 from tests.conftest import TOKENS, start_collector
-from tests.helpers import http_get, metric_value, wait_for
+from tests.helpers import alerting_settled, http_get, http_json, metric_value, wait_for
 from tests.peers.fake_modem import FakeModem
 from tests.peers.webhook_receiver import WebhookReceiver
 from tests.reliability_rig import CounterAgent
@@ -28,6 +29,18 @@ def _texts(modem: FakeModem) -> list[tuple[str, str]]:
     return [(p.number, p.text) for p in modem.received]
 
 
+def _pushes(c: Any) -> int:
+    return next(a["pushes"] for a in http_json(c.url + "/api/v1/agents")["agents"] if a["id"] == "agent-a")
+
+
+def _spooled_batches(spool: Path) -> int:
+    conn = sqlite3.connect(f"file:{spool}?mode=ro", uri=True)
+    try:
+        return int(conn.execute("SELECT COUNT(*) FROM batches").fetchone()[0])
+    finally:
+        conn.close()
+
+
 def _spooled_events(spool: Path) -> list:
     conn = sqlite3.connect(f"file:{spool}?mode=ro", uri=True)
     try:
@@ -37,6 +50,7 @@ def _spooled_events(spool: Path) -> list:
     return [e for (body,) in rows for e in decode_batch(zlib.decompress(body)).events]
 
 
+@pytest.mark.peer
 @pytest.mark.timeout(150)
 def test_leak_while_the_link_is_down_is_sent_by_sms_once_and_not_again_by_the_collector(
         tmp_path: Path, webhook_receiver: WebhookReceiver) -> None:
@@ -67,7 +81,9 @@ def test_leak_while_the_link_is_down_is_sent_by_sms_once_and_not_again_by_the_co
         c.proc.stop()
         state.write_text("roomwatch_water_leak_detected 1\nroomwatch_smoke_detected 1\n")
         wait_for(lambda: modem.received, timeout=30, what="an SMS from the agent")
-        time.sleep(4)  # the condition goes on: no repeat
+        # the condition goes on (the agent keeps reading the leak and spooling it): no repeat
+        spooled = _spooled_batches(agent.spool)
+        wait_for(lambda: _spooled_batches(agent.spool) >= spooled + 8, timeout=30, what="more readings of the leak")
         texts = _texts(modem)  # (fake_modem.messages() groups single-part texts by number, so read parts)
         assert len(texts) == 1, texts
         number, text = texts[0]
@@ -85,6 +101,7 @@ def test_leak_while_the_link_is_down_is_sent_by_sms_once_and_not_again_by_the_co
         wait_for(lambda: len(_texts(modem)) == 2, timeout=20, what="the resolved SMS")
         assert "已恢复" in _texts(modem)[1][1]
         # the collector comes back and receives both notices ahead of the backlog with the leak in it
+        back_at = time.time()
         c = start_collector(tmp_path, name="c1", storage=str(db), listen=f"127.0.0.1:{port}", **alerting)
         agent.wait_drained(timeout=60)
         assert len(_texts(modem)) == 2  # back online: nothing more from the agent
@@ -104,7 +121,9 @@ def test_leak_while_the_link_is_down_is_sent_by_sms_once_and_not_again_by_the_co
         fb = episode["fallback"]
         assert (fb["channel"], fb["channelType"]) == ("local-sms", "gsm_modem") and fb["resolvedAt"] > fb["firingAt"]
         assert fb["note"].startswith("已由机房代理本地兜底通道（短信）于") and "漏水" in fb["message"]
-        time.sleep(3)  # group_interval 1s: anything queued would have gone by now
+        # every group flushed since the collector came back (where the leak would have been sent) and nothing
+        # queued: the webhook has all it will get
+        wait_for(lambda: alerting_settled(db, back_at), timeout=20, what="alerting idle after the restart")
         assert [n for _, n, _ in webhook_receiver.alerts()] == ["SmokeDetected"]
         assert "already sent it firing" in c.proc.log() and "already sent it resolved" in c.proc.log()
         # A new leak, with the link up: the collector alerts for it as usual; the agent's modem stays quiet.
@@ -114,7 +133,10 @@ def test_leak_while_the_link_is_down_is_sent_by_sms_once_and_not_again_by_the_co
         assert (status, name, labels["device"], labels["agent"]) == ("firing", "WaterLeak", "ctr", "agent-a")
         [active] = [a for a in json.loads(http_get(c.url + "/api/v1/alerts")[1])["alerts"] if a["alertname"] == "WaterLeak"]
         assert active["fallback"] is None
-        time.sleep(3)
+        # the agent's fallback sends only while no push succeeds for `after`; three more accepted pushes
+        # show the link up through its checks (every second), so its modem has nothing to send
+        pushes = _pushes(c)
+        wait_for(lambda: _pushes(c) >= pushes + 3, timeout=20, what="three more pushes")
         assert len(_texts(modem)) == 2 and len(webhook_receiver.alerts()) == 2
     finally:
         agent.proc.stop()

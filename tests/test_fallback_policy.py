@@ -9,6 +9,8 @@ import time
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
+
 from roomwatch.agent.fallback import FallbackAlerter, FallbackConfig
 from roomwatch.alerts.config import RulesConfig
 from roomwatch.alerts.pack import local_fallback_rules
@@ -24,12 +26,12 @@ def _alerter(**section: Any) -> FallbackAlerter:
     config = FallbackConfig.model_validate({"channels": CHANNELS, **section})
     agent = SimpleNamespace(config=SimpleNamespace(agent=SimpleNamespace(site="县机关", room="一号机房", id="a")),
                             pusher=None, clock=SYSTEM)
-    return FallbackAlerter(config, agent)  # type: ignore[arg-type]
+    return FallbackAlerter(config, agent)
 
 
 def _feed(alerter: FallbackAlerter, metric: str, value: float, ago: float = 0.0, device: str = "d1") -> None:
     sample = SampleRecord(metric, {"device": device}, value, int((time.time() - ago) * 1000))
-    alerter.observe(None, [sample], [])  # type: ignore[arg-type]
+    alerter.observe(None, [sample], [])
 
 
 def _state(alerter: FallbackAlerter) -> dict[str, tuple[bool, bool]]:
@@ -97,3 +99,24 @@ def test_state_rules_keep_their_for() -> None:
 def test_bad_temperature_overrides_are_refused() -> None:
     problems = FallbackConfig.model_validate({"channels": CHANNELS, "temperature_clear": 34}).extra_checks()
     assert (("fallback", "temperature_clear"), "must not be above temperature_critical") in problems
+
+
+async def test_a_notified_condition_is_not_sent_again_while_it_goes_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Offline: one message per episode, however many checks and readings follow."""
+    alerter = _alerter(after="1s")
+    sent: list[str] = []
+
+    async def send(cond: Any, status: str, offline: float) -> bool:
+        sent.append(f"{cond.alertname} {status}")
+        return True
+
+    monkeypatch.setattr(alerter, "_send", send)
+    monkeypatch.setattr(alerter, "offline_for", lambda: 600.0)
+    for _ in range(5):
+        _feed(alerter, v.WATER_LEAK, 1.0)
+        await alerter.check()
+    assert sent == ["WaterLeak firing"]
+    _feed(alerter, v.WATER_LEAK, 0.0)
+    await alerter.check()
+    await alerter.check()
+    assert sent == ["WaterLeak firing", "WaterLeak resolved"]

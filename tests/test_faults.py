@@ -29,6 +29,8 @@ from tests.reliability_rig import (
     produced,
 )
 
+pytestmark = pytest.mark.peer  # every test here starts a process
+
 TOKEN = TOKENS["agent-a"]
 
 

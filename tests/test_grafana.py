@@ -102,6 +102,7 @@ def test_dashboard_shape(path: Path) -> None:
             assert t["datasource"]["uid"] == "${datasource}"
 
 
+@pytest.mark.peer
 def test_every_expression_parses_with_promtool(tmp_path: Path) -> None:
     promtool = require_binary("promtool")
     exprs = sorted(set(map(concrete, all_exprs())))

@@ -14,6 +14,8 @@ from roomwatch.core.wire import Batch, SampleRecord, encode_batch
 from tests.conftest import TOKENS, CollectorHandle, start_collector
 from tests.helpers import http_get, http_post
 
+pytestmark = pytest.mark.peer  # every test here starts a process
+
 T = "roomwatch_temperature_celsius"
 
 

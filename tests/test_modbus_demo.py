@@ -10,6 +10,8 @@ from collections.abc import Callable, Hashable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import pytest
+
 from roomwatch import drivers
 from roomwatch.core import vocabulary as v
 from roomwatch.demo.run import DemoContext, _stop
@@ -55,6 +57,7 @@ async def _poll_all(entries: list[dict[str, Any]]) -> dict[str, dict[str, float]
     return got
 
 
+@pytest.mark.peer
 def test_demo_modbus_server_is_read_by_the_shipped_profiles(tmp_path: Path) -> None:
     dctx = DemoContext(tmp_path)
     try:

@@ -30,6 +30,7 @@ def test_values_drift_slowly_and_stay_plausible() -> None:
     assert max(abs(a - b) for a, b in itertools.pairwise(temps)) < 1.0  # drifts, does not jump
 
 
+@pytest.mark.peer
 @pytest.mark.parametrize("broker", ["mosquitto", "amqtt"])
 def test_demo_simulator_publishes_zigbee2mqtt_messages(tmp_path: Path, broker: str,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:

@@ -14,6 +14,7 @@ from roomwatch.demo.run import DemoContext, _stop
 from tests.helpers import require_binary
 
 
+@pytest.mark.peer
 async def test_demo_ups_is_read_by_the_agent(tmp_path: Path) -> None:
     require_binary(str(sim.NUT_BIN / "upsd"))
     ctx = DemoContext(tmp_path)

@@ -47,6 +47,7 @@ def _run(*argv: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str
     return subprocess.run(list(argv), capture_output=True, text=True, timeout=120, check=False, cwd=cwd)
 
 
+@pytest.mark.peer
 def test_promtool_checks_config_and_rules() -> None:
     promtool = require_binary("promtool")
     r = _run(promtool, "check", "config", str(PROM / "prometheus.yml"))
@@ -55,6 +56,7 @@ def test_promtool_checks_config_and_rules() -> None:
     assert r.returncode == 0, r.stdout + r.stderr
 
 
+@pytest.mark.peer
 def test_promtool_rule_unit_tests_pass() -> None:
     promtool = require_binary("promtool")
     files = sorted((PROM / "tests").glob("*.yml"))
@@ -105,6 +107,7 @@ def test_hysteresis_rules_reference_their_own_alert() -> None:
             assert f'alertname="{rule["alert"]}"' in rule["expr"], rule["alert"]
 
 
+@pytest.mark.peer
 def test_amtool_accepts_the_alertmanager_example() -> None:
     amtool = require_binary("amtool")
     r = _run(amtool, "check-config", str(AM / "alertmanager.yml"))
@@ -117,6 +120,7 @@ def test_amtool_accepts_the_alertmanager_example() -> None:
     (["alertname=DoorOpenTooLong", "severity=warning"], "wechat-duty"),
     (["alertname=Other"], "wechat-duty"),
 ])
+@pytest.mark.peer
 def test_alertmanager_routes(labels: list[str], receiver: str) -> None:
     amtool = require_binary("amtool")
     r = _run(amtool, "config", "routes", "test", f"--config.file={AM / 'alertmanager.yml'}", *labels)
@@ -166,6 +170,7 @@ def stub() -> Iterator[tuple[str, list[tuple[str, str, Any]]]]:
     srv.server_close()
 
 
+@pytest.mark.peer
 def test_example_delivers_to_wechat_and_sms_and_inhibits(tmp_path: Path, stub: tuple[str, list[Any]]) -> None:
     """The shipped config on a real Alertmanager: the template renders, both receivers get a critical alert."""
     binary = require_binary("/usr/bin/prometheus-alertmanager")

@@ -6,6 +6,8 @@ import gzip
 import json
 import time
 
+import pytest
+
 from roomwatch.core.wire import Batch, SampleRecord, encode_batch
 from tests.conftest import TOKENS, CollectorHandle
 from tests.helpers import http_json, http_post, metric_value
@@ -87,6 +89,7 @@ def test_malformed_json_is_400_with_reason(collector: CollectorHandle) -> None:
     assert status == 400
 
 
+@pytest.mark.peer
 def test_oversize_is_413(tmp_path) -> None:
     from tests.conftest import start_collector
 

@@ -7,6 +7,7 @@ import time
 import urllib.parse
 from pathlib import Path
 
+import pytest
 import yaml
 
 from roomwatch.collector.remote_write import decode_write_request, encode_write_request
@@ -52,6 +53,7 @@ def test_wire_format_round_trip() -> None:
     assert decode_write_request(body) == [({"__name__": T, "device": "t"}, [(1000, 1.5), (2000, 2.5)])]
 
 
+@pytest.mark.peer
 def test_backfill_reaches_a_real_prometheus_even_across_its_outage(tmp_path: Path) -> None:
     prom_port = free_port()
     prom, prom_url = _prometheus(tmp_path / "prom", prom_port)
@@ -89,6 +91,7 @@ def test_backfill_reaches_a_real_prometheus_even_across_its_outage(tmp_path: Pat
         prom.stop()
 
 
+@pytest.mark.peer
 def test_endpoint_refusals_are_counted_not_retried_forever(tmp_path: Path) -> None:
     """Without an out-of-order window Prometheus refuses old samples with 400: counted as rejected, queue moves on."""
     binary = require_binary("/usr/bin/prometheus")

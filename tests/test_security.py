@@ -125,6 +125,7 @@ def strict(tmp_path: Path) -> Any:
     c.proc.stop()
 
 
+@pytest.mark.peer
 def test_each_refusal_as_the_contract_says(strict: CollectorHandle) -> None:
     url = strict.url
     assert _post(url, _body(), None)[0] == 401
@@ -146,6 +147,7 @@ def test_each_refusal_as_the_contract_says(strict: CollectorHandle) -> None:
     assert strict.proc.alive()
 
 
+@pytest.mark.peer
 def test_slow_body_gets_408_and_slow_headers_are_cut(strict: CollectorHandle) -> None:
     # slowloris on the body: headers complete, body trickles
     s = socket.create_connection(("127.0.0.1", strict.port), timeout=10)
@@ -177,6 +179,7 @@ def test_slow_body_gets_408_and_slow_headers_are_cut(strict: CollectorHandle) ->
     assert "body not received within 2s" in strict.proc.log()
 
 
+@pytest.mark.peer
 def test_rate_limits_per_address_and_per_agent(tmp_path: Path) -> None:
     c = start_collector(tmp_path, rate_limit={"per_agent": 1, "per_agent_burst": 3, "per_address": 1000,
                                               "per_address_burst": 1000})

@@ -24,7 +24,7 @@ from roomwatch.drivers.snmp.profile import (
     parse_oid,
 )
 from roomwatch.drivers.snmp.readings import contact_readings, evaluate, parse_battery_date
-from tests.helpers import ROOT, run_cli
+from tests.helpers import ROOT, cli
 
 UPS = (1, 3, 6, 1, 2, 1, 33, 1)
 
@@ -263,5 +263,5 @@ devices:
     version: 2c
     community: public
 """) / "agent.yaml"
-    done = run_cli("check-config", str(path), str(ROOT / "config" / "agent.example.yaml"))
+    done = cli("check-config", str(path), str(ROOT / "config" / "agent.example.yaml"))
     assert done.returncode == 0, done.stdout + done.stderr

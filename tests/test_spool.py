@@ -389,6 +389,7 @@ def _drop_metrics(spool: Spool) -> dict[tuple[str, str], float]:
             if r.metric == v.AGENT_SPOOL_DROPPED}
 
 
+@pytest.mark.peer
 def test_a_batch_the_collector_refuses_with_400_is_dropped_counted_and_logged(tmp_path: Path,
                                                                             caplog: pytest.LogCaptureFixture) -> None:
     """The documented exception to "nothing leaves the spool without a 200": a batch a real collector answers

@@ -70,6 +70,7 @@ def fed_collector(tmp_path: Path) -> Iterator[tuple[CollectorHandle, Feeder]]:
     handle.proc.stop()
 
 
+@pytest.mark.peer
 def test_rooms_api_groups_current_values(fed_collector: tuple[CollectorHandle, Feeder]) -> None:
     c, _ = fed_collector
     status, body = http_get(c.url + "/api/v1/rooms")
@@ -88,6 +89,7 @@ def test_rooms_api_groups_current_values(fed_collector: tuple[CollectorHandle, F
     assert [a["id"] for a in doc["down"]["agents"]] == ["agent-b"]  # listed in the config, never pushed
 
 
+@pytest.mark.peer
 def test_static_files_and_headers(fed_collector: tuple[CollectorHandle, Feeder]) -> None:
     c, _ = fed_collector
     status, body = http_get(c.url + "/")

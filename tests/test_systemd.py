@@ -32,6 +32,7 @@ def _unit_copy(unit: str, tmp_path: Path) -> Path:
     return out
 
 
+@pytest.mark.peer
 @pytest.mark.parametrize("unit", UNITS)
 def test_unit_verifies_clean(unit: str, tmp_path: Path) -> None:
     """`systemd-analyze verify` accepts the unit with no warning at all (unknown keys only warn)."""
@@ -51,6 +52,7 @@ def _exposure(path: Path) -> float:
     return float(m.group(1))
 
 
+@pytest.mark.peer
 @pytest.mark.parametrize("unit", UNITS)
 def test_unit_exposure_does_not_regress(unit: str, tmp_path: Path) -> None:
     score = _exposure(_unit_copy(unit, tmp_path))
@@ -72,6 +74,7 @@ def test_units_keep_the_device_exceptions_narrow() -> None:
     assert "LoadCredential=agent-token:/etc/roomwatch/agent-token" in agent
 
 
+@pytest.mark.peer
 def test_install_script_stages_files_that_work(tmp_path: Path) -> None:
     """`install.sh --root` lays out units, rules and configs; the installed agent config reads the credential."""
     root = tmp_path / "root"
@@ -186,6 +189,7 @@ def _hook_dir(tmp_path: Path, code: str) -> str:
     return f"{d}:{ROOT}"
 
 
+@pytest.mark.peer
 def test_agent_notifies_ready_watchdog_and_stops_pinging_when_its_loop_hangs(
         tmp_path: Path, notify_socket: tuple[NotifySocket, str]) -> None:
     sock, address = notify_socket
@@ -216,6 +220,7 @@ def test_agent_notifies_ready_watchdog_and_stops_pinging_when_its_loop_hangs(
         proc.stop()
 
 
+@pytest.mark.peer
 def test_collector_notifies_ready_and_watchdog_on_a_filesystem_socket(tmp_path: Path) -> None:
     path = tmp_path / "notify.sock"
     sock = NotifySocket(str(path))
@@ -243,6 +248,7 @@ def test_no_notify_socket_means_no_notify(tmp_path: Path) -> None:
     assert watchdog_interval({}) is None
 
 
+@pytest.mark.peer
 def test_agent_and_collector_run_with_memory_deny_write_execute(tmp_path: Path) -> None:
     """MemoryDenyWriteExecute=yes is safe: both processes work when W+X memory is refused."""
     r = subprocess.run(["python3", "-c", _MDWE_HOOK], capture_output=True, text=True, check=False)
