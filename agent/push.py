@@ -26,6 +26,7 @@ from roomwatch import __version__
 from roomwatch.agent.config import CollectorTarget
 from roomwatch.agent.outbox import MemoryOutbox, Outbox
 from roomwatch.core.clock import SYSTEM, Clock
+from roomwatch.core.plural import plural
 from roomwatch.core.tls import client_context
 from roomwatch.core.wire import MAX_EVENTS, PUSH_PATH, Batch, EventRecord, SampleRecord, encode_batch
 
@@ -264,7 +265,7 @@ class Pusher:
     def _set_state(self, ok: bool, reason: str = "") -> None:
         if ok and self._state_ok is not True:
             if self._state_ok is False:
-                log.info("collector reachable again; %d batches queued", self.outbox.depth())
+                log.info("collector reachable again; %s queued", plural(self.outbox.depth(), "batch", "batches"))
         elif not ok and self._state_ok is not False:
             log.warning("cannot push to the collector: %s (will retry with backoff; data is kept)", reason)
         self._state_ok = ok
@@ -377,7 +378,7 @@ class Pusher:
         try:
             await asyncio.wait_for(self.drain(), timeout)
         except TimeoutError:
-            log.warning("shutdown: %d batches not delivered", self.outbox.depth())
+            log.warning("shutdown: %s not delivered", plural(self.outbox.depth(), "batch", "batches"))
 
     def stop(self) -> None:
         self._stopping = True

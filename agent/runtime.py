@@ -28,6 +28,7 @@ from roomwatch.agent.push import Pusher
 from roomwatch.agent.spool import open_outbox, spool_samples
 from roomwatch.core import vocabulary as v
 from roomwatch.core.clock import SYSTEM, Clock
+from roomwatch.core.plural import plural
 from roomwatch.core.wire import EventRecord, SampleRecord
 from roomwatch.drivers.base import DeviceConfig, Driver, Event, Reading
 from roomwatch.drivers.registry import get as get_driver
@@ -369,7 +370,7 @@ class Agent:
             self._tasks.append(asyncio.create_task(self.pusher.run(), name="push"))
         if self.fallback is not None:
             self._tasks.append(asyncio.create_task(self.fallback.run(), name="fallback"))
-        log.info("agent %s started: %d devices, pushing to %s", self.config.agent.id, len(self.devices),
+        log.info("agent %s started: %s, pushing to %s", self.config.agent.id, plural(len(self.devices), "device"),
                  ", ".join(self.config.collector.urls) if self.config.collector else "nobody (pull mode)")
 
     async def stop(self, poll_grace: float = 5.0) -> None:

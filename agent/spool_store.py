@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from roomwatch.agent.spool_hold import Entry, Hold, decode_body, encode_body, span
+from roomwatch.core.plural import plural
 from roomwatch.core.wire import Batch
 
 __all__ = ["DROP_REASONS", "SpoolError", "SpoolStore"]
@@ -154,8 +155,8 @@ class SpoolStore:
         self.last_seq = max(self.last_seq, top)
         if self._batches and self._oldest_ms is not None:
             age = self.clock() - self._oldest_ms / 1000
-            log.info("spool %s holds %d batches (%d samples, oldest %.0fs old) from before the restart; sending them",
-                     self.path, self._batches, self._samples, age)
+            log.info("spool %s holds %s (%s, oldest %.0fs old) from before the restart; sending them",
+                     self.path, plural(self._batches, "batch", "batches"), plural(self._samples, "sample"), age)
 
     def _recount(self) -> None:
         row = self.conn.execute("SELECT COUNT(*), COALESCE(SUM(n_samples), 0), COALESCE(SUM(size), 0), MIN(oldest_ms) "
@@ -185,8 +186,8 @@ class SpoolStore:
                 return dropped
             self._hold.clear()
             self._undeleted.clear()
-            log.warning("spool %s is writable again: moved %d batches (%d samples) from memory to disk",
-                        self.path, moved, samples)
+            log.warning("spool %s is writable again: moved %s (%s) from memory to disk",
+                        self.path, plural(moved, "batch", "batches"), plural(samples, "sample"))
         elif self._db_failing:
             log.warning("spool %s is writable again", self.path)
         self._db_failing = False

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from roomwatch.core.configbase import ConfigError, iter_secret_values, parse_hostport
 from roomwatch.core.logsetup import setup_logging
+from roomwatch.core.plural import plural
 from roomwatch.core.sdnotify import Notifier
 
 if TYPE_CHECKING:
@@ -80,7 +81,7 @@ def _prepare_storage(cfg: Any) -> None:
     An explicit ``storage:`` path is the user's to create. The default
     (``/var/lib/roomwatch``) is created here; without the permission to, a
     per-user state directory is used instead, said loudly, so that the
-    contract's smallest collector file starts on a developer's machine too.
+    smallest collector file of docs/api.md starts on a developer's machine too.
     """
     path = Path(cfg.storage)
     if cfg.storage == ":memory:" or path.parent.is_dir() or "storage" in cfg.model_fields_set:
@@ -135,10 +136,10 @@ async def serve(config_path: str) -> int:
 
     freezer = asyncio.create_task(freeze_while_growing(lambda: len(collector.series)), name="gc-freeze")
     notifier = Notifier()
-    notifier.ready(f"collector on {host}:{port}, {len(cfg.agents)} agents")
+    notifier.ready(f"collector on {host}:{port}, {plural(len(cfg.agents), 'agent')}")
     notifier.start_watchdog()
     scheme = "https" if cfg.tls else "http"
-    log.info("collector listening on %s://%s:%d (%d agents configured)", scheme, host, port, len(cfg.agents))
+    log.info("collector listening on %s://%s:%d (%s configured)", scheme, host, port, plural(len(cfg.agents), "agent"))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -84,7 +84,7 @@ class NutPoint:
     convert: Callable[[float], float | None]
 
 
-#: NUT variable → contract metric. NUT units: % for charge and load, seconds, volts, °C.
+#: NUT variable → roomwatch metric (docs/metrics.md). NUT units: % for charge and load, seconds, volts, °C.
 POINTS: tuple[NutPoint, ...] = (
     NutPoint("battery.charge", v.UPS_BATTERY_CHARGE, _percent),
     NutPoint("battery.runtime", v.UPS_BATTERY_RUNTIME, _non_negative),

@@ -221,6 +221,23 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.CompletedProcess(["roomwatch", *args], code, out.getvalue(), err.getvalue())
 
 
+def documented_files() -> dict[str, str]:
+    """The files docs/api.md shows as "the smallest valid pair", by the name in their first comment line."""
+    import re
+
+    text = (ROOT / "docs" / "api.md").read_text(encoding="utf-8")
+    return dict(re.findall(r"```yaml\n# (\S+)\n(.*?)```", text, re.S))
+
+
+def documented_alert_names() -> set[str]:
+    """The default alert names docs/api.md promises (between its alert-names markers)."""
+    import re
+
+    text = (ROOT / "docs" / "api.md").read_text(encoding="utf-8")
+    block = text.split("<!-- alert-names -->", 1)[1].split("<!-- /alert-names -->", 1)[0]
+    return set(re.findall(r"`(\w+)`", block))
+
+
 def fixtures_dir() -> Path | None:
     """Recordings of real devices (never copied into the repo): $ROOMWATCH_FIXTURES, ../shared/fixtures, /work/shared/fixtures."""
     candidates = [os.environ.get("ROOMWATCH_FIXTURES"), str(ROOT.parent / "shared" / "fixtures"), "/work/shared/fixtures"]

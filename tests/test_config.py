@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from roomwatch.core.configbase import ConfigError, load_yaml, parse_duration
-from tests.helpers import ROOT, cli
+from tests.helpers import ROOT, cli, documented_files
 
 EXAMPLES = sorted((ROOT / "config").glob("*.example.yaml"))
 
@@ -152,19 +152,12 @@ def test_unreadable_token_file(tmp_path: Path) -> None:
     assert rc == 2 and "cannot read" in err
 
 
-def test_contract_smallest_collector_file_is_accepted(tmp_path: Path) -> None:
-    rc, err = _check(tmp_path, """\
-listen: 127.0.0.1:9640
-agents:
-  - id: room1-agent
-    token: s3cret-token
-channels:
-  - name: hook
-    type: webhook
-    url: http://127.0.0.1:9999/alerts
-routes:
-  - channels: [hook]
-""")
+@pytest.mark.parametrize("name", ["agent.yaml", "collector.yaml"])
+def test_the_documented_smallest_files_are_accepted_as_they_are(tmp_path: Path, name: str) -> None:
+    """docs/api.md's smallest valid pair: scripts and guides rely on these files."""
+    files = documented_files()
+    assert set(files) == {"agent.yaml", "collector.yaml"}
+    rc, err = _check(tmp_path, files[name], name)
     assert rc == 0, err
 
 
@@ -185,30 +178,6 @@ def test_duplicate_yaml_key_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as err:
         load_yaml(f)
     assert "d.yaml:3: agent.id: this key appears twice" in str(err.value)
-
-
-def test_contract_smallest_agent_file_is_accepted(tmp_path: Path) -> None:
-    rc, err = _check(tmp_path, """\
-agent:
-  id: room1-agent
-  listen: 127.0.0.1:9641
-collector:
-  urls: [http://127.0.0.1:9640]
-  token: s3cret-token
-devices:
-  - name: ups1
-    driver: snmp
-    host: 127.0.0.1
-    port: 1161
-    version: 2c
-    community: public
-  - name: door1
-    driver: mqtt
-    broker: mqtt://127.0.0.1:1883
-    topic: zigbee2mqtt/door1
-    format: zigbee2mqtt
-""")
-    assert rc == 0, err
 
 
 @pytest.mark.parametrize(("labels", "words"), [
@@ -241,3 +210,23 @@ def test_default_storage_directory_is_created(tmp_path: Path) -> None:
     explicit = CollectorConfig.model_validate({"agents": [], "storage": str(tmp_path / "nope" / "c.db")})
     _prepare_storage(explicit)  # an explicit path is the user's to create: the store open reports it
     assert not (tmp_path / "nope").exists()
+
+
+def test_check_config_counts_in_the_right_number(tmp_path: Path) -> None:
+    """One agent, one channel, one device: "1 agent", not "1 agents"."""
+    files = documented_files()
+    collector = tmp_path / "collector.yaml"
+    collector.write_text(files["collector.yaml"])
+    res = cli("check-config", str(collector))
+    assert res.returncode == 0 and "collector config, 1 agent, 1 channel)" in res.stdout, res.stdout
+    agent = tmp_path / "agent.yaml"
+    agent.write_text(AGENT_OK)
+    res = cli("check-config", str(agent))
+    assert res.returncode == 0 and ", 1 device)" in res.stdout, res.stdout
+
+
+def test_plural() -> None:
+    from roomwatch.core.plural import plural
+
+    assert [plural(n, "agent") for n in (0, 1, 2)] == ["0 agents", "1 agent", "2 agents"]
+    assert plural(1, "batch", "batches") == "1 batch" and plural(3, "batch", "batches") == "3 batches"

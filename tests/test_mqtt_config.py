@@ -1,4 +1,4 @@
-"""MQTT/GPIO configuration: the contract's smallest entry, the commented examples, clear errors."""
+"""MQTT/GPIO configuration: the smallest entry of docs/api.md, the commented examples, clear errors."""
 
 from __future__ import annotations
 

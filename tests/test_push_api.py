@@ -1,4 +1,4 @@
-"""The push protocol against a real collector process: each refusal as the contract says."""
+"""The push protocol against a real collector process: each refusal as docs/api.md says."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Authentication, TLS, limits and secrets, against real collector and agent processes.
 
-Each refusal is checked as CONTRACT.md says (status, reason) and the logs are
+Each refusal is checked as docs/api.md says (status, reason) and the logs are
 searched for every secret afterwards.
 """
 

@@ -306,7 +306,8 @@ def test_agent_process_exposes_snmp_metrics_that_pass_promtool(sim: Snmpsim, age
 
 
 def test_contract_smallest_agent_file_runs_with_its_snmp_device(sim: Snmpsim, tmp_path: Any) -> None:
-    """CONTRACT.md's smallest agent file (no host section, so the host driver takes the default interval)."""
+    """docs/api.md's smallest agent file, its SNMP device pointed at snmpsim (no host section, so the host
+    driver takes the default interval)."""
     from tests.helpers import RoomwatchProcess, http_get, metric_value, wait_for
 
     port = free_port()

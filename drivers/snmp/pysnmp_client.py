@@ -71,6 +71,15 @@ def _py(value: Any) -> Any:
     return None  # Null, noSuchObject, noSuchInstance
 
 
+def _need_cryptography() -> None:
+    """pysnmp encrypts SNMPv3 (DES, AES) with ``cryptography`` but imports it only optionally, and without it
+    fails at the first request with an obscure error; roomwatch declares the dependency and names it here."""
+    try:
+        import cryptography  # noqa: F401 - only whether it is there
+    except ImportError:
+        raise SnmpError("SNMPv3 privacy (priv_key) needs the cryptography package (pip install cryptography)") from None
+
+
 def _user_spec(creds: Credentials) -> tuple[Any, ...]:
     return (creds.auth_protocol, creds.auth_key, creds.priv_protocol, creds.priv_key)
 
@@ -99,6 +108,8 @@ class _Slot:
         if creds.version == "3":
             security_name = creds.user
             if creds.user not in self.users:
+                if creds.priv_key:
+                    _need_cryptography()
                 auth = getattr(cfg, AUTH_PROTOCOLS[creds.auth_protocol or "SHA"]) if creds.auth_key else cfg.USM_AUTH_NONE
                 priv = getattr(cfg, PRIV_PROTOCOLS[creds.priv_protocol or "AES"]) if creds.priv_key else cfg.USM_PRIV_NONE
                 cfg.add_v3_user(self.engine, creds.user, auth, creds.auth_key, priv, creds.priv_key)
