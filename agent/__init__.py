@@ -1,7 +1,7 @@
 """The roomwatch agent: polls devices of one room and pushes to a collector.
 
 Public surface: :func:`main` (the ``roomwatch agent`` command),
-:class:`~agent.runtime.Agent`, :func:`~agent.config.load_agent_config`.
+:class:`~roomwatch.agent.runtime.Agent`, :func:`~roomwatch.agent.config.load_agent_config`.
 """
 
 from roomwatch.agent.main import main

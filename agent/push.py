@@ -1,7 +1,7 @@
 """Push loop: seal buffered samples into batches and deliver them to the collector.
 
 Every ``push_interval`` (or at once when an event arrives) the buffer becomes
-one or more batches with increasing ``seq`` in the :class:`~agent.outbox.Outbox`
+one or more batches with increasing ``seq`` in the :class:`~roomwatch.agent.outbox.Outbox`
 (events in batches of their own); batches leave the outbox only on the
 collector's 200 (or, counted, on a 400: the collector would refuse them forever). HTTP runs in a worker
 thread with :mod:`http.client` (keeps the agent small: no aiohttp import).

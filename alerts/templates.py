@@ -3,7 +3,7 @@
 Every message says what (summary), where (site / room / device), the value and
 the threshold, since when, and how to acknowledge (a link to the status page).
 Channels never format text: they take ``title``, ``text`` or ``markdown`` from
-the :class:`~alerts.channels.base.Notification`; text is rendered here to fit
+the :class:`~roomwatch.channels.base.Notification`; text is rendered here to fit
 the channel's ``max_bytes``, dropping whole alerts first ("… and N more").
 """
 

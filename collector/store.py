@@ -9,7 +9,7 @@ connections; WAL lets them read while the writer writes.
 
 Tables (component ``ingest`` in :func:`roomwatch.core.sqlite.ensure_schema`):
 
-* ``ingest_seq_ranges(agent, lo, hi)`` — the :class:`~collector.seqs.SeqTracker`
+* ``ingest_seq_ranges(agent, lo, hi)`` — the :class:`~roomwatch.collector.seqs.SeqTracker`
   ranges of every agent, rewritten incrementally in the batch's transaction;
 * ``ingest_agents(agent, batches, samples, events)`` — what was accepted, ever
   (a ledger: a batch counted twice would show here);
@@ -144,7 +144,7 @@ class IngestStore:
         conn.execute("COMMIT")
 
     def seq_ranges(self) -> dict[str, list[tuple[int, int]]]:
-        """Committed seq ranges per agent (to seed :class:`~collector.agents.AgentState` at start)."""
+        """Committed seq ranges per agent (to seed :class:`~roomwatch.collector.agents.AgentState` at start)."""
         return {agent: t.ranges() for agent, t in self._ranges.items()}
 
     def reader(self) -> sqlite3.Connection:

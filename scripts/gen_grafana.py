@@ -1,7 +1,7 @@
 """Write roomwatch's Grafana dashboards (config/grafana/dashboards/*.json) from compact panel tables.
 
 Run ``python scripts/gen_grafana.py`` after editing; tests check the JSON files equal this output,
-that every PromQL expression parses (promtool) and names only metrics in drivers/vocabulary.py.
+that every PromQL expression parses (promtool) and names only metrics in roomwatch/core/vocabulary.py.
 Dashboards target Grafana 9+ (schemaVersion 37) with a Prometheus datasource chosen by variable.
 """
 

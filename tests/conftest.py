@@ -36,7 +36,9 @@ pytest_plugins = [
 #: Fixtures that start a process: a test using one (directly or through another fixture) is a ``peer`` test.
 PROCESS_FIXTURES = frozenset({"alertmanager", "browser_page", "mosquitto", "mosquitto_tls", "publisher", "nut_factory",
                               "prometheus_factory", "snmpd", "snmpsim_factory", "serial_pair", "collector",
-                              "agent_factory"})
+                              "agent_factory",
+                              # module-scoped ones of single test modules (set up before the guard could see them)
+                              "sim", "fuzz_collector", "nut_all"})
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -17,6 +17,7 @@ from tests.helpers import ROOT, http_json, run_cli, wait_for
 
 pytestmark = pytest.mark.peer  # every test here starts a process
 
+
 def test_version() -> None:
     res = run_cli("--version")
     assert res.returncode == 0 and res.stdout.strip() == f"roomwatch {__version__}"

@@ -17,6 +17,7 @@ from tests.peers.webhook_receiver import WebhookReceiver
 
 pytestmark = pytest.mark.peer  # every test here starts a process
 
+
 def test_door_opened_over_mqtt_reaches_the_webhook(tmp_path: Path, webhook_receiver: WebhookReceiver) -> None:
     rig = DoorPipeline(tmp_path, webhook_receiver, ["door1"])
     try:

@@ -125,7 +125,7 @@ def test_dashboards_use_only_roomwatch_metrics() -> None:
     for e in all_exprs():
         used |= metric_names(concrete(e))
     unknown = used - set(METRICS) - NON_ROOMWATCH
-    assert not unknown, f"not in drivers/vocabulary.py: {sorted(unknown)}"
+    assert not unknown, f"not in roomwatch/core/vocabulary.py: {sorted(unknown)}"
     # The overview shows each quantity the issue asks for.
     overview = " ".join(_exprs(_load(GRAFANA / "dashboards" / "room-overview.json")))
     for m in ("roomwatch_temperature_celsius", "roomwatch_humidity_ratio", "roomwatch_door_open",

@@ -1,6 +1,6 @@
 """Current state grouped by site → room → device, for the status page (``GET /api/v1/rooms``).
 
-Built from the collector's :class:`~collector.series.SeriesStore` (current values
+Built from the collector's :class:`~roomwatch.collector.series.SeriesStore` (current values
 only: a down device's readings are already hidden there) and its agent registry.
 """
 

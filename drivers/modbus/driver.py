@@ -2,7 +2,7 @@
 
 The config (:mod:`roomwatch.drivers.modbus.config`) holds the read plan computed at load;
 a poll walks it: one request per planned block through the line's shared
-:class:`~drivers.modbus.bus.ModbusBus`, then :func:`~drivers.modbus.table.decode_block`.
+:class:`~roomwatch.drivers.modbus.bus.ModbusBus`, then :func:`~roomwatch.drivers.modbus.table.decode_block`.
 The first failing request ends the poll with a :class:`DeviceError` (the
 agent shows the device down with that reason), so a silent unit costs the
 line a single timeout per poll.

@@ -8,7 +8,7 @@ agent's silence watch calls it down within a second, and its messages are not
 taken as current until it says online again.
 Each message is parsed on the event loop by the device's format
 (:mod:`roomwatch.drivers.mqtt.formats`), checked against the plausible range of its
-quantity (:data:`~drivers.mqtt.payloads.QUANTITIES`) and emitted. Bad input is
+quantity (:data:`~roomwatch.drivers.mqtt.payloads.QUANTITIES`) and emitted. Bad input is
 counted by reason, logged at most once a minute per device, and dropped; the
 last good value stays. A change of a door/leak/smoke state becomes an event
 stamped with the payload's own time when it has one, else the arrival time.

@@ -4,7 +4,7 @@ A format is a function ``(topic, payload, options) -> Parsed`` registered in
 :data:`FORMATS`. The vendor keys each format understands are data
 (:data:`ZIGBEE2MQTT_KEYS`, :data:`TASMOTA_FIELDS`, :data:`SHELLY_COMPONENTS`,
 :data:`ESPHOME_NAME_HINTS`): a new key is a new row. Values leave here in base
-units; plausible ranges are checked by the driver (:data:`~drivers.mqtt.payloads.QUANTITIES`).
+units; plausible ranges are checked by the driver (:data:`~roomwatch.drivers.mqtt.payloads.QUANTITIES`).
 
 Sources of the layouts (also named in ``tests/data/mqtt/*.yaml``):
 

@@ -213,7 +213,7 @@ def _point(spec: Any, where: str, in_table: bool) -> Point:
         raise ProfileError(f"{where}: unknown keys {sorted(unknown)}")
     metric = spec.get("metric")
     if metric not in vocabulary.METRICS:
-        raise ProfileError(f"{where}: metric {metric!r} is not in drivers/vocabulary.py")
+        raise ProfileError(f"{where}: metric {metric!r} is not in roomwatch/core/vocabulary.py")
     if in_table and not isinstance(spec.get("column"), int):
         raise ProfileError(f"{where}: a table point needs an integer column")
     if not in_table and "oid" not in spec:

@@ -205,7 +205,7 @@ class HttpChannel(Channel):
         super().__init__(config)
         self.redact = Redactor(iter_secret_values(config))
         self.http = HttpClient(config.timeout, self.redact)
-        self.log = logging.getLogger(f"alerts.channels.{self.type}")
+        self.log = logging.getLogger(f"roomwatch.channels.{self.type}")
         self.clock: Callable[[], float] = time.time  # wall clock for signature timestamps (tests shift it)
 
     async def close(self) -> None:
