@@ -158,6 +158,7 @@ class RoomwatchProcess:
         self.log_path = log_path
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
         full_env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1", **(env or {})}
+        full_env.pop("JOURNAL_STREAM", None)  # log lines keep their time stamps (tests read them)
         self.proc = subprocess.Popen([sys.executable, "-m", "roomwatch", *args], cwd=ROOT, stdout=self._log,
                                      stderr=subprocess.STDOUT, env=full_env, start_new_session=True)
         STARTED.append(self)
