@@ -389,7 +389,9 @@ class Agent:
             self.pusher.stop()
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for task, result in zip(self._tasks, await asyncio.gather(*self._tasks, return_exceptions=True), strict=True):
+            if isinstance(result, Exception):  # a loop that died before the stop: say so, it stopped pushing or alerting
+                log.error("task %s had stopped with an error", task.get_name(), exc_info=result)
         self._tasks.clear()
         if self.fallback is not None:
             await self.fallback.close()

@@ -73,7 +73,8 @@ async def async_wait_for(check: Callable[[], Any], timeout: float = 30.0, what: 
 
 def alerting_settled(db: str | Path, since: float) -> bool:
     """The collector's alerting has nothing more to say: every notification group was flushed at or after
-    ``since`` (a flush is where a duplicate or a re-send would be decided) and nothing queued is unsent.
+    ``since`` and nothing queued is unsent. ``since`` must be a time after the collector processed the last
+    change the test caused (a flush after it decides every message that change calls for, a duplicate too).
 
     Read from the collector's store, so a test asserts "nothing more comes" on this evidence, not after a sleep.
     """
