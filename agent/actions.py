@@ -2,7 +2,9 @@
 
 Each action type is a config model with ``type: Literal[...]`` and a class built
 with ``(config, agent)`` that watches readings through ``Agent.observers``, so
-actions work without the collector. Types so far: ``shutdown`` (:mod:`roomwatch.agent.shutdown`).
+actions work without the collector; an action with an async ``run()`` is started
+as a task with the agent. Types: ``shutdown`` (:mod:`roomwatch.agent.shutdown`),
+``battery_test`` (:mod:`agent.battery_test`).
 Adding a type adds one row to :data:`ACTION_TYPES`.
 """
 
@@ -13,6 +15,7 @@ from typing import Annotated, Any, Union
 
 from pydantic import Field
 
+from roomwatch.agent.battery_test import BatteryTestAction, BatteryTestConfig
 from roomwatch.agent.shutdown import ShutdownAction, ShutdownActionConfig
 
 __all__ = ["ACTION_TYPES", "ActionEntry", "build_actions", "check_actions"]
@@ -20,7 +23,7 @@ __all__ = ["ACTION_TYPES", "ActionEntry", "build_actions", "check_actions"]
 log = logging.getLogger("roomwatch.action")
 
 #: config model → class that runs it
-ACTION_TYPES: dict[type[Any], type[Any]] = {ShutdownActionConfig: ShutdownAction}
+ACTION_TYPES: dict[type[Any], type[Any]] = {ShutdownActionConfig: ShutdownAction, BatteryTestConfig: BatteryTestAction}
 
 
 def _union() -> Any:
@@ -34,8 +37,8 @@ def _union() -> Any:
 ActionEntry = _union()
 
 
-def check_actions(actions: list[Any], devices: list[Any]) -> list[tuple[tuple[Any, ...], str]]:
-    """Cross-checks against the device list: (path, message) pairs."""
+def check_actions(actions: list[Any], devices: list[Any], nut_server: Any = None) -> list[tuple[tuple[Any, ...], str]]:
+    """Cross-checks against the device list and the NUT server: (path, message) pairs."""
     problems: list[tuple[tuple[Any, ...], str]] = []
     by_name = {d.name: d for d in devices}
     names: set[str] = set()
@@ -53,7 +56,35 @@ def check_actions(actions: list[Any], devices: list[Any]) -> list[tuple[tuple[An
         elif getattr(dev, "driver", "") == "nut" and getattr(dev, "ups", "") is None and "ups" not in action.labels:
             problems.append((("actions", i, "labels"), f"device {ups!r} reports every UPS of its upsd: "
                              "pick one with labels: {ups: NAME}"))
+        if isinstance(action, ShutdownActionConfig):
+            problems.extend(_check_shutdown(action, i, dev, nut_server))
+        elif dev is not None and getattr(dev, "driver", None) not in ("snmp", "nut") and action.method == "auto":
+            problems.append((("actions", i, "ups"), f"device {ups!r} ({getattr(dev, 'driver', '?')}) cannot be "
+                             "told to run a self-test: only snmp and nut devices can"))
     return problems
+
+
+def _check_shutdown(action: Any, i: int, dev: Any, nut_server: Any) -> list[tuple[tuple[Any, ...], str]]:
+    out: list[tuple[tuple[Any, ...], str]] = []
+    if getattr(action, "nut_primary", False) and nut_server is None:
+        out.append((("actions", i, "nut_primary"), "nut_primary needs a nut_server section: the secondaries "
+                    "learn about FSD from this agent's NUT server"))
+    off = getattr(action, "ups_off", None)
+    if off is None:
+        return out
+    if off.delay < action.host_shutdown_time:
+        out.append((("actions", i, "ups_off", "delay"), f"the UPS would cut the power "
+                    f"{off.delay:g}s after the command, before this host is down (host_shutdown_time "
+                    f"{action.host_shutdown_time:g}s): make delay longer"))
+    driver = getattr(dev, "driver", None)
+    if dev is not None and driver not in ("snmp", "nut") and off.method == "auto":
+        out.append((("actions", i, "ups_off"), f"device {dev.name!r} ({driver}) cannot be told to switch off: "
+                    "only snmp and nut devices can"))
+    if dev is not None and driver == "nut" and off.method in ("auto", "nut") and \
+            (off.username or getattr(dev, "username", None)) is None:
+        out.append((("actions", i, "ups_off", "username"), "a NUT UPS takes shutdown.return only from a "
+                    "upsd.users login with instcmds: give username/password here or on the device"))
+    return out
 
 
 def build_actions(agent: Any) -> list[Any]:

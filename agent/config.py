@@ -13,6 +13,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 from roomwatch import drivers
 from roomwatch.agent.actions import ActionEntry, check_actions
 from roomwatch.agent.fallback import FallbackConfig
+from roomwatch.agent.nut_server import NutServerConfig
 from roomwatch.core.configbase import (
     ByteSize,
     Duration,
@@ -120,6 +121,7 @@ class AgentConfig(Model):
     devices: list[DeviceEntry] = Field(default_factory=list)
     actions: list[ActionEntry] = Field(default_factory=list)
     fallback: FallbackConfig | None = None
+    nut_server: NutServerConfig | None = Field(default=None, description="serve the UPS readings to NUT clients")
 
     def extra_checks(self) -> list[tuple[tuple[Any, ...], str]]:
         """Cross-field checks pydantic cannot locate: (path, message)."""
@@ -138,7 +140,7 @@ class AgentConfig(Model):
                 problems.append((("fallback",), "local fallback alerting needs a collector section (it alerts when "
                                  "the collector cannot be reached)"))
             problems.extend(self.fallback.extra_checks())
-        problems.extend(check_actions(self.actions, self.all_devices()))
+        problems.extend(check_actions(self.actions, self.all_devices(), self.nut_server))
         return problems
 
     def all_devices(self) -> list[Any]:

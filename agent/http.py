@@ -49,6 +49,10 @@ class AgentHTTP:
         self._server.shutdown()
         self._server.server_close()
 
+    def close(self) -> None:
+        """Release the socket of a server never started."""
+        self._server.server_close()
+
     def _health(self) -> tuple[int, dict[str, Any]]:
         a = self.agent
         down = sorted(d.name for d in a.devices.values() if d.up is False)

@@ -41,13 +41,22 @@ async def serve(config_path: str) -> int:
         except OSError as exc:
             log.error("cannot listen on %s: %s", cfg.agent.listen, exc.strerror or exc)
             return 1
-        http.start()
-        log.info("serving /metrics and /healthz on http://%s:%d", host, http.port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await agent.start()
+    try:
+        await agent.start()
+    except OSError as exc:  # the NUT server's address is taken or not ours
+        log.error("cannot listen on %s (nut_server.listen): %s", cfg.nut_server.listen if cfg.nut_server else "?",
+                  exc.strerror or exc)
+        if http is not None:
+            http.close()
+        return 1
+    if http is not None:
+        # Served once the agent runs: /healthz answering means the NUT server is listening too.
+        http.start()
+        log.info("serving /metrics and /healthz on http://%s:%d", host, http.port)
     notifier = Notifier()
     notifier.ready(f"agent {cfg.agent.id}: {plural(len(cfg.all_devices()), 'device')}")
     notifier.start_watchdog()

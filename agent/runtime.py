@@ -18,6 +18,7 @@ import asyncio
 import logging
 import random
 from collections.abc import Callable, Hashable, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 from roomwatch import __version__
@@ -39,6 +40,12 @@ log = logging.getLogger("roomwatch.agent")
 T = TypeVar("T")
 
 _HEALTH = v.HEALTH_METRICS  # device_up, poll errors, a driver's own link counters: kept while down
+
+
+def _is_ups(cfg: Any) -> bool:
+    from roomwatch.drivers.ups import UpsDeviceConfig
+
+    return isinstance(cfg, UpsDeviceConfig)
 
 
 def _reason(exc: BaseException) -> str:
@@ -103,6 +110,12 @@ class Agent:
         #: Called with (device, samples, events) after every poll or message, on the event loop:
         #: the hook for actions (shutdown on low battery) and local fallback alerting.
         self.observers: list[Callable[[DeviceRunner, list[SampleRecord], list[EventRecord]], None]] = []
+        #: Called with (device, samples) of every poll or message before it is stored and pushed; each
+        #: returns extra samples of that device (battery health, the shutdown sequence's duration), so
+        #: they travel, and stay current at the collector, with the device's own readings.
+        self.enrichers: list[Callable[[DeviceRunner, list[SampleRecord]], list[SampleRecord]]] = []
+        #: device → monotonic deadline of a self-test the agent started (its on-battery is not an outage)
+        self.testing: dict[str, float] = {}
         self._scheduler: Any = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._polls: set[asyncio.Task[Any]] = set()
@@ -129,6 +142,21 @@ class Agent:
                                   clock)
             runner.timeout = runner.driver.poll_timeout(runner.timeout)
             self.devices[dev_cfg.name] = runner
+        self.battery: Any = None
+        if any(_is_ups(d) for d in config.all_devices()):
+            from roomwatch.agent.battery_health import BatteryHealth
+
+            spool = config.agent.spool
+            self.battery = BatteryHealth(self, str(Path(spool).parent / "battery.db") if spool else None)
+        self.nut_server: Any = None
+        if config.nut_server is not None:
+            from roomwatch.agent.nut_server import NutServer
+            from roomwatch.agent.nut_view import UpsTable
+
+            # Registered before the actions, so a shutdown action sees the table current.
+            self.ups_table = UpsTable(self)
+            self.observers.append(self.ups_table.observe)
+            self.nut_server = NutServer(config.nut_server, self.ups_table, on_fsd=self._on_fsd)
         self.actions = build_actions(self)  # each registers itself in self.observers
 
     # -- shared resources ----------------------------------------------------
@@ -167,10 +195,43 @@ class Agent:
             out.append(SampleRecord(r.metric, {**dev.labels, **r.labels} if r.labels else dev.labels, float(r.value), ms))
         return out
 
+    def _mask_self_test(self, dev: DeviceRunner, records: list[SampleRecord]) -> list[SampleRecord]:
+        """During a self-test the agent started, the UPS is on battery on purpose: report mains, and the test."""
+        if self.clock.monotonic() > self.testing[dev.name]:
+            del self.testing[dev.name]
+            return records
+        out = []
+        for rec in records:
+            if rec.metric == v.UPS_ON_BATTERY and rec.value >= 0.5:
+                rec = SampleRecord(rec.metric, rec.labels, 0.0, rec.ts)
+            out.append(rec)
+        if any(r.metric == v.UPS_ON_BATTERY for r in out):
+            base = next(r for r in out if r.metric == v.UPS_ON_BATTERY)
+            out.append(SampleRecord(v.UPS_SELF_TEST_IN_PROGRESS, base.labels, 1.0, base.ts))
+        return out
+
+    def _on_fsd(self, ups: Any, by: str) -> None:
+        """The NUT server latched forced shutdown on a UPS: tell the collector at once."""
+        runner = self.devices.get(ups.device)
+        labels = dict(runner.labels) if runner is not None else {**self.base_labels, "device": ups.device}
+        if ups.ups:
+            labels["ups"] = ups.ups
+        if self.pusher is not None:
+            self.pusher.add_events([EventRecord("ups_fsd", labels, int(self.clock.time() * 1000), 1.0,
+                                                f"forced shutdown (FSD) set on UPS {ups.name} by {by}")])
+
     def _publish(self, dev: DeviceRunner, records: list[SampleRecord], replace: bool,
                  events: list[EventRecord] | None = None) -> None:
         """Store and queue readings; a changed door/leak/smoke/on-battery state becomes an event."""
         events = list(events or [])
+        if dev.name in self.testing:
+            records = self._mask_self_test(dev, records)
+        if dev.up:
+            for enrich in self.enrichers:
+                try:
+                    records = records + enrich(dev, records)
+                except Exception:  # an enricher (battery health, shutdown action) must not stop polling
+                    log.exception("enricher %r failed", enrich)
         for rec in records:
             types = v.STATE_EVENTS.get(rec.metric)
             if types is None:
@@ -316,6 +377,10 @@ class Agent:
             out.append(SampleRecord(v.AGENT_CPU_SECONDS, labels, cpu.user + cpu.system, now_ms))
         except (ImportError, OSError):
             pass
+        if self.nut_server is not None:
+            out.append(SampleRecord(v.AGENT_NUT_CLIENTS, labels, float(self.nut_server.clients), now_ms))
+            for reason, n in self.nut_server.refused.items():
+                out.append(SampleRecord(v.AGENT_NUT_REFUSED, {**labels, "reason": reason}, float(n), now_ms))
         if self.pusher is not None:
             for result, n in self.pusher.stats.items():
                 out.append(SampleRecord(v.AGENT_PUSH_BATCHES, {**labels, "result": result}, float(n), now_ms))
@@ -328,6 +393,19 @@ class Agent:
         self.latest.update("__agent__", out, replace=True)
         return out
 
+    async def retire_device(self, name: str) -> None:
+        """Stop polling ``name`` and let its driver go (a followed upsd: LOGOUT, so its primary sees us leave)."""
+        dev = self.devices.get(name)
+        if dev is None:
+            return
+        if self._scheduler is not None and self._scheduler.get_job(name) is not None:
+            self._scheduler.remove_job(name)
+        release = getattr(dev.driver, "release", None)
+        try:
+            await asyncio.wait_for(release() if release is not None else dev.driver.stop(), 5.0)
+        except Exception as exc:  # best effort: the host is shutting down
+            log.warning("releasing %s: %s", name, _reason(exc))
+
     # -- lifecycle -----------------------------------------------------------------
     async def start(self) -> None:
         """Start drivers, the scheduler and the push loop (call inside a running loop)."""
@@ -339,6 +417,8 @@ class Agent:
         # poll_device never raises; the executor only "fails" when shutdown cancels a running poll.
         logging.getLogger("apscheduler.executors").setLevel(logging.CRITICAL)
         self._started_m = self.clock.monotonic()
+        if self.nut_server is not None:
+            await self.nut_server.start()  # first: a taken port stops the start before anything runs
         sched = AsyncIOScheduler(job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 30})
 
         def on_skip(event: JobExecutionEvent) -> None:
@@ -370,6 +450,9 @@ class Agent:
             self._tasks.append(asyncio.create_task(self.pusher.run(), name="push"))
         if self.fallback is not None:
             self._tasks.append(asyncio.create_task(self.fallback.run(), name="fallback"))
+        for action in self.actions:
+            if callable(run := getattr(action, "run", None)):  # scheduled actions (battery self-tests)
+                self._tasks.append(asyncio.create_task(run(), name=f"action-{action.cfg.name}"))
         log.info("agent %s started: %s, pushing to %s", self.config.agent.id, plural(len(self.devices), "device"),
                  ", ".join(self.config.collector.urls) if self.config.collector else "nobody (pull mode)")
 
@@ -385,6 +468,10 @@ class Agent:
             self._scheduler = None
         for action in self.actions:
             await action.aclose()  # drops pending timers; lets a started command finish
+        if self.nut_server is not None:
+            await self.nut_server.stop()
+        if self.battery is not None:
+            self.battery.close()
         if self.pusher is not None:
             self.pusher.stop()
         for task in self._tasks:

@@ -10,13 +10,18 @@ command when the UPS is **on battery** and at least one of:
 * the UPS stopped answering while on battery for ``unreachable_on_battery``
   (upsmon's rule: a UPS last seen on battery and now silent is assumed to be dying).
 
+It also runs, on mains or not, when the UPS shows forced shutdown (``FSD``) set by
+its NUT primary (``on_fsd``: what a secondary upsmon does), after ``fsd_delay``.
+
 A condition counts only after ``confirm_readings`` consecutive readings show it
 (never on one glitchy reading). Then the action is *pending*: logged at
 CRITICAL and pushed as a ``shutdown_pending`` event; after ``grace`` it pushes
 ``shutdown_started`` and runs the command, once per agent process. Mains back
 (``confirm_readings`` readings with the UPS off battery) during the grace period
 cancels it (``shutdown_cancelled``). :class:`ShutdownLogic` is the pure state
-machine; :class:`ShutdownAction` adds timers, events and the command.
+machine; :class:`ShutdownAction` adds timers and events; the steps after the
+grace delay (FSD for the secondaries, the UPS switched off after a delay, the
+command, the logout) are :class:`agent.shutdown_sequence.ShutdownSequence`.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from roomwatch.agent.ups_control import UpsOffConfig
 from roomwatch.core import vocabulary as v
 from roomwatch.core.configbase import Duration, Model, format_duration
 from roomwatch.core.wire import EventRecord, SampleRecord
@@ -37,11 +43,6 @@ from roomwatch.core.wire import EventRecord, SampleRecord
 __all__ = ["ShutdownAction", "ShutdownActionConfig", "ShutdownLogic"]
 
 log = logging.getLogger("roomwatch.action.shutdown")
-
-#: How long to give the pusher to deliver ``shutdown_started`` before the command runs (collector up or not).
-NOTIFY_WAIT = 5.0
-#: A poweroff command that has not returned after this long is left running and reported.
-COMMAND_WAIT = 120.0
 
 
 class ShutdownActionConfig(Model):
@@ -62,7 +63,24 @@ class ShutdownActionConfig(Model):
     grace: Duration = Field(default=30.0, ge=0, description="delay between pending and running the command")
     confirm_readings: int = Field(default=2, ge=2, le=100,
                                   description="consecutive readings a state needs before it counts (at least 2)")
-    dry_run: bool = Field(default=False, description="log and push events, never run the command")
+    dry_run: bool = Field(default=False, description="log each step and push events; set no FSD, send nothing "
+                                                     "to the UPS, never run the command")
+    on_fsd: bool = Field(default=True, description="also shut down when the UPS shows FSD (forced shutdown set by "
+                                                   "its NUT primary), on mains or not, as a secondary upsmon does")
+    fsd_delay: Duration = Field(default=5.0, ge=0, le=600, description="wait after seeing FSD (upsmon's FINALDELAY)")
+    nut_primary: bool = Field(default=False, description="before the command, set FSD on this UPS for the clients of "
+                                                         "nut_server and wait for them to log out (upsmon primary)")
+    hostsync: Duration = Field(default=60.0, ge=0, le=3600,
+                               description="longest wait for the secondaries to log out (upsmon's HOSTSYNC)")
+    host_shutdown_time: Duration = Field(default=120.0, ge=0, le=3600,
+                                         description="how long this host takes to power off once the command runs")
+    ups_off: UpsOffConfig | None = Field(default=None, description="then switch the UPS output off after a delay, "
+                                                                   "and back on when mains returns")
+
+    def sequence_seconds(self, interval: float) -> float:
+        """Time from the first critical reading to this host being off: what the battery must still last."""
+        return (self.confirm_readings * interval + self.grace + (self.hostsync if self.nut_primary else 0.0)
+                + self.host_shutdown_time)
 
 
 @dataclass(slots=True)
@@ -73,6 +91,7 @@ class Observation:
     on_battery: bool | None = None
     low: bool | None = None
     runtime: float | None = None
+    fsd: bool = False  # the UPS's NUT status carries FSD (set by its primary)
 
 
 class ShutdownLogic:
@@ -88,6 +107,7 @@ class ShutdownLogic:
         self.ob_since: float | None = None  # first reading of the current outage
         self.down_since: float | None = None
         self.reason = ""
+        self.fsd = False  # pending because of FSD
 
     def _critical(self, now: float, obs: Observation) -> str | None:
         cfg = self.cfg
@@ -102,6 +122,11 @@ class ShutdownLogic:
     def observe(self, now: float, obs: Observation) -> str | None:
         """Take one reading; return ``"pending"`` or ``"cancelled"`` on a transition, else None."""
         n = self.cfg.confirm_readings
+        if obs.fsd and self.cfg.on_fsd and self.state == "idle":
+            # A latch the primary set on purpose, not a glitchy reading: no confirmation, and mains
+            # coming back does not cancel it (the primary is switching the UPS off).
+            self.fsd = True
+            return self._pending("the UPS shows forced shutdown (FSD) set by its NUT primary")
         if not obs.up or obs.on_battery is None:
             # No fresh state: streaks stand still, but a UPS last seen on battery keeps draining.
             if self.down_since is None:
@@ -129,7 +154,7 @@ class ShutdownLogic:
         if self.ol_streak >= n:
             self.on_battery = False
             self.ob_since = None
-            if self.state == "pending":
+            if self.state == "pending" and not self.fsd:
                 self.state = "idle"
                 self.reason = ""
                 return "cancelled"
@@ -163,7 +188,10 @@ def observation_from(samples: list[SampleRecord], labels: dict[str, str]) -> tup
             obs.low = s.value >= 0.5
         elif s.metric == v.UPS_BATTERY_RUNTIME and obs.runtime is None:
             obs.runtime = s.value
+        elif s.metric == v.UPS_STATUS_FLAG and s.labels.get("flag") == "FSD" and s.value >= 0.5:
+            obs.fsd = True
     obs.up = device_up and obs.on_battery is not None
+    obs.fsd = obs.fsd and device_up
     return obs, seen
 
 
@@ -180,7 +208,9 @@ class ShutdownAction:
         self._task: asyncio.Task[None] | None = None
         self._labels: dict[str, str] = {}
         self._warned_many = False
+        self.sequence: Any = None
         agent.observers.append(self.observe)
+        register_sequence_time(agent, cfg)
         log.info("action %s: watching UPS %s%s; will run %s%s", cfg.name, cfg.ups,
                  f" {cfg.labels}" if cfg.labels else "", shlex.join(cfg.command), " (dry run)" if cfg.dry_run else "")
 
@@ -191,6 +221,10 @@ class ShutdownAction:
             return
         self._labels = {**dev.labels, **self.cfg.labels, "action": self.cfg.name}
         obs, seen = observation_from(samples, self.cfg.labels)
+        table = getattr(self.agent, "ups_table", None)
+        served = table.for_device(dev.name, self.cfg.labels) if table is not None else None
+        if served is not None and served.fsd and not getattr(self.sequence, "set_fsd", False):
+            obs.fsd = True  # a NUT primary client set FSD on this agent's own NUT server
         if seen > 1 and not self._warned_many:
             self._warned_many = True
             log.error("action %s: device %s reports %d UPS units; set labels (e.g. {ups: NAME}) to pick one; "
@@ -202,6 +236,10 @@ class ShutdownAction:
             self._on_cancelled()
 
     # -- transitions ---------------------------------------------------------------
+    def event(self, kind: str, message: str) -> None:
+        """Push an event about this action (labels: the UPS's, ``action``, ``dry_run``)."""
+        self._event(kind, message)
+
     def _event(self, kind: str, message: str) -> None:
         labels = dict(self._labels)
         if self.cfg.dry_run:
@@ -213,12 +251,15 @@ class ShutdownAction:
 
     def _on_pending(self) -> None:
         cfg = self.cfg
-        msg = (f"UPS {cfg.ups} is on battery and {self.logic.reason}: running `{shlex.join(cfg.command)}` "
-               f"in {format_duration(cfg.grace) if cfg.grace else '0s'} unless mains returns"
+        delay = cfg.fsd_delay if self.logic.fsd else cfg.grace
+        what = f"UPS {cfg.ups}: {self.logic.reason}" if self.logic.fsd else \
+            f"UPS {cfg.ups} is on battery and {self.logic.reason}"
+        msg = (f"{what}: running `{shlex.join(cfg.command)}` in {format_duration(delay) if delay else '0s'}"
+               + ("" if self.logic.fsd else " unless mains returns")
                + (" (DRY RUN: the command will not run)" if cfg.dry_run else ""))
         log.critical("SHUTDOWN PENDING (action %s): %s", cfg.name, msg)
         self._event("shutdown_pending", msg)
-        self._timer = asyncio.get_running_loop().create_task(self._after_grace(), name=f"shutdown-{cfg.name}")
+        self._timer = asyncio.get_running_loop().create_task(self._after_grace(delay), name=f"shutdown-{cfg.name}")
 
     def _on_cancelled(self) -> None:
         if self._timer is not None:
@@ -228,67 +269,18 @@ class ShutdownAction:
         log.warning("SHUTDOWN CANCELLED (action %s): %s", self.cfg.name, msg)
         self._event("shutdown_cancelled", msg)
 
-    async def _after_grace(self) -> None:
-        await asyncio.sleep(self.cfg.grace)
+    async def _after_grace(self, delay: float) -> None:
+        await asyncio.sleep(delay)
         if self.logic.state != "pending":
             return
         self.logic.state = "fired"
         self.fired_at = time.time()
         self._timer = None
         self._task = asyncio.current_task()
-        await self._fire()
+        from roomwatch.agent.shutdown_sequence import ShutdownSequence
 
-    async def _fire(self) -> None:
-        cfg = self.cfg
-        cmd = shlex.join(cfg.command)
-        if cfg.dry_run:
-            msg = f"DRY RUN: would run `{cmd}` now (UPS {cfg.ups}: {self.logic.reason})"
-        else:
-            msg = f"running `{cmd}` now (UPS {cfg.ups}: {self.logic.reason})"
-        log.critical("SHUTDOWN STARTED (action %s): %s", cfg.name, msg)
-        self._event("shutdown_started", msg)
-        await self._let_event_out()
-        if cfg.dry_run:
-            return
-        try:
-            proc = await asyncio.create_subprocess_exec(*cfg.command, stdin=asyncio.subprocess.DEVNULL,
-                                                        stdout=asyncio.subprocess.PIPE,
-                                                        stderr=asyncio.subprocess.STDOUT)
-        except OSError as exc:
-            log.critical("SHUTDOWN FAILED (action %s): cannot run %s: %s", cfg.name, cmd, exc.strerror or exc)
-            self._event("shutdown_failed", f"cannot run `{cmd}`: {exc.strerror or exc}")
-            return
-        try:
-            out, _ = await asyncio.wait_for(proc.communicate(), COMMAND_WAIT)
-        except TimeoutError:
-            log.error("action %s: `%s` still running after %.0fs; leaving it be", cfg.name, cmd, COMMAND_WAIT)
-            return
-        self.returncode = proc.returncode
-        text = out.decode(errors="replace").strip()
-        if proc.returncode == 0:
-            log.warning("action %s: `%s` exited 0%s", cfg.name, cmd, f": {text[:500]}" if text else "")
-        else:
-            log.critical("SHUTDOWN FAILED (action %s): `%s` exited %s: %s", cfg.name, cmd, proc.returncode,
-                         text[:500] or "(no output)")
-            self._event("shutdown_failed", f"`{cmd}` exited {proc.returncode}: {text[:300]}")
-
-    async def _let_event_out(self) -> None:
-        """Give the pusher a few seconds to deliver shutdown_started; go ahead regardless.
-
-        No wait when the collector has not accepted a push lately: the battery matters more.
-        """
-        pusher = getattr(self.agent, "pusher", None)
-        if pusher is None:
-            return
-        recent = 3 * pusher.target.push_interval + 10.0
-        if not pusher.last_ok or time.time() - pusher.last_ok > recent:
-            log.warning("action %s: collector unreachable; not waiting for the event to be delivered", self.cfg.name)
-            return
-        pusher.seal()
-        pusher.kick()
-        deadline = time.monotonic() + NOTIFY_WAIT
-        while pusher.outbox.depth() and time.monotonic() < deadline:
-            await asyncio.sleep(0.1)
+        self.sequence = ShutdownSequence(self)
+        await self.sequence.run()
 
     async def aclose(self) -> None:
         """Agent stopping: drop a pending timer; a command already started is left to finish."""
@@ -301,3 +293,29 @@ class ShutdownAction:
                 await asyncio.wait_for(asyncio.shield(self._task), 5.0)
             except (TimeoutError, asyncio.CancelledError):
                 pass
+
+
+def register_sequence_time(agent: Any, cfg: ShutdownActionConfig) -> None:
+    """Export ``roomwatch_ups_shutdown_sequence_seconds`` with the UPS's readings (the longest of its actions).
+
+    The series carries the UPS's own labels (plus ``labels`` picking one UPS of a device), so a
+    collector rule can compare a runtime prediction with it series by series.
+    """
+    times: dict[tuple[str, tuple[tuple[str, str], ...]], dict[str, ShutdownActionConfig]] | None = \
+        getattr(agent, "_sequence_actions", None)
+    if times is None:
+        times = agent._sequence_actions = {}
+
+        def enrich(dev: Any, samples: list[SampleRecord]) -> list[SampleRecord]:
+            out = []
+            ms = samples[0].ts if samples else int(time.time() * 1000)
+            for (device, picked), actions in times.items():
+                if device != dev.name:
+                    continue
+                seconds = max(a.sequence_seconds(dev.interval) for a in actions.values())
+                out.append(SampleRecord(v.UPS_SHUTDOWN_SEQUENCE, {**dev.labels, **dict(picked)}, seconds, ms))
+            return out
+
+        if hasattr(agent, "enrichers"):
+            agent.enrichers.append(enrich)
+    times.setdefault((cfg.ups, tuple(sorted(cfg.labels.items()))), {})[cfg.name] = cfg

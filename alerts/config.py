@@ -89,11 +89,19 @@ class ConditionConfig(Model):
     matchers: list[MatcherText] = Field(default_factory=list)
     when: ExprText
     clear: ExprText | None = None
+    window: Duration | None = Field(default=None, gt=0, le=86400,
+                                    description="samples a rate or prediction is fitted over (default: rate's per, 5m)")
 
     @model_validator(mode="after")
     def _hysteresis(self) -> ConditionConfig:
         check_hysteresis(parse_expr(self.when), parse_expr(self.clear) if self.clear else None)
+        _check_window(self.when, self.window)
         return self
+
+
+def _check_window(when: str | None, window: float | None) -> None:
+    if window is not None and when and not parse_expr(when).windowed:
+        raise ValueError("window applies to rate and prediction conditions (rate … per …, reaches … within …)")
 
 
 class GateConfig(Model):
@@ -101,6 +109,13 @@ class GateConfig(Model):
 
     metric: str = Field(pattern=_METRIC)
     when: ExprText
+
+    @field_validator("when")
+    @classmethod
+    def _threshold(cls, when: str) -> str:
+        if parse_expr(when).windowed:
+            raise ValueError('only_if takes a threshold such as "== 1", not a rate or prediction')
+        return when
 
 
 class RuleConfig(Model):
@@ -120,6 +135,8 @@ class RuleConfig(Model):
     clear_event: str | None = Field(default=None, pattern=r"^[a-z][a-z0-9_.]{0,63}$")
     resolve_after: Duration = Field(default=300.0, gt=0, description="an event alert without clear_event resolves after this")
     for_: Duration = Field(default=0.0, ge=0, alias="for")
+    window: Duration | None = Field(default=None, gt=0, le=86400,
+                                    description="samples a rate or prediction is fitted over (default: rate's per, 5m)")
     time_window: Literal["always", "working_hours", "outside_working_hours"] = "always"
     labels: dict[str, str] = Field(default_factory=dict)
     annotations: dict[str, Annotation] = Field(default_factory=dict)
@@ -145,6 +162,9 @@ class RuleConfig(Model):
             raise ValueError("when/clear belong to a metric rule (or to each any_of entry)")
         if self.metric and self.when:
             check_hysteresis(parse_expr(self.when), parse_expr(self.clear) if self.clear else None)
+            _check_window(self.when, self.window)
+        elif self.window is not None:
+            raise ValueError("window belongs to a metric rule with a rate or prediction (or to each any_of entry)")
         if self.event and (self.only_if or self.match or self.matchers):
             pass  # matchers select the event's labels; fine
         if self.event and self.only_if:
@@ -163,6 +183,7 @@ class RuleOverride(Model):
     clear: ExprText | None = None
     any_of: list[ConditionConfig] | None = None
     for_: Duration | None = Field(default=None, ge=0, alias="for")
+    window: Duration | None = Field(default=None, gt=0, le=86400)
     match: dict[str, str] | None = None
     matchers: list[MatcherText] | None = None
     time_window: Literal["always", "working_hours", "outside_working_hours"] | None = None

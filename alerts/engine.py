@@ -21,6 +21,12 @@ Semantics worth knowing (docs/alerting.md explains them to users):
   nor resolve a current alert.
 * **Hysteresis.** While an alert fires, a condition stays true until its
   ``clear`` expression holds; a pending alert needs ``when`` throughout.
+* **Rates and predictions.** A ``rate … per …`` or ``reaches … within …``
+  condition keeps the series' samples of its ``window`` (:mod:`alerts.trend`)
+  and tests the fitted slope or the time until the fit reaches a value; until
+  the samples span half the window it says nothing (the state is kept). A
+  prediction's limit may be another series with the same labels (the agent's
+  ``roomwatch_ups_shutdown_sequence_seconds``), kept like a gate's value.
 * **Silence of a series.** An alert whose series receives nothing for
   ``series_expire`` is resolved ("no data") only while its agent is up; while
   the agent is down it keeps its state (``AgentDown`` covers the room).
@@ -31,12 +37,15 @@ Semantics worth knowing (docs/alerting.md explains them to users):
 from __future__ import annotations
 
 import logging
+import math
+import operator
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from roomwatch.alerts.model import FIRING, PENDING, RESOLVED, Alert, fingerprint
 from roomwatch.alerts.rules import Rule
 from roomwatch.alerts.timewindow import WorkingHours
+from roomwatch.alerts.trend import Trend
 from roomwatch.core.interning import label_pairs, string
 from roomwatch.core.interning import labels as interned_labels
 from roomwatch.core.vocabulary import STATE_EVENTS
@@ -75,6 +84,7 @@ class _Entry:
     state: SeriesState
     cond: int
     when: Callable[[float], bool]
+    trend: Trend | None = None  # windowed conditions (rate, prediction) only
 
 
 @dataclass
@@ -105,6 +115,10 @@ class RuleEngine:
                 self.by_metric.setdefault(c.metric, []).append((r, i))
             if r.gate:
                 self.gates.setdefault(r.gate[0], []).append((r, r.gate[1]))
+            for c in r.conds:
+                if c.limit_metric:
+                    # A prediction's limit series: its values are kept as a gate's are (no rule of its own).
+                    self.gates.setdefault(c.limit_metric, [])
             if r.event:
                 self.by_event.setdefault(r.event, []).append(r)
                 if r.clear_event:
@@ -148,6 +162,9 @@ class RuleEngine:
                 self._gate(metric, self._labels(agent_id, s.labels), value, ts)
             for e in entries:
                 st, ci = e.state, e.cond
+                if e.trend is not None:
+                    self._apply_trend(e, value, ts, now)
+                    continue
                 # Fast path, most samples: no alert, condition false before and now.
                 if st.alert is None and not st.flags[ci] and not e.when(value) and ts >= st.last_ts[ci]:
                     st.last_ts[ci] = ts
@@ -180,8 +197,10 @@ class RuleEngine:
                     info[k] = labels[k]
         entries = []
         for rule, ci in self.by_metric.get(metric, ()):
-            if all(m.matches(labels) for m in rule.conds[ci].matchers):
-                entries.append(_Entry(self._state(rule, labels), ci, rule.conds[ci].when))
+            cond = rule.conds[ci]
+            if all(m.matches(labels) for m in cond.matchers):
+                trend = Trend(cond.window) if cond.window is not None else _DIRECT if cond.limit_metric else None
+                entries.append(_Entry(self._state(rule, labels), ci, cond.when, trend))
         # shared strings and pairs: this key lives as long as the series
         self._alias[(string(agent_id), string(metric), label_pairs(raw))] = entries
         return entries
@@ -223,8 +242,46 @@ class RuleEngine:
             new = cond.when(value)
         if not new and not old and alert is None:
             return  # the common case: nothing wrong, nothing was
+        self._set_flag(st, ci, new, value, ts)
+
+    def _apply_trend(self, e: _Entry, sample: float, ts: int, now: float) -> None:
+        """A sample of a windowed condition: refit, then test the slope or the predicted time."""
+        st, ci, trend = e.state, e.cond, e.trend
+        assert trend is not None
+        if ts < st.last_ts[ci]:
+            self.stats.late += 1
+            return
+        st.last_ts[ci] = ts
+        st.seen_at = now
+        cond = st.rule.conds[ci]
+        if cond.derive == "value":  # a threshold that is another series: the sample itself is compared
+            value: float | None = sample
+        elif cond.derive == "rate":
+            slope = trend.add_slope(ts / 1000.0, sample)
+            value = None if slope is None else slope * cond.when_expr.per
+        else:
+            trend.add(ts / 1000.0, sample)
+            value = trend.seconds_to(cond.when_expr.target)
+        if value is None:
+            return  # too few samples yet: say nothing, keep the state
+        st.values[ci] = value
+        old = st.flags[ci]
+        alert = st.alert
+        if old and alert is not None and alert.state == FIRING and cond.clear is not None:
+            new = not cond.clear(value)
+        elif cond.limit_metric is not None:
+            limit = self._gate_values.get((cond.limit_metric, st.key))
+            new = limit is not None and _LIMIT_OPS[cond.when_expr.limit_op](value, limit[0])
+        else:
+            new = cond.when(value)
+        if not new and not old and alert is None:
+            return
+        self._set_flag(st, ci, new, value, ts)
+
+    def _set_flag(self, st: SeriesState, ci: int, new: bool, value: float, ts: int) -> None:
+        alert = st.alert
         st.flags[ci] = new
-        if alert is not None and (new or len(st.flags) == 1):
+        if alert is not None and (new or len(st.flags) == 1) and math.isfinite(value):
             alert.value = value
         self._evaluate(st, ts / 1000.0)
 
@@ -442,6 +499,11 @@ class RuleEngine:
     def state_of(self, fp: str) -> SeriesState | None:
         return self._owner.get(fp)
 
+
+#: How a condition compares with its limit series.
+_LIMIT_OPS = {"<=": operator.le, "<": operator.lt, ">=": operator.ge, ">": operator.gt}
+#: The entry marker of a condition compared with another series: no fit, the sample itself.
+_DIRECT = Trend(0.0)
 
 _VIRTUAL = frozenset({"roomwatch_agent_up", "roomwatch_notification_channel_up"})
 #: Door, leak, smoke and UPS states are reported when they change (a listening device says nothing

@@ -17,7 +17,14 @@ from zoneinfo import ZoneInfo
 from roomwatch.alerts.dispatch import Outgoing
 from roomwatch.alerts.engine import RuleEngine
 from roomwatch.alerts.model import Alert
-from roomwatch.alerts.templates import AlertView, ack_url, format_expr, format_value, render_annotations, render_notification
+from roomwatch.alerts.templates import (
+    AlertView,
+    ack_url,
+    format_alert_value,
+    format_expr,
+    render_annotations,
+    render_notification,
+)
 from roomwatch.channels.base import AlertItem, Channel, Notification
 
 __all__ = ["Renderer", "utc"]
@@ -76,7 +83,7 @@ class Renderer:
     def _item(self, a: Alert, status: str, view: AlertView) -> AlertItem:
         ann = render_annotations(view, self.lang, self.tz)
         # value and threshold as people read them, for SMS templates ({value}, {threshold})
-        ann.setdefault("value", format_value(a.metric, a.value, self.lang))
+        ann.setdefault("value", format_alert_value(a.metric, a.value, view.when, self.lang))
         if view.when:
             ann.setdefault("threshold", format_expr(a.metric, view.when, self.lang))
         ends = utc(a.resolved_at) if status == "resolved" and a.resolved_at is not None else None

@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import Field, ValidationError
 
-from roomwatch.alerts.conditions import Expr, parse_expr
+from roomwatch.alerts.conditions import DEFAULT_PREDICT_WINDOW, Expr, parse_expr
 from roomwatch.alerts.config import InhibitRuleConfig, RuleConfig, RulesConfig
 from roomwatch.alerts.matchers import Matcher, parse_matcher, parse_matchers
 from roomwatch.alerts.pack import DEFAULTS_FILE, LOCAL_FALLBACK_KEY
@@ -61,7 +61,12 @@ def default_inhibit_rules() -> list[InhibitRuleConfig]:
 
 @dataclass(slots=True)
 class Cond:
-    """One series condition: metric, label matchers, when/clear testers."""
+    """One series condition: metric, label matchers, when/clear testers.
+
+    A windowed condition (a rate or a prediction) tests a value derived from its series' recent samples
+    (:mod:`alerts.trend`) instead of the sample itself: ``window`` is the span fitted, ``derive`` says what
+    is derived from the fit, ``limit_metric`` names the series whose value a prediction is compared with.
+    """
 
     metric: str
     matchers: tuple[Matcher, ...]
@@ -69,6 +74,9 @@ class Cond:
     clear: Callable[[float], bool] | None
     when_expr: Expr
     clear_expr: Expr | None
+    window: float | None = None
+    derive: str = "value"  # value | rate (change per when_expr.per) | reaches (seconds until target)
+    limit_metric: str | None = None
 
 
 @dataclass(slots=True)
@@ -97,18 +105,34 @@ class InhibitRule:
     equal: tuple[str, ...]
 
 
-def _compile_cond(metric: str, match: dict[str, str], matchers: list[str], when: str, clear: str | None) -> Cond:
+def _compile_cond(metric: str, match: dict[str, str], matchers: list[str], when: str, clear: str | None,
+                  window: float | None = None) -> Cond:
     w = parse_expr(when)
     c = parse_expr(clear) if clear else None
-    return Cond(metric, parse_matchers(matchers, match), w.compile(), c.compile() if c else None, w, c)
+    found = parse_matchers(matchers, match)
+    if w.kind == "rate":
+        # The derived value is the change per when's duration; clear may say it per another duration.
+        clear_test: Callable[[float], bool] | None = None
+        if c is not None:
+            scale, test = c.per / w.per, c.compile()
+            clear_test = lambda x: test(x * scale)  # noqa: E731
+        return Cond(metric, found, w.compile(), clear_test, w, c, window or w.per, "rate")
+    if w.within_metric and w.kind == "value":
+        return Cond(metric, found, lambda _x: False, None, w, None, None, "value", w.within_metric)
+    if w.kind == "reaches":
+        within = w.within
+        when_test: Callable[[float], bool] = (lambda t: t <= within) if within is not None else (lambda t: False)
+        return Cond(metric, found, when_test, None, w, None, window or DEFAULT_PREDICT_WINDOW, "reaches",
+                    w.within_metric)
+    return Cond(metric, found, w.compile(), c.compile() if c else None, w, c)
 
 
 def _compile(uid: str, r: RuleConfig) -> Rule:
     if r.metric:
-        conds: tuple[Cond, ...] = (_compile_cond(r.metric, r.match, r.matchers, r.when or "", r.clear),)
+        conds: tuple[Cond, ...] = (_compile_cond(r.metric, r.match, r.matchers, r.when or "", r.clear, r.window),)
     elif r.any_of:
         shared = parse_matchers(r.matchers, r.match)
-        conds = tuple(_compile_cond(c.metric, c.match, c.matchers, c.when, c.clear) for c in r.any_of)
+        conds = tuple(_compile_cond(c.metric, c.match, c.matchers, c.when, c.clear, c.window) for c in r.any_of)
         for c in conds:
             c.matchers = shared + c.matchers
     else:

@@ -18,7 +18,8 @@ from zoneinfo import ZoneInfo
 from roomwatch.alerts.conditions import Expr, parse_expr
 from roomwatch.alerts.timewindow import format_time
 
-__all__ = ["AlertView", "cut_bytes", "format_seconds", "format_value", "render_annotations", "render_notification"]
+__all__ = ["AlertView", "cut_bytes", "format_alert_value", "format_seconds", "format_value", "render_annotations",
+           "render_notification"]
 
 _STATES: dict[str, dict[str, tuple[str, str]]] = {
     # metric: {language: (word for 1, word for 0)}
@@ -42,6 +43,7 @@ _WORDS = {
         "test": "【测试】这是一条 roomwatch 测试消息，收到说明通道配置正确。", "test_title": "【测试】roomwatch 测试消息",
         "sep": "：", "or": " 或 ", "and": " 且 ",
         "no data": "（无数据）", "rule removed": "（规则已删除）", "page": "状态页", "ack_link": "在状态页确认",
+        "per": "每", "reaches": "{within}内达到 {target}", "sequence": "关机流程所需时间",
     },
     "en": {
         "firing": "FIRING", "resolved": "RESOLVED", "critical": "critical", "warning": "warning", "info": "info",
@@ -53,6 +55,7 @@ _WORDS = {
         "sep": ": ", "or": " or ", "and": " and ",
         "no data": " (no data)", "rule removed": " (rule removed)", "page": "Status page",
         "ack_link": "acknowledge on the status page",
+        "per": "per", "reaches": "reaches {target} within {within}", "sequence": "the shutdown sequence's time",
     },
 }
 
@@ -96,12 +99,35 @@ def format_value(metric: str, value: float | None, lang: str = "zh-CN") -> str:
     return f"{value:g}"
 
 
+def _limit_name(metric: str, lang: str) -> str:
+    return words(lang)["sequence"] if metric == "roomwatch_ups_shutdown_sequence_seconds" else metric
+
+
+def format_alert_value(metric: str, value: float | None, when: Expr | str | None, lang: str = "zh-CN") -> str:
+    """An alert's value as people read it: the sample (28.5 °C), a rate (+2.4 °C / 5 分钟) or a predicted time."""
+    e = parse_expr(when) if isinstance(when, str) and when else when if isinstance(when, Expr) else None
+    if e is None or value is None or e.kind == "value":
+        return format_value(metric, value, lang)
+    if e.kind == "reaches":
+        return format_seconds(value, lang)
+    sign = "+" if value > 0 else "-" if value < 0 else ""
+    return f"{sign}{format_value(metric, abs(value), lang)} / {format_seconds(e.per, lang)}"
+
+
 def format_expr(metric: str, expr: Expr | str | None, lang: str = "zh-CN") -> str:
-    """``> 27 °C``, ``< 20% 或 > 80%``."""
+    """``> 27 °C``, ``< 20% 或 > 80%``, ``≥ +2 °C / 5 分钟``, ``10 分钟内达到 0%``."""
     if not expr:
         return ""
     e = parse_expr(expr) if isinstance(expr, str) else expr
     w = words(lang)
+    if e.kind == "reaches":
+        within = _limit_name(e.within_metric, lang) if e.within_metric else format_seconds(e.within or 0.0, lang)
+        return w["reaches"].format(within=within, target=format_value(metric, e.target, lang))
+    if e.within_metric:
+        return f"{e.limit_op} {_limit_name(e.within_metric, lang)}"
+    if e.kind == "rate":
+        return w["or"].join(w["and"].join(f"{op} {format_alert_value(metric, n, e, lang)}" for op, n in g)
+                            for g in e.groups)
     return w["or"].join(w["and"].join(f"{op} {format_value(metric, n, lang) if metric not in _STATES else _n(n)}"
                                       for op, n in g) for g in e.groups)
 
@@ -115,6 +141,8 @@ def format_threshold(metric: str, expr: Expr | str | None, lang: str = "zh-CN") 
     if not expr:
         return ""
     e = parse_expr(expr) if isinstance(expr, str) else expr
+    if e.windowed or e.within_metric:
+        return format_expr(metric, e, lang)
     return format_value(metric, e.first(), lang) if metric not in _STATES else _n(e.first())
 
 
@@ -146,7 +174,7 @@ def render_annotations(a: AlertView, lang: str, tz: ZoneInfo) -> dict[str, str]:
     """Fill ``{{ $value }}``, ``{{ $threshold }}`` (27 °C), ``{{ $condition }}`` (> 27 °C), ``{{ $clear }}``,
     ``{{ $for }}``, ``{{ $since }}``, ``{{ $labels.x }}`` in the rule's annotations."""
     ctx = {
-        "value": format_value(a.metric, a.value, lang),
+        "value": format_alert_value(a.metric, a.value, a.when, lang),
         "threshold": format_threshold(a.metric, a.when, lang),
         "condition": format_expr(a.metric, a.when, lang),
         "clear": format_expr(a.metric, a.clear, lang),
@@ -194,7 +222,7 @@ def _block(a: AlertView, lang: str, tz: ZoneInfo, url: str, now: float, markdown
     place = where(a.labels)
     if place:
         lines.append(f"{w['where']}{sep}{place}")
-    value = format_value(a.metric, a.value, lang)
+    value = format_alert_value(a.metric, a.value, a.when, lang)
     if a.metric in _STATES or not a.when:
         lines.append(f"{w['value']}{sep}{value}")
     else:

@@ -51,7 +51,8 @@ BENCHMARKS: list[Benchmark] = [
     Benchmark("hotpath"),          # issue 8: the ingest path stage by stage
     Benchmark("fleet", ["--seconds", "45", "--also-agents", "2000"]),  # issue 8: one collector, 1,000 agents
                                                                        # history on/off; 2,000 for sizing
-    Benchmark("rules"),            # issue 5: rule evaluation cost
+    Benchmark("rules"),            # issue 5: rule evaluation cost (issue 15: --baseline REF for before/after)
+    Benchmark("nut_server"),       # issue 15: the agent's NUT server vs upsd, 50 upsmon-like clients
     Benchmark("alert_latency"),    # issue 5: push → webhook vs Prometheus + Alertmanager
     Benchmark("e2e_door"),         # issue 5: MQTT publish → agent → collector → webhook, end to end
     Benchmark("profiles"),         # issue 8: before/after of the profiled hot spots

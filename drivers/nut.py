@@ -31,7 +31,8 @@ from roomwatch.drivers.nut_protocol import NutClient, NutError
 from roomwatch.drivers.registry import register
 from roomwatch.drivers.ups import UpsDeviceConfig, battery_age_reading
 
-__all__ = ["INFO_VARS", "POINTS", "STATUS_FLAGS", "NutConfig", "NutDriver", "battery_installed_from", "readings_from"]
+__all__ = ["INFO_VARS", "POINTS", "STATUS_FLAGS", "NutConfig", "NutDriver", "battery_installed_from", "in_self_test",
+           "readings_from"]
 
 
 class NutConfig(UpsDeviceConfig):
@@ -158,6 +159,15 @@ def _number(text: str | None) -> float | None:
     return x if math.isfinite(x) else None
 
 
+#: Status tokens of a UPS on battery on purpose: runtime calibration (CAL), a battery test (TEST, NUT 2.8.1+).
+TEST_TOKENS = frozenset({"CAL", "TEST"})
+
+
+def in_self_test(status: Sequence[str], variables: Mapping[str, str]) -> bool:
+    """True while the UPS runs a self-test or calibration (status CAL/TEST, or ups.test.result "In progress")."""
+    return bool(TEST_TOKENS.intersection(status)) or "in progress" in variables.get("ups.test.result", "").lower()
+
+
 def readings_from(variables: Mapping[str, str], labels: Mapping[str, str] | None = None) -> list[Reading]:
     """Map one UPS's NUT variables to readings; a variable the UPS lacks gives no reading."""
     out: list[Reading] = []
@@ -168,8 +178,11 @@ def readings_from(variables: Mapping[str, str], labels: Mapping[str, str] | None
             out.append(Reading(point.metric, value, labels))
     status = variables.get("ups.status", "").split()
     if status and status != ["WAIT"]:
+        testing = in_self_test(status, variables)
         for token, metric in STATUS_FLAGS.items():
-            out.append(Reading(metric, 1.0 if token in status else 0.0, labels))
+            # On battery during a self-test or calibration: mains is fine, nobody must be paged.
+            on = token in status and not (testing and metric == v.UPS_ON_BATTERY)
+            out.append(Reading(metric, 1.0 if on else 0.0, labels))
         for token in dict.fromkeys(status):
             out.append(Reading(v.UPS_STATUS_FLAG, 1.0, {**(labels or {}), "flag": token}))
     info = {}
@@ -230,6 +243,12 @@ class NutDriver(Driver):
         if age is not None:
             out.append(age)
         return out
+
+    async def release(self) -> None:
+        """Log out from upsd and poll no more (the agent's host is shutting down: its primary may go on)."""
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
 
     async def poll(self) -> Sequence[Reading]:
         client = self._client

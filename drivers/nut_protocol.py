@@ -25,7 +25,7 @@ from typing import TypeVar
 
 from roomwatch.drivers.base import DeviceError
 
-__all__ = ["ERR_MESSAGES", "NutClient", "NutError", "split_line"]
+__all__ = ["ERR_MESSAGES", "NutClient", "NutError", "quote", "split_line"]
 
 #: upsd error codes → what they mean for the person reading the log.
 #: https://networkupstools.org/docs/developer-guide.chunked/net-protocol.html (section "Error responses")
@@ -92,7 +92,8 @@ def split_line(line: str) -> list[str]:
     return words
 
 
-def _quote(word: str) -> str:
+def quote(word: str) -> str:
+    """One protocol word: bare when it has no space, quote or backslash, else double-quoted and escaped."""
     if word and not any(c in word for c in ' \t"\\'):
         return word
     return '"' + word.replace("\\", "\\\\").replace('"', '\\"') + '"'
@@ -175,7 +176,7 @@ class NutClient:
     # -- lines ---------------------------------------------------------------------------
     async def _send(self, *words: str) -> str:
         assert self._writer is not None
-        command = " ".join(_quote(w) for w in words)
+        command = " ".join(quote(w) for w in words)
         self._writer.write(command.encode("utf-8") + b"\n")
         await self._writer.drain()
         return command
@@ -265,3 +266,19 @@ class NutClient:
             return {w[2]: (w[3] if len(w) > 3 else "") for w in rows if len(w) >= 3 and w[0] == "VAR"}
 
         return await self._run(job)
+
+    async def set_var(self, ups: str, var: str, value: str) -> None:
+        """``SET VAR ups var "value"`` (needs a user with ``actions = SET``); NutError on ERR."""
+
+        async def job() -> None:
+            await self._simple("SET", "VAR", ups, var, value, ups=ups)
+
+        await self._run(job)
+
+    async def instcmd(self, ups: str, command: str) -> None:
+        """``INSTCMD ups command`` (needs ``instcmds`` for it in upsd.users); NutError on ERR."""
+
+        async def job() -> None:
+            await self._simple("INSTCMD", ups, command, ups=ups)
+
+        await self._run(job)

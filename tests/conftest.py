@@ -27,6 +27,7 @@ pytest_plugins = [
     "tests.peers.modbus",
     "tests.peers.mosquitto",
     "tests.peers.nut",
+    "tests.peers.nut_clients",
     "tests.peers.prometheus",
     "tests.peers.snmpsim",  # before snmpd, which imports it (a plugin must be loaded as one to be assert-rewritten)
     "tests.peers.snmpd",
@@ -35,7 +36,7 @@ pytest_plugins = [
 
 #: Fixtures that start a process: a test using one (directly or through another fixture) is a ``peer`` test.
 PROCESS_FIXTURES = frozenset({"alertmanager", "browser_page", "mosquitto", "mosquitto_tls", "publisher", "nut_factory",
-                              "prometheus_factory", "snmpd", "snmpsim_factory", "serial_pair", "collector",
+                              "nut_clients", "prometheus_factory", "snmpd", "snmpsim_factory", "serial_pair", "collector",
                               "agent_factory",
                               # module-scoped ones of single test modules (set up before the guard could see them)
                               "sim", "fuzz_collector", "nut_all"})

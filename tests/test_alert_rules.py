@@ -288,7 +288,7 @@ def test_quiet_states_of_vanished_series_are_forgotten(h: Harness) -> None:
     def temperature_states() -> int:
         return sum(1 for st in h.svc.engine.states.values() if st.rule.conds and st.rule.conds[0].metric == TEMP)
 
-    assert temperature_states() == 100  # 50 sensors × 2 temperature rules
+    assert temperature_states() == 150  # 50 sensors × 3 temperature rules (high, critical, rising fast)
     h.advance(301)
     h.svc.engine.gc(h.now)
     assert temperature_states() == 0

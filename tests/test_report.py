@@ -336,3 +336,25 @@ def test_report_is_sent_through_a_configured_webhook(store_path: Path, tmp_path:
     [alert] = got.body["alerts"]
     assert alert["labels"]["alertname"] == "DailyReport" and got.path == "/hook"
     assert "巡检日报" in json.dumps(got.body, ensure_ascii=False)
+
+
+def test_battery_health_age_and_last_test_are_reported(tmp_path: Path) -> None:
+    """A UPS whose last outage measured 62 % of the predicted runtime, tested (passed) on the morning of the day:
+    the report shows health, measured runtime and the test, and asks for a new battery (health under 80 %)."""
+    path = tmp_path / "collector.db"
+    s = Store(path)
+    ups = {**R1, "device": "ups3"}
+    s.series("roomwatch_ups_on_battery", ups, [(START, 0)])
+    s.series("roomwatch_ups_battery_age_seconds", ups, [(START, 40_000_000)])
+    s.series("roomwatch_ups_battery_health_ratio", ups, [(START, 0.62)])
+    s.series("roomwatch_ups_measured_runtime_seconds", ups, [(START, 1490.0)])
+    s.series("roomwatch_ups_last_self_test_timestamp_seconds", ups, [(START + H, START + H)])
+    s.series("roomwatch_ups_self_test_failed", ups, [(START + H, 0.0)])
+    s.conn.close()
+    rep = _report(path)
+    [u] = rep.rooms[0].ups
+    assert (u.health_ratio, u.measured_runtime_seconds, u.self_test_failed, u.replace_due) == (0.62, 1490.0, False, True)
+    zh = render_text(rep, "zh-CN")
+    assert "电池健康 62%（实测满电续航 25分钟）" in zh and f"上次自检 {DAY - dt.timedelta(days=1):%Y-%m-%d} 通过" in zh
+    en = render_text(rep, "en")
+    assert "battery health 62% (measured full runtime 25 min)" in en and "REPLACE THE BATTERY" in en

@@ -123,7 +123,7 @@ def test_check_config_names_file_line_key(tmp_path: Any) -> None:
     res = cli("check-config", str(path))
     assert res.returncode == 2, res
     assert "agent.yaml:16: actions[2].on_battery_for: 600 has no unit" in res.stderr + res.stdout
-    assert "actions[3].type: got 'reboot'; expected one of 'shutdown'" in res.stderr + res.stdout
+    assert "actions[3].type: unknown type 'reboot'; expected one of 'shutdown', 'battery_test'" in res.stderr + res.stdout
     ok = write_yaml(tmp_path / "ok.yaml", {
         "devices": [{"name": "nutbox", "driver": "nut"}],
         "actions": [{"type": "shutdown", "ups": "nosuch"},
@@ -133,3 +133,32 @@ def test_check_config_names_file_line_key(tmp_path: Any) -> None:
     assert res.returncode == 2
     assert "ok.yaml:6: actions[0].ups: no device is named 'nosuch' (devices: host, nutbox)" in out
     assert "actions[1].labels: device 'nutbox' reports every UPS of its upsd: pick one with labels: {ups: NAME}" in out
+
+
+OL_FSD = Observation(up=True, on_battery=False, low=False, runtime=1800, fsd=True)
+
+
+def test_fsd_from_the_primary_triggers_at_once_and_mains_does_not_cancel() -> None:
+    """FSD is a latch the primary set on purpose: one reading, on mains or not; mains back does not cancel."""
+    logic, changes = run([(0, OL), (10, OL_FSD), (20, OL), (30, OL), (40, OL)])
+    assert changes == [(10, "pending")] and logic.fsd and logic.state == "pending"
+    assert "forced shutdown (FSD)" in logic.reason
+    _, ignored = run([(0, OL), (10, OL_FSD)], on_fsd=False)
+    assert ignored == []
+
+
+def test_fsd_flag_read_from_samples() -> None:
+    base = {"device": "ups1"}
+    samples = [SampleRecord(v.DEVICE_UP, base, 1.0, 0), SampleRecord(v.UPS_ON_BATTERY, base, 0.0, 0),
+               SampleRecord(v.UPS_STATUS_FLAG, {**base, "flag": "FSD"}, 1.0, 0)]
+    obs, _ = observation_from(samples, {})
+    assert obs.fsd and obs.on_battery is False
+    down = [SampleRecord(v.DEVICE_UP, base, 0.0, 0), *samples[1:]]
+    assert not observation_from(down, {})[0].fsd
+
+
+def test_sequence_seconds() -> None:
+    cfg = ShutdownActionConfig.model_validate({**CFG, "grace": "30s", "nut_primary": True, "hostsync": "1m",
+                                               "host_shutdown_time": "2m"})
+    assert cfg.sequence_seconds(10.0) == 2 * 10 + 30 + 60 + 120
+    assert ShutdownActionConfig.model_validate({**CFG, "grace": "30s"}).sequence_seconds(10.0) == 20 + 30 + 120

@@ -21,6 +21,8 @@ from roomwatch.core import vocabulary as v
 
 __all__ = ["MAX_HOLD", "Report", "RoomReport", "compute_report", "report_window"]
 
+#: Measured battery health below this asks for a new battery (UPSBatteryReplace's default; IEEE 1188: 80 %).
+HEALTH_REPLACE_BELOW = 0.8
 #: A temperature/humidity sample stands for at most this long (3 missed 5-minute polls are an outage, not data).
 MAX_HOLD = 15 * 60.0
 
@@ -113,6 +115,10 @@ class UPSStats:
     battery_age_seconds: float | None = None
     replace_reported: bool = False
     replace_due: bool = False
+    health_ratio: float | None = None  # measured ÷ predicted runtime in the last measured outage
+    measured_runtime_seconds: float | None = None
+    last_self_test: float | None = None  # unix time the agent last ran a self-test
+    self_test_failed: bool | None = None
 
 
 @dataclass
@@ -288,12 +294,17 @@ def _add_ups(rooms: _Rooms, history: HistorySource, start: float, end: float, li
     for s in history.series(v.UPS_BATTERY_REPLACE, start, end):
         if any(val >= 0.5 for val in _inside(s.samples, start, end)):
             ups_of(s).replace_reported = True
-    for s in history.series(v.UPS_BATTERY_AGE, start, end):
-        last = [val for ts, val in s.samples if ts < end]
-        if last:
-            ups_of(s).battery_age_seconds = last[-1]
+    for metric, name in ((v.UPS_BATTERY_AGE, "battery_age_seconds"), (v.UPS_BATTERY_HEALTH, "health_ratio"),
+                         (v.UPS_MEASURED_RUNTIME, "measured_runtime_seconds"), (v.UPS_LAST_SELF_TEST, "last_self_test"),
+                         (v.UPS_SELF_TEST_FAILED, "self_test_failed")):
+        for s in history.series(metric, start, end):
+            last = [val for ts, val in s.samples if ts < end]
+            if last:
+                setattr(ups_of(s), name, last[-1] >= 0.5 if name == "self_test_failed" else last[-1])
     for u in ups.values():
-        u.replace_due = u.replace_reported or (u.battery_age_seconds or 0) > limits.battery_max_age
+        u.replace_due = (u.replace_reported or (u.battery_age_seconds or 0) > limits.battery_max_age
+                         or bool(u.self_test_failed)
+                         or (u.health_ratio is not None and u.health_ratio < HEALTH_REPLACE_BELOW))
 
 
 def _add_devices_down(rooms: _Rooms, history: HistorySource, start: float, end: float) -> None:

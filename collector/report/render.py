@@ -20,6 +20,8 @@ _T = {
         "door_line": "开启 {n} 次，最长 {longest}，非工作时间 {ooh} 次", "open_now": "，目前仍开着",
         "ups_line": "电池供电 {n} 次共 {d}", "lowest_charge": "最低电量 {v}", "lowest_runtime": "最短剩余 {v}",
         "battery_low": "电量低 {n} 次", "age": "电池已用 {v}", "replace": "应更换电池", "ok": "正常",
+        "health": "电池健康 {v}（实测满电续航 {d}）", "test": "上次自检 {when} {result}", "passed": "通过",
+        "failed": "未通过", "no_result": "无结果",
         "dev_down": "设备 {dev}（{agent}）离线 {n} 次共 {d}", "agent_down": "采集端 {agent} 离线共 {d}",
         "still": "，目前仍离线", "alerts_line": "共 {n} 条（严重 {crit} 条）：{names}",
         "ack_line": "已确认 {n} 条，确认用时中位数 {med}、最长 {max}", "unacked": "未确认 {n} 条",
@@ -35,7 +37,9 @@ _T = {
         "door_line": "opened {times}, longest {longest}, {ooh} out of hours", "open_now": ", still open",
         "ups_line": "on battery {times}, {d} in all", "lowest_charge": "lowest charge {v}",
         "lowest_runtime": "shortest runtime {v}", "battery_low": "battery low {times}", "age": "battery age {v}",
-        "replace": "REPLACE THE BATTERY", "ok": "ok", "dev_down": "device {dev} ({agent}) down {times}, {d} in all",
+        "replace": "REPLACE THE BATTERY", "ok": "ok", "health": "battery health {v} (measured full runtime {d})",
+        "test": "last self-test {when} {result}", "passed": "passed", "failed": "FAILED", "no_result": "no result",
+        "dev_down": "device {dev} ({agent}) down {times}, {d} in all",
         "agent_down": "agent {agent} down for {d}", "still": ", still down",
         "alerts_line": "{n} raised ({crit} critical): {names}",
         "ack_line": "{n} acknowledged, median time to acknowledge {med}, longest {max}", "unacked": "{n} not acknowledged",
@@ -126,6 +130,11 @@ def room_lines(room: RoomReport, report: Report, lang: str) -> list[tuple[str, s
             parts.append(t["battery_low"].format(n=u.battery_low_count, times=plural(u.battery_low_count, "time")))
         if u.battery_age_seconds is not None:
             parts.append(t["age"].format(v=t["years"].format(v=u.battery_age_seconds / (365 * 86400))))
+        if u.health_ratio is not None:
+            parts.append(t["health"].format(v=_pct(u.health_ratio), d=d(u.measured_runtime_seconds)))
+        if u.last_self_test is not None:
+            result = t["no_result"] if u.self_test_failed is None else t["failed"] if u.self_test_failed else t["passed"]
+            parts.append(t["test"].format(when=_local(u.last_self_test, report.timezone, "%Y-%m-%d"), result=result))
         parts.append(t["replace"] if u.replace_due else t["ok"])
         lines.append((f"{t['ups']} {u.device}", t["sep"].join(parts)))
     downs = [t["dev_down"].format(dev=x.device, agent=x.agent, n=x.episodes, times=plural(x.episodes, "time"), d=d(x.seconds))

@@ -11,7 +11,7 @@ from pydantic import Field
 
 from roomwatch.core.configbase import Model
 
-__all__ = ["ClientTLS", "client_context"]
+__all__ = ["ClientTLS", "ServerTLS", "client_context", "server_context"]
 
 
 class ClientTLS(Model):
@@ -32,4 +32,22 @@ def client_context(ca_file: str | None = None, cert_file: str | None = None, key
     if insecure_skip_verify:
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+class ServerTLS(Model):
+    """TLS for a service roomwatch offers (the agent's NUT server); with ``client_ca_file`` clients must show a certificate."""
+
+    cert_file: str = Field(description="PEM certificate (chain) the service presents")
+    key_file: str = Field(description="its private key")
+    client_ca_file: str | None = Field(default=None, description="CA that signed the client certificates to require")
+
+
+def server_context(tls: ServerTLS) -> ssl.SSLContext:
+    """An SSL context for a server from :class:`ServerTLS`; OSError/SSLError when the files are unusable."""
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(tls.cert_file, tls.key_file)
+    if tls.client_ca_file:
+        ctx.load_verify_locations(tls.client_ca_file)
+        ctx.verify_mode = ssl.CERT_REQUIRED
     return ctx

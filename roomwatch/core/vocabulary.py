@@ -70,6 +70,29 @@ UPS_STATUS_FLAG = _def(
     "BYPASS, CHRG, ...), in label flag; a flag not reported has no series."
 )
 
+# --- UPS: self-tests, measured battery health, shutdown sequence (issue 15) --------------------
+UPS_SELF_TEST_IN_PROGRESS = _def(
+    "roomwatch_ups_self_test_in_progress", "1 while the UPS runs a battery self-test (its on-battery is then not an outage).")
+UPS_SELF_TEST_FAILED = _def(
+    "roomwatch_ups_self_test_failed", "1 when the UPS's last battery self-test failed, 0 when it passed; absent when the "
+    "UPS has no result.")
+UPS_LAST_SELF_TEST = _def(
+    "roomwatch_ups_last_self_test_timestamp_seconds", "Unix time the agent last started a scheduled self-test of the UPS.")
+UPS_BATTERY_HEALTH = _def(
+    "roomwatch_ups_battery_health_ratio", "Runtime the battery really delivered in the last measured outage, divided by "
+    "the runtime the UPS predicted at its start (1 = as predicted).")
+UPS_MEASURED_RUNTIME = _def(
+    "roomwatch_ups_measured_runtime_seconds", "Full runtime the battery would deliver at the last measured outage's load, "
+    "extrapolated from how fast it discharged.")
+UPS_LAST_OUTAGE_RUNTIME = _def(
+    "roomwatch_ups_last_outage_runtime_seconds", "How long the UPS ran on battery in its last outage.")
+UPS_LAST_OUTAGE_END = _def(
+    "roomwatch_ups_last_outage_timestamp_seconds", "Unix time the UPS's last outage ended (mains back or the agent's "
+    "host shut down).")
+UPS_SHUTDOWN_SEQUENCE = _def(
+    "roomwatch_ups_shutdown_sequence_seconds", "Time the agent's shutdown action for this UPS needs from the critical "
+    "reading to the end of the host's shutdown (confirmation, grace, secondaries' logout, poweroff).")
+
 # --- environment ---------------------------------------------------------------
 TEMPERATURE = _def("roomwatch_temperature_celsius", "Ambient temperature.")
 HUMIDITY = _def("roomwatch_humidity_ratio", "Relative humidity, 0..1.")
@@ -126,6 +149,12 @@ AGENT_LAST_PUSH_OK = _def(
 )
 AGENT_RESIDENT_MEMORY = _def("roomwatch_agent_resident_memory_bytes", "Resident memory of the agent process.")
 AGENT_CPU_SECONDS = _def("roomwatch_agent_cpu_seconds_total", "CPU time used by the agent process.", "counter")
+
+# --- agent NUT server (issue 15) -------------------------------------------------------------
+AGENT_NUT_CLIENTS = _def("roomwatch_agent_nut_server_clients", "Clients connected to the agent's NUT server.")
+AGENT_NUT_REFUSED = _def(
+    "roomwatch_agent_nut_server_refused_total", "NUT server connections closed or commands refused by reason "
+    "(max_clients, line_too_long, idle, access_denied, slow_reader, tls).", "counter")
 
 # --- agent spool (store-and-forward; reliability) -------------------------------------------
 AGENT_SPOOL_BATCHES = _def("roomwatch_agent_spool_batches", "Batches in the agent's spool, not yet accepted by a collector.")
