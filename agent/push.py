@@ -46,6 +46,8 @@ class PushResult:
     retry_after: float | None = None
     #: the reply is the collector's own JSON {"error": …}, not a page from a proxy in between
     from_collector: bool = False
+    #: samples of an accepted batch the collector did not store, by reason (a 200's "rejected")
+    rejected: dict[str, int] | None = None
 
 
 def _ssl_context(target: CollectorTarget) -> ssl.SSLContext:
@@ -109,10 +111,13 @@ class _Sender:
                 continue
             reason = ""
             ours = False
+            rejected = None
             try:
                 doc = json.loads(data) if data else {}
                 reason = str(doc.get("error") or doc.get("reason") or "") if isinstance(doc, dict) else ""
                 ours = isinstance(doc, dict) and isinstance(doc.get("error"), str)
+                if isinstance(doc, dict) and isinstance(doc.get("rejected"), dict):
+                    rejected = {str(k): int(n) for k, n in doc["rejected"].items() if isinstance(n, int)}
             except ValueError:
                 reason = data[:200].decode("utf-8", "replace")
             retry_after = None
@@ -124,7 +129,7 @@ class _Sender:
             if resp.getheader("Connection", "").lower() == "close":
                 conn.close()
                 self._conns.pop(url, None)
-            return PushResult(resp.status, reason or resp.reason, retry_after, ours)
+            return PushResult(resp.status, reason or resp.reason, retry_after, ours, rejected)
         return PushResult(0, "unreachable")
 
     def close(self) -> None:
@@ -160,6 +165,7 @@ class Pusher:
         self._state_ok: bool | None = None
         self._stopping = False
         self._rejects_unlogged = 0
+        self._partial_logged_at: float | None = None
         self._reject_logged_at: float | None = None
         #: Called with each batch the collector accepted (200), e.g. so local alerting knows what it has seen.
         self.on_accepted: list[Callable[[Batch], None]] = []
@@ -283,6 +289,8 @@ class Pusher:
             res = await self._send(batch)
             if res.status == 200:
                 self.outbox.ack(batch.seq)
+                if res.rejected:
+                    self._log_partial(batch, res.rejected)
                 for hook in self.on_accepted:
                     hook(batch)
                 self.stats["ok"] += 1
@@ -319,6 +327,16 @@ class Pusher:
                 delay = max(delay, res.retry_after)
             self._next_try = self.clock.monotonic() + delay
             return False
+
+    def _log_partial(self, batch: Batch, rejected: dict[str, int]) -> None:
+        """The collector stored a batch but not all its samples (its series limits): one line a minute."""
+        now = time.monotonic()
+        if self._partial_logged_at is not None and now - self._partial_logged_at < _REJECT_LOG_EVERY:
+            return
+        self._partial_logged_at = now
+        what = ", ".join(f"{n} {reason}" for reason, n in sorted(rejected.items()))
+        log.warning("collector stored batch seq=%d but refused some of its samples (%s): see the collector's "
+                    "limits and roomwatch_collector_samples_rejected_total (logged once a minute)", batch.seq, what)
 
     def _log_rejected(self, batch: Batch, reason: str) -> None:
         """Log a 400 with the collector's reason: at once, then at most once a minute with a count."""

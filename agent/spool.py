@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 import zlib
 from typing import TYPE_CHECKING, Any
 
@@ -86,7 +87,13 @@ class Spool:
         self.clock = clock
         self.bucket = TokenBucket(backlog_rate, clock.monotonic)
         self._offered_backlog: dict[int, int] = {}  # seq → samples that pay tokens when the collector has them
-        self.store = SpoolStore(path, max_bytes, max_samples, fallback_max_records, clock.time, clock.monotonic)
+        self.store = SpoolStore(path, max_bytes, max_samples, fallback_max_records, clock.time, clock.monotonic,
+                                agent_id=agent_id)
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        """The spool's SQLite connection (the storage half's)."""
+        return self.store.conn
 
     @property
     def max_bytes(self) -> int:
@@ -154,7 +161,11 @@ class Spool:
             self.drop(entry.seq, "unreadable")
             return None
         if self.agent_id and batch.agent != self.agent_id:
-            batch.agent = self.agent_id  # agent.id was renamed: the readings still belong to this host
+            # Cannot happen with an owned spool file (SpoolStore binds it); never sent under another agent's id.
+            log.error("spooled batch seq=%d was written by agent %r, not %r: dropping it", entry.seq, batch.agent,
+                      self.agent_id)
+            self.drop(entry.seq, "unreadable")
+            return None
         return batch
 
     def ack(self, seq: int) -> None:

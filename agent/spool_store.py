@@ -16,13 +16,14 @@ import logging
 import os
 import sqlite3
 import time
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from roomwatch.agent.spool_hold import Entry, Hold, decode_body, encode_body, span
 from roomwatch.core.plural import plural
-from roomwatch.core.wire import Batch
+from roomwatch.core.wire import Batch, WireError
 
 __all__ = ["DROP_REASONS", "SpoolError", "SpoolStore"]
 
@@ -65,8 +66,9 @@ class SpoolStore:
 
     def __init__(self, path: str, max_bytes: int = 100 * 2**20, max_samples: int | None = None,
                  fallback_max_records: int = 100_000, clock: Callable[[], float] = time.time,
-                 monotonic: Callable[[], float] = time.monotonic):
+                 monotonic: Callable[[], float] = time.monotonic, agent_id: str = ""):
         self.path = path
+        self.agent_id = agent_id
         self.max_bytes = max_bytes
         self.max_samples = max_samples
         self.clock = clock
@@ -99,7 +101,7 @@ class SpoolStore:
             ok = conn.execute("PRAGMA quick_check").fetchone()[0]
             if ok != "ok":
                 raise sqlite3.DatabaseError(f"quick_check: {ok}")
-            return conn
+            return self._bind_owner(conn)
         except sqlite3.OperationalError as exc:
             if "unable to open" in str(exc) or "readonly" in str(exc):
                 self.close()
@@ -116,7 +118,55 @@ class SpoolStore:
         for suffix in ("", "-wal", "-shm"):
             with contextlib.suppress(FileNotFoundError):
                 os.replace(self.path + suffix, aside + suffix)
-        return self._connect()
+        return self._bind_owner(self._connect())
+
+    def _bind_owner(self, conn: sqlite3.Connection) -> sqlite3.Connection:
+        """Bind the spool file to this agent id; another agent's spool is moved aside, never sent as this one.
+
+        The readings in a spool belong to the agent that wrote them: after a change of ``agent.id``
+        (or a spool file copied from another host, e.g. a cloned SD card), sending them under the new
+        id would put one room's past under another's name. Such a file is kept, untouched, next to
+        the spool as ``<spool>.agent-<old id>`` (docs/reliability.md says how to send it), and the
+        agent starts with an empty spool. An empty spool is simply taken over.
+        """
+        if self.path == ":memory:" or not self.agent_id:
+            return conn
+        conn.execute("CREATE TABLE IF NOT EXISTS owner (agent TEXT NOT NULL)")
+        row = conn.execute("SELECT agent FROM owner").fetchone()
+        owner = row[0] if row else self._writer_of(conn)
+        batches = conn.execute("SELECT COUNT(*) FROM batches").fetchone()[0]
+        if owner is not None and owner != self.agent_id and batches:
+            safe = "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in owner)[:64]
+            aside = f"{self.path}.agent-{safe}"
+            if os.path.exists(aside):
+                aside += f"-{int(self.clock())}"
+            conn.close()  # the last connection: SQLite checkpoints the WAL into the file and removes it
+            for suffix in ("", "-wal", "-shm"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.replace(self.path + suffix, aside + suffix)
+            log.warning("spool %s holds %d batches written by agent %r, not by this agent %r (agent.id changed, or "
+                        "the file was copied from another host): moved it to %s, unsent, and started an empty spool. "
+                        "To deliver them, run an agent with agent.id %r and agent.spool %s (docs/reliability.md)",
+                        self.path, batches, owner, self.agent_id, aside, owner, aside)
+            conn = self._connect()
+            conn.execute("CREATE TABLE IF NOT EXISTS owner (agent TEXT NOT NULL)")
+            row = None
+        if row is None or row[0] != self.agent_id:
+            conn.execute("DELETE FROM owner")
+            conn.execute("INSERT INTO owner (agent) VALUES (?)", (self.agent_id,))
+        return conn
+
+    @staticmethod
+    def _writer_of(conn: sqlite3.Connection) -> str | None:
+        """The agent id in the newest stored batch (a spool file of a release that did not record its owner)."""
+        row = conn.execute("SELECT body FROM batches ORDER BY seq DESC LIMIT 1").fetchone()
+        if row is None:
+            return None
+        try:
+            agent: str = decode_body(row[0]).agent
+        except (zlib.error, WireError, ValueError):
+            return None
+        return agent
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, timeout=10, isolation_level=None)

@@ -20,6 +20,7 @@ status codes and JSON out.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -28,6 +29,7 @@ from aiohttp import web
 from roomwatch.alerts.commands import AckError, AlertCommands
 from roomwatch.alerts.presenter import AlertPresenter
 from roomwatch.alerts.silences import SilenceError
+from roomwatch.core.httplimits import route_limits
 
 __all__ = ["COMMANDS_KEY", "PRESENTER_KEY", "RequireUser", "add_routes"]
 
@@ -42,7 +44,9 @@ USER_KEY: web.AppKey[RequireUser] = web.AppKey("alerts_require_user")
 async def require_user(request: web.Request) -> str:
     return await request.app[USER_KEY](request)
 
-MAX_BODY = 64 * 1024
+#: Largest body of a silence (32 matchers and a 1000-character comment fit in a few KiB) and of an ack.
+MAX_BODY = 16 * 1024
+MAX_ACK_BODY = 4 * 1024
 
 
 def _json_error(status: int, message: str) -> web.Response:
@@ -50,18 +54,20 @@ def _json_error(status: int, message: str) -> web.Response:
 
 
 async def _body(request: web.Request, optional: bool = False) -> Any:
-    if request.content_length and request.content_length > MAX_BODY:
-        raise web.HTTPRequestEntityTooLarge(max_size=MAX_BODY, actual_size=request.content_length)
+    # The body was read by the collector's body guard within this route's limit (route_limits below).
     raw = await request.read()
     if not raw.strip():
         if optional:
             return {}
         raise web.HTTPBadRequest(text=json.dumps({"error": "a JSON body is required"}), content_type="application/json")
     try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise web.HTTPBadRequest(text=json.dumps({"error": "body is not valid JSON"}),
+        doc = json.loads(raw)
+        # A lone surrogate ("\ud800") is valid JSON but no text: it could be neither stored nor logged.
+        json.dumps(doc, ensure_ascii=False).encode()
+    except (ValueError, UnicodeError, RecursionError):
+        raise web.HTTPBadRequest(text=json.dumps({"error": "body is not valid JSON text"}),
                                  content_type="application/json") from None
+    return doc
 
 
 LANGUAGES = ("zh-CN", "en")
@@ -75,6 +81,7 @@ async def get_alerts(request: web.Request) -> web.Response:
     return web.json_response({"alerts": request.app[PRESENTER_KEY].list_alerts(lang=lang)})
 
 
+@route_limits(MAX_ACK_BODY)
 async def ack_alert(request: web.Request) -> web.Response:
     user = await require_user(request)
     body = await _body(request, optional=True)
@@ -96,6 +103,10 @@ async def alert_history(request: web.Request) -> web.Response:
         until = float(request.query.get("until", now))
     except ValueError:
         return _json_error(400, "since and until are Unix seconds")
+    if not all(math.isfinite(t) and 0 <= t < 4_102_444_800 for t in (since, until)):
+        return _json_error(400, "since and until must be Unix seconds between 1970 and 2100")
+    if since > until:
+        return _json_error(400, "since is after until")
     return web.json_response({"alerts": presenter.history(since, until)})
 
 
@@ -103,6 +114,7 @@ async def get_silences(request: web.Request) -> web.Response:
     return web.json_response({"silences": request.app[PRESENTER_KEY].silences_json()})
 
 
+@route_limits(MAX_BODY)
 async def post_silence(request: web.Request) -> web.Response:
     user = await require_user(request)
     body = await _body(request)
@@ -113,6 +125,7 @@ async def post_silence(request: web.Request) -> web.Response:
     return web.json_response({"silenceID": s.id, "silence": s.to_json(request.app[PRESENTER_KEY].clock())})
 
 
+@route_limits(0)  # reads no body
 async def delete_silence(request: web.Request) -> web.Response:
     await require_user(request)
     sid = request.match_info.get("id") or request.query.get("id", "")

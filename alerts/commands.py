@@ -41,13 +41,15 @@ class AlertCommands:
         self.store = store
         self.silences = silences
         self.clock = clock
+        self.acks: dict[str, int] = {}  # acknowledgements by how they came (roomwatch_acknowledgements_total)
 
-    def ack(self, alert_id: str, user: str, comment: str = "") -> Alert:
+    def ack(self, alert_id: str, user: str, comment: str = "", via: str = "login", channel: str = "") -> Alert:
         """Acknowledge the episode ``alert_id`` (``<fingerprint>-<episode>``): no more repeats or escalation for it.
 
         Raises :class:`AckError` (404: no such active alert; 409: the id names another episode,
         or is a bare fingerprint) — an id from an old message never acknowledges a later incident.
-        Acknowledging an acknowledged episode again changes nothing.
+        Acknowledging an acknowledged episode again changes nothing. ``via`` (login, link, sms, dingtalk)
+        and ``channel`` say how it came, for the API and the report.
         """
         fp, _, episode = alert_id.partition("-")
         a = self.engine.active.get(fp)
@@ -61,10 +63,12 @@ class AlertCommands:
             raise AckError(409, f"episode {episode} of this alert has resolved; it is active again as {a.id} "
                                 "(a new incident: look at it before acknowledging)")
         if a.ack_at is None:
-            a.ack_by, a.ack_at, a.ack_comment = user, self.clock(), comment[:MAX_COMMENT]
+            a.ack_by, a.ack_at, a.ack_comment = user[:200], self.clock(), comment[:MAX_COMMENT]
+            a.ack_via, a.ack_channel = via, channel[:100]
             with self.store.transaction():
                 self.store.save_alert(a)
-            log.info("alert %s %s acknowledged by %s", a.name, a.id, user)
+            self.acks[via] = self.acks.get(via, 0) + 1
+            log.info("alert %s %s acknowledged by %s via %s%s", a.name, a.id, user, via, f" ({channel})" if channel else "")
         return a
 
     def add_silence(self, body: Any, user: str) -> Silence:

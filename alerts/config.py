@@ -15,9 +15,10 @@ from pydantic import AfterValidator, BeforeValidator, Field, PrivateAttr, field_
 
 from roomwatch.alerts.conditions import check_hysteresis, parse_expr
 from roomwatch.alerts.matchers import parse_matcher
-from roomwatch.core.configbase import Duration, Model, TimeZoneName
+from roomwatch.core.configbase import Duration, Model, Secret, TimeZoneName
 
-__all__ = ["AlertsConfig", "InhibitRuleConfig", "RouteConfig", "RouteLevel",
+__all__ = ["AckLinksConfig", "AlertsConfig", "CallbacksConfig", "DingtalkCallbackConfig", "InhibitRuleConfig",
+           "RouteConfig", "RouteLevel",
            "RuleConfig", "RuleOverride", "RulesConfig", "WorkingHoursConfig", "alerting_checks"]
 
 Language = Literal["zh-CN", "en"]
@@ -238,6 +239,32 @@ class InhibitRuleConfig(Model):
     equal: list[Annotated[str, Field(pattern=_LABEL)]] = Field(default_factory=list)
 
 
+class AckLinksConfig(Model):
+    """One-tap acknowledge links in messages (docs/oncall.md)."""
+
+    enabled: bool = True
+    #: A link works this long after the message that carried it.
+    ttl: Duration = Field(default=86400.0, gt=0, le=30 * 86400.0)
+    #: The key links are signed with; default: made at first start and kept in the collector's store.
+    #: Set it (e.g. secret_file) when two collectors should accept each other's links.
+    secret: Secret | None = None
+
+
+class DingtalkCallbackConfig(Model):
+    """A DingTalk enterprise robot's message callback (消息接收地址): "@机器人 确认 4821" in the group acknowledges."""
+
+    #: The robot application's AppSecret: DingTalk signs each callback with it (headers timestamp, sign).
+    app_secret: Secret
+    #: group: anyone in the group may acknowledge; people: only oncall.people with their dingtalk id.
+    allow: Literal["group", "people"] = "group"
+
+
+class CallbacksConfig(Model):
+    """IM callbacks the collector receives (it must be reachable from the IM service: docs/oncall.md)."""
+
+    dingtalk: DingtalkCallbackConfig | None = None
+
+
 class AlertsConfig(Model):
     """How notifications are written and delivered."""
 
@@ -251,13 +278,20 @@ class AlertsConfig(Model):
     channel_failing_after: Duration = Field(default=60.0, gt=0,
                                             description="NotificationChannelFailing after failing this long")
     keep_history: Duration = Field(default=30 * 86400.0, gt=0, description="keep resolved alerts and sent messages")
+    ack_links: AckLinksConfig = Field(default_factory=AckLinksConfig)
+    callbacks: CallbacksConfig = Field(default_factory=CallbacksConfig)
+    silence_max_duration: Duration = Field(default=90 * 86400.0, gt=0, le=3660 * 86400.0,
+                                           description="longest silence accepted (endsAt - startsAt)")
 
 
 # ------------------------------------------------------------------ routes
 
 
 class RouteLevel(Model):
-    """An escalation level: if nobody acknowledges within ``after``, notify ``channels`` too."""
+    """An escalation level: if nobody acknowledges within ``after``, notify ``channels`` too.
+
+    A channel entry ``oncall:ROTA`` stands for the rota's channels, each telling the person on duty.
+    """
 
     after: Duration = Field(gt=0)
     channels: list[str] = Field(min_length=1)
@@ -281,6 +315,11 @@ class RouteConfig(Model):
     group_interval: Duration = Field(default=30.0, gt=0, description="then batch changes of the group this long")
     repeat_interval: Duration = Field(default=4 * 3600.0, gt=0, description="repeat unacknowledged firing alerts")
     levels: list[RouteLevel] = Field(default_factory=list, description="escalation when not acknowledged")
+    mute_time_intervals: list[str] = Field(default_factory=list, description="no notifications while one holds")
+    active_time_intervals: list[str] = Field(default_factory=list, description="notifications only while one holds")
+    #: Channels of a level are alternatives in order: a channel failing this long hands its messages (queued ones
+    #: too) to the next one of the level until it works again. Unset: every channel of a level is told.
+    failover: Duration | None = Field(default=None, gt=0)
 
     @field_validator("group_by")
     @classmethod
@@ -302,15 +341,40 @@ class RouteConfig(Model):
 
 def alerting_checks(cfg: Any) -> list[tuple[tuple[Any, ...], str]]:
     """Cross-section checks of a collector config (channels named in routes, overrides of known rules)."""
+    from roomwatch.alerts.rota import ONCALL_PREFIX
     from roomwatch.alerts.rules import default_rule_names, override_problems
 
     problems: list[tuple[tuple[Any, ...], str]] = []
     names = {c.name for c in cfg.channels}
+    rotas = {r.name for r in cfg.oncall.rotas}
+    intervals = {t.name for t in cfg.time_intervals} | {"working_hours"}
+
+    def target(where: tuple[Any, ...], ch: str) -> None:
+        if ch.startswith(ONCALL_PREFIX):
+            if ch[len(ONCALL_PREFIX):] not in rotas:
+                problems.append((where, f"no rota named {ch[len(ONCALL_PREFIX):]!r} in oncall.rotas"))
+        elif ch not in names:
+            problems.append((where, f"no channel named {ch!r} in channels"))
+
     for i, r in enumerate(cfg.routes):
+        for k, ch in enumerate(r.channels):
+            target(("routes", i, "channels", k), ch)
         for j, lv in enumerate(r.levels):
             for k, ch in enumerate(lv.channels):
-                if ch not in names:
-                    problems.append((("routes", i, "levels", j, "channels", k), f"no channel named {ch!r} in channels"))
+                target(("routes", i, "levels", j, "channels", k), ch)
+        for key in ("mute_time_intervals", "active_time_intervals"):
+            for k, name in enumerate(getattr(r, key)):
+                if name not in intervals:
+                    problems.append((("routes", i, key, k), f"no time interval named {name!r} in time_intervals"))
+    seen: set[str] = set()
+    for i, t in enumerate(cfg.time_intervals):
+        if t.name in seen:
+            problems.append((("time_intervals", i, "name"), f"time interval {t.name!r} is defined twice"))
+        seen.add(t.name)
+    from roomwatch.channels.base import get_channel_type
+
+    keys = {c.name: get_channel_type(c.type).person_key for c in cfg.channels}
+    problems.extend(cfg.oncall.problems(keys))
     known = default_rule_names()
     for name in cfg.rules.overrides:
         if name not in known:

@@ -16,6 +16,12 @@ Like Alertmanager's dispatcher, with escalation levels added:
   acknowledgement stops repeats and escalation. A channel that was told an alert fires is told when it resolves.
 * An alert an agent's local fallback already sent (:meth:`Dispatcher.mark_told`)
   counts as told to the level-0 channels at the time the agent sent it.
+* A channel entry ``oncall:ROTA`` becomes one target per channel of the rota, named
+  ``<channel>@<rota>`` (the service fills in the person on duty when it renders).
+* Time: while a route's ``mute_time_intervals`` hold (or none of its ``active_time_intervals``
+  does) its groups send nothing and keep their state, so what was held back goes out when the
+  interval ends. With ``failover``, the channels of a level are alternatives in order: the first
+  one not failing for ``failover`` is told.
 
 What each channel was told is persisted with the queued messages in one
 transaction, so a restart neither repeats nor forgets a notification.
@@ -32,6 +38,8 @@ from typing import Any
 from roomwatch.alerts.config import RouteConfig
 from roomwatch.alerts.matchers import Matcher, parse_matchers
 from roomwatch.alerts.model import FIRING, RESOLVED, Alert
+from roomwatch.alerts.rota import ONCALL_PREFIX, split_target
+from roomwatch.alerts.timeintervals import TimeIntervals
 from roomwatch.channels.base import Channel
 
 __all__ = ["Dispatcher", "Group", "Route"]
@@ -52,12 +60,27 @@ class Route:
     group_interval: float
     repeat_interval: float
     cont: bool
+    mute: tuple[str, ...] = ()
+    active: tuple[str, ...] = ()
+    failover: float | None = None
 
     @classmethod
-    def from_config(cls, index: int, r: RouteConfig) -> Route:
-        return cls(index, parse_matchers(r.matchers, r.match), [list(r.channels)] + [list(lv.channels) for lv in r.levels],
+    def from_config(cls, index: int, r: RouteConfig, rotas: dict[str, list[str]] | None = None) -> Route:
+        """The route of ``r``; ``rotas`` (rota name → its channels) expands ``oncall:ROTA`` entries."""
+        def targets(names: list[str]) -> list[str]:
+            out: list[str] = []
+            for name in names:
+                if name.startswith(ONCALL_PREFIX):
+                    rota = name[len(ONCALL_PREFIX):]
+                    out += [f"{ch}@{rota}" for ch in (rotas or {}).get(rota, [])]
+                else:
+                    out.append(name)
+            return list(dict.fromkeys(out))
+
+        return cls(index, parse_matchers(r.matchers, r.match), [targets(r.channels)] + [targets(lv.channels) for lv in r.levels],
                    [0.0] + [lv.after for lv in r.levels], tuple(r.group_by), r.group_wait, r.group_interval,
-                   r.repeat_interval, r.continue_)
+                   r.repeat_interval, r.continue_, tuple(r.mute_time_intervals), tuple(r.active_time_intervals),
+                   r.failover)
 
 
 @dataclass(slots=True)
@@ -100,9 +123,14 @@ class Dispatcher:
     """Groups alerts per route and decides the messages; stateless about delivery (that is the outbox)."""
 
     def __init__(self, routes: list[RouteConfig], channels: dict[str, Channel], clock: Callable[[], float],
-                 lookup: Callable[[str], Alert | None], notifiable: Callable[[list[Alert], float], list[Alert]]):
-        self.routes = [Route.from_config(i, r) for i, r in enumerate(routes)]
+                 lookup: Callable[[str], Alert | None], notifiable: Callable[[list[Alert], float], list[Alert]],
+                 rotas: dict[str, list[str]] | None = None, intervals: TimeIntervals | None = None,
+                 failing_for: Callable[[str, float], float] | None = None):
+        self.routes = [Route.from_config(i, r, rotas) for i, r in enumerate(routes)]
         self.channels = channels
+        self.intervals = intervals or TimeIntervals([], "UTC")
+        #: seconds a channel has been failing (0 while it works), for failover
+        self.failing_for = failing_for or (lambda _ch, _now: 0.0)
         self.clock = clock
         self.lookup = lookup  # fp → current alert (active or resolved-but-not-yet-told)
         self.notifiable = notifiable  # filters out silenced and inhibited alerts
@@ -110,6 +138,44 @@ class Dispatcher:
         self.resolved: dict[str, Alert] = {}  # resolved alerts some group still has to tell
         self.dirty: set[str] = set()
         self.deleted: set[str] = set()
+
+    def channel(self, target: str) -> Channel | None:
+        """The channel of a target (``duty`` or ``voice@rota``)."""
+        return self.channels.get(split_target(target)[0])
+
+    def muted(self, route: Route, now: float) -> bool:
+        return bool(route.mute or route.active) and self.intervals.muted(route.mute, route.active, now)
+
+    def _channel_levels(self, route: Route, level: int, now: float) -> dict[str, int]:
+        """Channel → the lowest escalation level naming it, for the levels 0..``level`` (in the route's order);
+        with failover, only the channel of each level that is working."""
+        level_of: dict[str, int] = {}
+        for k in range(level + 1):
+            for ch in self._pick(route, route.levels[k], now):
+                level_of.setdefault(ch, k)
+        return level_of
+
+    def _pick(self, route: Route, names: list[str], now: float) -> list[str]:
+        """With failover, the first channel of ``names`` not failing for ``route.failover`` (or the first)."""
+        if route.failover is None or len(names) < 2:
+            return names
+        for ch in names:
+            if self.failing_for(split_target(ch)[0], now) < route.failover:
+                return [ch]
+        return names[:1]
+
+    def handed_over(self, route: Route, old: str, new: str) -> None:
+        """``old``'s queued messages of ``route`` went to ``new`` (failover): ``new`` counts as told what ``old`` was,
+        so it is not sent the same alerts again; ``old`` still owes nothing (its messages left with them)."""
+        for g in self.groups.values():
+            if g.route is not route or old not in g.channels:
+                continue
+            src = g.channels[old]
+            dst = g.channels.setdefault(new, ChannelState())
+            dst.sent |= src.sent
+            dst.last_sent = max(filter(None, (dst.last_sent, src.last_sent)), default=None)
+            src.sent = set()
+            self.dirty.add(g.key)
 
     # -- membership -------------------------------------------------------------------
     def routes_for(self, alert: Alert) -> list[Route]:
@@ -230,7 +296,7 @@ class Dispatcher:
         """Has an alert reached a level whose channels were not told of it yet?"""
         for a in firing:
             for k in range(1, self._alert_level(g, a, now) + 1):
-                for ch in g.route.levels[k]:
+                for ch in self._pick(g.route, g.route.levels[k], now):
                     st = g.channels.get(ch)
                     if (st is None or a.fp not in st.sent) and _for_channel(a, ch):
                         return True
@@ -242,7 +308,7 @@ class Dispatcher:
         for g in self.groups.values():
             if now >= g.next_flush:
                 out.append(g)
-            elif len(g.route.levels) > 1 and g.first_notified:
+            elif len(g.route.levels) > 1 and g.first_notified and not self.muted(g.route, now):
                 firing = [a for fp in g.alerts if (a := self._alert(fp)) is not None and a.state == FIRING]
                 if self._escalation_due(g, self.notifiable(firing, now), now):
                     out.append(g)
@@ -250,11 +316,14 @@ class Dispatcher:
 
     def flush(self, g: Group, now: float) -> list[Outgoing]:
         """Decide the messages of one group; update what each channel was told."""
+        if self.muted(g.route, now):
+            g.next_flush = now + g.route.group_interval  # held back, state kept: sent when the interval ends
+            return []
         before = g.to_json()
         alerts = [a for fp in sorted(g.alerts) if (a := self._alert(fp)) is not None]
         firing = self.notifiable([a for a in alerts if a.state == FIRING], now)
         g.level = self._level(g, firing, now)
-        level_of = _channel_levels(g.route, g.level)
+        level_of = self._channel_levels(g.route, g.level, now)
         # channels of a level no longer reached (acknowledged, resolved) still hear the resolutions they owe
         told_before = [ch for ch, st in g.channels.items() if st.sent and ch not in level_of]
         out: list[Outgoing] = []
@@ -270,7 +339,7 @@ class Dispatcher:
     def _flush_channel(self, g: Group, ch: str, level: int | None, alerts: list[Alert], firing: list[Alert],
                        now: float) -> Outgoing | None:
         """The message for one channel of the group (None: nothing to say); ``level`` None: not an active level."""
-        channel = self.channels.get(ch)
+        channel = self.channel(ch)
         st = g.channels.setdefault(ch, ChannelState())
         mine = self._alerts_for(g, ch, level, st, firing, now)
         mine_fps = {a.fp for a in mine}
@@ -331,16 +400,7 @@ class Dispatcher:
 
 def _for_channel(a: Alert, ch: str) -> bool:
     """A channel is not sent the alert about its own failure (the other channels carry it)."""
-    return not (a.name == CHANNEL_FAILING and a.labels.get("channel") == ch)
-
-
-def _channel_levels(route: Route, level: int) -> dict[str, int]:
-    """Channel → the lowest escalation level naming it, for the levels 0..``level`` (in the route's order)."""
-    level_of: dict[str, int] = {}
-    for k in range(level + 1):
-        for ch in route.levels[k]:
-            level_of.setdefault(ch, k)
-    return level_of
+    return not (a.name == CHANNEL_FAILING and a.labels.get("channel") == split_target(ch)[0])
 
 
 def _reason(route: Route, channel: Channel | None, st: ChannelState, mine: list[Alert], new: bool, resolved: bool,

@@ -14,6 +14,9 @@ from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 from roomwatch.alerts.config import AlertsConfig, RouteConfig, RulesConfig
+from roomwatch.alerts.heartbeat import HeartbeatConfig
+from roomwatch.alerts.rota import OncallConfig
+from roomwatch.alerts.timeintervals import TimeIntervalConfig
 from roomwatch.channels.config import ChannelBase
 
 __all__ = ["Host", "HostAgent", "HostAgents", "HostConfig", "WebSection"]
@@ -36,6 +39,10 @@ class HostAgent(Protocol):
     @property
     def last_push(self) -> float | None:
         """Unix seconds of the last accepted push (None: none since the start)."""
+
+    @property
+    def role(self) -> str:
+        """"agent", or "collector" for another collector that pushes heartbeats here (CollectorDown)."""
 
     @property
     def clock_skew_ms(self) -> int:
@@ -90,6 +97,15 @@ class HostConfig(Protocol):
 
     @property
     def web(self) -> WebSection: ...
+
+    @property
+    def time_intervals(self) -> list[TimeIntervalConfig]: ...
+
+    @property
+    def oncall(self) -> OncallConfig: ...
+
+    @property
+    def heartbeat(self) -> HeartbeatConfig: ...
 
 
 class Host(Protocol):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from roomwatch.alerts.engine import RuleEngine
 from roomwatch.alerts.outbox import Outbox
@@ -10,14 +12,26 @@ from roomwatch.alerts.silences import SilenceStore
 from roomwatch.core import vocabulary as v
 from roomwatch.core.exposition import Family, render_labels
 
-__all__ = ["alert_families"]
+__all__ = ["alert_families", "counter_family"]
 
-_OUTCOMES = ("delivered", "partial", "retry", "give_up", "expired")
+_OUTCOMES = ("delivered", "partial", "retry", "give_up", "expired", "cancelled")
 
 
-def alert_families(engine: RuleEngine, outbox: Outbox, silences: SilenceStore, now: float) -> list[Family]:
+def counter_family(name: str, label: str, counts: Mapping[Any, int], labels: tuple[str, ...] = ()) -> Family:
+    """A counter family from a mapping: key (or key tuple, named ``labels``) → count."""
+    samples = []
+    for key, n in sorted(counts.items()):
+        names = labels or (label,)
+        values = key if isinstance(key, tuple) else (key,)
+        samples.append((render_labels(dict(zip(names, values, strict=True))), float(n)))
+    return Family(name, v.METRICS[name].help, "counter", samples)
+
+
+def alert_families(engine: RuleEngine, outbox: Outbox, silences: SilenceStore, now: float,
+                   trouble: Callable[[str], bool] = lambda _name: False) -> list[Family]:
     """``roomwatch_alerts``, ``roomwatch_notification_channel_up``, ``roomwatch_notifications_total``,
-    ``roomwatch_notifications_pending`` and ``roomwatch_silences`` as they are at ``now``."""
+    ``roomwatch_notifications_pending`` and ``roomwatch_silences`` as they are at ``now``; ``trouble``
+    names channels a health check found broken (a modem without network)."""
     counts: Counter[tuple[str, str, str]] = Counter()
     for a in engine.active.values():
         counts[(a.name, a.severity, a.state)] += 1
@@ -30,9 +44,10 @@ def alert_families(engine: RuleEngine, outbox: Outbox, silences: SilenceStore, n
     for name in sorted(outbox.status):
         st = outbox.status[name]
         block = render_labels({"channel": name})
-        up.append((block, 1.0 if st.up(now, outbox.failing_after) else 0.0))
+        up.append((block, 1.0 if st.up(now, outbox.failing_after) and not trouble(name) else 0.0))
         pending.append((block, float(queued.get(name, 0))))
-        for outcome, n in zip(_OUTCOMES, (st.delivered, st.partial, st.retried, st.given_up, st.expired), strict=True):
+        for outcome, n in zip(_OUTCOMES, (st.delivered, st.partial, st.retried, st.given_up, st.expired,
+                                                     st.cancelled), strict=True):
             total.append((render_labels({"channel": name, "outcome": outcome}), float(n)))
     states = Counter(s.state(now) for s in silences.items.values())
     silenced = [(render_labels({"state": k}), float(states.get(k, 0))) for k in ("active", "pending")]

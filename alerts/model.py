@@ -50,6 +50,9 @@ class Alert:
     ack_by: str | None = None
     ack_at: float | None = None
     ack_comment: str = ""
+    #: how it was acknowledged: "login" (status page, API), "link" (one-tap link), "sms" (reply), "dingtalk" …
+    ack_via: str = ""
+    ack_channel: str = ""  # the channel the link or reply came through, where known
     episode: int | None = None  # store row id
     resolve_reason: str = ""  # "", "no data", "rule removed"
     #: set when the agent's local fallback already told people (alerts/fallback.py): channel, channel_type,
@@ -78,7 +81,8 @@ class Alert:
             "series_labels": json.dumps(self.series_labels, sort_keys=True, ensure_ascii=False),
             "metric": self.metric, "state": self.state, "active_since": self.active_since, "fired_at": self.fired_at,
             "resolved_at": self.resolved_at, "value": self.value, "ack_by": self.ack_by, "ack_at": self.ack_at,
-            "ack_comment": self.ack_comment, "resolve_reason": self.resolve_reason,
+            "ack_comment": self.ack_comment, "ack_via": self.ack_via or None, "ack_channel": self.ack_channel or None,
+            "resolve_reason": self.resolve_reason,
             "fallback": None if self.fallback is None else json.dumps(self.fallback, sort_keys=True, ensure_ascii=False),
         }
 
@@ -89,6 +93,7 @@ class Alert:
             labels=json.loads(row["labels"]), series_labels=json.loads(row["series_labels"]), metric=row["metric"],
             state=row["state"], active_since=row["active_since"], fired_at=row["fired_at"],
             resolved_at=row["resolved_at"], value=row["value"], ack_by=row["ack_by"], ack_at=row["ack_at"],
-            ack_comment=row["ack_comment"] or "", episode=row["id"], resolve_reason=row["resolve_reason"] or "",
+            ack_comment=row["ack_comment"] or "", ack_via=row["ack_via"] or "", ack_channel=row["ack_channel"] or "",
+            episode=row["id"], resolve_reason=row["resolve_reason"] or "",
             fallback=json.loads(row["fallback"]) if row["fallback"] else None,
         )

@@ -14,7 +14,9 @@ shared code, not per channel), and so does each of its ``more_rate_limits`` (e.g
 per hour besides per minute); a row over a limit waits in the table for the
 window to free, and the windows are rebuilt from the table after a restart.
 After a restart, pending rows are sent at once (within the rate limits);
-delivered rows are never sent again. A channel whose deliveries fail
+delivered rows are never sent again. Just before sending, :attr:`Outbox.still_wanted` may
+drop a row that has no purpose any more (a reminder, an escalation or a phone call whose
+alerts were all acknowledged or resolved while it waited): it ends as ``cancelled``. A channel whose deliveries fail
 for ``alerts.channel_failing_after`` (or that gave up a message) reports
 ``roomwatch_notification_channel_up 0``, which raises
 ``NotificationChannelFailing`` through the other channels.
@@ -86,6 +88,7 @@ class ChannelStatus:
     retried: int = 0
     given_up: int = 0
     expired: int = 0
+    cancelled: int = 0  # dropped unsent: its alerts were acknowledged or resolved while it waited
     failing_since: float | None = None  # first failure of the current streak
     gave_up_last: bool = False
     last_error: str = ""
@@ -121,6 +124,8 @@ class Outbox:
         self.parked: dict[str, bool] = dict.fromkeys(channels, False)
         self.waits: dict[str, int] = dict.fromkeys(channels, 0)
         self.on_result: Callable[[str, SendResult], None] | None = None
+        #: (channel, notification) → a reason to drop it unsent now, or None to send it
+        self.still_wanted: Callable[[str, Notification], str | None] = lambda _name, _n: None
 
     # -- queueing ---------------------------------------------------------------------
     def enqueue(self, channel: str, n: Notification, now: float) -> int:
@@ -233,6 +238,12 @@ class Outbox:
             return wait
         channel = self.channels[name]
         notification = notification_from_json(payload)
+        drop = self.still_wanted(name, notification)
+        if drop:
+            status.cancelled += 1
+            log.info("channel %s: a queued %s message is not sent: %s", name, notification.reason, drop)
+            self._finish(row_id, "cancelled", drop, now, attempts)
+            return 0
         was_remainder = _reached_some(notification.extra.get(PROGRESS))
         result = await self._send(channel, notification)
         now = self.clock()
@@ -295,6 +306,23 @@ class Outbox:
         except Exception as exc:  # a channel bug: keep the row, say what happened
             log.exception("channel %s raised while sending", channel.name)
             return SendResult(Outcome.RETRY, f"channel error: {type(exc).__name__}: {exc}")
+
+    def hand_over(self, from_channel: str, to_channel: str, group_prefix: str,
+                  person: dict[str, str] | None = None) -> int:
+        """Move the pending rows of ``from_channel`` whose group key starts with ``group_prefix`` to ``to_channel``
+        (route failover; inside the caller's transaction, then :meth:`wake` ``to_channel``). Returns how many."""
+        rows = self.conn.execute("SELECT id, payload FROM outbox WHERE channel = ? AND state = 'pending' AND "
+                                 "substr(group_key, 1, ?) = ?", (from_channel, len(group_prefix), group_prefix)).fetchall()
+        for row_id, payload in rows:
+            n = notification_from_json(payload)
+            n.receiver = to_channel
+            n.extra.pop(PROGRESS, None)  # the new channel has its own recipients
+            n.extra.pop("person", None)
+            if person is not None:
+                n.extra["person"] = person
+            self.conn.execute("UPDATE outbox SET channel = ?, payload = ?, attempts = 0, next_attempt_at = ? WHERE id = ?",
+                              (to_channel, notification_to_json(n), self.clock(), row_id))
+        return len(rows)
 
     def _rate_wait(self, name: str, now: float) -> float:
         """Seconds until one more send fits every rate window of the channel (0: now)."""

@@ -102,4 +102,7 @@ class AlertPresenter:
 
 
 def _ack_json(a: Alert) -> dict[str, Any] | None:
-    return None if a.ack_at is None else {"by": a.ack_by, "at": a.ack_at, "comment": a.ack_comment}
+    if a.ack_at is None:
+        return None
+    return {"by": a.ack_by, "at": a.ack_at, "comment": a.ack_comment, "via": a.ack_via or "login",
+            "channel": a.ack_channel or None}

@@ -23,29 +23,41 @@ import asyncio
 import logging
 import socket
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from zoneinfo import ZoneInfo
 
+from roomwatch.alerts.ackcodes import AckCodes, normalize_number
+from roomwatch.alerts.acklink import AckLinks, load_secret
+from roomwatch.alerts.ackpage import AckPage
 from roomwatch.alerts.commands import AlertCommands
 from roomwatch.alerts.dispatch import Dispatcher
 from roomwatch.alerts.engine import RuleEngine
 from roomwatch.alerts.fallback import FallbackNotices
+from roomwatch.alerts.heartbeat import Pinger, daily_due, daily_text
 from roomwatch.alerts.host import Host, HostAgent, HostConfig
+from roomwatch.alerts.imcallback import DingtalkCallback
 from roomwatch.alerts.inhibit import Inhibitor
-from roomwatch.alerts.metrics import alert_families
-from roomwatch.alerts.model import FIRING, RESOLVED, Alert
+from roomwatch.alerts.metrics import alert_families, counter_family
+from roomwatch.alerts.model import FIRING, RESOLVED, Alert, fingerprint
+from roomwatch.alerts.modemwatch import MODEM_TYPES, ModemWatch, build_watches
 from roomwatch.alerts.outbox import Outbox
 from roomwatch.alerts.presenter import AlertPresenter
-from roomwatch.alerts.render import Renderer
+from roomwatch.alerts.render import ALERT_IDS, Renderer, utc
+from roomwatch.alerts.replies import ReplyDesk
+from roomwatch.alerts.rota import build_rotas, split_target
 from roomwatch.alerts.rules import compile_inhibit_rules, compile_rules
 from roomwatch.alerts.silences import SilenceStore
 from roomwatch.alerts.store import AlertStore
+from roomwatch.alerts.timeintervals import TimeIntervals
 from roomwatch.alerts.timewindow import WorkingHours
-from roomwatch.channels.base import Channel, get_channel_type
+from roomwatch.channels.base import AlertItem, Channel, Notification, get_channel_type
 from roomwatch.channels.config import ChannelBase
+from roomwatch.channels.gsm_modem import ModemStatus
+from roomwatch.channels.recipients import PERSON
 from roomwatch.core import vocabulary as v
 from roomwatch.core.configbase import parse_hostport
-from roomwatch.core.exposition import Family
+from roomwatch.core.exposition import Family, render_labels
 from roomwatch.core.wire import Batch, EventRecord
 
 __all__ = ["AlertService", "build_channels"]
@@ -83,7 +95,7 @@ class AlertService:
         lang = cfg.alerts.language or cfg.web.language
         external_url = (cfg.alerts.external_url or default_external_url(cfg)).rstrip("/")
         self.store = AlertStore(cfg.storage)
-        self.silences = SilenceStore(self.store.conn)
+        self.silences = SilenceStore(self.store.conn, max_duration=cfg.alerts.silence_max_duration)
         self.notices = FallbackNotices(self.store.conn)
         self.rules = compile_rules(cfg.rules)
         hours = WorkingHours.from_config(cfg.rules.working_hours, cfg.rules.timezone)
@@ -93,10 +105,37 @@ class AlertService:
         a = cfg.alerts
         self.outbox = Outbox(self.store.conn, self.channels, self.clock, a.retry_initial, a.retry_max, a.max_age,
                              a.channel_failing_after)
-        self.dispatcher = Dispatcher(cfg.routes, self.channels, self.clock, self.engine.active.get, self.notifiable)
-        self.renderer = Renderer(self.engine, self.channels, lang, ZoneInfo(cfg.rules.timezone), external_url)
+        self.outbox.still_wanted = self._still_wanted
+        #: channel → (since, reason) while a health check (the modem's) says it cannot deliver
+        self.trouble: dict[str, tuple[float, str]] = {}
+        self.intervals = TimeIntervals(cfg.time_intervals, cfg.rules.timezone, hours)
+        self.rotas = build_rotas(cfg.oncall, cfg.rules.timezone, hours)
+        self.dispatcher = Dispatcher(cfg.routes, self.channels, self.clock, self.engine.active.get, self.notifiable,
+                                     {r.name: list(r.channels) for r in cfg.oncall.rotas}, self.intervals,
+                                     self.failing_for)
+        links = None
+        if a.ack_links.enabled:
+            secret = a.ack_links.secret.get_secret_value() if a.ack_links.secret is not None else None
+            links = AckLinks(load_secret(self.store.conn, secret, self.clock()), a.ack_links.ttl, external_url)
+        self.codes = AckCodes(self.store.conn, self.clock)
+        replies = {c.name: "sms" for c in cfg.channels if c.type == "gsm_modem" and getattr(c, "replies", False)}
+        if a.callbacks.dingtalk is not None:
+            replies.update({c.name: "dingtalk" for c in cfg.channels if c.type == "dingtalk"})
+        self.renderer = Renderer(self.engine, self.channels, lang, ZoneInfo(cfg.rules.timezone), external_url, links,
+                                 self.codes, self.rotas, {p.name: p for p in cfg.oncall.people}, replies)
+        self.renderer.channel_reason = self.channel_reason
         self.presenter = AlertPresenter(self.engine, self.store, self.silences, self.inhibitor, self.renderer, self.clock)
         self.commands = AlertCommands(self.engine, self.store, self.silences, self.clock)
+        self.desk = ReplyDesk(self.codes, self.commands, self.renderer.describe, lang)
+        self.ack_page = AckPage(links, self.commands, self.renderer, self.clock, external_url) if links else None
+        self.dingtalk: DingtalkCallback | None = None
+        if a.callbacks.dingtalk is not None:
+            people = {p.dingtalk: p.name for p in cfg.oncall.people if p.dingtalk}
+            self.dingtalk = DingtalkCallback(a.callbacks.dingtalk, self.desk, people)  # DingTalk's clock: real time
+        self.sms_replies: Counter[str] = Counter()
+        self.watches: list[ModemWatch] = build_watches(list(cfg.channels), self._modem_status, self.sms_reply)
+        self.pinger = Pinger(cfg.heartbeat)
+        self.heartbeats: Counter[str] = Counter()
         self.started_at = self.clock()
         self._fed_agents: dict[str, float] = {}
         self._fed_channels: dict[str, float] = {}
@@ -135,10 +174,140 @@ class AlertService:
         self._feed_channels(now)
         self._release_removed(now)
         self.engine.tick(now)
+        self._failover(now)  # before the flush: a channel handed over counts as told, nothing is sent twice
         self.process(now)
+        self._daily_heartbeat(now)
         if now - self._last_purge >= PURGE_EVERY:
             self._last_purge = now
             self._purge(now)
+
+    # -- channel health, failover -----------------------------------------------------------
+    def failing_for(self, name: str, now: float) -> float:
+        """Seconds channel ``name`` has been failing (deliveries, or a health check); 0 while it works."""
+        st = self.outbox.status.get(name)
+        out = now - st.failing_since if st is not None and st.failing_since is not None else 0.0
+        if name in self.trouble:
+            out = max(out, now - self.trouble[name][0], 1e-9)
+        return out
+
+    def channel_reason(self, name: str) -> str:
+        """Why ``name`` fails: the health check's finding, else the service's last answer."""
+        if name in self.trouble:
+            return self.trouble[name][1]
+        st = self.outbox.status.get(name)
+        return st.last_error if st is not None and st.failing_since is not None else ""
+
+    def _modem_status(self, names: list[str], status: ModemStatus) -> None:
+        """A modem check's result: its channels fail (with the reason) or work again."""
+        now = self.clock()
+        for name in names:
+            if status.ok:
+                if self.trouble.pop(name, None) is not None:
+                    log.info("channel %s: the modem works again", name)
+            else:
+                since = self.trouble.get(name, (now, ""))[0]
+                self.trouble[name] = (since, status.reason)
+
+    def _failover(self, now: float) -> None:
+        """Routes with ``failover``: queued messages of a channel failing that long go to the level's next channel."""
+        for route in self.dispatcher.routes:
+            if route.failover is None:
+                continue
+            for targets in route.levels:
+                for i, target in enumerate(targets):
+                    name, _ = split_target(target)
+                    if self.failing_for(name, now) < route.failover:
+                        continue
+                    nxt = next((t for t in targets[i + 1:] + targets[:i]
+                                if self.failing_for(split_target(t)[0], now) < route.failover), None)
+                    if nxt is None:
+                        continue
+                    to, rota = split_target(nxt)
+                    person = self.renderer.person(rota, now) if rota else None
+                    with self.store.transaction():
+                        moved = self.outbox.hand_over(name, to, f"route{route.index}/", person)
+                        if moved:
+                            self.dispatcher.handed_over(route, target, nxt)
+                            self._store_groups(now)
+                    if moved:
+                        log.warning("channel %s failing for %.0fs: %d queued message(s) of route %d handed to %s",
+                                    name, self.failing_for(name, now), moved, route.index, to)
+                        self.outbox.wake(to)
+
+    def _still_wanted(self, channel: str, n: Notification) -> str | None:
+        """Drop a queued reminder, escalation or phone call whose alerts were all acknowledged or ended meanwhile."""
+        ch = self.channels.get(channel)
+        calls = ch is not None and type(ch).calls
+        if n.reason not in ("repeat", "escalation") and not (calls and n.status == "firing"):
+            return None
+        ids = n.extra.get(ALERT_IDS)
+        if not isinstance(ids, list) or not ids:
+            return None
+        for alert_id in ids:
+            a = self.engine.active.get(str(alert_id).partition("-")[0])
+            if a is not None and a.id == alert_id and a.state == FIRING and a.ack_at is None:
+                return None
+        return "its alerts were acknowledged or resolved while it waited"
+
+    # -- replies ------------------------------------------------------------------------
+    def allowed_senders(self) -> dict[str, str]:
+        """Numbers whose SMS replies count: every modem channel's numbers and the people's phones → who they are."""
+        out: dict[str, str] = {}
+        for c in self.config.channels:
+            if c.type in MODEM_TYPES:
+                for num in getattr(c, "phone_numbers", []):
+                    out.setdefault(normalize_number(num), num)
+        for p in self.config.oncall.people:
+            if p.phone:
+                out[normalize_number(p.phone)] = p.name
+        return out
+
+    def sms_reply(self, sender: str, text: str, channel: str) -> str | None:
+        """An SMS the modem received: acknowledge what it names, and the answer to send back (None: ignore it)."""
+        who = self.allowed_senders().get(normalize_number(sender))
+        if who is None:
+            self.sms_replies["ignored"] += 1
+            log.warning("SMS from %s ignored: not a number alerts are sent to", sender[:20])
+            return None
+        result = self.desk.handle(text[:200], who, "sms", channel, sender)
+        self.sms_replies["acknowledged" if result.acknowledged else "answered"] += 1
+        if result.acknowledged:
+            self.process(self.clock())
+        return result.answer
+
+    # -- heartbeat ----------------------------------------------------------------------
+    def _daily_heartbeat(self, now: float) -> None:
+        daily = self.config.heartbeat.daily
+        if daily is None:
+            return
+
+        def sent(day: str) -> bool:
+            return self.store.conn.execute("SELECT 1 FROM heartbeat_log WHERE day = ?", (day,)).fetchone() is not None
+
+        day = daily_due(daily, self.config.rules.timezone, now, sent)
+        if day is None:
+            return
+        rooms = {(lb.get("site", ""), lb.get("room", "")) for lb in self.engine.agent_labels.values() if lb.get("room")}
+        agents = [ag for ag in self.host.agents.agents.values() if not ag.standby and ag.role == "agent"]
+        firing = [self.renderer.describe(a) for a in self.engine.active.values() if a.state == FIRING]
+        title, text = daily_text(self.renderer.lang, len(rooms), len(agents),
+                                 sum(1 for ag in agents if not ag.up(now)), firing)
+        labels = {"alertname": "Heartbeat", "severity": "info"}
+        item = AlertItem(fingerprint(labels, day), "firing", labels, {"summary": title, "description": text}, utc(now))
+        with self.store.transaction():
+            for target in daily.channels:
+                name, rota = split_target(target)
+                n = Notification(f"heartbeat:{day}", "firing", name, [item], title, text, text, {"alertname": "Heartbeat"},
+                                 dict(labels), {"summary": title}, self.renderer.external_url, "heartbeat")
+                if rota:
+                    person = self.renderer.person(rota, now)
+                    if person is not None:
+                        n.extra[PERSON] = person
+                self.outbox.enqueue(name, n, now)
+            self.store.conn.execute("INSERT INTO heartbeat_log (day, sent_at) VALUES (?, ?)", (day, now))
+        self.heartbeats["daily"] += 1
+        for target in daily.channels:
+            self.outbox.wake(split_target(target)[0])
 
     def _agent_up(self, agent_id: str) -> bool:
         """The engine's question: may this agent's series go stale (it is down), or does it still count as up?"""
@@ -154,6 +323,9 @@ class AlertService:
 
     def _feed_agent(self, agent_id: str, up: float, now: float) -> None:
         labels = {"agent": agent_id, **self.engine.agent_labels.get(agent_id, {})}
+        agent = self.host.agents.agents.get(agent_id)
+        if agent is not None and agent.role == "collector":
+            labels["role"] = "collector"  # CollectorDown, not AgentDown
         self.engine.observe(v.AGENT_UP, labels, up, int(now * 1000))
         self._fed_agents[agent_id] = up
 
@@ -170,7 +342,7 @@ class AlertService:
     def _feed_channels(self, now: float) -> None:
         """``roomwatch_notification_channel_up`` of every channel, when it changed."""
         for name, status in self.outbox.status.items():
-            up = 1.0 if status.up(now, self.outbox.failing_after) else 0.0
+            up = 1.0 if status.up(now, self.outbox.failing_after) and name not in self.trouble else 0.0
             if self._fed_channels.get(name) != up:
                 self.engine.observe(v.NOTIFICATION_CHANNEL_UP, {"channel": name}, up, int(now * 1000))
                 self._fed_channels[name] = up
@@ -256,12 +428,44 @@ class AlertService:
 
     def families(self) -> list[Family]:
         """Alerting's series for the collector's /metrics."""
-        return alert_families(self.engine, self.outbox, self.silences, self.clock())
+        families = alert_families(self.engine, self.outbox, self.silences, self.clock(), lambda n: n in self.trouble)
+        return families + self._oncall_families()
+
+    def _oncall_families(self) -> list[Family]:
+        d = v.METRICS
+        out = [counter_family(v.ACKNOWLEDGEMENTS, "via", self.commands.acks),
+               counter_family(v.ACK_LINKS_REFUSED, "reason", self.ack_page.refused if self.ack_page else {}),
+               counter_family(v.SMS_REPLIES, "result", self.sms_replies)]
+        if self.dingtalk is not None:
+            out.append(counter_family(v.IM_CALLBACKS, "", {("dingtalk", k): n for k, n in self.dingtalk.results.items()},
+                                      ("im", "result")))
+        beats: dict[tuple[str, str], int] = {("daily", "ok"): self.heartbeats["daily"]} if self.config.heartbeat.daily else {}
+        beats.update(self.pinger.results)
+        out.append(counter_family(v.HEARTBEATS, "", beats, ("kind", "result")))
+        signal, registered, checked = [], [], []
+        for w in self.watches:
+            if w.status is None:
+                continue
+            for name in w.names:
+                block = render_labels({"channel": name, "port": w.port})
+                if w.status.signal_dbm is not None:
+                    signal.append((block, w.status.signal_dbm))
+                if w.status.registered is not None:
+                    registered.append((block, 1.0 if w.status.registered else 0.0))
+                checked.append((block, float(w.checked_at or 0.0)))
+        if self.watches:
+            out += [Family(v.MODEM_SIGNAL, d[v.MODEM_SIGNAL].help, "gauge", signal),
+                    Family(v.MODEM_REGISTERED, d[v.MODEM_REGISTERED].help, "gauge", registered),
+                    Family(v.MODEM_CHECKED, d[v.MODEM_CHECKED].help, "gauge", checked)]
+        return out
 
     # -- lifecycle ------------------------------------------------------------------------
     async def start(self) -> None:
         await self.outbox.start()
         self._timer_task = asyncio.create_task(self._timer(), name="alerts-timer")
+        for w in self.watches:
+            w.start()
+        self.pinger.start()
 
     async def _timer(self) -> None:
         interval = self.config.rules.evaluation_interval
@@ -278,6 +482,9 @@ class AlertService:
             await asyncio.gather(self._timer_task, return_exceptions=True)
         if self._flush_handle is not None:
             self._flush_handle.cancel()
+        for w in self.watches:
+            await w.stop()
+        await self.pinger.stop()
         await self.outbox.stop()
         self.store.close()
 

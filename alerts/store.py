@@ -91,6 +91,31 @@ CREATE TABLE fallback_notices (
     received_at REAL NOT NULL
 )
 """,
+    # 3: how an alert was acknowledged (docs/oncall.md); short codes for SMS replies; who was sent what by SMS
+    """
+ALTER TABLE alert_episodes ADD COLUMN ack_via TEXT;
+ALTER TABLE alert_episodes ADD COLUMN ack_channel TEXT;
+CREATE TABLE ack_codes (
+    code TEXT PRIMARY KEY,
+    alert_id TEXT NOT NULL UNIQUE,
+    created_at REAL NOT NULL
+);
+CREATE TABLE reply_targets (
+    number TEXT PRIMARY KEY,
+    alert_ids TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    at REAL NOT NULL
+);
+CREATE TABLE collector_secrets (
+    name TEXT PRIMARY KEY,
+    value BLOB NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE TABLE heartbeat_log (
+    day TEXT PRIMARY KEY,
+    sent_at REAL NOT NULL
+)
+""",
 ]
 
 
@@ -173,6 +198,10 @@ class AlertStore:
         """Drop resolved episodes and finished notifications older than ``before``."""
         self.conn.execute("DELETE FROM alert_episodes WHERE state = 'resolved' AND resolved_at < ?", (before,))
         self.conn.execute("DELETE FROM outbox WHERE state != 'pending' AND done_at < ?", (before,))
+        self.conn.execute("DELETE FROM ack_codes WHERE created_at < ? AND alert_id NOT IN "
+                          "(SELECT fingerprint || '-' || id FROM alert_episodes WHERE state != 'resolved')", (before,))
+        self.conn.execute("DELETE FROM reply_targets WHERE at < ?", (before,))
+        self.conn.execute("DELETE FROM heartbeat_log WHERE sent_at < ?", (before,))
 
     def close(self) -> None:
         self.conn.close()

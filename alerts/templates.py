@@ -1,7 +1,9 @@
 """Messages for people: annotations and notification title/text/markdown, zh-CN by default, English by config.
 
 Every message says what (summary), where (site / room / device), the value and
-the threshold, since when, and how to acknowledge (a link to the status page).
+the threshold, since when, and how to acknowledge: a one-tap link (:class:`AckInfo`,
+made by :mod:`roomwatch.alerts.acklink`; the status page's link when links are off) and,
+for a channel that takes replies, the reply ("回复 1 或 ACK 4821 确认") near the top.
 Channels never format text: they take ``title``, ``text`` or ``markdown`` from
 the :class:`~roomwatch.channels.base.Notification`; text is rendered here to fit
 the channel's ``max_bytes``, dropping whole alerts first ("… and N more").
@@ -18,7 +20,7 @@ from zoneinfo import ZoneInfo
 from roomwatch.alerts.conditions import Expr, parse_expr
 from roomwatch.alerts.timewindow import format_time
 
-__all__ = ["AlertView", "cut_bytes", "format_alert_value", "format_seconds", "format_value", "render_annotations",
+__all__ = ["AckInfo", "AlertView", "cut_bytes", "format_alert_value", "format_seconds", "format_value", "render_annotations",
            "render_notification"]
 
 _STATES: dict[str, dict[str, tuple[str, str]]] = {
@@ -43,7 +45,7 @@ _WORDS = {
         "test": "【测试】这是一条 roomwatch 测试消息，收到说明通道配置正确。", "test_title": "【测试】roomwatch 测试消息",
         "sep": "：", "or": " 或 ", "and": " 且 ",
         "no data": "（无数据）", "rule removed": "（规则已删除）", "page": "状态页", "ack_link": "在状态页确认",
-        "per": "每", "reaches": "{within}内达到 {target}", "sequence": "关机流程所需时间",
+        "per": "每", "reaches": "{within}内达到 {target}", "sequence": "关机流程所需时间", "ack_tap": "一键确认",
     },
     "en": {
         "firing": "FIRING", "resolved": "RESOLVED", "critical": "critical", "warning": "warning", "info": "info",
@@ -54,7 +56,7 @@ _WORDS = {
         "test": "[Test] roomwatch test message: this channel works.", "test_title": "[Test] roomwatch test message",
         "sep": ": ", "or": " or ", "and": " and ",
         "no data": " (no data)", "rule removed": " (rule removed)", "page": "Status page",
-        "ack_link": "acknowledge on the status page",
+        "ack_link": "acknowledge on the status page", "ack_tap": "acknowledge with one tap",
         "per": "per", "reaches": "reaches {target} within {within}", "sequence": "the shutdown sequence's time",
     },
 }
@@ -205,12 +207,22 @@ def where(labels: Mapping[str, str]) -> str:
     return " / ".join(parts)
 
 
+@dataclass(frozen=True, slots=True)
+class AckInfo:
+    """How one alert of a message is acknowledged: a one-tap link, and for channels that take replies, how."""
+
+    url: str  # the signed one-tap link (alerts/acklink.py), or the status page's link
+    one_tap: bool = True
+    reply: str = ""  # e.g. "回复 1 或 ACK 4821 确认" (empty: the channel takes no replies)
+
+
 def ack_url(external_url: str, alert_id: str) -> str:
     """The status-page link of one alert episode (``alert_id`` = ``<fingerprint>-<episode>``)."""
     return f"{external_url.rstrip('/')}/#/alerts/{alert_id}"
 
 
-def _block(a: AlertView, lang: str, tz: ZoneInfo, url: str, now: float, markdown: bool) -> str:
+def _block(a: AlertView, lang: str, tz: ZoneInfo, url: str, now: float, markdown: bool,
+           ack: AckInfo | None = None) -> str:
     w = words(lang)
     ann = render_annotations(a, lang, tz)
     summary = ann.get("summary") or a.name
@@ -219,6 +231,8 @@ def _block(a: AlertView, lang: str, tz: ZoneInfo, url: str, now: float, markdown
     if a.status == "resolved":
         head = f"【{w['resolved']}】{summary}" if lang == "zh-CN" else f"[{w['resolved']}] {summary}"
     lines = [f"**{head}**" if markdown else head]
+    if a.status != "resolved" and not a.ack_by and ack is not None and ack.reply:
+        lines.append(ack.reply)  # near the top: a long SMS is cut from the end
     place = where(a.labels)
     if place:
         lines.append(f"{w['where']}{sep}{place}")
@@ -247,6 +261,9 @@ def _block(a: AlertView, lang: str, tz: ZoneInfo, url: str, now: float, markdown
             lines.append(ann["description"])
         if a.ack_by:
             lines.append(w["acked"].format(by=a.ack_by))
+        elif ack is not None:
+            label = w["ack_tap"] if ack.one_tap else w["ack_link"]
+            lines.append(f"{w['ack']}{sep}[{label}]({ack.url})" if markdown else f"{w['ack']}{sep}{ack.url}")
         elif url:
             link = ack_url(url, a.id)
             lines.append(f"{w['ack']}{sep}[{w['ack_link']}]({link})" if markdown else f"{w['ack']}{sep}{link}")
@@ -275,7 +292,8 @@ def _title(alerts: Sequence[AlertView], status: str, lang: str, group_labels: Ma
 
 def render_notification(alerts: Sequence[AlertView], *, status: str, reason: str, lang: str, tz: ZoneInfo,
                         external_url: str, now: float, max_bytes: int | None = None,
-                        group_labels: Mapping[str, str] | None = None, escalation_after: float = 0.0) -> tuple[str, str, str]:
+                        group_labels: Mapping[str, str] | None = None, escalation_after: float = 0.0,
+                        acks: Mapping[str, AckInfo] | None = None) -> tuple[str, str, str]:
     """(title, text, markdown) for a group of alerts, each fitting ``max_bytes``: firing first, most severe first."""
     w = words(lang)
     if reason == "test":
@@ -290,7 +308,7 @@ def render_notification(alerts: Sequence[AlertView], *, status: str, reason: str
         header = w["escalation"].format(after=format_seconds(escalation_after, lang))
     out = []
     for markdown in (False, True):
-        blocks = [_block(a, lang, tz, external_url, now, markdown) for a in items]
+        blocks = [_block(a, lang, tz, external_url, now, markdown, (acks or {}).get(a.id)) for a in items]
         out.append(_fit(header, blocks, "\n\n", max_bytes, w, external_url))
     return title, out[0], out[1]
 

@@ -56,6 +56,8 @@ BENCHMARKS: list[Benchmark] = [
     Benchmark("alert_latency"),    # issue 5: push → webhook vs Prometheus + Alertmanager
     Benchmark("e2e_door"),         # issue 5: MQTT publish → agent → collector → webhook, end to end
     Benchmark("profiles"),         # issue 8: before/after of the profiled hot spots
+    Benchmark("oncall"),           # issue 14: one-tap links, reply codes and rotas per message
+    Benchmark("attacks"),          # issue 12: /healthz under attack; the limits' cost, A/B against the commit before
 ]
 
 DOC = ROOT / "BENCHMARKS.md"

@@ -8,7 +8,8 @@ humidity, UPS charge and runtime, device_up on 20 devices; 100k series for
 create the series first). Per round and stage, CPU time of this process:
 
 * decode — ``roomwatch.core.wire.decode_batch`` of the uncompressed JSON body;
-* series — ``Collector.ingest`` without listeners (dedup, clock skew, current values);
+* series — admission (place, names, series limits) and ``Collector.ingest`` without listeners (dedup,
+  clock skew, current values);
 * alerts — the same ingest with the alert service listening (default rule pack), minus "series";
 * history — ``IngestStore.commit`` of every batch (SQLite writer thread included, one fsync per group);
 * render — ``/metrics`` of all series (``Collector.families`` + ``render``), and the 1 s housekeeping ``tick``.
@@ -152,7 +153,10 @@ def run(agents: int, rounds: int, profile: bool) -> dict[str, Any]:
                 states = [col.agents.agents[b.agent] for b in fresh]
 
                 def ingest(col: Any = col, fresh: list[Any] = fresh, states: list[Any] = states, t: float = now) -> None:
+                    admit = getattr(getattr(col, "admission", None), "admit", None)  # none before issue 12
                     for st, b in zip(states, fresh, strict=True):
+                        if admit is not None:
+                            admit(st, b)
                         col.ingest(st, b, now=t)
 
                 dt = _timed(ingest, profs.get(stage) if measure else None)

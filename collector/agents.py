@@ -18,6 +18,7 @@ class AgentState:
     token_hash: str
     timeout: float
     standby: bool = False  # failover collector for this agent: its silence here is not AgentDown
+    role: str = "agent"  # "collector": another collector's heartbeat (CollectorDown instead of AgentDown)
     seqs: SeqTracker = field(default_factory=SeqTracker)
     last_push: float | None = None  # Unix seconds of the last accepted push
     last_seq: int | None = None
@@ -30,6 +31,9 @@ class AgentState:
     future_logged: float = 0.0  # Unix seconds of the last log line about them
     past_stamps: int = 0  # stamped before 2000 even after skew correction, set to the receive time
     past_logged: float = 0.0
+    site: str | None = None  # the agents[] binding: the only site label it may write (None: any)
+    rooms: frozenset[str] | None = None  # the room labels it may write (None: any)
+    max_series: int = 10_000  # series it may hold at once
 
     def up(self, now: float) -> bool:
         return self.last_push is not None and now - self.last_push <= self.timeout
@@ -55,6 +59,9 @@ class AgentRegistry:
             state = old.get(entry.id) or AgentState(entry.id, digest, entry.timeout or config.agent_timeout)
             state.token_hash, state.timeout = digest, entry.timeout or config.agent_timeout
             state.standby = entry.standby
+            state.role = entry.role
+            state.site, state.rooms = entry.site, entry.bound_rooms()
+            state.max_series = entry.max_series or config.limits.series_per_agent
             self.agents[entry.id] = state
             self._by_hash[digest] = state
 

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from roomwatch.alerts.config import AlertsConfig, RouteConfig, RulesConfig, alerting_checks
+from roomwatch.alerts.heartbeat import HeartbeatConfig
+from roomwatch.alerts.rota import OncallConfig
+from roomwatch.alerts.timeintervals import TimeIntervalConfig
 from roomwatch.channels.config import ChannelEntry
 from roomwatch.collector.report.config import ReportConfig
 from roomwatch.core.configbase import (
@@ -21,7 +24,7 @@ from roomwatch.core.configbase import (
 )
 from roomwatch.core.tls import ClientTLS
 
-__all__ = ["AgentEntry", "CollectorConfig", "load_collector_config", "parse_bytes"]
+__all__ = ["AgentEntry", "CollectorConfig", "acknowledge_paths", "config_warnings", "load_collector_config", "parse_bytes"]
 
 
 def hash_token(token: str) -> str:
@@ -41,11 +44,23 @@ class AgentEntry(Model):
     # Scale-out (docs/scaling.md): an agent whose home is another collector pushes here only while
     # its home is unreachable; its silence here is normal, so it must not raise AgentDown here.
     standby: bool = Field(default=False, description="this collector is the agent's failover, not its home")
+    #: collector: another roomwatch collector pushing heartbeats here (heartbeat.collector there); its silence
+    #: raises CollectorDown instead of AgentDown (docs/alerting.md, "Watching the alert path").
+    role: Literal["agent", "collector"] = "agent"
+    # Where the agent's readings may come from (docs/security.md): samples or events labelled with another
+    # site or room are refused with 400; unlabelled ones get these values.
+    site: str | None = Field(default=None, min_length=1, max_length=1024, description="the only site label allowed")
+    room: str | None = Field(default=None, min_length=1, max_length=1024, description="the only room label allowed")
+    rooms: list[str] | None = Field(default=None, min_length=1, description="the room labels allowed (several rooms)")
+    max_series: int | None = Field(default=None, ge=1, le=10_000_000,
+                                   description="series this agent may hold at once (default limits.series_per_agent)")
 
     @model_validator(mode="after")
     def _one_secret(self) -> AgentEntry:
         if (self.token is None) == (self.token_hash is None):
             raise ValueError("give exactly one of token, token_file or token_hash")
+        if self.room is not None and self.rooms is not None:
+            raise ValueError("give room or rooms, not both")
         return self
 
     def digest(self) -> str:
@@ -54,6 +69,12 @@ class AgentEntry(Model):
             return self.token_hash
         assert self.token is not None
         return hash_token(self.token.get_secret_value())
+
+    def bound_rooms(self) -> frozenset[str] | None:
+        """The room labels this agent may write, or None (any)."""
+        if self.room is not None:
+            return frozenset({self.room})
+        return frozenset(self.rooms) if self.rooms is not None else None
 
 
 class ServerTLS(Model):
@@ -79,10 +100,13 @@ class WebUser(Model):
 
 
 class WebConfig(Model):
-    """Status page settings (login for mutating actions)."""
+    """Status page settings (login for mutating actions; optionally for reading too)."""
 
     language: str = Field(default="zh-CN", pattern=r"^(zh-CN|en)$")
     users: list[WebUser] = Field(default_factory=list)
+    # anonymous: anyone who reaches the port reads the status page data, the read APIs and /metrics
+    # (docs/security.md lists what); login: every read needs a session or HTTP Basic of a web user.
+    read_access: str = Field(default="anonymous", pattern=r"^(anonymous|login)$")
 
 
 class HistoryConfig(Model):
@@ -128,6 +152,14 @@ class RateLimit(Model):
     per_address_burst: int = Field(default=150, ge=1)
 
 
+class Limits(Model):
+    """Series an agent may create (docs/security.md): beyond them samples are refused and counted."""
+
+    series_per_agent: int = Field(default=10_000, ge=1, le=10_000_000,
+                                  description="series one agent may hold at once; agents[].max_series overrides it")
+    new_series_per_push: int = Field(default=10_000, ge=1, le=10_000_000, description="new series in one push")
+
+
 class CollectorConfig(Model):
     """The whole collector file."""
 
@@ -142,14 +174,18 @@ class CollectorConfig(Model):
     body_timeout: Duration = Field(default=30.0, gt=0, description="a push body must arrive within this time")
     idle_timeout: Duration = Field(default=60.0, gt=0, description="close connections idle or sending headers this long")
     rate_limit: RateLimit = Field(default_factory=RateLimit)
+    limits: Limits = Field(default_factory=Limits)
     history: HistoryConfig = Field(default_factory=HistoryConfig)
     remote_write: list[RemoteWriteTarget] = Field(default_factory=list)
     rules: RulesConfig = Field(default_factory=RulesConfig)
     channels: list[ChannelEntry] = Field(default_factory=list)
     routes: list[RouteConfig] = Field(default_factory=list)
+    time_intervals: list[TimeIntervalConfig] = Field(default_factory=list, description="named recurring intervals")
+    oncall: OncallConfig = Field(default_factory=OncallConfig)
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     web: WebConfig = Field(default_factory=WebConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)
+    heartbeat: HeartbeatConfig = Field(default_factory=HeartbeatConfig)
     log_level: str = Field(default="info", pattern=r"^(?i:debug|info|warning|error)$")
 
     def extra_checks(self) -> list[tuple[tuple[Any, ...], str]]:
@@ -185,12 +221,41 @@ class CollectorConfig(Model):
             rw_names.add(name)
             if rw.bearer_token is not None and rw.basic_auth is not None:
                 problems.append((("remote_write", i), "give bearer_token or basic_auth, not both"))
-        for i, r in enumerate(self.routes):
-            for j, ch in enumerate(r.channels):
-                if ch not in names:
-                    problems.append((("routes", i, "channels", j), f"no channel named {ch!r} in channels"))
+        if self.web.read_access == "login" and not self.web.users:
+            problems.append((("web", "read_access"), "read_access: login needs at least one user in web.users "
+                             "(roomwatch hash-password makes the hash)"))
         problems.extend(alerting_checks(self))
         return problems
+
+
+def acknowledge_paths(cfg: CollectorConfig) -> list[str]:
+    """The ways someone can acknowledge an alert with this config (empty: nobody can)."""
+    paths = []
+    if cfg.web.users:
+        paths.append("web.users (status page, API)")
+    if cfg.alerts.ack_links.enabled and cfg.alerts.external_url:
+        paths.append("one-tap links under alerts.external_url")
+    if any(c.type == "gsm_modem" and getattr(c, "replies", False) for c in cfg.channels):
+        paths.append("SMS replies to the modem")
+    if cfg.alerts.callbacks.dingtalk is not None:
+        paths.append("DingTalk robot callback")
+    return paths
+
+
+def config_warnings(cfg: CollectorConfig) -> list[tuple[tuple[Any, ...], str]]:
+    """Valid but probably not what is meant: (key path, warning) pairs for ``check-config`` (exit 0)."""
+    out: list[tuple[tuple[Any, ...], str]] = []
+    escalating = [i for i, r in enumerate(cfg.routes) if r.levels]
+    if escalating and not acknowledge_paths(cfg):
+        out.append((("routes", escalating[0], "levels"),
+                    "this route escalates, but nobody can acknowledge (无人能确认告警, every alert will reach the last "
+                    "level): no web.users, no alerts.external_url for one-tap acknowledge links, no SMS reply path "
+                    "(gsm_modem replies: true). Set alerts.external_url (an address phones can open), or add a user "
+                    "(roomwatch hash-password)"))
+    elif escalating and cfg.alerts.ack_links.enabled and not cfg.alerts.external_url and not cfg.web.users:
+        out.append((("alerts", "external_url"), "acknowledge links point at the listen address; set alerts.external_url "
+                    "to an address the on-call phones can open"))
+    return out
 
 
 def load_collector_config(path: str) -> CollectorConfig:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from roomwatch import __version__
+from roomwatch.collector.admission import Admission
 from roomwatch.collector.agents import AgentRegistry, AgentState
 from roomwatch.collector.config import CollectorConfig
 from roomwatch.collector.series import Series, SeriesStore
@@ -54,6 +55,7 @@ class IngestResult:
     accepted: int
     duplicate: bool
     future: int = 0  # samples and events whose time was set to the receive time (too far ahead)
+    rejected: dict[str, int] | None = None  # samples not stored, by reason (roomwatch.collector.admission)
 
 
 class Collector:
@@ -63,6 +65,7 @@ class Collector:
         self.config = config
         self.agents = AgentRegistry(config)
         self.series = SeriesStore(config.series_expire)
+        self.admission = Admission(self.series, config.limits.new_series_per_push)
         self.listeners: list[Listener] = []
         #: The durable part of ingest (dedup ranges, history); set by collector.main when storage is open.
         self.store: DurableStore | None = None
@@ -81,8 +84,13 @@ class Collector:
         """Durable ingest: with a store, the batch's dedup record and history are committed before it is applied
         (and before the caller answers 200); a store failure raises, so the agent keeps the batch and retries."""
         now = time.time() if now is None else now
-        if self.store is None or batch.seq in agent.seqs:
+        if batch.seq in agent.seqs:
             return self.ingest(agent, batch, address, now)
+        rejected = self.admission.admit(agent, batch) or None  # raises WireError (400) for a foreign place
+        if self.store is None:
+            result = self.ingest(agent, batch, address, now)
+            result.rejected = rejected
+            return result
         skew = self.measure_skew(agent, batch, now)
         future = self.clamp_future(agent, batch, skew, now)  # before history, series and alerts see the batch
         if not await self.store.commit(agent.id, batch, skew):
@@ -91,6 +99,7 @@ class Collector:
             return IngestResult(0, True)
         result = self.ingest(agent, batch, address, now, skew)
         result.future = future
+        result.rejected = rejected
         return result
 
     def measure_skew(self, agent: AgentState, batch: Batch, now: float) -> int:
@@ -226,6 +235,7 @@ class Collector:
             Family(v.COLLECTOR_FUTURE_STAMPS, v.METRICS[v.COLLECTOR_FUTURE_STAMPS].help, "counter", future),
             Family(v.COLLECTOR_PAST_STAMPS, v.METRICS[v.COLLECTOR_PAST_STAMPS].help, "counter", past),
             Family(v.COLLECTOR_SERIES, v.METRICS[v.COLLECTOR_SERIES].help, "gauge", [("", float(len(self.series)))]),
+            *self.admission.families(),
         ]
         try:
             import psutil

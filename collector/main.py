@@ -20,7 +20,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from roomwatch.core.configbase import ConfigError, iter_secret_values, parse_hostport
+from roomwatch.core.configbase import ConfigError, iter_secret_values, parse_hostport, weak_secrets
 from roomwatch.core.logsetup import setup_logging
 from roomwatch.core.plural import plural
 from roomwatch.core.sdnotify import Notifier
@@ -60,6 +60,13 @@ def build_app(collector: Collector, alerts: AlertService | None = None) -> web.A
     routes: list[RouteSetup] = [webauth.add_routes,
               partial(alerts_api.add_routes, presenter=svc.presenter, commands=svc.commands, user_of=webauth.require_user),
               history.add_routes, status_page.add_routes, report.add_routes]
+    if svc.ack_page is not None:  # one-tap acknowledge links: no login, the signed link is the credential
+        from roomwatch.alerts import ackpage
+
+        routes.append(partial(ackpage.add_routes, page=svc.ack_page))
+    from roomwatch.alerts import imcallback
+
+    routes.append(partial(imcallback.add_routes, callback=svc.dingtalk))  # a 404 unless alerts.callbacks.dingtalk
     return create_app(collector, alerts=svc, routes=routes)
 
 
@@ -103,9 +110,16 @@ async def serve(config_path: str) -> int:
     from roomwatch.collector.config import load_collector_config
     from roomwatch.collector.core import Collector
     from roomwatch.collector.durable import Durable
+    from roomwatch.collector.limits import RateLimitedLoopErrors, raise_nofile_limit
 
     cfg = load_collector_config(config_path)
     setup_logging(cfg.log_level, secrets=list(iter_secret_values(cfg)))
+    # Out of descriptors, every failed accept() would log a traceback: one line a minute instead.
+    asyncio.get_running_loop().set_exception_handler(RateLimitedLoopErrors())
+    soft, _ = raise_nofile_limit()
+    log.debug("open files limit %d", soft)
+    for problem in weak_secrets(cfg):
+        log.warning("%s", problem)
     _prepare_storage(cfg)
     collector = Collector(cfg)
     try:

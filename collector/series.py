@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from roomwatch.core.exposition import Family, render_labels
 from roomwatch.core.interning import label_pairs, string
 from roomwatch.core.interning import labels as interned_labels
-from roomwatch.core.vocabulary import DEVICE_UP, HEALTH_METRICS, describe
+from roomwatch.core.vocabulary import DEVICE_UP, HEALTH_METRICS, describe, family_base
 from roomwatch.core.wire import SampleRecord
 
 __all__ = ["Series", "SeriesStore"]
@@ -49,6 +49,10 @@ class SeriesStore:
         # holds until a scan; expire() skips its full scan (22 ms at 100k series, every second)
         # while nothing can have expired.
         self._oldest_ts = 2**63
+        #: Series held per agent (the per-agent series limit, roomwatch.collector.admission).
+        self.per_agent: dict[str, int] = {}
+        #: OpenMetrics family base → the metric name holding it (x and x_total must not both exist).
+        self.bases: dict[str, str] = {}
 
     def __len__(self) -> int:
         return sum(len(s) for s in self.by_metric.values())
@@ -90,9 +94,13 @@ class SeriesStore:
         if ts < self._oldest_ts:
             self._oldest_ts = ts
         if series is None:
+            agent = labels["agent"]
             device = labels.get("device")
-            dkey = (labels["agent"], device) if device else None
+            dkey = (agent, device) if device else None
             series = fam[block] = Series(metric, labels, block, value, ts, dkey)
+            self.per_agent[agent] = self.per_agent.get(agent, 0) + 1
+            if len(fam) == 1:
+                self.bases.setdefault(family_base(metric), metric)
         elif ts >= series.ts:
             series.value, series.ts = value, ts
         return series
@@ -151,12 +159,15 @@ class SeriesStore:
                 elif s.ts < oldest:
                     oldest = s.ts
             for b in old:
-                del fam[b]
+                agent = fam.pop(b).labels["agent"]
+                self.per_agent[agent] -= 1
             gone += len(old)
             if not fam:
                 del self.by_metric[metric]
         self._oldest_ts = oldest
         if gone:
+            self.per_agent = {a: n for a, n in self.per_agent.items() if n > 0}
+            self.bases = {family_base(m): m for m in self.by_metric}
             self._alias = {k: s for k, s in self._alias.items() if self.by_metric.get(s.metric, {}).get(s.block) is s}
             alive = {s.device_key for s in self.by_metric.get(DEVICE_UP, {}).values()}
             for key in [k for k in self.device_down_since if k not in alive]:

@@ -61,10 +61,21 @@ CREATE TABLE rw_cursor (name TEXT PRIMARY KEY, last_id INTEGER NOT NULL)
 ]
 
 _GROUP_MAX = 256  # pushes per transaction: bounds the latency one commit adds to the first push in it
+#: Errors of a batch's own data (text that is not UTF-8, a number SQLite cannot hold): retrying cannot help.
+_BAD_DATA = (UnicodeError, ValueError, OverflowError, sqlite3.IntegrityError, sqlite3.DataError, sqlite3.InterfaceError)
+_SIDS_MAX = 500_000  # series ids cached in memory (about 100 MB at most); beyond, looked up in the table again
 
 
 class StoreError(Exception):
-    """The store could not commit; the push gets a 503 and the agent retries."""
+    """The store could not commit; the push gets a 503 and the agent retries.
+
+    ``permanent``: this batch itself cannot be stored (its own rows failed inside the group), so
+    retrying it cannot help: the push gets a 400 and the agent drops it, counted and logged.
+    """
+
+    def __init__(self, message: str, permanent: bool = False):
+        super().__init__(message)
+        self.permanent = permanent
 
 
 @dataclass(slots=True)
@@ -125,6 +136,7 @@ class IngestStore:
         # for a series not seen since start (bench/hotpath.py: it was half of the writer's time).
         self._sids: dict[tuple[str, tuple[tuple[str, str], ...]], int] = {}
         self._excluded: dict[str, bool] = {}
+        self.series_pruned = 0  # history_series rows deleted because no sample of them was left
         self._queue: queue.SimpleQueue[_Job | _Task | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="ingest-store", daemon=True)
         self._thread.start()
@@ -238,13 +250,21 @@ class IngestStore:
             if row is None:
                 row = (self._conn.execute("INSERT INTO history_series (metric, labels) VALUES (?, ?)", canon).lastrowid,)
             key = (string(metric), label_pairs(labels))  # shared strings: this key lives as long as the process
+            if len(self._sids) >= _SIDS_MAX:  # a cache: past its bound, start again from the table
+                self._sids.clear()
             sid = self._sids[key] = int(row[0] or 0)
             added.append(key)  # forgotten again if this transaction rolls back (the row may be gone)
         return sid
 
     def _commit_group(self, group: list[_Job]) -> None:
+        """Commit every push of ``group`` in one transaction, each inside its own savepoint.
+
+        A push whose rows fail (a value SQLite refuses, a constraint) is rolled back to its savepoint
+        and answered with its own error; the others commit. Only a failure of the transaction itself
+        (disk full, I/O error at COMMIT) fails them all (503, every agent retries).
+        """
         started = time.perf_counter()
-        results: list[bool] = []
+        results: list[bool | BaseException] = []
         touched: dict[str, list[tuple[int, int]]] = {}  # agent → ranges before this group (to persist / roll back)
         new_series: list[Any] = []
         ledger: dict[str, list[int]] = {}
@@ -258,6 +278,25 @@ class IngestStore:
                     if job.batch.seq in tracker:
                         results.append(False)
                         continue
+                    if want_rows:
+                        mark = len(new_series)
+                        conn.execute("SAVEPOINT push")
+                        try:
+                            self._write_rows(job, new_series)
+                        except Exception as exc:  # this push only: its rows go, the group goes on
+                            conn.execute("ROLLBACK TO push")
+                            conn.execute("RELEASE push")
+                            for key in new_series[mark:]:
+                                self._sids.pop(key, None)
+                            del new_series[mark:]
+                            # Data SQLite cannot take will never go in: refused (400). Anything else (disk
+                            # full, I/O): this push is retried (503), like a failed commit.
+                            permanent = isinstance(exc, _BAD_DATA)
+                            log.error("store: push seq=%d of agent %s not stored: %s (%s; other pushes go on)",
+                                      job.batch.seq, job.agent, exc, "refused" if permanent else "to be retried")
+                            results.append(StoreError(f"this batch cannot be stored: {exc}", permanent=permanent))
+                            continue
+                        conn.execute("RELEASE push")
                     if job.agent not in touched:
                         touched[job.agent] = tracker.ranges()
                     tracker.add(job.batch.seq)
@@ -266,8 +305,6 @@ class IngestStore:
                     led[0] += 1
                     led[1] += len(job.batch.samples)
                     led[2] += len(job.batch.events)
-                    if want_rows:
-                        self._write_rows(job, new_series)
                 for agent, before in touched.items():
                     self._persist_ranges(agent, before, self._ranges[agent].ranges())
                 conn.executemany(
@@ -294,6 +331,10 @@ class IngestStore:
         st.commit_seconds += time.perf_counter() - started
         st.largest_group = max(st.largest_group, len(group))
         for job, fresh in zip(group, results, strict=True):
+            if isinstance(fresh, BaseException):
+                st.failures += 1
+                job.loop.call_soon_threadsafe(_set_exception, job.future, fresh)
+                continue
             if fresh:
                 st.batches += 1
                 st.samples += len(job.batch.samples)
@@ -343,9 +384,23 @@ class IngestStore:
 
         def prune(conn: sqlite3.Connection) -> int:
             gone = 0
+            empty: list[int] = []
             # per series along the primary key: no full scan, no extra index to maintain
             for (sid,) in conn.execute("SELECT id FROM history_series").fetchall():
                 gone += conn.execute("DELETE FROM history_samples WHERE series = ? AND ts < ?", (sid, cutoff)).rowcount
+                if conn.execute("SELECT 1 FROM history_samples WHERE series = ? LIMIT 1", (sid,)).fetchone() is None:
+                    empty.append(sid)
+            if empty:
+                # A series with no sample left (a label value that came once, a device long gone) goes too,
+                # unless remote write still has samples of it queued.
+                queued = {row[0] for row in conn.execute("SELECT DISTINCT series FROM rw_log")} if self.remote_write \
+                    else set()
+                doomed = [sid for sid in empty if sid not in queued]
+                conn.executemany("DELETE FROM history_series WHERE id = ?", [(sid,) for sid in doomed])
+                if doomed:
+                    dead = set(doomed)
+                    self._sids = {k: sid for k, sid in self._sids.items() if sid not in dead}
+                    self.series_pruned += len(doomed)
             return gone
 
         return int(await self.run(prune))

@@ -19,6 +19,24 @@ Mutating API calls (acknowledge, silences) need a user:
 
 Sessions are stored hashed in the collector's SQLite store (they survive a restart)
 and expire after 12 hours without use.
+
+Guessing passwords (:class:`LoginThrottle`): every attempt is counted *before* its
+hash is computed, so a burst of concurrent attempts cannot all be evaluated:
+
+* per source address, at most :data:`ADDRESS_LIMIT` attempts that were not a
+  success in :data:`FAIL_WINDOW` seconds (any user names) — 429 beyond;
+* per user name, at most :data:`USER_LIMIT` across all addresses (a slow guess from
+  many addresses) — 429 beyond, except from an address this user logged in from
+  within the last 30 days, so an attacker elsewhere (or a colleague behind the same
+  NAT) cannot lock the user out of their own desk.
+
+Hashes run on their own executor of :data:`HASH_WORKERS` threads (scrypt takes 32 MiB
+and ~0.1 s each), never on the default pool the history API uses; at most
+:data:`HASH_QUEUE` wait for it, beyond that the answer is 429 at once. A user name
+that is not configured is never logged as typed (people type passwords there):
+only a short hash of it.
+
+``web.read_access: login`` (:func:`read_guard`) makes every read need a user too.
 """
 
 from __future__ import annotations
@@ -34,12 +52,15 @@ import secrets
 import sqlite3
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 from aiohttp import web
+
+from roomwatch.core.httplimits import route_limits
 
 __all__ = ["WebAuth", "check_hash", "hash_password", "require_user", "verify_password"]
 
@@ -49,7 +70,14 @@ SESSION_COOKIE = "roomwatch_session"
 CSRF_COOKIE = "roomwatch_csrf"
 CSRF_HEADER = "X-CSRF-Token"
 SESSION_TTL = 12 * 3600.0
-FAIL_WINDOW, FAIL_LIMIT = 300.0, 10  # failed logins per address before 429
+FAIL_WINDOW = 300.0  # s: attempts are counted over this window
+ADDRESS_LIMIT = 10  # attempts (not successes) per address per window before 429
+USER_LIMIT = 30  # attempts per user name per window, all addresses together
+FAIL_LIMIT = ADDRESS_LIMIT  # the name of the first release
+TRUSTED_FOR = 30 * 86400.0  # an address a user logged in from stays exempt from the per-user limit this long
+HASH_WORKERS = 2  # threads computing password hashes (32 MiB each for scrypt)
+HASH_QUEUE = 16  # attempts waiting for a hash thread at most; more get 429 at once
+_MAX_KEYS = 100_000
 SCRYPT_LN, SCRYPT_R, SCRYPT_P = 15, 8, 1
 PBKDF2_ITERATIONS = 600_000
 _MAXMEM = 256 * 2**20
@@ -140,6 +168,62 @@ def _sha(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def user_ref(user: str) -> str:
+    """How a user name that is not configured appears in logs: a short hash, never the text typed."""
+    return "unknown user #" + hashlib.sha256(user.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+
+
+class LoginThrottle:
+    """Attempts per address and per user name, counted before the hash (see the module docstring)."""
+
+    def __init__(self, clock: Callable[[], float] = time.time):
+        self.clock = clock
+        self._attempts: dict[str, list[float]] = {}  # "a:<address>" / "u:<sha of user>" → attempt times
+        self._trusted: dict[str, dict[str, float]] = {}  # sha of user → address → until
+
+    def _recent(self, key: str, now: float) -> list[float]:
+        times = [t for t in self._attempts.get(key, ()) if now - t < FAIL_WINDOW]
+        if times:
+            self._attempts[key] = times
+        else:
+            self._attempts.pop(key, None)
+        return times
+
+    def blocked(self, address: str, user: str | None = None) -> bool:
+        """True when ``address`` (or ``user`` from an address it never logged in from) is over its limit."""
+        now = self.clock()
+        if len(self._recent("a:" + address, now)) >= ADDRESS_LIMIT:
+            return True
+        if user is None:
+            return False
+        uk = _sha(user)
+        return len(self._recent("u:" + uk, now)) >= USER_LIMIT and self._trusted.get(uk, {}).get(address, 0) <= now
+
+    def begin(self, address: str, user: str) -> float | None:
+        """Count an attempt before it is evaluated; None when it must be refused (429)."""
+        if self.blocked(address, user):
+            return None
+        if len(self._attempts) > _MAX_KEYS:  # a scan from very many addresses: forget the oldest half
+            for key in list(self._attempts)[: _MAX_KEYS // 2]:
+                del self._attempts[key]
+        now = self.clock()
+        self._attempts.setdefault("a:" + address, []).append(now)
+        self._attempts.setdefault("u:" + _sha(user), []).append(now)
+        return now
+
+    def succeeded(self, address: str, user: str, stamp: float) -> None:
+        """A right password: the attempt does not count, and the address is trusted for this user."""
+        uk = _sha(user)
+        for key in ("a:" + address, "u:" + uk):
+            times = self._attempts.get(key)
+            if times and stamp in times:
+                times.remove(stamp)
+        trusted = self._trusted.setdefault(uk, {})
+        if len(trusted) >= 64:
+            trusted.pop(next(iter(trusted)))
+        trusted[address] = self.clock() + TRUSTED_FOR
+
+
 class WebAuth:
     """Users, sessions and the login throttle of one collector."""
 
@@ -150,33 +234,51 @@ class WebAuth:
         self.secure = secure_cookies
         self.clock = clock
         self._basic_ok: dict[str, float] = {}  # sha256(user:password:hash) → expiry: scrypt once per 5 min
-        self._fails: dict[str, list[float]] = {}
+        self.throttle = LoginThrottle(clock)
+        # Password hashes on their own small pool: a burst of logins must not starve the history API
+        # (asyncio.to_thread, the default pool), and at most HASH_WORKERS × 32 MiB of scrypt at once.
+        self._hasher = ThreadPoolExecutor(max_workers=HASH_WORKERS, thread_name_prefix="password-hash")
+        self._waiting = 0
         if conn is not None:
             from roomwatch.core.sqlite import ensure_schema
 
             ensure_schema(conn, "webauth", MIGRATIONS)
 
+    def close(self) -> None:
+        self._hasher.shutdown(wait=False, cancel_futures=True)
+
     # -- passwords ------------------------------------------------------------------
     def throttled(self, address: str) -> bool:
-        now = self.clock()
-        recent = [t for t in self._fails.get(address, []) if now - t < FAIL_WINDOW]
-        self._fails[address] = recent
-        return len(recent) >= FAIL_LIMIT
+        """True when ``address`` may not try a password now."""
+        return self.throttle.blocked(address)
 
     def _failed(self, address: str, user: str) -> None:
-        self._fails.setdefault(address, []).append(self.clock())
-        log.warning("failed login for user %r from %s", user[:64], address or "?")
+        who = repr(user[:64]) if user in self.users else user_ref(user)
+        log.warning("failed login for %s from %s", who, address or "?")
 
     async def check_password(self, user: str, password: str, address: str) -> bool:
+        """True for a right password; raises 429 (:func:`_error`) when the attempt may not be evaluated."""
         stored = self.users.get(user)
         key = _sha(f"{user}\x00{password}\x00{stored}")
         now = self.clock()
         if stored is not None and self._basic_ok.get(key, 0) > now:
-            return True
+            return True  # verified within the last 5 minutes (a script's Basic auth): no hash, not an attempt
+        stamp = self.throttle.begin(address, user)
+        if stamp is None:
+            raise _error(429, "too many failed logins; wait a few minutes")
+        if self._waiting >= HASH_QUEUE:
+            raise _error(429, "too many logins at once; try again in a moment")
         # Hash even for an unknown user, so timing does not tell which names exist.
         target = stored or "$scrypt$ln=15,r=8,p=1$AAAAAAAAAAAAAAAAAAAAAA$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
-        ok = await asyncio.get_running_loop().run_in_executor(None, verify_password, password, target)
+        self._waiting += 1
+        try:
+            ok = await asyncio.get_running_loop().run_in_executor(self._hasher, verify_password, password, target)
+        finally:
+            self._waiting -= 1
         if ok and stored is not None:
+            self.throttle.succeeded(address, user, stamp)
+            if len(self._basic_ok) > 1000:
+                self._basic_ok = {k: t for k, t in self._basic_ok.items() if t > now}
             self._basic_ok[key] = now + 300
             return True
         self._failed(address, user)
@@ -219,7 +321,7 @@ class WebAuth:
             if self.throttled(address):
                 raise _error(429, "too many failed logins; wait a few minutes")
             try:
-                user, _, password = base64.b64decode(value.strip(), validate=True).decode().partition(":")
+                user, _, password = base64.b64decode(value.strip()[:4096], validate=True).decode().partition(":")
             except (ValueError, UnicodeDecodeError):
                 raise _error(401, "malformed Basic credentials") from None
             if not await self.check_password(user, password, address):
@@ -260,6 +362,30 @@ async def require_user(request: web.Request) -> str:
     return ident.user
 
 
+#: What an anonymous client may still fetch with ``web.read_access: login``: the page shell (to log in),
+#: the login itself, liveness and readiness (systemd, load balancers).
+OPEN_PATHS = frozenset({"/", "/login", "/logout", "/api/v1/session", "/healthz", "/readyz", "/static/app.js",
+                        "/static/style.css"})
+#: Routes that carry their own credential and stay open too: one-tap acknowledge links (a signature bound to one
+#: alert episode, docs/oncall.md) and the DingTalk callback (DingTalk's signature).
+SELF_SIGNED_PREFIXES = ("/ack/", "/api/v1/callbacks/")
+
+
+@web.middleware
+async def read_guard(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                     ) -> web.StreamResponse:
+    """``web.read_access: login``: every request but :data:`OPEN_PATHS` and the push API needs a user."""
+    from roomwatch.core.wire import PUSH_PATH
+
+    path = request.path
+    if path in OPEN_PATHS or path == PUSH_PATH or path.startswith(SELF_SIGNED_PREFIXES):
+        return await handler(request)
+    ident = await request.app[AUTH_KEY].identify(request)
+    if ident is None:
+        raise _error(401, "log in first (web.read_access: login): POST /login, or send HTTP Basic credentials")
+    return await handler(request)
+
+
 # ---------------------------------------------------------------------- routes
 
 
@@ -276,9 +402,19 @@ async def _credentials(request: web.Request) -> tuple[str, str]:
     user, password = body.get("username", body.get("user", "")), body.get("password", "")
     if not isinstance(user, str) or not isinstance(password, str) or not user or not password:
         raise web.HTTPBadRequest(text='{"error": "username and password are required"}', content_type="application/json")
+    try:
+        user.encode(), password.encode()  # a lone surrogate ("\\ud800") is valid JSON but no text
+    except UnicodeEncodeError:
+        raise web.HTTPBadRequest(text='{"error": "username and password must be text"}',
+                                 content_type="application/json") from None
     return user, password
 
 
+#: The login form or JSON: a name and a password, nothing bigger.
+LOGIN_MAX_BODY = 4 * 1024
+
+
+@route_limits(LOGIN_MAX_BODY)
 async def handle_login(request: web.Request) -> web.Response:
     """``POST /login`` (JSON or form: username, password) → session cookie + CSRF token."""
     auth = request.app[AUTH_KEY]
@@ -291,7 +427,7 @@ async def handle_login(request: web.Request) -> web.Response:
     if not await auth.check_password(user, password, address):
         raise _error(401, "wrong user name or password")
     sid, csrf = auth.create_session(user)
-    log.info("user %s logged in from %s", user, address)
+    log.info("user %r logged in from %s", user, address)
     resp = web.json_response({"user": user, "csrf_token": csrf})
     resp.set_cookie(SESSION_COOKIE, sid, httponly=True, samesite="Strict", secure=auth.secure, path="/",
                     max_age=int(SESSION_TTL))
@@ -300,6 +436,7 @@ async def handle_login(request: web.Request) -> web.Response:
     return resp
 
 
+@route_limits(1024)
 async def handle_logout(request: web.Request) -> web.Response:
     """``POST /logout``: ends the session (needs the CSRF token like any change)."""
     auth = request.app[AUTH_KEY]
@@ -332,9 +469,12 @@ def add_routes(app: web.Application) -> None:
     app[AUTH_KEY] = WebAuth(users, conn, secure_cookies=cfg.tls is not None)
 
     async def close(_app: web.Application) -> None:
+        app[AUTH_KEY].close()
         conn.close()
 
     app.on_cleanup.append(close)
+    if cfg.web.read_access == "login":
+        app.middlewares.append(read_guard)
     app.router.add_post("/login", handle_login)
     app.router.add_post("/logout", handle_logout)
     app.router.add_get("/api/v1/session", handle_session)

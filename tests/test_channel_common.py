@@ -16,7 +16,8 @@ from roomwatch.channels.common import Redactor, fit_json, render_params, templat
 from tests.channel_helpers import alert, notification
 from tests.helpers import ROOT, run_cli
 
-CHANNELS = {"wecom_robot", "wecom_app", "dingtalk", "feishu", "aliyun_sms", "tencent_sms", "gsm_modem", "email", "serverchan"}
+CHANNELS = {"wecom_robot", "wecom_app", "dingtalk", "feishu", "aliyun_sms", "tencent_sms", "gsm_modem", "email", "serverchan",
+            "aliyun_voice", "tencent_voice", "gsm_call"}
 
 
 @pytest.mark.parametrize("limit", range(14))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -230,3 +231,53 @@ def test_plural() -> None:
 
     assert [plural(n, "agent") for n in (0, 1, 2)] == ["0 agents", "1 agent", "2 agents"]
     assert plural(1, "batch", "batches") == "1 batch" and plural(3, "batch", "batches") == "3 batches"
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """``roomwatch ARGS`` in this process (no child process: a unit test)."""
+    import contextlib
+    import io
+
+    from roomwatch.cli import main as cli_main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = cli_main(list(args))
+    return subprocess.CompletedProcess(list(args), rc, out.getvalue(), err.getvalue())
+
+
+def test_check_config_warns_on_a_short_or_example_token(tmp_path: Path) -> None:
+    """The smallest contract file is valid, with a warning that never repeats the token (issue 12)."""
+    f = tmp_path / "c.yaml"
+    f.write_text("listen: 127.0.0.1:9640\nagents:\n  - id: room1-agent\n    token: s3cret-token\n"
+                 "  - id: room2-agent\n    token: short-one\n  - id: room3-agent\n    token: Xq3v9LmPz7Kt2Wb8Rr5Nn1Yy\n")
+    res = _cli("check-config", str(f))
+    assert res.returncode == 0, res.stderr
+    warnings = [line for line in res.stdout.splitlines() if "WARNING" in line]
+    assert len(warnings) == 2 and "agents[0].token" in warnings[0] and "examples" in warnings[0]
+    assert "agents[1].token" in warnings[1] and "shorter than 16" in warnings[1]
+    assert "s3cret-token" not in res.stdout and "short-one" not in res.stdout
+
+
+def test_the_example_collector_file_accepts_no_token() -> None:
+    """config/collector.example.yaml ships a placeholder hash that matches no token, and check-config says so."""
+    from roomwatch.collector.agents import AgentRegistry
+    from roomwatch.collector.config import load_collector_config
+
+    cfg = load_collector_config(str(ROOT / "config" / "collector.example.yaml"))
+    registry = AgentRegistry(cfg)
+    for guess in ("s3cret-token", "changeme", "", "0" * 64):
+        assert registry.authenticate(guess) is None
+    res = _cli("check-config", str(ROOT / "config" / "collector.example.yaml"))
+    assert res.returncode == 0 and "placeholder" in res.stdout
+
+
+def test_an_error_about_a_secret_never_shows_its_value(tmp_path: Path) -> None:
+    f = tmp_path / "c.yaml"
+    f.write_text("agents:\n  - id: a\n    token: [9876543210]\nchannels:\n  - name: sms\n    type: aliyun_sms\n"
+                 "    access_key_id: id\n    access_key_secret: 12345678987\n    phone_numbers: ['13800138000']\n"
+                 "    sign_name: x\n    template_code: SMS_1\n")
+    res = _cli("check-config", str(f))
+    assert res.returncode == 2
+    assert "12345678987" not in res.stderr and "9876543210" not in res.stderr
+    assert "access_key_secret" in res.stderr and "not shown: it is a secret" in res.stderr

@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from tests.conftest import TOKENS, CollectorHandle, start_collector
 from tests.helpers import http_get
 
-ALLOWED = {200, 400, 401, 403, 408, 413}
+ALLOWED = {200, 400, 401, 403, 408, 413, 415}
 
 json_leaf = st.one_of(st.none(), st.booleans(), st.integers(min_value=-(2**70), max_value=2**70),
                       st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=40))
@@ -34,6 +34,7 @@ json_value = st.recursive(json_leaf, lambda inner: st.one_of(st.lists(inner, max
                                                              st.dictionaries(st.text(max_size=12), inner, max_size=5)),
                           max_leaves=25)
 NOW = int(time.time() * 1000)
+FUZZ_PASSWORD = "fuzz-password-123"
 
 
 def _valid() -> dict[str, Any]:
@@ -72,8 +73,11 @@ def mutated_batch(draw: st.DrawFn) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def fuzz_collector(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CollectorHandle]:
     tmp = tmp_path_factory.mktemp("fuzz")
+    from roomwatch.collector.webauth import hash_password
+
     c = start_collector(tmp, max_body="256KiB", max_body_decompressed="1MiB", body_timeout="2s",
-                        rate_limit={"per_agent": 0, "per_address": 0})
+                        rate_limit={"per_agent": 0, "per_address": 0},
+                        web={"users": [{"name": "fuzz", "password_hash": hash_password(FUZZ_PASSWORD)}]})
     yield c
     log = c.proc.log()
     c.proc.stop()
@@ -140,9 +144,103 @@ def test_arbitrary_bodies_and_headers_never_500(fuzz_collector: CollectorHandle,
     _check(fuzz_collector, body, headers)
 
 
+# Times as people and scripts get them wrong: ms for s, overflow, far years, text, nonsense.
+_times = st.one_of(st.none(), st.integers(min_value=-(10**20), max_value=10**20), st.floats(allow_nan=False),
+                   st.sampled_from([NOW, NOW / 1000, NOW / 1000 + 3600, 1e308, 2**63, "1e309", "-1e309"]),
+                   st.datetimes().map(lambda d: d.isoformat() + "Z"), st.text(max_size=30))
+
+
+def _silence_doc(draw_value: dict[str, Any]) -> bytes:
+    text = json.dumps(draw_value, allow_nan=True)
+    return text.replace('"1e309"', "1e309").replace('"-1e309"', "-1e309").encode()
+
+
+@_SETTINGS
+@given(starts=_times, ends=_times, duration=st.one_of(st.none(), st.sampled_from(["1h", "90d", "91d", "0s", "-1h",
+                                                                                  "99999999999999d", "x"]),
+                                                      st.text(max_size=12)),
+       matchers=st.one_of(st.just(['alertname="WaterLeak"']), st.lists(st.text(max_size=30), max_size=3)),
+       comment=st.one_of(st.just("maintenance"), st.text(max_size=20)))
+def test_silence_parameters_get_200_or_a_clear_400(fuzz_collector: CollectorHandle, starts: Any, ends: Any,
+                                                    duration: Any, matchers: Any, comment: Any) -> None:
+    """Whatever times a silence names, the answer is 200 or a clear 400, and the list always answers."""
+    import base64
+
+    doc = {"matchers": matchers, "comment": comment}
+    for key, value in (("startsAt", starts), ("endsAt", ends), ("duration", duration)):
+        if value is not None:
+            doc[key] = value
+    auth = base64.b64encode(f"fuzz:{FUZZ_PASSWORD}".encode()).decode()
+    conn = http.client.HTTPConnection("127.0.0.1", fuzz_collector.port, timeout=10)
+    try:
+        conn.request("POST", "/api/v1/silences", body=_silence_doc(doc),
+                     headers={"Authorization": f"Basic {auth}", "Content-Type": "application/json"})
+        resp = conn.getresponse()
+        status, raw = resp.status, resp.read()
+    finally:
+        conn.close()
+    assert status in (200, 400), (status, raw[:300])
+    if status == 200:
+        silence = json.loads(raw)["silence"]
+        assert "2000-01-01" <= silence["startsAt"] < "2100" and silence["endsAt"] < "2100"
+    listing_status, listing = http_get(fuzz_collector.url + "/api/v1/silences")
+    assert listing_status == 200, listing[:300]
+
+
+_params = st.one_of(st.text(max_size=20), st.sampled_from(["1e309", "nan", "-inf", "0", "4102444800", "9" * 400,
+                                                          "2024-11-29T03:00:00Z", "9999-12-31T00:00:00Z", "5m", "0s"]))
+
+
+@_SETTINGS
+@given(params=st.dictionaries(st.sampled_from(["metric", "start", "end", "step", "room", "device", "x y", ""]),
+                              _params, max_size=5))
+def test_history_parameters_never_500(fuzz_collector: CollectorHandle, params: dict[str, str]) -> None:
+    import urllib.parse
+
+    query = urllib.parse.urlencode(params)
+    status, raw = http_get(fuzz_collector.url + "/api/v1/history?" + query, timeout=30)
+    assert status in (200, 400), (status, raw[:300])
+    if status == 400:
+        assert json.loads(raw)["error"]
+
+
 def test_collector_still_serves_after_fuzzing(fuzz_collector: CollectorHandle) -> None:
     assert http_get(fuzz_collector.url + "/readyz")[0] == 200
     assert fuzz_collector.proc.alive()
+
+
+# ------------------------------------------------------------------------------ the push decoder itself
+
+@settings(max_examples=400, deadline=None)
+@given(doc=mutated_batch(), surrogate=st.sampled_from(["", "\\ud800", "\\udfff", "\\ud83d\\ude00", "\\uD800x"]),
+       where=st.sampled_from(["label", "metric", "message", "key", "agent"]))
+def test_push_decoder_refuses_non_text_and_never_raises_else(doc: dict[str, Any], surrogate: str, where: str) -> None:
+    """decode_batch either returns a batch whose every string is UTF-8 text, or raises WireError (the 400)."""
+    from roomwatch.core.wire import WireError, decode_batch
+
+    raw = json.dumps(doc, allow_nan=True)
+    marker = "SURROGATE_HERE"
+    sample = _first_dict(doc.get("samples"))
+    event = _first_dict(doc.get("events"))
+    if surrogate and where == "label" and sample is not None and isinstance(sample.get("labels"), dict):
+        sample["labels"]["room"] = marker
+    elif surrogate and where == "metric" and sample is not None:
+        sample["metric"] = "roomwatch_" + marker
+    elif surrogate and where == "message" and event is not None:
+        event["message"] = marker
+    elif surrogate and where == "key" and event is not None:
+        event["labels"] = {marker: "x"}
+    elif surrogate and where == "agent":
+        doc["agent"] = marker
+    raw = json.dumps(doc, allow_nan=True).replace(marker, surrogate)
+    try:
+        batch = decode_batch(raw.encode())
+    except WireError:
+        return
+    for rec in (*batch.samples, *batch.events):
+        json.dumps({"l": rec.labels, "m": getattr(rec, "metric", ""), "t": getattr(rec, "message", "")},
+                   ensure_ascii=False).encode()
+    batch.agent.encode()
 
 
 # ------------------------------------------------------------------------------ config loader
@@ -204,4 +302,16 @@ def test_openapi_description_covers_every_route(tmp_path: Path) -> None:
                 assert any(p.get("in") == "path" and p.get("name") == name for p in op.get("parameters", [])), (path, name)
     batch = doc["components"]["schemas"]["Batch"]["properties"]
     assert batch["samples"]["maxItems"] == MAX_SAMPLES and batch["events"]["maxItems"] == MAX_EVENTS
-    assert set(doc["paths"]["/api/v1/push"]["post"]["responses"]) >= {"200", "400", "401", "403", "408", "413", "429"}
+    assert set(doc["paths"]["/api/v1/push"]["post"]["responses"]) >= {"200", "400", "401", "403", "408", "413", "415",
+                                                                       "429"}
+    # Every route that takes a body says what the body guard answers (collector/limits.py), and its limit.
+    from roomwatch.collector.limits import limits_of_handler
+
+    for r in app.router.routes():
+        if r.method in ("GET", "HEAD") or r.resource is None:
+            continue
+        op = doc["paths"][r.resource.canonical][r.method.lower()]
+        limit = limits_of_handler(r.handler, r.method)
+        assert {"413", "415"} <= set(op["responses"]), (r.resource.canonical, r.method)
+        if not limit.raw:
+            assert op.get("x-max-body") == limit.max_body, (r.resource.canonical, r.method, limit.max_body)

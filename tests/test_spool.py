@@ -357,13 +357,35 @@ def test_damaged_spool_is_moved_aside_and_the_agent_goes_on(tmp_path: Path, capl
     s.close()
 
 
-def test_renamed_agent_sends_its_backlog_under_the_new_id(tmp_path: Path) -> None:
+def test_a_renamed_agent_keeps_the_old_backlog_apart(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """After a change of agent.id the old id's batches are never sent as the new agent: moved aside, kept."""
     path = str(tmp_path / "s.db")
     s = Spool(path, "old-name")
     s.put(Batch("old-name", 5, [SampleRecord("roomwatch_door_open", {}, 1.0, _now())], []))
     s.close()
     s = Spool(path, "new-name")
-    assert s.next_batches(1)[0].agent == "new-name"
+    assert s.next_batches(1) == [] and s.depth() == 0
+    s.put(Batch("new-name", 6, [SampleRecord("roomwatch_door_open", {}, 0.0, _now())], []))
+    assert [b.agent for b in s.next_batches(5)] == ["new-name"]
+    s.close()
+    assert "written by agent 'old-name'" in caplog.text
+    kept = Spool(path + ".agent-old-name", "old-name")  # delivered by an agent running as old-name
+    assert [(b.agent, b.seq) for b in kept.next_batches(5)] == [("old-name", 5)]
+    kept.close()
+
+
+def test_a_spool_copied_from_another_host_is_not_sent_as_this_agent(tmp_path: Path) -> None:
+    """A spool file of a release that did not record its owner: the writer is read from its batches."""
+    path = str(tmp_path / "s.db")
+    s = Spool(path, "room-7")
+    s.put(Batch("room-7", 9, [SampleRecord("roomwatch_door_open", {}, 1.0, _now())], []))
+    s.conn.execute("DROP TABLE owner")  # as an older release left it
+    s.close()
+    s = Spool(path, "room-8")
+    assert s.depth() == 0 and (tmp_path / "s.db.agent-room-7").exists()
+    s.close()
+    s = Spool(path, "room-8")  # its own file now: reopened as it is
+    assert s.depth() == 0 and not (tmp_path / "s.db.agent-room-8").exists()
     s.close()
 
 

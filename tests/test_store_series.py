@@ -75,3 +75,61 @@ def test_a_rolled_back_commit_forgets_the_series_it_created(tmp_path: Path) -> N
         store.close()
         conn.close()
     assert _rows(path) == [("roomwatch_temperature_celsius", '{"agent":"a1","device":"new"}', 23.0)]
+
+
+def test_one_failing_push_does_not_fail_the_others_in_its_group(tmp_path: Path) -> None:
+    """A savepoint per push (issue 12): the push SQLite refuses is refused alone; the group commits the rest."""
+    import threading
+
+    path = tmp_path / "c.db"
+    store = IngestStore(str(path))
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TRIGGER boom BEFORE INSERT ON history_samples WHEN NEW.value = 666 "
+                 "BEGIN SELECT RAISE(ABORT, 'injected failure'); END")
+    conn.commit()
+    gate = threading.Event()
+
+    async def run() -> list[object]:
+        blocker = asyncio.ensure_future(store.run(lambda _conn: gate.wait(10)))  # holds the writer: the pushes queue up
+        await asyncio.sleep(0.05)
+        jobs = [store.commit(agent, Batch(agent, 1, [SampleRecord("roomwatch_temperature_celsius", {"device": "t"},
+                                                                  value, NOW)], []), 0)
+                for agent, value in (("a1", 20.0), ("bad", 666.0), ("a2", 21.0), ("a3", 22.0))]
+        pending = asyncio.gather(*jobs, return_exceptions=True)
+        await asyncio.sleep(0.05)
+        gate.set()
+        await blocker
+        return list(await pending)
+
+    try:
+        results = asyncio.run(run())
+    finally:
+        store.close()
+        conn.close()
+    assert results[0] is True and results[2] is True and results[3] is True
+    assert isinstance(results[1], StoreError) and results[1].permanent and "injected failure" in str(results[1])
+    assert store.stats.largest_group >= 4  # they were one group
+    assert sorted(v for _, _, v in _rows(path)) == [20.0, 21.0, 22.0]
+
+
+def test_pruning_removes_series_left_without_samples(tmp_path: Path) -> None:
+    """history_series rows do not pile up: a series whose samples all passed the retention goes too."""
+    path = tmp_path / "c.db"
+    store = IngestStore(str(path))
+    old = NOW - 40 * 86400_000
+
+    async def run() -> int:
+        await store.commit("a1", Batch("a1", 1, [SampleRecord("roomwatch_temperature_celsius", {"device": "gone"}, 1.0,
+                                                               old)], []), 0)
+        await store.commit("a1", Batch("a1", 2, [SampleRecord("roomwatch_temperature_celsius", {"device": "kept"}, 2.0,
+                                                               NOW)], []), 0)
+        return int(await store.prune_history(30 * 86400))
+
+    try:
+        assert asyncio.run(run()) == 1
+    finally:
+        store.close()
+    conn = sqlite3.connect(path)
+    labels = [row[0] for row in conn.execute("SELECT labels FROM history_series")]
+    conn.close()
+    assert labels == ['{"agent":"a1","device":"kept"}'] and store.series_pruned == 1

@@ -74,6 +74,12 @@ def test_units_keep_the_device_exceptions_narrow() -> None:
     assert "LoadCredential=agent-token:/etc/roomwatch/agent-token" in agent
 
 
+def test_units_set_the_open_files_limit() -> None:
+    """LimitNOFILE is explicit (issue 12): the collector's connections fit, an fd flood meets the limit, not alerting."""
+    limits = {unit: re.findall(r"^LimitNOFILE=(\d+)$", (ROOT / "systemd" / unit).read_text(), re.M) for unit in UNITS}
+    assert limits == {"roomwatch-agent.service": ["4096"], "roomwatch-collector.service": ["65536"]}
+
+
 @pytest.mark.peer
 def test_install_script_stages_files_that_work(tmp_path: Path) -> None:
     """`install.sh --root` lays out units, rules and configs; the installed agent config reads the credential."""

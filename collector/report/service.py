@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import json
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -189,14 +190,23 @@ class ReportScheduler:
             self._conn.close()
 
 
+#: Days a report can be asked for: its window (a day before, time zones around) stays inside datetime's range.
+_FIRST_DAY, _LAST_DAY = dt.date(2000, 1, 1), dt.date(2099, 12, 31)
+
+
 def _day_param(request: web.Request) -> dt.date | None:
     text = request.query.get("date")
     if not text:
         return None
     try:
-        return dt.date.fromisoformat(text)
+        day = dt.date.fromisoformat(text)
     except ValueError:
-        raise web.HTTPBadRequest(text=f"date must be YYYY-MM-DD, got {text!r}") from None
+        day = None
+    if day is None or not _FIRST_DAY <= day <= _LAST_DAY:
+        raise web.HTTPBadRequest(text=json.dumps({"error": f"date must be a day YYYY-MM-DD between {_FIRST_DAY} and "
+                                                           f"{_LAST_DAY}, got {text[:40]!r}"}),
+                                 content_type="application/json")
+    return day
 
 
 async def handle_report_page(request: web.Request) -> web.Response:

@@ -9,7 +9,7 @@ const I18N = {
     title: "机房监控", report: "巡检日报", login: "登录", logout: "退出", cancel: "取消", loading: "加载中…",
     rooms: "机房", alerts: "当前告警", down: "离线的采集端和设备", charts: "24 小时曲线",
     username: "用户名", password: "密码", duration: "时长", comment: "备注", silence: "静默", silenceTitle: "静默告警",
-    ack: "确认", acked: "已确认", loginToAct: "登录后可确认或静默", notAvailable: "暂不可用",
+    ack: "确认", acked: "已确认", loginToAct: "登录后可确认或静默", loginToRead: "请先登录查看机房状态", notAvailable: "暂不可用",
     noRooms: "还没有任何机房的数据。", noAlerts: "没有告警。", nothingDown: "全部在线。",
     linkedGone: "通知里的这条告警已不在活动告警中（可能已恢复）。",
     temperature: "温度", humidity: "湿度", door: "门", ups: "UPS", leak: "漏水", smoke: "烟雾", devicesDown: "设备离线",
@@ -28,6 +28,7 @@ const I18N = {
     rooms: "Rooms", alerts: "Active alerts", down: "Agents and devices down", charts: "Last 24 hours",
     username: "User", password: "Password", duration: "Duration", comment: "Comment", silence: "Silence",
     silenceTitle: "Silence alert", ack: "Acknowledge", acked: "Acknowledged", loginToAct: "Log in to acknowledge or silence",
+    loginToRead: "Log in to see the rooms",
     notAvailable: "not available", noRooms: "No data from any room yet.", noAlerts: "No alerts.", nothingDown: "Everything is up.",
     linkedGone: "The alert from the notification is no longer active (it may have resolved).",
     temperature: "Temperature", humidity: "Humidity", door: "Door", ups: "UPS", leak: "Leak", smoke: "Smoke",
@@ -410,6 +411,7 @@ async function login(ev) {
   if (r.data && r.data.user) state.session = { user: r.data.user, csrf: r.data.csrf_token || r.data.csrf || "" };
   else await loadSession();
   renderSession();
+  await refresh();  // with web.read_access: login the data comes only now
 }
 
 async function logout() {
@@ -455,6 +457,7 @@ async function refresh() {
   try {
     const [rooms, alerts] = await Promise.all([getJSON("/api/v1/rooms"), getJSON("/api/v1/alerts?lang=" + encodeURIComponent(state.lang))]);
     if (rooms.ok) { state.rooms = rooms.data; state.lastOk = Date.now(); showBanner(""); }
+    else if (rooms.status === 401) showBanner(t("loginToRead"));  // web.read_access: login
     if (alerts.status === 404 || alerts.status === 405) state.alertsAvailable = false;
     else if (alerts.ok && alerts.data) {
       const list = Array.isArray(alerts.data) ? alerts.data : alerts.data.alerts || [];

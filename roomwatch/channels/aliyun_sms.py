@@ -29,7 +29,7 @@ from pydantic import Field, field_validator
 from roomwatch.channels.base import Notification, Outcome, SendResult, register_channel
 from roomwatch.channels.common import HttpChannel, HttpReply, render_params, validate_param_specs
 from roomwatch.channels.config import ChannelBase
-from roomwatch.channels.recipients import Failure, Recipients
+from roomwatch.channels.recipients import Failure, Recipients, addressed
 from roomwatch.core.configbase import Secret
 
 __all__ = ["AliyunSmsChannel", "AliyunSmsConfig", "percent_encode", "sign_v2"]
@@ -108,6 +108,7 @@ class AliyunSmsChannel(HttpChannel):
     #: Notification SMS: 50 per day per number per signature and template (flow control, help 108293).
     rate_limit = (50, 86400.0)
     max_bytes = None  # the template fixes the text; variables are cut to param_max_chars instead
+    person_key = "phone"
     config: AliyunSmsConfig
 
     def params(self, n: Notification, now: dt.datetime | None = None, nonce: str | None = None,
@@ -127,7 +128,7 @@ class AliyunSmsChannel(HttpChannel):
         }
 
     async def send(self, notification: Notification) -> SendResult:
-        who = Recipients(notification, self.config.phone_numbers)
+        who = Recipients(notification, addressed(notification, "phone", self.config.phone_numbers))
         gate = asyncio.Semaphore(CONCURRENCY)
 
         async def one(number: str) -> SendResult:

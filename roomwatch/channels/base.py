@@ -106,6 +106,11 @@ class Channel(abc.ABC):
     #: Re-send the firing alerts of a group this often even when nothing changed and they are
     #: acknowledged (a receiver that expires alerts, such as Alertmanager's API); None = never.
     resend_interval: float | None = None
+    #: Which id of a person on duty this channel addresses when a rota target names one (``phone``, ``wecom``,
+    #: ``dingtalk``, ``email``, or ``"phone|dingtalk"`` for either; docs/oncall.md); None: it cannot (a webhook).
+    person_key: ClassVar[str | None] = None
+    #: It rings a phone: not used for a resolution, and a queued call for alerts acknowledged meanwhile is dropped.
+    calls: ClassVar[bool] = False
 
     def __init__(self, config: Any):
         self.config = config

@@ -26,7 +26,7 @@ from roomwatch.core.configbase import iter_secret_values
 if TYPE_CHECKING:
     import aiohttp
 
-__all__ = ["ELLIPSIS", "JSON_HEADERS", "HttpChannel", "HttpClient", "HttpReply", "Redactor", "TransportError", "fit_json",
+__all__ = ["ACK", "ELLIPSIS", "JSON_HEADERS", "HttpChannel", "HttpClient", "HttpReply", "Redactor", "TransportError", "fit_json",
            "message_text", "render_params", "template_fields", "truncate_chars", "truncate_utf8", "validate_param_specs"]
 
 log = logging.getLogger("roomwatch.channels")
@@ -63,8 +63,9 @@ def truncate_chars(text: str, max_chars: int, ellipsis: str = ELLIPSIS) -> str:
 def fit_json(build: Callable[[str], Any], text: str, max_bytes: int) -> bytes:
     """Encode ``build(text)`` as compact UTF-8 JSON no larger than ``max_bytes``, cutting ``text`` as needed.
 
-    JSON escaping (quotes, newlines) makes the text's share of the body bigger than the
-    text itself, so the cut is scaled by the escaping ratio and checked again.
+    A cut text ends with the ellipsis. JSON escaping (quotes, newlines, control characters
+    as ``\\u0001``) makes a character cost up to six bytes in the body, so the longest
+    prefix that fits is found by bisection on the encoded body itself.
     """
 
     def encode(t: str) -> bytes:
@@ -73,17 +74,16 @@ def fit_json(build: Callable[[str], Any], text: str, max_bytes: int) -> bytes:
     body = encode(text)
     if len(body) <= max_bytes:
         return body
-    skeleton = len(encode(""))
-    budget = max_bytes - skeleton
-    if budget <= 0:
-        raise ValueError(f"message skeleton alone is {skeleton} bytes, over the {max_bytes} byte limit")
-    size = len(text.encode("utf-8"))
-    while True:
-        escaped = len(body) - skeleton
-        size = min(size * budget // max(escaped, 1), size - 1)
-        body = encode(truncate_utf8(text, max(size, 0)))
-        if len(body) <= max_bytes:
-            return body
+    if len(encode(ELLIPSIS)) > max_bytes:
+        raise ValueError(f"message skeleton alone is {len(encode(''))} bytes, over the {max_bytes} byte limit")
+    keep, too_many = 0, len(text)  # encode(text[:keep] + ELLIPSIS) fits; text[:too_many] + ELLIPSIS does not
+    while too_many - keep > 1:
+        mid = (keep + too_many) // 2
+        if len(encode(text[:mid] + ELLIPSIS)) <= max_bytes:
+            keep = mid
+        else:
+            too_many = mid
+    return encode(text[:keep] + ELLIPSIS)
 
 
 def message_text(n: Notification) -> str:
@@ -241,7 +241,9 @@ class HttpChannel(Channel):
 CST = dt.timezone(dt.timedelta(hours=8), "CST")
 _FIELD_RE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_]+)?)\}")
 FIELDS = frozenset({"alert", "alertname", "summary", "severity", "site", "room", "device", "agent", "value", "threshold",
-                    "status", "status_text", "since", "count", "title", "text"})
+                    "status", "status_text", "since", "count", "title", "text", "ack_url", "ack_code"})
+#: Key of ``Notification.extra`` with the first firing alert's one-tap link and reply code: {"url", "code"}.
+ACK = "ack"
 
 
 def template_fields(n: Notification) -> dict[str, str]:
@@ -262,6 +264,7 @@ def template_fields(n: Notification) -> dict[str, str]:
         "status": n.status, "status_text": "恢复" if n.status == "resolved" else "告警",
         "since": first.starts_at.astimezone(CST).strftime("%m-%d %H:%M") if first else "",
         "count": str(len(n.alerts)), "title": n.title, "text": n.text,
+        "ack_url": str((n.extra.get(ACK) or {}).get("url", "")), "ack_code": str((n.extra.get(ACK) or {}).get("code", "")),
     }
     for key in ("severity", "site", "room", "device", "agent"):
         fields[key] = labels.get(key, "")

@@ -15,6 +15,7 @@ from pydantic import Field, field_validator
 from roomwatch.channels.base import Notification, Outcome, SendResult, register_channel
 from roomwatch.channels.common import JSON_HEADERS, HttpChannel, HttpReply, fit_json, message_text
 from roomwatch.channels.config import ChannelBase
+from roomwatch.channels.recipients import person_of
 from roomwatch.core.configbase import Secret
 
 __all__ = ["DingtalkChannel", "DingtalkConfig", "sign"]
@@ -74,13 +75,22 @@ class DingtalkChannel(HttpChannel):
     config_model = DingtalkConfig
     rate_limit = (20, 60.0)
     max_bytes = BODY_MAX
+    person_key = "phone|dingtalk"  # a group robot @-mentions the person on duty by mobile (or DingTalk user id)
     config: DingtalkConfig
 
     def body(self, n: Notification) -> bytes:
         """The JSON body, its text cut so the whole body stays within 20000 bytes."""
         c = self.config
-        mentions = " ".join(f"@{m}" for m in c.at_mobiles)
-        at = {"atMobiles": c.at_mobiles, "isAtAll": c.at_all}
+        mobiles, users, at_all = list(c.at_mobiles), [], c.at_all
+        person = person_of(n)
+        if person is not None:  # a rota target: the group robot @-mentions the person on duty
+            mobiles = [person["phone"]] if person.get("phone") else []
+            users = [person["dingtalk"]] if person.get("dingtalk") else []
+            at_all = False
+        mentions = " ".join(f"@{m}" for m in mobiles + users)
+        at: dict[str, object] = {"atMobiles": mobiles, "isAtAll": at_all}
+        if users:
+            at["atUserIds"] = users
         if c.message_type == "markdown" and n.markdown:
             title = self._with_keyword(n.title or "roomwatch")
             text = self._with_keyword(n.markdown + (f"\n\n{mentions}" if mentions else ""))

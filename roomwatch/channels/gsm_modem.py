@@ -16,6 +16,7 @@ import re
 import threading
 import time
 from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import Field, field_validator
@@ -23,11 +24,11 @@ from pydantic import Field, field_validator
 from roomwatch.channels.base import Channel, Notification, Outcome, SendResult, register_channel
 from roomwatch.channels.common import Redactor, message_text
 from roomwatch.channels.config import ChannelBase
-from roomwatch.channels.recipients import Failure, Recipients
-from roomwatch.channels.sms_pdu import encode_sms, fit_text
+from roomwatch.channels.recipients import Failure, Recipients, addressed
+from roomwatch.channels.sms_pdu import Deliver, decode_deliver, encode_sms, fit_text
 from roomwatch.core.configbase import Duration, Secret, iter_secret_values
 
-__all__ = ["GsmModemChannel", "GsmModemConfig", "Modem", "ModemError"]
+__all__ = ["GsmModemChannel", "GsmModemConfig", "Modem", "ModemError", "ModemStatus", "get_modem", "release_modem"]
 
 log = logging.getLogger("roomwatch.channels.gsm_modem")
 
@@ -65,6 +66,12 @@ class GsmModemConfig(ChannelBase):
     send_timeout: Duration = Field(default=60.0, gt=0)
     #: Extra modem-specific commands after the standard set-up (e.g. AT^CURC=0 to quiet Huawei sticks).
     init_commands: list[str] = Field(default_factory=list)
+    #: Check the modem while idle this often (AT, signal, registration, SIM; collector only); 0s = never.
+    check_interval: Duration = Field(default=180.0, ge=0)
+    #: Read SMS sent to the modem: a recipient's reply "1", "ACK 4821" or "确认 4821" acknowledges (collector only).
+    replies: bool = False
+    #: How often the modem's inbox is read for replies (a +CMTI notice makes it sooner).
+    reply_poll: Duration = Field(default=15.0, gt=0)
 
     @field_validator("phone_numbers")
     @classmethod
@@ -196,6 +203,84 @@ class Modem:
             self.command(extra, cfg.timeout)
         self.ready = True
 
+    # ---------------------------------------------------------- health
+
+    def check(self, cfg: Any) -> ModemStatus:
+        """Is the modem usable right now? AT, SIM state, signal, registration; never raises."""
+        status = ModemStatus()
+        try:
+            self._open()
+            try:
+                self.command("AT", min(2.0, cfg.timeout))
+            except ModemError:
+                self.command("AT", min(2.0, cfg.timeout))  # the first AT after a quiet hour may be lost
+            self.command("ATE0", cfg.timeout)  # a modem that reset echoes again
+            cpin = [ln for ln in self.command("AT+CPIN?", cfg.timeout) if ln.startswith("+CPIN:")]
+            status.sim = cpin[0].split(":", 1)[1].strip() if cpin else "?"
+            for line in self.command("AT+CSQ", cfg.timeout):
+                m = re.match(r"^\+CSQ:\s*(\d+)\s*,", line)
+                if m and int(m.group(1)) <= 31:
+                    status.signal_dbm = -113.0 + 2 * int(m.group(1))
+            status.registration = self._registration(cfg)
+            status.registered = status.registration in {"1", "5"}
+        except ModemError as exc:
+            self.ready = False
+            status.reason = f"modem does not answer: {exc}"
+            return status
+        if status.sim != "READY":
+            status.reason = f"SIM not ready: {status.sim} (no SIM, PIN asked, or blocked)"
+        elif not status.registered:
+            status.reason = f"not registered on a network: {REGISTRATION.get(status.registration, status.registration)}"
+        elif status.signal_dbm is None:
+            status.reason = "no signal (AT+CSQ 99)"
+        if status.reason:
+            self.ready = False
+        status.ok = not status.reason
+        return status
+
+    def _registration(self, cfg: Any) -> str:
+        """The +CREG (or +CEREG) <stat>: 1 home, 5 roaming, 0 not searching, 2 searching, 3 denied, 4 unknown."""
+        found = "?"
+        for query in ("AT+CREG?", "AT+CEREG?"):
+            try:
+                for line in self.command(query, cfg.timeout):
+                    m = re.match(r"^\+C(?:E)?REG:\s*\d+\s*,\s*(\d+)", line)
+                    if m:
+                        found = m.group(1)
+                        if found in {"1", "5"}:
+                            return found
+            except ModemError:
+                continue
+        return found
+
+    # ---------------------------------------------------------- inbox
+
+    def read_inbox(self, cfg: Any) -> list[tuple[int, Deliver]]:
+        """Every SMS stored on the modem (AT+CMGL=4 in PDU mode); unreadable PDUs are deleted and skipped."""
+        self.prepare(cfg)
+        lines = self.command("AT+CMGL=4", max(cfg.timeout, 10.0))
+        out: list[tuple[int, Deliver]] = []
+        for i, line in enumerate(lines):
+            m = re.match(r"^\+CMGL:\s*(\d+)\s*,", line)
+            if not m or i + 1 >= len(lines):
+                continue
+            index = int(m.group(1))
+            try:
+                out.append((index, decode_deliver(lines[i + 1])))
+            except ValueError as exc:
+                log.warning("modem %s: SMS %d cannot be read (%s); deleted", self.port, index, exc)
+                self.delete(index, cfg)
+        return out
+
+    def delete(self, index: int, cfg: Any) -> None:
+        self.command(f"AT+CMGD={index}", cfg.timeout)
+
+    def send_text(self, number: str, text: str, cfg: Any) -> None:
+        """One SMS (of up to ``max_parts`` parts) to ``number``, e.g. the confirmation of a reply."""
+        self.prepare(cfg)
+        for part in encode_sms(number, fit_text(text, getattr(cfg, "max_parts", 2)), self.next_ref(), cfg.smsc):
+            self.send_part(part.length, part.pdu, cfg)
+
     def _registered(self, cfg: GsmModemConfig) -> bool:
         """+CREG (or +CEREG for LTE-only modems) stat 1 = home network, 5 = roaming."""
         for query in ("AT+CREG?", "AT+CEREG?"):
@@ -228,6 +313,23 @@ class Modem:
         return next((ln.split(":", 1)[1].strip() for ln in info if ln.startswith("+CMGS:")), "?")
 
 
+#: +CREG <stat> for people (TS 27.007 §7.2).
+REGISTRATION = {"0": "not registered, not searching (no service for this SIM?)", "2": "searching for a network",
+                "3": "registration denied (SIM barred or expired?)", "4": "unknown", "?": "no answer to AT+CREG?"}
+
+
+@dataclass(slots=True)
+class ModemStatus:
+    """The result of :meth:`Modem.check`."""
+
+    ok: bool = False
+    reason: str = ""
+    sim: str = ""
+    signal_dbm: float | None = None
+    registered: bool | None = None
+    registration: str = ""
+
+
 def _outcome(final: str) -> Outcome:
     m = re.match(r"^\+CMS ERROR:\s*(\d+)", final)
     if m:
@@ -239,6 +341,26 @@ _MODEMS: dict[str, Modem] = {}
 _MODEMS_LOCK = threading.Lock()
 
 
+def get_modem(port: str, baudrate: int) -> Modem:
+    """The one :class:`Modem` of ``port``, shared by every user (SMS and call channels, the collector's check)."""
+    with _MODEMS_LOCK:
+        modem = _MODEMS.setdefault(port, Modem(port, baudrate))
+        modem.users += 1
+        return modem
+
+
+def release_modem(modem: Modem) -> None:
+    """One user less; the last one closes the port (in the caller's thread: it may wait for the lock)."""
+    with _MODEMS_LOCK:
+        modem.users -= 1
+        last = modem.users <= 0
+        if last and _MODEMS.get(modem.port) is modem:
+            del _MODEMS[modem.port]
+    if last:
+        with modem.lock:
+            modem.close()
+
+
 @register_channel
 class GsmModemChannel(Channel):
     """Sends the notification text to each number; parts already sent are not sent again on a retry."""
@@ -247,14 +369,13 @@ class GsmModemChannel(Channel):
     config_model = GsmModemConfig
     rate_limit = None  # the modem paces itself: one CMGS at a time, a few seconds each
     max_bytes = None  # limited in parts (max_parts), not bytes
+    person_key = "phone"
     config: GsmModemConfig
 
     def __init__(self, config: GsmModemConfig):
         super().__init__(config)
         self.redact = Redactor(iter_secret_values(config))
-        with _MODEMS_LOCK:
-            self.modem = _MODEMS.setdefault(config.port, Modem(config.port, config.baudrate))
-            self.modem.users += 1
+        self.modem = get_modem(config.port, config.baudrate)
         self._closed = False
         # notification digest → number → (concatenation ref, parts sent); a retry continues where it stopped
         self._progress: OrderedDict[str, dict[str, tuple[int, set[int]]]] = OrderedDict()
@@ -302,7 +423,7 @@ class GsmModemChannel(Channel):
         key = hashlib.sha256(f"{notification.group_key}\0{text}".encode()).hexdigest()
         # Numbers that already have it (kept with the queued notification, so also across a restart)
         # are not sent it again; parts of a number cut off mid-message are resumed from memory.
-        who = Recipients(notification, self.config.phone_numbers)
+        who = Recipients(notification, addressed(notification, "phone", self.config.phone_numbers))
         ok, failures, parts = await asyncio.to_thread(self._send_blocking, key, text, who.pending)
         r = who.settle(ok, failures, log, self.name)
         detail = f"{parts} part(s) sent; {r.detail}"
@@ -314,14 +435,4 @@ class GsmModemChannel(Channel):
         if self._closed:
             return
         self._closed = True
-        with _MODEMS_LOCK:
-            self.modem.users -= 1
-            last = self.modem.users <= 0
-            if last and _MODEMS.get(self.config.port) is self.modem:
-                del _MODEMS[self.config.port]
-        if last:
-            await asyncio.to_thread(self._close_modem)
-
-    def _close_modem(self) -> None:
-        with self.modem.lock:
-            self.modem.close()
+        await asyncio.to_thread(release_modem, self.modem)

@@ -20,7 +20,7 @@ from pydantic import Field, model_validator
 from roomwatch.channels.base import Channel, Notification, Outcome, SendResult, register_channel
 from roomwatch.channels.common import DETAIL_MAX, Redactor, message_text
 from roomwatch.channels.config import ChannelBase
-from roomwatch.channels.recipients import Failure, Recipients
+from roomwatch.channels.recipients import Failure, Recipients, addressed
 from roomwatch.core.configbase import Secret, iter_secret_values
 
 __all__ = ["EmailChannel", "EmailConfig", "build_message"]
@@ -64,7 +64,7 @@ def build_message(config: EmailConfig, n: Notification) -> EmailMessage:
     msg = EmailMessage(policy=email.policy.SMTP)
     msg["Subject"] = n.title or n.text.split("\n", 1)[0]
     msg["From"] = config.sender
-    msg["To"] = ", ".join(config.to)
+    msg["To"] = ", ".join(addressed(n, "email", config.to)) or ", ".join(config.to)
     msg["Date"] = email.utils.formatdate(localtime=True)
     msg["Message-ID"] = email.utils.make_msgid(domain=config.sender.rpartition("@")[2] or None)
     # base64: 7-bit clean, so no relay needs 8BITMIME to pass Chinese text unchanged.
@@ -91,6 +91,7 @@ class EmailChannel(Channel):
     config_model = EmailConfig
     rate_limit = None
     max_bytes = None
+    person_key = "email"
     config: EmailConfig
 
     def __init__(self, config: EmailConfig):
@@ -131,7 +132,9 @@ class EmailChannel(Channel):
         msg = build_message(self.config, notification)
         # Only the addresses that do not have it yet: a retry after one mailbox's 4xx must not
         # send the others a second copy; a 5xx address never gets it and is not retried.
-        who = Recipients(notification, list(self.config.to))
+        who = Recipients(notification, addressed(notification, "email", self.config.to))
+        if not who.pending and not who.reached:
+            return SendResult(Outcome.GIVE_UP, "no address (the person on duty has no email)")
         if not who.pending:
             return self._settled(who, [], [])
         try:

@@ -21,7 +21,28 @@ from dataclasses import dataclass
 
 from roomwatch.channels.base import PROGRESS, Notification, Outcome, SendResult
 
-__all__ = ["Failure", "Recipients"]
+__all__ = ["PERSON", "Failure", "Recipients", "addressed", "person_of"]
+
+#: Key of ``Notification.extra`` naming the one person a notification is for (a duty-rota target, docs/oncall.md):
+#: ``{"name": ..., "phone": ..., "wecom": ..., "dingtalk": ..., "email": ...}`` (the ids the person has).
+PERSON = "person"
+
+
+def person_of(n: Notification) -> dict[str, str] | None:
+    """The person a rota target addresses, or None for a channel's own recipients."""
+    found = n.extra.get(PERSON)
+    return found if isinstance(found, dict) else None
+
+
+def addressed(n: Notification, key: str, configured: Sequence[str]) -> list[str]:
+    """Who gets ``n``: the person's ``key`` id (``phone``, ``wecom`` …) when it is for one person on duty,
+    else the channel's ``configured`` recipients. A person without that id gets nothing here (the route's
+    check in ``check-config`` names such a rota member)."""
+    person = person_of(n)
+    if person is None:
+        return list(configured)
+    value = person.get(key)
+    return [str(value)] if value else []
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,5 +1,6 @@
 """SMS-SUBMIT PDUs for AT+CMGS in PDU mode: GSM 7-bit when the text allows, UCS-2 otherwise,
-long texts split into parts carrying a concatenation header (UDH ``05 00 03 ref total seq``).
+long texts split into parts carrying a concatenation header (UDH ``05 00 03 ref total seq``);
+and the SMS-DELIVER PDUs ``AT+CMGL`` lists (replies to an alert SMS), decoded by :func:`decode_deliver`.
 
 Standards: 3GPP TS 23.040 (TPDU layout, §9.2.2.2 SMS-SUBMIT; §9.2.3.24.1 concatenation),
 TS 23.038 (default alphabet and its extension table, UCS-2), TS 27.005 (AT+CMGS length = TPDU
@@ -10,7 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Part", "encode_address", "encode_sms", "fit_text", "gsm7_septets", "is_gsm7", "split_units"]
+__all__ = ["Deliver", "Part", "decode_deliver", "encode_address", "encode_sms", "fit_text", "gsm7_septets", "is_gsm7",
+           "split_units"]
 
 # TS 23.038 §6.2.1 default alphabet; index = septet value. 0x1B is the escape to the extension table.
 GSM7_BASIC = (
@@ -142,3 +144,84 @@ def encode_sms(number: str, text: str, ref: int = 0, smsc: str | None = None) ->
         tpdu = (bytes([first, 0x00]) + encode_address(number) + bytes([0x00, DCS[alphabet], VP_4_DAYS, udl]) + ud)
         parts.append(Part(len(tpdu), (head + tpdu).hex().upper(), seq, total))
     return parts
+
+
+# ------------------------------------------------------------------ received messages
+
+
+@dataclass(frozen=True, slots=True)
+class Deliver:
+    """One received SMS (or one part of a long one)."""
+
+    sender: str  # "+8613800138000" for an international address, else the digits as sent
+    text: str
+    ref: int | None = None  # concatenation reference, when this is a part
+    total: int = 1
+    seq: int = 1
+
+
+def _unpack_septets(data: bytes, count: int, skip_bits: int) -> list[int]:
+    bits = int.from_bytes(data, "little")
+    return [(bits >> (skip_bits + 7 * k)) & 0x7F for k in range(count)]
+
+
+def _gsm7_text(septets: list[int]) -> str:
+    ext = {v: k for k, v in GSM7_EXT.items()}
+    out, escape = [], False
+    for s in septets:
+        if escape:
+            out.append(ext.get(s, " "))
+            escape = False
+        elif s == 0x1B:
+            escape = True
+        else:
+            out.append(GSM7_BASIC[s])
+    return "".join(out)
+
+
+def decode_deliver(hexpdu: str) -> Deliver:
+    """Decode an SMS-DELIVER PDU as ``AT+CMGL``/``AT+CMGR`` print it in PDU mode (SMSC part first).
+
+    TS 23.040 §9.2.2.1: first octet (MTI 00, UDHI 0x40), originating address, PID, DCS,
+    the 7-octet service-centre time stamp, UDL, UD. Raises ValueError when malformed.
+    """
+    try:
+        data = bytes.fromhex(hexpdu.strip())
+        tpdu = data[1 + data[0]:]
+        first = tpdu[0]
+        if first & 0x03 != 0x00:
+            raise ValueError("not an SMS-DELIVER")
+        ndigits, toa = tpdu[1], tpdu[2]
+        i = 3 + (ndigits + 1) // 2
+        raw = tpdu[3:i]
+        if toa & 0x70 == 0x50:  # alphanumeric sender (a service name): septets
+            sender = _gsm7_text(_unpack_septets(raw, ndigits * 4 // 7, 0))
+        else:
+            sender = "".join(f"{b & 0x0F:X}{b >> 4:X}" for b in raw)[:ndigits]
+            if toa & 0x70 == 0x10:
+                sender = "+" + sender
+        dcs = tpdu[i + 1]
+        udl, ud = tpdu[i + 9], tpdu[i + 10:]
+    except (IndexError, ValueError) as exc:
+        raise ValueError(f"malformed SMS-DELIVER PDU: {exc}") from None
+    ref, total, seq, header = None, 1, 1, 0
+    if first & 0x40 and ud:
+        hl = ud[0]
+        header = 1 + hl
+        j = 1
+        while j + 1 < min(header, len(ud)):
+            iei, ln = ud[j], ud[j + 1]
+            if iei == 0x00 and ln == 3 and j + 4 < len(ud):
+                ref, total, seq = ud[j + 2], ud[j + 3], ud[j + 4]
+            elif iei == 0x08 and ln == 4 and j + 5 < len(ud):
+                ref, total, seq = (ud[j + 2] << 8) | ud[j + 3], ud[j + 4], ud[j + 5]
+            j += 2 + ln
+    alphabet = (dcs >> 2) & 0x03 if dcs & 0xC0 == 0x00 else 0 if dcs & 0xF0 == 0xF0 and not dcs & 0x04 else 1
+    if alphabet == 2:  # UCS-2
+        text = ud[header:udl].decode("utf-16-be", errors="replace")
+    elif alphabet == 0:  # GSM 7-bit: the header and its fill bits come first
+        skip = (header * 8 + 6) // 7
+        text = _gsm7_text(_unpack_septets(ud, udl, 0)[skip:])
+    else:  # 8-bit data: not a text anyone typed
+        text = ud[header:udl].decode("latin-1")
+    return Deliver(sender, text, ref, total, seq)

@@ -20,7 +20,7 @@ from pydantic import Field, field_validator
 from roomwatch.channels.base import Notification, Outcome, SendResult, register_channel
 from roomwatch.channels.common import HttpChannel, HttpReply, render_params, validate_param_specs
 from roomwatch.channels.config import ChannelBase
-from roomwatch.channels.recipients import Failure, Recipients
+from roomwatch.channels.recipients import Failure, Recipients, addressed
 from roomwatch.core.configbase import Secret
 
 __all__ = ["TencentSmsChannel", "TencentSmsConfig", "authorization", "canonical_request", "tc3_signature"]
@@ -83,6 +83,10 @@ def _retry_after(code: str) -> tuple[bool, float | None]:
     return False, None
 
 
+def _e164(num: str) -> str:
+    return num if num.startswith("+") else f"+86{num}" if len(num) == 11 else f"+{num}"
+
+
 def _digits(number: str) -> str:
     return "".join(ch for ch in number if ch.isdigit())
 
@@ -112,7 +116,7 @@ class TencentSmsConfig(ChannelBase):
         for num in numbers:
             if not num.lstrip("+").isdigit():
                 raise ValueError(f"{num!r} is not a phone number (e.g. +8613800138000)")
-            out.append(num if num.startswith("+") else f"+86{num}" if len(num) == 11 else f"+{num}")
+            out.append(_e164(num))
         return out
 
     @field_validator("template_params")
@@ -132,6 +136,7 @@ class TencentSmsChannel(HttpChannel):
     #: Default frequency limit: 1 SMS per number in 30 s (then 5/h, 10/day; changeable in the console).
     rate_limit = (1, 30.0)
     max_bytes = None  # the template fixes the text (≤ 500 characters with variables)
+    person_key = "phone"
     config: TencentSmsConfig
 
     def body(self, n: Notification, numbers: list[str] | None = None) -> bytes:
@@ -157,7 +162,7 @@ class TencentSmsChannel(HttpChannel):
     async def send(self, notification: Notification) -> SendResult:
         # Only the numbers that do not have it yet: a retry after one number's own limit must not
         # send the others a second SMS.
-        who = Recipients(notification, self.config.phone_numbers)
+        who = Recipients(notification, [_e164(p) for p in addressed(notification, "phone", self.config.phone_numbers)])
         if not who.pending:
             return self._settled(who, [], [])
         body = self.body(notification, who.pending)

@@ -18,6 +18,7 @@ from pydantic import Field
 from roomwatch.channels.base import Notification, Outcome, SendResult, register_channel
 from roomwatch.channels.common import HttpChannel, message_text, truncate_utf8
 from roomwatch.channels.config import ChannelBase
+from roomwatch.channels.recipients import person_of
 from roomwatch.core.configbase import Secret
 
 __all__ = ["WecomAppChannel", "WecomAppConfig"]
@@ -87,6 +88,7 @@ class WecomAppChannel(HttpChannel):
     rate_limit = (30, 60.0)
     more_rate_limits = ((1000, 3600.0),)
     max_bytes = CONTENT_MAX
+    person_key = "wecom"
     config: WecomAppConfig
 
     def __init__(self, config: WecomAppConfig):
@@ -98,11 +100,15 @@ class WecomAppChannel(HttpChannel):
 
     def body(self, n: Notification) -> dict[str, Any]:
         c = self.config
+        person = person_of(n)
         body: dict[str, Any] = {"touser": c.to_user, "agentid": c.agent_id}
-        if c.to_party:
-            body["toparty"] = c.to_party
-        if c.to_tag:
-            body["totag"] = c.to_tag
+        if person is not None:  # a rota target: the member on duty only
+            body["touser"] = person.get("wecom", "")
+        else:
+            if c.to_party:
+                body["toparty"] = c.to_party
+            if c.to_tag:
+                body["totag"] = c.to_tag
         if c.message_type == "markdown" and n.markdown:
             body.update(msgtype="markdown", markdown={"content": truncate_utf8(n.markdown, CONTENT_MAX)})
         else:
@@ -133,6 +139,8 @@ class WecomAppChannel(HttpChannel):
 
     async def send(self, notification: Notification) -> SendResult:
         body = self.body(notification)
+        if not body["touser"] and not body.get("toparty") and not body.get("totag"):
+            return self.result(Outcome.GIVE_UP, "no recipient (the person on duty has no wecom id)")
         stale = ""
         for attempt in (1, 2):
             token = await self._access_token(stale)

@@ -12,6 +12,7 @@ from pydantic import Field, field_validator
 from roomwatch.channels.base import Notification, Outcome, SendResult, register_channel
 from roomwatch.channels.common import HttpChannel, HttpReply, message_text, truncate_utf8
 from roomwatch.channels.config import ChannelBase
+from roomwatch.channels.recipients import person_of
 from roomwatch.core.configbase import Secret
 
 __all__ = ["WecomRobotChannel", "WecomRobotConfig", "robot_key"]
@@ -66,18 +67,26 @@ class WecomRobotChannel(HttpChannel):
     config_model = WecomRobotConfig
     rate_limit = (20, 60.0)
     max_bytes = MARKDOWN_MAX
+    person_key = "wecom|phone"  # a group robot @-mentions the person on duty (member id, or mobile in text messages)
     config: WecomRobotConfig
 
     def body(self, n: Notification) -> dict[str, Any]:
         """The robot message for a notification, cut to the type's byte limit."""
         c = self.config
+        users, mobiles = list(c.mentioned_list), list(c.mentioned_mobile_list)
+        person = person_of(n)
+        if person is not None:  # a rota target: @-mention the person on duty in the group
+            users = [person["wecom"]] if person.get("wecom") else []
+            mobiles = [person["phone"]] if person.get("phone") else []
         if c.message_type == "markdown" and n.markdown:
-            return {"msgtype": "markdown", "markdown": {"content": truncate_utf8(n.markdown, MARKDOWN_MAX)}}
+            tag = "".join(f"<@{u}>" for u in users if u != "@all")
+            content = n.markdown + (f"\n{tag}" if tag else "")
+            return {"msgtype": "markdown", "markdown": {"content": truncate_utf8(content, MARKDOWN_MAX)}}
         text: dict[str, Any] = {"content": truncate_utf8(message_text(n), TEXT_MAX)}
-        if c.mentioned_list:
-            text["mentioned_list"] = c.mentioned_list
-        if c.mentioned_mobile_list:
-            text["mentioned_mobile_list"] = c.mentioned_mobile_list
+        if users:
+            text["mentioned_list"] = users
+        if mobiles:
+            text["mentioned_mobile_list"] = mobiles
         return {"msgtype": "text", "text": text}
 
     async def send(self, notification: Notification) -> SendResult:

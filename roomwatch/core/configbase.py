@@ -41,6 +41,7 @@ __all__ = [
     "parse_bytes",
     "parse_duration",
     "parse_hostport",
+    "weak_secrets",
 ]
 
 # ---------------------------------------------------------------- durations
@@ -169,6 +170,11 @@ Secret = SecretStr
 # ------------------------------------------------------------------ models
 
 
+#: Every key of any config section that holds a secret (and its ``_file`` form): an error about one
+#: never shows the value that was given (it may be the secret with a typo).
+SECRET_KEYS: set[str] = set()
+
+
 class Model(BaseModel):
     """Base for every config section: unknown keys are errors; ``<secret>_file`` is understood."""
 
@@ -190,6 +196,8 @@ class Model(BaseModel):
             if ann is SecretStr or (hasattr(ann, "__args__") and SecretStr in getattr(ann, "__args__", ())):
                 secret.add(name)
         cls._secret_fields = frozenset(secret)
+        SECRET_KEYS.update(secret)
+        SECRET_KEYS.update(f"{name}_file" for name in secret)
 
     @model_validator(mode="before")
     @classmethod
@@ -383,11 +391,13 @@ def _walk_loc(data: Any, loc: tuple[Any, ...]) -> tuple[tuple[Any, ...], bool]:
 
 
 def _plain_message(err: Mapping[str, Any]) -> str:
-    """Say what pydantic found wrong in words a sysadmin reads at 3 a.m."""
+    """Say what pydantic found wrong in words a sysadmin reads at 3 a.m. (never a secret's value)."""
     kind = err.get("type", "")
     ctx = err.get("ctx") or {}
     got = err.get("input")
     shown = repr(got) if not isinstance(got, (dict, list)) else type(got).__name__
+    if any(isinstance(part, str) and part in SECRET_KEYS for part in err.get("loc", ())):
+        shown = "a value (not shown: it is a secret)"
     if kind == "extra_forbidden":
         return "unknown key (check the spelling; see the example config for valid keys)"
     if kind == "missing":
@@ -478,3 +488,52 @@ def iter_secret_values(model: BaseModel) -> Iterator[str]:
             for item in value.values():
                 if isinstance(item, BaseModel):
                     yield from iter_secret_values(item)
+
+
+#: Values from documentation, tutorials and examples: anyone can guess them.
+WELL_KNOWN_TOKENS = frozenset({"s3cret-token", "secret-token", "s3cret", "secret", "changeme", "change-me", "change_me",
+                               "token", "mytoken", "password", "passw0rd", "admin", "123456", "12345678", "roomwatch",
+                               "example", "test", "xxxxxxxx"})
+#: The ``token_hash`` the example collector file ships: it matches no token, so the example accepts no push.
+PLACEHOLDER_TOKEN_HASH = "sha256:" + "0" * 64
+#: A token shorter than this is guessable over the network despite the rate limits (gen-token makes 43).
+MIN_TOKEN_LENGTH = 16
+
+
+def _weak(value: str) -> str | None:
+    if value.strip().lower() in WELL_KNOWN_TOKENS:
+        return "is a value from the documentation's examples, which anyone can guess"
+    if len(value) < MIN_TOKEN_LENGTH:
+        return f"is shorter than {MIN_TOKEN_LENGTH} characters"
+    return None
+
+
+def weak_secrets(model: BaseModel, path: tuple[Any, ...] = ()) -> list[str]:
+    """Warnings (key path: why) for agent tokens that are short or well known; values are never shown.
+
+    Only ``token`` keys (and ``token_hash``, against the hashes of the well-known values) are looked at:
+    other secrets (SMS keys, passwords) are issued by their services.
+    """
+    import hashlib
+
+    known_hashes = {"sha256:" + hashlib.sha256(t.encode()).hexdigest() for t in WELL_KNOWN_TOKENS}
+    out: list[str] = []
+    for name in type(model).model_fields:
+        value = getattr(model, name, None)
+        where = dotted((*path, name))
+        if name == "token" and isinstance(value, SecretStr) and (why := _weak(value.get_secret_value())):
+            out.append(f"{where} {why}: anyone on the network could push as this agent; "
+                       "make one with `roomwatch gen-token`")
+        elif name == "token_hash" and value == PLACEHOLDER_TOKEN_HASH:
+            out.append(f"{where} is the example's placeholder: no agent can push with it; put the token_hash "
+                       "`roomwatch gen-token` prints (and the token into the agent's file)")
+        elif name == "token_hash" and isinstance(value, str) and value in known_hashes:
+            out.append(f"{where} is the hash of a value from the documentation's examples: anyone could push as "
+                       "this agent; make a token with `roomwatch gen-token`")
+        elif isinstance(value, BaseModel):
+            out.extend(weak_secrets(value, (*path, name)))
+        elif isinstance(value, (list, tuple)):
+            for i, item in enumerate(value):
+                if isinstance(item, BaseModel):
+                    out.extend(weak_secrets(item, (*path, name, i)))
+    return out

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["HEALTH_METRICS", "METRICS", "MetricDef", "describe"]
+__all__ = ["HEALTH_METRICS", "METRICS", "MetricDef", "collector_owned", "describe", "family_base"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +187,9 @@ COLLECTOR_PAST_STAMPS = _def("roomwatch_collector_past_timestamps_total",
                              "started at 1970), stored at their receive time instead.", "counter")
 COLLECTOR_RESIDENT_MEMORY = _def("roomwatch_collector_resident_memory_bytes", "Resident memory of the collector process.")
 COLLECTOR_CPU_SECONDS = _def("roomwatch_collector_cpu_seconds_total", "CPU time used by the collector process.", "counter")
+COLLECTOR_SAMPLES_REJECTED = _def("roomwatch_collector_samples_rejected_total",
+                                  "Samples of accepted pushes that were not stored, by agent and reason (series_limit, "
+                                  "new_series_limit, reserved_name, name_collision).", "counter")
 
 # --- collector store, history, remote write (reliability) ----------------------------------
 COLLECTOR_STORE_COMMITS = _def("roomwatch_collector_store_commits_total",
@@ -214,6 +217,22 @@ NOTIFICATIONS = _def(
 )
 NOTIFICATIONS_PENDING = _def("roomwatch_notifications_pending", "Notifications queued and not yet delivered, by channel.")
 SILENCES = _def("roomwatch_silences", "Silences by state (active, pending).")
+ACKNOWLEDGEMENTS = _def("roomwatch_acknowledgements_total",
+                        "Alert episodes acknowledged, by how (login, link, sms, dingtalk).", "counter")
+ACK_LINKS_REFUSED = _def("roomwatch_ack_links_refused_total",
+                         "Acknowledge links refused, by reason (bad_signature, expired, malformed, gone, throttled).",
+                         "counter")
+SMS_REPLIES = _def("roomwatch_sms_replies_total",
+                   "SMS received by a modem, by result (acknowledged, answered, ignored: not from a known number).",
+                   "counter")
+IM_CALLBACKS = _def("roomwatch_im_callbacks_total",
+                    "IM robot callbacks received, by IM and result (acknowledged, answered, ignored, refused).", "counter")
+MODEM_SIGNAL = _def("roomwatch_modem_signal_dbm", "GSM/4G modem signal at its last idle check (AT+CSQ), in dBm.")
+MODEM_REGISTERED = _def("roomwatch_modem_registered",
+                        "1 while the modem was registered on a network (AT+CREG? home or roaming) at its last check.")
+MODEM_CHECKED = _def("roomwatch_modem_last_check_timestamp_seconds", "Unix time of the modem's last idle check.")
+HEARTBEATS = _def("roomwatch_heartbeats_total",
+                  "Heartbeats sent by the collector, by kind (daily, ping, collector) and result (ok, failed).", "counter")
 
 # --- state metrics whose change is an event, pushed at once ------------------------------
 #: metric → (event type when it becomes 1, event type when it returns to 0)
@@ -235,3 +254,29 @@ MQTT_MESSAGES = _def("roomwatch_mqtt_messages_total",
                      "counter", health=True)
 MQTT_INVALID = _def("roomwatch_mqtt_messages_invalid_total",
                     "MQTT messages (or fields of them) dropped as invalid, by reason.", "counter", health=True)
+
+
+# --- names an agent may not write ---------------------------------------------------------
+#: The collector's own series: an agent sending one of these names is refused (it would
+#: fake the collector's view of agents, alerts and itself).
+_COLLECTOR_OWNED = frozenset({AGENT_UP, AGENT_LAST_PUSH, ALERTS, NOTIFICATION_CHANNEL_UP, NOTIFICATIONS,
+                              NOTIFICATIONS_PENDING, SILENCES})
+_COLLECTOR_PREFIX = "roomwatch_collector_"
+
+
+def collector_owned(name: str) -> bool:
+    """True for a name only the collector writes (``roomwatch_collector_*``, ``roomwatch_agent_up`` …)."""
+    return name.startswith(_COLLECTOR_PREFIX) or name in _COLLECTOR_OWNED
+
+
+#: Suffixes OpenMetrics gives the samples of one family (counter: _total, _created; histogram and
+#: summary: _count, _sum, _bucket; gauge histogram: _gcount, _gsum; info: _info).
+_FAMILY_SUFFIXES = ("_total", "_created", "_count", "_sum", "_bucket", "_gcount", "_gsum", "_info")
+
+
+def family_base(name: str) -> str:
+    """The OpenMetrics family a sample name belongs to: ``x_total`` → ``x``; two names with one base collide."""
+    for suffix in _FAMILY_SUFFIXES:
+        if name.endswith(suffix) and len(name) > len(suffix):
+            return name[: -len(suffix)]
+    return name

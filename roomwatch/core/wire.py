@@ -62,6 +62,29 @@ class WireError(ValueError):
     """A push body that does not follow the format; the message is the 400 reason."""
 
 
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+_SAMPLE_KEYS = frozenset({"metric", "labels", "value", "ts"})
+_EVENT_KEYS = frozenset({"type", "labels", "ts", "value", "message"})
+
+
+def _refuse_surrogates(obj: Any, where: str) -> None:
+    """Raise WireError naming the first string (key or value) in ``obj`` that is not valid Unicode text."""
+    stack = [(obj, where)]
+    while stack:
+        item, at = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                raise WireError(f"{at} contains a lone UTF-16 surrogate (not text)") from None
+        elif isinstance(item, dict):
+            for k, val in item.items():
+                stack.append((k, f"{at} key"))
+                stack.append((val, f"{at}.{str(k).encode('utf-8', 'replace').decode()[:40]}"))
+        elif isinstance(item, list):
+            stack.extend((x, f"{at}[{i}]") for i, x in enumerate(item))
+
+
 @dataclass(slots=True)
 class SampleRecord:
     metric: str
@@ -178,6 +201,13 @@ def decode_batch(raw: bytes) -> Batch:
         raise WireError(f"body is not valid JSON: {exc}") from None
     except RecursionError:
         raise WireError("JSON is nested too deeply") from None
+    except ValueError as exc:  # an integer of thousands of digits (Python's int_max_str_digits)
+        raise WireError(f"body is not acceptable JSON: {str(exc)[:120]}") from None
+    # A lone UTF-16 surrogate ("\ud800") is valid JSON but no text: it cannot be stored, rendered or
+    # logged. Only escapes make one (the body itself was valid UTF-8), so only a body with a \uD8..-\uDF..
+    # escape is walked, once.
+    if _SURROGATE_ESCAPE.search(raw):
+        _refuse_surrogates(doc, "body")
     if not isinstance(doc, dict):
         raise WireError("body must be a JSON object")
     agent = doc.get("agent")
@@ -210,6 +240,9 @@ def decode_batch(raw: bytes) -> Batch:
     for i, s in enumerate(raw_samples):
         if not isinstance(s, dict):
             raise WireError(f"samples[{i}] must be an object")
+        n = len(s)  # metric, value and ts are required (checked below), so more keys, or 4 without labels, are unknown
+        if n > 4 or (n == 4 and "labels" not in s):
+            raise WireError(f"samples[{i}] has unknown field(s): {', '.join(sorted(map(str, set(s) - _SAMPLE_KEYS)))}")
         metric = s.get("metric")
         if not isinstance(metric, str) or (metric not in known_metrics and not _metric_ok(metric)):
             raise WireError(f"samples[{i}].metric must be a metric name starting with roomwatch_")
@@ -230,6 +263,8 @@ def decode_batch(raw: bytes) -> Batch:
     for i, e in enumerate(raw_events):
         if not isinstance(e, dict):
             raise WireError(f"events[{i}] must be an object")
+        if extra := set(e) - _EVENT_KEYS:
+            raise WireError(f"events[{i}] has unknown field(s): {', '.join(sorted(map(str, extra)))}")
         etype = e.get("type")
         if not isinstance(etype, str) or not _EVENT_RE.match(etype):
             raise WireError(f"events[{i}].type must be a lower-case word such as door_open")

@@ -5,6 +5,17 @@ and checks what a modem and the network check: PDU mode set, the AT+CMGS length 
 TPDU octet count, a well-formed TPDU (address, DCS, UDL, concatenation header), Ctrl-Z at the
 end. It answers ``OK``, ``> ``, ``+CMGS: <mr>`` or ``+CMS ERROR: <n>`` and can be scripted to fail.
 The decoder here is written from the standard, independently of ``roomwatch.channels.sms_pdu``.
+
+Also, as real modules (Quectel EC20/EC25, Huawei ME909, SIMCom SIM7600) do:
+
+* voice calls: ``ATD<number>;`` (``OK`` at once; without the ``;`` it is a data call: ``NO CARRIER``),
+  ``AT+CLCC`` listing the call as ``+CLCC: 1,0,<stat>,0,0,"<number>",<type>`` (2 dialing, 3 alerting,
+  0 active), ``ATH``/``AT+CHUP`` hanging up, and the callee's side scripted by :attr:`FakeModem.call_mode`
+  (the state moves on with each ``AT+CLCC`` poll, so a test needs no clock);
+* ``AT+CSQ`` (``+CSQ: <rssi>,<ber>``), ``AT+CNMI``;
+* received SMS: :meth:`FakeModem.deliver` stores an SMS-DELIVER PDU (encoded here from TS 23.040,
+  independently of roomwatch) and sends ``+CMTI: "SM",<index>``; ``AT+CMGL=<stat>``, ``AT+CMGR=<index>``
+  and ``AT+CMGD=<index>`` list, read and delete them in PDU mode.
 """
 
 from __future__ import annotations
@@ -13,7 +24,7 @@ import os
 import select
 import threading
 import tty
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 # TS 23.038 default alphabet (index = septet) and extension table, for decoding.
 _BASIC = ("@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞ\x1bÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
@@ -99,6 +110,49 @@ def decode_submit(hexpdu: str) -> Submit:
     return Submit(("+" if toa == 0x91 else "") + digits, dcs, text, len(tpdu), ref, total, seq)
 
 
+def _gsm7_pack(text: str) -> tuple[bytes, int] | None:
+    """GSM 7-bit septets of ``text`` packed LSB first (TS 23.038 §6.1.2.1.1), or None when it needs UCS-2."""
+    septets: list[int] = []
+    ext = {v: k for k, v in _EXT.items()}
+    for ch in text:
+        if ch in _BASIC and ch != "\x1b":
+            septets.append(_BASIC.index(ch))
+        elif ch in ext:
+            septets += [0x1B, ext[ch]]
+        else:
+            return None
+    bits = sum(s << (7 * i) for i, s in enumerate(septets))
+    return bits.to_bytes((len(septets) * 7 + 7) // 8, "little"), len(septets)
+
+
+def encode_deliver(sender: str, text: str, when: tuple[int, int, int, int, int, int] = (25, 10, 1, 3, 5, 0)) -> str:
+    """An SMS-DELIVER TPDU (hex, SMSC part first) from ``sender``, as the network hands it to a modem."""
+    digits = sender.lstrip("+")
+    toa = 0x91 if sender.startswith("+") else 0x81
+    padded = digits + ("F" if len(digits) % 2 else "")
+    addr = bytes([len(digits), toa]) + bytes.fromhex("".join(padded[i + 1] + padded[i] for i in range(0, len(padded), 2)))
+    packed = _gsm7_pack(text)
+    if packed is not None:
+        dcs, ud, udl = 0x00, packed[0], packed[1]
+    else:
+        dcs, ud = 0x08, text.encode("utf-16-be")
+        udl = len(ud)
+    scts = bytes(int(f"{v:02d}"[::-1], 16) for v in when) + bytes([0x23])  # +8 h in quarters, swapped
+    tpdu = bytes([0x04]) + addr + bytes([0x00, dcs]) + scts + bytes([udl]) + ud  # MTI 00 deliver, MMS set
+    smsc = bytes([0x08, 0x91]) + bytes.fromhex("683108200505F0")  # +8613800250500
+    return (smsc + tpdu).hex().upper()
+
+
+@dataclass
+class FakeCall:
+    """One outgoing voice call the modem placed."""
+
+    number: str
+    states: list[int] = field(default_factory=lambda: [2])  # +CLCC stat values it went through
+    ended_by: str = ""  # ATH (we hung up), remote (the callee or the network), ""
+    polls: int = 0
+
+
 class FakeModem:
     """The modem end of a pty; ``path`` is the tty the channel opens. Scriptable failures below."""
 
@@ -114,6 +168,13 @@ class FakeModem:
         self.silent_cmgs = False  # take the PDU, never answer (network hang)
         self.mute = False  # answer nothing at all (modem hung, wrong port)
         self.urc = False  # interleave unsolicited result codes, as Huawei sticks do
+        self.csq = (20, 99)  # rssi 0..31 (99 unknown), ber: -113 + 2 * rssi dBm
+        #: what the called phone does: ring (until we hang up), answer, reject (BUSY), unreachable (NO CARRIER
+        #: before it rings), busy (ATD answers BUSY)
+        self.call_mode = "ring"
+        self.calls: list[FakeCall] = []
+        self.inbox: dict[int, list[str]] = {}  # index → [stat, pdu hex]; stat "0" unread, "1" read
+        self._next_index = 1
         self.commands: list[str] = []
         self.received: list[Submit] = []
         self.errors: list[str] = []  # protocol violations seen
@@ -184,6 +245,40 @@ class FakeModem:
             if line:
                 self._command(line)
 
+    def deliver(self, sender: str, text: str) -> int:
+        """An SMS from ``sender`` arrives: stored in the SIM's memory, announced with +CMTI."""
+        index = self._next_index
+        self._next_index += 1
+        self.inbox[index] = ["0", encode_deliver(sender, text)]
+        self._send(f'\r\n+CMTI: "SM",{index}\r\n')
+        return index
+
+    def _call(self) -> FakeCall | None:
+        return self.calls[-1] if self.calls and not self.calls[-1].ended_by else None
+
+    def _clcc(self) -> None:
+        call = self._call()
+        if call is not None:
+            call.polls += 1
+            state = call.states[-1]
+            nxt = state
+            if self.call_mode == "unreachable" and call.polls >= 1:
+                call.ended_by = "remote"
+                self._send("\r\nNO CARRIER\r\n")
+            elif state == 2:
+                nxt = 3
+            elif state == 3 and self.call_mode == "answer" and call.polls >= 2:
+                nxt = 0
+            elif state == 3 and self.call_mode == "reject" and call.polls >= 2:
+                call.ended_by = "remote"
+                self._send("\r\nBUSY\r\n")
+            if not call.ended_by:
+                if nxt != state:
+                    call.states.append(nxt)
+                toa = 145 if call.number.startswith("+") else 129
+                self._send(f'\r\n+CLCC: 1,0,{call.states[-1]},0,0,"{call.number}",{toa}\r\n')
+        self._ok()
+
     def _command(self, line: str) -> None:
         self.commands.append(line)
         if self.echo:
@@ -212,6 +307,55 @@ class FakeModem:
             self._ok()
         elif up.startswith("AT+CMGF="):
             self.pdu_mode = up.endswith("=0")
+            self._ok()
+        elif up == "AT+CSQ":
+            self._send(f"\r\n+CSQ: {self.csq[0]},{self.csq[1]}\r\n")
+            self._ok()
+        elif up.startswith("AT+CNMI="):
+            self._ok()
+        elif up.startswith("ATD"):
+            number = line[3:].strip()
+            if not number.endswith(";"):
+                self.errors.append(f"data call dialled: {line}")
+                self._send("\r\nNO CARRIER\r\n")
+            elif self.creg not in (1, 5) or self._call() is not None:
+                self._send("\r\nNO CARRIER\r\n")
+            elif self.call_mode == "busy":
+                self._send("\r\nBUSY\r\n")
+            else:
+                self.calls.append(FakeCall(number[:-1]))
+                self._ok()
+        elif up == "AT+CLCC":
+            self._clcc()
+        elif up in ("ATH", "ATH0", "AT+CHUP"):
+            call = self._call()
+            if call is not None:
+                call.ended_by = "ATH"
+            self._ok()
+        elif up.startswith("AT+CMGL="):
+            if not self.pdu_mode:
+                self._send("\r\n+CMS ERROR: 302\r\n")
+                return
+            want = up.split("=", 1)[1]
+            for index, (stat, pdu) in sorted(self.inbox.items()):
+                if want == "4" or want == stat:
+                    smsc_len = int(pdu[:2], 16)
+                    self._send(f"\r\n+CMGL: {index},{stat},,{len(pdu) // 2 - 1 - smsc_len}\r\n{pdu}")
+                    self.inbox[index][0] = "1"
+            self._send("\r\n")
+            self._ok()
+        elif up.startswith("AT+CMGR="):
+            found = self.inbox.get(int(up.split("=", 1)[1] or 0))
+            if found is None:
+                self._send("\r\n+CMS ERROR: 321\r\n")  # invalid memory index
+                return
+            smsc_len = int(found[1][:2], 16)
+            self._send(f"\r\n+CMGR: {found[0]},,{len(found[1]) // 2 - 1 - smsc_len}\r\n{found[1]}\r\n")
+            found[0] = "1"
+            self._ok()
+        elif up.startswith("AT+CMGD="):
+            index = int(up.split("=", 1)[1].split(",")[0] or 0)
+            self.inbox.pop(index, None)
             self._ok()
         elif up.startswith("AT+CMGS="):
             arg = up.split("=", 1)[1]
