@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from pathlib import Path
 from typing import Any
 
@@ -188,9 +187,11 @@ def test_starttls_with_upsc_and_upsmon(nut_factory: Any, agent_factory: Any, nut
                               users=[{"name": "host-b", "password": "pw", "upsmon": "secondary"}])
     served = wait_for(lambda: upsc_vars(target), timeout=20, what="served data over TLS")
     assert served["battery.charge"] == "96"
-    nut_clients.upsmon(target, "host-b", "pw", "secondary", extra="FORCESSL 1\nCERTVERIFY 0\n")
-    wait_for(lambda: "logged into UPS rack-ups (TLS)" in proc.log(), timeout=20, what="upsmon login over TLS")
-    time.sleep(0.1)
+    mon = nut_clients.upsmon(target, "host-b", "pw", "secondary", extra="FORCESSL 1\nCERTVERIFY 0\n")
+    try:
+        wait_for(lambda: "logged into UPS rack-ups (TLS)" in proc.log(), timeout=60, what="upsmon login over TLS")
+    except AssertionError as exc:  # say why: upsmon's own log and the agent's
+        raise AssertionError(f"{exc}\n--- upsmon\n{mon.log()[-3000:]}\n--- agent\n{proc.log()[-3000:]}") from None
 
 
 TRANSCRIPT = [
