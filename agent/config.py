@@ -14,6 +14,7 @@ from roomwatch import drivers
 from roomwatch.agent.actions import ActionEntry, check_actions
 from roomwatch.agent.fallback import FallbackConfig
 from roomwatch.agent.nut_server import NutServerConfig
+from roomwatch.agent.traps import TrapsConfig
 from roomwatch.core.configbase import (
     ByteSize,
     Duration,
@@ -122,6 +123,7 @@ class AgentConfig(Model):
     actions: list[ActionEntry] = Field(default_factory=list)
     fallback: FallbackConfig | None = None
     nut_server: NutServerConfig | None = Field(default=None, description="serve the UPS readings to NUT clients")
+    traps: TrapsConfig | None = None
 
     def extra_checks(self) -> list[tuple[tuple[Any, ...], str]]:
         """Cross-field checks pydantic cannot locate: (path, message)."""
@@ -140,6 +142,8 @@ class AgentConfig(Model):
                 problems.append((("fallback",), "local fallback alerting needs a collector section (it alerts when "
                                  "the collector cannot be reached)"))
             problems.extend(self.fallback.extra_checks())
+        if self.traps is not None and not any(d.driver == "snmp" for d in self.devices):
+            problems.append((("traps",), "the trap listener matches senders to snmp devices, and this agent has none"))
         problems.extend(check_actions(self.actions, self.all_devices(), self.nut_server))
         return problems
 

@@ -75,7 +75,10 @@ class AgentHTTP:
             return [b""]
         if path == "/metrics":
             ctype = negotiate(environ.get("HTTP_ACCEPT"))
-            self.agent._self_samples(int(time.time() * 1000))  # fresh agent health for this scrape
+            # Fresh health for this scrape: the agent's own, and each device's counters (taken on the
+            # event loop, where drivers count; a loop too busy to answer within a second gets the last ones).
+            self.agent._self_samples(int(time.time() * 1000))
+            self.agent.call_on_loop(self.agent.refresh_health, 1.0)
             body = render(self.agent.latest.families(), ctype)
             start_response("200 OK", [("Content-Type", ctype), ("Content-Length", str(len(body)))])
             return [body]

@@ -45,8 +45,16 @@ async def serve(config_path: str) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    from roomwatch.agent.traps import TrapListenError
+
     try:
         await agent.start()
+    except TrapListenError as exc:  # traps.listen taken, or below 1024 without the capability
+        log.error("%s", exc)
+        await agent.stop()
+        if http is not None:
+            http.close()
+        return 1
     except OSError as exc:  # the NUT server's address is taken or not ours
         log.error("cannot listen on %s (nut_server.listen): %s", cfg.nut_server.listen if cfg.nut_server else "?",
                   exc.strerror or exc)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import threading
 from collections.abc import Callable, Hashable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -77,6 +78,8 @@ class DeviceRunner:
         #: current at the collector (a measurement only while younger than ``max_age``).
         self.current: dict[tuple[str, tuple[tuple[str, str], ...]], tuple[SampleRecord, float]] = {}
         self.refreshed = 0.0  # monotonic time current values were last re-sent
+        self.polling = False  # a poll of it is running (scheduled or asked for by poll_now)
+        self.repoll = False  # poll_now was asked while it ran: poll again when it ends
 
 
 class _DriverContext:
@@ -120,6 +123,7 @@ class Agent:
         self._tasks: list[asyncio.Task[Any]] = []
         self._polls: set[asyncio.Task[Any]] = set()
         self._stopped = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.started_at = clock.time()
         self._started_m = clock.monotonic()  # start() sets it again
         self.pusher: Pusher | None = None
@@ -142,6 +146,11 @@ class Agent:
                                   clock)
             runner.timeout = runner.driver.poll_timeout(runner.timeout)
             self.devices[dev_cfg.name] = runner
+        self.traps: Any = None
+        if config.traps is not None:
+            from roomwatch.agent.traps import TrapService
+
+            self.traps = TrapService(self, config.traps)
         self.battery: Any = None
         if any(_is_ups(d) for d in config.all_devices()):
             from roomwatch.agent.battery_health import BatteryHealth
@@ -240,10 +249,15 @@ class Agent:
             before = self._states.get(key)
             now_on = rec.value >= 0.5
             self._states[key] = now_on
-            # The first reading is a state, not a transition; a driver that saw the transition
-            # itself (an MQTT door message) passes its own event instead.
-            if before is not None and before != now_on and not any(e.labels == rec.labels for e in events):
-                events.append(EventRecord(types[0] if now_on else types[1], rec.labels, rec.ts, rec.value))
+            if before == now_on or (before is None and not now_on):
+                continue
+            # A change is an event; so is an alarm state at the first reading (a door already open, a
+            # UPS already on battery when the agent starts or a sensor first speaks): as urgent as a
+            # transition, it must not wait for the next push. A quiet first state is not an event.
+            # A driver that saw the transition itself (an MQTT door message) passes its own event.
+            if not any(e.labels == rec.labels and e.type in types for e in events):
+                events.append(EventRecord(types[0] if now_on else types[1], rec.labels, rec.ts, rec.value,
+                                          "" if before is not None else "already so at the first reading"))
         self.latest.update(dev.name, records, replace=replace)
         for observer in self.observers:
             try:
@@ -283,8 +297,31 @@ class Agent:
             for e in events
         ])
 
+    def poll_now(self, dev: DeviceRunner) -> None:
+        """Poll ``dev`` at once, outside its schedule (an SNMP trap said something happened).
+
+        Never two polls of one device at a time: while one runs, another follows when it ends.
+        """
+        if dev.polling:
+            dev.repoll = True
+            return
+        asyncio.get_running_loop().create_task(self.poll_device(dev), name=f"poll-now-{dev.name}")
+
     async def poll_device(self, dev: DeviceRunner) -> None:
         """One poll of one device under its timeout; never raises."""
+        if dev.polling:  # a scheduled tick while a poll asked for by poll_now runs: an overlap, skipped
+            dev.skipped += 1
+            return
+        dev.polling = True
+        try:
+            await self._poll(dev)
+        finally:
+            dev.polling = False
+        if dev.repoll:
+            dev.repoll = False
+            self.poll_now(dev)
+
+    async def _poll(self, dev: DeviceRunner) -> None:
         task = asyncio.current_task()
         if task is not None:
             self._polls.add(task)
@@ -312,7 +349,11 @@ class Agent:
             self._set_up(dev, True)
             records = self._records(dev, readings, now)
         dev.duration = self.clock.monotonic() - started
-        self._publish(dev, records + self._health(dev, now), replace=bool(records))
+        events: list[EventRecord] = []
+        if self.traps is not None:
+            records = self.traps.adjust(dev, records)  # a state a trap just reported stands a while
+            events = self.traps.take_events(dev)  # the snmp_trap event travels with this poll's values
+        self._publish(dev, records + self._health(dev, now), replace=bool(records), events=events)
 
     async def check_silence(self) -> None:
         """Watch listening devices (every second).
@@ -364,6 +405,39 @@ class Agent:
                 # replace: a measurement dropped above also leaves the agent's /metrics.
                 self._publish(dev, records + self._health(dev, now), replace=True)
 
+    def refresh_health(self) -> None:
+        """Put every device's current health (up, poll errors, a driver's own counters) into /metrics.
+
+        Called for each scrape of the agent's /metrics (on the event loop, where drivers count), so a
+        counter such as ``roomwatch_mqtt_messages_invalid_total`` shows at once, not at the device's
+        next interval. A device that has not reported yet is left out (it is neither up nor down).
+        """
+        now = self.clock.time()
+        for dev in self.devices.values():
+            if dev.up is not None:
+                self.latest.update(dev.name, self._health(dev, now), replace=False)
+
+    def call_on_loop(self, fn: Callable[[], None], timeout: float) -> bool:
+        """Run ``fn`` on the agent's event loop from another thread; False when it did not run in time."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return False
+        done = threading.Event()
+
+        def call() -> None:
+            try:
+                fn()
+            except Exception:  # a scrape must still be answered
+                log.exception("%r failed", fn)
+            finally:
+                done.set()
+
+        try:
+            loop.call_soon_threadsafe(call)
+        except RuntimeError:  # the loop closed meanwhile (the agent is stopping)
+            return False
+        return done.wait(timeout)
+
     def _self_samples(self, now_ms: int) -> list[SampleRecord]:
         """Agent health, added to every pushed batch and the agent's /metrics."""
         labels = dict(self.base_labels)
@@ -377,6 +451,9 @@ class Agent:
             out.append(SampleRecord(v.AGENT_CPU_SECONDS, labels, cpu.user + cpu.system, now_ms))
         except (ImportError, OSError):
             pass
+        if self.traps is not None:
+            for result, n in sorted(self.traps.stats().items()):
+                out.append(SampleRecord(v.AGENT_SNMP_TRAPS, {**labels, "result": result}, float(n), now_ms))
         if self.nut_server is not None:
             out.append(SampleRecord(v.AGENT_NUT_CLIENTS, labels, float(self.nut_server.clients), now_ms))
             for reason, n in self.nut_server.refused.items():
@@ -417,8 +494,11 @@ class Agent:
         # poll_device never raises; the executor only "fails" when shutdown cancels a running poll.
         logging.getLogger("apscheduler.executors").setLevel(logging.CRITICAL)
         self._started_m = self.clock.monotonic()
+        self._loop = asyncio.get_running_loop()
         if self.nut_server is not None:
             await self.nut_server.start()  # first: a taken port stops the start before anything runs
+        if self.traps is not None:
+            await self.traps.start()  # first: a listener that cannot bind stops the agent before it polls
         sched = AsyncIOScheduler(job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 30})
 
         def on_skip(event: JobExecutionEvent) -> None:
@@ -466,6 +546,8 @@ class Agent:
                 await asyncio.wait(set(self._polls), timeout=poll_grace)
             self._scheduler.shutdown(wait=False)
             self._scheduler = None
+        if self.traps is not None:
+            self.traps.stop()
         for action in self.actions:
             await action.aclose()  # drops pending timers; lets a started command finish
         if self.nut_server is not None:

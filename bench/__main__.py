@@ -45,6 +45,7 @@ class Benchmark:
 BENCHMARKS: list[Benchmark] = [
     Benchmark("agent_footprint", ["--minutes", "10"]),  # issue 2: agent RSS/CPU beside node_exporter
     Benchmark("snmp"),             # issue 3: one agent polling 100 UPS agents vs snmp_exporter
+    Benchmark("traps"),            # issue 13: agent memory with the trap listener, trap → collector latency
     Benchmark("mqtt"),             # issue 4: MQTT ingest rate, CPU per 1k messages, memory per sensor
     Benchmark("spool"),            # issue 6: spool throughput, backlog drain, history cost
     Benchmark("collector"),        # issue 2: ingest and /metrics render vs prometheus_client
@@ -58,6 +59,7 @@ BENCHMARKS: list[Benchmark] = [
     Benchmark("profiles"),         # issue 8: before/after of the profiled hot spots
     Benchmark("oncall"),           # issue 14: one-tap links, reply codes and rotas per message
     Benchmark("attacks"),          # issue 12: /healthz under attack; the limits' cost, A/B against the commit before
+    Benchmark("discover"),         # issue 13: discover of a /24 beside nmap and snmpget loops
 ]
 
 DOC = ROOT / "BENCHMARKS.md"

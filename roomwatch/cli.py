@@ -16,7 +16,7 @@ from roomwatch import __version__
 
 __all__ = ["main"]
 
-AGENT_KEYS = frozenset({"agent", "collector", "host", "devices", "actions"})
+AGENT_KEYS = frozenset({"agent", "collector", "host", "devices", "actions", "traps"})
 COLLECTOR_KEYS = frozenset({"listen", "tls", "storage", "agents", "rules", "channels", "routes", "web", "alerts",
                             "agent_timeout", "series_expire", "max_body", "max_body_decompressed", "body_timeout",
                             "oncall", "time_intervals", "heartbeat"})
@@ -26,6 +26,8 @@ COLLECTOR_KEYS = frozenset({"listen", "tls", "storage", "agents", "rules", "chan
 #: agent's memory budget is tight, and those imports cost it about 2 MiB).
 #: name → (help, module, function adding its arguments, function running it).
 LAZY_COMMANDS: dict[str, tuple[str, str, str, str]] = {
+    "discover": ("find SNMP, NUT, MQTT and Modbus devices, read each once and print the agent's devices: for them "
+                 "(docs/discover.md)", "roomwatch.discover.main", "add_arguments", "run"),
     "test-alert": ("send a test notification through a configured channel and print its reply",
                    "roomwatch.commands.test_alert", "add_arguments", "run"),
     "hash-password": ("print a password hash for web.users (login for acknowledge and silences)",

@@ -32,11 +32,13 @@ pytest_plugins = [
     "tests.peers.snmpsim",  # before snmpd, which imports it (a plugin must be loaded as one to be assert-rewritten)
     "tests.peers.snmpd",
     "tests.peers.webhook_receiver",
+    "tests.discover_rig",  # cards_factory: snmpsim cards on their own loopback addresses
 ]
 
 #: Fixtures that start a process: a test using one (directly or through another fixture) is a ``peer`` test.
 PROCESS_FIXTURES = frozenset({"alertmanager", "browser_page", "mosquitto", "mosquitto_tls", "publisher", "nut_factory",
-                              "nut_clients", "prometheus_factory", "snmpd", "snmpsim_factory", "serial_pair", "collector",
+                              "nut_clients", "prometheus_factory", "snmpd", "snmpsim_factory", "cards_factory", "serial_pair",
+                              "collector",
                               "agent_factory",
                               # module-scoped ones of single test modules (set up before the guard could see them)
                               "sim", "fuzz_collector", "nut_all"})

@@ -255,3 +255,21 @@ async def test_state_change_becomes_an_event_for_observers() -> None:
         agent._publish(runner, recs, replace=False)
     assert [t for t, _ in seen] == ["door_open", "door_close"]
     assert seen[0][1] == 1_700_000_000_000  # the transition keeps the reading's time
+
+
+async def test_an_alarm_state_at_the_first_reading_is_an_event_a_quiet_one_is_not() -> None:
+    """Issue 13 point 6: a door already open (a UPS already on battery) when first read is as urgent as a change."""
+    from roomwatch.drivers.base import Reading as R
+
+    agent = _agent(FakeConfig(name="door", driver="fake-test"), FakeConfig(name="door2", driver="fake-test"),
+                   FakeConfig(name="ups", driver="fake-test"))
+    seen: list[tuple[str, str, str]] = []
+    agent.observers.append(lambda d, samples, events: seen.extend((d.name, e.type, e.message) for e in events))
+    publish = [("door", "roomwatch_door_open", 1.0), ("door2", "roomwatch_door_open", 0.0),
+               ("ups", "roomwatch_ups_on_battery", 1.0), ("ups", "roomwatch_ups_battery_low", 0.0),
+               ("door", "roomwatch_door_open", 1.0), ("door2", "roomwatch_door_open", 1.0)]
+    for name, metric, value in publish:
+        runner = agent.devices[name]
+        agent._publish(runner, agent._records(runner, [R(metric, value)], 1_700_000_000.0), replace=False)
+    assert [(n, t) for n, t, _ in seen] == [("door", "door_open"), ("ups", "ups_on_battery"), ("door2", "door_open")]
+    assert seen[0][2] == seen[1][2] == "already so at the first reading" and seen[2][2] == ""

@@ -23,8 +23,8 @@ def test_version() -> None:
     assert res.returncode == 0 and res.stdout.strip() == f"roomwatch {__version__}"
 
 
-@pytest.mark.parametrize("command", ["agent", "collector", "demo", "check-config", "gen-token", "test-alert", "report",
-                                     "hash-password"])
+@pytest.mark.parametrize("command", ["agent", "collector", "demo", "check-config", "discover", "gen-token", "test-alert",
+                                     "report", "hash-password"])
 def test_every_command_has_help(command: str) -> None:
     res = run_cli(command, "--help")
     assert res.returncode == 0, res.stderr

@@ -10,6 +10,7 @@
   point 5) without loading the alert engine or its pydantic models into the agent's small memory; those two
   modules import nothing of alerting but each other (:func:`test_what_the_agent_takes_of_alerts_stays_small`);
 * only the top (``roomwatch.cli``, ``roomwatch.demo``, ``roomwatch.commands``) imports across everything;
+  ``roomwatch.discover`` (``roomwatch discover``) imports the agent and the drivers;
 * no module imports the old top-level names (``agent``, ``collector``, ``drivers``, ``alerts``);
 * pyproject.toml lists every package of the tree, mapped to its folder.
 
@@ -40,8 +41,9 @@ ALLOWED: dict[str, set[str]] = {
     "agent": {"drivers"},
     "collector": {"alerts"},
     "commands": {"agent", "collector", "alerts", "drivers"},
+    "discover": {"agent", "drivers"},  # runs the drivers once, checks its output with the agent's config
     "demo": {"agent", "collector", "alerts", "drivers", "commands"},
-    "cli": {"agent", "collector", "alerts", "drivers", "demo", "commands"},
+    "cli": {"agent", "collector", "alerts", "drivers", "demo", "commands", "discover"},
     "__main__": {"cli"},
 }
 #: The modules of roomwatch.alerts the agent may import (see the module docstring).

@@ -60,6 +60,23 @@ def test_unit_exposure_does_not_regress(unit: str, tmp_path: Path) -> None:
     assert score <= 2.0  # the project's goal ("OK")
 
 
+@pytest.mark.peer
+def test_trap_drop_in_grants_port_162_and_nothing_else(tmp_path: Path) -> None:
+    """systemd/roomwatch-agent-traps.conf (docs/snmp.md, "Traps"): verifies clean on top of the agent unit,
+    grants CAP_NET_BIND_SERVICE only, and keeps the unit's exposure within the project's goal."""
+    analyze = require_binary("systemd-analyze")
+    unit = _unit_copy("roomwatch-agent.service", tmp_path)
+    drop = (ROOT / "systemd" / "roomwatch-agent-traps.conf").read_text()
+    caps = re.findall(r"^(AmbientCapabilities|CapabilityBoundingSet)=(.*)$", drop, re.M)
+    assert caps == [("AmbientCapabilities", "CAP_NET_BIND_SERVICE"), ("CapabilityBoundingSet", "CAP_NET_BIND_SERVICE")]
+    (tmp_path / "roomwatch-agent.service.d").mkdir()
+    (tmp_path / "roomwatch-agent.service.d" / "traps.conf").write_text(drop)
+    r = subprocess.run([analyze, "verify", str(unit)], capture_output=True, text=True, timeout=60, check=False)
+    assert r.returncode == 0 and r.stderr.strip() == "", r.stderr
+    with_drop_in = _exposure(unit)
+    assert RECORDED_EXPOSURE["roomwatch-agent.service"] < with_drop_in <= 2.0  # the drop-in is seen, and stays "OK"
+
+
 def test_units_keep_the_device_exceptions_narrow() -> None:
     """Only serial ports (and GPIO chips for the agent) get through the device cgroup."""
     agent = (ROOT / "systemd" / "roomwatch-agent.service").read_text()

@@ -242,6 +242,13 @@ class BrokerConnection:
         finally:
             client.loop_stop()
 
+    def publish(self, topic: str, payload: bytes | str, qos: int = 0) -> bool:
+        """Send one message (``roomwatch discover`` asks Tasmota boards for their sensors); False when not connected."""
+        client = self._client
+        if client is None or not self.state.connected:
+            return False
+        return bool(client.publish(topic, payload, qos=qos).rc == 0)
+
     # -- health ---------------------------------------------------------------------
     def problem(self) -> str | None:
         """Why messages cannot arrive now, once the broker has been unreachable past :data:`DOWN_GRACE`."""

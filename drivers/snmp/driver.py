@@ -151,6 +151,11 @@ class SnmpDriver(Driver):
         self._stale = False
         self._contacts = {name: (c.kind, c.active) for name, c in config.contacts.items()}
 
+    @property
+    def profile(self) -> Profile | None:
+        """The profile in use: the configured one, or what ``auto`` chose at the last poll (None before it)."""
+        return self._profile
+
     def poll_timeout(self, default: float) -> float:
         """The agent's budget for one poll: room for a few requests that each use every retry."""
         c: SnmpConfig = self.config

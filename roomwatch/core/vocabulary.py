@@ -156,6 +156,13 @@ AGENT_NUT_REFUSED = _def(
     "roomwatch_agent_nut_server_refused_total", "NUT server connections closed or commands refused by reason "
     "(max_clients, line_too_long, idle, access_denied, slow_reader, tls).", "counter")
 
+AGENT_SNMP_TRAPS = _def(
+    "roomwatch_snmp_traps_total",
+    "SNMP notifications the agent's trap listener received, by result (accepted, unknown_sender, bad_community, "
+    "bad_auth, malformed).",
+    "counter",
+)
+
 # --- agent spool (store-and-forward; reliability) -------------------------------------------
 AGENT_SPOOL_BATCHES = _def("roomwatch_agent_spool_batches", "Batches in the agent's spool, not yet accepted by a collector.")
 AGENT_SPOOL_SAMPLES = _def("roomwatch_agent_spool_samples", "Samples in the agent's spool, not yet accepted by a collector.")

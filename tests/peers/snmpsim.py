@@ -59,8 +59,9 @@ def snmpsim_binary() -> str:
 
 
 def start_snmpsim(workdir: Path, recordings: Mapping[str, Path | str], users: tuple[V3User, ...] = V3_USERS,
-                  ports: int = 1) -> Snmpsim:
-    """Serve ``recordings`` (community → .snmprec path or text) on ``ports`` loopback UDP endpoints."""
+                  ports: int = 1, host: str = "127.0.0.1", port: int | None = None) -> Snmpsim:
+    """Serve ``recordings`` (community → .snmprec path or text) on ``ports`` UDP endpoints of loopback ``host``
+    (any 127.x.y.z: Linux routes all of 127/8 to the loopback interface); ``port`` fixes the first port."""
     data = workdir / "data"
     data.mkdir(parents=True)
     for name, src in recordings.items():
@@ -69,19 +70,19 @@ def start_snmpsim(workdir: Path, recordings: Mapping[str, Path | str], users: tu
             shutil.copyfile(src, target)
         else:
             target.write_text(src)
-    port_list = [free_port(socket.SOCK_DGRAM) for _ in range(ports)]
+    port_list = ([port] if port else []) + [free_port(socket.SOCK_DGRAM) for _ in range(ports - (1 if port else 0))]
     argv = [snmpsim_binary(), f"--data-dir={data}", f"--cache-dir={workdir / 'cache'}",
             "--logging-method=stderr", "--log-level=error"]
     for u in users:
         argv += [f"--v3-user={u.user}", f"--v3-auth-key={u.auth_key}", f"--v3-auth-proto={u.auth_proto}"]
         if u.priv_key:
             argv += [f"--v3-priv-proto={u.priv_proto}", f"--v3-priv-key={u.priv_key}"]
-    argv += [f"--agent-udpv4-endpoint=127.0.0.1:{p}" for p in port_list]
+    argv += [f"--agent-udpv4-endpoint={host}:{p}" for p in port_list]
     # As root snmpsim insists on dropping privileges, which fails under a 0700 home (PEERS.md).
     proc = PeerProcess("snmpsim", argv, workdir, env={"SNMPSIM_ALLOW_ROOT": "true"})
     first = next(iter(recordings))
     try:
-        proc.wait_ready(lambda: all(snmp_ping(p, first) for p in port_list), timeout=60)
+        proc.wait_ready(lambda: all(snmp_ping(p, first, host) for p in port_list), timeout=60)
     except BaseException:
         proc.stop()
         raise
