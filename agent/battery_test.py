@@ -140,7 +140,7 @@ class BatteryTestAction:
             return False
         started = time.time()
         self.running = True
-        self.agent.testing[cfg.ups] = time.monotonic() + cfg.max_duration
+        self.agent.testing[cfg.ups] = self.agent.clock.monotonic() + cfg.max_duration
         log.warning("action %s: starting a battery self-test of %s: %s", cfg.name, cfg.ups, control.describe(plan))
         try:
             await control.run(plan)

@@ -120,7 +120,7 @@ class AgentConfig(Model):
     collector: CollectorTarget | None = None
     host: HostSection = Field(default_factory=HostSection)
     devices: list[DeviceEntry] = Field(default_factory=list)
-    actions: list[ActionEntry] = Field(default_factory=list)  # type: ignore[valid-type]
+    actions: list[ActionEntry] = Field(default_factory=list)
     fallback: FallbackConfig | None = None
     nut_server: NutServerConfig | None = Field(default=None, description="serve the UPS readings to NUT clients")
     traps: TrapsConfig | None = None

@@ -2,11 +2,12 @@
 sends the critical conditions it sees itself, through channels of its own (typically ``gsm_modem``,
 which needs no internet link).
 
-Conditions (alert names as in CONTRACT.md): ``UPSOnBattery`` (roomwatch_ups_on_battery 1),
-``UPSBatteryLow`` (roomwatch_ups_battery_low 1), ``WaterLeak`` (roomwatch_water_leak_detected 1),
-``SmokeDetected`` (roomwatch_smoke_detected 1) and ``RoomTemperatureCritical``
-(roomwatch_temperature_celsius above ``temperature_critical`` for ``temperature_for``; clears
-below ``temperature_clear``).
+Conditions: the rules of the collector's default pack that its ``local_fallback:`` list names
+(``alerts/defaults.yaml``: UPSOnBattery, UPSBatteryLow, WaterLeak, SmokeDetected,
+RoomTemperatureCritical), read through :mod:`roomwatch.alerts.pack` — the same alert names,
+thresholds (``when``/``clear``), ``for`` durations and zh-CN/en summaries as the collector's.
+``temperature_critical``, ``temperature_clear`` and ``temperature_for`` override the
+temperature rule's for the agent (as ``rules.overrides`` may for the collector).
 
 A condition is sent once per episode, and only if no collector has accepted a batch showing it
 (then the collector alerts for it: it is not sent twice). When it clears while the link is still down,
@@ -29,6 +30,8 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, TypeAdapter
 
+from roomwatch.alerts.conditions import parse_expr
+from roomwatch.alerts.pack import PackRule, local_fallback_rules
 from roomwatch.core import vocabulary as v
 from roomwatch.core.configbase import Duration, Model
 from roomwatch.core.notice import EVENT_TYPE, notice_event
@@ -41,14 +44,6 @@ __all__ = ["EVENT_TYPE", "FallbackAlerter", "FallbackConfig"]
 
 log = logging.getLogger("roomwatch.agent.fallback")
 
-#: metric → (alertname, Chinese words, English words) for the on/off conditions.
-_STATES: dict[str, tuple[str, str, str]] = {
-    v.UPS_ON_BATTERY: ("UPSOnBattery", "UPS 市电中断，正在使用电池供电", "UPS on battery (mains failed)"),
-    v.UPS_BATTERY_LOW: ("UPSBatteryLow", "UPS 电池电量低，即将关机", "UPS battery low, shutdown near"),
-    v.WATER_LEAK: ("WaterLeak", "漏水", "water leak"),
-    v.SMOKE: ("SmokeDetected", "烟雾报警", "smoke detected"),
-}
-_TEMP = ("RoomTemperatureCritical", "温度过高", "temperature critical")
 
 
 class FallbackConfig(Model):
@@ -58,10 +53,10 @@ class FallbackConfig(Model):
     channels: list[dict[str, Any]] = Field(min_length=1, description="channel entries as in the collector's channels")
     language: str = Field(default="zh-CN", pattern=r"^(zh-CN|en)$")
     send_resolved: bool = True
-    # ASHRAE class A1 allowable maximum 32 °C, the same default as the collector's RoomTemperatureCritical rule.
-    temperature_critical: float = 32.0
-    temperature_clear: float = 30.0
-    temperature_for: Duration = Field(default=120.0, ge=0)
+    # Unset: the rule pack's RoomTemperatureCritical (alerts/defaults.yaml: > 32 °C for 2m, clear < 30 °C).
+    temperature_critical: float | None = Field(default=None, description="°C; default: the rule pack's")
+    temperature_clear: float | None = Field(default=None, description="°C; default: the rule pack's")
+    temperature_for: Duration | None = Field(default=None, ge=0, description="default: the rule pack's")
 
     def channel_models(self) -> list[Any]:
         """Validate the channel entries with the alerting package's models (imported only when used)."""
@@ -92,9 +87,27 @@ class FallbackConfig(Model):
                 for err in exc.errors(include_url=False):
                     loc = tuple(p for p in err["loc"] if p != entry.get("type"))
                     problems.append((("fallback", "channels", i, *loc), str(err["msg"]).removeprefix("Value error, ")))
-        if self.temperature_clear > self.temperature_critical:
-            problems.append((("fallback", "temperature_clear"), "must not be above temperature_critical"))
+        temp = next((r for r in local_fallback_rules() if r.metric == v.TEMPERATURE), None)
+        if temp is not None:
+            critical = self.temperature_critical if self.temperature_critical is not None else temp.when.first()
+            clear = self.temperature_clear if self.temperature_clear is not None else (
+                temp.clear.first() if temp.clear is not None else critical)
+            if clear > critical:
+                problems.append((("fallback", "temperature_clear"), "must not be above temperature_critical"))
         return problems
+
+    def rules(self) -> dict[str, PackRule]:
+        """Metric → the rule the fallback sends for it: the pack's, with this section's temperature overrides."""
+        out: dict[str, PackRule] = {}
+        for r in local_fallback_rules():
+            if r.metric == v.TEMPERATURE:
+                r = PackRule(r.alert, r.severity, r.metric,
+                             parse_expr(f"> {self.temperature_critical}") if self.temperature_critical is not None
+                             else r.when,
+                             parse_expr(f"< {self.temperature_clear}") if self.temperature_clear is not None else r.clear,
+                             self.temperature_for if self.temperature_for is not None else r.for_, r.summary)
+            out[r.metric] = r
+        return out
 
 
 #: Seconds before retrying the recipients a channel could not reach yet, when the service names no delay.
@@ -123,31 +136,32 @@ class FallbackAlerter:
 
         self.config = config
         self.agent = agent
+        self.clock = agent.clock
         self.channels = [get_channel_type(m.type)(m) for m in config.channel_models()]
+        self.rules = config.rules()
         self.conditions: dict[tuple[str, tuple[tuple[str, str], ...]], _Condition] = {}
         self.sent = 0
         self._kick = asyncio.Event()
-        self._started = time.time()
+        self._started = self.clock.time()
 
     # -- watching ------------------------------------------------------------------
     def observe(self, dev: DeviceRunner, samples: list[SampleRecord], events: list[EventRecord]) -> None:
         """Update conditions from one poll's samples (runs on the event loop, must be quick)."""
-        zh = self.config.language == "zh-CN"
-        now = time.time()
+        lang = self.config.language
+        now = self.clock.time()
         for s in samples:
-            state = _STATES.get(s.metric)
+            rule = self.rules.get(s.metric)
+            if rule is None:
+                continue
             # A condition begins at its sample's time: the collector's alert for it starts there too
             # (the matching rule in roomwatch/notice.py compares the two).
-            if state is not None:
-                self._track(state[0], s.labels, s.value >= 0.5, s.value >= 0.5, state[1] if zh else state[2],
-                            s.ts / 1000, s.value)
-            elif s.metric == v.TEMPERATURE:
-                key = (_TEMP[0], tuple(sorted(s.labels.items())))
-                active = key in self.conditions and not self.conditions[key].cleared
-                hot = s.value > self.config.temperature_critical or (active and s.value >= self.config.temperature_clear)
-                cond = self._track(_TEMP[0], s.labels, hot, False, _TEMP[1] if zh else _TEMP[2], s.ts / 1000, s.value)
-                if cond is not None and not cond.cleared and now - cond.since >= self.config.temperature_for:
-                    cond.firing = True
+            key = (rule.alert, tuple(sorted(s.labels.items())))
+            was = key in self.conditions and not self.conditions[key].cleared
+            words = rule.summary.get(lang) or rule.summary.get("en") or rule.alert
+            cond = self._track(rule.alert, s.labels, rule.active(s.value, was), rule.for_ <= 0, words, s.ts / 1000,
+                               s.value)
+            if cond is not None and not cond.cleared and now - cond.since >= rule.for_:
+                cond.firing = True
         if any(c.firing and not c.notified for c in self.conditions.values()):
             self._kick.set()
 
@@ -173,7 +187,7 @@ class FallbackAlerter:
         """Seconds since a collector last accepted a push (since start if none ever did)."""
         pusher = self.agent.pusher
         last = pusher.last_ok if pusher is not None and pusher.last_ok else self._started
-        return max(0.0, time.time() - last)
+        return max(0.0, self.clock.time() - last)
 
     def accepted(self, batch: Batch) -> None:
         """A collector accepted ``batch`` (a :attr:`Pusher.on_accepted` hook): it has seen what the batch shows."""
@@ -181,12 +195,11 @@ class FallbackAlerter:
         if not unknown:
             return
         for s in batch.samples:
-            name = _STATES[s.metric][0] if s.metric in _STATES else _TEMP[0] if s.metric == v.TEMPERATURE else None
-            if name is None:
+            rule = self.rules.get(s.metric)
+            if rule is None:
                 continue
-            cond = unknown.get((name, tuple(sorted(s.labels.items()))))
-            if cond is not None and s.ts >= int(cond.since * 1000) - 1 and (
-                    s.value >= 0.5 if name != _TEMP[0] else s.value > self.config.temperature_critical):
+            cond = unknown.get((rule.alert, tuple(sorted(s.labels.items()))))
+            if cond is not None and s.ts >= int(cond.since * 1000) - 1 and rule.when.test(s.value):
                 cond.known = True
 
     async def run(self) -> None:
@@ -225,7 +238,7 @@ class FallbackAlerter:
         a = self.agent.config.agent
         place = " ".join(x for x in (a.site, a.room) if x) or a.id
         device = cond.labels.get("device", "")
-        value = f" {cond.value:.1f}°C" if cond.alertname == _TEMP[0] else ""
+        value = f" {cond.value:.1f}°C" if self._is_temperature(cond) else ""
         minutes = max(1, round(offline / 60))
         if self.config.language == "zh-CN":
             title = f"【机房本地告警】{place}" if status == "firing" else f"【已恢复】{place}"
@@ -237,6 +250,10 @@ class FallbackAlerter:
             text = (f"{title}\n{device}: {cond.words}{value}\nCollector unreachable for about {minutes} min; "
                     "sent by the agent in the room.")
         return title, text
+
+    def _is_temperature(self, cond: _Condition) -> bool:
+        rule = self.rules.get(v.TEMPERATURE)
+        return rule is not None and rule.alert == cond.alertname
 
     async def _send(self, cond: _Condition, status: str, offline: float) -> bool:
         """Send through each channel; True once a channel has it for all its recipients.
@@ -254,7 +271,7 @@ class FallbackAlerter:
         delivered = False
         for ch in self.channels:
             key = f"{status}/{ch.name}"
-            if time.monotonic() < cond.extra.get(f"next/{key}", 0.0):
+            if self.clock.monotonic() < cond.extra.get(f"next/{key}", 0.0):
                 continue  # its remaining recipients wait for the service's retry delay
             n = Notification(group_key=f"fallback/{cond.alertname}", status=status, receiver=ch.name, alerts=[item],
                              title=title, text=text, reason=status)
@@ -269,7 +286,7 @@ class FallbackAlerter:
             progress = result.progress if result.outcome is Outcome.RETRY else None
             if progress:
                 cond.extra[f"progress/{key}"] = progress
-                cond.extra[f"next/{key}"] = time.monotonic() + (result.retry_after or _RETRY_REMAINDER)
+                cond.extra[f"next/{key}"] = self.clock.monotonic() + (result.retry_after or _RETRY_REMAINDER)
             if (done or (progress and progress.get("reached"))) and not cond.extra.get(f"noticed/{key}"):
                 cond.extra[f"noticed/{key}"] = True
                 self.sent += 1
@@ -278,7 +295,7 @@ class FallbackAlerter:
                             "" if done else " (some recipients still to be retried)")
                 if self.agent.pusher is not None:
                     self.agent.pusher.add_notice(notice_event(cond.alertname, cond.labels, status, ch.name,
-                                                              ch.type, int(time.time() * 1000), cond.since, text))
+                                                              ch.type, int(self.clock.time() * 1000), cond.since, text))
             if done:
                 delivered = True
             else:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable
+from collections.abc import Set as AbstractSet
 
 from roomwatch.core.exposition import Family, render_labels
 from roomwatch.core.vocabulary import describe
@@ -50,7 +51,7 @@ class LatestValues:
                 keys.clear()
             keys.update(fresh)
 
-    def drop_device(self, device: str, keep: frozenset[str] = frozenset()) -> None:
+    def drop_device(self, device: str, keep: AbstractSet[str] = frozenset()) -> None:
         """Forget the device's series except the metrics in ``keep`` (its health series)."""
         with self._lock:
             keys = self._by_device.get(device, set())

@@ -9,6 +9,7 @@ import sys
 
 from roomwatch.core.configbase import ConfigError, iter_secret_values, parse_hostport
 from roomwatch.core.logsetup import setup_logging
+from roomwatch.core.plural import plural
 from roomwatch.core.sdnotify import Notifier
 
 __all__ = ["main", "serve"]
@@ -65,7 +66,7 @@ async def serve(config_path: str) -> int:
         http.start()
         log.info("serving /metrics and /healthz on http://%s:%d", host, http.port)
     notifier = Notifier()
-    notifier.ready(f"agent {cfg.agent.id}: {len(cfg.all_devices())} devices")
+    notifier.ready(f"agent {cfg.agent.id}: {plural(len(cfg.all_devices()), 'device')}")
     notifier.start_watchdog()
     try:
         await stop.wait()

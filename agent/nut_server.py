@@ -548,6 +548,12 @@ class NutServer:
         if self.tls is None:
             await self._send(client, ["ERR FEATURE-NOT-CONFIGURED"])
             return
+        # Stop reading before the OK: the client answers it with its TLS hello at once, and bytes read
+        # before start_tls takes the transport over would land in this reader's buffer, out of the TLS
+        # layer's reach (the handshake then stalls until its timeout). start_tls resumes reading.
+        transport = client.writer.transport
+        if isinstance(transport, asyncio.ReadTransport):  # a socket's transport reads and writes
+            transport.pause_reading()
         await self._send(client, ["OK STARTTLS"])
         try:
             await asyncio.wait_for(client.writer.start_tls(self.tls), TLS_HANDSHAKE_TIMEOUT)

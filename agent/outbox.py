@@ -22,7 +22,9 @@ log = logging.getLogger("roomwatch.agent.outbox")
 class Outbox(Protocol):
     """Batches accepted for delivery; a batch leaves only through :meth:`ack`."""
 
-    dropped_samples: int
+    @property
+    def dropped_samples(self) -> int:
+        """Samples dropped at the cap (counted since the start, or for good in a persistent spool)."""
 
     def put(self, batch: Batch) -> None:
         """Keep ``batch`` until acknowledged (may drop the oldest at the cap, counting it)."""

@@ -5,6 +5,7 @@ one or more batches with increasing ``seq`` in the :class:`~roomwatch.agent.outb
 (events in batches of their own); batches leave the outbox only on the
 collector's 200 (or, counted, on a 400: the collector would refuse them forever). HTTP runs in a worker
 thread with :mod:`http.client` (keeps the agent small: no aiohttp import).
+Intervals, backoff and stamps read the injected :class:`~roomwatch.core.clock.Clock`.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from dataclasses import dataclass
 from roomwatch import __version__
 from roomwatch.agent.config import CollectorTarget
 from roomwatch.agent.outbox import MemoryOutbox, Outbox
+from roomwatch.core.clock import SYSTEM, Clock
+from roomwatch.core.plural import plural
 from roomwatch.core.tls import client_context
 from roomwatch.core.wire import MAX_EVENTS, PUSH_PATH, Batch, EventRecord, SampleRecord, encode_batch
 
@@ -139,8 +142,9 @@ class Pusher:
     """Buffers samples/events, seals batches and drains the outbox to the collector."""
 
     def __init__(self, agent_id: str, target: CollectorTarget, outbox: Outbox | None = None,
-                 extra_samples: Callable[[int], list[SampleRecord]] | None = None):
+                 extra_samples: Callable[[int], list[SampleRecord]] | None = None, clock: Clock = SYSTEM):
         self.agent_id = agent_id
+        self.clock = clock
         self.target = target
         self.outbox: Outbox = outbox or MemoryOutbox(target.queue_max_samples)
         self.extra_samples = extra_samples
@@ -157,7 +161,7 @@ class Pusher:
         self._on_fallback_since: float | None = None
         self._failures = 0
         self._next_try = 0.0
-        self._next_seal = time.monotonic() + target.push_interval
+        self._next_seal = self.clock.monotonic() + target.push_interval
         self._state_ok: bool | None = None
         self._stopping = False
         self._rejects_unlogged = 0
@@ -202,7 +206,7 @@ class Pusher:
         everything and in order; the rest of the interval's samples riding along would jump the
         backlog's pacing after an outage. Alone, the other samples queue as fresh or backlog.
         """
-        now_ms = int(time.time() * 1000)
+        now_ms = int(self.clock.time() * 1000)
         if self.extra_samples is not None:
             self._samples.extend(self.extra_samples(now_ms))
         samples, events = self._samples, self._events
@@ -223,17 +227,17 @@ class Pusher:
     def _url(self) -> str:
         urls = self.target.urls
         since = self._on_fallback_since
-        if self._url_index and since and time.monotonic() - since > self.target.failback_after:
+        if self._url_index and since and self.clock.monotonic() - since > self.target.failback_after:
             self._url_index, self._on_fallback_since = 0, None  # give the preferred collector another chance
         return urls[self._url_index % len(urls)]
 
     def _fail_over(self) -> None:
         if len(self.target.urls) > 1:
             self._url_index = (self._url_index + 1) % len(self.target.urls)
-            self._on_fallback_since = time.monotonic() if self._url_index else None
+            self._on_fallback_since = self.clock.monotonic() if self._url_index else None
 
     async def _send(self, batch: Batch) -> PushResult:
-        batch.sent = int(time.time() * 1000)
+        batch.sent = int(self.clock.time() * 1000)
         body = encode_batch(batch, self.target.compress)
         last = PushResult(0, "no collector URL")
         for _ in range(len(self.target.urls)):
@@ -267,7 +271,7 @@ class Pusher:
     def _set_state(self, ok: bool, reason: str = "") -> None:
         if ok and self._state_ok is not True:
             if self._state_ok is False:
-                log.info("collector reachable again; %d batches queued", self.outbox.depth())
+                log.info("collector reachable again; %s queued", plural(self.outbox.depth(), "batch", "batches"))
         elif not ok and self._state_ok is not False:
             log.warning("cannot push to the collector: %s (will retry with backoff; data is kept)", reason)
         self._state_ok = ok
@@ -275,9 +279,9 @@ class Pusher:
     async def drain(self) -> bool:
         """Send queued batches until the queue is empty or an attempt fails; True if all went."""
         while True:
-            if time.monotonic() >= self._next_seal:  # a long backlog drain must not hold back fresh data
+            if self.clock.monotonic() >= self._next_seal:  # a long backlog drain must not hold back fresh data
                 self.seal()
-                self._next_seal = time.monotonic() + self.target.push_interval
+                self._next_seal = self.clock.monotonic() + self.target.push_interval
             batches = self.outbox.next_batches(1)
             if not batches:
                 return True
@@ -290,7 +294,7 @@ class Pusher:
                 for hook in self.on_accepted:
                     hook(batch)
                 self.stats["ok"] += 1
-                self.last_ok = time.time()
+                self.last_ok = self.clock.time()
                 self._failures = 0
                 self._set_state(True)
                 continue
@@ -321,7 +325,7 @@ class Pusher:
             delay = min(self.target.backoff_max, 2 ** min(self._failures, 6)) * random.uniform(0.5, 1.0)
             if res.retry_after:
                 delay = max(delay, res.retry_after)
-            self._next_try = time.monotonic() + delay
+            self._next_try = self.clock.monotonic() + delay
             return False
 
     def _log_partial(self, batch: Batch, rejected: dict[str, int]) -> None:
@@ -336,7 +340,7 @@ class Pusher:
 
     def _log_rejected(self, batch: Batch, reason: str) -> None:
         """Log a 400 with the collector's reason: at once, then at most once a minute with a count."""
-        now = time.monotonic()
+        now = self.clock.monotonic()
         if self._reject_logged_at is not None and now - self._reject_logged_at < _REJECT_LOG_EVERY:
             self._rejects_unlogged += 1
             return
@@ -354,10 +358,10 @@ class Pusher:
     async def run(self) -> None:
         """Seal every interval (or on kick) and drain, with backoff after failures."""
         interval = self.target.push_interval
-        self._next_seal = time.monotonic() + interval
+        self._next_seal = self.clock.monotonic() + interval
         last_attempt = 0.0
         while not self._stopping:
-            now = time.monotonic()
+            now = self.clock.monotonic()
             wake = self._next_seal
             if self.outbox.depth():
                 wake = min(wake, max(self._next_try, now + self._ready_in()))
@@ -367,7 +371,7 @@ class Pusher:
                 pass
             kicked = self._kick.is_set()
             self._kick.clear()
-            now = time.monotonic()
+            now = self.clock.monotonic()
             if now >= self._next_seal:
                 self.seal()
                 self._next_seal = now + interval
@@ -375,8 +379,8 @@ class Pusher:
                 self.seal()  # events go out now (the buffered samples with them, in a fresh batch of their own)
             if now - last_attempt < _MIN_GAP:
                 await asyncio.sleep(_MIN_GAP - (now - last_attempt))
-            if self.outbox.depth() and (kicked or time.monotonic() >= self._next_try):
-                last_attempt = time.monotonic()
+            if self.outbox.depth() and (kicked or self.clock.monotonic() >= self._next_try):
+                last_attempt = self.clock.monotonic()
                 await self.drain()
 
     def _ready_in(self) -> float:
@@ -392,7 +396,7 @@ class Pusher:
         try:
             await asyncio.wait_for(self.drain(), timeout)
         except TimeoutError:
-            log.warning("shutdown: %d batches not delivered", self.outbox.depth())
+            log.warning("shutdown: %s not delivered", plural(self.outbox.depth(), "batch", "batches"))
 
     def stop(self) -> None:
         self._stopping = True

@@ -4,6 +4,12 @@ Each polled device is an APScheduler interval job with jitter and
 ``max_instances=1`` (a poll still running at the next tick skips that tick and
 counts it). Every poll runs under a timeout, so one hung device never delays
 the others. A device's state changes (up → down, down → up) are logged once.
+
+Time: APScheduler decides when a poll runs; everything the agent concludes from
+time — sample stamps, poll durations, ``max_age`` of listening devices
+(:meth:`Agent.check_silence`), push intervals and backoff, the spool's pacing —
+reads the injected :class:`~roomwatch.core.clock.Clock`, so tests set the time and
+call :meth:`Agent.poll_device` or :meth:`Agent.check_silence` themselves.
 """
 
 from __future__ import annotations
@@ -12,7 +18,6 @@ import asyncio
 import logging
 import random
 import threading
-import time
 from collections.abc import Callable, Hashable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -24,6 +29,8 @@ from roomwatch.agent.latest import LatestValues
 from roomwatch.agent.push import Pusher
 from roomwatch.agent.spool import open_outbox, spool_samples
 from roomwatch.core import vocabulary as v
+from roomwatch.core.clock import SYSTEM, Clock
+from roomwatch.core.plural import plural
 from roomwatch.core.wire import EventRecord, SampleRecord
 from roomwatch.drivers.base import DeviceConfig, Driver, Event, Reading
 from roomwatch.drivers.plausible import screen
@@ -51,7 +58,8 @@ def _reason(exc: BaseException) -> str:
 class DeviceRunner:
     """One configured device: its driver, labels and health state."""
 
-    def __init__(self, cfg: DeviceConfig, driver: Driver, base_labels: dict[str, str], interval: float):
+    def __init__(self, cfg: DeviceConfig, driver: Driver, base_labels: dict[str, str], interval: float,
+                 clock: Clock = SYSTEM):
         self.cfg = cfg
         self.driver = driver
         self.name = cfg.name
@@ -60,7 +68,7 @@ class DeviceRunner:
         self.labels = {**base_labels, **cfg.labels, "device": cfg.name}
         self.up: bool | None = None
         self.reason = ""
-        self.changed_at = time.time()
+        self.changed_at = clock.time()
         self.last_seen = 0.0
         self.errors = 0
         self.skipped = 0
@@ -93,8 +101,10 @@ class _DriverContext:
 class Agent:
     """Runs the devices of one agent config until :meth:`stop`."""
 
-    def __init__(self, config: AgentConfig):
+    def __init__(self, config: AgentConfig, clock: Clock = SYSTEM):
         self.config = config
+        #: Every time the agent reads (stamps, durations, max_age, push intervals, pacing): tests inject their own.
+        self.clock = clock
         a = config.agent
         self.base_labels = {k: val for k, val in {"agent": a.id, "site": a.site, "room": a.room, **a.labels}.items() if val}
         self.latest = LatestValues()
@@ -115,10 +125,12 @@ class Agent:
         self._polls: set[asyncio.Task[Any]] = set()
         self._stopped = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self.started_at = time.time()
+        self.started_at = clock.time()
+        self._started_m = clock.monotonic()  # start() sets it again
         self.pusher: Pusher | None = None
         if config.collector is not None:
-            self.pusher = Pusher(a.id, config.collector, outbox=open_outbox(config), extra_samples=self._self_samples)
+            self.pusher = Pusher(a.id, config.collector, outbox=open_outbox(config, clock), extra_samples=self._self_samples,
+                                 clock=clock)
         self.fallback: Any = None
         if config.fallback is not None:
             from roomwatch.agent.fallback import FallbackAlerter
@@ -131,8 +143,8 @@ class Agent:
             cls = get_driver(dev_cfg.driver)
             # host: {} without an interval falls back on the agent's default, like any device.
             interval = dev_cfg.interval or (config.host.interval if dev_cfg.driver == "host" else None) or a.interval
-            runner = DeviceRunner(dev_cfg, None, self.base_labels, interval)  # type: ignore[arg-type]
-            runner.driver = cls(dev_cfg, _DriverContext(self, dev_cfg.name))
+            runner = DeviceRunner(dev_cfg, cls(dev_cfg, _DriverContext(self, dev_cfg.name)), self.base_labels, interval,
+                                  clock)
             runner.timeout = runner.driver.poll_timeout(runner.timeout)
             self.devices[dev_cfg.name] = runner
         self.traps: Any = None
@@ -161,7 +173,8 @@ class Agent:
     def shared(self, key: Hashable, factory: Callable[[], T]) -> T:
         if key not in self._shared:
             self._shared[key] = factory()
-        return self._shared[key]
+        found: T = self._shared[key]
+        return found
 
     # -- readings ---------------------------------------------------------------
     def _records(self, dev: DeviceRunner, readings: Sequence[Reading], now: float) -> list[SampleRecord]:
@@ -196,7 +209,7 @@ class Agent:
 
     def _mask_self_test(self, dev: DeviceRunner, records: list[SampleRecord]) -> list[SampleRecord]:
         """During a self-test the agent started, the UPS is on battery on purpose: report mains, and the test."""
-        if time.monotonic() > self.testing[dev.name]:
+        if self.clock.monotonic() > self.testing[dev.name]:
             del self.testing[dev.name]
             return records
         out = []
@@ -216,7 +229,7 @@ class Agent:
         if ups.ups:
             labels["ups"] = ups.ups
         if self.pusher is not None:
-            self.pusher.add_events([EventRecord("ups_fsd", labels, int(time.time() * 1000), 1.0,
+            self.pusher.add_events([EventRecord("ups_fsd", labels, int(self.clock.time() * 1000), 1.0,
                                                 f"forced shutdown (FSD) set on UPS {ups.name} by {by}")])
 
     def _publish(self, dev: DeviceRunner, records: list[SampleRecord], replace: bool,
@@ -262,11 +275,11 @@ class Agent:
     def _set_up(self, dev: DeviceRunner, up: bool, reason: str = "") -> None:
         if up and dev.up is not True:
             if dev.up is False:
-                log.info("device %s is back up after %.0fs down", dev.name, time.time() - dev.changed_at)
-            dev.changed_at = time.time()
+                log.info("device %s is back up after %.0fs down", dev.name, self.clock.time() - dev.changed_at)
+            dev.changed_at = self.clock.time()
         elif not up and dev.up is not False:
             log.warning("device %s is down: %s", dev.name, reason)
-            dev.changed_at = time.time()
+            dev.changed_at = self.clock.time()
         elif not up and reason != dev.reason:
             log.debug("device %s still down: %s", dev.name, reason)
         dev.up = up
@@ -275,8 +288,8 @@ class Agent:
     def on_emit(self, name: str, readings: Sequence[Reading], events: Sequence[Event] = ()) -> None:
         """A listening driver spoke: store its readings, push events at once."""
         dev = self.devices[name]
-        now = time.time()
-        dev.last_seen = time.monotonic()
+        now = self.clock.time()
+        dev.last_seen = self.clock.monotonic()
         self._set_up(dev, True)
         records = self._records(dev, readings, now)
         for rec in records:
@@ -316,8 +329,8 @@ class Agent:
         if task is not None:
             self._polls.add(task)
             task.add_done_callback(self._polls.discard)
-        started = time.monotonic()
-        now = time.time()
+        started = self.clock.monotonic()
+        now = self.clock.time()
         try:
             if not dev.started:
                 await asyncio.wait_for(dev.driver.start(), dev.timeout)
@@ -338,14 +351,14 @@ class Agent:
         else:
             self._set_up(dev, True)
             records = self._records(dev, readings, now)
-        dev.duration = time.monotonic() - started
+        dev.duration = self.clock.monotonic() - started
         events: list[EventRecord] = []
         if self.traps is not None:
             records = self.traps.adjust(dev, records)  # a state a trap just reported stands a while
             events = self.traps.take_events(dev)  # the snmp_trap event travels with this poll's values
         self._publish(dev, records + self._health(dev, now), replace=bool(records), events=events)
 
-    async def _check_silence(self) -> None:
+    async def check_silence(self) -> None:
         """Watch listening devices (every second).
 
         A device goes down when it is silent past its ``max_age`` (counted from the agent's start
@@ -356,8 +369,8 @@ class Agent:
         refreshed within ``max_age`` (one dead probe of a board that still talks) is not re-sent
         and leaves /metrics. While down, device_up 0 is re-sent the same way.
         """
-        now_m = time.monotonic()
-        now = time.time()
+        now_m = self.clock.monotonic()
+        now = self.clock.time()
         for dev in self.devices.values():
             if dev.driver.mode != "listen":
                 continue
@@ -402,7 +415,7 @@ class Agent:
         counter such as ``roomwatch_mqtt_messages_invalid_total`` shows at once, not at the device's
         next interval. A device that has not reported yet is left out (it is neither up nor down).
         """
-        now = time.time()
+        now = self.clock.time()
         for dev in self.devices.values():
             if dev.up is not None:
                 self.latest.update(dev.name, self._health(dev, now), replace=False)
@@ -483,7 +496,7 @@ class Agent:
         logging.getLogger("apscheduler").setLevel(logging.ERROR)
         # poll_device never raises; the executor only "fails" when shutdown cancels a running poll.
         logging.getLogger("apscheduler.executors").setLevel(logging.CRITICAL)
-        self._started_m = time.monotonic()
+        self._started_m = self.clock.monotonic()
         self._loop = asyncio.get_running_loop()
         if self.nut_server is not None:
             await self.nut_server.start()  # first: a taken port stops the start before anything runs
@@ -506,14 +519,14 @@ class Agent:
                     dev.started = True
                 except Exception as exc:  # the driver reconnects on its own; show it down meanwhile
                     self._set_up(dev, False, _reason(exc))
-                    self._publish(dev, self._health(dev, time.time()), replace=False)
+                    self._publish(dev, self._health(dev, self.clock.time()), replace=False)
                 continue
             # Spread first polls over a short window so devices do not all fire together.
             first = datetime.now().astimezone() + timedelta(seconds=random.uniform(0, min(1.0, dev.interval / 10)))
             sched.add_job(self.poll_device, "interval", args=[dev], id=dev.name, seconds=dev.interval,
                           jitter=min(dev.interval * 0.1, 5.0), next_run_time=first)
         if any(d.driver.mode == "listen" for d in self.devices.values()):
-            sched.add_job(self._check_silence, "interval", seconds=1.0, id="__silence__")
+            sched.add_job(self.check_silence, "interval", seconds=1.0, id="__silence__")
         sched.start()
         self._scheduler = sched
         if self.pusher is not None:
@@ -523,7 +536,7 @@ class Agent:
         for action in self.actions:
             if callable(run := getattr(action, "run", None)):  # scheduled actions (battery self-tests)
                 self._tasks.append(asyncio.create_task(run(), name=f"action-{action.cfg.name}"))
-        log.info("agent %s started: %d devices, pushing to %s", self.config.agent.id, len(self.devices),
+        log.info("agent %s started: %s, pushing to %s", self.config.agent.id, plural(len(self.devices), "device"),
                  ", ".join(self.config.collector.urls) if self.config.collector else "nobody (pull mode)")
 
     async def stop(self, poll_grace: float = 5.0) -> None:
@@ -548,7 +561,9 @@ class Agent:
             self.pusher.stop()
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for task, result in zip(self._tasks, await asyncio.gather(*self._tasks, return_exceptions=True), strict=True):
+            if isinstance(result, Exception):  # a loop that died before the stop: say so, it stopped pushing or alerting
+                log.error("task %s had stopped with an error", task.get_name(), exc_info=result)
         self._tasks.clear()
         if self.fallback is not None:
             await self.fallback.close()

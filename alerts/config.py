@@ -22,6 +22,8 @@ __all__ = ["AckLinksConfig", "AlertsConfig", "CallbacksConfig", "DingtalkCallbac
            "RuleConfig", "RuleOverride", "RulesConfig", "WorkingHoursConfig", "alerting_checks"]
 
 Language = Literal["zh-CN", "en"]
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+WORKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri")
 Severity = Literal["info", "warning", "critical"]
 
 
@@ -30,7 +32,7 @@ Severity = Literal["info", "warning", "critical"]
 
 def _check_matcher(value: Any) -> str:
     parse_matcher(value)
-    return value
+    return str(value)
 
 
 def _check_expr(value: Any) -> str:
@@ -64,8 +66,7 @@ Clock = Annotated[dt.time, BeforeValidator(_parse_clock)]
 class WorkingHoursConfig(Model):
     """When people are at work (``DoorOpenedOutOfHours`` fires outside these hours)."""
 
-    days: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] = Field(
-        default_factory=lambda: ["mon", "tue", "wed", "thu", "fri"])
+    days: list[Weekday] = Field(default_factory=lambda: list(WORKDAYS))
     start: Clock = dt.time(8, 30)
     end: Clock = dt.time(17, 30)
     holidays: list[dt.date] = Field(default_factory=list, description="working days that are off (public holidays)")

@@ -230,6 +230,23 @@ class Dispatcher:
                 g.first_notified[alert.fp] = at
                 self.dirty.add(key)
 
+    def mark_resolution_told(self, alert: Alert) -> None:
+        """People were told ``alert`` resolved by other means (the agent's local fallback): the level-0 channels
+        that count it as told firing forget it now, not at the group's next flush, so a new episode of the same
+        alert (same fingerprint) beginning before that flush is news to them, not the episode they were told of."""
+        for route in self.routes_for(alert):
+            key, _labels = self._group_key(route, alert)
+            g = self.groups.get(key)
+            if g is None:
+                continue
+            for ch in route.levels[0]:
+                st = g.channels.get(ch)
+                if st is not None and alert.fp in st.sent:
+                    st.sent.discard(alert.fp)
+                    self.dirty.add(key)
+            if g.first_notified.pop(alert.fp, None) is not None:
+                self.dirty.add(key)
+
     def restore(self, saved: dict[str, dict[str, Any]], load_resolved: Callable[[str], Alert | None], now: float) -> None:
         """Groups as persisted: what each channel was told. Alerts told firing but resolved meanwhile get resolved."""
         for key, data in saved.items():

@@ -107,14 +107,14 @@ class RuleEngine:
         self.stale_after = stale_after
         self.agent_up = agent_up or (lambda _agent: True)
         self.by_metric: dict[str, list[tuple[Rule, int]]] = {}
-        self.gates: dict[str, list[Rule]] = {}
+        self.gates: dict[str, list[tuple[Rule, Callable[[float], bool]]]] = {}  # gate metric → (rule, its test)
         self.by_event: dict[str, list[Rule]] = {}
         self.clear_events: dict[str, list[Rule]] = {}
         for r in rules:
             for i, c in enumerate(r.conds):
                 self.by_metric.setdefault(c.metric, []).append((r, i))
             if r.gate:
-                self.gates.setdefault(r.gate[0], []).append(r)
+                self.gates.setdefault(r.gate[0], []).append((r, r.gate[1]))
             for c in r.conds:
                 if c.limit_metric:
                     # A prediction's limit series: its values are kept as a gate's are (no rule of its own).
@@ -187,7 +187,8 @@ class RuleEngine:
             return {**labels, "agent": agent_id}
         return labels
 
-    def _resolve(self, agent_id: str, metric: str, raw: dict[str, str], key: tuple) -> list[_Entry]:
+    def _resolve(self, agent_id: str, metric: str, raw: dict[str, str],
+                 key: tuple[str, str, tuple[tuple[str, str], ...]]) -> list[_Entry]:
         labels = self._labels(agent_id, raw)
         if agent_id and ("site" in labels or "room" in labels):
             info = self.agent_labels.setdefault(agent_id, {})
@@ -290,9 +291,9 @@ class RuleEngine:
         if before is not None and ts < before[1]:
             return  # late: keep the newer gate value
         self._gate_values[(metric, skey)] = (value, ts)
-        for rule in self.gates[metric]:
+        for rule, test in self.gates[metric]:
             st = self.states.get((rule.index, skey))
-            ok = rule.gate[1](value)  # type: ignore[index]
+            ok = test(value)
             if st is None:
                 continue
             if st.gate != ok:
@@ -319,10 +320,10 @@ class RuleEngine:
                 self._evaluate(st, ev.ts / 1000.0)
         for rule in self.clear_events.get(ev.type, ()):
             labels = self._labels(agent_id, ev.labels)
-            st = self.states.get((rule.index, tuple(sorted(labels.items()))))
-            if st is not None and st.flags[0]:
-                st.flags[0] = False
-                self._evaluate(st, ev.ts / 1000.0)
+            cleared = self.states.get((rule.index, tuple(sorted(labels.items()))))
+            if cleared is not None and cleared.flags[0]:
+                cleared.flags[0] = False
+                self._evaluate(cleared, ev.ts / 1000.0)
 
     # ------------------------------------------------------------ transitions
     def _in_window(self, rule: Rule, t: float) -> bool:
@@ -421,23 +422,23 @@ class RuleEngine:
             if st.alert is not None or any(st.flags):
                 self._evaluate(st, now)
         for fp, alert in list(self.active.items()):
-            st = self._owner.get(fp)
-            if st is None:
+            owner = self._owner.get(fp)
+            if owner is None:
                 continue
-            rule = st.rule
-            if rule.event and not rule.clear_event and now - st.event_at >= rule.resolve_after:
-                st.flags[0] = False
-                self._evaluate(st, now)
+            rule = owner.rule
+            if rule.event and not rule.clear_event and now - owner.event_at >= rule.resolve_after:
+                owner.flags[0] = False
+                self._evaluate(owner, now)
                 continue
-            agent = st.labels.get("agent")
+            agent = owner.labels.get("agent")
             if alert.metric in _VIRTUAL or not agent:
                 continue  # fed by the collector itself every tick
             limit = STATE_STALE_AFTER if alert.metric in STATE_EVENTS else stale
-            if now - st.seen_at > max(limit, stale) and self.agent_up(agent):
+            if now - owner.seen_at > max(limit, stale) and self.agent_up(agent):
                 if alert.state == PENDING:
-                    self._drop(st)
+                    self._drop(owner)
                 else:
-                    self._resolve_alert(st, now, "no data")
+                    self._resolve_alert(owner, now, "no data")
 
     def gc(self, now: float | None = None) -> int:
         """Forget quiet states of series gone silent (label churn must not grow memory); return how many."""

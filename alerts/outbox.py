@@ -119,6 +119,10 @@ class Outbox:
         self.status: dict[str, ChannelStatus] = {name: ChannelStatus() for name in channels}
         self._wake: dict[str, asyncio.Event] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        #: Per channel: its sender waits (nothing to send now), and how many times it went to wait. Tests wait
+        #: on these — "the sender looked and sent nothing" — instead of sleeping.
+        self.parked: dict[str, bool] = dict.fromkeys(channels, False)
+        self.waits: dict[str, int] = dict.fromkeys(channels, 0)
         self.on_result: Callable[[str, SendResult], None] | None = None
         #: (channel, notification) → a reason to drop it unsent now, or None to send it
         self.still_wanted: Callable[[str, Notification], str | None] = lambda _name, _n: None
@@ -194,10 +198,14 @@ class Outbox:
             if delay == 0:
                 continue
             wake.clear()
+            self.waits[name] += 1
+            self.parked[name] = True
             try:
                 await asyncio.wait_for(wake.wait(), timeout=delay)
             except TimeoutError:
                 pass
+            finally:
+                self.parked[name] = False
 
     async def _deliver_next(self, name: str) -> float:
         """Send the oldest pending row of ``name``; return how long to wait before the next (0 = go on).

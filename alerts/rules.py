@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from pydantic import Field, ValidationError
@@ -18,12 +17,12 @@ from pydantic import Field, ValidationError
 from roomwatch.alerts.conditions import DEFAULT_PREDICT_WINDOW, Expr, parse_expr
 from roomwatch.alerts.config import InhibitRuleConfig, RuleConfig, RulesConfig
 from roomwatch.alerts.matchers import Matcher, parse_matcher, parse_matchers
+from roomwatch.alerts.pack import DEFAULTS_FILE, LOCAL_FALLBACK_KEY
 from roomwatch.core.configbase import ConfigError, Model, load_model, load_yaml
 
 __all__ = ["Cond", "InhibitRule", "Rule", "compile_rules", "default_inhibit_rules", "default_rule_names",
            "load_rule_file", "override_problems", "rule_configs"]
 
-DEFAULTS_FILE = Path(__file__).with_name("defaults.yaml")
 
 
 class RuleFile(Model):
@@ -44,6 +43,8 @@ def load_rule_file(path: str) -> list[RuleConfig]:
 @functools.cache
 def _defaults() -> RuleFile:
     data, located = load_yaml(DEFAULTS_FILE)
+    # local_fallback: is the agent's (roomwatch.alerts.pack); not a key of a rule file
+    data = {k: val for k, val in data.items() if k != LOCAL_FALLBACK_KEY} if isinstance(data, dict) else data
     return load_model(DEFAULTS_FILE, RuleFile, data, located)
 
 

@@ -39,7 +39,7 @@ from roomwatch.alerts.host import Host, HostAgent, HostConfig
 from roomwatch.alerts.imcallback import DingtalkCallback
 from roomwatch.alerts.inhibit import Inhibitor
 from roomwatch.alerts.metrics import alert_families, counter_family
-from roomwatch.alerts.model import FIRING, Alert, fingerprint
+from roomwatch.alerts.model import FIRING, RESOLVED, Alert, fingerprint
 from roomwatch.alerts.modemwatch import MODEM_TYPES, ModemWatch, build_watches
 from roomwatch.alerts.outbox import Outbox
 from roomwatch.alerts.presenter import AlertPresenter
@@ -394,6 +394,8 @@ class AlertService:
         for a in changes + marked:
             if a.state == FIRING and a.fallback is not None:
                 self.dispatcher.mark_told(a, a.fallback["firing_at"])
+            elif a.state == RESOLVED and a.fallback_resolved:
+                self.dispatcher.mark_resolution_told(a)
 
     def _store_groups(self, now: float) -> None:
         """Persist the groups the dispatcher changed or deleted (a restart resumes them)."""

@@ -8,12 +8,33 @@ public holidays (调休), so both are lists of dates the office publishes yearly
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Protocol
 from zoneinfo import ZoneInfo
 
 __all__ = ["DAY_NAMES", "WorkingHours", "format_time"]
 
 DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+class HoursConfig(Protocol):
+    """What :meth:`WorkingHours.from_config` reads (:class:`roomwatch.alerts.config.WorkingHoursConfig` has it)."""
+
+    @property
+    def days(self) -> Iterable[str]: ...
+
+    @property
+    def start(self) -> dt.time: ...
+
+    @property
+    def end(self) -> dt.time: ...
+
+    @property
+    def holidays(self) -> Iterable[dt.date]: ...
+
+    @property
+    def extra_workdays(self) -> Iterable[dt.date]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,14 +47,10 @@ class WorkingHours:
     extra_workdays: frozenset[dt.date] = frozenset()
 
     @classmethod
-    def from_config(cls, cfg: object, timezone: str) -> WorkingHours:
+    def from_config(cls, cfg: HoursConfig, timezone: str) -> WorkingHours:
         """Build from :class:`roomwatch.alerts.config.WorkingHoursConfig`."""
-        return cls(
-            ZoneInfo(timezone),
-            frozenset(DAY_NAMES.index(d) for d in cfg.days),  # type: ignore[attr-defined]
-            cfg.start, cfg.end,  # type: ignore[attr-defined]
-            frozenset(cfg.holidays), frozenset(cfg.extra_workdays),  # type: ignore[attr-defined]
-        )
+        return cls(ZoneInfo(timezone), frozenset(DAY_NAMES.index(d) for d in cfg.days), cfg.start, cfg.end,
+                   frozenset(cfg.holidays), frozenset(cfg.extra_workdays))
 
     def is_workday(self, day: dt.date) -> bool:
         if day in self.holidays:

@@ -2,21 +2,14 @@
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import time
 from dataclasses import dataclass, field
 
-from roomwatch.collector.config import CollectorConfig
+from roomwatch.collector.config import CollectorConfig, hash_token
 from roomwatch.collector.seqs import SeqTracker
 
 __all__ = ["AgentRegistry", "AgentState", "hash_token"]
-
-
-def hash_token(token: str) -> str:
-    """``sha256:<hex>``: tokens are long random strings, so a plain hash is enough to store."""
-    # surrogateescape: a header token with non-UTF-8 bytes hashes to "unknown", never raises
-    return "sha256:" + hashlib.sha256(token.encode("utf-8", "surrogateescape")).hexdigest()
 
 
 @dataclass(slots=True)
@@ -62,7 +55,7 @@ class AgentRegistry:
         old = self.agents
         self.agents, self._by_hash = {}, {}
         for entry in config.agents:
-            digest = entry.token_hash or hash_token(entry.token.get_secret_value())  # type: ignore[union-attr]
+            digest = entry.digest()
             state = old.get(entry.id) or AgentState(entry.id, digest, entry.timeout or config.agent_timeout)
             state.token_hash, state.timeout = digest, entry.timeout or config.agent_timeout
             state.standby = entry.standby

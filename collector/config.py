@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -24,6 +25,12 @@ from roomwatch.core.configbase import (
 from roomwatch.core.tls import ClientTLS
 
 __all__ = ["AgentEntry", "CollectorConfig", "acknowledge_paths", "config_warnings", "load_collector_config", "parse_bytes"]
+
+
+def hash_token(token: str) -> str:
+    """``sha256:<hex>``: tokens are long random strings, so a plain hash is enough to store."""
+    # surrogateescape: a header token with non-UTF-8 bytes hashes to "unknown", never raises
+    return "sha256:" + hashlib.sha256(token.encode("utf-8", "surrogateescape")).hexdigest()
 
 
 class AgentEntry(Model):
@@ -55,6 +62,13 @@ class AgentEntry(Model):
         if self.room is not None and self.rooms is not None:
             raise ValueError("give room or rooms, not both")
         return self
+
+    def digest(self) -> str:
+        """``token_hash``, or the hash of ``token`` (the validator made sure one of them is there)."""
+        if self.token_hash is not None:
+            return self.token_hash
+        assert self.token is not None
+        return hash_token(self.token.get_secret_value())
 
     def bound_rooms(self) -> frozenset[str] | None:
         """The room labels this agent may write, or None (any)."""
@@ -164,7 +178,7 @@ class CollectorConfig(Model):
     history: HistoryConfig = Field(default_factory=HistoryConfig)
     remote_write: list[RemoteWriteTarget] = Field(default_factory=list)
     rules: RulesConfig = Field(default_factory=RulesConfig)
-    channels: list[ChannelEntry] = Field(default_factory=list)  # type: ignore[valid-type]
+    channels: list[ChannelEntry] = Field(default_factory=list)
     routes: list[RouteConfig] = Field(default_factory=list)
     time_intervals: list[TimeIntervalConfig] = Field(default_factory=list, description="named recurring intervals")
     oncall: OncallConfig = Field(default_factory=OncallConfig)
@@ -180,7 +194,6 @@ class CollectorConfig(Model):
         for j, ch in enumerate(self.report.channels):
             if ch not in channel_names:
                 problems.append((("report", "channels", j), f"no channel named {ch!r} in channels"))
-        from roomwatch.collector.agents import hash_token  # here: collector.agents imports this module
 
         seen: set[str] = set()
         tokens: dict[str, str] = {}
@@ -189,7 +202,7 @@ class CollectorConfig(Model):
                 problems.append((("agents", i, "id"), f"agent {a.id!r} is listed twice"))
             seen.add(a.id)
             # a token names its agent: shared, every push would be taken for one of them (403 for the other)
-            digest = a.token_hash or hash_token(a.token.get_secret_value())  # type: ignore[union-attr]
+            digest = a.digest()
             if digest in tokens and tokens[digest] != a.id:
                 key = "token_hash" if a.token_hash else "token"
                 problems.append((("agents", i, key), f"agent {a.id!r} has the same token as agent {tokens[digest]!r}; "

@@ -22,7 +22,7 @@ from roomwatch.collector.config import CollectorConfig
 from roomwatch.collector.series import Series, SeriesStore
 from roomwatch.core import vocabulary as v
 from roomwatch.core.exposition import Family, render_labels
-from roomwatch.core.wire import Batch, EventRecord
+from roomwatch.core.wire import Batch, EventRecord, SampleRecord
 
 __all__ = ["Collector", "IngestResult", "Listener"]
 
@@ -115,7 +115,8 @@ class Collector:
             if batch.sent < PLAUSIBLE_MIN_MS:
                 # A clock never set (1970, no RTC, no NTP yet): only the stamps it made are shifted. Spooled
                 # batches from before the reboot carry stamps of a clock that was right then; kept as they are.
-                for rec in (*batch.samples, *batch.events):
+                stamped: tuple[SampleRecord | EventRecord, ...] = (*batch.samples, *batch.events)
+                for rec in stamped:
                     if rec.ts < PLAUSIBLE_MIN_MS:
                         rec.ts += measured
                 return 0
@@ -133,7 +134,8 @@ class Collector:
         n = 0
         floor = PLAUSIBLE_MIN_MS - skew  # 2000-01-01 in the agent's clock
         past = 0
-        for rec in (*batch.samples, *batch.events):
+        records: tuple[SampleRecord | EventRecord, ...] = (*batch.samples, *batch.events)
+        for rec in records:
             if rec.ts > limit:
                 rec.ts = received
                 n += 1

@@ -18,6 +18,7 @@ from roomwatch.collector.seqs import SeqTracker
 from roomwatch.collector.store import IngestStore
 from roomwatch.core import vocabulary as v
 from roomwatch.core.exposition import Family
+from roomwatch.core.plural import plural
 
 __all__ = ["Durable"]
 
@@ -45,7 +46,7 @@ class Durable:
         self.writers = [RemoteWriter(t, self.store) for t in cfg.remote_write]
         self.pruned = 0
         self._tasks: list[asyncio.Task[Any]] = []
-        log.info("storage %s open: push dedup state of %d agents restored; history %s", cfg.storage, seeded,
+        log.info("storage %s open: push dedup state of %s restored; history %s", cfg.storage, plural(seeded, "agent"),
                  f"kept {cfg.history.retention / 86400:g} days" if cfg.history.enabled else "off")
 
     async def start(self) -> None:

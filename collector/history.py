@@ -4,7 +4,7 @@
 (``1732848000.5``) or RFC 3339 (``2024-11-29T03:00:00Z``); ``end`` defaults to now and
 ``start`` to one hour before ``end``. Every other parameter is a label that must be
 equal (so ``metric``, ``start``, ``end`` and ``step`` cannot be used as label names here).
-The answer (CONTRACT.md)::
+The answer (docs/api.md, docs/openapi.yaml)::
 
     {"series": [{"metric": M, "labels": {...}, "samples": [[ts_seconds, value], ...]}]}
 

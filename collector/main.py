@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from roomwatch.core.configbase import ConfigError, iter_secret_values, parse_hostport, weak_secrets
 from roomwatch.core.logsetup import setup_logging
+from roomwatch.core.plural import plural
 from roomwatch.core.sdnotify import Notifier
 
 if TYPE_CHECKING:
@@ -52,11 +53,11 @@ def build_app(collector: Collector, alerts: AlertService | None = None) -> web.A
     from roomwatch.alerts import api as alerts_api
     from roomwatch.collector import history, webauth
     from roomwatch.collector import web as status_page
-    from roomwatch.collector.http import create_app
+    from roomwatch.collector.http import RouteSetup, create_app
     from roomwatch.collector.report import service as report
 
     svc = alerts if alerts is not None else build_alert_service(collector)
-    routes = [webauth.add_routes,
+    routes: list[RouteSetup] = [webauth.add_routes,
               partial(alerts_api.add_routes, presenter=svc.presenter, commands=svc.commands, user_of=webauth.require_user),
               history.add_routes, status_page.add_routes, report.add_routes]
     if svc.ack_page is not None:  # one-tap acknowledge links: no login, the signed link is the credential
@@ -87,7 +88,7 @@ def _prepare_storage(cfg: Any) -> None:
     An explicit ``storage:`` path is the user's to create. The default
     (``/var/lib/roomwatch``) is created here; without the permission to, a
     per-user state directory is used instead, said loudly, so that the
-    contract's smallest collector file starts on a developer's machine too.
+    smallest collector file of docs/api.md starts on a developer's machine too.
     """
     path = Path(cfg.storage)
     if cfg.storage == ":memory:" or path.parent.is_dir() or "storage" in cfg.model_fields_set:
@@ -149,10 +150,10 @@ async def serve(config_path: str) -> int:
 
     freezer = asyncio.create_task(freeze_while_growing(lambda: len(collector.series)), name="gc-freeze")
     notifier = Notifier()
-    notifier.ready(f"collector on {host}:{port}, {len(cfg.agents)} agents")
+    notifier.ready(f"collector on {host}:{port}, {plural(len(cfg.agents), 'agent')}")
     notifier.start_watchdog()
     scheme = "https" if cfg.tls else "http"
-    log.info("collector listening on %s://%s:%d (%d agents configured)", scheme, host, port, len(cfg.agents))
+    log.info("collector listening on %s://%s:%d (%s configured)", scheme, host, port, plural(len(cfg.agents), "agent"))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -412,7 +412,7 @@ class IngestStore:
             row = conn.execute("SELECT batches, samples, events FROM ingest_agents WHERE agent = ?", (agent,)).fetchone()
         finally:
             conn.close()
-        return tuple(row) if row else (0, 0, 0)  # type: ignore[return-value]
+        return (row[0], row[1], row[2]) if row else (0, 0, 0)
 
 
 def _set_result(fut: asyncio.Future[Any], value: Any) -> None:

@@ -83,8 +83,8 @@ class NutPoint:
     zero_unknown: bool = False
 
 
-#: NUT variable → contract metric (voltages and load: PHASED). NUT units: % for charge and load, seconds, volts, °C
-#: (https://networkupstools.org/docs/developer-guide.chunked/apas01.html).
+#: NUT variable → roomwatch metric (docs/metrics.md; voltages and load: PHASED). NUT units: % for charge and load,
+#: seconds, volts, °C (https://networkupstools.org/docs/developer-guide.chunked/apas01.html).
 POINTS: tuple[NutPoint, ...] = (
     NutPoint("battery.charge", v.UPS_BATTERY_CHARGE, 0.01, negative_unknown=True),
     NutPoint("battery.runtime", v.UPS_BATTERY_RUNTIME, negative_unknown=True),

@@ -59,6 +59,7 @@ def _kind_of(data: Any, forced: str | None) -> str | None:
 def cmd_check_config(args: argparse.Namespace) -> int:
     """Validate each file; print every problem as file:line: key: message."""
     from roomwatch.core.configbase import ConfigError, load_yaml, weak_secrets
+    from roomwatch.core.plural import plural
 
     bad = 0
     warnings: list[str] = []
@@ -70,14 +71,13 @@ def cmd_check_config(args: argparse.Namespace) -> int:
                 from roomwatch.agent.config import load_agent_config
 
                 cfg: Any = load_agent_config(path)
-                n = len(cfg.all_devices())
-                summary = f"agent config for {cfg.agent.id!r}, {n} device{'s' if n != 1 else ''}"
+                summary = f"agent config for {cfg.agent.id!r}, {plural(len(cfg.all_devices()), 'device')}"
             elif kind == "collector":
                 from roomwatch.collector.config import config_warnings, load_collector_config
                 from roomwatch.core.configbase import Problem, dotted
 
                 cfg = load_collector_config(path)
-                summary = f"collector config, {len(cfg.agents)} agents, {len(cfg.channels)} channels"
+                summary = f"collector config, {plural(len(cfg.agents), 'agent')}, {plural(len(cfg.channels), 'channel')}"
                 _, located = load_yaml(path)
                 warnings += [str(Problem(path, located.line_of(key), dotted(key), f"warning: {text}"))
                              for key, text in config_warnings(cfg)]

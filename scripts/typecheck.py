@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Type-check roomwatch with mypy: strict on the shared core and the alert engine, no new errors elsewhere.
+"""Type-check roomwatch with mypy: strict on the shared core, the channels and alerting; no new errors elsewhere.
 
 ``./dev test`` runs it before pytest (so CI does). Usage::
 

@@ -58,6 +58,55 @@ def wait_for(check: Callable[[], Any], timeout: float = 30.0, interval: float = 
     raise AssertionError(f"timed out after {timeout}s waiting for {what}" + (f" (last error: {last_exc})" if last_exc else ""))
 
 
+async def async_wait_for(check: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
+    """:func:`wait_for` inside an event loop: yields to it between checks (the agent's tasks run meanwhile)."""
+    import asyncio
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def alerting_settled(db: str | Path, since: float) -> bool:
+    """The collector's alerting has nothing more to say: every notification group was flushed at or after
+    ``since`` and nothing queued is unsent. ``since`` must be a time after the collector processed the last
+    change the test caused (a flush after it decides every message that change calls for, a duplicate too).
+
+    Read from the collector's store, so a test asserts "nothing more comes" on this evidence, not after a sleep.
+    """
+    import sqlite3
+
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+    try:
+        pending = conn.execute("SELECT COUNT(*) FROM outbox WHERE state = 'pending'").fetchone()[0]
+        flushed = [json.loads(data).get("last_flush") or 0.0 for (data,) in conn.execute("SELECT data FROM notify_groups")]
+    finally:
+        conn.close()
+    return pending == 0 and all(t >= since for t in flushed)
+
+
+class ManualClock:
+    """A :class:`roomwatch.core.clock.Clock` that moves only when a test says so."""
+
+    def __init__(self, t: float = 1_733_000_000.0):
+        self.t = t
+        self.m = 1_000.0
+
+    def time(self) -> float:
+        return self.t
+
+    def monotonic(self) -> float:
+        return self.m
+
+    def advance(self, seconds: float) -> None:
+        self.t += seconds
+        self.m += seconds
+
+
 def http_get(url: str, timeout: float = 5.0, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
     req = urllib.request.Request(url, headers=headers or {})
     try:
@@ -110,6 +159,7 @@ class RoomwatchProcess:
         self.log_path = log_path
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
         full_env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1", **(env or {})}
+        full_env.pop("JOURNAL_STREAM", None)  # log lines keep their time stamps (tests read them)
         self.proc = subprocess.Popen([sys.executable, "-m", "roomwatch", *args], cwd=ROOT, stdout=self._log,
                                      stderr=subprocess.STDOUT, env=full_env, start_new_session=True)
         STARTED.append(self)
@@ -142,6 +192,52 @@ def run_cli(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[st
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.run([sys.executable, "-m", "roomwatch", *args], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=timeout, check=False)
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``roomwatch ARGS`` in this process (a unit test: no interpreter to start), output captured.
+
+    Same code path as ``python -m roomwatch`` (:func:`roomwatch.cli.main`); :func:`run_cli` starts the
+    real process where the entry point itself is under test (those tests carry the ``peer`` marker).
+    """
+    import contextlib
+    import io
+    import logging
+
+    from roomwatch.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(list(args))
+            except SystemExit as exc:  # argparse's usage errors
+                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+    finally:  # a command that configured logging must not leave a handler on the captured stream behind
+        for h in root.handlers[:]:
+            if h not in handlers:
+                root.removeHandler(h)
+        root.setLevel(level)
+    return subprocess.CompletedProcess(["roomwatch", *args], code, out.getvalue(), err.getvalue())
+
+
+def documented_files() -> dict[str, str]:
+    """The files docs/api.md shows as "the smallest valid pair", by the name in their first comment line."""
+    import re
+
+    text = (ROOT / "docs" / "api.md").read_text(encoding="utf-8")
+    return dict(re.findall(r"```yaml\n# (\S+)\n(.*?)```", text, re.S))
+
+
+def documented_alert_names() -> set[str]:
+    """The default alert names docs/api.md promises (between its alert-names markers)."""
+    import re
+
+    text = (ROOT / "docs" / "api.md").read_text(encoding="utf-8")
+    block = text.split("<!-- alert-names -->", 1)[1].split("<!-- /alert-names -->", 1)[0]
+    return set(re.findall(r"`(\w+)`", block))
 
 
 def fixtures_dir() -> Path | None:

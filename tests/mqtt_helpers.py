@@ -36,6 +36,16 @@ async def until(check: Callable[[], Any], timeout: float = 15.0, what: str = "co
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
+async def subscribed(agent: Agent, timeout: float = 15.0) -> None:
+    """Wait until every MQTT connection of ``agent`` has its subscriptions acknowledged by the broker (SUBACK):
+    a message published from then on reaches the agent (the event itself, instead of a sleep)."""
+    from roomwatch.drivers.mqtt.connection import BrokerConnection
+
+    conns = [c for c in agent._shared.values() if isinstance(c, BrokerConnection)]
+    assert conns, "the agent has no MQTT connection"
+    await until(lambda: all(c.subscribed() for c in conns), timeout=timeout, what="SUBACK from the broker")
+
+
 async def publish(pub: Any, topic: str, payload: bytes | str, retain: bool = False, qos: int = 1) -> None:
     """Publish from a test coroutine without blocking the agent's loop."""
     await asyncio.to_thread(pub.publish, topic, payload, retain, qos)

@@ -8,7 +8,7 @@ import pytest
 
 from roomwatch.alerts.rules import compile_rules
 from roomwatch.collector.config import CollectorConfig, load_collector_config
-from tests.helpers import ROOT, run_cli
+from tests.helpers import ROOT, cli
 
 BASE = "listen: 127.0.0.1:9640\nchannels:\n  - {name: hook, type: webhook, url: 'http://127.0.0.1:9999/'}\n"
 
@@ -31,12 +31,11 @@ def test_example_overrides_restate_the_defaults() -> None:
     assert "ASHRAE" in text and "18–27 °C" in text
 
 
-@pytest.mark.peer
 def test_smallest_contract_file_is_valid(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
     path.write_text("listen: 127.0.0.1:9640\nagents:\n  - id: room1-agent\n    token: s3cret-token\nchannels:\n"
                     "  - name: hook\n    type: webhook\n    url: http://127.0.0.1:9999/alerts\nroutes:\n  - channels: [hook]\n")
-    res = run_cli("check-config", str(path))
+    res = cli("check-config", str(path))
     assert res.returncode == 0, res.stderr
 
 
@@ -68,24 +67,22 @@ def test_smallest_contract_file_is_valid(tmp_path: Path) -> None:
     ("web:\n  users: [{name: a, password_hash: secret}]\n", 5, "web.users[0].password_hash", "not a password hash"),
     ("alerts:\n  language: fr\n", 5, "alerts.language", "expected one of"),
 ])
-@pytest.mark.peer
 def test_alerting_mistakes_are_located(tmp_path: Path, text: str, line: int, key: str, message: str) -> None:
     path = tmp_path / "collector.yaml"
     path.write_text(BASE + text)
-    res = run_cli("check-config", str(path))
+    res = cli("check-config", str(path))
     assert res.returncode == 2, res.stdout
     assert f"{path}:{line}: {key}: " in res.stderr and message in res.stderr, res.stderr
 
 
-@pytest.mark.peer
 def test_rule_file_problems_name_the_rule_file(tmp_path: Path) -> None:
     rules = tmp_path / "rules.yaml"
     rules.write_text("rules:\n  - alert: Hot\n    metric: roomwatch_temperature_celsius\n    when: '> 30'\n"
                      "    for: 5\n")
     path = tmp_path / "collector.yaml"
     path.write_text(BASE + f"rules:\n  files: [{rules}]\n")
-    res = run_cli("check-config", str(path))
+    res = cli("check-config", str(path))
     assert res.returncode == 2
     assert f"{rules}:5: rules[0].for: 5 has no unit" in res.stderr, res.stderr
     rules.write_text(rules.read_text().replace("for: 5", "for: 5m"))
-    assert run_cli("check-config", str(path)).returncode == 0
+    assert cli("check-config", str(path)).returncode == 0

@@ -282,12 +282,12 @@ async def test_outbox_retries_one_number_after_a_restart_without_holding_back(
     ob.enqueue("sms", notification(), clock())
     await ob.start()
     try:
-        await settle(lambda: len(tencent.requests) == 1)
+        await settle(lambda: len(tencent.requests) == 1, ob)
         assert _rows(store) == [("pending", {"reached": [A], "missed": {}, "pending": [B]})]
         clock.t += 31  # Tencent's channel window (1 per 30 s) frees; B waits for its hour (retry_max 5 min)
         ob.enqueue("sms", notification(status="resolved"), clock())
         ob.wake("sms")
-        await settle(lambda: len(tencent.requests) == 2)
+        await settle(lambda: len(tencent.requests) == 2, ob)
         assert tencent.requests[1] == [A, B]  # the resolved message went out while the first row waits for B
         assert ob.status["sms"].failing_since is None and ob.status["sms"].up(clock(), 60.0)
     finally:
@@ -298,10 +298,10 @@ async def test_outbox_retries_one_number_after_a_restart_without_holding_back(
     ob = Outbox(store.conn, {"sms": tencent_channel(tencent)}, clock)
     await ob.start()
     try:
-        await settle(lambda: len(tencent.requests) == 3)
+        await settle(lambda: len(tencent.requests) == 3, ob)
         clock.t += 31
         ob.wake("sms")
-        await settle(lambda: len(tencent.requests) == 4)
+        await settle(lambda: len(tencent.requests) == 4, ob)
         assert [state for state, _ in _rows(store)] == ["delivered", "delivered"]
         assert ob.status["sms"].delivered == 2
     finally:
@@ -318,7 +318,7 @@ async def test_outbox_counts_an_invalid_number_as_partial(tencent: TencentSmsStu
     ob.enqueue("sms", notification(), clock())
     await ob.start()
     try:
-        await settle(lambda: _rows(store)[0][0] != "pending")
+        await settle(lambda: _rows(store)[0][0] != "pending", ob)
     finally:
         await ob.stop()
     assert [state for state, _ in _rows(store)] == ["partial"] and tencent.requests == [[A, B]]

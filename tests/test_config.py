@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from roomwatch.core.configbase import ConfigError, load_yaml, parse_duration
-from tests.helpers import ROOT, run_cli
+from tests.helpers import ROOT, cli, documented_files
 
 EXAMPLES = sorted((ROOT / "config").glob("*.example.yaml"))
 
@@ -20,13 +20,12 @@ def test_examples_exist() -> None:
     assert {"agent.example.yaml", "collector.example.yaml"} <= names
 
 
-@pytest.mark.peer
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
 def test_examples_pass_check_config(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # The agent example reads its token as systemd hands it over (the installer generates it).
     (tmp_path / "agent-token").write_text("a-generated-token-0123456789abcdef\n")
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
-    res = run_cli("check-config", str(path))
+    res = cli("check-config", str(path))
     assert res.returncode == 0, res.stderr
     assert "OK" in res.stdout
 
@@ -42,14 +41,14 @@ def test_examples_carry_no_usable_token(tmp_path: Path, monkeypatch: pytest.Monk
 
     cfg = load_collector_config(str(ROOT / "config" / "collector.example.yaml"))
     assert [a.token_hash for a in cfg.agents] == ["sha256:" + "0" * 64]
-    res = run_cli("check-config", str(ROOT / "config" / "agent.example.yaml"))
+    res = cli("check-config", str(ROOT / "config" / "agent.example.yaml"))
     assert res.returncode == 2 and "agent-token" in res.stderr  # without the generated file it cannot run
 
 
 def _check(tmp_path: Path, text: str, name: str = "conf.yaml") -> tuple[int, str]:
     f = tmp_path / name
     f.write_text(text)
-    res = run_cli("check-config", str(f))
+    res = cli("check-config", str(f))
     return res.returncode, res.stderr
 
 
@@ -85,7 +84,6 @@ collector:
     ids=["unknown-key", "wrong-type-list", "wrong-type-bool", "wrong-type-int", "bad-duration", "duration-no-unit",
          "missing-required", "unknown-driver", "duplicate-name"],
 )
-@pytest.mark.peer
 def test_agent_mistakes_name_file_line_key(tmp_path: Path, text: str, line: int, key: str, words: str) -> None:
     rc, err = _check(tmp_path, text)
     assert rc == 2, err
@@ -117,7 +115,6 @@ agents:
     ids=["unknown-key", "bad-size", "missing-token", "unknown-channel", "bad-listen", "shared-token",
          "shared-token-hash"],
 )
-@pytest.mark.peer
 def test_collector_mistakes_name_file_line_key(tmp_path: Path, text: str, line: int, key: str, words: str) -> None:
     rc, err = _check(tmp_path, text)
     assert rc == 2, err
@@ -125,28 +122,24 @@ def test_collector_mistakes_name_file_line_key(tmp_path: Path, text: str, line: 
     assert words in err, err
 
 
-@pytest.mark.peer
 def test_yaml_syntax_error_names_line(tmp_path: Path) -> None:
     rc, err = _check(tmp_path, "agent:\n  id: a1\n  site: [unclosed\ncollector:\n  urls: []\n")
     assert rc == 2
     assert re.search(r"conf\.yaml:\d+: YAML syntax error", err), err
 
 
-@pytest.mark.peer
 def test_every_problem_reported_together(tmp_path: Path) -> None:
     rc, err = _check(tmp_path, AGENT_OK + "  push_interval: soon\n  bogus: 1\n")
     assert rc == 2
     assert "collector.push_interval" in err and "collector.bogus" in err
 
 
-@pytest.mark.peer
 def test_missing_file_is_exit_2(tmp_path: Path) -> None:
-    res = run_cli("check-config", str(tmp_path / "nope.yaml"))
+    res = cli("check-config", str(tmp_path / "nope.yaml"))
     assert res.returncode == 2
     assert "nope.yaml: file not found" in res.stderr
 
 
-@pytest.mark.peer
 def test_unknown_kind_is_exit_2(tmp_path: Path) -> None:
     rc, err = _check(tmp_path, "something: else\n")
     assert rc == 2 and "agent or a collector" in err
@@ -167,33 +160,23 @@ def test_secret_from_file_and_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert "from-env" not in repr(cfg)  # secrets never appear in reprs (and so in logs)
 
 
-@pytest.mark.peer
 def test_unset_env_var_is_an_error_with_line(tmp_path: Path) -> None:
     rc, err = _check(tmp_path, "agent: {id: a1}\ncollector:\n  urls: [http://x:1]\n  token: ${RW_NOT_SET_ANYWHERE}\n")
     assert rc == 2
     assert "conf.yaml:4: collector.token: environment variable RW_NOT_SET_ANYWHERE is not set" in err
 
 
-@pytest.mark.peer
 def test_unreadable_token_file(tmp_path: Path) -> None:
     rc, err = _check(tmp_path, AGENT_OK.replace("token: t0ken", f"token_file: {tmp_path / 'missing'}"))
     assert rc == 2 and "cannot read" in err
 
 
-@pytest.mark.peer
-def test_contract_smallest_collector_file_is_accepted(tmp_path: Path) -> None:
-    rc, err = _check(tmp_path, """\
-listen: 127.0.0.1:9640
-agents:
-  - id: room1-agent
-    token: s3cret-token
-channels:
-  - name: hook
-    type: webhook
-    url: http://127.0.0.1:9999/alerts
-routes:
-  - channels: [hook]
-""")
+@pytest.mark.parametrize("name", ["agent.yaml", "collector.yaml"])
+def test_the_documented_smallest_files_are_accepted_as_they_are(tmp_path: Path, name: str) -> None:
+    """docs/api.md's smallest valid pair: scripts and guides rely on these files."""
+    files = documented_files()
+    assert set(files) == {"agent.yaml", "collector.yaml"}
+    rc, err = _check(tmp_path, files[name], name)
     assert rc == 0, err
 
 
@@ -216,45 +199,18 @@ def test_duplicate_yaml_key_is_an_error(tmp_path: Path) -> None:
     assert "d.yaml:3: agent.id: this key appears twice" in str(err.value)
 
 
-@pytest.mark.peer
-def test_contract_smallest_agent_file_is_accepted(tmp_path: Path) -> None:
-    rc, err = _check(tmp_path, """\
-agent:
-  id: room1-agent
-  listen: 127.0.0.1:9641
-collector:
-  urls: [http://127.0.0.1:9640]
-  token: s3cret-token
-devices:
-  - name: ups1
-    driver: snmp
-    host: 127.0.0.1
-    port: 1161
-    version: 2c
-    community: public
-  - name: door1
-    driver: mqtt
-    broker: mqtt://127.0.0.1:1883
-    topic: zigbee2mqtt/door1
-    format: zigbee2mqtt
-""")
-    assert rc == 0, err
-
-
 @pytest.mark.parametrize(("labels", "words"), [
     ("{rack-no: A1}", "'rack-no' is not a valid label name"),
     ("{le: x}", "label 'le' is set by roomwatch itself"),
     ("{device: other}", "label 'device' is set by roomwatch itself"),
     ("{__name__: x}", "not a valid label name"),
 ])
-@pytest.mark.peer
 def test_bad_label_names_are_refused_at_load(tmp_path: Path, labels: str, words: str) -> None:
     # A label name the wire format refuses would make the collector reject every batch.
     rc, err = _check(tmp_path, AGENT_OK.replace("  id: a1", f"  id: a1\n  labels: {labels}"))
     assert rc == 2 and "conf.yaml:3: agent.labels:" in err and words in err, err
 
 
-@pytest.mark.peer
 def test_collector_url_with_credentials_is_refused(tmp_path: Path) -> None:
     rc, err = _check(tmp_path, AGENT_OK.replace("http://127.0.0.1:9640", "http://user:pa55@127.0.0.1:9640"))
     assert rc == 2 and "must not carry a user or password" in err
@@ -273,6 +229,26 @@ def test_default_storage_directory_is_created(tmp_path: Path) -> None:
     explicit = CollectorConfig.model_validate({"agents": [], "storage": str(tmp_path / "nope" / "c.db")})
     _prepare_storage(explicit)  # an explicit path is the user's to create: the store open reports it
     assert not (tmp_path / "nope").exists()
+
+
+def test_check_config_counts_in_the_right_number(tmp_path: Path) -> None:
+    """One agent, one channel, one device: "1 agent", not "1 agents"."""
+    files = documented_files()
+    collector = tmp_path / "collector.yaml"
+    collector.write_text(files["collector.yaml"])
+    res = cli("check-config", str(collector))
+    assert res.returncode == 0 and "collector config, 1 agent, 1 channel)" in res.stdout, res.stdout
+    agent = tmp_path / "agent.yaml"
+    agent.write_text(AGENT_OK)
+    res = cli("check-config", str(agent))
+    assert res.returncode == 0 and ", 1 device)" in res.stdout, res.stdout
+
+
+def test_plural() -> None:
+    from roomwatch.core.plural import plural
+
+    assert [plural(n, "agent") for n in (0, 1, 2)] == ["0 agents", "1 agent", "2 agents"]
+    assert plural(1, "batch", "batches") == "1 batch" and plural(3, "batch", "batches") == "3 batches"
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:

@@ -9,12 +9,14 @@ import sqlite3
 import time
 import zlib
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from roomwatch.core.clock import SYSTEM
 from roomwatch.core.wire import decode_batch
 from tests.conftest import TOKENS, start_collector
-from tests.helpers import http_get, metric_value, wait_for
+from tests.helpers import alerting_settled, http_get, http_json, metric_value, wait_for
 from tests.peers.fake_modem import FakeModem
 from tests.peers.webhook_receiver import WebhookReceiver
 from tests.reliability_rig import CounterAgent
@@ -25,6 +27,18 @@ PHONE = "+8613800138000"
 def _texts(modem: FakeModem) -> list[tuple[str, str]]:
     assert all(p.total == 1 for p in modem.received)  # these texts fit one SMS each
     return [(p.number, p.text) for p in modem.received]
+
+
+def _pushes(c: Any) -> int:
+    return next(a["pushes"] for a in http_json(c.url + "/api/v1/agents")["agents"] if a["id"] == "agent-a")
+
+
+def _spooled_batches(spool: Path) -> int:
+    conn = sqlite3.connect(f"file:{spool}?mode=ro", uri=True)
+    try:
+        return int(conn.execute("SELECT COUNT(*) FROM batches").fetchone()[0])
+    finally:
+        conn.close()
 
 
 def _spooled_events(spool: Path) -> list:
@@ -69,7 +83,9 @@ def test_leak_while_the_link_is_down_is_sent_by_sms_once_and_not_again_by_the_co
         c.proc.stop()
         state.write_text("roomwatch_water_leak_detected 1\nroomwatch_smoke_detected 1\n")
         wait_for(lambda: modem.received, timeout=30, what="an SMS from the agent")
-        time.sleep(4)  # the condition goes on: no repeat
+        # the condition goes on (the agent keeps reading the leak and spooling it): no repeat
+        spooled = _spooled_batches(agent.spool)
+        wait_for(lambda: _spooled_batches(agent.spool) >= spooled + 8, timeout=30, what="more readings of the leak")
         texts = _texts(modem)  # (fake_modem.messages() groups single-part texts by number, so read parts)
         assert len(texts) == 1, texts
         number, text = texts[0]
@@ -89,6 +105,7 @@ def test_leak_while_the_link_is_down_is_sent_by_sms_once_and_not_again_by_the_co
         # the collector comes back and receives both notices ahead of the backlog with the leak in it
         c = start_collector(tmp_path, name="c1", storage=str(db), listen=f"127.0.0.1:{port}", **alerting)
         agent.wait_drained(timeout=60)
+        drained_at = time.time()  # the collector has processed every batch: no alert changes from here on
         assert len(_texts(modem)) == 2  # back online: nothing more from the agent
         assert _spooled_events(agent.spool) == []
         conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
@@ -106,7 +123,9 @@ def test_leak_while_the_link_is_down_is_sent_by_sms_once_and_not_again_by_the_co
         fb = episode["fallback"]
         assert (fb["channel"], fb["channelType"]) == ("local-sms", "gsm_modem") and fb["resolvedAt"] > fb["firingAt"]
         assert fb["note"].startswith("已由机房代理本地兜底通道（短信）于") and "漏水" in fb["message"]
-        time.sleep(3)  # group_interval 1s: anything queued would have gone by now
+        # every group flushed since the backlog was processed (where the leak would have been sent) and nothing
+        # queued: the webhook has all it will get
+        wait_for(lambda: alerting_settled(db, drained_at), timeout=20, what="alerting idle after the backlog")
         assert [n for _, n, _ in webhook_receiver.alerts()] == ["SmokeDetected"]
         assert "already sent it firing" in c.proc.log() and "already sent it resolved" in c.proc.log()
         # A new leak, with the link up: the collector alerts for it as usual; the agent's modem stays quiet.
@@ -116,7 +135,10 @@ def test_leak_while_the_link_is_down_is_sent_by_sms_once_and_not_again_by_the_co
         assert (status, name, labels["device"], labels["agent"]) == ("firing", "WaterLeak", "ctr", "agent-a")
         [active] = [a for a in json.loads(http_get(c.url + "/api/v1/alerts")[1])["alerts"] if a["alertname"] == "WaterLeak"]
         assert active["fallback"] is None
-        time.sleep(3)
+        # the agent's fallback sends only while no push succeeds for `after`; three more accepted pushes
+        # show the link up through its checks (every second), so its modem has nothing to send
+        pushes = _pushes(c)
+        wait_for(lambda: _pushes(c) >= pushes + 3, timeout=20, what="three more pushes")
         assert len(_texts(modem)) == 2 and len(webhook_receiver.alerts()) == 2
     finally:
         agent.proc.stop()
@@ -161,7 +183,7 @@ async def test_a_number_over_its_limit_is_retried_alone_and_the_collector_told_o
                                           "phone_numbers": [PHONE, other], "timeout": "2s", "send_timeout": "2s"}]})
         notices: list[object] = []
         agent = SimpleNamespace(config=SimpleNamespace(agent=SimpleNamespace(site="县机关", room="一号机房", id="a")),
-                                pusher=SimpleNamespace(add_notice=notices.append))
+                                pusher=SimpleNamespace(add_notice=notices.append), clock=SYSTEM)
         alerter = fb.FallbackAlerter(config, agent)  # type: ignore[arg-type]
         cond = fb._Condition("WaterLeak", {"device": "leak1"}, "漏水", time.time(), 1.0, firing=True)
         modem.cms_errors = [None, 331]  # the first number gets it, then no network

@@ -163,3 +163,20 @@ def test_a_notice_whose_alert_never_comes_is_forgotten_after_a_day(tmp_path: Pat
     h.advance(86400 + 3600, step=600)
     assert h.svc.notices.waiting == {}
     assert h.svc.store.conn.execute("SELECT COUNT(*) FROM fallback_notices").fetchone()[0] == 0
+
+
+def test_a_new_episode_right_after_one_the_fallback_told_is_notified(tmp_path: Path) -> None:
+    """The backlog brings an episode the agent's fallback already told (firing and resolved) and, before the
+    group's next flush, the same leak begins again: that new episode is news to the channel (same fingerprint,
+    but the people were told the first one ended)."""
+    h = Harness(tmp_path, routes=[{"channels": ["duty"], "group_interval": "30s"}])
+    t1 = h.now - 60
+    ingest(h, events=[notice("firing", LEAK, t1, t1 + 5)])
+    ingest(h, events=[notice("resolved", LEAK, t1, t1 + 20)])
+    ingest(h, [(WET, LEAK, 1.0, t1)], [EventRecord("water_leak", LEAK, int(t1 * 1000), 1.0)])
+    ingest(h, [(WET, LEAK, 0.0, t1 + 15)], [EventRecord("water_leak_clear", LEAK, int((t1 + 15) * 1000), 0.0)])
+    assert told(h) == []
+    ingest(h, [(WET, LEAK, 1.0, h.now)], [EventRecord("water_leak", LEAK, int(h.now * 1000), 1.0)])  # again
+    h.advance(31)
+    assert told(h) == [("duty", "firing", ["WaterLeak"])]
+    assert leak_alert(h)["fallback"] is None

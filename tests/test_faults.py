@@ -74,10 +74,10 @@ def test_long_collector_outage_is_bridged_fresh_first(tmp_path: Path) -> None:
                  what="first counter value at the collector")
         c.proc.kill()
         c.proc.stop()
-        time.sleep(60)
-        backlog = agent.metric("roomwatch_agent_spool_batches")
-        assert backlog is not None and backlog >= 50
-        assert agent.metric("roomwatch_agent_spool_oldest_age_seconds") >= 55
+        # the outage lasts until the agent has spooled a minute of batches (its own figures say when)
+        wait_for(lambda: (agent.metric("roomwatch_agent_spool_batches") or 0) >= 50
+                 and (agent.metric("roomwatch_agent_spool_oldest_age_seconds") or 0) >= 55, timeout=180,
+                 what="a minute of backlog in the agent's spool")
         c = start_collector(tmp_path, name="c1", storage=str(db), listen=f"127.0.0.1:{port}")
         restarted = len(produced(agent.produced_log))
 
@@ -110,7 +110,9 @@ def test_lossy_link_loses_nothing_and_duplicates_nothing(tmp_path: Path) -> None
                          push_interval="200ms", fanout=20, collector={"timeout": "1s"})
     agent.start()
     try:
-        time.sleep(20)
+        # the link misbehaves until it has cut and stalled enough requests to matter
+        wait_for(lambda: proxy.stats["cut_up"] + proxy.stats["cut_down"] >= 10 and proxy.stats["stall"] >= 3,
+                 timeout=120, interval=0.5, what="cuts and stalls on the lossy link")
         proxy.heal()
         agent.wait_drained(timeout=60)
     finally:
@@ -226,10 +228,12 @@ def test_failover_to_the_second_collector_and_back(tmp_path: Path) -> None:
         wait_for(lambda: newest(b) > 0, timeout=20, what="failover to the second collector")
         a = start_collector(tmp_path, name="a1", storage=str(db_a), listen=f"127.0.0.1:{port_a}")
         wait_for(lambda: newest(a) > 0, timeout=20, what="failback to the first collector")  # bounded by the wait
-        # once back, the second collector gets nothing new
-        time.sleep(1.0)
+        # once back, the second collector gets nothing new: after a few more pushes to the first (a push to
+        # the second still in flight has ended by then), the second's newest value stays while the first's grows
+        back = newest(a)
+        wait_for(lambda: newest(a) >= back + 2, timeout=20, what="pushes to the first collector again")
         on_b = newest(b)
-        time.sleep(1.5)
+        wait_for(lambda: newest(a) >= back + 5, timeout=20, what="more pushes to the first collector")
         assert newest(b) == on_b and newest(a) > on_b
         agent.wait_drained()
     finally:  # a failed wait must not leave the collectors running (stop only what this test started)

@@ -56,38 +56,44 @@ async def test_initial_state_is_reported_but_is_not_a_transition() -> None:
     assert [(a, tr) for a, _, tr in reports] == [(True, False)]
 
 
+async def settled(contact: Contact) -> None:
+    """Wait for the debounce timer to fire (the contact's own event), however slow the machine."""
+    deadline = time.monotonic() + 10
+    while contact._timer is not None:
+        assert time.monotonic() < deadline, "the debounce timer never fired"
+        await asyncio.sleep(0.005)
+
+
 async def test_bouncing_contact_is_one_transition_stamped_at_the_first_edge() -> None:
     line = FakeLine(high=False)
-    _, reports = _contact(line, debounce=0.05)
+    contact, reports = _contact(line, debounce=0.05)
     t0 = time.time()
-    for i, high in enumerate([True, False, True, False, True]):  # 5 ms of contact bounce
+    for i, high in enumerate([True, False, True, False, True]):  # 5 ms of contact bounce (the edges' own stamps)
         line.set(high, ts=t0 + i * 0.001)
-        await asyncio.sleep(0.001)
-    await asyncio.sleep(0.15)
+    await settled(contact)
     assert reports[1:] == [(True, t0, True)]
 
 
 async def test_a_knock_that_ends_where_it_started_is_no_transition() -> None:
     line = FakeLine(high=False)
-    _, reports = _contact(line, debounce=0.05)
+    contact, reports = _contact(line, debounce=0.05)
     line.set(True)
-    await asyncio.sleep(0.01)
-    line.set(False)
-    await asyncio.sleep(0.15)
+    line.set(False)  # within the debounce: the line is back where it was when the timer fires
+    await settled(contact)
     assert reports[1:] == []
     # The next real movement is stamped with its own first edge, not the knock's.
     t1 = time.time()
     line.set(True, ts=t1)
-    await asyncio.sleep(0.15)
+    await settled(contact)
     assert reports[1:] == [(True, t1, True)]
 
 
 async def test_active_low_inverts_the_line() -> None:
     line = FakeLine(high=False)  # low = contact closed to ground = door open, with active_low
-    _, reports = _contact(line, active_low=True, debounce=0.02)
+    contact, reports = _contact(line, active_low=True, debounce=0.02)
     assert reports[0][0] is True
     line.set(True)
-    await asyncio.sleep(0.1)
+    await settled(contact)
     assert reports[-1][0] is False and reports[-1][2] is True
 
 
@@ -95,7 +101,7 @@ async def test_zero_debounce_and_lost_edges_are_caught_by_a_reread() -> None:
     line = FakeLine(high=False)
     contact, reports = _contact(line, debounce=0.0)
     line.set(True)
-    await asyncio.sleep(0.01)
+    await settled(contact)
     assert reports[-1][:1] == (True,) and reports[-1][2]
     line.high = False  # the kernel's event buffer overflowed: no edge for this change
     contact.recheck()

@@ -6,7 +6,6 @@ import json
 import re
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -162,7 +161,8 @@ def test_every_expression_evaluates_on_prometheus_scraping_the_demo(demo: str, p
     """A real Prometheus scrapes the demo's collector; every dashboard query evaluates without error."""
     prom = prometheus_factory([demo.removeprefix("http://")])
     wait_for(lambda: prom.query("roomwatch_agent_up == 1"), timeout=90, what="Prometheus to scrape the demo's agent")
-    time.sleep(2)  # a second scrape, so rate() has two points
+    wait_for(lambda: prom.query("count_over_time(roomwatch_agent_up[5m]) >= 2"), timeout=90,
+             what="a second scrape, so rate() has two points")
     status, body = http_get(demo + "/metrics")
     assert status == 200
     exported = set(re.findall(r"^(roomwatch_\w+?)(?:\{| )", body.decode(), re.M))

@@ -3,7 +3,12 @@
 * ``roomwatch.core`` and ``roomwatch.channels`` (the shared ground) import no other part;
 * ``roomwatch.drivers`` imports only the ground;
 * ``roomwatch.alerts`` imports the ground, never the collector, the agent or the drivers;
-* ``roomwatch.agent`` and ``roomwatch.collector`` do not import each other;
+* ``roomwatch.agent`` and ``roomwatch.collector`` do not import each other; the agent imports of
+  ``roomwatch.alerts`` only :data:`AGENT_FROM_ALERTS` — the default rule pack read as plain data
+  (``roomwatch.alerts.pack``) and its threshold expressions (``roomwatch.alerts.conditions``), so its local
+  fallback alerting has the collector's alert names, thresholds and texts (one default policy, issue 17
+  point 5) without loading the alert engine or its pydantic models into the agent's small memory; those two
+  modules import nothing of alerting but each other (:func:`test_what_the_agent_takes_of_alerts_stays_small`);
 * only the top (``roomwatch.cli``, ``roomwatch.demo``, ``roomwatch.commands``) imports across everything;
   ``roomwatch.discover`` (``roomwatch discover``) imports the agent and the drivers;
 * no module imports the old top-level names (``agent``, ``collector``, ``drivers``, ``alerts``);
@@ -41,6 +46,8 @@ ALLOWED: dict[str, set[str]] = {
     "cli": {"agent", "collector", "alerts", "drivers", "demo", "commands", "discover"},
     "__main__": {"cli"},
 }
+#: The modules of roomwatch.alerts the agent may import (see the module docstring).
+AGENT_FROM_ALERTS = frozenset({"roomwatch.alerts.pack", "roomwatch.alerts.conditions"})
 
 
 def _modules() -> dict[str, Path]:
@@ -82,7 +89,8 @@ def test_each_layer_imports_only_what_it_may() -> None:
             top = name.split(".")[0]
             if top in MAPPED:
                 problems.append(f"{path.relative_to(ROOT)}:{line}: old top-level name {name!r}; use roomwatch.{name}")
-            elif top == "roomwatch" and name != "roomwatch" and _layer(name) not in allowed:
+            elif top == "roomwatch" and name != "roomwatch" and _layer(name) not in allowed and not (
+                    mine == "agent" and name in AGENT_FROM_ALERTS):
                 problems.append(f"{path.relative_to(ROOT)}:{line}: {mine} imports {name}")
     assert problems == []
 
@@ -98,6 +106,16 @@ def test_the_named_boundaries_hold() -> None:
             if name.startswith("roomwatch.") and _layer(name) in forbidden.get(_layer(module), set()):
                 seen.append(f"{path.relative_to(ROOT)}:{line}: {name}")
     assert seen == []
+
+
+def test_what_the_agent_takes_of_alerts_stays_small() -> None:
+    """The alerts modules the agent may import use nothing of alerting but each other, and no pydantic."""
+    modules = _modules()
+    for module in AGENT_FROM_ALERTS:
+        for line, name in _imports(modules[module]):
+            assert name.split(".")[0] != "pydantic", f"{module}:{line} imports pydantic"
+            if name.startswith("roomwatch.alerts"):
+                assert name in AGENT_FROM_ALERTS, f"{module}:{line} imports {name}"
 
 
 def test_pyproject_lists_every_package_mapped_to_its_folder() -> None:

@@ -52,10 +52,9 @@ async def test_dead_unit_is_down_others_keep_reading_over_tcp(modbus_peer: Modbu
     await agent.start()
     try:
         await _until(lambda: len(_series(agent, v.DEVICE_UP)) == 3 and len(modbus_peer.reads_of(3)) >= 3)
-        await asyncio.sleep(0.6)
-        before = len(modbus_peer.reads_of(1))
-        await asyncio.sleep(0.6)
-        assert len(modbus_peer.reads_of(1)) > before  # th1 is still polled on its interval
+        th1, dead = len(modbus_peer.reads_of(1)), len(modbus_peer.reads_of(3))
+        # th1 is still polled on its interval while the dead unit keeps timing out
+        await _until(lambda: len(modbus_peer.reads_of(1)) >= th1 + 3 and len(modbus_peer.reads_of(3)) >= dead + 2)
     finally:
         await agent.stop()
     up = _series(agent, v.DEVICE_UP)
@@ -80,8 +79,8 @@ async def test_rtu_bus_shared_by_agent_devices(modbus_peer: ModbusPeer, serial_p
     ])
     await agent.start()
     try:
-        await _until(lambda: _series(agent, v.DEVICE_UP) == {"th-a": 1.0, "th-b": 1.0, "gone": 0.0})
-        await asyncio.sleep(0.5)
+        await _until(lambda: _series(agent, v.DEVICE_UP) == {"th-a": 1.0, "th-b": 1.0, "gone": 0.0}
+                     and len(_series(agent, v.TEMPERATURE)) == 2 and len(_series(agent, v.HUMIDITY)) == 2)
     finally:
         await agent.stop()
     assert _series(agent, v.TEMPERATURE) == {"th-a": 20.0, "th-b": pytest.approx(24.1)}

@@ -9,7 +9,6 @@ values stop being current, and "online" plus a new value brings it back.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from pathlib import Path
@@ -24,7 +23,7 @@ from roomwatch.drivers.mqtt.availability import Availability, read_availability,
 from roomwatch.drivers.mqtt.connection import BrokerConnection
 from roomwatch.drivers.mqtt.driver import MqttConfig, MqttDriver
 from roomwatch.drivers.mqtt.payloads import REASONS, PayloadError
-from tests.mqtt_helpers import current, make_agent, publish, until
+from tests.mqtt_helpers import current, make_agent, publish, subscribed, until
 from tests.peers.mosquitto import Mosquitto, Publisher
 from tests.test_mqtt_formats import RecordingContext
 
@@ -140,7 +139,7 @@ async def test_offline_turns_each_format_down_at_once_and_online_plus_a_value_br
         filters = [t for t, _ in conn._filters()]
         assert filters.count("esp-room/status") == 0 and "esp-room/#" in filters
         assert {"tele/rack/LWT", "shplus/online", "zigbee2mqtt/th/availability", "plain/t1/avail"} <= set(filters)
-        await asyncio.sleep(0.2)
+        await subscribed(agent)
         for *_, value_topic, value in FORMATS.values():
             await publish(publisher, value_topic, value % "21.5")
         await until(lambda: all(_temp(agent, n) == 21.5 for n in FORMATS), what="first values")
@@ -158,7 +157,7 @@ async def test_offline_turns_each_format_down_at_once_and_online_plus_a_value_br
         # A value on its own does not overrule the device's "offline" (it could be a stale one): held.
         await publish(publisher, FORMATS["z2"][5], FORMATS["z2"][6] % "30")
         await until(lambda: len(agent.devices["z2"].driver._held) == 1, what="value while offline")
-        await asyncio.sleep(1.2)  # a silence-watch tick
+        await agent.check_silence()  # the watch the agent runs every second, now
         assert agent.devices["z2"].up is False and _temp(agent, "z2") is None
 
         for _, _, avail_topic, _, online, *_ in FORMATS.values():
@@ -168,7 +167,7 @@ async def test_offline_turns_each_format_down_at_once_and_online_plus_a_value_br
             await publish(publisher, value_topic, value % "22.5")
         await until(lambda: all(current(agent, UP, device=n) == 1 and _temp(agent, n) == 22.5 for n in FORMATS),
                     what="devices back up with their new values")
-        await asyncio.sleep(1.2)  # and they stay up: nothing left over keeps calling them down
+        await agent.check_silence()  # and they stay up: nothing left over calls them down
         assert all(agent.devices[n].up for n in FORMATS)
         assert current(agent, "roomwatch_mqtt_messages_total", device="ta", result="availability") == 2
     finally:
@@ -207,7 +206,7 @@ async def test_garbage_availability_is_counted_and_changes_nothing(
                         dev("t", mosquitto, "tele/rack/+", "tasmota")])
     await agent.start()
     try:
-        await asyncio.sleep(0.3)
+        await subscribed(agent)
         await publish(publisher, "zigbee2mqtt/th", json.dumps({"temperature": 23.0}))
         await publish(publisher, "tele/rack/SENSOR", json.dumps({"AM2301": {"Temperature": 24.0}}))
         await until(lambda: current(agent, T, device="z") == 23.0 and _temp(agent, "t") == 24.0, what="values")
@@ -218,7 +217,7 @@ async def test_garbage_availability_is_counted_and_changes_nothing(
         await until(lambda: z.results["invalid"] == 5 and t.results["invalid"] == 1, what="all counted")
         assert dict(z.invalid) == {"wrong_type": 2, "not_json": 1, "missing_field": 1, "not_utf8": 1}
         assert dict(t.invalid) == {"wrong_type": 1}
-        await asyncio.sleep(1.2)  # a silence-watch tick
+        await agent.check_silence()  # the watch the agent runs every second, now
         assert agent.devices["z"].up and agent.devices["t"].up
         assert current(agent, T, device="z") == 23.0 and _temp(agent, "t") == 24.0
         await until(lambda: current(agent, "roomwatch_mqtt_messages_invalid_total", device="z", reason="wrong_type")
@@ -233,7 +232,7 @@ async def test_empty_availability_topic_turns_it_off(mosquitto: Mosquitto, publi
     await agent.start()
     try:
         conn = next(o for o in agent._shared.values() if isinstance(o, BrokerConnection))
-        await until(lambda: conn.state.connected, what="connected")
+        await subscribed(agent)
         assert [t for t, _ in conn._filters()] == ["tele/rack/SENSOR", "zigbee2mqtt/th/+"]  # no LWT subscription
         await publish(publisher, "tele/rack/SENSOR", json.dumps({"AM2301": {"Temperature": 24.0}}))
         await publish(publisher, "zigbee2mqtt/th/temperature", "23.0")
@@ -242,7 +241,7 @@ async def test_empty_availability_topic_turns_it_off(mosquitto: Mosquitto, publi
         await publish(publisher, "zigbee2mqtt/th/availability", json.dumps({"state": "offline"}))  # arrives, ignored
         z = agent.devices["z"].driver
         await until(lambda: z.results["ignored"] == 1, what="the availability message read as nothing")
-        await asyncio.sleep(1.2)  # a silence-watch tick
+        await agent.check_silence()  # the watch the agent runs every second, now
         assert agent.devices["t"].up and agent.devices["z"].up
         assert z.results == {"ok": 1, "ignored": 1} and not z.invalid
     finally:

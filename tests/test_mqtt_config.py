@@ -1,4 +1,4 @@
-"""MQTT/GPIO configuration: the contract's smallest entry, the commented examples, clear errors."""
+"""MQTT/GPIO configuration: the smallest entry of docs/api.md, the commented examples, clear errors."""
 
 from __future__ import annotations
 
@@ -7,9 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.helpers import ROOT, run_cli, write_yaml
-
-pytestmark = pytest.mark.peer  # every test here starts a process
+from tests.helpers import ROOT, cli, write_yaml
 
 
 def _examples() -> str:
@@ -24,7 +22,7 @@ def test_commented_examples_are_valid(tmp_path: Path) -> None:
     devices = yaml.safe_load(_examples())
     assert {d["driver"] for d in devices} == {"mqtt", "gpio"}
     path = write_yaml(tmp_path / "agent.yaml", {"agent": {"id": "a"}, "devices": devices})
-    res = run_cli("check-config", str(path))
+    res = cli("check-config", str(path))
     assert res.returncode == 0, res.stderr
 
 
@@ -43,7 +41,7 @@ devices:
     topic: zigbee2mqtt/door1
     format: zigbee2mqtt
 """)
-    res = run_cli("check-config", str(path))
+    res = cli("check-config", str(path))
     assert res.returncode == 0, res.stderr
 
 
@@ -74,6 +72,6 @@ devices:
 def test_bad_mqtt_entries_are_refused_with_a_clear_message(tmp_path: Path, entry: dict[str, object], message: str) -> None:
     dev = {"name": "d", "driver": "mqtt", "broker": "mqtt://127.0.0.1:1883", "topic": "z/d", "format": "zigbee2mqtt", **entry}
     path = write_yaml(tmp_path / "agent.yaml", {"agent": {"id": "a"}, "devices": [dev]})
-    res = run_cli("check-config", str(path))
+    res = cli("check-config", str(path))
     assert res.returncode == 2
     assert message in res.stderr and "agent.yaml:" in res.stderr, res.stderr

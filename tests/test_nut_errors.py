@@ -15,7 +15,7 @@ from roomwatch.agent.runtime import Agent
 from roomwatch.core import vocabulary as v
 from roomwatch.core.configbase import ConfigError
 from roomwatch.drivers.nut_protocol import split_line
-from tests.helpers import free_port, write_yaml
+from tests.helpers import async_wait_for, free_port, write_yaml
 from tests.peers.nut import NutServer, write_dev
 
 pytestmark = pytest.mark.peer("upsd")
@@ -44,10 +44,11 @@ def make_agent() -> Iterator[Any]:
         assert agent._scheduler is None, "test must stop its agent"
 
 
-async def _run(agent: Agent, seconds: float) -> None:
+async def _run(agent: Agent, done: Any, what: str) -> None:
+    """Run the agent until ``done()`` holds (its devices were polled enough), then stop it."""
     await agent.start()
     try:
-        await asyncio.sleep(seconds)
+        await async_wait_for(done, timeout=60, what=what)
     finally:
         await agent.stop()
 
@@ -77,7 +78,9 @@ async def test_login_bad_password_unknown_ups(upsd: NutServer, make_agent: Any, 
         {**base, "name": "nosuch", "ups": "gamma"},
         {**base, "name": "nosuch-login", "ups": "gamma", "username": "monitor", "password": "monpass"},
     )
-    await _run(agent, 2.0)
+    bad = ("badpw", "norights", "nosuch", "nosuch-login")
+    await _run(agent, lambda: agent.devices["good"].up is True and all(
+        agent.devices[n].up is False and agent.devices[n].errors >= 4 for n in bad), "four failed polls of each")
     assert agent.devices["good"].up is True
     assert _value(agent, v.UPS_BATTERY_CHARGE, device="good") == 1.0
     assert _value(agent, v.DEVICE_UP, device="good") == 1.0
@@ -106,11 +109,12 @@ async def test_driver_lost_and_upsd_restart(upsd: NutServer, make_agent: Any, ca
     agent = make_agent({**base, "name": "beta-only", "ups": "beta"}, {**base, "name": "all"})
     await agent.start()
     try:
-        await asyncio.sleep(0.8)
-        assert agent.devices["beta-only"].up and agent.devices["all"].up
-        assert _value(agent, v.UPS_BATTERY_CHARGE, device="all", ups="beta") == 0.55
+        await async_wait_for(lambda: agent.devices["beta-only"].up and agent.devices["all"].up
+                             and _value(agent, v.UPS_BATTERY_CHARGE, device="all", ups="beta") == 0.55, what="both up")
         await asyncio.to_thread(upsd.stop_driver, "beta")
-        await asyncio.sleep(1.5)
+        await async_wait_for(lambda: agent.devices["beta-only"].up is False
+                             and _value(agent, v.UPS_BATTERY_CHARGE, device="all", ups="beta") is None,
+                             what="beta gone from both devices")
         reason = agent.devices["beta-only"].reason
         assert agent.devices["beta-only"].up is False
         assert "ERR DRIVER-NOT-CONNECTED" in reason or "ERR DATA-STALE" in reason, reason
@@ -120,12 +124,12 @@ async def test_driver_lost_and_upsd_restart(upsd: NutServer, make_agent: Any, ca
         assert sum("UPS beta on all cannot be read" in r.getMessage() for r in caplog.records) == 1
 
         await asyncio.to_thread(upsd.stop_upsd)
-        await asyncio.sleep(1.0)
-        assert agent.devices["all"].up is False
+        await async_wait_for(lambda: agent.devices["all"].up is False, what="all down with upsd stopped")
         assert _value(agent, v.DEVICE_UP, device="all") == 0.0
         await asyncio.to_thread(upsd.start_upsd)
-        await asyncio.sleep(1.5)
-        assert agent.devices["all"].up is True, agent.devices["all"].reason
+        await async_wait_for(lambda: agent.devices["all"].up is True
+                             and _value(agent, v.UPS_BATTERY_CHARGE, device="all", ups="alpha") == 1.0,
+                             what="all back up after upsd restarted")
         assert _value(agent, v.UPS_BATTERY_CHARGE, device="all", ups="alpha") == 1.0
     finally:
         await agent.stop()
@@ -160,7 +164,8 @@ async def test_unreachable_and_garbage_peers(upsd: NutServer, make_agent: Any) -
                        *({**base, "name": b, "port": p} for b, p in ports.items()),
                        {**base, "name": "good", "port": upsd.port})
     try:
-        await _run(agent, 2.0)
+        await _run(agent, lambda: agent.devices["good"].up is True and all(
+            agent.devices[n].up is False for n in ("closed", *ports)), "each bad peer's device down")
     finally:
         for s in servers.values():
             s.close()
@@ -209,7 +214,10 @@ async def test_starttls(nut_factory: Any, tmp_path: Path, make_agent: Any) -> No
         {**base, "name": "tls-unknown-ca", "port": tls.port},
         {**base, "name": "no-tls-upsd", "port": plain.port},
     )
-    await _run(agent, 1.5)
+    await _run(agent, lambda: agent.devices["tls-ok"].up is True
+               and _value(agent, v.UPS_BATTERY_CHARGE, device="tls-ok") is not None
+               and agent.devices["tls-unknown-ca"].up is False and agent.devices["no-tls-upsd"].up is False,
+               "the TLS device up, the other two down")
     assert agent.devices["tls-ok"].up is True, agent.devices["tls-ok"].reason
     assert _value(agent, v.UPS_BATTERY_CHARGE, device="tls-ok") == 1.0
     assert "User monitor@127.0.0.1 logged into UPS [alpha] (SSL)" in tls.procs["upsd"].log()

@@ -187,9 +187,11 @@ def test_starttls_with_upsc_and_upsmon(nut_factory: Any, agent_factory: Any, nut
                               users=[{"name": "host-b", "password": "pw", "upsmon": "secondary"}])
     served = wait_for(lambda: upsc_vars(target), timeout=20, what="served data over TLS")
     assert served["battery.charge"] == "96"
-    nut_clients.upsmon(target, "host-b", "pw", "secondary", extra="FORCESSL 1\nCERTVERIFY 0\n")
-    # upsmon retries a failed connection only every POLLFREQ (and a loaded machine slows its TLS start): wait generously
-    wait_for(lambda: "logged into UPS rack-ups (TLS)" in proc.log(), timeout=60, what="upsmon login over TLS")
+    mon = nut_clients.upsmon(target, "host-b", "pw", "secondary", extra="FORCESSL 1\nCERTVERIFY 0\n")
+    try:
+        wait_for(lambda: "logged into UPS rack-ups (TLS)" in proc.log(), timeout=60, what="upsmon login over TLS")
+    except AssertionError as exc:  # say why: upsmon's own log and the agent's
+        raise AssertionError(f"{exc}\n--- upsmon\n{mon.log()[-3000:]}\n--- agent\n{proc.log()[-3000:]}") from None
 
 
 TRANSCRIPT = [

@@ -44,12 +44,24 @@ class Limited(Channel):
         return SendResult(Outcome.DELIVERED, "ok")
 
 
-async def settle(check: Any, timeout: float = 10.0) -> None:
+async def _until(check: Any, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while not check():
         assert time.monotonic() < deadline, "timed out"
         await asyncio.sleep(0.01)
-    await asyncio.sleep(0.05)  # and nothing more happens right after
+
+
+async def settle(check: Any, ob: Outbox, name: str = "sms") -> None:
+    """``check`` holds and the channel's sender waits: nothing more happens until a wake or its own timer."""
+    await _until(lambda: check() and ob.parked[name])
+
+
+async def looked(ob: Outbox, name: str = "sms") -> None:
+    """Wake the sender and wait until it has looked at its queue and gone back to waiting."""
+    await _until(lambda: ob.parked[name])
+    before = ob.waits[name]
+    ob.wake(name)
+    await _until(lambda: ob.waits[name] > before and ob.parked[name])
 
 
 def _enqueue(ob: Outbox, n: int, now: float, start: int = 0) -> None:
@@ -77,21 +89,20 @@ async def test_aliyun_sms_sends_a_burst_at_once_and_the_51st_waits_for_the_day(t
     try:
         _enqueue(ob, 5, clock())
         ob.wake("sms")
-        await settle(lambda: len(ch.sent) == 5)
+        await settle(lambda: len(ch.sent) == 5, ob)
         assert ch.sent == [T0] * 5  # five in a row go out at once: no spacing (not ~29 min apart)
         clock.t += 3600
         _enqueue(ob, 46, clock(), start=5)  # 45 more fill the day's 50, the 51st is over
         ob.wake("sms")
-        await settle(lambda: len(ch.sent) == 50)
+        await settle(lambda: len(ch.sent) == 50, ob)
         assert ch.sent[5:] == [T0 + 3600] * 45
         assert _states(store) == ["delivered"] * 50 + ["pending"] and ob.pending()["sms"] == 1
         clock.t = T0 + 86400 - 1  # a second before the first send leaves the window
-        ob.wake("sms")
-        await asyncio.sleep(0.2)
+        await looked(ob)
         assert len(ch.sent) == 50 and _states(store)[-1] == "pending"  # still waiting, still there
         clock.t = T0 + 86400 + 1
         ob.wake("sms")
-        await settle(lambda: len(ch.sent) == 51)
+        await settle(lambda: len(ch.sent) == 51, ob)
         assert _states(store) == ["delivered"] * 51 and ob.status["sms"].expired == 0
     finally:
         await ob.stop()
@@ -106,15 +117,14 @@ async def test_wecom_robot_21st_waits_until_the_minute_frees(tmp_path: Path) -> 
     try:
         _enqueue(ob, 21, clock())
         ob.wake("sms")
-        await settle(lambda: len(ch.sent) == 20)
+        await settle(lambda: len(ch.sent) == 20, ob)
         assert ch.sent == [T0] * 20 and _states(store)[-1] == "pending"
         clock.t = T0 + 59.5
-        ob.wake("sms")
-        await asyncio.sleep(0.2)
+        await looked(ob)
         assert len(ch.sent) == 20 and _states(store)[-1] == "pending"
         clock.t = T0 + 60.01  # the window frees
         ob.wake("sms")
-        await settle(lambda: len(ch.sent) == 21)
+        await settle(lambda: len(ch.sent) == 21, ob)
         assert ch.sent[-1] == T0 + 60.01 and _states(store) == ["delivered"] * 21
     finally:
         await ob.stop()
@@ -129,7 +139,7 @@ async def test_a_restart_does_not_reopen_the_window(tmp_path: Path) -> None:
     try:
         _enqueue(ob, 20, clock())
         ob.wake("sms")
-        await settle(lambda: len(ch.sent) == 20)
+        await settle(lambda: len(ch.sent) == 20, ob)
     finally:
         await ob.stop()
     clock.t = T0 + 30  # the collector restarts half a minute later with one more message
@@ -138,12 +148,11 @@ async def test_a_restart_does_not_reopen_the_window(tmp_path: Path) -> None:
     _enqueue(ob2, 1, clock(), start=20)
     await ob2.start()
     try:
-        ob2.wake("sms")
-        await asyncio.sleep(0.3)
+        await looked(ob2)
         assert ch2.sent == [] and _states(store)[-1] == "pending"  # the 20 of this minute still count
         clock.t = T0 + 60.01
         ob2.wake("sms")
-        await settle(lambda: len(ch2.sent) == 1)
+        await settle(lambda: len(ch2.sent) == 1, ob2)
         assert _states(store) == ["delivered"] * 21
     finally:
         await ob2.stop()
@@ -163,7 +172,7 @@ async def test_wecom_app_keeps_30_a_minute_and_1000_an_hour_also_across_a_restar
         for minute in range(34):  # 33 full minutes of 30, then the last 10 of the hour's 1000
             clock.t = T0 + 60 * minute
             ob.wake("sms")
-            await settle(lambda m=minute: len(ch.sent) == min(30 * (m + 1), 1000))
+            await settle(lambda m=minute: len(ch.sent) == min(30 * (m + 1), 1000), ob)
         assert ch.sent[-1] == T0 + 60 * 33 and ob.pending()["sms"] == 1
     finally:
         await ob.stop()
@@ -172,15 +181,13 @@ async def test_wecom_app_keeps_30_a_minute_and_1000_an_hour_also_across_a_restar
     ob2 = Outbox(store.conn, {"sms": ch2}, clock)
     await ob2.start()
     try:
-        ob2.wake("sms")
-        await asyncio.sleep(0.3)
+        await looked(ob2)
         clock.t = T0 + 3600 - 0.5
-        ob2.wake("sms")
-        await asyncio.sleep(0.3)
+        await looked(ob2)
         assert ch2.sent == [] and _states(store)[-1] == "pending"  # waiting, not lost, not dropped by WeCom
         clock.t = T0 + 3600 + 0.01  # the first 30 leave the hour
         ob2.wake("sms")
-        await settle(lambda: len(ch2.sent) == 1)
+        await settle(lambda: len(ch2.sent) == 1, ob2)
         assert _states(store) == ["delivered"] * 1001
     finally:
         await ob2.stop()

@@ -14,18 +14,14 @@ from typing import Any, ClassVar
 import pytest
 import yaml
 
-from tests.helpers import ROOT, free_port, http_get, http_post, require_binary, wait_for
+from tests.helpers import ROOT, documented_alert_names, free_port, http_get, http_post, require_binary, wait_for
 from tests.peers.process import PeerProcess
 
 PROM = ROOT / "config" / "prometheus"
 AM = ROOT / "config" / "alertmanager"
 
-#: CONTRACT.md "Default alert rules" — the names users route on.
-CONTRACT_ALERTS = {
-    "RoomTemperatureHigh", "RoomTemperatureCritical", "RoomHumidityOutOfRange", "DoorOpenTooLong",
-    "DoorOpenedOutOfHours", "WaterLeak", "SmokeDetected", "UPSOnBattery", "UPSBatteryLow", "UPSRuntimeLow",
-    "UPSBatteryReplace", "DeviceDown", "AgentDown",
-}
+#: docs/api.md "Default alert rules" — the names users route on.
+CONTRACT_ALERTS = documented_alert_names()
 
 
 def _rules() -> list[dict]:

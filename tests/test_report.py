@@ -19,7 +19,7 @@ from roomwatch.collector.report.sources import SQLiteSource
 from roomwatch.collector.store import MIGRATIONS as HISTORY_MIGRATIONS
 from roomwatch.core.sqlite import ensure_schema
 from tests.conftest import start_collector
-from tests.helpers import http_get, run_cli, write_yaml
+from tests.helpers import cli, http_get, run_cli, write_yaml
 from tests.peers.webhook_receiver import WebhookReceiver
 
 TZ = ZoneInfo("Asia/Shanghai")
@@ -200,22 +200,20 @@ def _collector_file(tmp_path: Path, store: Path, **extra: Any) -> Path:
     return write_yaml(tmp_path / "c.yaml", {"listen": "127.0.0.1:9640", "storage": str(store), **extra})
 
 
-@pytest.mark.peer
 def test_cli_prints_the_report(store_path: Path, tmp_path: Path) -> None:
     conf = _collector_file(tmp_path, store_path)
-    r = run_cli("report", "-c", str(conf), "--date", DAY.isoformat(), "--format", "json")
+    r = cli("report", "-c", str(conf), "--date", DAY.isoformat(), "--format", "json")
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
     assert doc["rooms"][0]["doors"][0]["openings"] == 3
-    r = run_cli("report", "-c", str(conf), "--date", DAY.isoformat(), "--lang", "en")
+    r = cli("report", "-c", str(conf), "--date", DAY.isoformat(), "--lang", "en")
     assert r.returncode == 0 and "Daily inspection report" in r.stdout
-    r = run_cli("report", "-c", str(conf), "--date", DAY.isoformat(), "--language", "en")  # as test-alert spells it
+    r = cli("report", "-c", str(conf), "--date", DAY.isoformat(), "--language", "en")  # as test-alert spells it
     assert r.returncode == 0 and "Daily inspection report" in r.stdout
-    r = run_cli("report", "-c", str(conf), "--date", "28/11/2026")
+    r = cli("report", "-c", str(conf), "--date", "28/11/2026")
     assert r.returncode == 2 and "YYYY-MM-DD" in r.stderr
 
 
-@pytest.mark.peer
 def test_the_report_measures_against_the_rules(store_path: Path, tmp_path: Path) -> None:
     """rules.overrides and rules.working_hours (holidays, make-up days) change the report; report keys still win."""
     friday, saturday = DAY - dt.timedelta(days=1), DAY
@@ -225,7 +223,7 @@ def test_the_report_measures_against_the_rules(store_path: Path, tmp_path: Path)
              "working_hours": {"start": "07:00", "end": "17:30", "holidays": [friday.isoformat()],
                                "extra_workdays": [saturday.isoformat()]}}
     conf = _collector_file(tmp_path, store_path, rules=rules)
-    r = run_cli("report", "-c", str(conf), "--date", DAY.isoformat(), "--format", "json")
+    r = cli("report", "-c", str(conf), "--date", DAY.isoformat(), "--format", "json")
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
     room = doc["rooms"][0]
@@ -238,12 +236,12 @@ def test_the_report_measures_against_the_rules(store_path: Path, tmp_path: Path)
     assert door["out_of_hours"] == 2
     assert [dt.datetime.fromtimestamp(x, TZ).strftime("%a %H:%M") for x in door["out_of_hours_times"]] == [
         "Fri 09:00", "Fri 22:00"]
-    r = run_cli("report", "-c", str(conf), "--date", DAY.isoformat())
+    r = cli("report", "-c", str(conf), "--date", DAY.isoformat())
     assert "高于 30°C 共 10分钟" in r.stdout
     # Report-level keys are explicit overrides of the rules' values.
     conf = _collector_file(tmp_path, store_path, rules=rules,
                            report={"thresholds": {"temperature_high": 27}, "working_hours": "08:30-17:30"})
-    doc = json.loads(run_cli("report", "-c", str(conf), "--date", DAY.isoformat(), "--format", "json").stdout)
+    doc = json.loads(cli("report", "-c", str(conf), "--date", DAY.isoformat(), "--format", "json").stdout)
     room = doc["rooms"][0]
     assert room["temperature"][0]["seconds_outside"] == 40 * MIN
     assert room["doors"][0]["out_of_hours"] == 3  # the holiday still counts; Sat 07:50 is now before 08:30

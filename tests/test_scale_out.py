@@ -29,13 +29,13 @@ import yaml
 from tests.helpers import (
     ROOT,
     RoomwatchProcess,
+    cli,
     free_port,
     http_get,
     http_json,
     http_post,
     metric_value,
     require_binary,
-    run_cli,
     wait_for,
     write_yaml,
 )
@@ -130,7 +130,7 @@ def _wait_notifications(receiver: WebhookReceiver, expected: list[str], settle: 
 def test_shipped_scale_out_configs_are_valid() -> None:
     """What users copy must pass each engine's own checker."""
     for name in ("collector-a.yaml", "collector-b.yaml", "agent.yaml"):
-        res = run_cli("check-config", str(SCALE / name))
+        res = cli("check-config", str(SCALE / name))
         assert res.returncode == 0, res.stdout + res.stderr
     amtool = require_binary("/usr/bin/amtool")
     res = subprocess.run([amtool, "check-config", str(SCALE / "alertmanager.yml")], capture_output=True, text=True,

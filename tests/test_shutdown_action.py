@@ -17,7 +17,7 @@ from roomwatch.agent.config import AgentConfig
 from roomwatch.agent.runtime import Agent
 from roomwatch.core.wire import EventRecord
 from tests.conftest import TOKENS
-from tests.helpers import free_port, http_get, metric_value, wait_for
+from tests.helpers import async_wait_for, free_port, http_get, metric_value, wait_for
 from tests.peers.nut import NutServer, write_dev
 
 pytestmark = pytest.mark.peer("upsd")
@@ -59,6 +59,27 @@ def _lines(path: Path) -> list[str]:
     return path.read_text().splitlines() if path.exists() else []
 
 
+def _charge(url: str) -> float | None:
+    status, body = http_get(url + "/metrics")
+    return metric_value(body.decode(), "roomwatch_ups_battery_charge_ratio", device="ups-rack") if status == 200 else None
+
+
+def _polls_seen(ups: NutServer, url: str, charges: tuple[int, ...]) -> None:
+    """Step the UPS's charge through ``charges`` and wait until the agent reported each: that many polls
+    happened (the evidence that the agent went on reading, instead of a sleep)."""
+    for charge in charges:
+        ups.set_var("rack", "battery.charge", str(charge))
+        wait_for(lambda c=charge: _charge(url) == c / 100, timeout=15, what=f"charge {charge} % at the agent")
+
+
+def _logged_at(log: str, marker: str) -> float:
+    """Time of the agent's first log line containing ``marker`` (its own clock: "2026-12-07 07:50:01,123")."""
+    import datetime as dt
+
+    line = next(x for x in log.splitlines() if marker in x)
+    return dt.datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+
+
 def test_fires_once_after_grace_with_collector_unreachable(ups: NutServer, marker: tuple[Path, Path],
                                                            agent_factory: Any) -> None:
     """OB alone (no critical condition) does nothing; OB + LB → pending, command runs once after the grace
@@ -70,15 +91,15 @@ def test_fires_once_after_grace_with_collector_unreachable(ups: NutServer, marke
     wait_for(lambda: _on_battery(url) == 0.0, timeout=15, what="UPS on mains in agent metrics")
     ups.set_var("rack", "ups.status", "OB DISCHRG")
     wait_for(lambda: _on_battery(url) == 1.0, timeout=15, what="UPS on battery in agent metrics")
-    time.sleep(1.5)  # several readings on battery, but no critical condition
+    _polls_seen(ups, url, (90, 80, 70))  # several readings on battery, but no critical condition
     assert "SHUTDOWN PENDING" not in proc.log()
     ups.set_var("rack", "ups.status", "OB DISCHRG LB")
     wait_for(lambda: "SHUTDOWN PENDING" in proc.log(), timeout=15, what="pending shutdown")
-    pending_at = time.monotonic()
-    assert _lines(out) == [], "ran before the grace delay"
     wait_for(lambda: _lines(out), timeout=15, what="the command to run")
-    assert time.monotonic() - pending_at > 1.5  # grace is 2s; the log poll adds a little slack
-    time.sleep(2.5)  # LB goes on being reported: the command must not run again
+    log = proc.log()
+    # not before the 2 s grace, by the agent's own clock (its log stamps)
+    assert _logged_at(log, "SHUTDOWN STARTED") - _logged_at(log, "SHUTDOWN PENDING") >= 2.0 - 0.001
+    _polls_seen(ups, url, (60, 50))  # LB goes on being reported: the command must not run again
     assert _lines(out) == ["ran now"]
     log = proc.log()
     assert "the UPS reports low battery" in log and "SHUTDOWN STARTED" in log
@@ -95,9 +116,13 @@ def test_mains_return_cancels(ups: NutServer, marker: tuple[Path, Path], agent_f
     wait_for(lambda: _on_battery(url) == 0.0, timeout=15, what="UPS on mains in agent metrics")
     ups.set_var("rack", "ups.status", "OB DISCHRG LB")
     wait_for(lambda: "SHUTDOWN PENDING" in proc.log(), timeout=15, what="pending shutdown")
+    pending_seen = time.monotonic()  # the pending timer is due at most 5 s (grace) after this
     ups.set_var("rack", "ups.status", "OL CHRG")
     wait_for(lambda: "SHUTDOWN CANCELLED" in proc.log(), timeout=15, what="cancelled shutdown")
-    time.sleep(6.0)  # past the 5s grace
+    # Once the grace has passed, an answer from the agent proves its loop ran past the moment the command
+    # was due (a due timer runs before later I/O): had it not been cancelled, it would have started by then.
+    wait_for(lambda: time.monotonic() > pending_seen + 5.0, timeout=30, what="the end of the grace")
+    assert _on_battery(url) == 0.0
     assert _lines(out) == []
     assert "SHUTDOWN STARTED" not in proc.log()
 
@@ -119,15 +144,17 @@ async def test_dry_run_logs_only_and_pushes_events(ups: NutServer, marker: tuple
     agent.pusher.add_events = lambda events: (pushed.extend(events), real_add(events))[1]  # type: ignore[method-assign]
     await agent.start()
     try:
-        await asyncio.sleep(1.0)
+        await async_wait_for(lambda: 'device="ups-rack"' in "".join(
+            b for f in agent.latest.families() if f.name == "roomwatch_ups_on_battery" for b, _ in f.samples),
+            what="a reading on mains")
         await asyncio.to_thread(ups.set_var, "rack", "ups.status", "OB DISCHRG LB")
         action = agent.actions[0]
-        for _ in range(100):
-            if action.logic.state == "fired":
-                break
-            await asyncio.sleep(0.1)
-        assert action.logic.state == "fired"
-        await asyncio.sleep(1.5)  # let the events reach the collector
+        await async_wait_for(lambda: action.logic.state == "fired", what="the action fired")
+
+        def accepted() -> float:
+            return metric_value(collector.metrics(), "roomwatch_collector_events_received_total") or 0.0
+
+        await async_wait_for(lambda: len(pushed) >= 2 and accepted() >= len(pushed), what="the events at the collector")
     finally:
         await agent.stop()
     assert _lines(out) == []
@@ -161,10 +188,7 @@ async def test_single_glitchy_reading_does_not_trigger(ups: NutServer, marker: t
         await agent.poll_device(dev)
         await agent.poll_device(dev)  # now confirmed: pending, grace 0s
         assert agent.actions[0].logic.state == "pending"
-        for _ in range(50):
-            if _lines(out):
-                break
-            await asyncio.sleep(0.1)
+        await async_wait_for(lambda: _lines(out), what="the command to run")
         assert _lines(out) == ["ran now"]
     finally:
         await agent.stop()

@@ -110,10 +110,9 @@ def test_observation_from_samples() -> None:
     assert obs.up is False
 
 
-@pytest.mark.peer
 def test_check_config_names_file_line_key(tmp_path: Any) -> None:
     """Action mistakes exit 2 with file:line: key: what is wrong."""
-    from tests.helpers import run_cli, write_yaml
+    from tests.helpers import cli, write_yaml
 
     path = write_yaml(tmp_path / "agent.yaml", {
         "devices": [{"name": "nutbox", "driver": "nut"}, {"name": "u1", "driver": "nut", "ups": "rack"}],
@@ -121,7 +120,7 @@ def test_check_config_names_file_line_key(tmp_path: Any) -> None:
                     {"type": "shutdown", "name": "s2", "ups": "nutbox"},
                     {"type": "shutdown", "name": "s3", "ups": "u1", "on_battery_for": 600},
                     {"type": "reboot", "ups": "u1"}]})
-    res = run_cli("check-config", str(path))
+    res = cli("check-config", str(path))
     assert res.returncode == 2, res
     assert "agent.yaml:16: actions[2].on_battery_for: 600 has no unit" in res.stderr + res.stdout
     assert "actions[3].type: unknown type 'reboot'; expected one of 'shutdown', 'battery_test'" in res.stderr + res.stdout
@@ -129,7 +128,7 @@ def test_check_config_names_file_line_key(tmp_path: Any) -> None:
         "devices": [{"name": "nutbox", "driver": "nut"}],
         "actions": [{"type": "shutdown", "ups": "nosuch"},
                     {"type": "shutdown", "name": "s2", "ups": "nutbox"}]})
-    res = run_cli("check-config", str(ok))
+    res = cli("check-config", str(ok))
     out = res.stderr + res.stdout
     assert res.returncode == 2
     assert "ok.yaml:6: actions[0].ups: no device is named 'nosuch' (devices: host, nutbox)" in out

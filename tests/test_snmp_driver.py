@@ -19,7 +19,7 @@ from roomwatch.agent.runtime import Agent
 from roomwatch.core import vocabulary as v
 from roomwatch.drivers.base import Reading
 from roomwatch.drivers.snmp import SnmpConfig, SnmpDriver
-from tests.helpers import ROOT, free_port
+from tests.helpers import ROOT, async_wait_for, free_port
 from tests.peers.snmpd import Snmpd
 from tests.peers.snmpsim import Snmpsim, start_snmpsim
 from tests.test_snmp_recordings import _Ctx, poll_once
@@ -131,10 +131,14 @@ def _series(agent: Agent, device: str) -> set[str]:
     return {fam.name for fam in agent.latest.families() for block, _ in fam.samples if f'device="{device}"' in block}
 
 
-async def _run(agent: Agent, seconds: float) -> None:
+async def _run(agent: Agent, down: tuple[str, ...], up: tuple[str, ...] = ("good",)) -> None:
+    """Run until the ``up`` devices are up and the ``down`` ones down after two failed polls each (so a
+    reason logged at every poll would show), then stop."""
     await agent.start()
     try:
-        await asyncio.sleep(seconds)
+        await async_wait_for(lambda: all(agent.devices[n].up is True for n in up) and all(
+            agent.devices[n].up is False and agent.devices[n].errors >= 2 for n in down), timeout=60,
+            what="every device polled enough")
     finally:
         await agent.stop()
 
@@ -150,7 +154,7 @@ async def test_wrong_credentials_mean_device_down_and_one_clear_log_line(sim: Sn
         {"name": "bad-user", "port": sim.port, **V3, "user": "intruder", "context": "ups-mib-online"},
         {"name": "bad-community", "port": sim.port, "community": "not-a-recording", **fast},
     )
-    await _run(agent, 2.5)
+    await _run(agent, ("bad-auth", "bad-priv", "bad-user", "bad-community"))
     assert _up(agent, "good") == 1.0
     assert v.UPS_BATTERY_CHARGE in _series(agent, "good")
     expected = {"bad-auth": "wrong auth_key or auth_protocol", "bad-priv": "wrong priv_key or priv_protocol",
@@ -196,7 +200,7 @@ async def test_unreachable_silent_and_broken_agents_do_not_disturb_others(
         {"name": "nothing-usable", "port": sim.port, "community": "nothing-usable"},
         {"name": "wrong-profile", "port": sim.port, "community": "poseidon-fahrenheit", "profile": "ups-mib"},
     )
-    await _run(agent, 2.5)
+    await _run(agent, ("closed", "silent", "nothing-usable", "wrong-profile"), up=("good", "garbage"))
     assert _up(agent, "good") == 1.0
     assert agent.devices["good"].errors == 0
     assert {v.UPS_ON_BATTERY, v.UPS_BATTERY_LOW} <= _series(agent, "good")
@@ -306,7 +310,8 @@ def test_agent_process_exposes_snmp_metrics_that_pass_promtool(sim: Snmpsim, age
 
 
 def test_contract_smallest_agent_file_runs_with_its_snmp_device(sim: Snmpsim, tmp_path: Any) -> None:
-    """CONTRACT.md's smallest agent file (no host section, so the host driver takes the default interval)."""
+    """docs/api.md's smallest agent file, its SNMP device pointed at snmpsim (no host section, so the host
+    driver takes the default interval)."""
     from tests.helpers import RoomwatchProcess, http_get, metric_value, wait_for
 
     port = free_port()

@@ -24,7 +24,7 @@ from roomwatch.drivers.snmp.profile import (
     parse_oid,
 )
 from roomwatch.drivers.snmp.readings import contact_readings, evaluate, parse_battery_date
-from tests.helpers import ROOT, run_cli
+from tests.helpers import ROOT, cli
 
 UPS = (1, 3, 6, 1, 2, 1, 33, 1)
 
@@ -263,7 +263,6 @@ devices:
     assert "agent.yaml:3" in str(err.value) and "at least 8 characters" in str(err.value)
 
 
-@pytest.mark.peer
 def test_check_config_accepts_the_contract_snmp_device_and_the_example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = _write(tmp_path, "agent.yaml", """
 agent:
@@ -282,7 +281,7 @@ devices:
 """) / "agent.yaml"
     (tmp_path / "agent-token").write_text("a-generated-token-0123456789abcdef\n")  # the example reads it
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
-    done = run_cli("check-config", str(path), str(ROOT / "config" / "agent.example.yaml"))
+    done = cli("check-config", str(path), str(ROOT / "config" / "agent.example.yaml"))
     assert done.returncode == 0, done.stdout + done.stderr
 
 

@@ -10,7 +10,7 @@ is tested without code changes):
   to them in the same format, so a fresh clone still tests the driver.
 
 Rules checked: each value the truth gives is reported, converted to the
-contract's unit (percent → ratio …), within tolerance (or inside the truth's
+documented unit (docs/metrics.md) (percent → ratio …), within tolerance (or inside the truth's
 ``accept`` range); a quantity the truth marks ``available: false`` or null is
 absent (never a made-up 0); an ``uncertain: true`` value may be dropped but
 not changed (environment sensors must still be reported); every reading the
@@ -47,7 +47,7 @@ from tests.truth import (
 
 OWN = ROOT / "tests" / "data" / "snmp"
 
-#: truth key → (metric, factor from the truth's unit to the contract's, sensor label or None)
+#: truth key → (metric, factor from the truth's unit to the metric's (docs/metrics.md), sensor label or None)
 METRIC_KEYS: dict[str, tuple[str, float, str | None]] = {
     "battery_charge_percent": (v.UPS_BATTERY_CHARGE, 0.01, None),
     "battery_runtime_seconds": (v.UPS_BATTERY_RUNTIME, 1.0, None),
@@ -64,7 +64,7 @@ METRIC_KEYS: dict[str, tuple[str, float, str | None]] = {
     # The UPS card's own ambient probe is a room temperature (docs/snmp.md).
     "ups_ambient_temperature_c": (v.TEMPERATURE, 1.0, "ambient"),
 }
-#: Enum names the truth records for people; the contract has no metric for them (their 0/1 meaning is
+#: Enum names the truth records for people; docs/metrics.md has no metric for them (their 0/1 meaning is
 #: checked through on_battery / low_battery).
 INFORMATIONAL = {"output_source", "battery_abm_status", "battery_status", "ups_status_flags"}
 #: Contact states that say whether the contact is closed (roomwatch_contact_closed).

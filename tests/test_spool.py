@@ -21,7 +21,7 @@ from roomwatch.agent.spool_hold import Entry, Hold
 from roomwatch.core import vocabulary as v
 from roomwatch.core.wire import Batch, EventRecord, SampleRecord
 from tests.conftest import TOKENS
-from tests.helpers import free_port, http_get, http_json, wait_for, write_yaml
+from tests.helpers import ManualClock, free_port, http_get, http_json, wait_for, write_yaml
 from tests.reliability_rig import Proc
 
 
@@ -172,18 +172,21 @@ def test_cap_drops_oldest_plain_samples_first_then_strips_event_batches(tmp_path
 
 
 def test_backlog_is_paced_but_fresh_data_is_not(tmp_path: Path) -> None:
-    s = Spool(str(tmp_path / "s.db"), "agent-a", backlog_rate=100.0, fresh_window=30)
+    clock = ManualClock(time.time())  # the batches' stamps are real time; pacing reads this clock
+    s = Spool(str(tmp_path / "s.db"), "agent-a", backlog_rate=100.0, fresh_window=30, clock=clock)
     for seq in range(1, 6):
         s.put(_batch(seq, 3600 - seq, n=100))
     first = s.next_batches(1)[0]
     s.ack(first.seq)  # 100 samples: the one-second budget is spent
     assert s.next_batches(1) == []
-    assert 0.5 < s.ready_in() <= 1.0
+    assert s.ready_in() == 1.0
     s.put(_batch(9, 0, n=100))  # a fresh batch goes now, budget or not
     assert s.ready_in() == 0
     assert _seqs(s, 1) == [9]
     s.ack(9)
-    time.sleep(s.ready_in() + 0.05)
+    clock.advance(0.99)
+    assert _seqs(s, 1) == [] and abs(s.ready_in() - 0.01) < 1e-9  # not a moment before the tokens are there
+    clock.advance(0.01)
     assert _seqs(s, 1) == [2]
     s.close()
 
@@ -192,7 +195,8 @@ def test_an_event_batch_with_old_samples_waits_for_the_backlog_tokens_fresh_data
     """A spool written by an agent that still packed the interval's samples into event batches: such a batch
     with old samples goes in event order but pays for its samples like backlog; later events wait behind it
     (their order matters: a clear after its alarm), fresh data does not."""
-    s = Spool(str(tmp_path / "s.db"), "agent-a", backlog_rate=100.0, fresh_window=30)
+    clock = ManualClock(time.time())
+    s = Spool(str(tmp_path / "s.db"), "agent-a", backlog_rate=100.0, fresh_window=30, clock=clock)
     s.put(_batch(1, 3600, n=100))
     s.ack(s.next_batches(1)[0].seq)  # a second's worth of backlog went: the bucket is empty
     s.put(_batch(2, 3500, n=100, events=1))  # old samples riding with an event
@@ -200,14 +204,14 @@ def test_an_event_batch_with_old_samples_waits_for_the_backlog_tokens_fresh_data
     s.put(_batch(4, 0, n=10))
     assert _seqs(s) == [4] and s.ready_in() == 0
     s.ack(4)
-    assert _seqs(s) == [] and 0.5 < s.ready_in() <= 1.0
-    time.sleep(s.ready_in() + 0.05)
+    assert _seqs(s) == [] and s.ready_in() == 1.0
+    clock.advance(1.0)
     assert _seqs(s) == [2, 3]
     s.ack(2)  # pays for its 100 samples
     s.put(_batch(5, 3000, n=100))
     assert _seqs(s) == [3] and s.ready_in() == 0  # an events-only batch is never held back
     s.ack(3)
-    assert _seqs(s) == [] and s.ready_in() > 0.5  # the backlog waits for the tokens batch 2 spent
+    assert _seqs(s) == [] and s.ready_in() == 1.0  # the backlog waits for the tokens batch 2 spent
     s.close()
 
 

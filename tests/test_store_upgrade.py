@@ -36,7 +36,8 @@ def _digest(path: Path) -> str:
 # ------------------------------------------------------------------ agent spool
 
 def test_previous_release_spool_opens_with_its_batches(tmp_path: Path) -> None:
-    from roomwatch.agent.spool import MIGRATIONS, Spool
+    from roomwatch.agent.spool import Spool
+    from roomwatch.agent.spool_store import MIGRATIONS
 
     path = _copy("agent-spool.db", tmp_path)
     s = Spool(str(path), AGENT)
@@ -59,7 +60,8 @@ def test_previous_release_spool_opens_with_its_batches(tmp_path: Path) -> None:
 
 
 def test_spool_of_a_newer_release_is_refused_untouched(tmp_path: Path) -> None:
-    from roomwatch.agent.spool import MIGRATIONS, Spool, SpoolError
+    from roomwatch.agent.spool import Spool, SpoolError
+    from roomwatch.agent.spool_store import MIGRATIONS
 
     path = tmp_path / "spool.db"
     Spool(str(path), AGENT).close()

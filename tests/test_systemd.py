@@ -173,16 +173,32 @@ class NotifySocket:
             self.pump(0.2)
         raise AssertionError(f"no {needle!r} within {timeout}s; got {self.messages[-5:]}")
 
+    def wait_count(self, text: str, n: int, since: int = 0, timeout: float = 30.0) -> None:
+        """Until ``n`` messages equal to ``text`` arrived after the first ``since`` messages."""
+        deadline = time.monotonic() + timeout
+        while sum(m == text for _, m in self.messages[since:]) < n:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"fewer than {n} {text!r} within {timeout}s; got {self.messages[since:][-5:]}")
+            self.pump(0.2)
+
     def close(self) -> None:
         self.sock.close()
 
 
 #: A test-only interpreter hook (outside roomwatch's code): SIGUSR1 blocks the main thread —
-#: the asyncio loop — for HANG_SECONDS, as a deadlocked or CPU-stuck loop would.
+#: the asyncio loop — for HANG_SECONDS, as a deadlocked or CPU-stuck loop would. It tells the notify
+#: socket when the hang begins and ends, so the test knows which pings fell inside it.
 _HANG_HOOK = """
-import os, signal, time
+import os, signal, socket, time
+def _notify(text):
+    addr = os.environ["NOTIFY_SOCKET"]
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    s.sendto(text.encode(), "\\0" + addr[1:] if addr.startswith("@") else addr)
+    s.close()
 def _hang(signum, frame):
+    _notify("STATUS=test-hang-begins")
     time.sleep(float(os.environ.get("HANG_SECONDS", "3")))
+    _notify("STATUS=test-hang-ends")
 signal.signal(signal.SIGUSR1, _hang)
 """
 
@@ -226,19 +242,17 @@ def test_agent_notifies_ready_watchdog_and_stops_pinging_when_its_loop_hangs(
         sock.wait_for("READY=1")
         ready = next(m for _, m in sock.messages if "READY=1" in m)
         assert f"MAINPID={proc.proc.pid}" in ready and "STATUS=agent agent-a" in ready
-        pings = [t for t, m in sock.pump(2.0) if m == "WATCHDOG=1"]
-        assert len(pings) >= 4, sock.messages  # every 0.2 s (half of WATCHDOG_USEC); slack for a loaded machine
-        proc.proc.send_signal(signal.SIGUSR1)  # the loop is now stuck for 3 s
-        time.sleep(0.5)
-        during = sock.pump(1.5)
-        assert not [m for _, m in during if m == "WATCHDOG=1"], "pings went on while the event loop was blocked"
+        sock.wait_count("WATCHDOG=1", 4)  # every 0.2 s (half of WATCHDOG_USEC)
+        proc.proc.send_signal(signal.SIGUSR1)  # the loop gets stuck for 3 s
+        sock.wait_for("STATUS=test-hang-begins", timeout=10)
+        sock.wait_for("STATUS=test-hang-ends", timeout=30)
+        texts = [m for _, m in sock.messages]
+        during = texts[texts.index("STATUS=test-hang-begins") + 1:texts.index("STATUS=test-hang-ends")]
+        assert "WATCHDOG=1" not in during, "pings went on while the event loop was blocked"
         assert http_get(f"http://127.0.0.1:{port}/healthz", timeout=5)[0] == 200  # the process itself is alive
-        sock.wait_for("WATCHDOG=1", timeout=10)  # the loop is back, so are the pings
-        after = [m for _, m in sock.pump(1.5) if m == "WATCHDOG=1"]
-        assert after, "pings did not resume"
+        sock.wait_count("WATCHDOG=1", 2, since=texts.index("STATUS=test-hang-ends"))  # the loop is back, the pings too
         assert proc.stop() == 0
-        sock.pump(0.5)
-        assert any("STOPPING=1" in m for _, m in sock.messages)
+        sock.wait_for("STOPPING=1", timeout=10)
     finally:
         proc.stop()
 
@@ -255,7 +269,7 @@ def test_collector_notifies_ready_and_watchdog_on_a_filesystem_socket(tmp_path: 
         sock.wait_for("READY=1")
         # READY comes only once the API answers (Type=notify orders dependent units after it).
         assert http_get(f"http://127.0.0.1:{port}/readyz")[0] == 200
-        assert len([m for _, m in sock.pump(1.6) if m == "WATCHDOG=1"]) >= 2
+        sock.wait_count("WATCHDOG=1", 2)
         assert proc.stop() == 0
     finally:
         proc.stop()

@@ -60,7 +60,11 @@ def test_polled_ups_on_battery_reaches_the_collector_before_the_push_interval(
                                      devices=[{"name": "ups1", "driver": "nut", "port": nut.port, "ups": "ups1",
                                                "interval": "500ms"}])
     wait_for(lambda: _agent_state(agent_url) == 0, timeout=15, what="the agent to read the UPS on mains")
-    time.sleep(1.0)  # a few more polls on mains: the flip below is a change the agent sees, not its first reading
+    # one more poll on mains (the agent reports a new charge): the flip below is a change the agent sees,
+    # not its first reading
+    nut.set_var("ups1", "battery.charge", "99")
+    wait_for(lambda: metric_value(http_get(agent_url + "/metrics")[1].decode(), "roomwatch_ups_battery_charge_ratio",
+                                  device="ups1") == 0.99, timeout=15, what="a second reading on mains")
     _, events_before = _at_collector(collector)
 
     nut.set_var("ups1", "ups.status", "OB DISCHRG")  # mains fails (returns once upsd serves the new status)

@@ -7,6 +7,7 @@ import html
 from zoneinfo import ZoneInfo
 
 from roomwatch.collector.report.compute import Report, RoomReport
+from roomwatch.core.plural import plural
 
 __all__ = ["duration_text", "render_html", "render_markdown", "render_text", "title_text"]
 
@@ -33,12 +34,12 @@ _T = {
         "hum": "Humidity", "door": "Door", "ups": "UPS", "down": "Down", "alerts": "Alerts", "none": "none",
         "na": "not available", "minavgmax": "min {min} avg {avg} max {max}", "above": "above {t} for {d}",
         "outside": "outside {lo}–{hi} for {d}", "critical": "of which above {t} for {d}",
-        "door_line": "opened {n} times, longest {longest}, {ooh} out of hours", "open_now": ", still open",
-        "ups_line": "on battery {n} times, {d} in all", "lowest_charge": "lowest charge {v}",
-        "lowest_runtime": "shortest runtime {v}", "battery_low": "battery low {n} times", "age": "battery age {v}",
+        "door_line": "opened {times}, longest {longest}, {ooh} out of hours", "open_now": ", still open",
+        "ups_line": "on battery {times}, {d} in all", "lowest_charge": "lowest charge {v}",
+        "lowest_runtime": "shortest runtime {v}", "battery_low": "battery low {times}", "age": "battery age {v}",
         "replace": "REPLACE THE BATTERY", "ok": "ok", "health": "battery health {v} (measured full runtime {d})",
         "test": "last self-test {when} {result}", "passed": "passed", "failed": "FAILED", "no_result": "no result",
-        "dev_down": "device {dev} ({agent}) down {n} times, {d} in all",
+        "dev_down": "device {dev} ({agent}) down {times}, {d} in all",
         "agent_down": "agent {agent} down for {d}", "still": ", still down",
         "alerts_line": "{n} raised ({crit} critical): {names}",
         "ack_line": "{n} acknowledged, median time to acknowledge {med}, longest {max}", "unacked": "{n} not acknowledged",
@@ -110,7 +111,8 @@ def room_lines(room: RoomReport, report: Report, lang: str) -> list[tuple[str, s
                                                d=d(s.seconds_outside))
         lines.append((f"{t['hum']} {s.device}{'/' + s.sensor if s.sensor else ''}", text))
     for door in room.doors:
-        text = t["door_line"].format(n=door.openings, longest=d(door.longest_seconds), ooh=door.out_of_hours)
+        text = t["door_line"].format(n=door.openings, times=plural(door.openings, "time"), longest=d(door.longest_seconds),
+                                     ooh=door.out_of_hours)
         if door.out_of_hours_times:
             times = [_local(x, report.timezone, "%H:%M") for x in door.out_of_hours_times[:5]]
             text += f" ({', '.join(times)})" if lang == "en" else f"（{'、'.join(times)}）"
@@ -118,13 +120,14 @@ def room_lines(room: RoomReport, report: Report, lang: str) -> list[tuple[str, s
             text += t["open_now"]
         lines.append((f"{t['door']} {door.device}", text))
     for u in room.ups:
-        parts = [t["ups_line"].format(n=u.on_battery_count, d=d(u.on_battery_seconds))]
+        parts = [t["ups_line"].format(n=u.on_battery_count, times=plural(u.on_battery_count, "time"),
+                                      d=d(u.on_battery_seconds))]
         if u.lowest_charge is not None:
             parts.append(t["lowest_charge"].format(v=_pct(u.lowest_charge)))
         if u.lowest_runtime_seconds is not None:
             parts.append(t["lowest_runtime"].format(v=d(u.lowest_runtime_seconds)))
         if u.battery_low_count:
-            parts.append(t["battery_low"].format(n=u.battery_low_count))
+            parts.append(t["battery_low"].format(n=u.battery_low_count, times=plural(u.battery_low_count, "time")))
         if u.battery_age_seconds is not None:
             parts.append(t["age"].format(v=t["years"].format(v=u.battery_age_seconds / (365 * 86400))))
         if u.health_ratio is not None:
@@ -134,7 +137,7 @@ def room_lines(room: RoomReport, report: Report, lang: str) -> list[tuple[str, s
             parts.append(t["test"].format(when=_local(u.last_self_test, report.timezone, "%Y-%m-%d"), result=result))
         parts.append(t["replace"] if u.replace_due else t["ok"])
         lines.append((f"{t['ups']} {u.device}", t["sep"].join(parts)))
-    downs = [t["dev_down"].format(dev=x.device, agent=x.agent, n=x.episodes, d=d(x.seconds))
+    downs = [t["dev_down"].format(dev=x.device, agent=x.agent, n=x.episodes, times=plural(x.episodes, "time"), d=d(x.seconds))
              + (t["still"] if x.down_at_end else "") for x in room.devices_down]
     downs += [t["agent_down"].format(agent=x.agent, d=d(x.seconds)) + (t["still"] if x.down_at_end else "")
               for x in room.agents_down]

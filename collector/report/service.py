@@ -73,7 +73,7 @@ def channels_for_report(cfg: Any) -> list[str]:
             continue
         matchers = getattr(route, "matchers", None) or []
         if matchers:
-            from roomwatch.alerts.matchers import parse_matcher  # type: ignore[import-not-found]
+            from roomwatch.alerts.matchers import parse_matcher
 
             if not all(parse_matcher(m).matches(labels) for m in matchers):
                 continue
@@ -213,7 +213,8 @@ async def handle_report_page(request: web.Request) -> web.Response:
     """``GET /report[?date=YYYY-MM-DD][&lang=en]``: the report as a page."""
     cfg = request.app[COLLECTOR_KEY].config
     day = _day_param(request)
-    lang = request.query.get("lang") if request.query.get("lang") in ("zh-CN", "en") else _lang(cfg)
+    asked = request.query.get("lang")
+    lang = asked if asked is not None and asked in ("zh-CN", "en") else _lang(cfg)
     report = await asyncio.to_thread(build_report, cfg, day)
     end_day = dt.datetime.fromtimestamp(report.end, cfg.report.zone()).date()
     links = (f"?date={end_day - dt.timedelta(days=1)}&lang={lang}", f"?date={end_day + dt.timedelta(days=1)}&lang={lang}")

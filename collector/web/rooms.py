@@ -75,7 +75,7 @@ def rooms_snapshot(collector: Any, now: float | None = None) -> dict[str, Any]:
         if agent not in entry["agents"]:
             entry["agents"].append(agent)
         key = (agent, labels.get("device", ""))
-        dev = entry["devices"].get(key)
+        dev: dict[str, Any] | None = entry["devices"].get(key)
         if dev is None:
             dev = entry["devices"][key] = {"agent": agent, "device": key[1], "up": None, "since": None, "series": []}
         return dev

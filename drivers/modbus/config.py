@@ -12,13 +12,22 @@ import itertools
 import math
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from roomwatch.core import vocabulary as v
 from roomwatch.core.configbase import ConfigError, Duration, Model, load_model
-from roomwatch.drivers.modbus.table import FUNCTIONS, TYPES, UNITS, Register, Request, plan_requests, resolve_metric
+from roomwatch.drivers.modbus.table import (
+    FUNCTIONS,
+    TYPES,
+    UNITS,
+    Register,
+    Request,
+    WordOrder,
+    plan_requests,
+    resolve_metric,
+)
 from roomwatch.drivers.ups import UpsDeviceConfig
 
 __all__ = ["PROFILE_DIR", "InputSpec", "ModbusConfig", "ProfileFile", "RegisterSpec", "load_profile", "profile_names"]
@@ -27,7 +36,7 @@ PROFILE_DIR = Path(__file__).resolve().parent / "profiles"
 
 TypeName = Literal["bool", "int16", "uint16", "int32", "uint32", "float32", "int64", "uint64", "float64"]
 UnitName = Literal["", "percent", "permille", "minutes", "hours", "milliseconds", "millivolts", "kelvin", "fahrenheit"]
-assert set(TypeName.__args__) == set(TYPES) and set(UnitName.__args__) == set(UNITS)  # type: ignore[attr-defined]
+assert set(get_args(TypeName)) == set(TYPES) and set(get_args(UnitName)) == set(UNITS)
 
 _LABEL = r"^[A-Za-z0-9][A-Za-z0-9_.:/ -]{0,63}$"
 
@@ -94,7 +103,7 @@ class RegisterSpec(Model):
             raise ValueError("valid must be [low, high] with low < high")
         return self
 
-    def to_row(self, index: int, word_order: str, where: str) -> Register:
+    def to_row(self, index: int, word_order: WordOrder, where: str) -> Register:
         """The frozen table row; ``word_order`` is the device's default when the row leaves it out."""
         bits = FUNCTIONS[self.function].bits
         return Register(
@@ -103,7 +112,7 @@ class RegisterSpec(Model):
             address=self.address,
             function=self.function,
             type="bool" if bits else (self.type or "uint16"),
-            word_order=self.word_order or word_order,  # type: ignore[arg-type]
+            word_order=self.word_order or word_order,
             byte_order=self.byte_order,
             scale=self.scale,
             offset=self.offset,

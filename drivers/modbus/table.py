@@ -51,7 +51,7 @@ class FunctionDef:
 
 
 #: Modbus Application Protocol v1.1b3, §6.1–6.4: 2000 bits or 125 registers per read.
-FUNCTIONS: dict[str, FunctionDef] = {
+FUNCTIONS: dict[Function, FunctionDef] = {
     "coil": FunctionDef(0x01, 2000, True),
     "discrete": FunctionDef(0x02, 2000, True),
     "holding": FunctionDef(0x03, 125, False),
@@ -160,7 +160,8 @@ def _int_decoder(dt: DataType, word_order: WordOrder, byte_order: WordOrder) -> 
 
     def decode(words: Sequence[int]) -> int | float:
         ordered = words[::-1] if reverse else words
-        return fmt.unpack(words_fmt.pack(*ordered))[0]  # type: ignore[no-any-return]
+        value: int | float = fmt.unpack(words_fmt.pack(*ordered))[0]
+        return value
 
     return decode
 
@@ -281,10 +282,10 @@ def plan_requests(rows: Sequence[Register], max_gap: int = 0) -> tuple[Request, 
                 members.append(r)
                 continue
             if members:
-                out.append(Request(fname, start, end - start + 1, tuple(compile_row(m) for m in members)))  # type: ignore[arg-type]
+                out.append(Request(fname, start, end - start + 1, tuple(compile_row(m) for m in members)))
             start, end, members = r.address, r_end, [r]
         if members:
-            out.append(Request(fname, start, end - start + 1, tuple(compile_row(m) for m in members)))  # type: ignore[arg-type]
+            out.append(Request(fname, start, end - start + 1, tuple(compile_row(m) for m in members)))
     return tuple(out)
 
 

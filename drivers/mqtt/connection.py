@@ -108,6 +108,9 @@ class _State:
     down_since: float = field(default_factory=time.monotonic)
     last_error: str = "not connected yet"
     connects: int = 0
+    #: SUBSCRIBE packets sent and SUBACKs received: equal (and connected) = every filter is live on the broker.
+    subscribes: int = 0
+    subacks: int = 0
 
 
 class BrokerConnection:
@@ -188,6 +191,7 @@ class BrokerConnection:
 
     def _make_client(self) -> Any:
         import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
 
         s = self.settings
         v5 = s.protocol == "5"
@@ -195,7 +199,7 @@ class BrokerConnection:
                                   "protocol": mqtt.MQTTv5 if v5 else mqtt.MQTTv311}
         if not v5:
             kwargs["clean_session"] = True  # first connect clean; see _on_connect
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, **kwargs)
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, **kwargs)
         # paho's own logger stays off: it reports every failed reconnect; we log state changes once.
         client.reconnect_delay_set(RECONNECT_MIN, RECONNECT_MAX)
         if s.username is not None:
@@ -204,6 +208,7 @@ class BrokerConnection:
             client.tls_set_context(self._ssl_context())
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
+        client.on_subscribe = self._on_subscribe
         client.on_connect_fail = self._on_connect_fail
         client.on_message = self._on_message
         return client
@@ -214,7 +219,7 @@ class BrokerConnection:
         from paho.mqtt.packettypes import PacketTypes
         from paho.mqtt.properties import Properties
 
-        props = Properties(PacketTypes.CONNECT)
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # paho-mqtt leaves it unannotated
         props.SessionExpiryInterval = SESSION_EXPIRY
         return {"properties": props}
 
@@ -262,6 +267,7 @@ class BrokerConnection:
                 first = not self.state.ever_connected
                 self.state.connected = self.state.ever_connected = True
                 self.state.connects += 1
+                self.state.subscribes = self.state.subacks = 0  # a new connection: earlier SUBACKs mean nothing
                 filters = self._filters()
             if first and self.settings.protocol != "5" and hasattr(client, "_clean_session"):
                 # MQTT 3.1.1 has no "clean start first time only" (paho offers it for 5 only): the first
@@ -278,12 +284,24 @@ class BrokerConnection:
         client = self._client
         if client is None:
             return
+        with self._lock:
+            self.state.subscribes += 1
         if self.settings.protocol == "5":
             from paho.mqtt.subscribeoptions import SubscribeOptions
 
             client.subscribe([(t, SubscribeOptions(qos=q)) for t, q in filters])
         else:
             client.subscribe(filters)
+
+    def _on_subscribe(self, client: Any, userdata: Any, mid: Any, reason_codes: Any, properties: Any) -> None:
+        with self._lock:
+            self.state.subacks += 1
+
+    def subscribed(self) -> bool:
+        """Connected, and the broker acknowledged every subscription sent (messages published now arrive)."""
+        with self._lock:
+            st = self.state
+            return st.connected and st.subacks >= st.subscribes > 0
 
     def _mark_down(self, reason: str, only_if_connected: bool = False) -> None:
         with self._lock:

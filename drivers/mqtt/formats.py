@@ -200,8 +200,8 @@ def _tasmota_sensors(doc: dict[str, Any], opts: ParseOptions, out: Parsed) -> No
                     out.problems.append(exc)
         elif _TASMOTA_SWITCH_RE.match(name) and opts.kind in _STATE_KINDS:
             try:
-                val = _kind_value(body, opts, name)
-                out.values.append(Value(val.quantity, val.value, name))
+                kv = _kind_value(body, opts, name)
+                out.values.append(Value(kv.quantity, kv.value, name))
             except PayloadError as exc:
                 out.problems.append(exc)
 
@@ -261,8 +261,8 @@ def parse_esphome(topic: str, payload: bytes, opts: ParseOptions) -> Parsed:
     if opts.kind != "auto":
         if (opts.kind in _STATE_KINDS) != (component == "binary_sensor"):
             return Parsed(ignored=True)  # a door device also publishing its Wi-Fi signal sensor …
-        val = _kind_value(text, opts, object_id)
-        return Parsed([Value(val.quantity, val.value, object_id)])
+        kv = _kind_value(text, opts, object_id)
+        return Parsed([Value(kv.quantity, kv.value, object_id)])
     name = object_id.lower()
     for quantity, words in hints:
         if any(w in name for w in words):

@@ -161,7 +161,8 @@ class SnmpDriver(Driver):
 
     def poll_timeout(self, default: float) -> float:
         """The agent's budget for one poll: room for a few requests that each use every retry."""
-        return max(10.0, 3 * self._attempt * (self.config.retries + 1) + 1.0)
+        c: SnmpConfig = self.config
+        return max(10.0, 3 * self._attempt * (c.retries + 1) + 1.0)
 
     def _credentials(self) -> Any:
         from roomwatch.drivers.snmp.session import Credentials
@@ -184,7 +185,7 @@ class SnmpDriver(Driver):
         except OSError as exc:
             raise DeviceError(f"cannot resolve {host}: {exc.strerror or exc}") from None
         family, _, _, _, sockaddr = infos[0]
-        return (sockaddr[0], port), family == socket.AF_INET6
+        return (str(sockaddr[0]), port), family == socket.AF_INET6
 
     async def start(self) -> None:
         """Register the device with the agent's shared SNMP engine."""

@@ -14,7 +14,7 @@ import asyncio
 import random
 import socket
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 from roomwatch.drivers.snmp.profile import OID
 from roomwatch.drivers.snmp.session import END_OF_MIB, Credentials, Engine, SnmpError, Target, decode_text
@@ -179,7 +179,7 @@ class NativeTransport(asyncio.DatagramProtocol):
         return proto
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = cast(asyncio.DatagramTransport, transport)  # create_datagram_endpoint's own kind
 
     def request_id(self) -> int:
         self._next_id = self._next_id % 0x7FFFFFFF + 1

@@ -106,7 +106,11 @@ class Condition:
     pattern: re.Pattern[str] | None = None  # ``like``: a regular expression searched in the text
 
     def holds(self, scalars: Mapping[OID, Any], row: Mapping[int, Any] | None) -> bool:
-        raw = scalars.get(self.oid) if self.oid is not None else (row or {}).get(self.column)  # type: ignore[arg-type]
+        raw: Any = None
+        if self.oid is not None:
+            raw = scalars.get(self.oid)
+        elif self.column is not None and row is not None:
+            raw = row.get(self.column)
         if self.pattern is not None:
             inside = isinstance(raw, str) and self.pattern.search(raw.replace("\x00", "").strip()) is not None
             return inside != self.negate

@@ -73,6 +73,15 @@ def _py(value: Any) -> Any:
     return None
 
 
+def _need_cryptography() -> None:
+    """pysnmp encrypts SNMPv3 (DES, AES) with ``cryptography`` but imports it only optionally, and without it
+    fails at the first request with an obscure error; roomwatch declares the dependency and names it here."""
+    try:
+        import cryptography  # noqa: F401 - only whether it is there
+    except ImportError:
+        raise SnmpError("SNMPv3 privacy (priv_key) needs the cryptography package (pip install cryptography)") from None
+
+
 def _user_spec(creds: Credentials) -> tuple[Any, ...]:
     return (creds.auth_protocol, creds.auth_key, creds.priv_protocol, creds.priv_key)
 
@@ -101,6 +110,8 @@ class _Slot:
         if creds.version == "3":
             security_name = creds.user
             if creds.user not in self.users:
+                if creds.priv_key:
+                    _need_cryptography()
                 auth = getattr(cfg, AUTH_PROTOCOLS[creds.auth_protocol or "SHA"]) if creds.auth_key else cfg.USM_AUTH_NONE
                 priv = getattr(cfg, PRIV_PROTOCOLS[creds.priv_protocol or "AES"]) if creds.priv_key else cfg.USM_PRIV_NONE
                 cfg.add_v3_user(self.engine, creds.user, auth, creds.auth_key, priv, creds.priv_key)
@@ -131,7 +142,8 @@ class _Slot:
             transport = (udp6.Udp6AsyncioTransport if ipv6 else udp.UdpAsyncioTransport)().open_client_mode()
             self._config.add_transport(self.engine, mod.DOMAIN_NAME, transport)
             self.domains.add(mod.DOMAIN_NAME)
-        return mod.DOMAIN_NAME
+        name: tuple[int, ...] = mod.DOMAIN_NAME
+        return name
 
 
 class PysnmpEngines:

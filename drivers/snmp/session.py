@@ -23,10 +23,13 @@ import asyncio
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from roomwatch.drivers.base import DeviceError
 from roomwatch.drivers.snmp.profile import OID
+
+if TYPE_CHECKING:  # imported when first needed: pysnmp is heavy (see above)
+    from roomwatch.drivers.snmp.pysnmp_client import PysnmpEngines
 
 __all__ = ["END_OF_MIB", "Credentials", "Engine", "SnmpError", "Target", "decode_text"]
 
@@ -249,7 +252,7 @@ class Engine:
         self.in_flight = asyncio.Semaphore(max_in_flight)
         self._native: dict[bool, Any] = {}  # ipv6? → native transport
         self._opening = asyncio.Lock()
-        self._pysnmp: Any = None
+        self._pysnmp: PysnmpEngines | None = None
         self._closed = False
 
     @property

@@ -11,6 +11,7 @@ a channel only says what the service answered: delivered, retry later, or give u
 from __future__ import annotations
 
 import abc
+import builtins
 import datetime as dt
 import enum
 from collections.abc import Mapping
@@ -94,7 +95,7 @@ class Channel(abc.ABC):
     """Base of every channel type."""
 
     type: ClassVar[str]
-    config_model: ClassVar[type[ChannelBase]]
+    config_model: ClassVar[builtins.type[ChannelBase]]  # builtins: `type` here is the ClassVar above
     #: Default service limit: (messages, per seconds); the shared sender keeps to it as a sliding window.
     rate_limit: ClassVar[tuple[int, float] | None] = None
     #: Longer windows the service enforces at the same time (e.g. 1000 per hour besides 30 per minute);

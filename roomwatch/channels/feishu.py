@@ -13,7 +13,7 @@ import hashlib
 import hmac
 import time
 from collections import deque
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
@@ -84,7 +84,7 @@ class FeishuChannel(HttpChannel):
 
     def body(self, n: Notification, now: int | None = None) -> bytes:
         """The JSON body within 20 KB; signed with the current time in seconds."""
-        head: dict = {}
+        head: dict[str, Any] = {}
         if self.config.secret is not None:
             ts = int(self.clock()) if now is None else now
             head = {"timestamp": str(ts), "sign": sign(self.config.secret.get_secret_value(), ts)}
@@ -95,7 +95,7 @@ class FeishuChannel(HttpChannel):
                 title = f"{kw} {title}"
             text = n.text if n.text else n.title
 
-            def build(t: str) -> dict:
+            def build(t: str) -> dict[str, Any]:
                 lines = [[{"tag": "text", "text": line}] for line in t.split("\n")]
                 return {**head, "msg_type": "post", "content": {"post": {"zh_cn": {"title": title, "content": lines}}}}
 

@@ -153,7 +153,7 @@ class Modem:
 
     def _final(self, deadline: float, prompt: bool = False) -> tuple[str, list[str]]:
         """Lines up to a final result code (or the ``>`` prompt); unsolicited codes end up in the info list."""
-        info = []
+        info: list[str] = []
         while True:
             line = self._line(deadline)
             if (prompt and line == ">") or _FINAL.match(line):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -98,10 +98,10 @@ class WecomAppChannel(HttpChannel):
         self.token = _TOKENS.setdefault(hashlib.sha256(ident.encode()).hexdigest(), _Token())
         self._lock = asyncio.Lock()  # one gettoken at a time from this channel
 
-    def body(self, n: Notification) -> dict:
+    def body(self, n: Notification) -> dict[str, Any]:
         c = self.config
         person = person_of(n)
-        body: dict = {"touser": c.to_user, "agentid": c.agent_id}
+        body: dict[str, Any] = {"touser": c.to_user, "agentid": c.agent_id}
         if person is not None:  # a rota target: the member on duty only
             body["touser"] = person.get("wecom", "")
         else:
@@ -159,7 +159,7 @@ class WecomAppChannel(HttpChannel):
             return self._judge(data)
         raise AssertionError("unreachable")
 
-    def _judge(self, data: dict) -> SendResult:
+    def _judge(self, data: dict[str, Any]) -> SendResult:
         code = data["errcode"]
         if code != 0:
             return self._failed("message/send", data)
@@ -174,7 +174,7 @@ class WecomAppChannel(HttpChannel):
                          "; ".join(missed))
         return self.result(Outcome.PARTIAL, f"{detail}; not delivered to " + "; ".join(missed))
 
-    def _failed(self, call: str, data: dict) -> SendResult:
+    def _failed(self, call: str, data: dict[str, Any]) -> SendResult:
         code = data.get("errcode")
         detail = f"{call}: errcode {code}: {data.get('errmsg', '')}"
         if code in HINTS:

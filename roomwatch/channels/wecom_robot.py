@@ -5,7 +5,7 @@ Doc: WeCom "群机器人配置说明" (developer.work.weixin.qq.com/document/pat
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
@@ -70,7 +70,7 @@ class WecomRobotChannel(HttpChannel):
     person_key = "wecom|phone"  # a group robot @-mentions the person on duty (member id, or mobile in text messages)
     config: WecomRobotConfig
 
-    def body(self, n: Notification) -> dict:
+    def body(self, n: Notification) -> dict[str, Any]:
         """The robot message for a notification, cut to the type's byte limit."""
         c = self.config
         users, mobiles = list(c.mentioned_list), list(c.mentioned_mobile_list)
@@ -82,7 +82,7 @@ class WecomRobotChannel(HttpChannel):
             tag = "".join(f"<@{u}>" for u in users if u != "@all")
             content = n.markdown + (f"\n{tag}" if tag else "")
             return {"msgtype": "markdown", "markdown": {"content": truncate_utf8(content, MARKDOWN_MAX)}}
-        text: dict = {"content": truncate_utf8(message_text(n), TEXT_MAX)}
+        text: dict[str, Any] = {"content": truncate_utf8(message_text(n), TEXT_MAX)}
         if users:
             text["mentioned_list"] = users
         if mobiles:

@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
 
     from roomwatch.alerts.service import build_channels, default_external_url
     from roomwatch.alerts.templates import render_notification
-    from roomwatch.channels.base import AlertItem, Notification, Outcome
+    from roomwatch.channels.base import AlertItem, Notification, Outcome, SendResult
     from roomwatch.collector.config import load_collector_config
     from roomwatch.core.configbase import ConfigError, iter_secret_values
     from roomwatch.core.logsetup import setup_logging
@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     n = Notification("{}:{alertname=\"RoomwatchTest\"}", "firing", conf.name, [item], title, text, markdown,
                      {"alertname": "RoomwatchTest"}, dict(item.labels), dict(item.annotations), url, "test")
 
-    async def send() -> object:
+    async def send() -> SendResult:
         try:
             return await asyncio.wait_for(channel.send(n), conf.timeout + 5)
         finally:
@@ -69,6 +69,6 @@ def run(args: argparse.Namespace) -> int:
     except TimeoutError:
         print(f"{conf.name}: no result within {conf.timeout + 5:g}s", file=sys.stderr)
         return 1
-    outcome = result.outcome  # type: ignore[attr-defined]
-    print(f"{conf.name} ({conf.type}): {outcome.value}: {result.detail}")  # type: ignore[attr-defined]
+    outcome = result.outcome
+    print(f"{conf.name} ({conf.type}): {outcome.value}: {result.detail}")
     return 0 if outcome is Outcome.DELIVERED else 1

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, TypeVar
@@ -102,7 +102,7 @@ def parse_hostport(value: Any, default_host: str = "127.0.0.1") -> tuple[str, in
 
 def _check_hostport(value: Any) -> str:
     parse_hostport(value)
-    return value.strip()
+    return str(value).strip()
 
 
 def _check_timezone(value: Any) -> str:
@@ -363,7 +363,7 @@ def load_yaml(path: str | os.PathLike[str]) -> tuple[Any, _Located]:
     return data, loc
 
 
-M = TypeVar("M", bound=BaseModel)
+M = TypeVar("M", bound=Model)
 
 
 def _walk_loc(data: Any, loc: tuple[Any, ...]) -> tuple[tuple[Any, ...], bool]:
@@ -390,7 +390,7 @@ def _walk_loc(data: Any, loc: tuple[Any, ...]) -> tuple[tuple[Any, ...], bool]:
     return tuple(path), found
 
 
-def _plain_message(err: dict[str, Any]) -> str:
+def _plain_message(err: Mapping[str, Any]) -> str:
     """Say what pydantic found wrong in words a sysadmin reads at 3 a.m. (never a secret's value)."""
     kind = err.get("type", "")
     ctx = err.get("ctx") or {}

@@ -6,6 +6,7 @@ import logging
 import os
 import sys
 from collections.abc import Iterable
+from typing import TextIO
 
 __all__ = ["RedactFilter", "setup_logging"]
 
@@ -29,13 +30,18 @@ class RedactFilter(logging.Filter):
         return True
 
 
+class _Handler(logging.StreamHandler[TextIO]):
+    """The handler :func:`setup_logging` adds (found again by its ``_roomwatch`` mark on later calls)."""
+
+    _roomwatch = True
+
+
 def setup_logging(level: str = "info", secrets: Iterable[str] = ()) -> None:
     """Configure the root logger once; later calls change level and secrets."""
     root = logging.getLogger()
     handler = next((h for h in root.handlers if getattr(h, "_roomwatch", False)), None)
     if handler is None:
-        handler = logging.StreamHandler(sys.stderr)
-        handler._roomwatch = True  # type: ignore[attr-defined]
+        handler = _Handler(sys.stderr)
         # Under systemd, journald stamps each line; elsewhere we do.
         fmt = "%(levelname)s %(name)s: %(message)s" if os.environ.get("JOURNAL_STREAM") else \
             "%(asctime)s %(levelname)s %(name)s: %(message)s"

@@ -246,7 +246,7 @@ def decode_batch(raw: bytes) -> Batch:
         metric = s.get("metric")
         if not isinstance(metric, str) or (metric not in known_metrics and not _metric_ok(metric)):
             raise WireError(f"samples[{i}].metric must be a metric name starting with roomwatch_")
-        value = s.get("value")
+        value: Any = s.get("value")
         kind = type(value)  # what json.loads makes: exactly int, float or bool (type(True) is bool)
         if kind is float:
             if not isfinite(value):

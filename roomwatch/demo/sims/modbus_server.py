@@ -78,7 +78,7 @@ async def serve(port: int, period: float) -> None:
             await server.context.async_setValues(1, 4, 1, list(th_registers(now)))
             for address, values in ups_registers(now).items():
                 await server.context.async_setValues(2, 3, address, values)
-    await server.shutdown()
+    await server.shutdown()  # type: ignore[no-untyped-call]  # pymodbus leaves it unannotated
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -64,11 +64,12 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *a: stop.set())
     signal.signal(signal.SIGINT, lambda *a: stop.set())
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"roomwatch-demo-z2m-{args.port}")
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"roomwatch-demo-z2m-{args.port}")
     client.reconnect_delay_set(1, 5)
     client.connect_async(args.host, args.port)
     client.loop_start()

@@ -107,7 +107,8 @@ def start_nut(workdir: Path, port: int, names: list[str],
 def _check_alive(procs: list[subprocess.Popen[bytes]], workdir: Path) -> None:
     for proc in procs:
         if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args[0]} exited with code {proc.returncode} (logs in {workdir})")
+            program = proc.args[0] if isinstance(proc.args, (list, tuple)) else proc.args
+            raise RuntimeError(f"{program!s} exited with code {proc.returncode} (logs in {workdir})")
 
 
 # A UPS in a small county server room: mains, a 90 s outage draining the battery, low battery, mains back.
