@@ -3,12 +3,20 @@
 Served by the standard library's WSGI server in a daemon thread: the agent
 needs two read-only pages, not a web framework (and the agent's memory budget
 has no room for one).
+
+Its threading server would start a thread for every connection and wait on it
+forever: 3,000 idle connections held 3,000 threads and descriptors (the agent's
+systemd limit is 4,096, and it needs descriptors to poll its devices). Here at
+most :data:`MAX_CONNECTIONS` are served at once (more are closed when accepted),
+each read waits at most :data:`READ_TIMEOUT` seconds and a connection lives at
+most :data:`CONNECTION_DEADLINE` seconds. A scrape is one short request.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -23,12 +31,68 @@ __all__ = ["AgentHTTP"]
 log = logging.getLogger("roomwatch.agent.http")
 
 
+MAX_CONNECTIONS = 16
+READ_TIMEOUT = 10.0
+CONNECTION_DEADLINE = 30.0
+
+
 class _Server(ThreadingMixIn, WSGIServer):
     daemon_threads = True
     allow_reuse_address = True
 
+    def __init__(self, *args: Any, **kwargs: Any):
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self._refused_logged = self._error_logged = float("-inf")
+        super().__init__(*args, **kwargs)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            now = time.monotonic()
+            if now - self._refused_logged >= 60.0:
+                self._refused_logged = now
+                log.warning("closed a connection from %s: %d served already (logged once a minute)",
+                            client_address[0], MAX_CONNECTIONS)
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)  # a thread of its own, which releases the slot
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # socketserver prints a traceback to stderr for every connection that fails (a client that
+        # times out, resets or goes away): one line a minute instead, so no client can flood the log.
+        exc = sys.exc_info()[1]
+        now = time.monotonic()
+        if now - self._error_logged >= 60.0:
+            self._error_logged = now
+            log.info("request from %s not served: %s: %s (such lines logged once a minute)", client_address[0],
+                     type(exc).__name__, exc)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        # The deadline: a client that sends a byte every few seconds, or reads its answer as slowly,
+        # loses the connection (shutdown wakes the thread blocked on it).
+        deadline = threading.Timer(CONNECTION_DEADLINE, _shutdown, (request,))
+        deadline.daemon = True
+        deadline.start()
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            deadline.cancel()
+            self._slots.release()
+
+
+def _shutdown(sock: Any) -> None:
+    try:
+        sock.shutdown(2)  # socket.SHUT_RDWR
+    except OSError:
+        pass
+
 
 class _QuietHandler(WSGIRequestHandler):
+    timeout = READ_TIMEOUT  # each read of the request (socketserver sets it on the connection)
+
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         log.debug("%s %s", self.address_string(), format % args)
 

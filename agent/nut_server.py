@@ -23,6 +23,14 @@ connections, lines of at most :data:`MAX_LINE` bytes and :data:`MAX_ARGS`
 words, ``idle_timeout`` without a command, replies a client does not read are
 dropped with the connection after :data:`WRITE_TIMEOUT`, and a connection is
 closed after :data:`MAX_DENIED` refused logins.
+
+Guessing passwords: a connection sets its password once, so each guess is a new
+connection, thousands a second — and a primary's password is the power to set FSD
+and shut the room's hosts down. An address (an IPv6 client: its /64) with
+:data:`ADDRESS_DENIED_LIMIT` refused logins within :data:`ADDRESS_WINDOW` seconds has
+its further logins refused without a check, and the connection closed, until the
+window has passed (upsd has no such limit; a client that logged in before is not
+affected: its address made no guesses).
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ import ipaddress
 import logging
 import ssl
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -41,6 +50,7 @@ from pydantic import BeforeValidator, Field, field_validator
 from roomwatch import __version__
 from roomwatch.agent.nut_view import DESCRIPTIONS, STRING_VARS, ServedUps, UpsTable
 from roomwatch.core.configbase import Duration, Model, Secret
+from roomwatch.core.httplimits import client_key
 from roomwatch.core.tls import ServerTLS, server_context
 from roomwatch.drivers.nut_protocol import quote, split_line
 
@@ -53,6 +63,7 @@ NETVER = "1.3"  # the protocol version of NUT 2.8 (NUT_NETVERSION)
 MAX_LINE = 1024  # upsd reads 512-byte chunks and its parser caps words; real commands are < 200 bytes
 MAX_ARGS = 16
 MAX_DENIED = 5
+ADDRESS_DENIED_LIMIT, ADDRESS_WINDOW = 10, 300.0  # refused logins per client address, seconds
 WRITE_TIMEOUT = 10.0
 TLS_HANDSHAKE_TIMEOUT = 10.0
 HELP = "Commands: HELP VER GET LIST SET INSTCMD LOGIN LOGOUT USERNAME PASSWORD STARTTLS"
@@ -162,6 +173,7 @@ class NutServer:
         self._logins_changed = asyncio.Event()
         self.refused: dict[str, int] = {}
         self._last_warning: dict[str, float] = {}
+        self._denied_from: dict[str, deque[float]] = {}  # client address → times of refused logins
         self.port = 0
 
     # ------------------------------------------------------------ lifecycle
@@ -347,8 +359,27 @@ class NutServer:
             return None, ["ERR DATA-STALE"]
         return ups, err
 
+    def _guessing(self, addr: str) -> bool:
+        """True when ``addr`` had ADDRESS_DENIED_LIMIT refused logins within ADDRESS_WINDOW."""
+        times = self._denied_from.get(client_key(addr))
+        now = time.monotonic()
+        while times and now - times[0] > ADDRESS_WINDOW:
+            times.popleft()
+        return times is not None and len(times) >= ADDRESS_DENIED_LIMIT
+
+    def _denied(self, addr: str) -> None:
+        key = client_key(addr)
+        if key not in self._denied_from and len(self._denied_from) >= 10_000:
+            self._denied_from.clear()  # a scan from very many addresses: forget, rather than grow
+        self._denied_from.setdefault(key, deque(maxlen=ADDRESS_DENIED_LIMIT)).append(time.monotonic())
+
     def _user_may(self, client: _Client, role: Literal["primary", "secondary"]) -> bool:
         """upsd's user_checkaction: the user exists, the password matches, the role allows it."""
+        if self._guessing(client.addr):
+            self._refuse("guessing", "refused user %r from %s without checking the password: %d refused logins from "
+                         "that address in %.0f minutes", client.username, client.addr, ADDRESS_DENIED_LIMIT,
+                         ADDRESS_WINDOW / 60)
+            raise _Close(["ERR ACCESS-DENIED"])
         user = self.users.get(client.username or "")
         given = (client.password or "").encode()
         # Compare against something even for an unknown user, so timing does not tell names apart.
@@ -358,6 +389,7 @@ class NutServer:
             ok = user is not None and user.upsmon == "primary"
         if not ok:
             client.denied += 1
+            self._denied(client.addr)
             self._refuse("access_denied", "refused user %r from %s (wrong password, unknown user or no %s rights)",
                          client.username, client.addr, role)
             if client.denied >= MAX_DENIED:

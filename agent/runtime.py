@@ -233,17 +233,30 @@ class Agent:
                                                 f"forced shutdown (FSD) set on UPS {ups.name} by {by}")])
 
     def _publish(self, dev: DeviceRunner, records: list[SampleRecord], replace: bool,
-                 events: list[EventRecord] | None = None) -> None:
-        """Store and queue readings; a changed door/leak/smoke/on-battery state becomes an event."""
+                 events: list[EventRecord] | None = None, own: list[SampleRecord] | None = None) -> None:
+        """Store and queue readings; a changed door/leak/smoke/on-battery state becomes an event.
+
+        ``own``: what the device itself said, when ``records`` carry a state only an SNMP trap
+        stated (agent/traps.py). The observers — shutdown actions, the NUT server's status, battery
+        health, local alerts — then get ``own``: a trap, which anyone knowing a trap community can
+        send, is shown and pushed at once, but nothing acts on it until the device's own readings
+        say so (the trap hastens that poll). ``own=[]``: no observer is told.
+        """
         events = list(events or [])
         if dev.name in self.testing:
             records = self._mask_self_test(dev, records)
+            if own and dev.name in self.testing:  # (the first call forgets a test that is over)
+                own = self._mask_self_test(dev, own)
         if dev.up:
             for enrich in self.enrichers:
                 try:
-                    records = records + enrich(dev, records)
+                    extra = enrich(dev, records)
                 except Exception:  # an enricher (battery health, shutdown action) must not stop polling
                     log.exception("enricher %r failed", enrich)
+                    continue
+                records = records + extra
+                if own:
+                    own = own + extra
         for rec in records:
             types = v.STATE_EVENTS.get(rec.metric)
             if types is None:
@@ -262,9 +275,10 @@ class Agent:
                 events.append(EventRecord(types[0] if now_on else types[1], rec.labels, rec.ts, rec.value,
                                           "" if before is not None else "already so at the first reading"))
         self.latest.update(dev.name, records, replace=replace)
-        for observer in self.observers:
+        seen = records if own is None else own
+        for observer in self.observers if seen or own is None else ():
             try:
-                observer(dev, records, events)
+                observer(dev, seen, events)
             except Exception:  # an observer (shutdown action, local alerting) must not stop polling
                 log.exception("observer %r failed", observer)
         if self.pusher is not None:
@@ -353,10 +367,13 @@ class Agent:
             records = self._records(dev, readings, now)
         dev.duration = self.clock.monotonic() - started
         events: list[EventRecord] = []
+        health = self._health(dev, now)
         if self.traps is not None:
-            records = self.traps.adjust(dev, records)  # a state a trap just reported stands a while
+            held = self.traps.adjust(dev, records)  # a state a trap just reported stands a while
             events = self.traps.take_events(dev)  # the snmp_trap event travels with this poll's values
-        self._publish(dev, records + self._health(dev, now), replace=bool(records), events=events)
+            self._publish(dev, held + health, replace=bool(records), events=events, own=records + health)
+            return
+        self._publish(dev, records + health, replace=bool(records), events=events)
 
     async def check_silence(self) -> None:
         """Watch listening devices (every second).

@@ -281,7 +281,10 @@ class TrapService:
             events.append(EventRecord(types[0] if value >= 0.5 else types[1], labels, int(now * 1000), value, message))
         if self.config.hold:
             self._holds[(dev.name, metric)] = (value, time.monotonic() + self.config.hold)
-        agent._publish(dev, [SampleRecord(metric, labels, value, int(now * 1000))], replace=False, events=events)
+        # Shown and pushed at once, but no observer acts on it (own=[]): the poll it asks for tells them
+        # what the device itself says (a trap is only as trustworthy as its community: docs/security.md).
+        agent._publish(dev, [SampleRecord(metric, labels, value, int(now * 1000))], replace=False, events=events,
+                       own=[])
 
     def _poll_soon(self, dev: DeviceRunner) -> None:
         wait = self._last_poll.get(dev.name, float("-inf")) + MIN_GAP - time.monotonic()

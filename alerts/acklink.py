@@ -90,7 +90,9 @@ class AckLinks:
         (403), or expired (403). The signature is checked before the expiry, so nothing is learnt unsigned."""
         sig, expires_text = query.get("s", ""), query.get("e", "")
         channel, person = query.get("c", ""), query.get("p", "")
-        if (len(sig) != SIG_CHARS or not expires_text.isdigit() or len(expires_text) > 12 or len(alert_id) > 64
+        # isascii: str.isdigit() is also true of "²" and other digits int() does not take (a 500, not a 404)
+        if (len(sig) != SIG_CHARS or not (expires_text.isascii() and expires_text.isdigit()) or len(expires_text) > 12
+                or len(alert_id) > 64
                 or len(channel) > MAX_FIELD or len(person) > MAX_FIELD):
             raise LinkRefused(404, "malformed", "not an acknowledge link (a part is missing or cut off)")
         expires = int(expires_text)

@@ -4,7 +4,11 @@ A DingTalk enterprise-internal robot (an app with the robot capability, message 
 in HTTP mode, 消息接收地址 pointing here) POSTs every message that @-mentions it. DingTalk
 signs the request: headers ``timestamp`` (ms) and ``sign`` = base64(HMAC-SHA256(key=AppSecret,
 msg=timestamp + "\\n" + AppSecret)); a request more than an hour off or with another sign is
-not DingTalk's and is refused (401), and so is a body over :data:`MAX_BODY` bytes (413). The
+not DingTalk's and is refused (401), and so is a body over :data:`MAX_BODY` bytes (413). The sign
+covers the time only, not the body: whoever saw one request (the plain-HTTP hop from a reverse
+proxy, say) could send any text with its headers for an hour. So a sign is taken with one
+message only (its ``msgId``; DingTalk resending that message is answered, not applied twice):
+the same sign with another message, or without one, is refused (401). The
 text is read like an SMS reply (:mod:`roomwatch.alerts.replies`; "1" alone is not accepted
 here, a group holds many people — the code is needed), and the answer is returned as the
 reply message DingTalk posts back into the group.
@@ -61,9 +65,12 @@ class DingtalkCallback:
         self.clock = clock
         self.results: Counter[str] = Counter()
         self._seen: dict[str, float] = {}  # msgId → when (a resent callback is answered, not applied twice)
+        self._signs: dict[str, tuple[str, float]] = {}  # sign → (the msgId it came with, when)
 
     def verify(self, timestamp: str, sign: str) -> bool:
-        if not timestamp.isdigit() or abs(int(timestamp) - self.clock() * 1000) > WINDOW_MS:
+        # ASCII digits, at most 16 (ms until the year 2286): int() takes neither "²" nor 5000 digits (a 500).
+        if not (timestamp.isascii() and timestamp.isdigit()) or len(timestamp) > 16 or \
+                abs(int(timestamp) - self.clock() * 1000) > WINDOW_MS:
             return False
         return hmac.compare_digest(sign.encode(), dingtalk_sign(self.secret, timestamp).encode())
 
@@ -86,6 +93,15 @@ class DingtalkCallback:
         msg_id = str(body.get("msgId", ""))[:100]
         now = self.clock()
         self._seen = {k: t for k, t in self._seen.items() if now - t < 3600} if len(self._seen) > 1000 else self._seen
+        if len(self._signs) > 1000:
+            self._signs = {k: v for k, v in self._signs.items() if now - v[1] < 2 * WINDOW_MS / 1000}
+        sign = request.headers.get("sign", "")
+        prior = self._signs.get(sign)
+        if prior is not None and (not msg_id or prior[0] != msg_id):  # one message's headers with another body
+            self.results["refused"] += 1
+            return web.json_response({"error": "this signature was already used for another message"}, status=401)
+        if prior is None:
+            self._signs[sign] = (msg_id, now)
         staff = str(body.get("senderStaffId") or body.get("senderId") or "")[:100]
         nick = str(body.get("senderNick") or staff)[:64]
         who = self.people.get(staff)

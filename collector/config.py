@@ -153,11 +153,14 @@ class RateLimit(Model):
 
 
 class Limits(Model):
-    """Series an agent may create (docs/security.md): beyond them samples are refused and counted."""
+    """Series an agent may create, connections a client may hold (docs/security.md)."""
 
     series_per_agent: int = Field(default=10_000, ge=1, le=10_000_000,
                                   description="series one agent may hold at once; agents[].max_series overrides it")
     new_series_per_push: int = Field(default=10_000, ge=1, le=10_000_000, description="new series in one push")
+    connections_per_address: int = Field(default=128, ge=1, le=100_000,
+                                         description="connections open at once from one client address (IPv6: its "
+                                                     "/64); more are closed at once. Raise it behind a reverse proxy")
 
 
 class CollectorConfig(Model):

@@ -26,7 +26,6 @@ An answer — after downsampling — larger than ``history.max_samples`` is refu
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import json
 import math
@@ -37,7 +36,7 @@ from typing import Any
 from aiohttp import web
 
 from roomwatch.collector.core import Collector
-from roomwatch.collector.http import COLLECTOR_KEY
+from roomwatch.collector.http import COLLECTOR_KEY, READS_KEY
 
 __all__ = ["HistoryQueryError", "parse_step", "parse_time", "query_history"]
 
@@ -161,7 +160,7 @@ async def handle_history(request: web.Request) -> web.Response:
             finally:
                 conn.close()
 
-        series = await asyncio.to_thread(run)
+        series = await request.app[READS_KEY].run(run)  # its own threads: not the channels' (limits.py ReadPool)
     except HistoryQueryError as exc:
         return web.json_response({"error": str(exc)}, status=400)
     return web.json_response({"series": series})

@@ -27,7 +27,10 @@ from aiohttp.web_protocol import RequestPayloadError
 from roomwatch.collector.core import Collector
 from roomwatch.collector.limits import (
     INFLATABLE,
+    MAX_HEADER_LINE,
+    MAX_HEADERS,
     BodyError,
+    ReadPool,
     body_guard,
     content_encoding,
     discard,
@@ -41,7 +44,7 @@ from roomwatch.core.exposition import negotiate, render_parts
 from roomwatch.core.httplimits import DEFAULT_CHANGE, route_limits
 from roomwatch.core.wire import PUSH_PATH, WireError, decode_batch
 
-__all__ = ["COLLECTOR_KEY", "RouteSetup", "Service", "create_app"]
+__all__ = ["COLLECTOR_KEY", "READS_KEY", "RouteSetup", "Service", "create_app"]
 
 log = logging.getLogger("roomwatch.collector.http")
 
@@ -58,6 +61,8 @@ class Service(Protocol):
 
 COLLECTOR_KEY = web.AppKey("collector", Collector)
 LIMITS_KEY = web.AppKey("push_limits", dict)
+#: The threads history queries and the report page run on (collector/limits.py ReadPool), not the default pool.
+READS_KEY = web.AppKey("read_pool", ReadPool)
 
 
 def _error(status: int, reason: str, collector: Collector | None = None, keep: bool = False,
@@ -252,10 +257,20 @@ def create_app(collector: Collector, *, alerts: Service | None = None,
     # auto_decompress off: bodies stay as sent until a route inflates them, bounded (collector/limits.py);
     # lingering_time 0: a body left unread is not drained after the answer, the connection is closed.
     # client_max_size: what request.read() may take if a body ever got past the guard unread (it should not).
-    app = web.Application(client_max_size=DEFAULT_CHANGE.max_body, middlewares=[body_guard(cfg.body_timeout)],
-                          handler_args={"max_field_size": 16384, "keepalive_timeout": cfg.idle_timeout,
-                                        "auto_decompress": False, "lingering_time": 0})
+    # max_headers/max_field_size: what one connection's incomplete headers may hold (collector/limits.py).
+    # The body guard also sends every answer within idle_timeout: a client that does not read it is dropped.
+    app = web.Application(client_max_size=DEFAULT_CHANGE.max_body,
+                          middlewares=[body_guard(cfg.body_timeout, send_timeout=cfg.idle_timeout)],
+                          handler_args={"max_headers": MAX_HEADERS, "max_field_size": MAX_HEADER_LINE,
+                                        "keepalive_timeout": cfg.idle_timeout, "auto_decompress": False,
+                                        "lingering_time": 0})
     app[COLLECTOR_KEY] = collector
+    app[READS_KEY] = reads = ReadPool()
+
+    async def close_reads(_app: web.Application) -> None:
+        reads.close()
+
+    app.on_cleanup.append(close_reads)
     app[LIMITS_KEY] = {"agent": RateLimiter(cfg.rate_limit.per_agent, cfg.rate_limit.per_agent_burst),
                        "address": RateLimiter(cfg.rate_limit.per_address, cfg.rate_limit.per_address_burst)}
     app.router.add_post(PUSH_PATH, handle_push)

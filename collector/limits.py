@@ -32,6 +32,17 @@ was inflated before the login code ran, and after any answer the unread rest was
 drained and inflated. The app is built with ``auto_decompress=False``, so bodies
 stay as sent until a route that wants them decoded calls :func:`inflate`, bounded.
 
+What a connection may hold before it has proved anything, and for how long:
+
+* at most ``limits.connections_per_address`` connections from one client address (an IPv6
+  client: its /64) are open at once; the next is closed as soon as it is accepted
+  (:func:`limit_connections`). Request headers are at most 32 lines of 8 KiB (aiohttp's
+  ``max_headers``/``max_field_size``), held until complete or ``idle_timeout``: without the
+  cap, 200 connections each sending 1.6 MB of headers took 600 MiB;
+* an answer must be taken within ``idle_timeout`` (:func:`body_guard` sends it under that
+  deadline): a client that asks for /metrics or a history and never reads the answer
+  does not keep it in memory past it.
+
 Also here: the loop's exception handler that logs repeated accept/handler errors
 (``EMFILE``: too many open files) once a minute instead of once per failure, and
 raising the soft open-files limit to the hard one at start.
@@ -49,10 +60,18 @@ from typing import Any
 from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
 
-from roomwatch.core.httplimits import DEFAULT_CHANGE, DEFAULT_GET, RouteLimits, declared_limits, route_limits
+from roomwatch.core.httplimits import (
+    DEFAULT_CHANGE,
+    DEFAULT_GET,
+    RouteLimits,
+    client_key,
+    declared_limits,
+    route_limits,
+)
 
-__all__ = ["DEFAULT_CHANGE", "DEFAULT_GET", "BodyError", "RateLimitedLoopErrors", "RouteLimits", "body_guard",
-           "discard", "inflate", "raise_nofile_limit", "read_raw", "refuse", "route_limits"]
+__all__ = ["DEFAULT_CHANGE", "DEFAULT_GET", "MAX_HEADERS", "MAX_HEADER_LINE", "BodyError", "RateLimitedLoopErrors",
+           "ReadPool", "RouteLimits", "body_guard", "discard", "inflate", "limit_connections", "raise_nofile_limit",
+           "read_raw", "refuse", "route_limits"]
 
 log = logging.getLogger("roomwatch.collector.http")
 
@@ -177,12 +196,42 @@ def inflate(raw: bytes, encoding: str, limit: int) -> bytes:
     return out
 
 
-def body_guard(body_timeout: float) -> Callable[..., Awaitable[web.StreamResponse]]:
-    """The middleware enforcing each route's :class:`RouteLimits` (see the module docstring)."""
+#: Request header lines and the length of one (aiohttp's parser; its default count is 128, 2 MiB a request).
+MAX_HEADERS, MAX_HEADER_LINE = 32, 8190
+
+
+async def _send(request: web.Request, resp: web.StreamResponse, timeout: float) -> web.StreamResponse:
+    """Send ``resp`` within ``timeout`` seconds, else drop the connection (and the answer buffered for it).
+
+    aiohttp would wait for a client that never reads for as long as the connection lives,
+    keeping the whole answer (a /metrics of thousands of series) in memory.
+    """
+    if resp.prepared:
+        return resp  # a handler that streams its own answer
+    try:
+        async with asyncio.timeout(timeout):
+            await resp.prepare(request)
+            await resp.write_eof()
+    except TimeoutError:
+        if request.transport is not None:
+            request.transport.abort()
+    return resp
+
+
+def body_guard(body_timeout: float, send_timeout: float | None = None) -> Callable[..., Awaitable[web.StreamResponse]]:
+    """The middleware enforcing each route's :class:`RouteLimits` (see the module docstring).
+
+    ``send_timeout``: the time an answer may take to be sent (none: aiohttp's own sending, unbounded).
+    """
 
     @web.middleware
     async def guard(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
                     ) -> web.StreamResponse:
+        resp = await _guarded(request, handler)
+        return resp if send_timeout is None else await _send(request, resp, send_timeout)
+
+    async def _guarded(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                       ) -> web.StreamResponse:
         if not request.body_exists:
             return await handler(request)  # the common case: GETs, bodyless POSTs
         limits = limits_of(request)
@@ -206,6 +255,82 @@ def body_guard(body_timeout: float) -> Callable[..., Awaitable[web.StreamRespons
         return await handler(request)
 
     return guard
+
+
+class ReadPool:
+    """Threads of their own for reads anyone may ask for that cost real work: history queries, the report.
+
+    At most ``workers`` run at once and ``waiting`` more wait; beyond, :meth:`run` refuses
+    (429) at once. A flood of such reads, which need no login by default, must neither
+    queue without bound nor take the default thread pool, which sends e-mail and SMS and
+    rings phones (channels run their blocking calls there): alerts would not go out.
+    """
+
+    def __init__(self, workers: int = 2, waiting: int = 16, name: str = "reads"):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name)
+        self._limit = workers + waiting
+        self._busy = 0
+
+    async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(*args)`` on the pool; raises 429 (``web.HTTPTooManyRequests``) when it is full."""
+        if self._busy >= self._limit:
+            raise web.HTTPTooManyRequests(text='{"error": "too many history or report queries at once; try again '
+                                               'in a moment"}', content_type="application/json",
+                                          headers={"Retry-After": "5"})
+        self._busy += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+        finally:
+            self._busy -= 1
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def limit_connections(server: Any, per_address: int) -> None:
+    """Close, as soon as it is made, a connection from a client that has ``per_address`` open already.
+
+    ``server`` is the aiohttp ``web.Server`` of the app runner (``runner.server``): its
+    ``connection_made``/``connection_lost`` are where every connection is counted in and out
+    (aiohttp has no limit of its own; its request handler reports each connection there).
+    """
+    open_now: dict[str, int] = {}
+    of_handler: dict[Any, str] = {}
+    made, lost = server.connection_made, server.connection_lost
+    last_log = [float("-inf")]
+
+    def connection_made(handler: Any, transport: Any) -> None:
+        made(handler, transport)
+        peer = transport.get_extra_info("peername")
+        key = client_key(str(peer[0])) if isinstance(peer, tuple) and peer else "?"
+        if open_now.get(key, 0) >= per_address:
+            now = time.monotonic()
+            if now - last_log[0] >= 60.0:
+                last_log[0] = now
+                log.warning("closed a connection from %s: %d open already (limits.connections_per_address; "
+                            "logged once a minute)", key, per_address)
+            # Soon, not now: the handler starts its task right after this call, and that task expects the
+            # connection it was made for (connection_lost, which follows the abort, finds nothing counted).
+            asyncio.get_running_loop().call_soon(transport.abort)
+            return
+        open_now[key] = open_now.get(key, 0) + 1
+        of_handler[handler] = key
+
+    def connection_lost(handler: Any, exc: BaseException | None = None) -> None:
+        key = of_handler.pop(handler, None)
+        if key is not None:
+            left = open_now[key] - 1
+            if left:
+                open_now[key] = left
+            else:
+                del open_now[key]
+        lost(handler, exc)
+
+    # Instance attributes shadow the methods: the request handlers call these.
+    server.connection_made = connection_made
+    server.connection_lost = connection_lost
 
 
 class RateLimitedLoopErrors:

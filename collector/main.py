@@ -110,7 +110,7 @@ async def serve(config_path: str) -> int:
     from roomwatch.collector.config import load_collector_config
     from roomwatch.collector.core import Collector
     from roomwatch.collector.durable import Durable
-    from roomwatch.collector.limits import RateLimitedLoopErrors, raise_nofile_limit
+    from roomwatch.collector.limits import RateLimitedLoopErrors, limit_connections, raise_nofile_limit
 
     cfg = load_collector_config(config_path)
     setup_logging(cfg.log_level, secrets=list(iter_secret_values(cfg)))
@@ -135,6 +135,7 @@ async def serve(config_path: str) -> int:
         return 1
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
+    limit_connections(runner.server, cfg.limits.connections_per_address)
     host, port = parse_hostport(cfg.listen)
     try:
         site = web.TCPSite(runner, host, port, ssl_context=_ssl_context(cfg), reuse_address=True)

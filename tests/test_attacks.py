@@ -27,18 +27,21 @@ import pytest
 from bench.attack_tools import MiB, batch_body, gzip_bomb, raw_json_body, rss, send_raw, series_batches
 from roomwatch.collector.webauth import hash_password
 from tests.conftest import TOKENS, CollectorHandle, start_collector
-from tests.helpers import ROOT, free_port, http_get, http_json, metric_value, wait_for, write_yaml
+from tests.helpers import ROOT, free_port, http_get, http_json, http_post, metric_value, wait_for, write_yaml
 
 pytestmark = pytest.mark.peer
 
 USER, PASSWORD = "duty", "correct-horse-battery-9"
 T = "roomwatch_temperature_celsius"
+DINGTALK_SECRET = "dingTalkAppSecret_0123456789abcdefABCDEF"
 
 
 def _config(**extra: Any) -> dict[str, Any]:
     return {"agents": [{"id": "agent-a", "token": TOKENS["agent-a"], "site": "county-a", "room": "room-1"},
                        {"id": "agent-b", "token": TOKENS["agent-b"]}],
             "web": {"users": [{"name": USER, "password_hash": hash_password(PASSWORD)}]},
+            # the routes that need no login: one-tap links (/ack/…) and the DingTalk callback
+            "alerts": {"external_url": "http://127.0.0.1:9", "callbacks": {"dingtalk": {"app_secret": DINGTALK_SECRET}}},
             "rate_limit": {"per_agent": 0, "per_address": 0}, "body_timeout": "3s", **extra}
 
 
@@ -410,6 +413,173 @@ def test_fields_the_openapi_document_forbids_are_400(target: CollectorHandle) ->
                 {"agent": "agent-b", "seq": _seq(), "extra": 1}):
         status, answer = _push(target, raw_json_body(json.dumps(doc)), TOKENS["agent-b"])
         assert status == 400 and "unknown field" in answer["error"]
+
+
+# ----------------------------------------------------------------- review of the routes anyone reaches (after 12, 14)
+
+def _held_open(socks: list[socket.socket]) -> int:
+    """How many of ``socks`` the server has not closed (a closed one reads EOF or a reset at once)."""
+    import select
+
+    open_ = 0
+    for s in socks:
+        readable, _, _ = select.select([s], [], [], 0)
+        if not readable:
+            open_ += 1
+            continue
+        try:
+            if s.recv(65536):
+                open_ += 1  # an answer (a 400): still open until it is read to the end
+        except OSError:
+            pass
+    return open_
+
+
+def test_one_address_cannot_hold_more_connections_than_its_share(tmp_path: Path) -> None:
+    """Incomplete headers are held until idle_timeout: 200 connections of 1.6 MB took 600 MiB. Now a client address
+    keeps at most limits.connections_per_address connections (default 128; 16 here), each at most 32 header lines
+    of 8 KiB."""
+    target = start_collector(tmp_path, **_config(limits={"connections_per_address": 16}))
+    socks: list[socket.socket] = []
+    before, _ = rss(target.proc.proc.pid)
+    try:
+        for _ in range(60):
+            s = socket.create_connection(("127.0.0.1", target.port), timeout=10, source_address=("127.0.0.7", 0))
+            socks.append(s)
+            try:
+                s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-%d: %s\r\n" % (n, b"a" * 8000)
+                                                                             for n in range(31)))
+            except OSError:
+                pass  # closed by the server while the headers went out
+        wait_for(lambda: _held_open(socks) <= 16, timeout=30, what="the server closing what is over the cap")
+        _, peak = rss(target.proc.proc.pid)
+        assert peak - before < 32 * MiB, f"collector grew by {(peak - before) / MiB:.0f} MiB"
+        assert http_get(target.url + "/healthz")[0] == 200  # another address is served meanwhile
+        status, _, _ = send_raw(target.port, "GET", "/healthz", {"X-Long": "a" * 9000})
+        assert status == 400  # a header line over 8 KiB
+        for s in socks:
+            s.close()
+        # the address has its share back once its connections are gone
+        wait_for(lambda: send_raw(target.port, "GET", "/healthz", {}, source="127.0.0.7")[0] == 200, timeout=30,
+                 what="127.0.0.7 served again")
+    finally:
+        for s in socks:
+            s.close()
+        target.proc.stop()
+    assert "Traceback" not in target.proc.log()
+
+
+def test_an_answer_the_client_does_not_read_is_dropped_after_idle_timeout(tmp_path: Path) -> None:
+    """A client asking for /metrics (thousands of series) and never reading it held the whole answer in memory for
+    as long as it kept the connection; now the answer must be taken within idle_timeout."""
+    import psutil
+
+    c = start_collector(tmp_path, **_config(idle_timeout="2s"))
+    try:
+        now = int(time.time() * 1000)
+        body = raw_json_body(json.dumps({"agent": "agent-b", "seq": 1, "samples": [
+            {"metric": T, "labels": {"device": f"probe-{i}", "note": "x" * 1000}, "value": 20.5, "ts": now}
+            for i in range(9000)]}))  # a /metrics of 9 MB: more than the sockets' buffers take
+        assert _push(c, body, TOKENS["agent-b"])[0] == 200
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a client that reads nothing
+        s.connect(("127.0.0.1", c.port))
+        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        mine = s.getsockname()[1]
+        server = psutil.Process(c.proc.proc.pid)
+
+        def held() -> bool:
+            return any(k.raddr and k.raddr.port == mine for k in server.net_connections("tcp"))
+
+        wait_for(held, timeout=30, what="the collector accepting the connection")
+        wait_for(lambda: not held(), timeout=60, what="the collector dropping the connection whose answer is not read")
+        got, length = b"", None
+        s.settimeout(10)
+        try:
+            while chunk := s.recv(1 << 16):
+                got += chunk
+        except OSError:
+            pass  # reset: the rest of the answer was dropped
+        s.close()
+        head, _, rest = got.partition(b"\r\n\r\n")
+        length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length"))
+        assert len(rest) < length  # cut: not kept and sent later
+        assert http_get(c.url + "/healthz")[0] == 200
+    finally:
+        c.proc.stop()
+
+
+def test_history_queries_cannot_take_every_thread(tmp_path: Path) -> None:
+    """History and report queries need no login and can scan millions of rows; they ran on the default thread pool,
+    where the channels send e-mail and SMS. Now on two threads of their own, 16 waiting: the rest 429 at once."""
+    c = start_collector(tmp_path, **_config())
+    c.proc.stop()
+    db = sqlite3.connect(tmp_path / "collector.db")
+    now = int(time.time() * 1000)
+    with db:
+        db.execute("INSERT INTO history_series (id, metric, labels) VALUES (1, ?, ?)", (T, json.dumps({"device": "d"})))
+        db.executemany("INSERT INTO history_samples (series, ts, value) VALUES (1, ?, 20.0)",
+                       ((now - 86400_000 + i * 40,) for i in range(2_000_000)))
+    db.close()
+    c = start_collector(tmp_path, **_config())
+    try:
+        socks = [socket.create_connection(("127.0.0.1", c.port), timeout=120) for _ in range(40)]
+        for s in socks:  # all at once: each scans the 2 million samples (step: a few buckets to answer)
+            s.sendall(f"GET /api/v1/history?metric={T}&start=0&step=366d HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        statuses = []
+        for s in socks:
+            answer = b""
+            while b"\r\n" not in answer:
+                answer += s.recv(4096)
+            statuses.append(int(answer.split(b" ", 2)[1]))
+            s.close()
+        assert set(statuses) == {200, 429}, statuses
+        assert statuses.count(200) <= 18  # 2 running + 16 waiting at most
+        assert http_get(c.url + "/healthz")[0] == 200
+    finally:
+        c.proc.stop()
+    assert "Traceback" not in c.proc.log()
+
+
+@pytest.mark.parametrize(("path", "headers", "body", "expected"), [
+    # str.isdigit() is true of "²" and of 5000 digits; int() takes neither
+    ("/ack/0123456789abcdef-1?e=%C2%B2&s=" + "A" * 22, {}, b"", 404),
+    ("/api/v1/callbacks/dingtalk", {"timestamp": "²".encode().decode("latin-1"),  # sent as UTF-8
+                                    "sign": "x", "Content-Type": "application/json"}, b"{}", 401),
+    ("/api/v1/callbacks/dingtalk", {"timestamp": "1" * 5000, "sign": "x", "Content-Type": "application/json"}, b"{}",
+     401),
+    # the login: a multipart body (the guard has read it; request.post() read it again), a charset Python lacks
+    ("/login", {"Content-Type": "multipart/form-data; boundary=zz"},
+     b'--zz\r\nContent-Disposition: form-data; name="username"\r\n\r\nduty\r\n--zz--\r\n', 415),
+    ("/login", {"Content-Type": "application/x-www-form-urlencoded; charset=bogus"}, b"username=a&password=b", 401),
+    ("/login", {"Content-Type": "application/json; charset=utf-16"}, '{"username": "a"}'.encode("utf-16"), 400),
+])
+def test_crafted_digits_and_content_types_are_4xx_not_500(target: CollectorHandle, path: str, headers: dict[str, str],
+                                                          body: bytes, expected: int) -> None:
+    method = "GET" if path.startswith("/ack/") else "POST"
+    status, _, _ = send_raw(target.port, method, path, headers, body, source="127.0.0.8")
+    assert status == expected
+
+
+def test_a_dingtalk_signature_is_taken_with_one_message_only(target: CollectorHandle) -> None:
+    """DingTalk signs the time, not the body: the headers of one callback, seen on the way, must not carry another
+    message (an acknowledgement) for the hour they are valid. A resend of the same message is answered, not applied."""
+    from tests.peers.vendor_sign import dingtalk_sign
+
+    ts = str(int(time.time() * 1000))
+    headers = {"timestamp": ts, "sign": dingtalk_sign(DINGTALK_SECRET, ts), "Content-Type": "application/json"}
+
+    def message(msg_id: str, text: str) -> bytes:
+        return json.dumps({"msgId": msg_id, "senderNick": "李娜", "senderStaffId": "s1", "msgtype": "text",
+                           "text": {"content": text}}).encode()
+
+    url = f"http://127.0.0.1:{target.port}/api/v1/callbacks/dingtalk"
+    status, answer = http_post(url, message("msg-1", "确认 0000"), headers)
+    assert status == 200 and json.loads(answer)["msgtype"] == "text"
+    assert http_post(url, message("msg-2", "确认 4821"), headers)[0] == 401  # the same headers, another message
+    assert http_post(url, message("", "确认 4821"), headers)[0] == 401
+    status, answer = http_post(url, message("msg-1", "确认 0000"), headers)  # DingTalk resending msg-1
+    assert status == 200 and json.loads(answer)["text"]["content"] == "已处理。"
 
 
 # ----------------------------------------------------------------- 8. reads without a login

@@ -18,7 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
-from roomwatch.collector.http import COLLECTOR_KEY
+from roomwatch.collector.http import COLLECTOR_KEY, READS_KEY
 from roomwatch.collector.report.compute import Report, compute_report, report_window
 from roomwatch.collector.report.render import render_html, render_markdown, render_text, title_text
 from roomwatch.collector.report.sources import SQLiteSource
@@ -215,7 +215,7 @@ async def handle_report_page(request: web.Request) -> web.Response:
     day = _day_param(request)
     asked = request.query.get("lang")
     lang = asked if asked is not None and asked in ("zh-CN", "en") else _lang(cfg)
-    report = await asyncio.to_thread(build_report, cfg, day)
+    report = await request.app[READS_KEY].run(build_report, cfg, day)  # bounded, not the channels' threads
     end_day = dt.datetime.fromtimestamp(report.end, cfg.report.zone()).date()
     links = (f"?date={end_day - dt.timedelta(days=1)}&lang={lang}", f"?date={end_day + dt.timedelta(days=1)}&lang={lang}")
     from roomwatch.collector.web import _HEADERS
@@ -226,7 +226,7 @@ async def handle_report_page(request: web.Request) -> web.Response:
 async def handle_report_json(request: web.Request) -> web.Response:
     """``GET /api/v1/report[?date=YYYY-MM-DD]``: the figures as JSON."""
     cfg = request.app[COLLECTOR_KEY].config
-    report = await asyncio.to_thread(build_report, cfg, _day_param(request))
+    report = await request.app[READS_KEY].run(build_report, cfg, _day_param(request))
     return web.json_response(report.to_dict())
 
 

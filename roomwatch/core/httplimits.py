@@ -10,11 +10,12 @@ A route that declares nothing reads no body for ``GET``/``HEAD`` and at most
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-__all__ = ["DEFAULT_CHANGE", "DEFAULT_GET", "RouteLimits", "declared_limits", "route_limits"]
+__all__ = ["DEFAULT_CHANGE", "DEFAULT_GET", "RouteLimits", "client_key", "declared_limits", "route_limits"]
 
 _ATTR = "_roomwatch_route_limits"
 H = TypeVar("H", bound=Callable[..., Awaitable[Any]])
@@ -57,3 +58,21 @@ def declared_limits(handler: object) -> RouteLimits | None:
     """The limits ``handler`` declared, or None."""
     found = getattr(handler, _ATTR, None)
     return found if isinstance(found, RouteLimits) else None
+
+
+def client_key(address: str) -> str:
+    """Who a per-client limit counts ``address`` as: itself for IPv4, its /64 for IPv6.
+
+    One IPv6 host can take any address of its /64 (privacy addresses, or just at will), so a
+    limit per IPv6 address would be a limit per guess; a dual-stack socket's IPv4 client
+    (``::ffff:10.1.2.3``) counts as its IPv4 address. What is not an address is its own key.
+    """
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)

@@ -209,7 +209,7 @@ AGENT_CPU_SECONDS = _def("roomwatch_agent_cpu_seconds_total", "CPU time used by 
 AGENT_NUT_CLIENTS = _def("roomwatch_agent_nut_server_clients", "Clients connected to the agent's NUT server.")
 AGENT_NUT_REFUSED = _def(
     "roomwatch_agent_nut_server_refused_total", "NUT server connections closed or commands refused by reason "
-    "(max_clients, line_too_long, idle, access_denied, slow_reader, tls).", "counter")
+    "(max_clients, line_too_long, idle, access_denied, guessing, slow_reader, tls).", "counter")
 
 AGENT_SNMP_TRAPS = _def(
     "roomwatch_snmp_traps_total",
