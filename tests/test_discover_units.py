@@ -212,3 +212,13 @@ def test_mqtt_layouts_are_sorted_into_one_device_per_physical_sensor() -> None:
     assert read("shellies/shellyht-6A8B2C/sensor/humidity") == {(v.HUMIDITY, ""): 0.5}
     gen1 = found["shellies/shellyht-6A8B2C/sensor/temperature"].entry
     assert gen1["availability_topic"] == "shellies/shellyht-6A8B2C/online" and gen1["kind"] == "temperature"
+
+
+def test_setup_turns_a_plain_answer_into_discover_options() -> None:
+    from roomwatch.commands.setup import discover_argv
+
+    assert discover_argv("192.168.1.0/24 nut:10.0.0.5 mqtt://10.0.0.6 /dev/ttyUSB0:9600 modbus:10.0.0.7:502") == [
+        "--snmp", "192.168.1.0/24", "--nut", "10.0.0.5", "--mqtt", "mqtt://10.0.0.6", "--modbus", "/dev/ttyUSB0:9600",
+        "--modbus", "10.0.0.7:502"]
+    assert discover_argv("--snmp 10.0.0.1 --community 'my c'") == ["--snmp", "10.0.0.1", "--community", "my c"]
+    assert discover_argv("  ") == []

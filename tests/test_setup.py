@@ -13,11 +13,13 @@ import stat
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.helpers import ROOT, run_cli
 from tests.peers.chat_stubs import DingtalkStub, WecomRobotStub
+from tests.peers.nut import NutServer, write_dev
 
 ROBOT_KEY = "693axxx6-7aoc-4bc4-97a0-0ec2sifa5aaa"
 DING_TOKEN, DING_SECRET = "dt-access-token-0123456789", "SEC0123456789abcdef0123456789abcdef"
@@ -46,6 +48,7 @@ async def test_first_run_in_chinese_reaches_the_wecom_robot(tmp_path: Path) -> N
             "county-it",             # site
             "server room",           # a room name with a space: refused, asked again
             "room-1",
+            "",                      # look for devices: not now
             "",                      # channel: wecom (the default)
             "not a url",             # refused, asked again
             f"{stub.url}/cgi-bin/webhook/send?key={ROBOT_KEY}",  # pasted from the group's robot settings
@@ -112,6 +115,34 @@ async def test_agent_role_takes_the_collectors_token_and_says_when_it_is_unreach
     assert not (etc / "collector.yaml").exists()
     code, out = await _setup(["--yes", "--lang", "en", "--etc", str(tmp_path / "e2"), "--role", "agent"])
     assert code != 0 and "required with --yes" in out
+
+
+@pytest.mark.peer("upsd")
+async def test_setup_offers_discover_and_writes_what_it_found(tmp_path: Path, nut_factory: Any) -> None:
+    """The devices question runs ``roomwatch discover``; its entries (with their comments) land in agent.yaml."""
+    ups = {"ups.status": "OL", "battery.charge": "97", "ups.mfr": "Kehua", "ups.model": "KR1000"}
+    nut: NutServer = nut_factory({"rack": write_dev(tmp_path / "rack.dev", ups)})
+    etc = tmp_path / "etc"
+    answers = "\n".join(["agent", "county-it", "room-3", "http://127.0.0.1:1", "t" * 43,
+                          f"nut:127.0.0.1:{nut.port}"]) + "\n"
+    code, out = await _setup(["--lang", "en", "--etc", str(etc), "--state", str(tmp_path / "s")], answers)
+    assert code == 0, out
+    assert "devices found and written to agent.yaml: rack" in out and "Devices: none yet" not in out
+    text = (etc / "agent.yaml").read_text()
+    assert "Kehua KR1000" in text  # discover's comment above the entry: what was read
+    check = run_cli("check-config", str(etc / "agent.yaml"))
+    assert check.returncode == 0, check.stderr
+    import yaml
+
+    devices = yaml.safe_load(text)["devices"]
+    assert [(d["driver"], d["ups"], d["port"]) for d in devices] == [("nut", "rack", nut.port)]
+    # Nothing answers: said, and the file is written without devices (and says how to add them).
+    code, out = await _setup(["--yes", "--lang", "en", "--etc", str(tmp_path / "e2"), "--state", str(tmp_path / "s2"),
+                              "--role", "agent", "--collector-url", "http://127.0.0.1:1", "--token", "t" * 43,
+                              "--discover", "nut:127.0.0.1:1"])
+    assert code == 0, out
+    assert "no device found" in out and "Devices: none yet" in out
+    assert run_cli("check-config", str(tmp_path / "e2" / "agent.yaml")).returncode == 0
 
 
 @pytest.mark.parametrize("bad", [["--role", "agent", "--token", "short"], ["--site", "a b"]])

@@ -1,7 +1,8 @@
 """``roomwatch setup``: the first run in plain words — a few questions, working files, a test message.
 
 Asks (or takes as options, for scripts) the role of this machine (agent, collector, both), the site
-and room names, the collector's address, and one notification channel (WeCom group robot,
+and room names, the collector's address, where to look for devices (run through ``roomwatch
+discover``; what it finds is written into agent.yaml with its comments), and one notification channel (WeCom group robot,
 DingTalk group robot, Aliyun SMS, or a GSM modem), then writes agent.yaml / collector.yaml,
 the agent token (generated once, mode 0600, never replaced) and the channel's secret (mode
 0600/0640), validates them as ``check-config`` does, sends a test message through the channel and
@@ -15,6 +16,7 @@ import argparse
 import hashlib
 import os
 import secrets
+import shlex
 import shutil
 import sys
 import time
@@ -61,9 +63,21 @@ T: dict[str, tuple[str, str]] = {  # key → (zh-CN, en)
     "not_sent": ("测试消息未送达：", "The test message did not get through: "),
     "no_channel": ("未设置通知方式：之后在 collector.yaml 的 channels 中添加（docs/channels.md）。",
                    "No channel yet: add one to channels: in collector.yaml later (docs/channels.md)."),
-    "devices": ("设备：尚未添加。在 agent.yaml 的 devices: 下添加 UPS 和传感器（docs/snmp.md、docs/nut.md、"
-                "docs/modbus.md、docs/mqtt.md）。", "Devices: none yet. Add UPS units and sensors under devices: in "
-                "agent.yaml (docs/snmp.md, docs/nut.md, docs/modbus.md, docs/mqtt.md)."),
+    "devices": ("设备：尚未添加。运行 roomwatch discover --snmp 192.168.1.0/24 查找，或在 agent.yaml 的 devices: "
+                "下手动添加（docs/discover.md、docs/snmp.md、docs/nut.md、docs/modbus.md、docs/mqtt.md）。",
+                "Devices: none yet. Find them with roomwatch discover --snmp 192.168.1.0/24, or add them under "
+                "devices: in agent.yaml (docs/discover.md, docs/snmp.md, docs/nut.md, docs/modbus.md, docs/mqtt.md)."),
+    "discover": ("现在查找机房里的设备吗？输入 UPS 卡和传感器所在的网段（例如 192.168.1.0/24），"
+                 "NUT 主机写 nut:地址，MQTT 写 mqtt://地址，Modbus 串口写 /dev/ttyUSB0；多个用空格隔开；直接回车跳过",
+                 "Look for the room's devices now? The network of the UPS cards and sensors (e.g. 192.168.1.0/24), "
+                 "nut:HOST for a upsd, mqtt://HOST for a broker, /dev/ttyUSB0 for a Modbus line; several with "
+                 "spaces; Enter skips"),
+    "discovering": ("正在查找设备（roomwatch discover）……", "looking for devices (roomwatch discover)…"),
+    "found": ("找到并写入 agent.yaml 的设备：", "devices found and written to agent.yaml: "),
+    "found_none": ("没有找到设备：", "no device found: "),
+    "found_hint": ("请在 agent.yaml 中核对名称（每个设备上方的注释是读到的数值）；之后可随时再运行 roomwatch discover。",
+                   "Check their names in agent.yaml (the comment above each shows what was read); run roomwatch "
+                   "discover again any time."),
     "give_token": ("在每台机房采集端上运行：", "On each room's agent machine run:"),
     "next": ("下一步：", "Next:"),
     "reach": ("汇总端可以访问", "the collector answers at"),
@@ -99,6 +113,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sms-template")
     p.add_argument("--phones", help="comma-separated phone numbers (SMS and modem)")
     p.add_argument("--modem-port")
+    p.add_argument("--discover", metavar="WHERE",
+                   help="look for devices with roomwatch discover: networks/addresses (SNMP), nut:HOST, mqtt://HOST, "
+                        "/dev/ttyUSB0 (Modbus), space-separated; or discover's own options (starting with --)")
     p.add_argument("--etc", default="/etc/roomwatch", help="where the files go (default /etc/roomwatch)")
     p.add_argument("--state", default="/var/lib/roomwatch", help="data folder (default /var/lib/roomwatch)")
     p.add_argument("--listen", help="collector listen address (default 127.0.0.1:9640 for both, else 0.0.0.0:9640)")
@@ -188,7 +205,8 @@ class Writer:
         self._write(path, value + "\n", shared=name != "agent-token")  # the agent's comes as a credential
         return path
 
-    def config(self, name: str, data: dict[str, Any], force: bool) -> bool:
+    def config(self, name: str, data: dict[str, Any], force: bool, tail: str = "") -> bool:
+        """Write ``data`` (and ``tail``, YAML text with its comments: discover's ``devices:``) unless kept."""
         import yaml
 
         path = self.etc / name
@@ -199,7 +217,8 @@ class Writer:
             shutil.copy2(path, path.with_name(f"{name}.bak-{time.strftime('%Y%m%d-%H%M%S')}"))
         head = (f"# Written by roomwatch setup. Every key is explained in the commented examples\n"
                 f"# ({name.replace('.yaml', '.example.yaml')}, docs/); check with: roomwatch check-config {path}\n")
-        self._write(path, head + yaml.safe_dump(data, allow_unicode=True, sort_keys=False), shared=True)
+        body = yaml.safe_dump(data, allow_unicode=True, sort_keys=False) + ("\n" + tail if tail else "")
+        self._write(path, head + body, shared=True)
         self.out(f"{self.t('wrote')} {path}")
         return True
 
@@ -283,7 +302,12 @@ def run_setup(args: argparse.Namespace) -> int:
                  "collector": {"urls": [url.rstrip("/")],
                                "token_file": f"${{CREDENTIALS_DIRECTORY:-{etc}}}/agent-token"},
                  "host": {"enabled": True}, "devices": []}
-        w.config("agent.yaml", agent, args.force)
+        found = ""
+        if not (etc / "agent.yaml").exists() or args.force:  # (a kept file keeps its devices: do not scan for nothing)
+            found = _discover(a, args)
+        if found:
+            del agent["devices"]  # discover's own text instead: each entry with what was read, as comments
+        w.config("agent.yaml", agent, args.force, tail=found)
         files.append(etc / "agent.yaml")
     channel = None
     if role in ("collector", "both"):
@@ -339,7 +363,7 @@ def _finish(a: Asker, args: argparse.Namespace, files: list[Path], role: str, ch
         out(a.t("no_channel"))
     if role == "agent":
         _probe(a, args)
-    if role != "collector":
+    if role != "collector" and not getattr(args, "found_devices", 0):
         out(a.t("devices"))
     if role == "collector":
         token = (Path(args.etc) / "first-agent.token").read_text(encoding="utf-8").strip()
@@ -361,3 +385,58 @@ def _probe(a: Asker, args: argparse.Namespace) -> None:
             a.out(f"{a.t('reach')} {url} ({resp.status})")
     except OSError as exc:
         a.out(f"{a.t('no_reach')}{url}: {exc}")
+
+
+def discover_argv(where: str) -> list[str]:
+    """``roomwatch discover`` arguments for the setup answer ``where``.
+
+    Words are sorted by their look: ``nut:HOST`` → ``--nut``, ``mqtt(s)://`` → ``--mqtt``,
+    ``/dev/…``, ``tcp://`` or ``modbus:HOST`` → ``--modbus``, anything else (an address, a CIDR
+    block, a range) → ``--snmp``. An answer starting with ``--`` is discover's own options.
+    """
+    words = shlex.split(where)
+    if not words or words[0].startswith("--"):
+        return words
+    argv: list[str] = []
+    for w in words:
+        low = w.lower()
+        if low.startswith("nut:"):
+            argv += ["--nut", w[4:]]
+        elif low.startswith(("mqtt://", "mqtts://")):
+            argv += ["--mqtt", w]
+        elif low.startswith("modbus:"):
+            argv += ["--modbus", w[7:]]
+        elif low.startswith(("/dev/", "tcp://", "rtu-over-tcp://")):
+            argv += ["--modbus", w]
+        else:
+            argv += ["--snmp", w]
+    return argv
+
+
+def _discover(a: Asker, args: argparse.Namespace) -> str:
+    """Run ``roomwatch discover`` for the answer to the "discover" question: its YAML, or "" (said why)."""
+    where = a.ask("discover", args.discover, optional=True).strip()
+    if not where:
+        return ""
+    import subprocess
+
+    import yaml
+
+    a.out(a.t("discovering"))
+    try:
+        r = subprocess.run([sys.executable, "-m", "roomwatch", "discover", *discover_argv(where)],
+                           capture_output=True, text=True, check=False, timeout=600)
+    except (subprocess.TimeoutExpired, ValueError) as exc:  # ValueError: shlex, an unclosed quote
+        a.out(f"{a.t('found_none')}{exc}")
+        return ""
+    try:
+        devices = (yaml.safe_load(r.stdout) or {}).get("devices") or [] if r.returncode in (0, 1) else []
+    except yaml.YAMLError:
+        devices = []
+    if not devices:
+        a.out(a.t("found_none") + (r.stderr.strip().splitlines() or ["-"])[-1])
+        return ""
+    args.found_devices = len(devices)
+    a.out(a.t("found") + ", ".join(str(d.get("name")) for d in devices))
+    a.out(a.t("found_hint"))
+    return r.stdout
