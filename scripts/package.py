@@ -49,7 +49,8 @@ ARCHES = {"x86_64": {"deb": "amd64", "rpm": "x86_64"}, "aarch64": {"deb": "arm64
 MANYLINUX = ("manylinux2014", "manylinux_2_17", "manylinux_2_24", "manylinux_2_28")
 EXTRAS = ("gpio",)  # optional extras whose wheels ride along (install.sh --gpio)
 SHIPPED = ["config/agent.example.yaml", "config/collector.example.yaml", "systemd/roomwatch-agent.service",
-           "systemd/roomwatch-collector.service", "systemd/polkit/50-roomwatch-poweroff.rules",
+           "systemd/roomwatch-collector.service", "systemd/roomwatch-agent-traps.conf",
+           "systemd/polkit/50-roomwatch-poweroff.rules",
            "systemd/udev/60-roomwatch-gpio.rules", "docs/install.md"]
 
 

@@ -135,7 +135,8 @@ def test_deb_carries_units_conffiles_and_maintainer_scripts(dist: Path) -> None:
         listing = subprocess.run(["dpkg-deb", "-c", str(deb)], capture_output=True, text=True, check=True).stdout
         for path in ("./lib/systemd/system/roomwatch-agent.service", "./lib/systemd/system/roomwatch-collector.service",
                      "./etc/roomwatch/agent.example.yaml", "./usr/lib/roomwatch/install.sh",
-                     "./usr/share/polkit-1/rules.d/50-roomwatch-poweroff.rules"):
+                     "./usr/share/polkit-1/rules.d/50-roomwatch-poweroff.rules",
+                     "./usr/lib/roomwatch/systemd/roomwatch-agent-traps.conf"):  # opt-in drop-in (docs/snmp.md)
             assert path in listing, path
         wheel_arch = "x86_64" if arch == "amd64" else "aarch64"
         assert re.search(rf"wheels/pydantic_core-\S+{wheel_arch}", listing)

@@ -30,17 +30,10 @@ from roomwatch.drivers.modbus.bus import ModbusExceptionError
 from roomwatch.drivers.modbus.config import ModbusConfig, ProfileFile, load_profile, profile_names
 from roomwatch.drivers.modbus.driver import ModbusDriver
 
-__all__ = ["PLAUSIBLE", "discover_line", "plausible"]
+__all__ = ["discover_line", "plausible"]
 
 Progress = Callable[[str], None]
 
-#: Physical range of each measured quantity (base units); a map giving a value outside it is not this device.
-PLAUSIBLE: dict[str, tuple[float, float]] = {
-    v.TEMPERATURE: (-40.0, 100.0), v.HUMIDITY: (0.0, 1.0),
-    v.UPS_BATTERY_TEMPERATURE: (-40.0, 100.0), v.UPS_TEMPERATURE: (-40.0, 100.0),
-    v.UPS_INPUT_VOLTAGE: (0.0, 500.0), v.UPS_OUTPUT_VOLTAGE: (0.0, 500.0), v.UPS_BATTERY_VOLTAGE: (0.0, 1000.0),
-    v.UPS_LOAD: (0.0, 2.5), v.UPS_BATTERY_CHARGE: (0.0, 1.0), v.UPS_BATTERY_RUNTIME: (0.0, 7 * 86400.0),
-}
 #: Exception codes a gateway sends for a unit behind it that does not exist or answer (Modbus spec §7).
 _GATEWAY_NOBODY = {10, 11}
 #: Longest wait for one reply while scanning (a reply at 9600 baud takes tens of milliseconds).
@@ -53,9 +46,9 @@ def plausible(readings: list[Reading], rows: int) -> str | None:
         return f"{rows - len(readings)} of {rows} rows gave no value"
     measured = [r for r in readings if r.metric not in v.STATE_EVENTS and r.metric not in (
         v.UPS_BATTERY_REPLACE, v.CONTACT_CLOSED, v.CONTACT_ALARM)]
-    for r in readings:
-        lo, hi = PLAUSIBLE.get(r.metric, (float("-inf"), float("inf")))
-        if not lo <= r.value <= hi:
+    for r in readings:  # the physical ranges every driver applies (roomwatch/core/vocabulary.py)
+        if not v.plausible(r.metric, r.value):
+            lo, hi = v.RANGES[r.metric]
             return f"{r.metric} {r.value:g} is outside {lo:g}..{hi:g}"
     if measured and all(r.value == 0 for r in measured):
         return "every measurement is 0"
