@@ -7,7 +7,8 @@ runs under qemu-user: :func:`ensure_binfmt` registers ``qemu-aarch64-static`` wi
 chroot needs no copy of it). :func:`run_in_root` runs a script in a throw-away overlay of that root (the cached
 root is never changed), in new mount and network namespaces: no network at all but a loopback.
 
-Needs root, debootstrap and (for arm64) qemu-user-static; ``./dev test`` installs them. Where they are
+Needs root, debootstrap and (for arm64) qemu-user-static; ``./dev test`` installs them (qemu-user-static
+with ``ROOMWATCH_FOREIGN_ARCH=1``). Where they are
 missing, or the mirror cannot be reached for a first debootstrap, the test fails under
 ``ROOMWATCH_REQUIRE_PEERS=1`` (CI, ``./dev test``) instead of skipping.
 """
