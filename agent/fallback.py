@@ -14,7 +14,7 @@ A condition is sent once per episode, and only if no collector has accepted a ba
 a "resolved" message follows (``send_resolved``).
 
 Every message the agent delivered becomes a ``fallback_notified`` event (format and matching rule in
-``roomwatch/notice.py``), pushed in a batch of its own that the spool sends ahead of everything
+``roomwatch/core/notice.py``), pushed in a batch of its own that the spool sends ahead of everything
 else (kept until the collector has it). The collector's alert engine uses it to mark that alert as
 already notified, so people are not told twice (docs/reliability.md, "Local fallback alerting").
 """
@@ -154,7 +154,7 @@ class FallbackAlerter:
             if rule is None:
                 continue
             # A condition begins at its sample's time: the collector's alert for it starts there too
-            # (the matching rule in roomwatch/notice.py compares the two).
+            # (the matching rule in roomwatch/core/notice.py compares the two).
             key = (rule.alert, tuple(sorted(s.labels.items())))
             was = key in self.conditions and not self.conditions[key].cleared
             words = rule.summary.get(lang) or rule.summary.get("en") or rule.alert

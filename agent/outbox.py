@@ -65,7 +65,7 @@ class MemoryOutbox:
 
     def next_batches(self, limit: int) -> list[Batch]:
         # Newest first: after an outage the room's present state matters more than its past. Local
-        # fallback notices before anything (roomwatch/notice.py).
+        # fallback notices before anything (roomwatch/core/notice.py).
         newest_first = list(reversed(self._batches))
         return sorted(newest_first, key=lambda b: not carries_notice(b))[:limit]
 

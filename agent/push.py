@@ -182,7 +182,7 @@ class Pusher:
     def add_notice(self, event: EventRecord) -> None:
         """Queue a ``fallback_notified`` event in a batch of its own and push it now.
 
-        Alone, because the outbox sends such batches ahead of the rest (roomwatch/notice.py): the
+        Alone, because the outbox sends such batches ahead of the rest (roomwatch/core/notice.py): the
         collector must learn what the agent already told people before the backlog that raises the
         alert, and buffered samples must not overtake older spooled ones.
         """

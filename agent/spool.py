@@ -14,7 +14,7 @@ Order of delivery (:meth:`Spool.next_batches`):
 
 0. batches carrying a ``fallback_notified`` notice (``priority`` 1), oldest first: the
    collector must know what the agent already told people before the backlog that raises
-   the same alert arrives (roomwatch/notice.py);
+   the same alert arrives (roomwatch/core/notice.py);
 1. batches carrying events (door opened, on battery, leak), oldest first, so
    transitions reach the collector in the order they happened. The pusher seals
    events in batches of their own, with only the samples of the devices they are

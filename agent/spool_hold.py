@@ -51,7 +51,7 @@ class Entry:
     n_events: int
     oldest_ms: int
     newest_ms: int
-    priority: int  # 1: carries a fallback notice (roomwatch/notice.py), sent before everything
+    priority: int  # 1: carries a fallback notice (roomwatch/core/notice.py), sent before everything
 
     @classmethod
     def of(cls, batch: Batch) -> Entry:

@@ -2,7 +2,7 @@
 
 While a room's link is down, its agent sends critical conditions through its own channel (an SMS
 through a GSM modem, ``agent/fallback.py``) and pushes a notice for each message once a collector
-answers again (format and matching rule: ``roomwatch/notice.py``). Here:
+answers again (format and matching rule: ``roomwatch/core/notice.py``). Here:
 
 * a ``firing`` notice marks the matching alert episode as already notified: the level-0 channels
   of its routes count as told at the notice's time (:meth:`roomwatch.alerts.dispatch.Dispatcher.mark_told`),

@@ -75,7 +75,7 @@ CREATE TABLE outbox (
 CREATE INDEX outbox_pending ON outbox (channel, id) WHERE state = 'pending';
 CREATE INDEX outbox_done ON outbox (done_at) WHERE state != 'pending'
 """,
-    # 2: what agents' local fallback already notified (alerts/fallback.py, roomwatch/notice.py)
+    # 2: what agents' local fallback already notified (alerts/fallback.py, roomwatch/core/notice.py)
     """
 ALTER TABLE alert_episodes ADD COLUMN fallback TEXT;
 CREATE TABLE fallback_notices (

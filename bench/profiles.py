@@ -41,7 +41,7 @@ FIGURES = [  # (result key, label); lower is better for all
 ]
 
 CHANGES = [
-    ("decode", "`roomwatch/wire.py`", "label and metric names already validated are remembered in a bounded set "
+    ("decode", "`roomwatch/core/wire.py`", "label and metric names already validated are remembered in a bounded set "
      "(the regex ran 5× per sample and was half of decode); the error position (`samples[i]`) is formatted only "
      "for an error; the value is checked by its exact JSON type. Found with `bench.hotpath --profile`: "
      "`_labels` and `re.Pattern.match` at the top of the decode stage."),
@@ -51,7 +51,7 @@ CHANGES = [
      "at start. Found in the writer thread's profile: `json.dumps` took half of it."),
     ("tick", "`collector/series.py`", "series expiry keeps a lower bound of the sample times and skips its scan "
      "of every series (each second) while nothing can be old enough."),
-    ("memory", "`roomwatch/interning.py`", "the label pairs and strings of the keys that live as long as a series "
+    ("memory", "`roomwatch/core/interning.py`", "the label pairs and strings of the keys that live as long as a series "
      "(current values, rule states, history ids) are shared instead of one copy per index per series. Found with "
      "tracemalloc: four copies of each series' label tuples."),
     ("alerts", "`alerts/inhibit.py`", "inhibition remembers per active alert whether each rule's source/target "
@@ -64,7 +64,7 @@ CHANGES = [
      "collector process), now 5–20 ms. Measured with `bench.fleet --agents 2000 --procs 4 --seconds 40 --history "
      "on`, freeze/no-freeze/freeze/no-freeze: push round trip p99 212 / 387 / 162 / 895 ms, event → notification "
      "p99 260 / 396 / 189 / 1,351 ms, max 399 / 742 / 339 / 1,604 ms, collector CPU unchanged (0.36–0.44 cores)."),
-    ("scrape", "`roomwatch/exposition.py`, `collector/http.py`", "a `/metrics` scrape is rendered in pieces of "
+    ("scrape", "`roomwatch/core/exposition.py`, `collector/http.py`", "a `/metrics` scrape is rendered in pieces of "
      "4096 lines with the event loop free between pieces (pushes waited for whole scrapes: the fleet's slow pushes "
      "all fell on scrapes); the series snapshot skips its per-series staleness test while nothing can be stale. "
      "A render thread was tried first and did not help (with the GIL, every push waits for the thread's time "

@@ -1,5 +1,5 @@
 """Collector side of local fallback alerting, on a controllable clock: a ``fallback_notified`` notice marks the
-matching alert episode as already notified (roomwatch/notice.py has the matching rule), so no channel sends it
+matching alert episode as already notified (roomwatch/core/notice.py has the matching rule), so no channel sends it
 again, while it stays visible with a note. Real processes: tests/test_fallback.py."""
 
 from __future__ import annotations
