@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
 from typing import Any
 
 from roomwatch.agent.config import AgentConfig
 from roomwatch.agent.runtime import Agent
 from roomwatch.core.exposition import render
-from tests.helpers import metric_value
+from tests.helpers import async_wait_for, metric_value
 
 
 def make_agent(devices: list[dict[str, Any]]) -> Agent:
@@ -26,14 +25,8 @@ def current(agent: Agent, metric: str, **labels: str) -> float | None:
 
 
 async def until(check: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:
-    """Wait on the event loop until ``check()`` is truthy."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+    """Wait on the event loop until ``check()`` is truthy (:func:`tests.helpers.async_wait_for`, a shorter default)."""
+    return await async_wait_for(check, timeout, what)
 
 
 async def subscribed(agent: Agent, timeout: float = 15.0) -> None:
