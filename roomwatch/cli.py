@@ -42,12 +42,24 @@ LAZY_COMMANDS: dict[str, tuple[str, str, str, str]] = {
 }
 
 
+#: Files check-config reads besides agent and collector files (their kinds, for --kind).
+PROFILE_KINDS = ("snmp-profile", "modbus-profile", "rules")
+SNMP_PROFILE_KEYS = frozenset({"match", "probe", "points", "tables", "include", "include_first"})
+RULE_FILE_KEYS = frozenset({"rules", "inhibit_rules", "local_fallback"})
+
+
 def _kind_of(data: Any, forced: str | None) -> str | None:
     if forced:
         return forced
     if not isinstance(data, dict):
         return None
     keys = set(data)
+    if isinstance(data.get("rules"), list) and keys <= RULE_FILE_KEYS:  # a collector's rules: is a mapping
+        return "rules"
+    if isinstance(data.get("name"), str) and keys & SNMP_PROFILE_KEYS and not keys & AGENT_KEYS:
+        return "snmp-profile"
+    if "title" in keys and keys & {"registers", "inputs"} and not keys & AGENT_KEYS:
+        return "modbus-profile"
     agent, coll = bool(keys & AGENT_KEYS), bool(keys & COLLECTOR_KEYS)
     if agent and not coll:
         return "agent"
@@ -65,8 +77,22 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     warnings: list[str] = []
     for path in args.files:
         try:
-            data, _ = load_yaml(path)
+            try:
+                data, _ = load_yaml(path)
+            except ConfigError:
+                # A profile may use YAML anchors and merge keys (<<:), which config files do not take.
+                data = _plain_yaml(path)
+                if _kind_of(data, args.kind) not in PROFILE_KINDS:
+                    raise
             kind = _kind_of(data, args.kind)
+            if kind in PROFILE_KINDS:
+                trouble, summary = _check_other(path, kind)
+                if trouble:
+                    print(trouble, file=sys.stderr)
+                    bad += 1
+                elif not args.quiet:
+                    print(f"{path}: OK ({summary})")
+                continue
             if kind == "agent":
                 from roomwatch.agent.config import load_agent_config
 
@@ -84,7 +110,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
             else:
                 print(f"{path}: cannot tell whether this is an agent or a collector file "
                       f"(agent files have agent:/devices:, collector files have agents:/listen:); "
-                      f"use --kind agent|collector", file=sys.stderr)
+                      f"use --kind agent|collector (or {'|'.join(PROFILE_KINDS)})", file=sys.stderr)
                 bad += 1
                 continue
         except ConfigError as exc:
@@ -99,6 +125,54 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     for line in warnings:  # valid files: on stdout with the OK lines, exit 0
         print(line)
     return 2 if bad else 0
+
+
+def _plain_yaml(path: str) -> Any:
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            return yaml.safe_load(f)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+
+
+def _check_other(path: str, kind: str) -> tuple[str | None, str]:
+    """(problem or None, summary) for an SNMP profile, a Modbus register map or a rules file."""
+    from roomwatch.core.plural import plural
+
+    if kind == "snmp-profile":
+        from pathlib import Path
+
+        from roomwatch.drivers.snmp.profile_load import ProfileError, check_profile_file
+
+        try:
+            prof = check_profile_file(Path(path))
+        except (ProfileError, OSError) as exc:
+            return f"{path}: {exc}", ""
+        rows = len(prof.points) + sum(len(t.points) for t in prof.tables)
+        return None, f"SNMP profile {prof.name!r}, {plural(rows, 'row')}"
+    if kind == "modbus-profile":
+        from roomwatch.drivers.modbus.config import load_profile
+
+        try:
+            _, mprof = load_profile(path if "/" in path else "./" + path)  # a path, never a shipped name
+        except ValueError as exc:
+            return f"{path}: {exc}", ""
+        what = plural(len(mprof.registers), "register") if mprof.registers else "dry-contact inputs"
+        return None, f"Modbus register map {mprof.title!r}, {what}"
+    from roomwatch.alerts.pack import LOCAL_FALLBACK_KEY
+    from roomwatch.alerts.rules import RuleFile
+    from roomwatch.core.configbase import ConfigError, load_model, load_yaml
+
+    try:
+        data, located = load_yaml(path)
+        # local_fallback: the default pack's section for the agent (alerts/pack.py), not a key of a rules file
+        data = {k: val for k, val in data.items() if k != LOCAL_FALLBACK_KEY}
+        rules = load_model(path, RuleFile, data, located).rules
+    except ConfigError as exc:
+        return str(exc), ""
+    return None, f"alert rules, {plural(len(rules), 'rule')}"
 
 
 def cmd_agent(args: argparse.Namespace) -> int:
@@ -185,7 +259,8 @@ def build_parser(wanted: str | None = None) -> argparse.ArgumentParser:
                        description="Validate files; exit 0 if all are valid, 2 otherwise. Each problem is printed as "
                                    "FILE:LINE: KEY: what is wrong.")
     p.add_argument("files", nargs="+", metavar="FILE")
-    p.add_argument("--kind", choices=["agent", "collector"], help="treat every file as this kind")
+    p.add_argument("--kind", choices=["agent", "collector", *PROFILE_KINDS],
+                   help="treat every file as this kind (else told by its keys)")
     p.add_argument("-q", "--quiet", action="store_true", help="print only problems")
     p.set_defaults(func=cmd_check_config)
 

@@ -299,3 +299,35 @@ def test_an_error_about_a_secret_never_shows_its_value(tmp_path: Path) -> None:
     assert res.returncode == 2
     assert "12345678987" not in res.stderr and "9876543210" not in res.stderr
     assert "access_key_secret" in res.stderr and "not shown: it is a secret" in res.stderr
+
+
+def test_check_config_reads_every_shipped_profile_and_rule_pack() -> None:
+    """Every YAML file an install carries passes check-config: profiles and the rule pack are told by their keys."""
+    files = sorted(str(p) for p in (ROOT / "drivers" / "snmp" / "profiles").glob("*.yaml"))
+    files += sorted(str(p) for p in (ROOT / "drivers" / "modbus" / "profiles").glob("*.yaml"))
+    files.append(str(ROOT / "alerts" / "defaults.yaml"))
+    res = cli("check-config", *files)
+    assert res.returncode == 0, res.stderr
+    assert "SNMP profile 'kentix'" in res.stdout  # a profile with YAML merge keys (<<:), which config files refuse
+    assert "Modbus register map" in res.stdout and "alert rules, " in res.stdout
+
+
+def test_check_config_names_what_is_wrong_in_a_users_profile(tmp_path: Path) -> None:
+    snmp = tmp_path / "acme.yaml"
+    snmp.write_text("name: acme\nsource: ACME-MIB 1.0\ninclude: [ups-mib]\nmatch: [1.3.6.1.4.1.99999]\n"
+                    "points:\n  - {metric: roomwatch_temperature_celsius, oid: 1.3.6.1.4.1.99999.1.0, scale: 0.1}\n")
+    res = cli("check-config", str(snmp))
+    assert res.returncode == 0 and "SNMP profile 'acme'" in res.stdout, res.stderr  # includes a shipped profile
+    snmp.write_text("name: acme\nmatch: [1.3.6.1.4.1.99999]\npoints:\n  - {metric: roomwatch_temprature, oid: 1.3.6.1.4.1.1.0}\n")
+    res = cli("check-config", str(snmp))
+    assert res.returncode == 2 and "acme.yaml" in res.stderr and "roomwatch_temprature" in res.stderr
+    modbus = tmp_path / "sensor.yaml"
+    modbus.write_text("title: my sensor\nsource: its manual\nregisters:\n  - {name: t, metric: temperature, function: input,"
+                      " address: 1, type: int17}\n")
+    res = cli("check-config", str(modbus))
+    assert res.returncode == 2 and "int17" in res.stderr
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("rules:\n  - alert: Hot\n    metric: roomwatch_temperature_celsius\n    op: '>'\n    threshold: 30\n"
+                     "    severity: urgent\n")
+    res = cli("check-config", str(rules))
+    assert res.returncode == 2 and "severity" in res.stderr

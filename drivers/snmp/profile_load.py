@@ -7,6 +7,7 @@ at the first poll. The keys are documented in docs/snmp.md, "Adding a profile".
 
 from __future__ import annotations
 
+import functools
 import re
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ from roomwatch.drivers.snmp.profile import (
     parse_oid,
 )
 
-__all__ = ["ProfileError", "load_profiles"]
+__all__ = ["ProfileError", "check_profile_file", "load_profiles"]
 
 #: How many of a profile's own objects probe for its MIB when the file names no ``probe``.
 DEFAULT_PROBES = 3
@@ -353,21 +354,42 @@ def _resolve(name: str, raw: dict[str, dict[str, Any]], seen: tuple[str, ...]) -
             "alarms": alarms, "scale_rules": rules}
 
 
-def load_profiles(directory: Path = PROFILE_DIR) -> dict[str, Profile]:
-    """Read every ``*.yaml`` profile in ``directory``; raise :class:`ProfileError` on the first bad row."""
+def _raw_profiles(directory: Path) -> dict[str, dict[str, Any]]:
     raw: dict[str, dict[str, Any]] = {}
     for path in sorted(directory.glob("*.yaml")):
         doc = _parse_file(path)
         if doc["name"] in raw:
             raise ProfileError(f"{path.name}: profile name {doc['name']!r} is also used by {raw[doc['name']]['file']}")
         raw[doc["name"]] = doc
-    out = {}
-    for name in raw:
-        d = _resolve(name, raw, ())
-        out[name] = Profile(name=name, description=d["description"], source=d["source"], match=d["match"],
-                            points=tuple(d["points"]), tables=tuple(d["tables"]), info=tuple(d["info"]),
-                            battery_date=tuple(d["battery_date"]), file=d["file"], probe=d["probe"],
-                            lines=d["lines"], alarms=tuple(d["alarms"]), scale_rules=tuple(d["scale_rules"]))
+    return raw
+
+
+def _built(name: str, raw: dict[str, dict[str, Any]]) -> Profile:
+    d = _resolve(name, raw, ())
+    return Profile(name=name, description=d["description"], source=d["source"], match=d["match"],
+                   points=tuple(d["points"]), tables=tuple(d["tables"]), info=tuple(d["info"]),
+                   battery_date=tuple(d["battery_date"]), file=d["file"], probe=d["probe"],
+                   lines=d["lines"], alarms=tuple(d["alarms"]), scale_rules=tuple(d["scale_rules"]))
+
+
+@functools.cache
+def _shipped_raw(directory: Path) -> dict[str, dict[str, Any]]:
+    return _raw_profiles(directory)
+
+
+def check_profile_file(path: Path, directory: Path = PROFILE_DIR) -> Profile:
+    """One profile file (a user's new one, or a shipped one) read as the agent would, with the shipped
+    profiles it includes; :class:`ProfileError` on the first problem (``roomwatch check-config``)."""
+    raw = dict(_shipped_raw(directory))  # parsed once per process: check-config may be given all 40 files
+    doc = _parse_file(path)
+    raw[doc["name"]] = doc  # a file in the shipped folder replaces itself; a new one may include any shipped one
+    return _built(doc["name"], raw)
+
+
+def load_profiles(directory: Path = PROFILE_DIR) -> dict[str, Profile]:
+    """Read every ``*.yaml`` profile in ``directory``; raise :class:`ProfileError` on the first bad row."""
+    raw = _raw_profiles(directory)
+    out = {name: _built(name, raw) for name in raw}
     if FALLBACK not in out:
         raise ProfileError(f"the fallback profile {FALLBACK!r} is missing from {directory}")
     return out
