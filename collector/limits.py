@@ -215,6 +215,8 @@ async def _send(request: web.Request, resp: web.StreamResponse, timeout: float) 
     except TimeoutError:
         if request.transport is not None:
             request.transport.abort()
+    except ConnectionError:  # the client reset or closed: the answer has nowhere to go (aiohttp's own
+        pass  # sending treats this the same way, quietly; a traceback per request would flood the log)
     return resp
 
 
