@@ -2,7 +2,7 @@
 
 A first reading that is already an alarm state — a UPS on battery when the agent starts, a door
 that is open when its sensor first speaks — is pushed to the collector at once, like a transition,
-not at the next push interval. The agent's push interval here is 60 s: what the collector knows
+not at the next push interval. The agent's push interval here is an hour: what the collector knows
 sooner came with an event push. The test waits on the event at the collector, never on time.
 A quiet first state (door closed, on mains) is not an event.
 """
@@ -10,7 +10,6 @@ A quiet first state (door closed, on mains) is not an event.
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ from tests.helpers import http_get, metric_value, wait_for
 from tests.peers.mosquitto import Mosquitto, Publisher
 from tests.peers.nut import NutServer, write_dev
 
-PUSH_INTERVAL = 60.0
+PUSH_INTERVAL = 3600.0  # s: an interval push is an hour away, so what arrives within the waits below was pushed at once
 
 ON_BATTERY_UPS = {
     "device.type": "ups", "ups.mfr": "Test Power", "ups.model": "TP-1000", "ups.status": "OB DISCHRG",
@@ -44,7 +43,6 @@ def _alert(collector: CollectorHandle, name: str, device: str) -> dict[str, Any]
 def test_ups_already_on_battery_at_agent_start_is_pushed_at_once(
         tmp_path: Path, collector: CollectorHandle, agent_factory: Any, nut_factory: Any) -> None:
     nut: NutServer = nut_factory({"ups1": write_dev(tmp_path / "ups1.dev", ON_BATTERY_UPS)})
-    started = time.monotonic()
     agent_factory(collector.url, collector={"push_interval": f"{PUSH_INTERVAL:g}s"}, host={"enabled": False},
                   devices=[{"name": "ups1", "driver": "nut", "port": nut.port, "ups": "ups1", "interval": "1h"}])
     # The one poll at start reads OB: the ups_on_battery event and the value reach the collector with it.
@@ -52,7 +50,6 @@ def test_ups_already_on_battery_at_agent_start_is_pushed_at_once(
     assert metric_value(collector.metrics(), "roomwatch_ups_on_battery", device="ups1", agent="agent-a") == 1
     alert = wait_for(lambda: _alert(collector, "UPSOnBattery", "ups1"), timeout=10, what="UPSOnBattery")
     assert alert["state"] in ("pending", "firing"), alert
-    assert time.monotonic() - started < PUSH_INTERVAL  # it cannot have come with an interval push
 
 
 @pytest.mark.peer("mosquitto")
@@ -68,10 +65,8 @@ def test_door_open_at_first_message_is_pushed_at_once_and_a_closed_one_is_not_an
     wait_for(lambda: metric_value(http_get(agent_url + "/metrics")[1].decode(), "roomwatch_door_open",
                                   device="door_closed") == 0, timeout=15, what="the closed door at the agent")
     # The first message of this sensor says the door is open: that alone is an event, pushed at once.
-    started = time.monotonic()
     publisher.publish("zigbee2mqtt/door_open", json.dumps({"contact": False}))
     wait_for(lambda: _agent_events(collector) >= 1, timeout=30, what="the door_open event at the collector")
     text = collector.metrics()
     assert metric_value(text, "roomwatch_door_open", device="door_open", agent="agent-a") == 1
     assert _agent_events(collector) == 1  # the closed door's first state was not an event
-    assert time.monotonic() - started < PUSH_INTERVAL

@@ -6,7 +6,6 @@ libgpiod reports them (level after the edge, kernel timestamp).
 
 from __future__ import annotations
 
-import asyncio
 import sys
 import time
 from collections.abc import Callable
@@ -15,6 +14,7 @@ from typing import Any
 import pytest
 
 from roomwatch.drivers.gpio import Contact, Edge, GpioConfig, GpioDriver
+from tests.helpers import async_wait_for
 from tests.mqtt_helpers import current, make_agent, until
 
 DOOR = "roomwatch_door_open"
@@ -58,10 +58,7 @@ async def test_initial_state_is_reported_but_is_not_a_transition() -> None:
 
 async def settled(contact: Contact) -> None:
     """Wait for the debounce timer to fire (the contact's own event), however slow the machine."""
-    deadline = time.monotonic() + 10
-    while contact._timer is not None:
-        assert time.monotonic() < deadline, "the debounce timer never fired"
-        await asyncio.sleep(0.005)
+    await async_wait_for(lambda: contact._timer is None, timeout=10, what="the debounce timer to fire")
 
 
 async def test_bouncing_contact_is_one_transition_stamped_at_the_first_edge() -> None:

@@ -1,10 +1,10 @@
 """A polled UPS going on battery, end to end with real processes (issue 4 point 5):
 
-    NUT dummy-ups → upsd → ``roomwatch agent`` (nut driver, polled every 0.5 s, push_interval 60 s)
+    NUT dummy-ups → upsd → ``roomwatch agent`` (nut driver, polled every 0.5 s, push_interval 1 h)
     → ``roomwatch collector`` (default rule pack)
 
 "A UPS going on battery is pushed to the collector at once as an event plus the new value, not at
-the next push interval": the agent's first interval push is due 60 s after it started, so whatever
+the next push interval": the agent's first interval push is due an hour after it started, so whatever
 the collector knows sooner came with the event push. The MQTT door (a listening driver) is covered
 by tests/test_mqtt_e2e.py; this is the polled path.
 """
@@ -12,7 +12,6 @@ by tests/test_mqtt_e2e.py; this is the polled path.
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ from tests.conftest import CollectorHandle
 from tests.helpers import http_get, metric_value, wait_for
 from tests.peers.nut import NutServer, write_dev
 
-PUSH_INTERVAL = 60.0  # s; nothing reaches the collector on the interval before this
+PUSH_INTERVAL = 3600.0  # s: nothing reaches the collector on the interval within the waits (at most 20 s each)
 ON_BATTERY = "roomwatch_ups_on_battery"
 
 #: A small online UPS as dummy-ups serves it (NUT variable names: docs/nut.md).
@@ -54,7 +53,6 @@ def test_polled_ups_on_battery_reaches_the_collector_before_the_push_interval(
     (its per-agent event count grows), the new value 1 and a pending UPSOnBattery alert for that UPS;
     back on mains, the ups_on_mains event brings 0 and the alert leaves, again without waiting."""
     nut: NutServer = nut_factory({"ups1": write_dev(tmp_path / "ups1.dev", ONLINE_UPS)})
-    started = time.monotonic()  # the agent's pusher starts after this: its first interval push is later than +60 s
     _proc, agent_url = agent_factory(collector.url, collector={"push_interval": f"{PUSH_INTERVAL:g}s"},
                                      host={"enabled": False},
                                      devices=[{"name": "ups1", "driver": "nut", "port": nut.port, "ups": "ups1",
@@ -70,7 +68,6 @@ def test_polled_ups_on_battery_reaches_the_collector_before_the_push_interval(
     nut.set_var("ups1", "ups.status", "OB DISCHRG")  # mains fails (returns once upsd serves the new status)
     arrived = wait_for(lambda: (lambda s: s if s[0] == 1 else None)(_at_collector(collector)), timeout=20,
                        interval=0.05, what="roomwatch_ups_on_battery 1 at the collector")
-    on_battery_at = time.monotonic()
     assert arrived[1] > events_before, "the value came without the on-battery event"
     alert = wait_for(lambda: _ups_alert(collector), timeout=5, what="UPSOnBattery at the collector")
     # The default rule waits 30 s before firing (transfer blips): pending now, firing later.
@@ -82,5 +79,4 @@ def test_polled_ups_on_battery_reaches_the_collector_before_the_push_interval(
                     interval=0.05, what="roomwatch_ups_on_battery 0 at the collector")
     assert back[1] > arrived[1], "the value came without the on-mains event"
     wait_for(lambda: _ups_alert(collector) is None, timeout=5, what="UPSOnBattery to leave the active alerts")
-    # Both transitions arrived before the agent's first interval push was even due.
-    assert time.monotonic() - started < PUSH_INTERVAL, (on_battery_at - started, time.monotonic() - started)
+    # Both transitions arrived within their 20 s waits, long before the agent's first interval push (an hour).
